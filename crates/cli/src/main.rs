@@ -1,0 +1,163 @@
+//! The `neurolov` binary. For now: `neurolov bench` (the provider benchmark), `neurolov adapters` (what wgpu
+//! finds), and the hidden `kernel-worker` subcommand that the sandbox runs untrusted WGSL in.
+
+use std::io::IsTerminal;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use neurolov_kernels::backend::{Calibration, Compute};
+use neurolov_kernels::bench::{self, BenchFailure, BenchRow, Target};
+use neurolov_kernels::gpu::{self, GpuExecutor};
+
+#[derive(Parser)]
+#[command(name = "neurolov", version, about = "Neurolov: a decentralized GPU compute network")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure matmul GFLOP/s on every backend this machine has (each GPU adapter and the CPU).
+    Bench {
+        /// Print machine-readable JSON: a list of {backend, adapter, software, size, gflops, max_abs_error}.
+        #[arg(long)]
+        json: bool,
+        /// Matrix sizes n (n×n·n×n), comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = bench::DEFAULT_SIZES)]
+        sizes: Vec<usize>,
+        /// Timed runs per size and backend (the median is reported), after one warm-up.
+        #[arg(long, default_value_t = bench::DEFAULT_RUNS)]
+        runs: usize,
+        /// Skip the per-kernel backend choice that follows the matmul table.
+        #[arg(long)]
+        no_calibrate: bool,
+    },
+    /// List the GPU adapters wgpu finds, with the limits Neurolov uses.
+    Adapters {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runs one untrusted kernel read from stdin (started by the sandbox; not for people).
+    #[command(hide = true)]
+    KernelWorker,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Bench { json, sizes, runs, no_calibrate } => run_bench(json, &sizes, runs, !no_calibrate),
+        Command::Adapters { json } => {
+            let reports = gpu::discover();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+            } else if reports.is_empty() {
+                println!("no gpu adapter found (backends {:?})", gpu::backends());
+            } else {
+                for r in reports {
+                    println!(
+                        "{} [{}; {}{}] max buffer {} MiB, max storage binding {} MiB, {} invocations/workgroup",
+                        r.name,
+                        r.backend,
+                        r.device_type,
+                        if r.software { ", software" } else { "" },
+                        r.limits.max_buffer_size >> 20,
+                        r.limits.max_storage_buffer_binding_size >> 20,
+                        r.limits.max_compute_invocations_per_workgroup
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::KernelWorker => {
+            neurolov_kernels::sandbox::serve_worker(std::io::stdin().lock(), std::io::stdout().lock())
+                .context("kernel worker pipe failed")
+        }
+    }
+}
+
+fn run_bench(json: bool, sizes: &[usize], runs: usize, calibrate: bool) -> anyhow::Result<()> {
+    if let Some(&bad) = sizes.iter().find(|&&s| s == 0 || s > bench::MAX_SIZE) {
+        bail!("size {bad} is out of range 1..={}", bench::MAX_SIZE);
+    }
+    let gpus = GpuExecutor::open_all();
+    if gpus.is_empty() && gpu::gpu_required() {
+        bail!("no gpu adapter found and {} is set", gpu::REQUIRE_GPU_ENV);
+    }
+    let mut targets: Vec<Target> = gpus.iter().map(Target::Gpu).collect();
+    targets.push(Target::Cpu);
+
+    let bar = if json || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new((targets.len() * sizes.len()) as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut rows: Vec<BenchRow> = Vec::new();
+    let mut failures: Vec<BenchFailure> = Vec::new();
+    for &size in sizes {
+        bar.set_message(format!("matmul {size}³"));
+        let (r, f) = bench::matmul_size(&targets, size, runs, |t, s| {
+            bar.inc(1);
+            bar.set_message(format!("{} {s}³ done", t.backend()));
+        });
+        rows.extend(r);
+        failures.extend(f);
+    }
+    bar.finish_and_clear();
+    for f in &failures {
+        tracing::warn!(backend = %f.backend, adapter = %f.adapter, size = f.size, error = %f.error, "benchmark failed");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    print_table(&rows, &failures);
+    if calibrate {
+        let mut compute = Compute::new(gpus.into_iter().next());
+        print_plan(&compute.calibrate(), compute.gpu().map(|g| g.report().name.as_str()));
+    }
+    Ok(())
+}
+
+fn print_table(rows: &[BenchRow], failures: &[BenchFailure]) {
+    println!("{:<8} {:<44} {:>5} {:>6} {:>10} {:>13}", "backend", "adapter", "soft", "size", "GFLOP/s", "max |error|");
+    for r in rows {
+        println!(
+            "{:<8} {:<44} {:>5} {:>6} {:>10.2} {:>13.2e}",
+            r.backend,
+            truncate(&r.adapter, 44),
+            if r.software { "yes" } else { "no" },
+            r.size,
+            r.gflops,
+            r.max_abs_error
+        );
+    }
+    for f in failures {
+        println!("{:<8} {:<44} {:>5} {:>6} failed: {}", f.backend, truncate(&f.adapter, 44), "", f.size, f.error);
+    }
+}
+
+fn print_plan(calibrations: &[Calibration], gpu: Option<&str>) {
+    println!();
+    println!("per-kernel backend (fastest measured here; gpu = {}):", gpu.unwrap_or("none"));
+    for c in calibrations {
+        let gpu = c.gpu_gflops.map_or("-".to_string(), |g| format!("{g:.2}"));
+        println!("  {:<11} gpu {:>9} GFLOP/s  cpu {:>9.2} GFLOP/s  -> {}", c.kernel.name(), gpu, c.cpu_gflops, c.chosen);
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n { s.to_string() } else { s.chars().take(n - 1).chain(['…']).collect() }
+}
+

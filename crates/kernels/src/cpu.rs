@@ -1,0 +1,158 @@
+//! The CPU path: a plain-Rust reference for every kernel (f64 accumulation, the yardstick every backend is
+//! measured against) and the CPU fallback a node runs when it has no GPU or its GPU is slower. The fallback's
+//! matmul is `matrixmultiply`'s multi-threaded SGEMM; the other kernels are memory-bound and run the reference.
+
+use crate::ops::{Op, ShapeError};
+
+/// The reference result of `op`, accumulated in f64.
+pub fn reference(op: &Op) -> Result<Vec<f32>, ShapeError> {
+    op.check()?;
+    Ok(match *op {
+        Op::Matmul { a, b, m, n, k } => {
+            let mut acc = vec![0.0f64; m * n];
+            for i in 0..m {
+                let row = &mut acc[i * n..(i + 1) * n];
+                for p in 0..k {
+                    let aip = f64::from(a[i * k + p]);
+                    for (c, &bv) in row.iter_mut().zip(&b[p * n..(p + 1) * n]) {
+                        *c += aip * f64::from(bv);
+                    }
+                }
+            }
+            acc.into_iter().map(|v| v as f32).collect()
+        }
+        Op::Matvec { a, x, cols, .. } => a.chunks_exact(cols).map(|row| dot(row, x) as f32).collect(),
+        Op::Add { a, b } => a.iter().zip(b).map(|(x, y)| x + y).collect(),
+        Op::Mul { a, b } => a.iter().zip(b).map(|(x, y)| x * y).collect(),
+        Op::Scale { a, alpha } => a.iter().map(|x| x * alpha).collect(),
+        Op::Gelu { a } => a.iter().map(|&x| gelu(f64::from(x)) as f32).collect(),
+        Op::ReduceSum { x, cols, .. } => x.chunks_exact(cols).map(|r| r.iter().map(|&v| f64::from(v)).sum::<f64>() as f32).collect(),
+        Op::Softmax { x, cols, .. } => x.chunks_exact(cols).flat_map(softmax_row).collect(),
+        Op::Layernorm { x, gamma, beta, cols, eps, .. } => {
+            x.chunks_exact(cols).flat_map(|row| layernorm_row(row, gamma, beta, eps)).collect()
+        }
+    })
+}
+
+/// The CPU fallback: `matrixmultiply`'s SGEMM for matmul, the reference for the rest.
+pub fn run(op: &Op) -> Result<Vec<f32>, ShapeError> {
+    match *op {
+        Op::Matmul { a, b, m, n, k } => {
+            op.check()?;
+            let mut c = vec![0.0f32; m * n];
+            sgemm(a, b, &mut c, m, n, k);
+            Ok(c)
+        }
+        _ => reference(op),
+    }
+}
+
+/// C = A·B for row-major operands whose lengths the caller has checked (see [`Op::check`]).
+pub fn sgemm(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "sgemm operands shorter than the shape");
+    // Row-major strides: row stride = columns, column stride = 1.
+    #[allow(unsafe_code)]
+    // SAFETY: the assertion above keeps every index the strides reach inside the three slices.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            n as isize,
+            1,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum()
+}
+
+fn gelu(x: f64) -> f64 {
+    let u = (0.797_884_560_802_865_4 * (x + 0.044715 * x * x * x)).clamp(-10.0, 10.0);
+    0.5 * x * (1.0 + u.tanh())
+}
+
+fn softmax_row(row: &[f32]) -> Vec<f32> {
+    let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+    let exps: Vec<f64> = row.iter().map(|&v| (f64::from(v) - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.into_iter().map(|e| (e / sum) as f32).collect()
+}
+
+fn layernorm_row(row: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f32> {
+    let n = row.len() as f64;
+    let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let var = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+    let inv_std = 1.0 / (var + f64::from(eps)).sqrt();
+    row.iter()
+        .zip(gamma.iter().zip(beta))
+        .map(|(&v, (&g, &b))| ((f64::from(v) - mean) * inv_std * f64::from(g) + f64::from(b)) as f32)
+        .collect()
+}
+
+/// The largest absolute difference between two equally long slices (∞ when the lengths differ or a value is NaN).
+pub fn max_abs_error(got: &[f32], want: &[f32]) -> f64 {
+    if got.len() != want.len() {
+        return f64::INFINITY;
+    }
+    got.iter().zip(want).fold(0.0f64, |worst, (&g, &w)| {
+        let d = (f64::from(g) - f64::from(w)).abs();
+        if d.is_nan() { f64::INFINITY } else { worst.max(d) }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::random_vec;
+
+    #[test]
+    fn reference_matmul_on_a_worked_example() {
+        // [1 2; 3 4] · [5 6; 7 8] = [19 22; 43 50]
+        let a = [1.0, 2.0, 3.0, 4.0];
+        let b = [5.0, 6.0, 7.0, 8.0];
+        let op = Op::Matmul { a: &a, b: &b, m: 2, n: 2, k: 2 };
+        assert_eq!(reference(&op).unwrap(), vec![19.0, 22.0, 43.0, 50.0]);
+    }
+
+    #[test]
+    fn gemm_crate_agrees_with_the_reference_on_odd_shapes() {
+        for (m, n, k) in [(1, 1, 1), (7, 17, 5), (33, 1, 65), (100, 37, 255)] {
+            let a = random_vec(m * k, 1);
+            let b = random_vec(k * n, 2);
+            let op = Op::Matmul { a: &a, b: &b, m, n, k };
+            let err = max_abs_error(&run(&op).unwrap(), &reference(&op).unwrap());
+            assert!(err < 1e-4, "{m}x{n}x{k}: {err}");
+        }
+    }
+
+    #[test]
+    fn softmax_is_stable_for_large_inputs_and_layernorm_centres() {
+        let x = [1000.0f32, 1000.0, 1000.0, 1000.0];
+        let y = reference(&Op::Softmax { x: &x, rows: 1, cols: 4 }).unwrap();
+        assert_eq!(y, vec![0.25; 4]);
+        let x = [1.0f32, 2.0, 3.0, 4.0];
+        let ones = [1.0f32; 4];
+        let zeros = [0.0f32; 4];
+        let y = reference(&Op::Layernorm { x: &x, gamma: &ones, beta: &zeros, rows: 1, cols: 4, eps: 0.0 }).unwrap();
+        assert!(y.iter().sum::<f32>().abs() < 1e-6);
+        assert!((y[3] - 1.341_640_8).abs() < 1e-5, "{y:?}");
+    }
+
+    #[test]
+    fn max_abs_error_treats_nan_as_infinitely_wrong() {
+        assert_eq!(max_abs_error(&[1.0, 2.0], &[1.0, 2.5]), 0.5);
+        assert_eq!(max_abs_error(&[f32::NAN], &[1.0]), f64::INFINITY);
+        assert_eq!(max_abs_error(&[1.0], &[1.0, 2.0]), f64::INFINITY);
+    }
+}
