@@ -78,7 +78,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::KernelWorker => {
             neurolov_kernels::sandbox::serve_worker(std::io::stdin().lock(), std::io::stdout().lock())
-                .context("kernel worker pipe failed")
+                .context("kernel worker pipe failed")?;
+            // Exit at once: dropping a device whose queue still runs a kernel would wait for that kernel.
+            std::process::exit(0)
         }
     }
 }
@@ -153,11 +155,16 @@ fn print_plan(calibrations: &[Calibration], gpu: Option<&str>) {
     println!("per-kernel backend (fastest measured here; gpu = {}):", gpu.unwrap_or("none"));
     for c in calibrations {
         let gpu = c.gpu_gflops.map_or("-".to_string(), |g| format!("{g:.2}"));
-        println!("  {:<11} gpu {:>9} GFLOP/s  cpu {:>9.2} GFLOP/s  -> {}", c.kernel.name(), gpu, c.cpu_gflops, c.chosen);
+        println!(
+            "  {:<11} gpu {:>9} GFLOP/s  cpu {:>9.2} GFLOP/s  -> {}",
+            c.kernel.name(),
+            gpu,
+            c.cpu_gflops,
+            c.chosen
+        );
     }
 }
 
 fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n { s.to_string() } else { s.chars().take(n - 1).chain(['…']).collect() }
 }
-

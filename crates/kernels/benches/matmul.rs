@@ -47,7 +47,5 @@ fn wgpu_matmul(bencher: Bencher, n: usize) {
         return;
     };
     let s = sample(n);
-    bencher
-        .counter(divan::counter::ItemsCount::new(2 * n * n * n))
-        .bench_local(|| gpu.run(divan::black_box(&s.op())));
+    bencher.counter(divan::counter::ItemsCount::new(2 * n * n * n)).bench_local(|| gpu.run(divan::black_box(&s.op())));
 }

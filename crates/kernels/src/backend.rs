@@ -144,7 +144,9 @@ impl Compute {
             match gpu.run(op) {
                 Ok(output) => return Ok(Ran { output, backend: Backend::Gpu }),
                 Err(GpuError::Shape(e)) => return Err(e),
-                Err(e) => warn!(kernel = %op.kernel(), adapter = %gpu.report().name, error = %e, "gpu failed; running on the cpu"),
+                Err(e) => {
+                    warn!(kernel = %op.kernel(), adapter = %gpu.report().name, error = %e, "gpu failed; running on the cpu")
+                }
             }
         }
         Ok(Ran { output: cpu::run(op)?, backend: Backend::Cpu })

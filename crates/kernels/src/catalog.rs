@@ -117,11 +117,7 @@ pub struct KernelSpec {
 
 impl KernelSpec {
     pub fn source(&self) -> &'static str {
-        FILES
-            .iter()
-            .find(|f| f.name == self.file)
-            .map(|f| f.source)
-            .unwrap_or_default()
+        FILES.iter().find(|f| f.name == self.file).map(|f| f.source).unwrap_or_default()
     }
 
     /// Floating-point operations one run performs at `shape`: 2·m·n·k for a matrix product (a fused multiply-add

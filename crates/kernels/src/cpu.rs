@@ -26,7 +26,9 @@ pub fn reference(op: &Op) -> Result<Vec<f32>, ShapeError> {
         Op::Mul { a, b } => a.iter().zip(b).map(|(x, y)| x * y).collect(),
         Op::Scale { a, alpha } => a.iter().map(|x| x * alpha).collect(),
         Op::Gelu { a } => a.iter().map(|&x| gelu(f64::from(x)) as f32).collect(),
-        Op::ReduceSum { x, cols, .. } => x.chunks_exact(cols).map(|r| r.iter().map(|&v| f64::from(v)).sum::<f64>() as f32).collect(),
+        Op::ReduceSum { x, cols, .. } => {
+            x.chunks_exact(cols).map(|r| r.iter().map(|&v| f64::from(v)).sum::<f64>() as f32).collect()
+        }
         Op::Softmax { x, cols, .. } => x.chunks_exact(cols).flat_map(softmax_row).collect(),
         Op::Layernorm { x, gamma, beta, cols, eps, .. } => {
             x.chunks_exact(cols).flat_map(|row| layernorm_row(row, gamma, beta, eps)).collect()

@@ -88,8 +88,8 @@ impl AdapterReport {
             driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
             limits: LimitsReport {
                 max_buffer_size: limits.max_buffer_size,
-                max_storage_buffer_binding_size: u64::from(limits.max_storage_buffer_binding_size),
-                max_uniform_buffer_binding_size: u64::from(limits.max_uniform_buffer_binding_size),
+                max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+                max_uniform_buffer_binding_size: limits.max_uniform_buffer_binding_size,
                 max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
                 max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
                 max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
@@ -177,9 +177,7 @@ impl GpuExecutor {
     pub fn open_all() -> Vec<Self> {
         adapters()
             .into_iter()
-            .filter_map(|adapter| {
-                Self::open(adapter).map_err(|e| warn!(error = %e, "skipping gpu adapter")).ok()
-            })
+            .filter_map(|adapter| Self::open(adapter).map_err(|e| warn!(error = %e, "skipping gpu adapter")).ok())
             .collect()
     }
 
@@ -232,6 +230,14 @@ impl GpuExecutor {
         self
     }
 
+    /// Releases the device (at shutdown). Later runs fail with [`GpuError::DeviceLost`].
+    pub fn destroy(&self) {
+        if let Ok(mut slot) = self.lost.lock() {
+            slot.get_or_insert_with(|| "device destroyed".into());
+        }
+        self.device.destroy();
+    }
+
     pub fn report(&self) -> &AdapterReport {
         &self.report
     }
@@ -253,7 +259,12 @@ impl GpuExecutor {
             buffers.push(BufferSpec { binding, access: Access::Read, size_bytes: bytes.len() as u64, init: bytes });
         }
         let out_bytes = (op.output_len() * 4) as u64;
-        buffers.push(BufferSpec { binding: op.output_binding(), access: Access::ReadWrite, size_bytes: out_bytes, init: &[] });
+        buffers.push(BufferSpec {
+            binding: op.output_binding(),
+            access: Access::ReadWrite,
+            size_bytes: out_bytes,
+            init: &[],
+        });
         let groups = self.dispatch_size(op)?;
         let mut outputs = self.dispatch(&pipeline, &buffers, groups, self.dispatch_timeout)?;
         let out = outputs.pop().map(|(_, bytes)| f32s_of_bytes(&bytes)).unwrap_or_default();
@@ -276,7 +287,12 @@ impl GpuExecutor {
         let buffers: Vec<BufferSpec> = job
             .buffers
             .iter()
-            .map(|b| BufferSpec { binding: b.binding, access: b.access.into(), size_bytes: b.size_bytes, init: &b.init })
+            .map(|b| BufferSpec {
+                binding: b.binding,
+                access: b.access.into(),
+                size_bytes: b.size_bytes,
+                init: &b.init,
+            })
             .collect();
         self.dispatch(&pipeline, &buffers, job.dispatch, timeout)
     }
@@ -336,11 +352,8 @@ impl GpuExecutor {
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
         let value = f();
-        let errors = [
-            pollster::block_on(internal.pop()),
-            pollster::block_on(validation.pop()),
-            pollster::block_on(oom.pop()),
-        ];
+        let errors =
+            [pollster::block_on(internal.pop()), pollster::block_on(validation.pop()), pollster::block_on(oom.pop())];
         match errors.into_iter().flatten().next() {
             None => Ok(value),
             Some(wgpu::Error::OutOfMemory { source }) => Err(GpuError::OutOfMemory(source.to_string())),
@@ -352,7 +365,9 @@ impl GpuExecutor {
     /// The workgroup grid for a catalog op: a 2-D fold where one dimension would exceed the device limit.
     fn dispatch_size(&self, op: &Op) -> Result<[u32; 3], GpuError> {
         let groups = match op.shape() {
-            crate::Shape::Matmul { m, n, .. } => return self.checked_grid([n.div_ceil(64) as u64, m.div_ceil(64) as u64]),
+            crate::Shape::Matmul { m, n, .. } => {
+                return self.checked_grid([n.div_ceil(64) as u64, m.div_ceil(64) as u64]);
+            }
             crate::Shape::Flat { len } => len.div_ceil(256) as u64,
             crate::Shape::Rows { rows, .. } => rows as u64,
         };
@@ -376,14 +391,18 @@ impl GpuExecutor {
         let l = &self.limits;
         for b in buffers {
             let (what, limit) = match b.access {
-                Access::Uniform => ("uniform buffer binding size", u64::from(l.max_uniform_buffer_binding_size)),
-                _ => ("storage buffer binding size", u64::from(l.max_storage_buffer_binding_size)),
+                Access::Uniform => ("uniform buffer binding size", l.max_uniform_buffer_binding_size),
+                _ => ("storage buffer binding size", l.max_storage_buffer_binding_size),
             };
             if b.size_bytes > limit {
                 return Err(GpuError::LimitExceeded { what, requested: b.size_bytes, limit });
             }
             if b.size_bytes > l.max_buffer_size {
-                return Err(GpuError::LimitExceeded { what: "buffer size", requested: b.size_bytes, limit: l.max_buffer_size });
+                return Err(GpuError::LimitExceeded {
+                    what: "buffer size",
+                    requested: b.size_bytes,
+                    limit: l.max_buffer_size,
+                });
             }
         }
         for g in groups {
@@ -437,7 +456,10 @@ impl GpuExecutor {
                 .collect();
             let entries: Vec<wgpu::BindGroupEntry> = gpu_buffers
                 .iter()
-                .map(|(binding, _, buffer)| wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() })
+                .map(|(binding, _, buffer)| wgpu::BindGroupEntry {
+                    binding: *binding,
+                    resource: buffer.as_entire_binding(),
+                })
                 .collect();
             let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: None,
@@ -446,7 +468,8 @@ impl GpuExecutor {
             });
             let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
             {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+                let mut pass =
+                    encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
                 pass.set_pipeline(pipeline);
                 pass.set_bind_group(0, &bind_group, &[]);
                 pass.dispatch_workgroups(groups[0], groups[1], groups[2]);

@@ -22,18 +22,55 @@ pub enum ShapeError {
 #[derive(Clone, Copy, Debug)]
 pub enum Op<'a> {
     /// C[m×n] = A[m×k]·B[k×n].
-    Matmul { a: &'a [f32], b: &'a [f32], m: usize, n: usize, k: usize },
+    Matmul {
+        a: &'a [f32],
+        b: &'a [f32],
+        m: usize,
+        n: usize,
+        k: usize,
+    },
     /// y[rows] = A[rows×cols]·x[cols].
-    Matvec { a: &'a [f32], x: &'a [f32], rows: usize, cols: usize },
-    Add { a: &'a [f32], b: &'a [f32] },
-    Mul { a: &'a [f32], b: &'a [f32] },
-    Scale { a: &'a [f32], alpha: f32 },
-    Gelu { a: &'a [f32] },
+    Matvec {
+        a: &'a [f32],
+        x: &'a [f32],
+        rows: usize,
+        cols: usize,
+    },
+    Add {
+        a: &'a [f32],
+        b: &'a [f32],
+    },
+    Mul {
+        a: &'a [f32],
+        b: &'a [f32],
+    },
+    Scale {
+        a: &'a [f32],
+        alpha: f32,
+    },
+    Gelu {
+        a: &'a [f32],
+    },
     /// y[rows] = Σ_j x[row, j].
-    ReduceSum { x: &'a [f32], rows: usize, cols: usize },
-    Softmax { x: &'a [f32], rows: usize, cols: usize },
+    ReduceSum {
+        x: &'a [f32],
+        rows: usize,
+        cols: usize,
+    },
+    Softmax {
+        x: &'a [f32],
+        rows: usize,
+        cols: usize,
+    },
     /// y = (x − mean) / √(var + eps) · gamma + beta, per row; gamma and beta have `cols` elements.
-    Layernorm { x: &'a [f32], gamma: &'a [f32], beta: &'a [f32], rows: usize, cols: usize, eps: f32 },
+    Layernorm {
+        x: &'a [f32],
+        gamma: &'a [f32],
+        beta: &'a [f32],
+        rows: usize,
+        cols: usize,
+        eps: f32,
+    },
 }
 
 impl<'a> Op<'a> {
@@ -63,7 +100,9 @@ impl<'a> Op<'a> {
     pub fn shape(&self) -> Shape {
         match *self {
             Op::Matmul { m, n, k, .. } => Shape::Matmul { m, n, k },
-            Op::Add { a, .. } | Op::Mul { a, .. } | Op::Scale { a, .. } | Op::Gelu { a } => Shape::Flat { len: a.len() },
+            Op::Add { a, .. } | Op::Mul { a, .. } | Op::Scale { a, .. } | Op::Gelu { a } => {
+                Shape::Flat { len: a.len() }
+            }
             Op::Matvec { rows, cols, .. }
             | Op::ReduceSum { rows, cols, .. }
             | Op::Softmax { rows, cols, .. }

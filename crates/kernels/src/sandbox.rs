@@ -15,8 +15,12 @@ use crate::untrusted::{self, MAX_SOURCE_BYTES, MAX_TOTAL_BUFFER_BYTES, RejectErr
 const MAX_HEADER_BYTES: u64 = MAX_SOURCE_BYTES as u64 + 64 * 1024;
 /// How often the parent checks whether the worker has exited.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
-/// Extra time the worker is given over the job's own deadline to open its device and return results.
-pub const WORKER_STARTUP_ALLOWANCE: Duration = Duration::from_secs(20);
+/// Time the worker is given to start, read the job and open its device before the job's own clock starts.
+pub const WORKER_STARTUP_ALLOWANCE: Duration = Duration::from_secs(30);
+/// How much longer the worker's own wait on the GPU is than the job's deadline, so the parent's kill decides.
+const WORKER_WAIT_GRACE: Duration = Duration::from_secs(1);
+/// The byte a worker writes once it holds its device and the job: the kernel's deadline starts then.
+const READY: u8 = b'R';
 
 /// Why an isolated run produced no result.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +47,7 @@ struct RequestHeader {
 }
 
 /// Validates `job` here, then runs it in a worker started by `worker` (a command whose stdin and stdout this
-/// function takes over) and kills the worker if it is not done within `timeout` (plus the startup allowance).
+/// function takes over) and kills the worker if the kernel is not done within `timeout` of the worker being ready.
 /// Returns the read-write buffers by binding.
 pub fn run_isolated(
     worker: &mut Command,
@@ -57,8 +61,9 @@ pub fn run_isolated(
     for b in &mut header_job.buffers {
         b.init = Vec::new();
     }
-    let header = serde_json::to_vec(&RequestHeader { job: header_job, init_lens, timeout_ms: timeout.as_millis() as u64 })
-        .map_err(|e| SandboxError::Protocol(e.to_string()))?;
+    let header =
+        serde_json::to_vec(&RequestHeader { job: header_job, init_lens, timeout_ms: timeout.as_millis() as u64 })
+            .map_err(|e| SandboxError::Protocol(e.to_string()))?;
 
     let mut child = worker
         .stdin(Stdio::piped())
@@ -80,19 +85,33 @@ pub fn run_isolated(
         stdin.flush()
     });
     let reply_limit = job.buffers.iter().map(|b| b.size_bytes + 12).sum::<u64>() + 64 * 1024;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
+        let mut ready = [0u8; 1];
+        stdout.read_exact(&mut ready)?;
+        let _ = ready_tx.send(ready[0] == READY);
         let mut reply = Vec::new();
         stdout.by_ref().take(reply_limit).read_to_end(&mut reply)?;
         Ok(reply)
     });
 
-    let deadline = Instant::now() + timeout + WORKER_STARTUP_ALLOWANCE;
+    // The kernel's clock starts when the worker has its device and the job; opening a device is not the job's time.
+    let started = Instant::now();
+    let mut deadline = started + WORKER_STARTUP_ALLOWANCE;
+    let mut running = false;
     let status = loop {
+        if !running && let Ok(true) = ready_rx.try_recv() {
+            running = true;
+            deadline = Instant::now() + timeout;
+        }
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
+                if !running {
+                    return Err(SandboxError::Crashed("worker did not open a gpu device in time".into()));
+                }
                 tracing::warn!(timeout_ms = timeout.as_millis() as u64, "untrusted kernel stopped at its deadline");
                 return Err(SandboxError::Timeout { timeout_ms: timeout.as_millis() as u64 });
             }
@@ -101,13 +120,11 @@ pub fn run_isolated(
         }
     };
     let _ = writer.join();
-    let reply = reader
-        .join()
-        .map_err(|_| SandboxError::Protocol("reader thread panicked".into()))?
-        .map_err(|e| SandboxError::Protocol(e.to_string()))?;
-    if reply.is_empty() {
-        return Err(SandboxError::Crashed(status.to_string()));
-    }
+    let reply = reader.join().map_err(|_| SandboxError::Protocol("reader thread panicked".into()))?;
+    let reply = match reply {
+        Ok(reply) if !reply.is_empty() => reply,
+        _ => return Err(SandboxError::Crashed(status.to_string())),
+    };
     decode_reply(&reply)
 }
 
@@ -129,7 +146,8 @@ fn decode_reply(reply: &[u8]) -> Result<Vec<(u32, Vec<u8>)>, SandboxError> {
     }
     let mut out = Vec::new();
     for _ in 0..count {
-        let binding = u32::from_le_bytes(take(4)?.try_into().map_err(|_| SandboxError::Protocol("bad binding".into()))?);
+        let binding =
+            u32::from_le_bytes(take(4)?.try_into().map_err(|_| SandboxError::Protocol("bad binding".into()))?);
         let len = u64::from_le_bytes(take(8)?.try_into().map_err(|_| SandboxError::Protocol("bad length".into()))?);
         let len = usize::try_from(len).map_err(|_| SandboxError::Protocol("length overflows".into()))?;
         out.push((binding, take(len)?.to_vec()));
@@ -140,12 +158,12 @@ fn decode_reply(reply: &[u8]) -> Result<Vec<(u32, Vec<u8>)>, SandboxError> {
 /// The worker side: reads one job from `input`, runs it on this machine's best GPU adapter, writes the reply to
 /// `output`. Errors in the job are replied, not returned; only IO failures on the pipes are.
 pub fn serve_worker(mut input: impl Read, mut output: impl Write) -> std::io::Result<()> {
-    let reply = match read_request(&mut input) {
-        Ok((job, timeout)) => GpuExecutor::open_default()
-            .and_then(|gpu| gpu.run_untrusted(&job, timeout))
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e),
-    };
+    let prepared = read_request(&mut input).and_then(|(job, timeout)| {
+        GpuExecutor::open_default().map(|gpu| (gpu, job, timeout)).map_err(|e| e.to_string())
+    });
+    output.write_all(&[READY])?;
+    output.flush()?;
+    let reply = prepared.and_then(|(gpu, job, timeout)| gpu.run_untrusted(&job, timeout).map_err(|e| e.to_string()));
     match reply {
         Ok(buffers) => {
             output.write_all(&[0])?;
@@ -186,5 +204,5 @@ fn read_request(input: &mut impl Read) -> Result<(WgslJob, Duration), String> {
         buf.init = vec![0u8; n as usize];
         input.read_exact(&mut buf.init).map_err(|e| format!("reading buffer data: {e}"))?;
     }
-    Ok((job, Duration::from_millis(header.timeout_ms)))
+    Ok((job, Duration::from_millis(header.timeout_ms) + WORKER_WAIT_GRACE))
 }

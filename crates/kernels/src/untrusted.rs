@@ -80,9 +80,13 @@ pub enum RejectError {
     NotCompute(String),
     #[error("pipeline-overridable constants are not supported in jobs")]
     Overrides,
-    #[error("workgroup size {size:?} exceeds the limits ({MAX_WORKGROUP_SIZE:?} per dimension, {MAX_WORKGROUP_INVOCATIONS} invocations)")]
+    #[error(
+        "workgroup size {size:?} exceeds the limits ({MAX_WORKGROUP_SIZE:?} per dimension, {MAX_WORKGROUP_INVOCATIONS} invocations)"
+    )]
     WorkgroupTooLarge { size: [u32; 3] },
-    #[error("dispatch {dispatch:?} exceeds the limits ({MAX_DISPATCH_PER_DIMENSION} per dimension, {MAX_DISPATCH_WORKGROUPS} workgroups in all)")]
+    #[error(
+        "dispatch {dispatch:?} exceeds the limits ({MAX_DISPATCH_PER_DIMENSION} per dimension, {MAX_DISPATCH_WORKGROUPS} workgroups in all)"
+    )]
     DispatchTooLarge { dispatch: [u32; 3] },
     #[error("dispatch {dispatch:?} launches no workgroup")]
     EmptyDispatch { dispatch: [u32; 3] },
@@ -90,7 +94,9 @@ pub enum RejectError {
     TooManyBuffers { actual: usize },
     #[error("binding {binding} is declared twice by the job")]
     DuplicateBinding { binding: u32 },
-    #[error("buffer at binding {binding} is {size_bytes} bytes: sizes must be a positive multiple of 4, at most {limit}")]
+    #[error(
+        "buffer at binding {binding} is {size_bytes} bytes: sizes must be a positive multiple of 4, at most {limit}"
+    )]
     BadBufferSize { binding: u32, size_bytes: u64, limit: u64 },
     #[error("buffer at binding {binding} has {init} bytes of initial data for a {size_bytes}-byte buffer")]
     InitTooLong { binding: u32, init: usize, size_bytes: u64 },
@@ -153,7 +159,9 @@ pub fn inspect(source: &str, entry_point: &str, features: ShaderFeatures) -> Res
     let mut capabilities = naga::valid::Capabilities::empty();
     capabilities.set(naga::valid::Capabilities::SHADER_FLOAT16, features.f16);
     capabilities.set(naga::valid::Capabilities::SUBGROUP, features.subgroups);
-    let validate = |caps| naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps).validate(&module);
+    let validate = |caps| {
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps).validate(&module).map_err(Box::new)
+    };
     let info = match validate(capabilities) {
         Ok(info) => info,
         Err(e) => {
@@ -231,7 +239,11 @@ pub fn validate(job: &WgslJob, features: ShaderFeatures) -> Result<EntryPointInf
             return Err(RejectError::BadBufferSize { binding: buf.binding, size_bytes: buf.size_bytes, limit });
         }
         if buf.init.len() as u64 > buf.size_bytes {
-            return Err(RejectError::InitTooLong { binding: buf.binding, init: buf.init.len(), size_bytes: buf.size_bytes });
+            return Err(RejectError::InitTooLong {
+                binding: buf.binding,
+                init: buf.init.len(),
+                size_bytes: buf.size_bytes,
+            });
         }
         total += buf.size_bytes;
     }
