@@ -93,6 +93,13 @@ fn run_bench(json: bool, sizes: &[usize], runs: usize, calibrate: bool) -> anyho
     if gpus.is_empty() && gpu::gpu_required() {
         bail!("no gpu adapter found and {} is set", gpu::REQUIRE_GPU_ENV);
     }
+    for gpu in &gpus {
+        if let Err(e) =
+            gpu.tune_matmul(neurolov_kernels::backend::MATMUL_TUNING_SIZE.min(sizes.iter().copied().max().unwrap_or(1)))
+        {
+            tracing::warn!(adapter = %gpu.report().name, error = %e, "matmul tuning failed");
+        }
+    }
     let mut targets: Vec<Target> = gpus.iter().map(Target::Gpu).collect();
     targets.push(Target::Cpu);
 
@@ -133,20 +140,32 @@ fn run_bench(json: bool, sizes: &[usize], runs: usize, calibrate: bool) -> anyho
 }
 
 fn print_table(rows: &[BenchRow], failures: &[BenchFailure]) {
-    println!("{:<8} {:<44} {:>5} {:>6} {:>10} {:>13}", "backend", "adapter", "soft", "size", "GFLOP/s", "max |error|");
+    println!(
+        "{:<8} {:<36} {:>5} {:<18} {:>6} {:>10} {:>13}",
+        "backend", "adapter", "soft", "kernel", "size", "GFLOP/s", "max |error|"
+    );
     for r in rows {
         println!(
-            "{:<8} {:<44} {:>5} {:>6} {:>10.2} {:>13.2e}",
+            "{:<8} {:<36} {:>5} {:<18} {:>6} {:>10.2} {:>13.2e}",
             r.backend,
-            truncate(&r.adapter, 44),
+            truncate(&r.adapter, 36),
             if r.software { "yes" } else { "no" },
+            r.kernel,
             r.size,
             r.gflops,
             r.max_abs_error
         );
     }
     for f in failures {
-        println!("{:<8} {:<44} {:>5} {:>6} failed: {}", f.backend, truncate(&f.adapter, 44), "", f.size, f.error);
+        println!(
+            "{:<8} {:<36} {:>5} {:<18} {:>6} failed: {}",
+            f.backend,
+            truncate(&f.adapter, 36),
+            "",
+            "",
+            f.size,
+            f.error
+        );
     }
 }
 

@@ -46,6 +46,49 @@ fn bench_json_lists_every_backend_with_small_errors() {
 }
 
 #[test]
+fn without_an_adapter_bench_falls_back_to_the_cpu_unless_a_gpu_is_required() {
+    // No Metal on Linux: wgpu finds no adapter at all.
+    let run = |require: &str| {
+        neurolov()
+            .args(["bench", "--json", "--sizes", "16", "--runs", "1"])
+            .env("WGPU_BACKEND", "metal")
+            .env(REQUIRE_GPU_ENV, require)
+            .output()
+            .expect("runs")
+    };
+    let out = run("0");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("a json list");
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["backend"], "cpu");
+
+    let out = run("1");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no gpu adapter"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn adapters_json_reports_software_adapters_as_such() {
+    let out = neurolov().args(["adapters", "--json"]).output().expect("runs");
+    assert!(out.status.success());
+    let adapters: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("a json list");
+    for a in &adapters {
+        let name = a["name"].as_str().unwrap_or_default().to_lowercase();
+        if name.contains("llvmpipe") || name.contains("swiftshader") {
+            assert_eq!(a["software"], true, "{a}");
+        }
+        assert!(a["limits"]["max_storage_buffer_binding_size"].as_u64().is_some_and(|l| l > 0), "{a}");
+    }
+    if have_gpu() {
+        assert!(!adapters.is_empty());
+    }
+}
+
+#[test]
 fn bench_refuses_absurd_sizes() {
     let out = neurolov().args(["bench", "--sizes", "0"]).output().expect("runs");
     assert!(!out.status.success());

@@ -36,7 +36,7 @@ pub struct Ran {
     pub backend: Backend,
 }
 
-/// The kernels a node schedules by name; `matmul_vec4` is the GPU's variant of `matmul`, not a choice of its own.
+/// The kernels a node schedules by name; the vec4 matmuls are the GPU's variants of `matmul`, not choices of their own.
 pub const PLANNED_KERNELS: [KernelId; 9] = [
     KernelId::Matmul,
     KernelId::Matvec,
@@ -52,11 +52,14 @@ pub const PLANNED_KERNELS: [KernelId; 9] = [
 /// Timing runs per backend in [`Compute::calibrate`] (the median counts), after one warm-up run.
 pub const CALIBRATION_RUNS: usize = 3;
 
+/// The n of the n³ matmul the vec4 variants are timed at to choose this adapter's tile size.
+pub const MATMUL_TUNING_SIZE: usize = 1024;
+
 /// The shape each kernel is calibrated at: big enough to amortize dispatch overhead, small enough to take well
 /// under a second on a software adapter.
 pub fn calibration_shape(kernel: KernelId) -> Shape {
     match kernel {
-        KernelId::Matmul | KernelId::MatmulVec4 => Shape::Matmul { m: 384, n: 384, k: 384 },
+        KernelId::Matmul | KernelId::MatmulVec4 | KernelId::MatmulVec4Large => Shape::Matmul { m: 384, n: 384, k: 384 },
         KernelId::Add | KernelId::Mul | KernelId::Scale | KernelId::Gelu => Shape::Flat { len: 1 << 20 },
         KernelId::Matvec | KernelId::ReduceSum | KernelId::Softmax | KernelId::Layernorm => {
             Shape::Rows { rows: 1024, cols: 1024 }
@@ -109,12 +112,21 @@ impl Compute {
 
     /// Where `kernel` runs.
     pub fn backend_for(&self, kernel: KernelId) -> Backend {
-        let kernel = if kernel == KernelId::MatmulVec4 { KernelId::Matmul } else { kernel };
+        let kernel = match kernel {
+            KernelId::MatmulVec4 | KernelId::MatmulVec4Large => KernelId::Matmul,
+            k => k,
+        };
         self.plan.get(&kernel).copied().unwrap_or(Backend::Cpu)
     }
 
-    /// Times every planned kernel on each backend and keeps the faster per kernel.
+    /// Times every planned kernel on each backend and keeps the faster per kernel; on the GPU it first picks the
+    /// matmul variant (tile size) that is fastest on this adapter.
     pub fn calibrate(&mut self) -> Vec<Calibration> {
+        if let Some(gpu) = &self.gpu
+            && let Err(e) = gpu.tune_matmul(MATMUL_TUNING_SIZE)
+        {
+            warn!(adapter = %gpu.report().name, error = %e, "matmul tuning failed; keeping the default variant");
+        }
         let mut out = Vec::new();
         for kernel in PLANNED_KERNELS {
             let sample = Sample::new(kernel, calibration_shape(kernel), 7);
@@ -139,17 +151,28 @@ impl Compute {
     /// Runs `op` where the plan says; a GPU failure is logged and the op rerun on the CPU. Only a shape error
     /// (the caller's data does not fit its shape) is returned as an error.
     pub fn run(&self, op: &Op) -> Result<Ran, ShapeError> {
+        let mut output = Vec::new();
+        let backend = self.run_into(op, &mut output)?;
+        Ok(Ran { output, backend })
+    }
+
+    /// [`Compute::run`] into a caller's buffer (see [`cpu::run_into`] for why a node reuses one).
+    pub fn run_into(&self, op: &Op, out: &mut Vec<f32>) -> Result<Backend, ShapeError> {
         op.check()?;
         if let (Backend::Gpu, Some(gpu)) = (self.backend_for(op.kernel()), &self.gpu) {
             match gpu.run(op) {
-                Ok(output) => return Ok(Ran { output, backend: Backend::Gpu }),
+                Ok(output) => {
+                    *out = output;
+                    return Ok(Backend::Gpu);
+                }
                 Err(GpuError::Shape(e)) => return Err(e),
                 Err(e) => {
                     warn!(kernel = %op.kernel(), adapter = %gpu.report().name, error = %e, "gpu failed; running on the cpu")
                 }
             }
         }
-        Ok(Ran { output: cpu::run(op)?, backend: Backend::Cpu })
+        cpu::run_into(op, out)?;
+        Ok(Backend::Cpu)
     }
 }
 

@@ -22,6 +22,8 @@ pub struct BenchRow {
     pub backend: String,
     pub adapter: String,
     pub software: bool,
+    /// The kernel that ran: a WGSL matmul variant, or `sgemm` on the CPU.
+    pub kernel: String,
     pub size: usize,
     pub gflops: f64,
     pub max_abs_error: f64,
@@ -117,6 +119,10 @@ pub fn matmul_size(
                 backend: target.backend(),
                 adapter: target.adapter(),
                 software: target.software(),
+                kernel: match target {
+                    Target::Gpu(gpu) => gpu.kernel_for(&op).name().to_string(),
+                    Target::Cpu => "sgemm".into(),
+                },
                 size,
                 gflops,
                 max_abs_error: cpu::max_abs_error(&out, &reference),

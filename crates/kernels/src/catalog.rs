@@ -32,6 +32,7 @@ pub struct KernelFile {
 pub const FILES: &[KernelFile] = &[
     KernelFile { name: "matmul.wgsl", source: include_str!("../wgsl/matmul.wgsl") },
     KernelFile { name: "matmul_vec4.wgsl", source: include_str!("../wgsl/matmul_vec4.wgsl") },
+    KernelFile { name: "matmul_vec4_large.wgsl", source: include_str!("../wgsl/matmul_vec4_large.wgsl") },
     KernelFile { name: "elementwise.wgsl", source: include_str!("../wgsl/elementwise.wgsl") },
     KernelFile { name: "rows.wgsl", source: include_str!("../wgsl/rows.wgsl") },
 ];
@@ -41,6 +42,7 @@ pub const FILES: &[KernelFile] = &[
 pub enum KernelId {
     Matmul,
     MatmulVec4,
+    MatmulVec4Large,
     Matvec,
     Add,
     Mul,
@@ -52,9 +54,10 @@ pub enum KernelId {
 }
 
 impl KernelId {
-    pub const ALL: [KernelId; 10] = [
+    pub const ALL: [KernelId; 11] = [
         KernelId::Matmul,
         KernelId::MatmulVec4,
+        KernelId::MatmulVec4Large,
         KernelId::Matvec,
         KernelId::Add,
         KernelId::Mul,
@@ -120,6 +123,25 @@ impl KernelSpec {
         FILES.iter().find(|f| f.name == self.file).map(|f| f.source).unwrap_or_default()
     }
 
+    /// For the matmul variants: the side of the square block of C one workgroup computes.
+    pub fn matmul_tile(&self) -> Option<usize> {
+        match self.id {
+            KernelId::Matmul | KernelId::MatmulVec4 => Some(64),
+            KernelId::MatmulVec4Large => Some(128),
+            _ => None,
+        }
+    }
+
+    /// Whether this kernel computes `op` correctly: the vec4 matmuls need K and N to be multiples of 4.
+    pub fn computes(&self, op: &crate::ops::Op) -> bool {
+        match (self.id, op) {
+            (KernelId::MatmulVec4 | KernelId::MatmulVec4Large, crate::ops::Op::Matmul { n, k, .. }) => {
+                n % 4 == 0 && k % 4 == 0
+            }
+            (id, op) => id == op.kernel(),
+        }
+    }
+
     /// Floating-point operations one run performs at `shape`: 2·m·n·k for a matrix product (a fused multiply-add
     /// counts as two), a per-element count otherwise.
     pub fn flops(&self, shape: Shape) -> u64 {
@@ -181,9 +203,18 @@ const fn spec(
 }
 
 /// In the order of [`KernelId::ALL`].
-static SPECS: [KernelSpec; 10] = [
+static SPECS: [KernelSpec; 11] = [
     spec(KernelId::Matmul, "matmul", "matmul.wgsl", "main", [16, 16, 1], MATMUL_BINDINGS, 2),
     spec(KernelId::MatmulVec4, "matmul_vec4", "matmul_vec4.wgsl", "main", [16, 16, 1], MATMUL_BINDINGS, 2),
+    spec(
+        KernelId::MatmulVec4Large,
+        "matmul_vec4_large",
+        "matmul_vec4_large.wgsl",
+        "main",
+        [16, 16, 1],
+        MATMUL_BINDINGS,
+        2,
+    ),
     spec(KernelId::Matvec, "matvec", "rows.wgsl", "matvec", [256, 1, 1], ROW_WEIGHTED_BINDINGS, 2),
     spec(KernelId::Add, "add", "elementwise.wgsl", "add", [256, 1, 1], BINARY_BINDINGS, 1),
     spec(KernelId::Mul, "mul", "elementwise.wgsl", "mul", [256, 1, 1], BINARY_BINDINGS, 1),

@@ -38,15 +38,24 @@ pub fn reference(op: &Op) -> Result<Vec<f32>, ShapeError> {
 
 /// The CPU fallback: `matrixmultiply`'s SGEMM for matmul, the reference for the rest.
 pub fn run(op: &Op) -> Result<Vec<f32>, ShapeError> {
+    let mut out = Vec::new();
+    run_into(op, &mut out)?;
+    Ok(out)
+}
+
+/// [`run`] into a caller's buffer, which is resized to the output. A node reuses one buffer per task slot: a fresh
+/// multi-megabyte allocation costs a page fault per 4 KiB on first touch, which at 256³ is most of the GEMM's time.
+pub fn run_into(op: &Op, out: &mut Vec<f32>) -> Result<(), ShapeError> {
     match *op {
         Op::Matmul { a, b, m, n, k } => {
             op.check()?;
-            let mut c = vec![0.0f32; m * n];
-            sgemm(a, b, &mut c, m, n, k);
-            Ok(c)
+            out.clear();
+            out.resize(m * n, 0.0);
+            sgemm(a, b, out, m, n, k);
         }
-        _ => reference(op),
+        _ => *out = reference(op)?,
     }
+    Ok(())
 }
 
 /// C = A·B for row-major operands whose lengths the caller has checked (see [`Op::check`]).

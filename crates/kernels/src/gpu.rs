@@ -43,6 +43,8 @@ pub enum GpuError {
     ReadBack(String),
     #[error(transparent)]
     Shape(#[from] ShapeError),
+    #[error("kernel {kernel} does not compute {op} at this shape")]
+    WrongKernel { kernel: KernelId, op: KernelId },
     #[error(transparent)]
     Rejected(#[from] RejectError),
 }
@@ -151,6 +153,8 @@ pub struct GpuExecutor {
     queue: wgpu::Queue,
     limits: wgpu::Limits,
     pipelines: Mutex<HashMap<KernelId, Arc<wgpu::ComputePipeline>>>,
+    /// The matmul variant for shapes with K and N multiples of 4, set by [`GpuExecutor::tune_matmul`].
+    aligned_matmul: Mutex<KernelId>,
     lost: Arc<Mutex<Option<String>>>,
     /// Set after a timeout: the queue may still hold the runaway work, so the device is not trusted again.
     wedged: AtomicBool,
@@ -213,12 +217,15 @@ impl GpuExecutor {
         // Every operation runs inside error scopes; anything that still escapes is logged, never a panic.
         device.on_uncaptured_error(Arc::new(|e| error!(error = %e, "uncaptured gpu error")));
         debug!(adapter = %report.name, backend = %report.backend, "gpu device opened");
+        let aligned_matmul = if report.software { KernelId::MatmulVec4 } else { KernelId::MatmulVec4Large };
         Ok(GpuExecutor {
             report,
             device,
             queue,
             limits,
             pipelines: Mutex::new(HashMap::new()),
+            // Until measured: the large tiles on real GPUs, the small ones on CPU-backed adapters.
+            aligned_matmul: Mutex::new(aligned_matmul),
             lost,
             wedged: AtomicBool::new(false),
             dispatch_timeout: DEFAULT_DISPATCH_TIMEOUT,
@@ -242,10 +249,58 @@ impl GpuExecutor {
         &self.report
     }
 
+    /// The kernel this device runs `op` with: the matmul variant measured fastest here where the shape allows it.
+    pub fn kernel_for(&self, op: &Op) -> KernelId {
+        let default = op.gpu_kernel();
+        match self.aligned_matmul.lock() {
+            Ok(k) if default == KernelId::MatmulVec4 => *k,
+            _ => default,
+        }
+    }
+
+    /// Times the vec4 matmul variants at `size`³ and keeps the faster for aligned shapes: tile sizes are chosen per
+    /// adapter, by measurement. Returns (kernel, GFLOP/s) per variant.
+    pub fn tune_matmul(&self, size: usize) -> Result<Vec<(KernelId, f64)>, GpuError> {
+        let sample =
+            crate::ops::Sample::new(KernelId::MatmulVec4, crate::Shape::Matmul { m: size, n: size, k: size }, 3);
+        let op = sample.op();
+        let mut timings = Vec::new();
+        for kernel in [KernelId::MatmulVec4, KernelId::MatmulVec4Large] {
+            let mut error = None;
+            let secs =
+                crate::backend::median_secs(crate::backend::CALIBRATION_RUNS, || match self.run_kernel(&op, kernel) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        error = Some(e);
+                        false
+                    }
+                });
+            match (crate::backend::gflops(op.flops(), secs), error) {
+                (Some(g), _) => timings.push((kernel, g)),
+                (None, Some(e)) => return Err(e),
+                (None, None) => return Err(GpuError::Internal("matmul tuning measured nothing".into())),
+            }
+        }
+        if let Some(&(best, gflops)) = timings.iter().max_by(|x, y| x.1.total_cmp(&y.1))
+            && let Ok(mut slot) = self.aligned_matmul.lock()
+        {
+            debug!(adapter = %self.report.name, kernel = %best, gflops, "matmul variant chosen");
+            *slot = best;
+        }
+        Ok(timings)
+    }
+
     /// Runs a catalog kernel and returns its output.
     pub fn run(&self, op: &Op) -> Result<Vec<f32>, GpuError> {
+        self.run_kernel(op, self.kernel_for(op))
+    }
+
+    /// Runs `op` with a given catalog kernel, which must compute it (see [`crate::KernelSpec::computes`]).
+    pub fn run_kernel(&self, op: &Op, kernel: KernelId) -> Result<Vec<f32>, GpuError> {
         op.check()?;
-        let kernel = op.gpu_kernel();
+        if !kernel.spec().computes(op) {
+            return Err(GpuError::WrongKernel { kernel, op: op.kernel() });
+        }
         let pipeline = self.catalog_pipeline(kernel)?;
         let params = op.params();
         let mut buffers = vec![BufferSpec {
@@ -265,7 +320,7 @@ impl GpuExecutor {
             size_bytes: out_bytes,
             init: &[],
         });
-        let groups = self.dispatch_size(op)?;
+        let groups = self.dispatch_size(op, kernel)?;
         let mut outputs = self.dispatch(&pipeline, &buffers, groups, self.dispatch_timeout)?;
         let out = outputs.pop().map(|(_, bytes)| f32s_of_bytes(&bytes)).unwrap_or_default();
         Ok(out)
@@ -363,10 +418,11 @@ impl GpuExecutor {
     }
 
     /// The workgroup grid for a catalog op: a 2-D fold where one dimension would exceed the device limit.
-    fn dispatch_size(&self, op: &Op) -> Result<[u32; 3], GpuError> {
+    fn dispatch_size(&self, op: &Op, kernel: KernelId) -> Result<[u32; 3], GpuError> {
         let groups = match op.shape() {
             crate::Shape::Matmul { m, n, .. } => {
-                return self.checked_grid([n.div_ceil(64) as u64, m.div_ceil(64) as u64]);
+                let tile = kernel.spec().matmul_tile().unwrap_or(64);
+                return self.checked_grid([n.div_ceil(tile) as u64, m.div_ceil(tile) as u64]);
             }
             crate::Shape::Flat { len } => len.div_ceil(256) as u64,
             crate::Shape::Rows { rows, .. } => rows as u64,

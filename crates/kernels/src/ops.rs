@@ -89,7 +89,8 @@ impl<'a> Op<'a> {
         }
     }
 
-    /// The kernel the GPU runs: the vec4 matmul where K and N are multiples of 4.
+    /// The kernel a GPU runs by default: a vec4 matmul where K and N are multiples of 4 (the executor may swap in
+    /// another vec4 variant measured faster on its adapter).
     pub fn gpu_kernel(&self) -> KernelId {
         match *self {
             Op::Matmul { n, k, .. } if n % 4 == 0 && k % 4 == 0 => KernelId::MatmulVec4,
@@ -234,7 +235,9 @@ impl Sample {
     /// kernels); for any other pair [`Sample::op`] gives an op whose [`Op::check`] fails.
     pub fn new(kernel: KernelId, shape: Shape, seed: u64) -> Sample {
         let (x_len, y_len, z_len) = match (kernel, shape) {
-            (KernelId::Matmul | KernelId::MatmulVec4, Shape::Matmul { m, n, k }) => (m * k, k * n, 0),
+            (KernelId::Matmul | KernelId::MatmulVec4 | KernelId::MatmulVec4Large, Shape::Matmul { m, n, k }) => {
+                (m * k, k * n, 0)
+            }
             (KernelId::Add | KernelId::Mul, Shape::Flat { len }) => (len, len, 0),
             (KernelId::Scale | KernelId::Gelu, Shape::Flat { len }) => (len, 0, 0),
             (KernelId::Matvec, Shape::Rows { rows, cols }) => (rows * cols, cols, 0),
@@ -258,7 +261,7 @@ impl Sample {
             _ => (0, 0),
         };
         match self.kernel {
-            KernelId::Matmul | KernelId::MatmulVec4 => match self.shape {
+            KernelId::Matmul | KernelId::MatmulVec4 | KernelId::MatmulVec4Large => match self.shape {
                 Shape::Matmul { m, n, k } => Op::Matmul { a: x, b: y, m, n, k },
                 _ => Op::Matmul { a: x, b: y, m: 0, n: 0, k: 0 },
             },

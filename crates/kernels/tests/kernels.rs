@@ -15,9 +15,8 @@ fn check(gpu: &GpuExecutor, kernel: KernelId, shapes: &[Shape], tol: impl Fn(Sha
     for (i, &shape) in shapes.iter().enumerate() {
         let sample = Sample::new(kernel, shape, 100 + i as u64);
         let op = sample.op();
-        assert_eq!(op.gpu_kernel(), kernel, "{shape:?} does not select {kernel}");
         let want = cpu::reference(&op).expect("reference");
-        let got = gpu.run(&op).unwrap_or_else(|e| panic!("{kernel} {shape:?}: {e}"));
+        let got = gpu.run_kernel(&op, kernel).unwrap_or_else(|e| panic!("{kernel} {shape:?}: {e}"));
         let err = max_abs_error(&got, &want);
         assert!(err <= tol(shape), "{kernel} {shape:?}: max abs error {err:e} > {:e}", tol(shape));
     }
@@ -68,6 +67,35 @@ fn matmul_vec4_on_aligned_shapes() {
         Shape::Matmul { k, .. } => sum_tol(k),
         _ => 0.0,
     });
+}
+
+#[test]
+fn matmul_vec4_large_on_aligned_shapes() {
+    let Some(gpu) = common::gpu() else { return };
+    let shapes = [mm(1, 4, 4), mm(7, 4, 1000), mm(17, 1000, 4), mm(255, 252, 20), mm(129, 132, 260), mm(256, 256, 256)];
+    check(&gpu, KernelId::MatmulVec4Large, &shapes, |s| match s {
+        Shape::Matmul { k, .. } => sum_tol(k),
+        _ => 0.0,
+    });
+}
+
+#[test]
+fn the_generic_matmul_is_used_for_unaligned_shapes() {
+    let Some(gpu) = common::gpu() else { return };
+    let sample = Sample::new(KernelId::Matmul, mm(8, 6, 8), 1);
+    assert_eq!(gpu.kernel_for(&sample.op()), KernelId::Matmul);
+    let err = gpu.run_kernel(&sample.op(), KernelId::MatmulVec4Large).expect_err("n = 6 is not a multiple of 4");
+    assert!(matches!(err, GpuError::WrongKernel { .. }), "{err}");
+}
+
+#[test]
+fn matmul_tuning_keeps_the_faster_variant() {
+    let Some(gpu) = common::gpu() else { return };
+    let timings = gpu.tune_matmul(128).expect("both variants run");
+    assert_eq!(timings.len(), 2);
+    let best = timings.iter().max_by(|a, b| a.1.total_cmp(&b.1)).map(|t| t.0);
+    let aligned = Sample::new(KernelId::Matmul, mm(64, 64, 64), 1);
+    assert_eq!(Some(gpu.kernel_for(&aligned.op())), best);
 }
 
 #[test]
