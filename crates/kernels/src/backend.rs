@@ -36,18 +36,10 @@ pub struct Ran {
     pub backend: Backend,
 }
 
-/// The kernels a node schedules by name; the vec4 matmuls are the GPU's variants of `matmul`, not choices of their own.
-pub const PLANNED_KERNELS: [KernelId; 9] = [
-    KernelId::Matmul,
-    KernelId::Matvec,
-    KernelId::Add,
-    KernelId::Mul,
-    KernelId::Scale,
-    KernelId::Gelu,
-    KernelId::ReduceSum,
-    KernelId::Softmax,
-    KernelId::Layernorm,
-];
+/// The kernels a node chooses a backend for, one per [`KernelId::family`].
+pub fn planned_kernels() -> impl Iterator<Item = KernelId> {
+    KernelId::ALL.into_iter().filter(|&k| k.family() == k)
+}
 
 /// Timing runs per backend in [`Compute::calibrate`] (the median counts), after one warm-up run.
 pub const CALIBRATION_RUNS: usize = 3;
@@ -87,7 +79,7 @@ impl Compute {
     /// Every planned kernel on the GPU when there is one, else on the CPU; [`Compute::calibrate`] refines it.
     pub fn new(gpu: Option<GpuExecutor>) -> Self {
         let default = if gpu.is_some() { Backend::Gpu } else { Backend::Cpu };
-        Compute { gpu, plan: PLANNED_KERNELS.iter().map(|&k| (k, default)).collect() }
+        Compute { gpu, plan: planned_kernels().map(|k| (k, default)).collect() }
     }
 
     /// Opens the best GPU adapter; without one, runs on the CPU — unless [`crate::gpu::REQUIRE_GPU_ENV`] is set.
@@ -112,11 +104,7 @@ impl Compute {
 
     /// Where `kernel` runs.
     pub fn backend_for(&self, kernel: KernelId) -> Backend {
-        let kernel = match kernel {
-            KernelId::MatmulVec4 | KernelId::MatmulVec4Large => KernelId::Matmul,
-            k => k,
-        };
-        self.plan.get(&kernel).copied().unwrap_or(Backend::Cpu)
+        self.plan.get(&kernel.family()).copied().unwrap_or(Backend::Cpu)
     }
 
     /// Times every planned kernel on each backend and keeps the faster per kernel; on the GPU it first picks the
@@ -128,7 +116,7 @@ impl Compute {
             warn!(adapter = %gpu.report().name, error = %e, "matmul tuning failed; keeping the default variant");
         }
         let mut out = Vec::new();
-        for kernel in PLANNED_KERNELS {
+        for kernel in planned_kernels() {
             let sample = Sample::new(kernel, calibration_shape(kernel), 7);
             let op = sample.op();
             let cpu_gflops = gflops(op.flops(), median_secs(CALIBRATION_RUNS, || cpu::run(&op).is_ok()));

@@ -77,6 +77,14 @@ impl KernelId {
         self.spec().name
     }
 
+    /// The kernel a node schedules by name: the vec4 matmuls are the GPU's variants of `matmul`.
+    pub fn family(self) -> KernelId {
+        match self {
+            KernelId::MatmulVec4 | KernelId::MatmulVec4Large => KernelId::Matmul,
+            k => k,
+        }
+    }
+
     pub fn from_name(name: &str) -> Option<KernelId> {
         KernelId::ALL.into_iter().find(|id| id.name() == name)
     }

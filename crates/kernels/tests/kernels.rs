@@ -193,7 +193,8 @@ fn calibration_picks_a_backend_for_every_kernel() {
     let software = gpu.report().software;
     let mut compute = Compute::new(Some(gpu));
     let calibrations = compute.calibrate();
-    assert_eq!(calibrations.len(), neurolov_kernels::backend::PLANNED_KERNELS.len());
+    assert_eq!(calibrations.len(), neurolov_kernels::backend::planned_kernels().count());
+    assert_eq!(calibrations.len(), 9);
     for c in &calibrations {
         let gpu_gflops = c.gpu_gflops.expect("gpu measured");
         let faster = if gpu_gflops >= c.cpu_gflops { Backend::Gpu } else { Backend::Cpu };

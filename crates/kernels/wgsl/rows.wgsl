@@ -25,13 +25,15 @@ fn row_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.y * nwg.x + wid.x;
 }
 
-// Sum of `v` over the workgroup; every invocation gets the total. Must be called in uniform control flow.
-fn workgroup_sum(v: f32, lane: u32) -> f32 {
+// Sum (or, with `take_max`, maximum) of `v` over the workgroup; every invocation gets the result. Must be called
+// in uniform control flow.
+fn workgroup_reduce(v: f32, lane: u32, take_max: bool) -> f32 {
     scratch[lane] = v;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s = s >> 1u) {
         if (lane < s) {
-            scratch[lane] = scratch[lane] + scratch[lane + s];
+            let other = scratch[lane + s];
+            scratch[lane] = select(scratch[lane] + other, max(scratch[lane], other), take_max);
         }
         workgroupBarrier();
     }
@@ -40,19 +42,12 @@ fn workgroup_sum(v: f32, lane: u32) -> f32 {
     return total;
 }
 
-// Maximum of `v` over the workgroup; every invocation gets it. Must be called in uniform control flow.
+fn workgroup_sum(v: f32, lane: u32) -> f32 {
+    return workgroup_reduce(v, lane, false);
+}
+
 fn workgroup_max(v: f32, lane: u32) -> f32 {
-    scratch[lane] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lane < s) {
-            scratch[lane] = max(scratch[lane], scratch[lane + s]);
-        }
-        workgroupBarrier();
-    }
-    let total = scratch[0];
-    workgroupBarrier();
-    return total;
+    return workgroup_reduce(v, lane, true);
 }
 
 @compute @workgroup_size(256, 1, 1)
