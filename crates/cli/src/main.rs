@@ -129,12 +129,16 @@ fn run_bench(json: bool, sizes: &[usize], runs: usize, calibrate: bool) -> anyho
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
+    } else {
+        print_table(&rows, &failures);
+        if calibrate {
+            let mut compute = Compute::new(gpus.into_iter().next());
+            print_plan(&compute.calibrate(), compute.gpu().map(|g| g.report().name.as_str()));
+        }
     }
-    print_table(&rows, &failures);
-    if calibrate {
-        let mut compute = Compute::new(gpus.into_iter().next());
-        print_plan(&compute.calibrate(), compute.gpu().map(|g| g.report().name.as_str()));
+    if !failures.is_empty() {
+        // The rows that did run are printed above; the exit status tells scripts that some did not.
+        bail!("{} of {} measurements failed", failures.len(), failures.len() + rows.len());
     }
     Ok(())
 }

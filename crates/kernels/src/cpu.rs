@@ -88,9 +88,10 @@ fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum()
 }
 
+/// GELU's tanh form as x / (1 + e^(−2u)), as `elementwise.wgsl` computes it (see there for why).
 fn gelu(x: f64) -> f64 {
-    let u = (0.797_884_560_802_865_4 * (x + 0.044715 * x * x * x)).clamp(-10.0, 10.0);
-    0.5 * x * (1.0 + u.tanh())
+    let u = (0.797_884_560_802_865_4 * (x + 0.044715 * x * x * x)).clamp(-43.0, 43.0);
+    x / (1.0 + (-2.0 * u).exp())
 }
 
 fn softmax_row(row: &[f32]) -> Vec<f32> {

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use tracing::{debug, error, warn};
-use wgpu::util::DeviceExt;
 
 use crate::catalog::{Access, KernelId};
 use crate::ops::{Op, ShapeError};
@@ -239,10 +238,12 @@ impl GpuExecutor {
 
     /// Releases the device (at shutdown). Later runs fail with [`GpuError::DeviceLost`].
     pub fn destroy(&self) {
-        if let Ok(mut slot) = self.lost.lock() {
-            slot.get_or_insert_with(|| "device destroyed".into());
-        }
         self.device.destroy();
+        // wgpu delivers the device-lost callback from its maintenance pass; run one so the loss is recorded now.
+        let _ = self.guarded(|| {
+            let _ = self.device.poll(wgpu::PollType::Poll);
+            Ok(())
+        });
     }
 
     pub fn report(&self) -> &AdapterReport {
@@ -297,6 +298,29 @@ impl GpuExecutor {
 
     /// Runs `op` with a given catalog kernel, which must compute it (see [`crate::KernelSpec::computes`]).
     pub fn run_kernel(&self, op: &Op, kernel: KernelId) -> Result<Vec<f32>, GpuError> {
+        self.guarded(|| self.run_kernel_unguarded(op, kernel))
+    }
+
+    /// Runs `f`, turning a panic inside wgpu into [`GpuError::DeviceLost`]: wgpu 30 panics rather than returning
+    /// an error when a device is lost or runs out of memory in some calls (`Device::poll`, for one), and a node
+    /// must survive its GPU. The device is not used again afterwards.
+    fn guarded<T>(&self, f: impl FnOnce() -> Result<T, GpuError>) -> Result<T, GpuError> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(result) => result,
+            Err(panic) => {
+                self.wedged.store(true, Ordering::Relaxed);
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "wgpu panicked".into());
+                error!(adapter = %self.report.name, %message, "gpu failed inside wgpu; device abandoned");
+                Err(GpuError::DeviceLost(message))
+            }
+        }
+    }
+
+    fn run_kernel_unguarded(&self, op: &Op, kernel: KernelId) -> Result<Vec<f32>, GpuError> {
         op.check()?;
         if !kernel.spec().computes(op) {
             return Err(GpuError::WrongKernel { kernel, op: op.kernel() });
@@ -331,6 +355,10 @@ impl GpuExecutor {
     /// can only be stopped by ending the process that owns the device.
     pub fn run_untrusted(&self, job: &WgslJob, timeout: Duration) -> Result<Vec<(u32, Vec<u8>)>, GpuError> {
         untrusted::validate(job, self.report.shader_features())?;
+        self.guarded(|| self.run_untrusted_unguarded(job, timeout))
+    }
+
+    fn run_untrusted_unguarded(&self, job: &WgslJob, timeout: Duration) -> Result<Vec<(u32, Vec<u8>)>, GpuError> {
         self.check_usable()?;
         let pipeline = self.with_error_scopes(|| {
             let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -489,24 +517,16 @@ impl GpuExecutor {
                         Access::Read => wgpu::BufferUsages::STORAGE,
                         Access::ReadWrite => wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
                     };
-                    let buffer = if b.init.len() as u64 == b.size_bytes {
-                        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                            label: None,
-                            contents: b.init,
-                            usage,
-                        })
-                    } else {
-                        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-                            label: None,
-                            size: b.size_bytes,
-                            usage: usage | wgpu::BufferUsages::COPY_DST,
-                            mapped_at_creation: false,
-                        });
-                        if !b.init.is_empty() {
-                            self.queue.write_buffer(&buffer, 0, b.init);
-                        }
-                        buffer
-                    };
+                    // Not `create_buffer_init`: it panics when the buffer cannot be created (out of memory).
+                    let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: None,
+                        size: b.size_bytes,
+                        usage: usage | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    });
+                    if !b.init.is_empty() {
+                        self.queue.write_buffer(&buffer, 0, b.init);
+                    }
                     (b.binding, b.access, buffer)
                 })
                 .collect();

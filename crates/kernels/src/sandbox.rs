@@ -12,7 +12,9 @@ use crate::gpu::GpuExecutor;
 use crate::untrusted::{self, MAX_SOURCE_BYTES, MAX_TOTAL_BUFFER_BYTES, RejectError, ShaderFeatures, WgslJob};
 
 /// Largest request header (the job without its buffer contents).
-const MAX_HEADER_BYTES: u64 = MAX_SOURCE_BYTES as u64 + 64 * 1024;
+const MAX_HEADER_BYTES: u64 = 6 * MAX_SOURCE_BYTES as u64 + 64 * 1024;
+/// The furthest deadline the parent will wait for (a longer timeout is cut to it).
+const MAX_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 /// How often the parent checks whether the worker has exited.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// Time the worker is given to start, read the job and open its device before the job's own clock starts.
@@ -61,9 +63,16 @@ pub fn run_isolated(
     for b in &mut header_job.buffers {
         b.init = Vec::new();
     }
-    let header =
-        serde_json::to_vec(&RequestHeader { job: header_job, init_lens, timeout_ms: timeout.as_millis() as u64 })
-            .map_err(|e| SandboxError::Protocol(e.to_string()))?;
+    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    let header = serde_json::to_vec(&RequestHeader { job: header_job, init_lens, timeout_ms })
+        .map_err(|e| SandboxError::Protocol(e.to_string()))?;
+    // JSON escaping can grow a source several times over; refuse here, not in the worker.
+    if header.len() as u64 > MAX_HEADER_BYTES {
+        return Err(SandboxError::Protocol(format!(
+            "request header is {} bytes after encoding, the limit is {MAX_HEADER_BYTES}",
+            header.len()
+        )));
+    }
 
     let mut child = worker
         .stdin(Stdio::piped())
@@ -96,13 +105,13 @@ pub fn run_isolated(
     });
 
     // The kernel's clock starts when the worker has its device and the job; opening a device is not the job's time.
-    let started = Instant::now();
-    let mut deadline = started + WORKER_STARTUP_ALLOWANCE;
+    let later = |d: Duration| Instant::now().checked_add(d).unwrap_or_else(|| Instant::now() + MAX_DEADLINE);
+    let mut deadline = later(WORKER_STARTUP_ALLOWANCE);
     let mut running = false;
     let status = loop {
         if !running && let Ok(true) = ready_rx.try_recv() {
             running = true;
-            deadline = Instant::now() + timeout;
+            deadline = later(timeout);
         }
         match child.try_wait() {
             Ok(Some(status)) => break status,
@@ -112,11 +121,15 @@ pub fn run_isolated(
                 if !running {
                     return Err(SandboxError::Crashed("worker did not open a gpu device in time".into()));
                 }
-                tracing::warn!(timeout_ms = timeout.as_millis() as u64, "untrusted kernel stopped at its deadline");
-                return Err(SandboxError::Timeout { timeout_ms: timeout.as_millis() as u64 });
+                tracing::warn!(timeout_ms, "untrusted kernel stopped at its deadline");
+                return Err(SandboxError::Timeout { timeout_ms });
             }
             Ok(None) => std::thread::sleep(POLL_INTERVAL),
-            Err(e) => return Err(SandboxError::Crashed(e.to_string())),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(SandboxError::Crashed(e.to_string()));
+            }
         }
     };
     let _ = writer.join();
@@ -140,6 +153,9 @@ fn decode_reply(reply: &[u8]) -> Result<Vec<(u32, Vec<u8>)>, SandboxError> {
     };
     let tag = take(1)?[0];
     let count = u32::from_le_bytes(take(4)?.try_into().map_err(|_| SandboxError::Protocol("bad count".into()))?);
+    if tag > 1 {
+        return Err(SandboxError::Protocol(format!("unknown reply tag {tag}")));
+    }
     if tag == 1 {
         let message = take(count as usize)?;
         return Err(SandboxError::Worker(String::from_utf8_lossy(message).into_owned()));

@@ -7,14 +7,20 @@ use crate::catalog::Access;
 
 /// Largest WGSL source a job may carry.
 pub const MAX_SOURCE_BYTES: usize = 64 * 1024;
-/// Most buffers one job may bind (WebGPU's guaranteed storage buffers per stage, plus one uniform).
-pub const MAX_BUFFERS: usize = 9;
-/// Largest single buffer of a job.
-pub const MAX_BUFFER_BYTES: u64 = 256 * 1024 * 1024;
+/// Most storage buffers one job may bind (WebGPU's guaranteed `maxStorageBuffersPerShaderStage`).
+pub const MAX_STORAGE_BUFFERS: usize = 8;
+/// Most uniform buffers one job may bind.
+pub const MAX_UNIFORM_BUFFERS: usize = 4;
+/// Most buffers one job may bind.
+pub const MAX_BUFFERS: usize = MAX_STORAGE_BUFFERS + MAX_UNIFORM_BUFFERS;
+/// Largest single buffer of a job (WebGPU's guaranteed `maxStorageBufferBindingSize`).
+pub const MAX_BUFFER_BYTES: u64 = 128 * 1024 * 1024;
 /// Largest total of all buffers of a job.
 pub const MAX_TOTAL_BUFFER_BYTES: u64 = 512 * 1024 * 1024;
 /// Largest uniform buffer (WebGPU's guaranteed `maxUniformBufferBindingSize`).
 pub const MAX_UNIFORM_BYTES: u64 = 64 * 1024;
+/// WebGPU's guaranteed `maxComputeWorkgroupStorageSize`: naga does not check workgroup memory, so we do.
+pub const MAX_WORKGROUP_STORAGE_BYTES: u64 = 16 * 1024;
 /// WebGPU's guaranteed `maxComputeInvocationsPerWorkgroup`.
 pub const MAX_WORKGROUP_INVOCATIONS: u32 = 256;
 /// WebGPU's guaranteed `maxComputeWorkgroupSizeX/Y/Z`.
@@ -90,8 +96,16 @@ pub enum RejectError {
     DispatchTooLarge { dispatch: [u32; 3] },
     #[error("dispatch {dispatch:?} launches no workgroup")]
     EmptyDispatch { dispatch: [u32; 3] },
-    #[error("job declares {actual} buffers, the limit is {MAX_BUFFERS}")]
+    #[error(
+        "job declares {actual} buffers, the limit is {MAX_BUFFERS} ({MAX_STORAGE_BUFFERS} storage, {MAX_UNIFORM_BUFFERS} uniform)"
+    )]
     TooManyBuffers { actual: usize },
+    #[error("job binds no read-write buffer: it could produce no result")]
+    NoOutput,
+    #[error("entry point uses {bytes} bytes of workgroup memory, the limit is {MAX_WORKGROUP_STORAGE_BYTES}")]
+    WorkgroupMemoryTooLarge { bytes: u64 },
+    #[error("the wgsl front end failed on this source: {0}")]
+    Crashed(String),
     #[error("binding {binding} is declared twice by the job")]
     DuplicateBinding { binding: u32 },
     #[error(
@@ -139,11 +153,25 @@ pub struct UsedBinding {
 pub struct EntryPointInfo {
     pub workgroup_size: [u32; 3],
     pub bindings: Vec<UsedBinding>,
+    /// Bytes of `var<workgroup>` memory the entry point uses.
+    pub workgroup_memory_bytes: u64,
 }
 
 /// Parses and validates `source` for `features` and reports the entry point's workgroup size and the resources it
 /// uses. This is also how the catalog's own kernels are held to their declared bindings.
 pub fn inspect(source: &str, entry_point: &str, features: ShaderFeatures) -> Result<EntryPointInfo, RejectError> {
+    // A front end bug must not take the node down with it: hostile input is exactly what finds such bugs.
+    std::panic::catch_unwind(|| inspect_unguarded(source, entry_point, features)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Err(RejectError::Crashed(message))
+    })
+}
+
+fn inspect_unguarded(source: &str, entry_point: &str, features: ShaderFeatures) -> Result<EntryPointInfo, RejectError> {
     if source.len() > MAX_SOURCE_BYTES {
         return Err(RejectError::SourceTooLarge { actual: source.len() });
     }
@@ -188,8 +216,14 @@ pub fn inspect(source: &str, entry_point: &str, features: ShaderFeatures) -> Res
     }
     let uses = info.get_entry_point(index);
     let mut bindings = Vec::new();
+    let mut workgroup_memory_bytes = 0u64;
     for (handle, var) in module.global_variables.iter() {
         if uses[handle].is_empty() {
+            continue;
+        }
+        let size = module.types[var.ty].inner.try_size(module.to_ctx()).map(u64::from).unwrap_or(u64::MAX);
+        if var.space == naga::AddressSpace::WorkGroup {
+            workgroup_memory_bytes = workgroup_memory_bytes.saturating_add(size);
             continue;
         }
         let name = var.name.clone().unwrap_or_else(|| format!("global {}", handle.index()));
@@ -201,11 +235,10 @@ pub fn inspect(source: &str, entry_point: &str, features: ShaderFeatures) -> Res
             _ => continue,
         };
         let Some(rb) = var.binding.as_ref() else { continue };
-        let min_size_bytes = module.types[var.ty].inner.try_size(module.to_ctx()).map(u64::from).unwrap_or(u64::MAX);
-        bindings.push(UsedBinding { group: rb.group, binding: rb.binding, name, access, min_size_bytes });
+        bindings.push(UsedBinding { group: rb.group, binding: rb.binding, name, access, min_size_bytes: size });
     }
     bindings.sort_by_key(|b| (b.group, b.binding));
-    Ok(EntryPointInfo { workgroup_size: ep.workgroup_size, bindings })
+    Ok(EntryPointInfo { workgroup_size: ep.workgroup_size, bindings, workgroup_memory_bytes })
 }
 
 /// Checks a job against the limits and its own WGSL; `Ok` means it may be compiled and dispatched.
@@ -217,6 +250,9 @@ pub fn validate(job: &WgslJob, features: ShaderFeatures) -> Result<EntryPointInf
     {
         return Err(RejectError::WorkgroupTooLarge { size });
     }
+    if info.workgroup_memory_bytes > MAX_WORKGROUP_STORAGE_BYTES {
+        return Err(RejectError::WorkgroupMemoryTooLarge { bytes: info.workgroup_memory_bytes });
+    }
     let dispatch = job.dispatch;
     if dispatch.contains(&0) {
         return Err(RejectError::EmptyDispatch { dispatch });
@@ -226,7 +262,11 @@ pub fn validate(job: &WgslJob, features: ShaderFeatures) -> Result<EntryPointInf
     {
         return Err(RejectError::DispatchTooLarge { dispatch });
     }
-    if job.buffers.len() > MAX_BUFFERS {
+    let uniforms = job.buffers.iter().filter(|b| b.access == JobAccess::Uniform).count();
+    if job.buffers.len() > MAX_BUFFERS
+        || uniforms > MAX_UNIFORM_BUFFERS
+        || job.buffers.len() - uniforms > MAX_STORAGE_BUFFERS
+    {
         return Err(RejectError::TooManyBuffers { actual: job.buffers.len() });
     }
     let mut total = 0u64;
@@ -279,6 +319,9 @@ pub fn validate(job: &WgslJob, features: ShaderFeatures) -> Result<EntryPointInf
     }
     if let Some(unused) = job.buffers.iter().find(|b| !info.bindings.iter().any(|u| u.binding == b.binding)) {
         return Err(RejectError::UnusedBuffer { binding: unused.binding, entry_point: job.entry_point.clone() });
+    }
+    if !job.buffers.iter().any(|b| b.access == JobAccess::ReadWrite) {
+        return Err(RejectError::NoOutput);
     }
     Ok(info)
 }

@@ -30,6 +30,16 @@ fn job(source: &str) -> WgslJob {
     }
 }
 
+trait WithBuffers {
+    fn with_buffers(self, buffers: Vec<JobBuffer>) -> Self;
+}
+
+impl WithBuffers for WgslJob {
+    fn with_buffers(self, buffers: Vec<JobBuffer>) -> Self {
+        WgslJob { buffers, ..self }
+    }
+}
+
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
@@ -205,6 +215,31 @@ fn limits_are_enforced() {
         none,
         |e| matches!(e, RejectError::TooManyBuffers { actual: 20 }),
         "limit",
+    );
+    check(
+        "nine storage buffers",
+        WgslJob { buffers: (0..9).map(|b| buffer(b, JobAccess::ReadWrite, 4)).collect(), ..job(DOUBLE) },
+        none,
+        |e| matches!(e, RejectError::TooManyBuffers { actual: 9 }),
+        "8 storage",
+    );
+    check(
+        "no output",
+        job("@group(0) @binding(0) var<storage, read> data: array<f32>;\n\
+             @compute @workgroup_size(1) fn main() { let x = data[0]; }")
+        .with_buffers(vec![buffer(0, JobAccess::Read, 16)]),
+        none,
+        |e| matches!(e, RejectError::NoOutput),
+        "no read-write buffer",
+    );
+    check(
+        "workgroup memory over the limit",
+        job(&DOUBLE
+            .replace("@compute", "var<workgroup> big: array<f32, 8192>;\n@compute")
+            .replace("data[id.x] * 2.0", "data[id.x] * big[id.x]")),
+        none,
+        |e| matches!(e, RejectError::WorkgroupMemoryTooLarge { bytes: 32768 }),
+        "workgroup memory",
     );
     check(
         "initial data longer than the buffer",

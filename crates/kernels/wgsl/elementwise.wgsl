@@ -48,15 +48,16 @@ fn scale(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wi
     }
 }
 
-// GELU, tanh form: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). The tanh argument is clamped because some
-// implementations compute tanh through exp and return NaN for large inputs; tanh(±10) is ±1 in f32 already.
+// GELU, tanh form: 0.5·x·(1 + tanh(u)) with u = √(2/π)·(x + 0.044715·x³), computed as x / (1 + exp(−2u)) — the
+// same function, without tanh's rounding near ±1 that turns large negative inputs into large errors. u is clamped
+// to ±43 so exp never overflows f32 (WGSL leaves overflow undefined); the clamp changes the result by < |x|·e⁻⁸⁶.
 @compute @workgroup_size(256, 1, 1)
 fn gelu(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(lid, wid, nwg);
     if (i < params.len) {
         let x = a[i];
-        let u = clamp(0.7978845608 * (x + 0.044715 * x * x * x), -10.0, 10.0);
-        out[i] = 0.5 * x * (1.0 + tanh(u));
+        let u = clamp(0.7978845608 * (x + 0.044715 * x * x * x), -43.0, 43.0);
+        out[i] = x / (1.0 + exp(-2.0 * u));
     }
 }

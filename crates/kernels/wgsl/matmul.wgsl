@@ -1,9 +1,12 @@
 // C[M×N] = A[M×K] · B[K×N], f32, row-major, any M, N, K ≥ 1.
 //
 // A workgroup of 16×16 invocations owns a 64×64 block of C; each invocation accumulates a 4×4 block of outputs in
-// registers. K is walked in slices of 16: the A and B slices are staged in workgroup memory as vec4s so the inner
-// loop does two vec4 loads for 16 fused multiply-adds. Global loads are scalar and bounds-checked, which keeps this
-// variant correct for every shape; `matmul_vec4.wgsl` loads vec4s from global memory when K and N allow it.
+// registers. K is walked in slices of 16, staged in workgroup memory as vec4s: A row-wise (four consecutive k of
+// one row per vec4), B row-wise (four consecutive columns). Per four steps of k an invocation reads four A vec4s
+// and four B vec4s for 64 fused multiply-adds. Every invocation writes whole vec4s to workgroup memory: writing
+// one component of a shared vector may touch the whole vector (WGSL §memory model), which would race. Global loads
+// are scalar and bounds-checked, which keeps this variant correct for every shape; `matmul_vec4.wgsl` loads vec4s
+// from global memory when K and N allow it.
 
 struct Dims {
     m: u32,
@@ -19,12 +22,24 @@ struct Dims {
 
 const TILE: u32 = 64u;
 const SLICE: u32 = 16u;
-const THREADS: u32 = 256u;
 
-// a_tile[kk * 16 + r4] holds A[row0 + 4·r4 .. +4][k0 + kk]: the four rows one invocation needs at depth kk.
+// a_tile[r * 4 + q] holds A[row0 + r][k0 + 4q .. +4]; b_tile[kk * 16 + j] holds B[k0 + kk][col0 + 4j .. +4].
 var<workgroup> a_tile: array<vec4<f32>, 256>;
-// b_tile[kk * 16 + c4] holds B[k0 + kk][col0 + 4·c4 .. +4].
 var<workgroup> b_tile: array<vec4<f32>, 256>;
+
+fn a_at(r: u32, k: u32) -> f32 {
+    if (r < dims.m && k < dims.k) {
+        return a[r * dims.k + k];
+    }
+    return 0.0;
+}
+
+fn b_at(k: u32, col: u32) -> f32 {
+    if (k < dims.k && col < dims.n) {
+        return b[k * dims.n + col];
+    }
+    return 0.0;
+}
 
 @compute @workgroup_size(16, 16, 1)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -37,44 +52,41 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
 
+    // This invocation's vec4 of each slice: consecutive invocations read consecutive addresses.
+    let ar = row0 + tid / 4u;
+    let aq = (tid % 4u) * 4u;
+    let bk = tid / 16u;
+    let bc = col0 + (tid % 16u) * 4u;
+    let r = lid.y * 4u;
+
     for (var k0 = 0u; k0 < dims.k; k0 = k0 + SLICE) {
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            let idx = tid + j * THREADS;
-            // A slice: 64 rows × 16 columns, consecutive invocations walk along a row of A.
-            let ar = idx / SLICE;
-            let ak = idx % SLICE;
-            var av = 0.0;
-            if (row0 + ar < dims.m && k0 + ak < dims.k) {
-                av = a[(row0 + ar) * dims.k + k0 + ak];
-            }
-            a_tile[ak * 16u + ar / 4u][ar % 4u] = av;
-            // B slice: 16 rows × 64 columns, consecutive invocations walk along a row of B.
-            let bk = idx / TILE;
-            let bc = idx % TILE;
-            var bv = 0.0;
-            if (k0 + bk < dims.k && col0 + bc < dims.n) {
-                bv = b[(k0 + bk) * dims.n + col0 + bc];
-            }
-            b_tile[bk * 16u + bc / 4u][bc % 4u] = bv;
-        }
+        let ak = k0 + aq;
+        a_tile[tid] = vec4<f32>(a_at(ar, ak), a_at(ar, ak + 1u), a_at(ar, ak + 2u), a_at(ar, ak + 3u));
+        let bkk = k0 + bk;
+        b_tile[tid] = vec4<f32>(b_at(bkk, bc), b_at(bkk, bc + 1u), b_at(bkk, bc + 2u), b_at(bkk, bc + 3u));
         workgroupBarrier();
-        for (var kk = 0u; kk < SLICE; kk = kk + 1u) {
-            let av = a_tile[kk * 16u + lid.y];
-            let bv = b_tile[kk * 16u + lid.x];
-            acc0 = fma(vec4<f32>(av.x), bv, acc0);
-            acc1 = fma(vec4<f32>(av.y), bv, acc1);
-            acc2 = fma(vec4<f32>(av.z), bv, acc2);
-            acc3 = fma(vec4<f32>(av.w), bv, acc3);
+        for (var q = 0u; q < SLICE / 4u; q = q + 1u) {
+            let a0 = a_tile[r * 4u + q];
+            let a1 = a_tile[(r + 1u) * 4u + q];
+            let a2 = a_tile[(r + 2u) * 4u + q];
+            let a3 = a_tile[(r + 3u) * 4u + q];
+            for (var s = 0u; s < 4u; s = s + 1u) {
+                let bv = b_tile[(q * 4u + s) * 16u + lid.x];
+                acc0 = fma(vec4<f32>(a0[s]), bv, acc0);
+                acc1 = fma(vec4<f32>(a1[s]), bv, acc1);
+                acc2 = fma(vec4<f32>(a2[s]), bv, acc2);
+                acc3 = fma(vec4<f32>(a3[s]), bv, acc3);
+            }
         }
         workgroupBarrier();
     }
 
-    let r = row0 + lid.y * 4u;
+    let row = row0 + r;
     let col = col0 + lid.x * 4u;
-    store_row(r, col, acc0);
-    store_row(r + 1u, col, acc1);
-    store_row(r + 2u, col, acc2);
-    store_row(r + 3u, col, acc3);
+    store_row(row, col, acc0);
+    store_row(row + 1u, col, acc1);
+    store_row(row + 2u, col, acc2);
+    store_row(row + 3u, col, acc3);
 }
 
 fn store_row(r: u32, col: u32, v: vec4<f32>) {

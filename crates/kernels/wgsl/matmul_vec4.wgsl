@@ -1,8 +1,8 @@
 // C[M×N] = A[M×K] · B[K×N], f32, row-major, for K and N multiples of 4 (any M ≥ 1).
 //
-// The same 64×64 block per workgroup and 4×4 outputs per invocation as `matmul.wgsl`, but every global load and
-// store moves a vec4: one A load and one B load per invocation per 16-deep slice. The catalog picks this variant
-// when the shape allows it.
+// The same 64×64 block per workgroup, 4×4 outputs per invocation and workgroup-memory layout as `matmul.wgsl`, but
+// every global load and store moves a vec4: one A load and one B load per invocation per 16-deep slice. The
+// executor picks this variant, or `matmul_vec4_large.wgsl`, when the shape allows it.
 
 struct Dims {
     m: u32,
@@ -19,6 +19,7 @@ struct Dims {
 const TILE: u32 = 64u;
 const SLICE: u32 = 16u;
 
+// a_tile[r * 4 + q] holds A[row0 + r][k0 + 4q .. +4]; b_tile[kk * 16 + j] holds B[k0 + kk][col0 + 4j .. +4].
 var<workgroup> a_tile: array<vec4<f32>, 256>;
 var<workgroup> b_tile: array<vec4<f32>, 256>;
 
@@ -35,48 +36,47 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
 
-    // Which part of the slices this invocation loads.
-    let ar = tid / 4u;
+    let ar = row0 + tid / 4u;
     let aq = tid % 4u;
     let bk = tid / 16u;
-    let bq = tid % 16u;
+    let bq = col0 / 4u + tid % 16u;
+    let r = lid.y * 4u;
 
     for (var k0 = 0u; k0 < dims.k; k0 = k0 + SLICE) {
         var av = vec4<f32>(0.0);
-        if (row0 + ar < dims.m && k0 + aq * 4u < dims.k) {
-            av = a[(row0 + ar) * k4 + k0 / 4u + aq];
+        if (ar < dims.m && k0 + aq * 4u < dims.k) {
+            av = a[ar * k4 + k0 / 4u + aq];
         }
-        // Transpose into a_tile[kk * 16 + row / 4][row % 4].
-        let a_base = aq * 4u * 16u + ar / 4u;
-        a_tile[a_base][ar % 4u] = av.x;
-        a_tile[a_base + 16u][ar % 4u] = av.y;
-        a_tile[a_base + 32u][ar % 4u] = av.z;
-        a_tile[a_base + 48u][ar % 4u] = av.w;
-
+        a_tile[tid] = av;
         var bv = vec4<f32>(0.0);
-        if (k0 + bk < dims.k && col0 + bq * 4u < dims.n) {
-            bv = b[(k0 + bk) * n4 + col0 / 4u + bq];
+        if (k0 + bk < dims.k && bq < n4) {
+            bv = b[(k0 + bk) * n4 + bq];
         }
-        b_tile[bk * 16u + bq] = bv;
+        b_tile[tid] = bv;
         workgroupBarrier();
 
-        for (var kk = 0u; kk < SLICE; kk = kk + 1u) {
-            let a4 = a_tile[kk * 16u + lid.y];
-            let b4 = b_tile[kk * 16u + lid.x];
-            acc0 = fma(vec4<f32>(a4.x), b4, acc0);
-            acc1 = fma(vec4<f32>(a4.y), b4, acc1);
-            acc2 = fma(vec4<f32>(a4.z), b4, acc2);
-            acc3 = fma(vec4<f32>(a4.w), b4, acc3);
+        for (var q = 0u; q < SLICE / 4u; q = q + 1u) {
+            let a0 = a_tile[r * 4u + q];
+            let a1 = a_tile[(r + 1u) * 4u + q];
+            let a2 = a_tile[(r + 2u) * 4u + q];
+            let a3 = a_tile[(r + 3u) * 4u + q];
+            for (var s = 0u; s < 4u; s = s + 1u) {
+                let b4 = b_tile[(q * 4u + s) * 16u + lid.x];
+                acc0 = fma(vec4<f32>(a0[s]), b4, acc0);
+                acc1 = fma(vec4<f32>(a1[s]), b4, acc1);
+                acc2 = fma(vec4<f32>(a2[s]), b4, acc2);
+                acc3 = fma(vec4<f32>(a3[s]), b4, acc3);
+            }
         }
         workgroupBarrier();
     }
 
-    let r = row0 + lid.y * 4u;
+    let row = row0 + r;
     let c4 = col0 / 4u + lid.x;
     if (c4 < n4) {
-        if (r < dims.m) { c[r * n4 + c4] = acc0; }
-        if (r + 1u < dims.m) { c[(r + 1u) * n4 + c4] = acc1; }
-        if (r + 2u < dims.m) { c[(r + 2u) * n4 + c4] = acc2; }
-        if (r + 3u < dims.m) { c[(r + 3u) * n4 + c4] = acc3; }
+        if (row < dims.m) { c[row * n4 + c4] = acc0; }
+        if (row + 1u < dims.m) { c[(row + 1u) * n4 + c4] = acc1; }
+        if (row + 2u < dims.m) { c[(row + 2u) * n4 + c4] = acc2; }
+        if (row + 3u < dims.m) { c[(row + 3u) * n4 + c4] = acc3; }
     }
 }

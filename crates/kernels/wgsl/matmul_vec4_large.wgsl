@@ -1,11 +1,11 @@
 // C[M×N] = A[M×K] · B[K×N], f32, row-major, K and N multiples of 4 (any M ≥ 1): the large-tile variant.
 //
 // A workgroup of 16×16 invocations owns a 128×128 block of C and each invocation an 8×8 block of outputs, held in
-// sixteen vec4 registers: per 8-deep slice of K it does four vec4 loads from workgroup memory for 64 fused
-// multiply-adds (twice the arithmetic intensity of `matmul_vec4.wgsl`). An invocation's rows are r, r+1, r+2, r+3
-// and r+64 … r+67 (columns likewise), so neighbouring invocations read neighbouring vec4s of the tiles. The next
-// slice is loaded from global memory into registers while the current one is multiplied. Workgroup memory: 8 KiB.
-// Which matmul variant a device runs is measured per adapter (see the executor's calibration).
+// sixteen vec4 registers: per four steps of k it reads eight A vec4s and eight B vec4s from workgroup memory for
+// 256 fused multiply-adds (twice the arithmetic intensity of `matmul_vec4.wgsl`). An invocation's rows are r … r+3
+// and r+64 … r+67 (columns likewise), so neighbouring invocations read neighbouring vec4s of the B tile. The next
+// slice is loaded from global memory into registers while the current one is multiplied. Every invocation writes
+// whole vec4s to workgroup memory (8 KiB in all). The executor measures which variant is faster on its adapter.
 
 struct Dims {
     m: u32,
@@ -22,7 +22,7 @@ struct Dims {
 const TILE: u32 = 128u;
 const SLICE: u32 = 8u;
 
-// a_tile[kk * 32 + i] holds A[row0 + 4·i .. +4][k0 + kk]; b_tile[kk * 32 + j] holds B[k0 + kk][col0 + 4·j .. +4].
+// a_tile[r * 2 + q] holds A[row0 + r][k0 + 4q .. +4]; b_tile[kk * 32 + j] holds B[k0 + kk][col0 + 4j .. +4].
 var<workgroup> a_tile: array<vec4<f32>, 256>;
 var<workgroup> b_tile: array<vec4<f32>, 256>;
 
@@ -73,18 +73,13 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     var c70 = vec4<f32>(0.0);
     var c71 = vec4<f32>(0.0);
 
-    // The slice this invocation stages: row tid / 2 of A (transposed into a_tile), one vec4 of a row of B.
-    let a_row = tid / 2u;
-    let a_kq = (tid % 2u) * 4u;
+    let r = lid.y * 4u;
+    let r_hi = r + 64u;
     var next_a = load_a(row0, 0u, tid);
     var next_b = load_b(col0, 0u, tid);
 
     for (var k0 = 0u; k0 < dims.k; k0 = k0 + SLICE) {
-        let base = a_kq * 32u + a_row / 4u;
-        a_tile[base][a_row % 4u] = next_a.x;
-        a_tile[base + 32u][a_row % 4u] = next_a.y;
-        a_tile[base + 64u][a_row % 4u] = next_a.z;
-        a_tile[base + 96u][a_row % 4u] = next_a.w;
+        a_tile[tid] = next_a;
         b_tile[tid] = next_b;
         workgroupBarrier();
 
@@ -92,47 +87,55 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         next_a = load_a(row0, k0 + SLICE, tid);
         next_b = load_b(col0, k0 + SLICE, tid);
 
-        for (var kk = 0u; kk < SLICE; kk = kk + 1u) {
-            let a0 = a_tile[kk * 32u + lid.y];
-            let a1 = a_tile[kk * 32u + lid.y + 16u];
-            let b0 = b_tile[kk * 32u + lid.x];
-            let b1 = b_tile[kk * 32u + lid.x + 16u];
-            c00 = fma(vec4<f32>(a0.x), b0, c00);
-            c01 = fma(vec4<f32>(a0.x), b1, c01);
-            c10 = fma(vec4<f32>(a0.y), b0, c10);
-            c11 = fma(vec4<f32>(a0.y), b1, c11);
-            c20 = fma(vec4<f32>(a0.z), b0, c20);
-            c21 = fma(vec4<f32>(a0.z), b1, c21);
-            c30 = fma(vec4<f32>(a0.w), b0, c30);
-            c31 = fma(vec4<f32>(a0.w), b1, c31);
-            c40 = fma(vec4<f32>(a1.x), b0, c40);
-            c41 = fma(vec4<f32>(a1.x), b1, c41);
-            c50 = fma(vec4<f32>(a1.y), b0, c50);
-            c51 = fma(vec4<f32>(a1.y), b1, c51);
-            c60 = fma(vec4<f32>(a1.z), b0, c60);
-            c61 = fma(vec4<f32>(a1.z), b1, c61);
-            c70 = fma(vec4<f32>(a1.w), b0, c70);
-            c71 = fma(vec4<f32>(a1.w), b1, c71);
+        for (var q = 0u; q < SLICE / 4u; q = q + 1u) {
+            let a0 = a_tile[(r + 0u) * 2u + q];
+            let a1 = a_tile[(r + 1u) * 2u + q];
+            let a2 = a_tile[(r + 2u) * 2u + q];
+            let a3 = a_tile[(r + 3u) * 2u + q];
+            let a4 = a_tile[(r_hi + 0u) * 2u + q];
+            let a5 = a_tile[(r_hi + 1u) * 2u + q];
+            let a6 = a_tile[(r_hi + 2u) * 2u + q];
+            let a7 = a_tile[(r_hi + 3u) * 2u + q];
+            for (var s = 0u; s < 4u; s = s + 1u) {
+                let b0 = b_tile[(q * 4u + s) * 32u + lid.x];
+                let b1 = b_tile[(q * 4u + s) * 32u + lid.x + 16u];
+                c00 = fma(vec4<f32>(a0[s]), b0, c00);
+                c01 = fma(vec4<f32>(a0[s]), b1, c01);
+                c10 = fma(vec4<f32>(a1[s]), b0, c10);
+                c11 = fma(vec4<f32>(a1[s]), b1, c11);
+                c20 = fma(vec4<f32>(a2[s]), b0, c20);
+                c21 = fma(vec4<f32>(a2[s]), b1, c21);
+                c30 = fma(vec4<f32>(a3[s]), b0, c30);
+                c31 = fma(vec4<f32>(a3[s]), b1, c31);
+                c40 = fma(vec4<f32>(a4[s]), b0, c40);
+                c41 = fma(vec4<f32>(a4[s]), b1, c41);
+                c50 = fma(vec4<f32>(a5[s]), b0, c50);
+                c51 = fma(vec4<f32>(a5[s]), b1, c51);
+                c60 = fma(vec4<f32>(a6[s]), b0, c60);
+                c61 = fma(vec4<f32>(a6[s]), b1, c61);
+                c70 = fma(vec4<f32>(a7[s]), b0, c70);
+                c71 = fma(vec4<f32>(a7[s]), b1, c71);
+            }
         }
         workgroupBarrier();
     }
 
-    let r0 = row0 + lid.y * 4u;
+    let row = row0 + r;
     let c4 = col0 / 4u + lid.x;
-    store4(r0 + 0u, c4, c00);
-    store4(r0 + 0u, c4 + 16u, c01);
-    store4(r0 + 1u, c4, c10);
-    store4(r0 + 1u, c4 + 16u, c11);
-    store4(r0 + 2u, c4, c20);
-    store4(r0 + 2u, c4 + 16u, c21);
-    store4(r0 + 3u, c4, c30);
-    store4(r0 + 3u, c4 + 16u, c31);
-    store4(r0 + 64u, c4, c40);
-    store4(r0 + 64u, c4 + 16u, c41);
-    store4(r0 + 65u, c4, c50);
-    store4(r0 + 65u, c4 + 16u, c51);
-    store4(r0 + 66u, c4, c60);
-    store4(r0 + 66u, c4 + 16u, c61);
-    store4(r0 + 67u, c4, c70);
-    store4(r0 + 67u, c4 + 16u, c71);
+    store4(row + 0u, c4, c00);
+    store4(row + 0u, c4 + 16u, c01);
+    store4(row + 1u, c4, c10);
+    store4(row + 1u, c4 + 16u, c11);
+    store4(row + 2u, c4, c20);
+    store4(row + 2u, c4 + 16u, c21);
+    store4(row + 3u, c4, c30);
+    store4(row + 3u, c4 + 16u, c31);
+    store4(row + 64u, c4, c40);
+    store4(row + 64u, c4 + 16u, c41);
+    store4(row + 65u, c4, c50);
+    store4(row + 65u, c4 + 16u, c51);
+    store4(row + 66u, c4, c60);
+    store4(row + 66u, c4 + 16u, c61);
+    store4(row + 67u, c4, c70);
+    store4(row + 67u, c4 + 16u, c71);
 }

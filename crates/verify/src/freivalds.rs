@@ -108,9 +108,7 @@ pub fn check(
     let mut first = true;
     while done < rounds {
         let lanes = (rounds - done).min(LANES as u32) as usize;
-        let r: Vec<f64> = (0..n * LANES)
-            .map(|i| if i % LANES < lanes { rng.f64() * 2.0 - 1.0 } else { 0.0 })
-            .collect();
+        let r: Vec<f64> = (0..n * LANES).map(|i| if i % LANES < lanes { rng.f64() * 2.0 - 1.0 } else { 0.0 }).collect();
         let (br, b_sq) = times_lanes(b, n, &r, first);
         let (abr, a_sq) = times_lanes(a, k, &br, first);
         let (cr, _) = times_lanes(c, n, &r, false);

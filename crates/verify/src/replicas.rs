@@ -21,9 +21,14 @@ pub const MAX_REL: f32 = 0.01;
 /// Where two outputs first disagree.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Disagreement {
-    Length { a: usize, b: usize },
+    Length {
+        a: usize,
+        b: usize,
+    },
     /// At this byte (bitwise) or f32 element (float).
-    At { index: usize },
+    At {
+        index: usize,
+    },
 }
 
 /// Whether `a` and `b` agree under `tol`.

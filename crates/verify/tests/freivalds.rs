@@ -15,7 +15,8 @@ fn product(m: usize, n: usize, k: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<
 
 #[test]
 fn honest_products_pass_at_odd_shapes() {
-    for (i, &(m, n, k)) in [(1, 1, 1), (7, 17, 255), (255, 1, 1000), (100, 100, 100), (33, 65, 2047)].iter().enumerate() {
+    for (i, &(m, n, k)) in [(1, 1, 1), (7, 17, 255), (255, 1, 1000), (100, 100, 100), (33, 65, 2047)].iter().enumerate()
+    {
         let (a, b, c) = product(m, n, k, i as u64);
         let r = check(&a, &b, &c, m, n, k, 8, 99).unwrap();
         assert!(r.accepted, "{m}x{n}x{k}: {r:?}");
@@ -92,7 +93,10 @@ fn the_false_accept_bound_matches_the_tolerance() {
 #[test]
 fn bad_arguments_are_typed_errors() {
     let (a, b, c) = product(4, 4, 4, 1);
-    assert_eq!(check(&a, &b, &c[..15], 4, 4, 4, 8, 1), Err(FreivaldsError::Shape { name: "c", expected: 16, actual: 15 }));
+    assert_eq!(
+        check(&a, &b, &c[..15], 4, 4, 4, 8, 1),
+        Err(FreivaldsError::Shape { name: "c", expected: 16, actual: 15 })
+    );
     assert_eq!(check(&a, &b, &c, 4, 4, 4, 0, 1), Err(FreivaldsError::BadRounds(0)));
     assert_eq!(check(&a, &b, &c, 0, 4, 4, 8, 1), Err(FreivaldsError::BadDimensions));
     let mut bad_a = a.clone();
