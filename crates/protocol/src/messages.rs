@@ -1,0 +1,209 @@
+//! The node protocol, version 1: what a coordinator and a provider node (native or browser) say to each other over
+//! one WebSocket. `docs/PROTOCOL.md` describes it message by message for people writing their own node.
+//!
+//! Coordinator → node messages ([`ToNode`]) are plain JSON text frames. Node → coordinator messages
+//! ([`FromNode`]) travel inside a signed [`crate::Envelope`] and carry the session nonce and a sequence number, so
+//! a message from another session, or an old one replayed, is refused. Bulk data never rides in messages: inputs
+//! and results are content-addressed blobs (`PUT`/`GET /v1/blobs/{hash}`), or inputs are generated from a seed.
+
+use crate::identity::Id;
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest coordinator → node text frame.
+pub const MAX_FRAME_BYTES: usize = 256 * 1024;
+/// Most tasks a node may declare it runs at once.
+pub const MAX_SLOTS: u32 = 64;
+/// Longest free-text field (reasons, adapter names).
+pub const MAX_TEXT_BYTES: usize = 1024;
+
+/// What kind of provider a node is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeKind {
+    Native,
+    Browser,
+}
+
+/// Hardware as the node describes it: shown to people as a claim, never scored (attestation measures instead).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClaimedHardware {
+    pub adapter: String,
+    pub backend: String,
+    pub software: bool,
+    pub memory_bytes: u64,
+    /// Optional WGSL features the node's adapter has (`shader-f16`, `subgroups`).
+    #[serde(default)]
+    pub features: Vec<String>,
+}
+
+/// Where a task's input comes from.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum DataRef {
+    /// A blob, by its blake3 hash (hex), fetched with `GET /v1/blobs/{hash}`: little-endian f32s.
+    Blob { hash: String },
+    /// `len` f32s from [`seeded_f32`] with this seed.
+    Seeded { seed: u64, len: u64 },
+}
+
+/// The work of one task.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Work {
+    /// C[m×n] = A[m×k]·B[k×n], f32 row-major; the result is C's little-endian bytes.
+    Matmul { m: u32, n: u32, k: u32, a: DataRef, b: DataRef },
+    /// A client's WGSL kernel; the result is the concatenation of its read-write buffers in binding order.
+    Wgsl { source: DataRef, entry_point: String, buffers: Vec<WgslBuffer>, dispatch: [u32; 3] },
+}
+
+/// One buffer of a WGSL task.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WgslBuffer {
+    pub binding: u32,
+    /// `uniform`, `read` or `read_write`.
+    pub access: String,
+    pub size_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<DataRef>,
+}
+
+/// A task offered to a node.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Task {
+    pub task_id: u64,
+    /// Incremented each time the task is handed out again.
+    pub attempt: u32,
+    /// The node must have committed by then (coordinator clock, ms since the Unix epoch).
+    pub deadline_ms: u64,
+    pub work: Work,
+}
+
+/// Machine-readable reasons for [`ToNode::Error`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    Malformed,
+    TooLarge,
+    BadSignature,
+    WrongSession,
+    Replayed,
+    UnsupportedVersion,
+    NotRegistered,
+    UnknownTask,
+    CommitmentMismatch,
+    RateLimited,
+}
+
+/// Coordinator → node.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToNode {
+    /// First frame of every connection: sign `nonce` into a [`FromNode::Register`].
+    Challenge {
+        version: u32,
+        nonce: String,
+    },
+    Registered {
+        node: Id,
+        heartbeat_interval_ms: u64,
+    },
+    Task(Task),
+    /// Stop working on this attempt (it was reassigned or the job ended).
+    Cancel {
+        task_id: u64,
+        attempt: u32,
+    },
+    /// The outcome of a result the node delivered.
+    Verdict {
+        task_id: u64,
+        attempt: u32,
+        accepted: bool,
+        reason: String,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// Node → coordinator, always sealed in an [`crate::Envelope`] signed by the node's key.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromNode {
+    /// Answers the challenge; `session` is its nonce and `seq` starts at 0.
+    Register {
+        version: u32,
+        session: String,
+        seq: u64,
+        operator: Id,
+        kind: NodeKind,
+        claimed: ClaimedHardware,
+        price_nano_per_gflop: u64,
+        slots: u32,
+    },
+    Heartbeat {
+        session: String,
+        seq: u64,
+    },
+    /// Step (1) of proof of computation: the node binds itself to its result before anyone sees it.
+    Commit {
+        session: String,
+        seq: u64,
+        task_id: u64,
+        attempt: u32,
+        result_hash: String,
+    },
+    /// The committed result is uploaded as a blob under `result_hash`.
+    Result {
+        session: String,
+        seq: u64,
+        task_id: u64,
+        attempt: u32,
+        result_hash: String,
+    },
+    /// The node cannot complete this attempt.
+    Failed {
+        session: String,
+        seq: u64,
+        task_id: u64,
+        attempt: u32,
+        reason: String,
+    },
+    /// Graceful shutdown: unfinished tasks go back to the queue.
+    Goodbye {
+        session: String,
+        seq: u64,
+    },
+}
+
+impl FromNode {
+    /// The session nonce and sequence number every node message carries.
+    pub fn session_seq(&self) -> (&str, u64) {
+        match self {
+            FromNode::Register { session, seq, .. }
+            | FromNode::Heartbeat { session, seq }
+            | FromNode::Commit { session, seq, .. }
+            | FromNode::Result { session, seq, .. }
+            | FromNode::Failed { session, seq, .. }
+            | FromNode::Goodbye { session, seq } => (session, *seq),
+        }
+    }
+}
+
+/// The seeded input generator every node and browser implements identically: Mulberry32 (32-bit arithmetic only,
+/// so JavaScript computes it exactly with `Math.imul`), state = low 32 bits of `seed` XOR high 32 bits; each output
+/// x gives the f32 ((x >> 8) / 2²⁴)·2 − 1, exactly representable, in [-1, 1).
+pub fn seeded_f32(seed: u64, len: usize) -> Vec<f32> {
+    let mut state = (seed as u32) ^ ((seed >> 32) as u32);
+    (0..len)
+        .map(|_| {
+            state = state.wrapping_add(0x6D2B_79F5);
+            let mut t = state;
+            t = (t ^ (t >> 15)).wrapping_mul(t | 1);
+            t ^= t.wrapping_add((t ^ (t >> 7)).wrapping_mul(t | 61));
+            let x = t ^ (t >> 14);
+            ((x >> 8) as f32) / 16_777_216.0 * 2.0 - 1.0
+        })
+        .collect()
+}
