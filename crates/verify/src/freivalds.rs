@@ -30,6 +30,8 @@ pub const MAX_ROUNDS: u32 = 64;
 pub const LANES: usize = 8;
 /// log₂ of the probability δ that an honest result is rejected.
 pub const FALSE_REJECT_LOG2: i32 = -40;
+/// Matrices smaller than this are multiplied on one thread.
+const PARALLEL_MIN_ELEMENTS: usize = 1 << 18;
 /// fp32 unit roundoff.
 const U32: f64 = 1.0 / 16_777_216.0;
 /// Slack covering the verifier's own f64 rounding.
@@ -143,8 +145,17 @@ fn times_lanes(x: &[f32], cols: usize, r: &[f64], norms: bool) -> (Vec<f64>, Vec
     let rows = x.len() / cols;
     let mut out = vec![0.0f64; rows * LANES];
     let mut sq = vec![0.0f64; if norms { rows } else { 0 }];
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(rows.max(1));
+    // Threads pay off only for large matrices; small checks (most tasks) run on the caller's thread.
+    let threads = if x.len() < PARALLEL_MIN_ELEMENTS {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |t| t.get()).min(rows.max(1))
+    };
     let rows_per = rows.div_ceil(threads).max(1);
+    if threads == 1 {
+        rows_times_lanes(x, cols, r, &mut out, norms.then_some(&mut sq[..]));
+        return (out, sq);
+    }
     std::thread::scope(|scope| {
         let mut sq_chunks: Vec<&mut [f64]> = if norms { sq.chunks_mut(rows_per).collect() } else { Vec::new() };
         for (t, out_chunk) in out.chunks_mut(rows_per * LANES).enumerate() {

@@ -1,0 +1,1248 @@
+//! The coordinator's deterministic core: node registry and heartbeats, attestation, the job and task lifecycle,
+//! scheduling, verification decisions and orders to the ledger. It is a state machine with no IO — events in
+//! (a node's frame, a client request, a timer tick), effects out (frames to send, blobs to store, rewards and
+//! slashes to settle) — with the clock and the randomness injected, so a whole network with crashes and cheaters
+//! can be replayed from a seed (see `tests/simulation.rs`). The IO shell (HTTP, WebSocket, storage) wraps it.
+
+mod jobs;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use neurolov_protocol::messages::{ClaimedHardware, ErrorCode, NodeKind, Task, ToNode, Work};
+use neurolov_protocol::{Envelope, FromNode, Id, PROTOCOL_VERSION};
+use neurolov_scheduler::{NodeInfo, Requirements, Scheduler, Weights, WorkHistory, reliability};
+use neurolov_verify::freivalds;
+use neurolov_verify::replicas::{self, Tolerance};
+
+pub use jobs::{InputData, JobSpec, JobState, JobView, SubmitError, TaskView};
+
+/// A connection, numbered by the shell.
+pub type ConnId = u64;
+pub type JobId = u64;
+pub type TaskId = u64;
+
+/// Content-addressed blob storage, as far as the core needs it: results and inputs by blake3 hash (hex).
+pub trait Blobs {
+    fn get(&self, hash: &str) -> Option<Arc<[u8]>>;
+}
+
+/// Network parameters. Every limit has a name here.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub heartbeat_interval_ms: u64,
+    /// Missed intervals after which a node is stale (gets no new work).
+    pub stale_after_missed: u64,
+    /// Missed intervals after which a node is offline and its tasks go back to the queue.
+    pub offline_after_missed: u64,
+    /// n of the n×n·n×n attestation product.
+    pub attestation_size: u32,
+    /// Mean time between unannounced re-challenges of an attested node.
+    pub rechallenge_mean_ms: u64,
+    /// A re-measured node whose speed falls below this share of its record loses the record.
+    pub rechallenge_min_share: f64,
+    /// Rows of C per matmul task.
+    pub tile_rows: u32,
+    /// Shortest deadline of a task; longer for more work on slower nodes.
+    pub min_task_deadline_ms: u64,
+    /// Deadline allowance per GFLOP of estimated work on the chosen node (ms).
+    pub deadline_ms_per_gflop: u64,
+    pub freivalds_rounds: u32,
+    /// A task that finds no eligible node for this long fails its job.
+    pub max_queue_wait_ms: u64,
+    /// Attempts of one task before its job fails.
+    pub max_attempts: u32,
+    /// Replicas of a WGSL task that must agree, on distinct operators.
+    pub wgsl_replicas: u32,
+    /// Most replicas one WGSL task may use while looking for a majority.
+    pub wgsl_max_replicas: u32,
+    pub weights: Weights,
+    /// Frames a connection may get wrong before it is closed.
+    pub max_strikes: u32,
+    pub max_nodes: usize,
+    pub max_jobs: usize,
+    pub max_queued_tasks: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            heartbeat_interval_ms: 30_000,
+            stale_after_missed: 1,
+            offline_after_missed: 3,
+            attestation_size: 256,
+            rechallenge_mean_ms: 3_600_000,
+            rechallenge_min_share: 0.5,
+            tile_rows: 256,
+            min_task_deadline_ms: 60_000,
+            deadline_ms_per_gflop: 2_000,
+            freivalds_rounds: freivalds::DEFAULT_ROUNDS,
+            max_queue_wait_ms: 600_000,
+            max_attempts: 5,
+            wgsl_replicas: 2,
+            wgsl_max_replicas: 5,
+            weights: Weights::default(),
+            max_strikes: 16,
+            max_nodes: 100_000,
+            max_jobs: 10_000,
+            max_queued_tasks: 1_000_000,
+        }
+    }
+}
+
+/// What the core asks its shell to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    Send {
+        conn: ConnId,
+        msg: ToNode,
+    },
+    Close {
+        conn: ConnId,
+        reason: String,
+    },
+    /// Store bytes under their blake3 hash (task inputs, assembled results).
+    StoreBlob {
+        hash: String,
+        bytes: Arc<[u8]>,
+    },
+    /// Step (5) of proof of computation: pay `operator` for a verified task (the ledger issue settles it).
+    Reward {
+        job: JobId,
+        task: TaskId,
+        node: Id,
+        operator: Id,
+        work_mflop: u64,
+        price_nano_per_gflop: u64,
+    },
+    /// Proven fraud: the node signed a commitment to a result that failed verification.
+    Slash {
+        node: Id,
+        operator: Id,
+        evidence: Evidence,
+    },
+    JobFinished {
+        job: JobId,
+        state: JobState,
+    },
+}
+
+/// The proof that a node committed to a wrong result: its signed commit, re-checkable by anyone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evidence {
+    pub task: TaskId,
+    pub attempt: u32,
+    pub commit: Envelope,
+    pub reason: String,
+}
+
+/// A node's state in the registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    /// Connected, not (or no longer) attested: gets only its challenge.
+    Attesting,
+    Active,
+    /// Missed a heartbeat: no new work.
+    Stale,
+    Offline,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Attesting => "attesting",
+            NodeState::Active => "active",
+            NodeState::Stale => "stale",
+            NodeState::Offline => "offline",
+        }
+    }
+}
+
+/// What `GET /v1/nodes` shows of a node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeView {
+    pub id: Id,
+    pub operator: Id,
+    pub kind: NodeKind,
+    pub state: NodeState,
+    pub claimed: ClaimedHardware,
+    pub gflops_verified: f64,
+    pub reliability: f64,
+    pub price_nano_per_gflop: u64,
+    pub score: Option<f64>,
+    pub tasks_verified: u64,
+    pub tasks_failed: u64,
+}
+
+struct Conn {
+    opened_ms: u64,
+    nonce: String,
+    node: Option<Id>,
+    last_seq: Option<u64>,
+    strikes: u32,
+}
+
+struct Node {
+    key: u64,
+    operator: Id,
+    kind: NodeKind,
+    claimed: ClaimedHardware,
+    price_nano_per_gflop: u64,
+    slots: u32,
+    conn: Option<ConnId>,
+    state: NodeState,
+    last_seen_ms: u64,
+    first_seen_ms: u64,
+    up_ms: u64,
+    history: WorkHistory,
+    gflops_verified: f64,
+    attested: bool,
+    challenge: Option<TaskId>,
+    next_challenge_ms: u64,
+    /// (task, attempt) this node holds.
+    running: BTreeSet<(TaskId, u32)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Purpose {
+    Job(JobId),
+    Attestation(Id),
+}
+
+#[derive(Clone, Debug)]
+struct Assignment {
+    node: Id,
+    attempt: u32,
+    sent_ms: u64,
+    deadline_ms: u64,
+    commit: Option<(String, Envelope)>,
+    result: Option<Arc<[u8]>>,
+    /// Set once this assignment no longer counts (failed, timed out, cancelled).
+    dropped: bool,
+}
+
+struct TaskRec {
+    purpose: Purpose,
+    work: Work,
+    /// Matmul: the operands the verifier checks against (A rows, B, and C's shape).
+    operands: Option<jobs::MatmulOperands>,
+    work_mflop: u64,
+    next_attempt: u32,
+    replicas_wanted: u32,
+    assignments: Vec<Assignment>,
+    done: bool,
+    /// Since when the task has waited for a node (None while it has all its replicas placed).
+    waiting_since_ms: Option<u64>,
+}
+
+/// The coordinator's state.
+pub struct Core {
+    cfg: Config,
+    rng: fastrand::Rng,
+    now_ms: u64,
+    conns: HashMap<ConnId, Conn>,
+    nodes: BTreeMap<Id, Node>,
+    keys: HashMap<u64, Id>,
+    next_key: u64,
+    sched: Scheduler,
+    jobs: BTreeMap<JobId, jobs::Job>,
+    tasks: BTreeMap<TaskId, TaskRec>,
+    queue: VecDeque<TaskId>,
+    next_job: JobId,
+    next_task: TaskId,
+    evidence: Vec<Evidence>,
+    effects: Vec<Effect>,
+}
+
+impl Core {
+    /// A core with these parameters, randomness from `seed`, starting at `now_ms`.
+    pub fn new(cfg: Config, seed: u64, now_ms: u64) -> Core {
+        Core {
+            sched: Scheduler::new(cfg.weights),
+            cfg,
+            rng: fastrand::Rng::with_seed(seed),
+            now_ms,
+            conns: HashMap::new(),
+            nodes: BTreeMap::new(),
+            keys: HashMap::new(),
+            next_key: 1,
+            jobs: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            queue: VecDeque::new(),
+            next_job: 1,
+            next_task: 1,
+            evidence: Vec::new(),
+            effects: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// A new connection: it is sent its challenge.
+    pub fn connected(&mut self, now_ms: u64, conn: ConnId) -> Vec<Effect> {
+        self.advance(now_ms);
+        let mut nonce = [0u8; 16];
+        self.rng.fill(&mut nonce);
+        let nonce = bs58::encode(nonce).into_string();
+        self.conns.insert(
+            conn,
+            Conn { opened_ms: self.now_ms, nonce: nonce.clone(), node: None, last_seq: None, strikes: 0 },
+        );
+        self.send(conn, ToNode::Challenge { version: PROTOCOL_VERSION, nonce });
+        self.take_effects()
+    }
+
+    /// A connection closed (by the node, the network or the shell).
+    pub fn disconnected(&mut self, now_ms: u64, conn: ConnId) -> Vec<Effect> {
+        self.advance(now_ms);
+        if let Some(c) = self.conns.remove(&conn)
+            && let Some(id) = c.node
+            && self.nodes.get(&id).is_some_and(|n| n.conn == Some(conn))
+        {
+            self.go_offline(id, "connection closed");
+        }
+        self.dispatch();
+        self.take_effects()
+    }
+
+    /// A text frame from a node.
+    pub fn frame(&mut self, now_ms: u64, conn: ConnId, text: &str, blobs: &dyn Blobs) -> Vec<Effect> {
+        self.advance(now_ms);
+        if let Err((code, message)) = self.handle_frame(conn, text, blobs) {
+            self.strike(conn, code, message);
+        }
+        self.dispatch();
+        self.take_effects()
+    }
+
+    /// Time passes: heartbeats are supervised, deadlines enforced, re-challenges issued, work dispatched.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Effect> {
+        self.advance(now_ms);
+        self.supervise();
+        self.dispatch();
+        self.take_effects()
+    }
+
+    /// A client's job. Inputs given as blobs are read from `blobs` now.
+    pub fn submit(
+        &mut self,
+        now_ms: u64,
+        client: Id,
+        spec: JobSpec,
+        blobs: &dyn Blobs,
+    ) -> Result<(JobId, Vec<Effect>), SubmitError> {
+        self.advance(now_ms);
+        if self.jobs.values().filter(|j| !j.state.is_final()).count() >= self.cfg.max_jobs {
+            return Err(SubmitError::TooManyJobs(self.cfg.max_jobs));
+        }
+        let id = self.next_job;
+        let (job, tasks) = jobs::plan(id, client, spec, &self.cfg, blobs)?;
+        if self.queue.len() + tasks.len() > self.cfg.max_queued_tasks {
+            return Err(SubmitError::QueueFull(self.cfg.max_queued_tasks));
+        }
+        self.next_job += 1;
+        let mut task_ids = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            for (hash, bytes) in t.blobs {
+                self.effects.push(Effect::StoreBlob { hash, bytes });
+            }
+            let tid = self.new_task(Purpose::Job(id), t.work, t.operands, t.work_mflop, t.replicas);
+            task_ids.push(tid);
+            self.queue.push_back(tid);
+        }
+        self.jobs.insert(id, job.with_tasks(task_ids));
+        self.dispatch();
+        Ok((id, self.take_effects()))
+    }
+
+    pub fn job(&self, id: JobId) -> Option<JobView> {
+        let job = self.jobs.get(&id)?;
+        Some(job.view(|t| {
+            let rec = self.tasks.get(&t)?;
+            let last = rec.assignments.iter().rev().find(|a| !a.dropped).or(rec.assignments.last());
+            Some((last.map(|a| a.node), rec.done, rec.next_attempt))
+        }))
+    }
+
+    /// The assembled result of a finished job: C's bytes for matmul, the agreed buffers for WGSL.
+    pub fn job_result(&self, id: JobId) -> Option<Arc<[u8]>> {
+        self.jobs.get(&id)?.result()
+    }
+
+    pub fn nodes(&self) -> Vec<NodeView> {
+        self.nodes
+            .iter()
+            .map(|(&id, n)| NodeView {
+                id,
+                operator: n.operator,
+                kind: n.kind,
+                state: n.state,
+                claimed: n.claimed.clone(),
+                gflops_verified: n.gflops_verified,
+                reliability: self.reliability_of(n),
+                price_nano_per_gflop: n.price_nano_per_gflop,
+                score: self.sched.score(n.key),
+                tasks_verified: n.history.verified,
+                tasks_failed: n.history.failed + n.history.timed_out,
+            })
+            .collect()
+    }
+
+    /// A task's attempts, for diagnostics: (node, attempt, committed, has result, dropped).
+    pub fn task_attempts(&self, task: TaskId) -> Vec<(Id, u32, bool, bool, bool)> {
+        self.tasks
+            .get(&task)
+            .map(|t| {
+                t.assignments
+                    .iter()
+                    .map(|a| (a.node, a.attempt, a.commit.is_some(), a.result.is_some(), a.dropped))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every piece of fraud evidence collected so far.
+    pub fn evidence(&self) -> &[Evidence] {
+        &self.evidence
+    }
+
+    /// Queued tasks not yet placed.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// For the simulation's invariant: is the node holding `task` eligible for it (attested and online), or is it
+    /// an attestation challenge sent to that node?
+    pub fn assignments_are_sound(&self) -> Result<(), String> {
+        for (&tid, t) in &self.tasks {
+            // Held = handed out and not yet delivered.
+            for a in t.assignments.iter().filter(|a| !a.dropped && a.result.is_none() && !t.done) {
+                let Some(n) = self.nodes.get(&a.node) else { return Err(format!("task {tid} on unknown node")) };
+                if n.state == NodeState::Offline {
+                    return Err(format!("task {tid} held by offline node {}", a.node));
+                }
+                if matches!(t.purpose, Purpose::Job(_)) && !n.attested {
+                    return Err(format!("job task {tid} held by unattested node {}", a.node));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- internals ----
+
+    fn advance(&mut self, now_ms: u64) {
+        // The clock never runs backwards, whatever the shell passes.
+        self.now_ms = self.now_ms.max(now_ms);
+    }
+
+    fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    fn send(&mut self, conn: ConnId, msg: ToNode) {
+        self.effects.push(Effect::Send { conn, msg });
+    }
+
+    fn strike(&mut self, conn: ConnId, code: ErrorCode, message: String) {
+        tracing::debug!(conn, ?code, %message, "frame refused");
+        self.send(conn, ToNode::Error { code, message });
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.strikes += 1;
+            if c.strikes >= self.cfg.max_strikes {
+                self.effects.push(Effect::Close { conn, reason: "too many refused frames".into() });
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, conn: ConnId, text: &str, blobs: &dyn Blobs) -> Result<(), (ErrorCode, String)> {
+        let Some(c) = self.conns.get(&conn) else {
+            return Err((ErrorCode::NotRegistered, "unknown connection".into()));
+        };
+        let env = Envelope::from_frame(text).map_err(|e| (ErrorCode::Malformed, e.to_string()))?;
+        let msg: FromNode = env.open().map_err(|e| match e {
+            neurolov_protocol::EnvelopeError::TooLarge(_) => (ErrorCode::TooLarge, e.to_string()),
+            neurolov_protocol::EnvelopeError::Signature(_) => (ErrorCode::BadSignature, e.to_string()),
+            neurolov_protocol::EnvelopeError::Malformed(_) => (ErrorCode::Malformed, e.to_string()),
+        })?;
+        let (session, seq) = msg.session_seq();
+        if session != c.nonce {
+            return Err((ErrorCode::WrongSession, "session does not match this connection's challenge".into()));
+        }
+        if c.last_seq.is_some_and(|last| seq <= last) {
+            return Err((ErrorCode::Replayed, format!("sequence number {seq} already used")));
+        }
+        match (c.node, &msg) {
+            (None, FromNode::Register { .. }) => {}
+            (None, _) => return Err((ErrorCode::NotRegistered, "register first".into())),
+            (Some(_), FromNode::Register { .. }) => return Err((ErrorCode::Malformed, "already registered".into())),
+            (Some(node), _) if node != env.signer => {
+                return Err((ErrorCode::BadSignature, "signed by another node than the one registered".into()));
+            }
+            _ => {}
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.last_seq = Some(seq);
+        }
+        let node = env.signer;
+        match msg {
+            FromNode::Register { version, operator, kind, claimed, price_nano_per_gflop, slots, .. } => {
+                if version != PROTOCOL_VERSION {
+                    return Err((
+                        ErrorCode::UnsupportedVersion,
+                        format!("this coordinator speaks version {PROTOCOL_VERSION}"),
+                    ));
+                }
+                if slots == 0 || slots > neurolov_protocol::messages::MAX_SLOTS {
+                    return Err((
+                        ErrorCode::Malformed,
+                        format!("slots must be 1..={}", neurolov_protocol::messages::MAX_SLOTS),
+                    ));
+                }
+                self.register(conn, node, operator, kind, claimed, price_nano_per_gflop, slots)
+            }
+            FromNode::Heartbeat { .. } => {
+                self.heard_from(node);
+                Ok(())
+            }
+            FromNode::Commit { task_id, attempt, result_hash, .. } => {
+                self.heard_from(node);
+                let a = self.assignment_mut(task_id, attempt, node)?;
+                if a.commit.is_some() {
+                    return Err((ErrorCode::Malformed, "attempt already committed".into()));
+                }
+                a.commit = Some((result_hash, env));
+                Ok(())
+            }
+            FromNode::Result { task_id, attempt, result_hash, .. } => {
+                self.heard_from(node);
+                let a = self.assignment_mut(task_id, attempt, node)?;
+                match &a.commit {
+                    Some((committed, _)) if *committed == result_hash => {}
+                    Some(_) => {
+                        return Err((ErrorCode::CommitmentMismatch, "result hash differs from the commitment".into()));
+                    }
+                    None => return Err((ErrorCode::CommitmentMismatch, "commit before sending a result".into())),
+                }
+                let bytes =
+                    blobs.get(&result_hash).ok_or((ErrorCode::UnknownTask, "result blob not uploaded".into()))?;
+                if blake3::hash(&bytes).to_hex().as_str() != result_hash {
+                    return Err((ErrorCode::CommitmentMismatch, "stored blob does not hash to the commitment".into()));
+                }
+                a.result = Some(bytes);
+                // Delivered: the node's slot is free, and the result stands even if the node goes away now.
+                self.vacate(task_id, attempt, node);
+                self.evaluate(task_id);
+                Ok(())
+            }
+            FromNode::Failed { task_id, attempt, reason, .. } => {
+                self.heard_from(node);
+                self.assignment_mut(task_id, attempt, node)?;
+                tracing::info!(%node, task_id, %reason, "node gave a task back");
+                self.drop_assignment(task_id, attempt, node, Outcome::Failed);
+                Ok(())
+            }
+            FromNode::Goodbye { .. } => {
+                self.go_offline(node, "goodbye");
+                self.effects.push(Effect::Close { conn, reason: "goodbye".into() });
+                Ok(())
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn register(
+        &mut self,
+        conn: ConnId,
+        id: Id,
+        operator: Id,
+        kind: NodeKind,
+        claimed: ClaimedHardware,
+        price_nano_per_gflop: u64,
+        slots: u32,
+    ) -> Result<(), (ErrorCode, String)> {
+        if !self.nodes.contains_key(&id) && self.nodes.len() >= self.cfg.max_nodes {
+            return Err((ErrorCode::RateLimited, format!("the network is full ({} nodes)", self.cfg.max_nodes)));
+        }
+        let now = self.now_ms;
+        // A node that registers again on a new connection leaves its old session behind.
+        if let Some(old) = self.nodes.get(&id).and_then(|n| n.conn).filter(|&c| c != conn) {
+            self.go_offline(id, "registered on a new connection");
+            self.effects.push(Effect::Close { conn: old, reason: "superseded by a new session".into() });
+        }
+        let key = match self.nodes.get(&id) {
+            Some(n) => n.key,
+            None => {
+                let key = self.next_key;
+                self.next_key += 1;
+                self.keys.insert(key, id);
+                key
+            }
+        };
+        let n = self.nodes.entry(id).or_insert_with(|| Node {
+            key,
+            operator,
+            kind,
+            claimed: ClaimedHardware::default(),
+            price_nano_per_gflop,
+            slots,
+            conn: None,
+            state: NodeState::Offline,
+            last_seen_ms: now,
+            first_seen_ms: now,
+            up_ms: 0,
+            history: WorkHistory::default(),
+            gflops_verified: 0.0,
+            attested: false,
+            challenge: None,
+            next_challenge_ms: 0,
+            running: BTreeSet::new(),
+        });
+        if n.operator != operator {
+            return Err((ErrorCode::Malformed, "a node's operator cannot change".into()));
+        }
+        n.kind = kind;
+        n.claimed = claimed;
+        n.price_nano_per_gflop = price_nano_per_gflop;
+        n.slots = slots;
+        n.conn = Some(conn);
+        n.last_seen_ms = now;
+        n.state = if n.attested { NodeState::Active } else { NodeState::Attesting };
+        let attested = n.attested;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.node = Some(id);
+        }
+        self.send(conn, ToNode::Registered { node: id, heartbeat_interval_ms: self.cfg.heartbeat_interval_ms });
+        self.sync_scheduler(id);
+        if attested {
+            self.schedule_rechallenge(id);
+        } else {
+            self.challenge(id);
+        }
+        Ok(())
+    }
+
+    fn heard_from(&mut self, id: Id) {
+        let now = self.now_ms;
+        let Some(n) = self.nodes.get_mut(&id) else { return };
+        n.up_ms += now.saturating_sub(n.last_seen_ms).min(self.cfg.heartbeat_interval_ms);
+        n.last_seen_ms = now;
+        if n.state == NodeState::Stale {
+            n.state = if n.attested { NodeState::Active } else { NodeState::Attesting };
+            self.sync_scheduler(id);
+        }
+    }
+
+    fn assignment_mut(&mut self, task: TaskId, attempt: u32, node: Id) -> Result<&mut Assignment, (ErrorCode, String)> {
+        self.tasks
+            .get_mut(&task)
+            .filter(|t| !t.done)
+            .and_then(|t| t.assignments.iter_mut().find(|a| a.attempt == attempt && a.node == node && !a.dropped))
+            .ok_or((ErrorCode::UnknownTask, format!("no open attempt {attempt} of task {task} for this node")))
+    }
+
+    /// The node no longer works on this attempt: free its slot (once).
+    fn vacate(&mut self, tid: TaskId, attempt: u32, node: Id) {
+        let Some(n) = self.nodes.get_mut(&node) else { return };
+        if n.running.remove(&(tid, attempt)) {
+            let key = n.key;
+            let _ = self.sched.release(key);
+        }
+    }
+
+    fn reliability_of(&self, n: &Node) -> f64 {
+        let known = self.now_ms.saturating_sub(n.first_seen_ms) / 1000;
+        reliability(&WorkHistory { uptime_s: n.up_ms / 1000, known_s: known, ..n.history })
+    }
+
+    /// Tells the scheduler what is now true of a node.
+    fn sync_scheduler(&mut self, id: Id) {
+        let Some(n) = self.nodes.get(&id) else { return };
+        let info = NodeInfo {
+            operator: operator_key(&n.operator),
+            eligible: n.attested && n.state == NodeState::Active,
+            verified_gflops: n.gflops_verified,
+            reliability: self.reliability_of(n).clamp(0.0, 1.0),
+            price_nano_per_gflop: n.price_nano_per_gflop,
+            features: neurolov_scheduler::Features::NONE,
+            memory_bytes: n.claimed.memory_bytes,
+            slots: n.slots,
+        };
+        let key = n.key;
+        if let Err(e) = self.sched.upsert(key, info) {
+            tracing::warn!(node = %id, error = %e, "scheduler refused node metrics");
+        }
+    }
+
+    fn new_task(
+        &mut self,
+        purpose: Purpose,
+        work: Work,
+        operands: Option<jobs::MatmulOperands>,
+        work_mflop: u64,
+        replicas: u32,
+    ) -> TaskId {
+        let id = self.next_task;
+        self.next_task += 1;
+        self.tasks.insert(
+            id,
+            TaskRec {
+                purpose,
+                work,
+                operands,
+                work_mflop,
+                next_attempt: 0,
+                replicas_wanted: replicas,
+                assignments: Vec::new(),
+                done: false,
+                waiting_since_ms: None,
+            },
+        );
+        id
+    }
+
+    /// Sends a node its (re-)attestation: a matmul from a secret seed, timed and checked with Freivalds.
+    fn challenge(&mut self, id: Id) {
+        if self.nodes.get(&id).is_none_or(|n| n.challenge.is_some() || n.conn.is_none()) {
+            return;
+        }
+        let size = self.cfg.attestation_size;
+        let (seed_a, seed_b) = (self.rng.u64(..), self.rng.u64(..));
+        let (work, operands) = jobs::seeded_matmul(size, size, size, seed_a, seed_b);
+        let mflop = 2 * u64::from(size).pow(3) / 1_000_000;
+        let tid = self.new_task(Purpose::Attestation(id), work, Some(operands), mflop, 1);
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.challenge = Some(tid);
+        }
+        self.assign(tid, id);
+    }
+
+    fn schedule_rechallenge(&mut self, id: Id) {
+        // Exponential waiting times: a node cannot tell when the next check comes.
+        let u = self.rng.f64().max(1e-12);
+        let wait = (-(u.ln()) * self.cfg.rechallenge_mean_ms as f64) as u64;
+        let now = self.now_ms;
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.next_challenge_ms = now.saturating_add(wait.max(1));
+        }
+    }
+
+    fn assign(&mut self, tid: TaskId, node: Id) {
+        let now = self.now_ms;
+        let Some(n) = self.nodes.get(&node) else { return };
+        let Some(conn) = n.conn else { return };
+        let gflops = n.gflops_verified.max(0.1);
+        let Some(t) = self.tasks.get_mut(&tid) else { return };
+        let attempt = t.next_attempt;
+        t.next_attempt += 1;
+        let est_ms = (t.work_mflop as f64 / gflops) as u64;
+        let deadline_ms = now
+            .saturating_add(self.cfg.min_task_deadline_ms)
+            .saturating_add(est_ms.saturating_mul(4))
+            .saturating_add(t.work_mflop / 1000 * self.cfg.deadline_ms_per_gflop);
+        t.assignments.push(Assignment {
+            node,
+            attempt,
+            sent_ms: now,
+            deadline_ms,
+            commit: None,
+            result: None,
+            dropped: false,
+        });
+        let msg = ToNode::Task(Task { task_id: tid, attempt, deadline_ms, work: t.work.clone() });
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.running.insert((tid, attempt));
+        }
+        self.send(conn, msg);
+    }
+
+    /// Places queued tasks on nodes; tasks that cannot be placed now stay queued in order.
+    fn dispatch(&mut self) {
+        let mut waiting = VecDeque::new();
+        while let Some(tid) = self.queue.pop_front() {
+            let Some(t) = self.tasks.get(&tid) else { continue };
+            if t.done {
+                continue;
+            }
+            let live: Vec<&Assignment> = t.assignments.iter().filter(|a| !a.dropped).collect();
+            let missing = t.replicas_wanted.saturating_sub(live.len() as u32);
+            if missing == 0 {
+                continue;
+            }
+            let (min_reliability, max_price) = match &t.purpose {
+                Purpose::Job(j) => {
+                    self.jobs.get(j).map_or((0.0, u64::MAX), |j| (j.min_reliability, j.max_price_nano_per_gflop))
+                }
+                Purpose::Attestation(_) => (0.0, u64::MAX),
+            };
+            // Replicas of one task go to distinct operators; a node that failed this task does not get it back.
+            let mut exclude: Vec<u64> = t
+                .assignments
+                .iter()
+                .filter(|a| !a.dropped || a.result.is_some())
+                .filter_map(|a| self.nodes.get(&a.node).map(|n| operator_key(&n.operator)))
+                .collect();
+            exclude.sort_unstable();
+            exclude.dedup();
+            exclude.truncate(neurolov_scheduler::MAX_EXCLUDED_OPERATORS);
+            let req = Requirements {
+                min_reliability,
+                max_price_nano_per_gflop: max_price,
+                replicas: missing,
+                work_mflop: t.work_mflop,
+                exclude_operators: exclude,
+                ..Requirements::default()
+            };
+            match self.sched.allocate(&req) {
+                Ok(allocation) => {
+                    for p in allocation.placements {
+                        if let Some(&id) = self.keys.get(&p.node) {
+                            self.assign(tid, id);
+                        }
+                    }
+                }
+                Err(_) => {
+                    let now = self.now_ms;
+                    if let Some(t) = self.tasks.get_mut(&tid) {
+                        let since = *t.waiting_since_ms.get_or_insert(now);
+                        if now.saturating_sub(since) >= self.cfg.max_queue_wait_ms
+                            && let Purpose::Job(job) = t.purpose
+                        {
+                            self.fail_job(job, format!("task {tid} found no eligible node for {} ms", now - since));
+                            continue;
+                        }
+                    }
+                    if !waiting.contains(&tid) {
+                        waiting.push_back(tid);
+                    }
+                }
+            }
+            if let Some(t) = self.tasks.get_mut(&tid)
+                && !waiting.contains(&tid)
+            {
+                t.waiting_since_ms = None;
+            }
+        }
+        self.queue = waiting;
+    }
+
+    fn supervise(&mut self) {
+        let now = self.now_ms;
+        let interval = self.cfg.heartbeat_interval_ms.max(1);
+        // A connection that has not registered within the offline window is dead weight.
+        let silent: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.node.is_none() && now.saturating_sub(c.opened_ms) >= interval * self.cfg.offline_after_missed
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for conn in silent {
+            self.conns.remove(&conn);
+            self.effects.push(Effect::Close { conn, reason: "did not register".into() });
+        }
+        let ids: Vec<Id> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let Some(n) = self.nodes.get(&id) else { continue };
+            if n.conn.is_none() {
+                continue;
+            }
+            let missed = now.saturating_sub(n.last_seen_ms) / interval;
+            if missed >= self.cfg.offline_after_missed {
+                let conn = n.conn;
+                self.go_offline(id, "missed heartbeats");
+                if let Some(conn) = conn {
+                    self.effects.push(Effect::Close { conn, reason: "missed heartbeats".into() });
+                }
+                continue;
+            }
+            if missed >= self.cfg.stale_after_missed && matches!(n.state, NodeState::Active | NodeState::Attesting) {
+                tracing::warn!(node = %id, missed, "heartbeat missed");
+                if let Some(n) = self.nodes.get_mut(&id) {
+                    n.state = NodeState::Stale;
+                }
+                self.sync_scheduler(id);
+            }
+            if let Some(n) = self.nodes.get(&id)
+                && n.attested
+                && n.state == NodeState::Active
+                && n.challenge.is_none()
+                && n.next_challenge_ms <= now
+            {
+                self.challenge(id);
+            }
+        }
+        // Deadlines.
+        let late: Vec<(TaskId, u32, Id)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| !t.done)
+            .flat_map(|(&tid, t)| {
+                t.assignments
+                    .iter()
+                    .filter(|a| !a.dropped && a.result.is_none() && a.deadline_ms <= now)
+                    .map(move |a| (tid, a.attempt, a.node))
+            })
+            .collect();
+        for (tid, attempt, node) in late {
+            self.drop_assignment(tid, attempt, node, Outcome::TimedOut);
+        }
+    }
+
+    fn go_offline(&mut self, id: Id, why: &str) {
+        let Some(n) = self.nodes.get_mut(&id) else { return };
+        tracing::info!(node = %id, why, "node offline");
+        n.state = NodeState::Offline;
+        n.conn = None;
+        let running: Vec<(TaskId, u32)> = n.running.iter().copied().collect();
+        self.sync_scheduler(id);
+        for (tid, attempt) in running {
+            self.drop_assignment(tid, attempt, id, Outcome::Released);
+        }
+    }
+
+    /// An assignment ends without an accepted result; the task goes back to the queue.
+    fn drop_assignment(&mut self, tid: TaskId, attempt: u32, node: Id, outcome: Outcome) {
+        let Some(t) = self.tasks.get_mut(&tid) else { return };
+        let Some(a) = t.assignments.iter_mut().find(|a| a.attempt == attempt && a.node == node && !a.dropped) else {
+            return;
+        };
+        a.dropped = true;
+        let purpose = t.purpose.clone();
+        let done = t.done;
+        let attempts = t.next_attempt;
+        let conn = self.nodes.get(&node).and_then(|n| n.conn);
+        self.vacate(tid, attempt, node);
+        if let Some(n) = self.nodes.get_mut(&node) {
+            match outcome {
+                Outcome::Failed | Outcome::Wrong => n.history.failed += 1,
+                Outcome::TimedOut => n.history.timed_out += 1,
+                Outcome::Released => {}
+            }
+        }
+        self.sync_scheduler(node);
+        if outcome != Outcome::Released
+            && let Some(conn) = conn
+        {
+            self.send(conn, ToNode::Cancel { task_id: tid, attempt });
+        }
+        if done {
+            return;
+        }
+        match purpose {
+            Purpose::Attestation(n) => {
+                // A failed challenge is not retried at once: the node waits for the next round.
+                if let Some(node) = self.nodes.get_mut(&n) {
+                    node.challenge = None;
+                }
+                if let Some(t) = self.tasks.get_mut(&tid) {
+                    t.done = true;
+                }
+                self.schedule_rechallenge(n);
+                if let Some(node) = self.nodes.get_mut(&n)
+                    && !node.attested
+                {
+                    // Unattested nodes are retried after a short pause rather than the long re-challenge mean.
+                    node.next_challenge_ms = self.now_ms.saturating_add(self.cfg.heartbeat_interval_ms);
+                }
+            }
+            Purpose::Job(job) => {
+                if attempts >= self.cfg.max_attempts * self.tasks.get(&tid).map_or(1, |t| t.replicas_wanted.max(1)) {
+                    self.fail_job(job, format!("task {tid} failed {attempts} attempts"));
+                } else {
+                    self.queue.push_back(tid);
+                }
+            }
+        }
+    }
+
+    /// A result arrived: verify it (matmul: Freivalds; WGSL: replica agreement) and settle.
+    fn evaluate(&mut self, tid: TaskId) {
+        let Some(t) = self.tasks.get(&tid) else { return };
+        match &t.work {
+            Work::Matmul { .. } => self.evaluate_matmul(tid),
+            Work::Wgsl { .. } => self.evaluate_replicas(tid),
+        }
+    }
+
+    fn evaluate_matmul(&mut self, tid: TaskId) {
+        let Some(t) = self.tasks.get(&tid) else { return };
+        let Some(ops) = t.operands.clone() else { return };
+        let ready: Vec<(u32, Id, Arc<[u8]>, u64)> = t
+            .assignments
+            .iter()
+            .filter(|a| !a.dropped)
+            .filter_map(|a| a.result.clone().map(|r| (a.attempt, a.node, r, a.sent_ms)))
+            .collect();
+        for (attempt, node, bytes, sent_ms) in ready {
+            let seed = self.rng.u64(..);
+            let verdict = ops.check(&bytes, self.cfg.freivalds_rounds, seed);
+            match verdict {
+                Ok(()) => {
+                    let elapsed_ms = self.now_ms.saturating_sub(sent_ms).max(1);
+                    self.accept(tid, attempt, node, bytes, Some(elapsed_ms));
+                    return;
+                }
+                Err(reason) => self.reject(tid, attempt, node, reason),
+            }
+        }
+    }
+
+    fn evaluate_replicas(&mut self, tid: TaskId) {
+        let Some(t) = self.tasks.get(&tid) else { return };
+        let tol = match &t.purpose {
+            Purpose::Job(j) => self.jobs.get(j).map_or(replicas::DEFAULT_FLOAT, |j| j.tolerance),
+            Purpose::Attestation(_) => Tolerance::Bitwise,
+        };
+        let results: Vec<(u32, Id, Arc<[u8]>)> = t
+            .assignments
+            .iter()
+            .filter(|a| !a.dropped)
+            .filter_map(|a| a.result.clone().map(|r| (a.attempt, a.node, r)))
+            .collect();
+        if (results.len() as u32) < t.replicas_wanted {
+            return;
+        }
+        let outputs: Vec<&[u8]> = results.iter().map(|(_, _, r)| &r[..]).collect();
+        match replicas::quorum(&outputs, tol, t.replicas_wanted as usize) {
+            Some(winners) => {
+                let losers: Vec<usize> = (0..results.len()).filter(|i| !winners.contains(i)).collect();
+                for i in losers {
+                    let (attempt, node, _) = &results[i];
+                    self.reject(tid, *attempt, *node, "disagrees with the majority of replicas".into());
+                }
+                let mut first = true;
+                for &i in &winners {
+                    let (attempt, node, bytes) = results[i].clone();
+                    self.accept_replica(tid, attempt, node, bytes, first);
+                    first = false;
+                }
+            }
+            None => {
+                let used = t.next_attempt;
+                if used >= self.cfg.wgsl_max_replicas {
+                    if let Purpose::Job(j) = t.purpose {
+                        self.fail_job(j, format!("task {tid}: no majority among {used} replicas"));
+                    }
+                    return;
+                }
+                // Ask one more operator to break the tie.
+                if let Some(t) = self.tasks.get_mut(&tid) {
+                    t.replicas_wanted += 1;
+                }
+                self.queue.push_back(tid);
+            }
+        }
+    }
+
+    fn accept(&mut self, tid: TaskId, attempt: u32, node: Id, bytes: Arc<[u8]>, elapsed_ms: Option<u64>) {
+        let Some(t) = self.tasks.get_mut(&tid) else { return };
+        t.done = true;
+        let purpose = t.purpose.clone();
+        let work_mflop = t.work_mflop;
+        let flops = match t.work {
+            Work::Matmul { m, n, k, .. } => 2.0 * f64::from(m) * f64::from(n) * f64::from(k),
+            Work::Wgsl { .. } => work_mflop as f64 * 1e6,
+        };
+        let others: Vec<(u32, Id)> = t
+            .assignments
+            .iter()
+            .filter(|a| !a.dropped && !(a.attempt == attempt && a.node == node))
+            .map(|a| (a.attempt, a.node))
+            .collect();
+        self.finish_assignment(tid, attempt, node);
+        for (other_attempt, other) in others {
+            // Replicas still running are no longer needed.
+            self.drop_assignment(tid, other_attempt, other, Outcome::Released);
+        }
+        let gflops = elapsed_ms.map_or(0.0, |ms| flops / (ms as f64 * 1e6));
+        self.settle_accepted(tid, node, &purpose, work_mflop, gflops, bytes);
+    }
+
+    fn accept_replica(&mut self, tid: TaskId, attempt: u32, node: Id, bytes: Arc<[u8]>, first: bool) {
+        let Some(t) = self.tasks.get_mut(&tid) else { return };
+        t.done = true;
+        let purpose = t.purpose.clone();
+        let work_mflop = t.work_mflop;
+        self.finish_assignment(tid, attempt, node);
+        // Every agreeing replica is paid; the job takes the first one's bytes.
+        if first {
+            self.settle_accepted(tid, node, &purpose, work_mflop, 0.0, bytes);
+        } else {
+            self.pay(tid, node, &purpose, work_mflop);
+        }
+    }
+
+    fn finish_assignment(&mut self, tid: TaskId, attempt: u32, node: Id) {
+        if let Some(t) = self.tasks.get_mut(&tid)
+            && let Some(a) = t.assignments.iter_mut().find(|a| a.attempt == attempt && a.node == node)
+        {
+            a.dropped = true;
+        }
+        let conn = self.nodes.get(&node).and_then(|n| n.conn);
+        self.vacate(tid, attempt, node);
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.history.verified += 1;
+        }
+        if let Some(conn) = conn {
+            self.send(conn, ToNode::Verdict { task_id: tid, attempt, accepted: true, reason: "verified".into() });
+        }
+    }
+
+    /// Settles an accepted result; `measured_gflops` is the task's flops over its round-trip time.
+    fn settle_accepted(
+        &mut self,
+        tid: TaskId,
+        node: Id,
+        purpose: &Purpose,
+        work_mflop: u64,
+        measured_gflops: f64,
+        bytes: Arc<[u8]>,
+    ) {
+        match *purpose {
+            Purpose::Attestation(n) => {
+                let measured = measured_gflops;
+                if let Some(rec) = self.nodes.get_mut(&n) {
+                    rec.challenge = None;
+                    let first = !rec.attested;
+                    // A re-measured node that has slowed down far below its record is re-rated at its real speed.
+                    if first || measured < rec.gflops_verified * self.cfg.rechallenge_min_share {
+                        rec.gflops_verified = measured;
+                    }
+                    rec.attested = true;
+                    if rec.state == NodeState::Attesting {
+                        rec.state = NodeState::Active;
+                    }
+                    tracing::info!(node = %n, gflops = measured, "attestation passed");
+                }
+                self.schedule_rechallenge(n);
+                self.sync_scheduler(n);
+            }
+            Purpose::Job(job) => {
+                self.pay(tid, node, purpose, work_mflop);
+                if let Some(j) = self.jobs.get_mut(&job) {
+                    j.task_done(tid, bytes);
+                    if j.state.is_final() {
+                        let state = j.state.clone();
+                        if let Some(result) = j.result() {
+                            let hash = blake3::hash(&result).to_hex().to_string();
+                            self.effects.push(Effect::StoreBlob { hash, bytes: result });
+                        }
+                        self.effects.push(Effect::JobFinished { job, state });
+                    }
+                }
+            }
+        }
+        self.sync_scheduler(node);
+    }
+
+    fn pay(&mut self, tid: TaskId, node: Id, purpose: &Purpose, work_mflop: u64) {
+        let Purpose::Job(job) = *purpose else { return };
+        let Some(n) = self.nodes.get(&node) else { return };
+        self.effects.push(Effect::Reward {
+            job,
+            task: tid,
+            node,
+            operator: n.operator,
+            work_mflop,
+            price_nano_per_gflop: n.price_nano_per_gflop,
+        });
+    }
+
+    /// A result failed verification: keep the node's signed commitment as evidence, penalize, requeue.
+    fn reject(&mut self, tid: TaskId, attempt: u32, node: Id, reason: String) {
+        let commit = self
+            .tasks
+            .get(&tid)
+            .and_then(|t| t.assignments.iter().find(|a| a.attempt == attempt && a.node == node))
+            .and_then(|a| a.commit.as_ref().map(|(_, env)| env.clone()));
+        tracing::warn!(%node, task = tid, attempt, %reason, "result rejected");
+        if let Some(commit) = commit {
+            let evidence = Evidence { task: tid, attempt, commit, reason: reason.clone() };
+            self.evidence.push(evidence.clone());
+            if let Some(n) = self.nodes.get(&node) {
+                self.effects.push(Effect::Slash { node, operator: n.operator, evidence });
+            }
+        }
+        if let Some(conn) = self.nodes.get(&node).and_then(|n| n.conn) {
+            self.send(conn, ToNode::Verdict { task_id: tid, attempt, accepted: false, reason });
+        }
+        // Proven fraud costs the node its attestation: it gets no paid work until it passes a new challenge.
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.attested = false;
+            if n.state == NodeState::Active {
+                n.state = NodeState::Attesting;
+            }
+            n.next_challenge_ms = self.now_ms.saturating_add(self.cfg.heartbeat_interval_ms);
+        }
+        self.drop_assignment(tid, attempt, node, Outcome::Wrong);
+        // Its other work is not trusted either: running attempts and delivered replicas still awaiting agreement.
+        let others: Vec<(TaskId, u32)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| !t.done && matches!(t.purpose, Purpose::Job(_)))
+            .flat_map(|(&other, t)| {
+                t.assignments.iter().filter(|a| a.node == node && !a.dropped).map(move |a| (other, a.attempt))
+            })
+            .collect();
+        for (other, other_attempt) in others {
+            self.drop_assignment(other, other_attempt, node, Outcome::Released);
+        }
+    }
+
+    fn fail_job(&mut self, job: JobId, reason: String) {
+        let Some(j) = self.jobs.get_mut(&job) else { return };
+        if j.state.is_final() {
+            return;
+        }
+        j.state = JobState::Failed { reason };
+        let state = j.state.clone();
+        let tasks = j.tasks.clone();
+        for tid in tasks {
+            let live: Vec<(u32, Id)> = self
+                .tasks
+                .get(&tid)
+                .map(|t| t.assignments.iter().filter(|a| !a.dropped).map(|a| (a.attempt, a.node)).collect())
+                .unwrap_or_default();
+            if let Some(t) = self.tasks.get_mut(&tid) {
+                t.done = true;
+            }
+            for (attempt, node) in live {
+                self.drop_assignment(tid, attempt, node, Outcome::Released);
+                if let Some(conn) = self.nodes.get(&node).and_then(|n| n.conn) {
+                    self.send(conn, ToNode::Cancel { task_id: tid, attempt });
+                }
+            }
+        }
+        self.effects.push(Effect::JobFinished { job, state });
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// The node said it could not do it.
+    Failed,
+    /// The node's result was wrong.
+    Wrong,
+    TimedOut,
+    /// Taken back through no fault of the node (it went offline, the job ended, another replica won).
+    Released,
+}
+
+/// The scheduler's key for an operator: the first eight bytes of its public key.
+fn operator_key(id: &Id) -> u64 {
+    let b = id.as_bytes();
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+/// Hex blake3 of bytes, the blob address.
+pub fn blob_hash(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}

@@ -1,0 +1,542 @@
+//! Deterministic simulation of a whole network around the core: nodes that churn, crash and lose messages, and
+//! dishonest nodes of several kinds (always wrong, sometimes wrong, honest then cheating, lazily copying another
+//! result, colluding pairs returning the same wrong answer). Every run is replayed from its seed. Invariants:
+//!
+//! - no wrong matmul result is accepted (each finished job's C is checked against an exact product);
+//! - every job ends done or failed, explicitly;
+//! - no task is ever held by an unattested or offline node.
+//!
+//! `NEUROLOV_SIM_RUNS` sets the number of seeded runs (default 200); `NEUROLOV_SIM_SEED` replays one seed.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use neurolov_core::{Blobs, Config, ConnId, Core, Effect, InputData, JobId, JobSpec, JobState, NodeState};
+use neurolov_protocol::messages::{ClaimedHardware, DataRef, NodeKind, Task, ToNode, WgslBuffer, Work, seeded_f32};
+use neurolov_protocol::{Envelope, FromNode, Keypair};
+use neurolov_verify::replicas::DEFAULT_FLOAT;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Behavior {
+    Honest,
+    AlwaysWrong,
+    SometimesWrong(f64),
+    HonestThenCheat(u32),
+    /// Returns the last result it saw, whatever task it was for.
+    LazyCopier,
+    /// Returns a wrong answer derived only from the task, so two colluders agree on it.
+    Colluder,
+}
+
+impl Behavior {
+    fn is_dishonest(self) -> bool {
+        self != Behavior::Honest
+    }
+}
+
+struct SimNode {
+    kp: Keypair,
+    operator: Keypair,
+    behavior: Behavior,
+    conn: Option<ConnId>,
+    session: Option<String>,
+    seq: u64,
+    /// Tasks being computed: (task, ready at).
+    working: Vec<(Task, u64)>,
+    next_heartbeat_ms: u64,
+    down_until_ms: u64,
+    done: u32,
+    last_result: Option<Vec<u8>>,
+    speed_ms_per_task: u64,
+}
+
+#[derive(Default)]
+struct Store(HashMap<String, Arc<[u8]>>);
+
+impl Blobs for Store {
+    fn get(&self, hash: &str) -> Option<Arc<[u8]>> {
+        self.0.get(hash).cloned()
+    }
+}
+
+struct Sim {
+    seed: u64,
+    rng: fastrand::Rng,
+    core: Core,
+    now: u64,
+    store: Store,
+    nodes: Vec<SimNode>,
+    conn_node: HashMap<ConnId, usize>,
+    next_conn: ConnId,
+    to_nodes: VecDeque<(ConnId, ToNode)>,
+    loss: f64,
+    jobs: BTreeMap<JobId, (JobSpec, Option<JobState>)>,
+    slashed: usize,
+}
+
+fn config() -> Config {
+    Config {
+        heartbeat_interval_ms: 1_000,
+        attestation_size: 8,
+        rechallenge_mean_ms: 20_000,
+        tile_rows: 4,
+        min_task_deadline_ms: 5_000,
+        max_attempts: 8,
+        max_queue_wait_ms: 60_000,
+        ..Config::default()
+    }
+}
+
+fn matmul(a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+    let mut c = vec![0.0f32; m * n];
+    neurolov_kernels::cpu::sgemm(a, b, &mut c, m, n, k);
+    c
+}
+
+fn bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+impl Sim {
+    fn new(seed: u64) -> Sim {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut nodes = Vec::new();
+        let honest = rng.usize(3..6);
+        let mut kinds: Vec<Behavior> = vec![Behavior::Honest; honest];
+        let cheats = [
+            Behavior::AlwaysWrong,
+            Behavior::SometimesWrong(0.3),
+            Behavior::HonestThenCheat(rng.u32(1..6)),
+            Behavior::LazyCopier,
+            Behavior::Colluder,
+            Behavior::Colluder,
+        ];
+        for c in cheats {
+            if rng.bool() {
+                kinds.push(c);
+            }
+        }
+        for (i, behavior) in kinds.into_iter().enumerate() {
+            let kp = Keypair::from_seed(seed_bytes(seed, i as u64));
+            // Colluders hide behind distinct operators, as real colluders would.
+            let operator = Keypair::from_seed(seed_bytes(seed ^ 0xABCD, i as u64));
+            nodes.push(SimNode {
+                kp,
+                operator,
+                behavior,
+                conn: None,
+                session: None,
+                seq: 0,
+                working: Vec::new(),
+                next_heartbeat_ms: 0,
+                down_until_ms: 0,
+                done: 0,
+                last_result: None,
+                speed_ms_per_task: rng.u64(50..800),
+            });
+        }
+        Sim {
+            seed,
+            loss: rng.f64() * 0.05,
+            rng,
+            core: Core::new(config(), seed, 0),
+            now: 0,
+            store: Store::default(),
+            nodes,
+            conn_node: HashMap::new(),
+            next_conn: 1,
+            to_nodes: VecDeque::new(),
+            jobs: BTreeMap::new(),
+            slashed: 0,
+        }
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        panic!("simulation seed {} failed: {what} (replay: NEUROLOV_SIM_SEED={})", self.seed, self.seed)
+    }
+
+    fn apply(&mut self, effects: Vec<Effect>) {
+        for e in effects {
+            match e {
+                Effect::Send { conn, msg } => self.to_nodes.push_back((conn, msg)),
+                Effect::Close { conn, .. } => {
+                    if let Some(i) = self.conn_node.remove(&conn) {
+                        let n = &mut self.nodes[i];
+                        if n.conn == Some(conn) {
+                            n.conn = None;
+                            n.session = None;
+                            n.working.clear();
+                        }
+                    }
+                    let more = self.core.disconnected(self.now, conn);
+                    self.apply(more);
+                }
+                Effect::StoreBlob { hash, bytes } => {
+                    self.store.0.insert(hash, bytes);
+                }
+                Effect::JobFinished { job, state } => {
+                    if let Some(j) = self.jobs.get_mut(&job) {
+                        if j.1.is_some() {
+                            self.fail(&format!("job {job} finished twice"));
+                        }
+                        j.1 = Some(state);
+                    }
+                }
+                Effect::Slash { evidence, node, .. } => {
+                    // Anyone can re-check the evidence: the commit is signed by the slashed node.
+                    let msg: FromNode =
+                        evidence.commit.open().unwrap_or_else(|e| self.fail(&format!("bad evidence: {e}")));
+                    if evidence.commit.signer != node || !matches!(msg, FromNode::Commit { .. }) {
+                        self.fail("evidence does not show the node's own commitment");
+                    }
+                    self.slashed += 1;
+                }
+                Effect::Reward { .. } => {}
+            }
+        }
+    }
+
+    fn send(&mut self, i: usize, msg: FromNode) {
+        let Some(conn) = self.nodes[i].conn else { return };
+        let env = Envelope::seal(&self.nodes[i].kp, &msg);
+        if self.rng.f64() < self.loss {
+            return;
+        }
+        let text = serde_json::to_string(&env).unwrap_or_default();
+        let effects = self.core.frame(self.now, conn, &text, &self.store);
+        self.apply(effects);
+    }
+
+    fn next_seq(&mut self, i: usize) -> (String, u64) {
+        let n = &mut self.nodes[i];
+        n.seq += 1;
+        (n.session.clone().unwrap_or_default(), n.seq)
+    }
+
+    fn connect(&mut self, i: usize) {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        self.nodes[i].conn = Some(conn);
+        self.nodes[i].seq = 0;
+        self.conn_node.insert(conn, i);
+        let effects = self.core.connected(self.now, conn);
+        self.apply(effects);
+    }
+
+    fn crash(&mut self, i: usize) {
+        if let Some(conn) = self.nodes[i].conn.take() {
+            self.conn_node.remove(&conn);
+            self.nodes[i].working.clear();
+            self.nodes[i].session = None;
+            let effects = self.core.disconnected(self.now, conn);
+            self.apply(effects);
+        }
+        self.nodes[i].down_until_ms = self.now + self.rng.u64(500..8_000);
+    }
+
+    fn fetch(&self, r: &DataRef) -> Vec<f32> {
+        match r {
+            DataRef::Seeded { seed, len } => seeded_f32(*seed, *len as usize),
+            DataRef::Blob { hash } => self
+                .store
+                .get(hash)
+                .map(|b| b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The honest answer to a task.
+    fn compute(&self, task: &Task) -> Vec<u8> {
+        match &task.work {
+            Work::Matmul { m, n, k, a, b } => {
+                bytes(&matmul(&self.fetch(a), &self.fetch(b), *m as usize, *n as usize, *k as usize))
+            }
+            // The simulation does not run WGSL: an honest replica's output is a fixed function of the source.
+            Work::Wgsl { source, .. } => bytes(&self.fetch(source).iter().map(|x| x * 2.0).collect::<Vec<_>>()),
+        }
+    }
+
+    fn answer(&mut self, i: usize, task: &Task) -> Vec<u8> {
+        let honest = self.compute(task);
+        let wrong = |mut v: Vec<u8>, salt: u64| {
+            if v.len() >= 4 {
+                let at = (salt as usize % (v.len() / 4)) * 4;
+                let x = f32::from_le_bytes([v[at], v[at + 1], v[at + 2], v[at + 3]]) + 1.0;
+                v[at..at + 4].copy_from_slice(&x.to_le_bytes());
+            } else {
+                v.push(1);
+            }
+            v
+        };
+        let node = &self.nodes[i];
+        let out = match node.behavior {
+            Behavior::Honest => honest,
+            Behavior::AlwaysWrong => wrong(honest, self.rng.u64(..)),
+            Behavior::SometimesWrong(p) => {
+                if self.rng.f64() < p {
+                    wrong(honest, self.rng.u64(..))
+                } else {
+                    honest
+                }
+            }
+            Behavior::HonestThenCheat(after) => {
+                if node.done >= after {
+                    wrong(honest, self.rng.u64(..))
+                } else {
+                    honest
+                }
+            }
+            Behavior::LazyCopier => match &node.last_result {
+                Some(prev) if prev.len() == honest.len() && *prev != honest => prev.clone(),
+                _ => wrong(honest, task.task_id),
+            },
+            // Both colluders corrupt the same entry of the same task identically.
+            Behavior::Colluder => wrong(honest, task.task_id),
+        };
+        self.nodes[i].last_result = Some(out.clone());
+        out
+    }
+
+    fn deliver(&mut self) {
+        let mut budget = 10_000;
+        while let Some((conn, msg)) = self.to_nodes.pop_front() {
+            budget -= 1;
+            if budget == 0 {
+                self.fail("message storm");
+            }
+            let Some(&i) = self.conn_node.get(&conn) else { continue };
+            if self.nodes[i].conn != Some(conn) || self.rng.f64() < self.loss {
+                continue;
+            }
+            match msg {
+                ToNode::Challenge { nonce, .. } => {
+                    self.nodes[i].session = Some(nonce.clone());
+                    self.nodes[i].seq = 0;
+                    let n = &self.nodes[i];
+                    let msg = FromNode::Register {
+                        version: 1,
+                        session: nonce,
+                        seq: 0,
+                        operator: n.operator.id(),
+                        kind: NodeKind::Native,
+                        claimed: ClaimedHardware { adapter: "sim".into(), ..ClaimedHardware::default() },
+                        price_nano_per_gflop: 1 + (i as u64 % 5),
+                        slots: 2,
+                    };
+                    self.send(i, msg);
+                }
+                ToNode::Task(task) => {
+                    let ready = self.now + self.nodes[i].speed_ms_per_task;
+                    self.nodes[i].working.push((task, ready));
+                }
+                ToNode::Cancel { task_id, attempt } => {
+                    self.nodes[i].working.retain(|(t, _)| !(t.task_id == task_id && t.attempt == attempt));
+                }
+                ToNode::Registered { .. } | ToNode::Verdict { .. } | ToNode::Error { .. } => {}
+            }
+        }
+    }
+
+    fn step(&mut self, churn: bool) {
+        self.now += self.rng.u64(50..700);
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].conn.is_none() {
+                if self.now >= self.nodes[i].down_until_ms {
+                    self.connect(i);
+                }
+                continue;
+            }
+            if churn && self.rng.f64() < 0.004 {
+                self.crash(i);
+                continue;
+            }
+            if self.now >= self.nodes[i].next_heartbeat_ms && self.nodes[i].session.is_some() {
+                // Now and then a node stalls a few heartbeats (a long GC pause, a flaky link).
+                let stall = churn && self.rng.f64() < 0.01;
+                self.nodes[i].next_heartbeat_ms = self.now + if stall { 3_500 } else { 800 };
+                let (session, seq) = self.next_seq(i);
+                self.send(i, FromNode::Heartbeat { session, seq });
+            }
+            let ready: Vec<Task> = {
+                let now = self.now;
+                let n = &mut self.nodes[i];
+                let (done, wait): (Vec<_>, Vec<_>) = n.working.drain(..).partition(|(_, at)| *at <= now);
+                n.working = wait;
+                done.into_iter().map(|(t, _)| t).collect()
+            };
+            for task in ready {
+                let out = self.answer(i, &task);
+                let hash = blake3::hash(&out).to_hex().to_string();
+                self.store.0.insert(hash.clone(), out.into());
+                let (session, seq) = self.next_seq(i);
+                self.send(
+                    i,
+                    FromNode::Commit {
+                        session,
+                        seq,
+                        task_id: task.task_id,
+                        attempt: task.attempt,
+                        result_hash: hash.clone(),
+                    },
+                );
+                let (session, seq) = self.next_seq(i);
+                self.send(
+                    i,
+                    FromNode::Result { session, seq, task_id: task.task_id, attempt: task.attempt, result_hash: hash },
+                );
+                self.nodes[i].done += 1;
+            }
+        }
+        self.deliver();
+        let effects = self.core.tick(self.now);
+        self.apply(effects);
+        self.deliver();
+        if let Err(e) = self.core.assignments_are_sound() {
+            self.fail(&e);
+        }
+    }
+
+    fn submit(&mut self) {
+        let client = Keypair::from_seed([9; 32]).id();
+        let spec = if self.rng.u8(..) < 200 {
+            let (m, n, k) = (self.rng.u32(1..14), self.rng.u32(1..9), self.rng.u32(1..9));
+            JobSpec::Matmul {
+                m,
+                n,
+                k,
+                a: InputData::Seeded { seed: self.rng.u64(..) },
+                b: InputData::Seeded { seed: self.rng.u64(..) },
+                max_price_nano_per_gflop: u64::MAX,
+                min_reliability: 0.0,
+            }
+        } else {
+            let source: Vec<u8> = bytes(&seeded_f32(self.rng.u64(..), 8));
+            let hash = blake3::hash(&source).to_hex().to_string();
+            self.store.0.insert(hash.clone(), source.into());
+            JobSpec::Wgsl {
+                source_hash: hash,
+                entry_point: "main".into(),
+                buffers: vec![WgslBuffer { binding: 0, access: "read_write".into(), size_bytes: 32, init: None }],
+                dispatch: [1, 1, 1],
+                tolerance: DEFAULT_FLOAT,
+                work_mflop: 1,
+                max_price_nano_per_gflop: u64::MAX,
+                min_reliability: 0.0,
+            }
+        };
+        match self.core.submit(self.now, client, spec.clone(), &self.store) {
+            Ok((id, effects)) => {
+                self.jobs.insert(id, (spec, None));
+                self.apply(effects);
+            }
+            Err(e) => self.fail(&format!("valid job refused: {e}")),
+        }
+    }
+
+    fn run(&mut self) {
+        for s in 0..400 {
+            if s % 20 == 0 && s < 300 {
+                self.submit();
+            }
+            self.step(true);
+        }
+        // Calm: no more crashes or stalls; honest capacity drains the queue.
+        self.loss = 0.0;
+        for _ in 0..2_000 {
+            if self.jobs.values().all(|(_, st)| st.is_some()) {
+                break;
+            }
+            self.step(false);
+        }
+        self.check();
+    }
+
+    fn check(&self) {
+        for (&id, (spec, state)) in &self.jobs {
+            let Some(state) = state else {
+                let nodes: Vec<String> = self
+                    .core
+                    .nodes()
+                    .iter()
+                    .map(|v| {
+                        let b = self.nodes.iter().find(|n| n.kp.id() == v.id).map(|n| n.behavior);
+                        format!(
+                            "{:?} {} verified={} failed={} score={:?}",
+                            b,
+                            v.state.as_str(),
+                            v.tasks_verified,
+                            v.tasks_failed,
+                            v.score
+                        )
+                    })
+                    .collect();
+                let attempts: Vec<String> = self
+                    .core
+                    .job(id)
+                    .map(|j| j.tasks.iter().flat_map(|t| self.core.task_attempts(t.task)).collect::<Vec<_>>())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(node, attempt, committed, result, dropped)| {
+                        let b = self.nodes.iter().find(|n| n.kp.id() == *node).map(|n| n.behavior);
+                        format!("{b:?} attempt {attempt} committed={committed} result={result} dropped={dropped}")
+                    })
+                    .collect();
+                self.fail(&format!(
+                    "job {id} never finished: {:?} {:?}; queued {}; nodes {nodes:#?}; attempts {attempts:#?}",
+                    spec,
+                    self.core.job(id),
+                    self.core.queued()
+                ))
+            };
+            if let (JobSpec::Matmul { m, n, k, a, b, .. }, JobState::Done) = (spec, state) {
+                let (InputData::Seeded { seed: sa }, InputData::Seeded { seed: sb }) = (a, b) else { unreachable!() };
+                let (m, n, k) = (*m as usize, *n as usize, *k as usize);
+                let want = matmul(&seeded_f32(*sa, m * k), &seeded_f32(*sb, k * n), m, n, k);
+                let got =
+                    self.core.job_result(id).unwrap_or_else(|| self.fail(&format!("job {id} done without a result")));
+                let got: Vec<f32> = got.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                if got.len() != want.len() || got.iter().zip(&want).any(|(g, w)| (g - w).abs() > 1e-4) {
+                    self.fail(&format!("job {id}: a wrong matmul result was accepted"));
+                }
+            }
+        }
+        // Nodes that only ever lie never get attested.
+        for (view, node) in
+            self.core.nodes().iter().filter_map(|v| self.nodes.iter().find(|n| n.kp.id() == v.id).map(|n| (v, n)))
+        {
+            if node.behavior == Behavior::AlwaysWrong && view.tasks_verified > 0 {
+                self.fail("an always-wrong node had work verified");
+            }
+            if node.behavior == Behavior::AlwaysWrong && view.state == NodeState::Active {
+                self.fail("an always-wrong node became active");
+            }
+        }
+    }
+}
+
+fn seed_bytes(seed: u64, i: u64) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out[..8].copy_from_slice(&seed.to_le_bytes());
+    out[8..16].copy_from_slice(&i.to_le_bytes());
+    out[16] = 1;
+    out
+}
+
+#[test]
+fn seeded_networks_with_churn_and_cheaters_keep_the_invariants() {
+    if let Some(seed) = std::env::var("NEUROLOV_SIM_SEED").ok().and_then(|v| v.parse().ok()) {
+        Sim::new(seed).run();
+        return;
+    }
+    let runs: u64 = std::env::var("NEUROLOV_SIM_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let mut slashed = 0;
+    let mut cheaters_present = 0;
+    for seed in 0..runs {
+        let mut sim = Sim::new(seed);
+        cheaters_present += usize::from(sim.nodes.iter().any(|n| n.behavior.is_dishonest()));
+        sim.run();
+        slashed += sim.slashed;
+    }
+    eprintln!("{runs} runs, {cheaters_present} with cheaters, {slashed} slashes");
+    assert!(slashed > 0, "no cheater was ever caught");
+}
