@@ -465,12 +465,13 @@ impl Core {
         let Some(c) = self.conns.get(&conn) else {
             return Err((ErrorCode::NotRegistered, "unknown connection".into()));
         };
-        let env = Envelope::from_frame(text).map_err(|e| (ErrorCode::Malformed, e.to_string()))?;
-        let msg: FromNode = env.open().map_err(|e| match e {
+        let code = |e: neurolov_protocol::EnvelopeError| match e {
             neurolov_protocol::EnvelopeError::TooLarge(_) => (ErrorCode::TooLarge, e.to_string()),
             neurolov_protocol::EnvelopeError::Signature(_) => (ErrorCode::BadSignature, e.to_string()),
             neurolov_protocol::EnvelopeError::Malformed(_) => (ErrorCode::Malformed, e.to_string()),
-        })?;
+        };
+        let env = Envelope::from_frame(text).map_err(code)?;
+        let msg: FromNode = env.open().map_err(code)?;
         let (session, seq) = msg.session_seq();
         if session != c.nonce {
             return Err((ErrorCode::WrongSession, "session does not match this connection's challenge".into()));
@@ -487,10 +488,25 @@ impl Core {
             }
             _ => {}
         }
-        if let Some(c) = self.conns.get_mut(&conn) {
+        let node = env.signer;
+        // A refused frame changes nothing, its sequence number included.
+        let handled = self.handle_message(conn, node, env, msg, blobs);
+        if handled.is_ok()
+            && let Some(c) = self.conns.get_mut(&conn)
+        {
             c.last_seq = Some(seq);
         }
-        let node = env.signer;
+        handled
+    }
+
+    fn handle_message(
+        &mut self,
+        conn: ConnId,
+        node: Id,
+        env: Envelope,
+        msg: FromNode,
+        blobs: &dyn Blobs,
+    ) -> Result<(), (ErrorCode, String)> {
         match msg {
             FromNode::Register { version, operator, kind, claimed, price_nano_per_gflop, slots, .. } => {
                 if version != PROTOCOL_VERSION {
@@ -870,11 +886,11 @@ impl Core {
                 }
                 self.sync_scheduler(id);
             }
+            // Unannounced re-challenges of attested nodes, and new tries for nodes not yet attested.
             if let Some(n) = self.nodes.get(&id)
-                && n.attested
-                && n.state == NodeState::Active
                 && n.challenge.is_none()
                 && n.next_challenge_ms <= now
+                && ((n.attested && n.state == NodeState::Active) || n.state == NodeState::Attesting)
             {
                 self.challenge(id);
             }

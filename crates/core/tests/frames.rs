@@ -1,0 +1,255 @@
+//! The core facing one node, frame by frame: bad frames get a typed error and change nothing, registration and
+//! attestation gate paid work, and missed heartbeats make a node stale, then offline, and requeue its task.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use neurolov_core::{Blobs, Config, Core, Effect, InputData, JobSpec, NodeState};
+use neurolov_protocol::messages::{ClaimedHardware, DataRef, ErrorCode, NodeKind, Task, ToNode, Work, seeded_f32};
+use neurolov_protocol::{Envelope, FromNode, Keypair};
+
+#[derive(Default)]
+struct Store(HashMap<String, Arc<[u8]>>);
+
+impl Blobs for Store {
+    fn get(&self, hash: &str) -> Option<Arc<[u8]>> {
+        self.0.get(hash).cloned()
+    }
+}
+
+fn cfg() -> Config {
+    Config { heartbeat_interval_ms: 1_000, attestation_size: 8, tile_rows: 4, ..Config::default() }
+}
+
+struct One {
+    core: Core,
+    store: Store,
+    kp: Keypair,
+    nonce: String,
+    seq: u64,
+    now: u64,
+    inbox: Vec<ToNode>,
+}
+
+impl One {
+    fn new() -> One {
+        let mut core = Core::new(cfg(), 1, 0);
+        let effects = core.connected(0, 1);
+        let nonce = match &effects[..] {
+            [Effect::Send { msg: ToNode::Challenge { nonce, version: 1 }, .. }] => nonce.clone(),
+            other => panic!("expected a challenge, got {other:?}"),
+        };
+        One { core, store: Store::default(), kp: Keypair::from_seed([5; 32]), nonce, seq: 0, now: 0, inbox: Vec::new() }
+    }
+
+    fn frame_text(&mut self, text: &str) -> Vec<Effect> {
+        self.now += 10;
+        let effects = self.core.frame(self.now, 1, text, &self.store);
+        for e in &effects {
+            match e {
+                Effect::Send { msg, .. } => self.inbox.push(msg.clone()),
+                Effect::StoreBlob { hash, bytes } => {
+                    self.store.0.insert(hash.clone(), bytes.clone());
+                }
+                _ => {}
+            }
+        }
+        effects
+    }
+
+    fn send(&mut self, msg: &FromNode) -> Vec<Effect> {
+        let text = serde_json::to_string(&Envelope::seal(&self.kp, msg)).unwrap();
+        self.frame_text(&text)
+    }
+
+    fn register_msg(&self) -> FromNode {
+        FromNode::Register {
+            version: 1,
+            session: self.nonce.clone(),
+            seq: 0,
+            operator: self.kp.id(),
+            kind: NodeKind::Native,
+            claimed: ClaimedHardware::default(),
+            price_nano_per_gflop: 3,
+            slots: 1,
+        }
+    }
+
+    fn heartbeat(&mut self) -> Vec<Effect> {
+        self.seq += 1;
+        let msg = FromNode::Heartbeat { session: self.nonce.clone(), seq: self.seq };
+        self.send(&msg)
+    }
+
+    fn last_task(&self) -> Task {
+        self.inbox
+            .iter()
+            .rev()
+            .find_map(|m| if let ToNode::Task(t) = m { Some(t.clone()) } else { None })
+            .expect("a task")
+    }
+
+    /// Computes and delivers a task's answer (optionally corrupted).
+    fn deliver(&mut self, task: &Task, corrupt: bool) -> Vec<Effect> {
+        let Work::Matmul { m, n, k, a, b } = &task.work else { panic!("matmul expected") };
+        let fetch = |r: &DataRef| match r {
+            DataRef::Seeded { seed, len } => seeded_f32(*seed, *len as usize),
+            DataRef::Blob { hash } => {
+                self.store.0[hash].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+            }
+        };
+        let (m, n, k) = (*m as usize, *n as usize, *k as usize);
+        let mut c = vec![0.0f32; m * n];
+        neurolov_kernels::cpu::sgemm(&fetch(a), &fetch(b), &mut c, m, n, k);
+        if corrupt {
+            c[0] += 1.0;
+        }
+        let bytes: Vec<u8> = c.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let hash = blake3::hash(&bytes).to_hex().to_string();
+        self.store.0.insert(hash.clone(), bytes.into());
+        self.seq += 1;
+        let commit = FromNode::Commit {
+            session: self.nonce.clone(),
+            seq: self.seq,
+            task_id: task.task_id,
+            attempt: task.attempt,
+            result_hash: hash.clone(),
+        };
+        self.send(&commit);
+        self.seq += 1;
+        let result = FromNode::Result {
+            session: self.nonce.clone(),
+            seq: self.seq,
+            task_id: task.task_id,
+            attempt: task.attempt,
+            result_hash: hash,
+        };
+        self.send(&result)
+    }
+}
+
+fn error_code(effects: &[Effect]) -> Option<ErrorCode> {
+    effects.iter().find_map(|e| match e {
+        Effect::Send { msg: ToNode::Error { code, .. }, .. } => Some(*code),
+        _ => None,
+    })
+}
+
+#[test]
+fn bad_frames_get_typed_errors_and_change_nothing() {
+    let mut one = One::new();
+    let other = Keypair::from_seed([6; 32]);
+    let reg = one.register_msg();
+    let mut forged = Envelope::seal(&one.kp, &reg);
+    forged.signature = Envelope::seal(&other, &reg).signature;
+    let mut wrong_session = reg.clone();
+    if let FromNode::Register { session, .. } = &mut wrong_session {
+        *session = "not-the-nonce".into();
+    }
+    let mut old_version = reg.clone();
+    if let FromNode::Register { version, .. } = &mut old_version {
+        *version = 0;
+    }
+    let cases: Vec<(&str, String, ErrorCode)> = vec![
+        ("not json", "{{{".into(), ErrorCode::Malformed),
+        ("oversized", format!("{{\"x\":\"{}\"}}", "a".repeat(300_000)), ErrorCode::TooLarge),
+        ("wrong signature", serde_json::to_string(&forged).unwrap(), ErrorCode::BadSignature),
+        (
+            "wrong session",
+            serde_json::to_string(&Envelope::seal(&one.kp, &wrong_session)).unwrap(),
+            ErrorCode::WrongSession,
+        ),
+        (
+            "old version",
+            serde_json::to_string(&Envelope::seal(&one.kp, &old_version)).unwrap(),
+            ErrorCode::UnsupportedVersion,
+        ),
+        (
+            "heartbeat before register",
+            serde_json::to_string(&Envelope::seal(
+                &one.kp,
+                &FromNode::Heartbeat { session: one.nonce.clone(), seq: 1 },
+            ))
+            .unwrap(),
+            ErrorCode::NotRegistered,
+        ),
+    ];
+    for (name, text, want) in cases {
+        let effects = one.frame_text(&text);
+        assert_eq!(error_code(&effects), Some(want), "{name}: {effects:?}");
+        assert!(one.core.nodes().is_empty(), "{name} registered a node");
+    }
+    // The core still serves: a proper registration works, and a replayed frame is refused.
+    let effects = one.send(&reg);
+    assert_eq!(error_code(&effects), None, "{effects:?}");
+    assert_eq!(one.core.nodes().len(), 1);
+    let effects = one.send(&reg);
+    assert_eq!(error_code(&effects), Some(ErrorCode::Replayed));
+    one.heartbeat();
+    let replay = FromNode::Heartbeat { session: one.nonce.clone(), seq: one.seq };
+    assert_eq!(error_code(&one.send(&replay)), Some(ErrorCode::Replayed));
+}
+
+#[test]
+fn attestation_gates_paid_work_and_a_wrong_answer_fails_it() {
+    let mut one = One::new();
+    let reg = one.register_msg();
+    one.send(&reg);
+    assert_eq!(one.core.nodes()[0].state, NodeState::Attesting);
+    let client = Keypair::from_seed([7; 32]).id();
+    let spec = JobSpec::Matmul {
+        m: 4,
+        n: 4,
+        k: 4,
+        a: InputData::Seeded { seed: 1 },
+        b: InputData::Seeded { seed: 2 },
+        max_price_nano_per_gflop: u64::MAX,
+        min_reliability: 0.0,
+    };
+    let (job, _) = one.core.submit(one.now, client, spec, &one.store).unwrap();
+    // Only the challenge has been sent: the job's task waits for an attested node.
+    assert_eq!(one.inbox.iter().filter(|m| matches!(m, ToNode::Task(_))).count(), 1);
+    assert_eq!(one.core.queued(), 1);
+
+    let challenge = one.last_task();
+    let effects = one.deliver(&challenge, true);
+    assert!(effects.iter().any(|e| matches!(e, Effect::Send { msg: ToNode::Verdict { accepted: false, .. }, .. })));
+    assert_eq!(one.core.nodes()[0].state, NodeState::Attesting);
+    assert_eq!(one.core.queued(), 1, "an unattested node got paid work");
+
+    // The next challenge comes after a pause; answered honestly, the node is attested and gets the job.
+    one.now += 5_000;
+    one.heartbeat();
+    let effects = one.core.tick(one.now);
+    for e in effects {
+        if let Effect::Send { msg, .. } = e {
+            one.inbox.push(msg);
+        }
+    }
+    let challenge = one.last_task();
+    one.deliver(&challenge, false);
+    assert_eq!(one.core.nodes()[0].state, NodeState::Active);
+    assert!(one.core.nodes()[0].gflops_verified > 0.0);
+    let task = one.last_task();
+    assert_ne!(task.task_id, challenge.task_id);
+    let effects = one.deliver(&task, false);
+    assert!(effects.iter().any(|e| matches!(e, Effect::Reward { .. })), "{effects:?}");
+    assert!(effects.iter().any(|e| matches!(e, Effect::JobFinished { .. })));
+    assert_eq!(one.core.job_result(job).map(|r| r.len()), Some(64));
+}
+
+#[test]
+fn missed_heartbeats_make_a_node_stale_then_offline() {
+    let mut one = One::new();
+    let reg = one.register_msg();
+    one.send(&reg);
+    let challenge = one.last_task();
+    one.deliver(&challenge, false);
+    assert_eq!(one.core.nodes()[0].state, NodeState::Active);
+    one.core.tick(one.now + 1_500);
+    assert_eq!(one.core.nodes()[0].state, NodeState::Stale);
+    assert_eq!(one.core.nodes()[0].score, None, "a stale node is still scored");
+    let effects = one.core.tick(one.now + 3_500);
+    assert_eq!(one.core.nodes()[0].state, NodeState::Offline);
+    assert!(effects.iter().any(|e| matches!(e, Effect::Close { conn: 1, .. })));
+}
