@@ -1,5 +1,8 @@
-//! The `neurolov` binary. For now: `neurolov bench` (the provider benchmark), `neurolov adapters` (what wgpu
-//! finds), and the hidden `kernel-worker` subcommand that the sandbox runs untrusted WGSL in.
+//! The `neurolov` binary: `serve` (a coordinator), `node` (a provider), `job` (a client), `keygen`, `bench` (the
+//! provider benchmark), `adapters` (what wgpu finds), and the hidden `kernel-worker` subcommand that the sandbox
+//! runs untrusted WGSL in.
+
+mod net;
 
 use std::io::IsTerminal;
 
@@ -39,6 +42,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a coordinator: HTTP API and node WebSockets.
+    Serve(net::ServeArgs),
+    /// Write a new identity as a Solana CLI keypair file (JSON array of 64 bytes).
+    Keygen {
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a provider node (or, with `status`, ask the coordinator about this node).
+    Node(net::NodeArgs),
+    /// Submit jobs and fetch their status and results.
+    #[command(subcommand)]
+    Job(net::JobCommand),
     /// Runs one untrusted kernel read from stdin (started by the sandbox; not for people).
     #[command(hide = true)]
     KernelWorker,
@@ -76,6 +96,10 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Serve(args) => net::serve(args),
+        Command::Keygen { out, force, json } => net::keygen(&out, force, json),
+        Command::Node(args) => net::node(args),
+        Command::Job(cmd) => net::job(cmd),
         Command::KernelWorker => {
             neurolov_kernels::sandbox::serve_worker(std::io::stdin().lock(), std::io::stdout().lock())
                 .context("kernel worker pipe failed")?;

@@ -1070,7 +1070,7 @@ impl Core {
         let others: Vec<(u32, Id)> = t
             .assignments
             .iter()
-            .filter(|a| !a.dropped && !(a.attempt == attempt && a.node == node))
+            .filter(|a| !(a.dropped || (a.attempt == attempt && a.node == node)))
             .map(|a| (a.attempt, a.node))
             .collect();
         self.finish_assignment(tid, attempt, node);

@@ -42,7 +42,7 @@ pub fn agree(a: &[u8], b: &[u8], tol: Tolerance) -> Result<(), Disagreement> {
             None => Ok(()),
         },
         Tolerance::Float { abs, rel } => {
-            if a.len() % 4 != 0 {
+            if !a.len().is_multiple_of(4) {
                 return Err(Disagreement::Length { a: a.len(), b: b.len() });
             }
             let f = |c: &[u8]| f32::from_le_bytes([c[0], c[1], c[2], c[3]]);

@@ -1,0 +1,413 @@
+//! The networked commands: `serve`, `keygen`, `node` and `job`. Each builds its own tokio runtime; the benchmark
+//! and the kernel worker stay synchronous.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use neurolov_coordinator::{ServeConfig, auth, now_ms};
+use neurolov_core::Config;
+use neurolov_kernels::backend::Compute;
+use neurolov_protocol::{Id, Keypair};
+
+/// Default coordinator address.
+const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7070";
+/// How often `job submit --wait` polls.
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// Longest `job submit --wait` waits.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: String,
+    /// Where blobs (and, later, the database) live; default: the user's data directory.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Heartbeat interval nodes are asked to keep.
+    #[arg(long, default_value_t = 30_000)]
+    heartbeat_ms: u64,
+    /// n of the attestation matmul (n×n·n×n).
+    #[arg(long, default_value_t = 256)]
+    attestation_size: u32,
+    /// Rows of C per matmul task.
+    #[arg(long, default_value_t = 256)]
+    tile_rows: u32,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct NodeArgs {
+    #[command(subcommand)]
+    status: Option<NodeStatus>,
+    #[arg(long, default_value = DEFAULT_COORDINATOR)]
+    coordinator: String,
+    /// Identity file; default: one kept in the user's data directory (created on first run).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// The account paid for this node's work (base58); default: the node's own id.
+    #[arg(long)]
+    operator: Option<String>,
+    /// Price asked, in NLOV per TFLOP of verified work (1 NLOV/TFLOP = 1 nano-NLOV per GFLOP... ×1000).
+    #[arg(long, default_value_t = 1.0)]
+    price_nlov_per_tflop: f64,
+    /// Tasks run at once.
+    #[arg(long, default_value_t = 2)]
+    slots: u32,
+    /// Largest task this node accepts, e.g. `2GiB`, `512MiB`.
+    #[arg(long, default_value = "2GiB")]
+    max_task_memory: String,
+    /// `auto` (measure GPU and CPU per kernel), `cpu`, or `gpu`.
+    #[arg(long, default_value = "auto")]
+    backend: String,
+}
+
+#[derive(Subcommand)]
+enum NodeStatus {
+    /// What the coordinator knows of this node.
+    Status {
+        #[arg(long, default_value = DEFAULT_COORDINATOR)]
+        coordinator: String,
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum JobCommand {
+    /// Submit a matmul job (C = A·B with seeded inputs) and optionally wait for it.
+    Submit {
+        #[arg(long, default_value = DEFAULT_COORDINATOR)]
+        coordinator: String,
+        /// Client identity file; default: the user's key.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Shape as MxNxK.
+        #[arg(long)]
+        matmul: String,
+        #[arg(long, default_value_t = 1)]
+        seed_a: u64,
+        #[arg(long, default_value_t = 2)]
+        seed_b: u64,
+        /// Wait for the job to end, with a progress bar.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    Status {
+        #[arg(long, default_value = DEFAULT_COORDINATOR)]
+        coordinator: String,
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a finished job's result (little-endian f32 bytes for matmul).
+    Result {
+        #[arg(long, default_value = DEFAULT_COORDINATOR)]
+        coordinator: String,
+        id: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+fn data_dir() -> anyhow::Result<PathBuf> {
+    Ok(dirs::data_dir().context("no user data directory; pass --data or --key")?.join("neurolov"))
+}
+
+fn random_seed() -> anyhow::Result<[u8; 32]> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
+    Ok(seed)
+}
+
+fn write_key(path: &Path, kp: &Keypair) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, kp.to_solana_json()).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+fn read_key(path: &Path) -> anyhow::Result<Keypair> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Keypair::from_solana_json(&text).with_context(|| format!("{} is not a usable keypair", path.display()))
+}
+
+/// The key at `path`, or the user's default key, created if missing.
+fn load_or_create_key(path: Option<PathBuf>) -> anyhow::Result<Keypair> {
+    match path {
+        Some(p) => read_key(&p),
+        None => {
+            let p = data_dir()?.join("id.json");
+            if p.exists() {
+                read_key(&p)
+            } else {
+                let kp = Keypair::from_seed(random_seed()?);
+                write_key(&p, &kp)?;
+                tracing::info!(path = %p.display(), id = %kp.id(), "created a new identity");
+                Ok(kp)
+            }
+        }
+    }
+}
+
+pub fn keygen(out: &Path, force: bool, json: bool) -> anyhow::Result<()> {
+    if out.exists() && !force {
+        bail!("{} exists; pass --force to overwrite it", out.display());
+    }
+    let kp = Keypair::from_seed(random_seed()?);
+    write_key(out, &kp)?;
+    if json {
+        println!("{}", serde_json::json!({ "id": kp.id().to_string(), "path": out.display().to_string() }));
+    } else {
+        println!("{} written to {}", kp.id(), out.display());
+    }
+    Ok(())
+}
+
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let data = match args.data {
+        Some(d) => d,
+        None => data_dir()?.join("coordinator"),
+    };
+    let seed = u64::from_le_bytes(random_seed()?[..8].try_into().unwrap_or_default());
+    let core = Config {
+        heartbeat_interval_ms: args.heartbeat_ms.max(100),
+        attestation_size: args.attestation_size.clamp(8, 4096),
+        tile_rows: args.tile_rows.max(1),
+        ..Config::default()
+    };
+    runtime()?.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+        // The first line on stdout is the address, for scripts and tests that listen on port 0.
+        println!("listening on http://{}", listener.local_addr()?);
+        neurolov_coordinator::serve(listener, ServeConfig { data_dir: data, core, seed }).await
+    })
+}
+
+fn parse_bytes(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
+    let n: f64 = num.trim().parse().with_context(|| format!("not a size: {s}"))?;
+    let mult = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1u64,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        other => bail!("unknown size unit {other}"),
+    };
+    Ok((n * mult as f64) as u64)
+}
+
+pub fn node(args: NodeArgs) -> anyhow::Result<()> {
+    if let Some(NodeStatus::Status { coordinator, key, json }) = args.status {
+        return node_status(&coordinator, key, json);
+    }
+    let keypair = load_or_create_key(args.key)?;
+    let operator = match args.operator {
+        Some(o) => o.parse::<Id>().context("--operator is not a base58 id")?,
+        None => keypair.id(),
+    };
+    if !(args.price_nlov_per_tflop.is_finite() && args.price_nlov_per_tflop >= 0.0) {
+        bail!("--price-nlov-per-tflop must be a non-negative number");
+    }
+    let compute = match args.backend.as_str() {
+        "cpu" => Compute::new(None),
+        "gpu" => Compute::new(Some(neurolov_kernels::gpu::GpuExecutor::open_default()?)),
+        "auto" => {
+            let mut c = Compute::open()?;
+            c.calibrate();
+            c
+        }
+        other => bail!("--backend must be auto, cpu or gpu (got {other})"),
+    };
+    for (kernel, backend) in compute.plan() {
+        tracing::info!(%kernel, %backend, "kernel backend");
+    }
+    let settings = neurolov_node::Settings {
+        coordinator: args.coordinator,
+        keypair,
+        operator,
+        // NLOV per TFLOP = 10⁹ nano-NLOV per 10³ GFLOP = 10⁶ nano-NLOV per GFLOP.
+        price_nano_per_gflop: (args.price_nlov_per_tflop * 1e6).round() as u64,
+        slots: args.slots.clamp(1, neurolov_protocol::messages::MAX_SLOTS),
+        max_task_bytes: parse_bytes(&args.max_task_memory)?,
+        worker: std::env::current_exe().ok(),
+    };
+    println!("node {} (operator {}) serving {}", settings.keypair.id(), settings.operator, settings.coordinator);
+    runtime()?.block_on(async move {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing running tasks");
+            let _ = tx.send(true);
+        });
+        neurolov_node::run(settings, Arc::new(compute), rx).await
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn node_status(coordinator: &str, key: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let id = load_or_create_key(key)?.id().to_string();
+    let nodes: Vec<serde_json::Value> = runtime()?
+        .block_on(async {
+            let url = format!("{}/v1/nodes", coordinator.trim_end_matches('/'));
+            reqwest::get(url).await?.error_for_status()?.json().await
+        })
+        .context("asking the coordinator")?;
+    let me = nodes.into_iter().find(|n| n["id"] == id.as_str());
+    match (me, json) {
+        (Some(n), true) => println!("{n}"),
+        (Some(n), false) => println!(
+            "{id}: {} on {}, {:.2} GFLOP/s verified, reliability {:.3}, {} tasks verified",
+            n["state"].as_str().unwrap_or("?"),
+            n["adapter"].as_str().unwrap_or("?"),
+            n["gflops_verified"].as_f64().unwrap_or(0.0),
+            n["reliability"].as_f64().unwrap_or(0.0),
+            n["tasks_verified"]
+        ),
+        (None, true) => println!("{}", serde_json::json!({ "id": id, "state": "unknown" })),
+        (None, false) => println!("{id} is not known to {coordinator}"),
+    }
+    Ok(())
+}
+
+async fn get_json(url: String) -> anyhow::Result<serde_json::Value> {
+    let resp = reqwest::get(&url).await.with_context(|| format!("GET {url}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("{status}: {}", body["error"].as_str().unwrap_or(""));
+    }
+    Ok(body)
+}
+
+pub fn job(cmd: JobCommand) -> anyhow::Result<()> {
+    match cmd {
+        JobCommand::Submit { coordinator, key, matmul, seed_a, seed_b, wait, json } => {
+            let dims: Vec<u32> =
+                matmul.split('x').map(|d| d.trim().parse()).collect::<Result<_, _>>().context("--matmul is MxNxK")?;
+            let [m, n, k] = dims[..] else { bail!("--matmul is MxNxK") };
+            let kp = load_or_create_key(key)?;
+            let body = serde_json::to_vec(&serde_json::json!({
+                "kind": "matmul", "m": m, "n": n, "k": k, "a": {"seed": seed_a}, "b": {"seed": seed_b},
+            }))?;
+            let base = coordinator.trim_end_matches('/').to_string();
+            runtime()?.block_on(async move {
+                let mut req = reqwest::Client::new().post(format!("{base}/v1/jobs")).body(body.clone());
+                for (h, v) in auth::sign(&kp, "POST", "/v1/jobs", now_ms(), &body) {
+                    req = req.header(h, v);
+                }
+                let resp = req.header("content-type", "application/json").send().await.context("submitting")?;
+                let status = resp.status();
+                let reply: serde_json::Value = resp.json().await.unwrap_or_default();
+                if !status.is_success() {
+                    bail!("job refused ({status}): {}", reply["error"].as_str().unwrap_or(""));
+                }
+                let id = reply["id"].as_u64().context("no job id in the reply")?;
+                if !wait {
+                    if json {
+                        println!("{}", serde_json::json!({ "id": id }));
+                    } else {
+                        println!("job {id} submitted");
+                    }
+                    return Ok(());
+                }
+                let bar = if json || !std::io::stderr().is_terminal() {
+                    ProgressBar::hidden()
+                } else {
+                    ProgressBar::new(100)
+                };
+                bar.set_style(
+                    ProgressStyle::with_template("{bar:30} {pos}% {msg} [{elapsed}]")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                let started = std::time::Instant::now();
+                let status = loop {
+                    let status = get_json(format!("{base}/v1/jobs/{id}")).await?;
+                    bar.set_position((status["progress"].as_f64().unwrap_or(0.0) * 100.0) as u64);
+                    bar.set_message(format!("job {id} {}", status["state"].as_str().unwrap_or("?")));
+                    if status["state"] != "running" {
+                        break status;
+                    }
+                    if started.elapsed() > MAX_WAIT {
+                        bail!("job {id} still running after {} s", MAX_WAIT.as_secs());
+                    }
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                };
+                bar.finish_and_clear();
+                if json {
+                    println!("{status}");
+                } else {
+                    println!("job {id} {}", status["state"].as_str().unwrap_or("?"));
+                }
+                if status["state"] != "done" {
+                    bail!("job {id} did not complete: {}", status["reason"].as_str().unwrap_or(""));
+                }
+                Ok(())
+            })
+        }
+        JobCommand::Status { coordinator, id, json } => {
+            let status =
+                runtime()?.block_on(get_json(format!("{}/v1/jobs/{id}", coordinator.trim_end_matches('/'))))?;
+            if json {
+                println!("{status}");
+            } else {
+                println!(
+                    "job {id}: {} ({}/{} tasks verified)",
+                    status["state"].as_str().unwrap_or("?"),
+                    status["tasks_done"],
+                    status["tasks_total"]
+                );
+            }
+            Ok(())
+        }
+        JobCommand::Result { coordinator, id, out } => {
+            let bytes = runtime()?.block_on(async {
+                let url = format!("{}/v1/jobs/{id}/result", coordinator.trim_end_matches('/'));
+                let resp = reqwest::get(&url).await?;
+                if !resp.status().is_success() {
+                    let status = resp.status();
+                    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                    bail!("{status}: {}", body["error"].as_str().unwrap_or(""));
+                }
+                Ok(resp.bytes().await?.to_vec())
+            })?;
+            std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+            println!("{} bytes written to {} (blake3 {})", bytes.len(), out.display(), blake3::hash(&bytes).to_hex());
+            Ok(())
+        }
+    }
+}

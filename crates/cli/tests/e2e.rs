@@ -1,0 +1,261 @@
+//! End to end over real processes and real sockets on loopback: a `neurolov serve` coordinator and three
+//! `neurolov node` processes complete a matmul job whose result is checked against an exact product; a node
+//! killed mid-job does not stop the job; and malformed, wrongly signed and oversized frames on a real WebSocket
+//! get clear errors while the server keeps serving.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use neurolov_protocol::messages::{ErrorCode, ToNode, seeded_f32};
+use neurolov_protocol::{Envelope, FromNode, Keypair};
+use tokio_tungstenite::tungstenite::Message;
+
+fn neurolov() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_neurolov"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+/// Child processes are killed when the test ends, however it ends.
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("neurolov-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Starts a coordinator on a free port and returns its URL.
+fn serve(procs: &mut Procs, dir: &std::path::Path) -> String {
+    let mut child = neurolov()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--heartbeat-ms",
+            "500",
+            "--attestation-size",
+            "64",
+            "--tile-rows",
+            "32",
+        ])
+        .arg("--data")
+        .arg(dir.join("coordinator"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("address line");
+    procs.0.push(child);
+    line.trim().strip_prefix("listening on ").expect("listening line").to_string()
+}
+
+fn start_node(procs: &mut Procs, dir: &std::path::Path, url: &str, name: &str, backend: &str) -> usize {
+    let key = dir.join(format!("{name}.json"));
+    let out = neurolov().args(["keygen", "--out"]).arg(&key).output().expect("keygen");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let child = neurolov()
+        .args(["node", "--coordinator", url, "--backend", backend, "--slots", "1"])
+        .arg("--key")
+        .arg(&key)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("node starts");
+    procs.0.push(child);
+    procs.0.len() - 1
+}
+
+fn get_json(url: &str) -> serde_json::Value {
+    let out = Command::new("curl").args(["-sf", url]).output();
+    match out {
+        Ok(o) if o.status.success() => serde_json::from_slice(&o.stdout).unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn active_nodes(url: &str) -> usize {
+    get_json(&format!("{url}/v1/nodes"))
+        .as_array()
+        .map_or(0, |nodes| nodes.iter().filter(|n| n["state"] == "active").count())
+}
+
+fn submit(dir: &std::path::Path, url: &str, shape: &str, wait: bool) -> serde_json::Value {
+    let client = dir.join("client.json");
+    if !client.exists() {
+        neurolov().args(["keygen", "--out"]).arg(&client).output().expect("keygen");
+    }
+    let mut cmd = neurolov();
+    cmd.args(["job", "submit", "--coordinator", url, "--matmul", shape, "--seed-a", "11", "--seed-b", "12", "--json"])
+        .arg("--key")
+        .arg(&client);
+    if wait {
+        cmd.arg("--wait");
+    }
+    let out = cmd.output().expect("job submit");
+    assert!(out.status.success(), "job submit failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+fn check_result(dir: &std::path::Path, url: &str, id: u64, m: usize, n: usize, k: usize) {
+    let file = dir.join(format!("result-{id}.bin"));
+    let out = neurolov()
+        .args(["job", "result", "--coordinator", url, &id.to_string(), "--out"])
+        .arg(&file)
+        .output()
+        .expect("result");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&file).expect("result file");
+    let got: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let a = seeded_f32(11, m * k);
+    let b = seeded_f32(12, k * n);
+    let mut want = vec![0.0f32; m * n];
+    neurolov_kernels::cpu::sgemm(&a, &b, &mut want, m, n, k);
+    assert_eq!(got.len(), want.len());
+    let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
+    assert!(worst < 1e-3, "result differs from the exact product by {worst}");
+}
+
+#[test]
+fn three_nodes_complete_a_job_and_survive_a_killed_node() {
+    let dir = temp_dir("job");
+    let mut procs = Procs(Vec::new());
+    let url = serve(&mut procs, &dir);
+    // Two CPU nodes and one on the GPU path (lavapipe in CI), each calibrated or not as its flag says.
+    start_node(&mut procs, &dir, &url, "n1", "cpu");
+    let victim = start_node(&mut procs, &dir, &url, "n2", "cpu");
+    start_node(&mut procs, &dir, &url, "n3", "auto");
+    wait_for("three attested nodes", Duration::from_secs(120), || active_nodes(&url) == 3);
+
+    let status = submit(&dir, &url, "96x40x72", true);
+    assert_eq!(status["state"], "done", "{status}");
+    let id = status["id"].as_u64().expect("id");
+    let nodes_used: std::collections::BTreeSet<String> = status["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter_map(|t| t["node"].as_str().map(str::to_string))
+        .collect();
+    assert!(status["tasks"].as_array().is_some_and(|t| t.iter().all(|t| t["verified"] == true)), "{status}");
+    eprintln!("job {id} ran on {} node(s)", nodes_used.len());
+    check_result(&dir, &url, id, 96, 40, 72);
+
+    // A bigger job; one node is killed while it runs. Its tasks go back to the queue and the job completes.
+    let submitted = submit(&dir, &url, "4096x256x256", false);
+    let id = submitted["id"].as_u64().expect("id");
+    wait_for("some progress", Duration::from_secs(120), || {
+        get_json(&format!("{url}/v1/jobs/{id}"))["tasks_done"].as_u64().unwrap_or(0) >= 1
+    });
+    let before = get_json(&format!("{url}/v1/jobs/{id}"));
+    assert_eq!(before["state"], "running", "the job ended before a node could be killed mid-job: {before}");
+    procs.0[victim].kill().expect("kill");
+    wait_for("the job to finish", Duration::from_secs(300), || {
+        let s = get_json(&format!("{url}/v1/jobs/{id}"));
+        assert_ne!(s["state"], "failed", "{s}");
+        s["state"] == "done"
+    });
+    check_result(&dir, &url, id, 4096, 256, 256);
+    let nodes = get_json(&format!("{url}/v1/nodes"));
+    let states: Vec<&str> = nodes.as_array().expect("nodes").iter().filter_map(|n| n["state"].as_str()).collect();
+    assert!(states.contains(&"offline"), "the killed node is not offline: {states:?}");
+    for n in nodes.as_array().expect("nodes") {
+        for key in
+            ["id", "kind", "state", "adapter", "gflops_verified", "reliability", "price", "score", "tasks_verified"]
+        {
+            assert!(n.get(key).is_some(), "node lacks {key}: {n}");
+        }
+    }
+}
+
+#[test]
+fn bad_frames_on_a_real_socket_get_errors_and_the_server_keeps_serving() {
+    let dir = temp_dir("frames");
+    let mut procs = Procs(Vec::new());
+    let url = serve(&mut procs, &dir);
+    let ws_url = format!("{}/v1/nodes/ws", url.replace("http://", "ws://"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.expect("connects");
+        let nonce = match next(&mut ws).await {
+            ToNode::Challenge { nonce, .. } => nonce,
+            other => panic!("expected a challenge, got {other:?}"),
+        };
+        let kp = Keypair::from_seed([1; 32]);
+        let register = FromNode::Register {
+            version: 1,
+            session: nonce.clone(),
+            seq: 0,
+            operator: kp.id(),
+            kind: neurolov_protocol::messages::NodeKind::Native,
+            claimed: Default::default(),
+            price_nano_per_gflop: 1,
+            slots: 1,
+        };
+        let mut forged = Envelope::seal(&kp, &register);
+        forged.signature = Envelope::seal(&Keypair::from_seed([2; 32]), &register).signature;
+        for (frame, want) in [
+            ("definitely not json".to_string(), ErrorCode::Malformed),
+            (serde_json::to_string(&forged).unwrap(), ErrorCode::BadSignature),
+        ] {
+            ws.send(Message::Text(frame.into())).await.expect("send");
+            match next(&mut ws).await {
+                ToNode::Error { code, .. } => assert_eq!(code, want),
+                other => panic!("expected an error, got {other:?}"),
+            }
+        }
+        // A proper registration still works on the same connection; replaying it is refused.
+        let good = serde_json::to_string(&Envelope::seal(&kp, &register)).unwrap();
+        ws.send(Message::Text(good.clone().into())).await.expect("send");
+        assert!(matches!(next(&mut ws).await, ToNode::Registered { .. }));
+        ws.send(Message::Text(good.into())).await.expect("send");
+        loop {
+            match next(&mut ws).await {
+                ToNode::Error { code, .. } => {
+                    assert_eq!(code, ErrorCode::Replayed);
+                    break;
+                }
+                ToNode::Task(_) => continue,
+                other => panic!("expected replayed, got {other:?}"),
+            }
+        }
+        // An oversized frame ends that connection, not the server.
+        let huge = "x".repeat(1 << 20);
+        let _ = ws.send(Message::Text(huge.into())).await;
+    });
+    assert!(get_json(&format!("{url}/v1/nodes")).is_array(), "server stopped serving");
+    let (second, _) = rt.block_on(tokio_tungstenite::connect_async(&ws_url)).expect("server still accepts nodes");
+    drop(second);
+}
+
+async fn next<S>(ws: &mut S) -> ToNode
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await.expect("a frame in time") {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).expect("a ToNode frame"),
+            Some(Ok(_)) => continue,
+            other => panic!("connection ended: {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! The HTTP API under `/v1` and the node WebSocket. Request and response bodies are the edge types defined here;
+//! the core never sees JSON.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::{SinkExt, StreamExt};
+use neurolov_core::{InputData, JobSpec, JobState};
+use neurolov_kernels::untrusted::{self, JobAccess, JobBuffer, ShaderFeatures, WgslJob};
+use neurolov_protocol::messages::{DataRef, WgslBuffer};
+use neurolov_verify::replicas::{self, Tolerance};
+
+use crate::auth::ReplayCache;
+use crate::blobs::is_hash;
+use crate::{Coordinator, MAX_BLOB_BYTES, Outbound, now_ms};
+
+/// Largest JSON request body.
+const MAX_JSON_BYTES: usize = 1 << 20;
+
+struct App {
+    coordinator: Arc<Coordinator>,
+    replay: ReplayCache,
+}
+
+type Shared = State<Arc<App>>;
+
+pub(crate) fn router(coordinator: Arc<Coordinator>) -> Router {
+    let app = Arc::new(App { coordinator, replay: ReplayCache::default() });
+    Router::new()
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/ws", get(node_socket))
+        .route("/v1/blobs/{hash}", get(get_blob).put(put_blob).layer(DefaultBodyLimit::max(MAX_BLOB_BYTES)))
+        .route("/v1/jobs", post(submit_job).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
+        .route("/v1/jobs/{id}", get(job_status))
+        .route("/v1/jobs/{id}/result", get(job_result))
+        .with_state(app)
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(serde_json::json!({ "error": message.to_string() }))).into_response()
+}
+
+#[derive(serde::Serialize)]
+struct NodeJson {
+    id: String,
+    operator: String,
+    kind: &'static str,
+    state: &'static str,
+    adapter: String,
+    backend: String,
+    software: bool,
+    gflops_verified: f64,
+    reliability: f64,
+    price: u64,
+    score: Option<f64>,
+    tasks_verified: u64,
+    tasks_failed: u64,
+}
+
+async fn nodes(State(app): Shared) -> Json<Vec<NodeJson>> {
+    let views = app.coordinator.read_core(|c| c.nodes());
+    Json(
+        views
+            .into_iter()
+            .map(|v| NodeJson {
+                id: v.id.to_string(),
+                operator: v.operator.to_string(),
+                kind: match v.kind {
+                    neurolov_protocol::messages::NodeKind::Native => "native",
+                    neurolov_protocol::messages::NodeKind::Browser => "browser",
+                },
+                state: v.state.as_str(),
+                adapter: v.claimed.adapter,
+                backend: v.claimed.backend,
+                software: v.claimed.software,
+                gflops_verified: v.gflops_verified,
+                reliability: v.reliability,
+                price: v.price_nano_per_gflop,
+                score: v.score,
+                tasks_verified: v.tasks_verified,
+                tasks_failed: v.tasks_failed,
+            })
+            .collect(),
+    )
+}
+
+async fn node_socket(State(app): Shared, ws: WebSocketUpgrade) -> Response {
+    let coordinator = Arc::clone(&app.coordinator);
+    ws.max_message_size(neurolov_protocol::envelope::MAX_PAYLOAD_BYTES * 2 + 1024)
+        .on_upgrade(move |socket| node_session(coordinator, socket))
+}
+
+async fn node_session(coordinator: Arc<Coordinator>, socket: WebSocket) {
+    let Some((conn, mut outbound)) = coordinator.open_conn() else {
+        tracing::warn!("connection limit reached; refusing a node");
+        return;
+    };
+    let (mut sink, mut stream) = socket.split();
+    coordinator.with_core(|core, _| ((), core.connected(now_ms(), conn)));
+    loop {
+        tokio::select! {
+            incoming = stream.next() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    let c = Arc::clone(&coordinator);
+                    // Verification (Freivalds on a result) can take a while: keep it off the async workers.
+                    let done = tokio::task::spawn_blocking(move || {
+                        c.with_core(|core, blobs| ((), core.frame(now_ms(), conn, text.as_str(), blobs)));
+                    })
+                    .await;
+                    if done.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            out = outbound.recv() => match out {
+                Some(Outbound::Text(text)) => {
+                    if sink.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Outbound::Close(reason)) => {
+                    tracing::info!(conn, %reason, "closing node connection");
+                    let _ = sink.send(Message::Close(None)).await;
+                    break;
+                }
+                None => break,
+            },
+        }
+    }
+    coordinator.close_conn(conn);
+}
+
+async fn get_blob(State(app): Shared, Path(hash): Path<String>) -> Response {
+    if !is_hash(&hash) {
+        return error(StatusCode::BAD_REQUEST, "a blob is named by its blake3 hash (64 lowercase hex characters)");
+    }
+    let blobs = app.coordinator.blobs.clone();
+    match tokio::task::spawn_blocking(move || blobs.read(&hash)).await {
+        Ok(Some(bytes)) => ([("content-type", "application/octet-stream")], bytes).into_response(),
+        _ => error(StatusCode::NOT_FOUND, "no such blob"),
+    }
+}
+
+async fn put_blob(State(app): Shared, Path(hash): Path<String>, body: Bytes) -> Response {
+    if !is_hash(&hash) {
+        return error(StatusCode::BAD_REQUEST, "a blob is named by its blake3 hash (64 lowercase hex characters)");
+    }
+    let actual = blake3::hash(&body).to_hex().to_string();
+    if actual != hash {
+        return error(StatusCode::BAD_REQUEST, format!("body hashes to {actual}, not {hash}"));
+    }
+    let blobs = app.coordinator.blobs.clone();
+    match tokio::task::spawn_blocking(move || blobs.put(&hash, &body)).await {
+        Ok(Ok(())) => StatusCode::CREATED.into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// An operand: `{"seed": n}` or `{"blob": "<hash>"}`.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum InputJson {
+    Seed { seed: u64 },
+    Blob { blob: String },
+}
+
+impl From<InputJson> for InputData {
+    fn from(i: InputJson) -> InputData {
+        match i {
+            InputJson::Seed { seed } => InputData::Seeded { seed },
+            InputJson::Blob { blob } => InputData::Blob { hash: blob },
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct BufferJson {
+    binding: u32,
+    access: JobAccess,
+    size_bytes: u64,
+    /// Initial contents: a blob hash.
+    #[serde(default)]
+    init: Option<String>,
+}
+
+/// `POST /v1/jobs` body.
+#[derive(serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum JobJson {
+    Matmul {
+        m: u32,
+        n: u32,
+        k: u32,
+        a: InputJson,
+        b: InputJson,
+        #[serde(default = "no_price_limit")]
+        max_price_nano_per_gflop: u64,
+        #[serde(default)]
+        min_reliability: f64,
+    },
+    Wgsl {
+        source: String,
+        entry_point: String,
+        buffers: Vec<BufferJson>,
+        dispatch: [u32; 3],
+        /// Relative tolerance for float outputs; absent means bitwise agreement.
+        #[serde(default)]
+        float_tolerance: Option<f32>,
+        #[serde(default = "one")]
+        work_mflop: u64,
+        #[serde(default = "no_price_limit")]
+        max_price_nano_per_gflop: u64,
+        #[serde(default)]
+        min_reliability: f64,
+    },
+}
+
+fn no_price_limit() -> u64 {
+    u64::MAX
+}
+
+fn one() -> u64 {
+    1
+}
+
+async fn submit_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    let header = |name: &'static str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let client = match app.replay.verify(header, "POST", "/v1/jobs", &body, now_ms()) {
+        Ok(id) => id,
+        Err(e) => return error(StatusCode::UNAUTHORIZED, e),
+    };
+    let request: JobJson = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed job: {e}")),
+    };
+    let coordinator = Arc::clone(&app.coordinator);
+    let outcome = tokio::task::spawn_blocking(move || {
+        let spec = match request {
+            JobJson::Matmul { m, n, k, a, b, max_price_nano_per_gflop, min_reliability } => {
+                JobSpec::Matmul { m, n, k, a: a.into(), b: b.into(), max_price_nano_per_gflop, min_reliability }
+            }
+            JobJson::Wgsl {
+                source,
+                entry_point,
+                buffers,
+                dispatch,
+                float_tolerance,
+                work_mflop,
+                max_price_nano_per_gflop,
+                min_reliability,
+            } => wgsl_spec(
+                &coordinator,
+                source,
+                entry_point,
+                buffers,
+                dispatch,
+                float_tolerance,
+                work_mflop,
+                max_price_nano_per_gflop,
+                min_reliability,
+            )?,
+        };
+        coordinator.with_core(|core, blobs| match core.submit(now_ms(), client, spec, blobs) {
+            Ok((id, effects)) => (Ok(id), effects),
+            Err(e) => (Err(e.to_string()), Vec::new()),
+        })
+    })
+    .await;
+    match outcome {
+        Ok(Ok(id)) => (StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response(),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// Validates a client's kernel with naga (core WebGPU features only: any node may get it) and stores its source.
+#[allow(clippy::too_many_arguments)]
+fn wgsl_spec(
+    coordinator: &Coordinator,
+    source: String,
+    entry_point: String,
+    buffers: Vec<BufferJson>,
+    dispatch: [u32; 3],
+    float_tolerance: Option<f32>,
+    work_mflop: u64,
+    max_price_nano_per_gflop: u64,
+    min_reliability: f64,
+) -> Result<JobSpec, String> {
+    let mut job_buffers = Vec::new();
+    for b in &buffers {
+        let init = match &b.init {
+            Some(hash) => coordinator.blobs.read(hash).ok_or(format!("input blob {hash} is not stored"))?,
+            None => Vec::new(),
+        };
+        job_buffers.push(JobBuffer { binding: b.binding, access: b.access, size_bytes: b.size_bytes, init });
+    }
+    let job = WgslJob { source: source.clone(), entry_point: entry_point.clone(), buffers: job_buffers, dispatch };
+    untrusted::validate(&job, ShaderFeatures::default()).map_err(|e| e.to_string())?;
+    let tolerance = match float_tolerance {
+        None => Tolerance::Bitwise,
+        Some(rel) if rel > 0.0 && rel <= replicas::MAX_REL => Tolerance::Float { abs: 1e-6, rel },
+        Some(rel) => return Err(format!("float tolerance must be in (0, {}] (got {rel})", replicas::MAX_REL)),
+    };
+    let source_hash = blake3::hash(source.as_bytes()).to_hex().to_string();
+    coordinator.blobs.put(&source_hash, source.as_bytes()).map_err(|e| e.to_string())?;
+    let access = |a: JobAccess| match a {
+        JobAccess::Uniform => "uniform",
+        JobAccess::Read => "read",
+        JobAccess::ReadWrite => "read_write",
+    };
+    Ok(JobSpec::Wgsl {
+        source_hash,
+        entry_point,
+        buffers: buffers
+            .into_iter()
+            .map(|b| WgslBuffer {
+                binding: b.binding,
+                access: access(b.access).into(),
+                size_bytes: b.size_bytes,
+                init: b.init.map(|hash| DataRef::Blob { hash }),
+            })
+            .collect(),
+        dispatch,
+        tolerance,
+        work_mflop,
+        max_price_nano_per_gflop,
+        min_reliability,
+    })
+}
+
+async fn job_status(State(app): Shared, Path(id): Path<u64>) -> Response {
+    let Some(view) = app.coordinator.read_core(|c| c.job(id)) else {
+        return error(StatusCode::NOT_FOUND, "no such job");
+    };
+    let (state, reason, done, total) = match &view.state {
+        JobState::Running { tasks_done, tasks } => ("running", None, *tasks_done, *tasks),
+        JobState::Done => ("done", None, view.tasks.len(), view.tasks.len()),
+        JobState::Failed { reason } => {
+            ("failed", Some(reason.clone()), view.tasks.iter().filter(|t| t.verified).count(), view.tasks.len())
+        }
+    };
+    Json(serde_json::json!({
+        "id": view.id,
+        "client": view.client.to_string(),
+        "state": state,
+        "reason": reason,
+        "tasks_done": done,
+        "tasks_total": total,
+        "progress": if total == 0 { 0.0 } else { done as f64 / total as f64 },
+        "tasks": view.tasks.iter().map(|t| serde_json::json!({
+            "task": t.task,
+            "node": t.node.map(|n| n.to_string()),
+            "verified": t.verified,
+            "attempts": t.attempts,
+        })).collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+async fn job_result(State(app): Shared, Path(id): Path<u64>) -> Response {
+    let found = app.coordinator.read_core(|c| c.job(id).map(|j| (j.state, c.job_result(id))));
+    match found {
+        None => error(StatusCode::NOT_FOUND, "no such job"),
+        Some((_, Some(bytes))) => ([("content-type", "application/octet-stream")], bytes.to_vec()).into_response(),
+        Some((JobState::Failed { reason }, None)) => error(StatusCode::CONFLICT, format!("job failed: {reason}")),
+        Some((_, None)) => error(StatusCode::CONFLICT, "job is not done yet"),
+    }
+}

@@ -1,0 +1,172 @@
+//! The coordinator's IO shell around the deterministic core: the HTTP API under `/v1`, one WebSocket session per
+//! node, content-addressed blob files, and the timer that ticks the core. Every decision is the core's; this crate
+//! only moves bytes between the network, the disk and [`neurolov_core::Core`], and carries out its effects.
+//!
+//! Clients authenticate by signing requests with their ed25519 key (see [`auth`]); reads are public.
+
+pub mod auth;
+mod blobs;
+mod http;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use neurolov_core::{Config, ConnId, Core, Effect};
+use tokio::sync::mpsc;
+
+pub use blobs::BlobDir;
+
+/// Frames queued for one node before it counts as too slow and is disconnected.
+pub const MAX_OUTBOUND_FRAMES: usize = 256;
+/// Largest blob accepted by `PUT /v1/blobs/{hash}`.
+pub const MAX_BLOB_BYTES: usize = 256 << 20;
+/// Most node connections at once.
+pub const MAX_CONNECTIONS: usize = 10_000;
+/// How often the core's timers run.
+pub const TICK_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How the coordinator is run.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub core: Config,
+    /// Seed of the core's randomness (drawn from the OS by the CLI).
+    pub seed: u64,
+}
+
+/// What goes out on a node's socket.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    Text(String),
+    Close(String),
+}
+
+/// Shared state of a running coordinator.
+pub struct Coordinator {
+    core: Mutex<Core>,
+    conns: Mutex<HashMap<ConnId, mpsc::Sender<Outbound>>>,
+    next_conn: AtomicU64,
+    pub(crate) blobs: BlobDir,
+}
+
+/// Milliseconds since the Unix epoch: the core's clock (task deadlines are sent to nodes on it).
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Coordinator {
+    pub fn new(cfg: ServeConfig) -> anyhow::Result<Arc<Coordinator>> {
+        let blobs = BlobDir::open(cfg.data_dir.join("blobs"))?;
+        Ok(Arc::new(Coordinator {
+            core: Mutex::new(Core::new(cfg.core, cfg.seed, now_ms())),
+            conns: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            blobs,
+        }))
+    }
+
+    /// Runs `f` on the core and carries out the effects it returns.
+    pub(crate) fn with_core<T>(&self, f: impl FnOnce(&mut Core, &BlobDir) -> (T, Vec<Effect>)) -> T {
+        let (value, effects) = {
+            let mut core = match self.core.lock() {
+                Ok(core) => core,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            f(&mut core, &self.blobs)
+        };
+        self.apply(effects);
+        value
+    }
+
+    /// Reads the core without changing it.
+    pub(crate) fn read_core<T>(&self, f: impl FnOnce(&Core) -> T) -> T {
+        let core = match self.core.lock() {
+            Ok(core) => core,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&core)
+    }
+
+    fn apply(&self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Send { conn, msg } => {
+                    let text = match serde_json::to_string(&msg) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            tracing::error!(conn, error = %e, "could not encode a frame");
+                            continue;
+                        }
+                    };
+                    self.push(conn, Outbound::Text(text));
+                }
+                Effect::Close { conn, reason } => self.push(conn, Outbound::Close(reason)),
+                Effect::StoreBlob { hash, bytes } => {
+                    if let Err(e) = self.blobs.put(&hash, &bytes) {
+                        tracing::error!(%hash, error = %e, "could not store a blob");
+                    }
+                }
+                Effect::Reward { job, task, node, operator, work_mflop, price_nano_per_gflop } => {
+                    tracing::info!(job, task, %node, %operator, work_mflop, price_nano_per_gflop, "task verified; reward due");
+                }
+                Effect::Slash { node, operator, evidence } => {
+                    tracing::warn!(%node, %operator, task = evidence.task, reason = %evidence.reason, "fraud proven; slash due");
+                }
+                Effect::JobFinished { job, state } => tracing::info!(job, ?state, "job finished"),
+            }
+        }
+    }
+
+    fn push(&self, conn: ConnId, out: Outbound) {
+        let mut conns = match self.conns.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(tx) = conns.get(&conn)
+            && tx.try_send(out).is_err()
+        {
+            // A node that cannot keep up with its frames is disconnected rather than buffered without bound.
+            tracing::warn!(conn, "outbound queue full or closed; dropping connection");
+            conns.remove(&conn);
+        }
+    }
+
+    pub(crate) fn open_conn(&self) -> Option<(ConnId, mpsc::Receiver<Outbound>)> {
+        let mut conns = match self.conns.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if conns.len() >= MAX_CONNECTIONS {
+            return None;
+        }
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(MAX_OUTBOUND_FRAMES);
+        conns.insert(id, tx);
+        Some((id, rx))
+    }
+
+    pub(crate) fn close_conn(&self, conn: ConnId) {
+        if let Ok(mut conns) = self.conns.lock() {
+            conns.remove(&conn);
+        }
+        self.with_core(|core, _| ((), core.disconnected(now_ms(), conn)));
+    }
+}
+
+/// Serves the coordinator on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, cfg: ServeConfig) -> anyhow::Result<()> {
+    let coordinator = Coordinator::new(cfg)?;
+    let ticker = Arc::clone(&coordinator);
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(TICK_INTERVAL);
+        loop {
+            interval.tick().await;
+            ticker.with_core(|core, _| ((), core.tick(now_ms())));
+        }
+    });
+    axum::serve(listener, http::router(coordinator)).await?;
+    Ok(())
+}

@@ -1,0 +1,392 @@
+//! The native provider node: connects to a coordinator's WebSocket, answers the challenge with a signed
+//! registration, heartbeats, runs the tasks it is given with the kernels' executor (matmul on the backend its
+//! calibration chose, a client's WGSL in a sandboxed worker process), commits to each result before uploading it,
+//! reconnects with backoff when the connection drops, and on shutdown finishes or hands back its tasks.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use neurolov_kernels::backend::Compute;
+use neurolov_kernels::ops::Op;
+use neurolov_kernels::untrusted::{JobAccess, JobBuffer, WgslJob};
+use neurolov_protocol::messages::{ClaimedHardware, DataRef, NodeKind, Task, ToNode, Work, seeded_f32};
+use neurolov_protocol::{Envelope, FromNode, Id, Keypair, PROTOCOL_VERSION};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+/// First wait before reconnecting; doubles up to [`MAX_BACKOFF`].
+pub const MIN_BACKOFF: Duration = Duration::from_millis(250);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a shutting-down node waits for its running tasks before handing them back.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Timeout of one blob transfer.
+pub const BLOB_TIMEOUT: Duration = Duration::from_secs(120);
+/// Largest blob a node downloads.
+pub const MAX_BLOB_BYTES: u64 = 256 << 20;
+/// Time limit of a client's WGSL kernel on this node.
+pub const WGSL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Frames queued for the coordinator before task senders wait.
+const OUTBOUND_QUEUE: usize = 64;
+
+/// How a node runs, in human units.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `http://host:port` of the coordinator.
+    pub coordinator: String,
+    pub keypair: Keypair,
+    /// The account paid for this node's work.
+    pub operator: Id,
+    pub price_nano_per_gflop: u64,
+    pub slots: u32,
+    /// Largest task input this node accepts (bytes of operands and results together).
+    pub max_task_bytes: u64,
+    /// The binary to start as a sandboxed WGSL worker (`<it> kernel-worker`); `None` refuses WGSL tasks.
+    pub worker: Option<PathBuf>,
+}
+
+/// Runs the node until `shutdown` turns true.
+pub async fn run(settings: Settings, compute: Arc<Compute>, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder().timeout(BLOB_TIMEOUT).build().context("building the http client")?;
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        match session(&settings, &compute, &http, &mut shutdown).await {
+            Ok(Ended::Shutdown) => return Ok(()),
+            Ok(Ended::Dropped) => {
+                tracing::warn!("coordinator closed the connection; reconnecting");
+                backoff = MIN_BACKOFF;
+            }
+            Err(e) => tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "session failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+enum Ended {
+    Shutdown,
+    Dropped,
+}
+
+fn ws_url(coordinator: &str) -> String {
+    let base = coordinator.trim_end_matches('/');
+    let base = base.strip_prefix("http://").map(|r| format!("ws://{r}")).unwrap_or_else(|| {
+        base.strip_prefix("https://").map(|r| format!("wss://{r}")).unwrap_or_else(|| base.to_string())
+    });
+    format!("{base}/v1/nodes/ws")
+}
+
+/// Signs node messages with the session's nonce and increasing sequence numbers.
+struct Signer {
+    keypair: Keypair,
+    session: String,
+    seq: AtomicU64,
+}
+
+impl Signer {
+    fn frame(&self, make: impl FnOnce(String, u64) -> FromNode) -> String {
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst);
+        let env = Envelope::seal(&self.keypair, &make(self.session.clone(), seq));
+        serde_json::to_string(&env).unwrap_or_default()
+    }
+}
+
+async fn session(
+    settings: &Settings,
+    compute: &Arc<Compute>,
+    http: &reqwest::Client,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<Ended> {
+    let (ws, _) = tokio_tungstenite::connect_async(ws_url(&settings.coordinator)).await.context("connecting")?;
+    let (mut sink, mut stream) = ws.split();
+    let nonce = match next_message(&mut stream).await? {
+        ToNode::Challenge { version, nonce } if version == PROTOCOL_VERSION => nonce,
+        ToNode::Challenge { version, .. } => {
+            bail!("coordinator speaks protocol version {version}, this node {PROTOCOL_VERSION}")
+        }
+        other => bail!("expected a challenge, got {other:?}"),
+    };
+    let signer = Arc::new(Signer { keypair: settings.keypair.clone(), session: nonce, seq: AtomicU64::new(0) });
+    let claimed = claimed_hardware(compute);
+    let register = signer.frame(|session, seq| FromNode::Register {
+        version: PROTOCOL_VERSION,
+        session,
+        seq,
+        operator: settings.operator,
+        kind: NodeKind::Native,
+        claimed,
+        price_nano_per_gflop: settings.price_nano_per_gflop,
+        slots: settings.slots,
+    });
+    sink.send(Message::Text(register.into())).await.context("registering")?;
+    let heartbeat_ms = match next_message(&mut stream).await? {
+        ToNode::Registered { heartbeat_interval_ms, node } => {
+            tracing::info!(%node, heartbeat_interval_ms, "registered");
+            heartbeat_interval_ms
+        }
+        ToNode::Error { code, message } => bail!("registration refused ({code:?}): {message}"),
+        other => bail!("expected registration, got {other:?}"),
+    };
+
+    let (out_tx, mut out_rx) = mpsc::channel::<String>(OUTBOUND_QUEUE);
+    let mut running: HashMap<(u64, u32), tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms.clamp(100, 3_600_000) / 2));
+    loop {
+        running.retain(|_, h| !h.is_finished());
+        tokio::select! {
+            _ = heartbeat.tick() => {
+                let frame = signer.frame(|session, seq| FromNode::Heartbeat { session, seq });
+                sink.send(Message::Text(frame.into())).await.context("heartbeat")?;
+            }
+            Some(frame) = out_rx.recv() => {
+                sink.send(Message::Text(frame.into())).await.context("sending")?;
+            }
+            incoming = stream.next() => {
+                let msg = match incoming {
+                    Some(Ok(Message::Text(text))) => match serde_json::from_str::<ToNode>(text.as_str()) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "unreadable frame from the coordinator");
+                            continue;
+                        }
+                    },
+                    Some(Ok(Message::Close(_))) | None => return Ok(Ended::Dropped),
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(_)) => continue,
+                };
+                match msg {
+                    ToNode::Task(task) => {
+                        let key = (task.task_id, task.attempt);
+                        let job = TaskRun { settings: settings.clone(), compute: Arc::clone(compute), http: http.clone(), signer: Arc::clone(&signer), out: out_tx.clone() };
+                        running.insert(key, tokio::spawn(job.run(task)));
+                    }
+                    ToNode::Cancel { task_id, attempt } => {
+                        if let Some(h) = running.remove(&(task_id, attempt)) {
+                            h.abort();
+                        }
+                    }
+                    ToNode::Verdict { task_id, attempt, accepted, reason } => {
+                        tracing::info!(task_id, attempt, accepted, %reason, "verdict");
+                    }
+                    ToNode::Error { code, message } => tracing::warn!(?code, %message, "coordinator refused a frame"),
+                    ToNode::Challenge { .. } | ToNode::Registered { .. } => {}
+                }
+            }
+            _ = shutdown.changed() => {
+                // Finish what is running (bounded), hand back the rest, say goodbye.
+                let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+                while running.values().any(|h| !h.is_finished()) && tokio::time::Instant::now() < deadline {
+                    tokio::select! {
+                        Some(frame) = out_rx.recv() => { let _ = sink.send(Message::Text(frame.into())).await; }
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    }
+                }
+                while let Ok(frame) = out_rx.try_recv() {
+                    let _ = sink.send(Message::Text(frame.into())).await;
+                }
+                for ((task_id, attempt), h) in running.drain() {
+                    if !h.is_finished() {
+                        h.abort();
+                        let frame = signer.frame(|session, seq| FromNode::Failed { session, seq, task_id, attempt, reason: "node shutting down".into() });
+                        let _ = sink.send(Message::Text(frame.into())).await;
+                    }
+                }
+                let bye = signer.frame(|session, seq| FromNode::Goodbye { session, seq });
+                let _ = sink.send(Message::Text(bye.into())).await;
+                let _ = sink.close().await;
+                return Ok(Ended::Shutdown);
+            }
+        }
+    }
+}
+
+async fn next_message<S>(stream: &mut S) -> anyhow::Result<ToNode>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
+            Err(_) => bail!("coordinator did not answer"),
+            Ok(None) | Ok(Some(Ok(Message::Close(_)))) => bail!("connection closed"),
+            Ok(Some(Err(e))) => return Err(e.into()),
+            Ok(Some(Ok(Message::Text(text)))) => {
+                return serde_json::from_str(text.as_str()).context("unreadable frame");
+            }
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// What the node tells the coordinator about its hardware (a claim; attestation measures the truth).
+pub fn claimed_hardware(compute: &Compute) -> ClaimedHardware {
+    match compute.gpu() {
+        Some(gpu) => {
+            let r = gpu.report();
+            let mut features = Vec::new();
+            if r.shader_f16 {
+                features.push("shader-f16".into());
+            }
+            if r.subgroups {
+                features.push("subgroups".into());
+            }
+            ClaimedHardware {
+                adapter: r.name.clone(),
+                backend: r.backend.clone(),
+                software: r.software,
+                memory_bytes: r.limits.max_buffer_size,
+                features,
+            }
+        }
+        None => ClaimedHardware {
+            adapter: "cpu".into(),
+            backend: "cpu".into(),
+            software: false,
+            memory_bytes: 0,
+            features: Vec::new(),
+        },
+    }
+}
+
+struct TaskRun {
+    settings: Settings,
+    compute: Arc<Compute>,
+    http: reqwest::Client,
+    signer: Arc<Signer>,
+    out: mpsc::Sender<String>,
+}
+
+impl TaskRun {
+    async fn run(self, task: Task) {
+        let (task_id, attempt) = (task.task_id, task.attempt);
+        match self.execute(&task).await {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(task_id, attempt, error = %e, "task failed");
+                let reason: String = e.to_string().chars().take(neurolov_protocol::messages::MAX_TEXT_BYTES).collect();
+                let frame =
+                    self.signer.frame(|session, seq| FromNode::Failed { session, seq, task_id, attempt, reason });
+                let _ = self.out.send(frame).await;
+            }
+        }
+    }
+
+    async fn execute(&self, task: &Task) -> anyhow::Result<()> {
+        let result = match &task.work {
+            Work::Matmul { m, n, k, a, b } => {
+                let (m, n, k) = (*m as usize, *n as usize, *k as usize);
+                let bytes_needed = 4 * (m as u64 * k as u64 + k as u64 * n as u64 + m as u64 * n as u64);
+                if bytes_needed > self.settings.max_task_bytes {
+                    bail!("task needs {bytes_needed} bytes, this node takes at most {}", self.settings.max_task_bytes);
+                }
+                let a = self.floats(a).await?;
+                let b = self.floats(b).await?;
+                let compute = Arc::clone(&self.compute);
+                tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
+                    let ran = compute.run(&Op::Matmul { a: &a, b: &b, m, n, k })?;
+                    tracing::debug!(backend = %ran.backend, m, n, k, "matmul done");
+                    Ok(ran.output.iter().flat_map(|v| v.to_le_bytes()).collect())
+                })
+                .await??
+            }
+            Work::Wgsl { source, entry_point, buffers, dispatch } => {
+                let Some(worker) = self.settings.worker.clone() else { bail!("this node runs no wgsl") };
+                let source = String::from_utf8(self.bytes(source).await?).context("kernel source is not utf-8")?;
+                let mut job_buffers = Vec::new();
+                for b in buffers {
+                    let access = match b.access.as_str() {
+                        "uniform" => JobAccess::Uniform,
+                        "read" => JobAccess::Read,
+                        "read_write" => JobAccess::ReadWrite,
+                        other => bail!("unknown buffer access {other}"),
+                    };
+                    let init = match &b.init {
+                        Some(r) => self.bytes(r).await?,
+                        None => Vec::new(),
+                    };
+                    job_buffers.push(JobBuffer { binding: b.binding, access, size_bytes: b.size_bytes, init });
+                }
+                let job =
+                    WgslJob { source, entry_point: entry_point.clone(), buffers: job_buffers, dispatch: *dispatch };
+                let features =
+                    self.compute.gpu().map(|g| g.report().shader_features()).unwrap_or_default();
+                tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
+                    let mut cmd = std::process::Command::new(worker);
+                    cmd.arg("kernel-worker");
+                    let outputs = neurolov_kernels::sandbox::run_isolated(&mut cmd, &job, features, WGSL_TIMEOUT)?;
+                    Ok(outputs.into_iter().flat_map(|(_, b)| b).collect())
+                })
+                .await??
+            }
+        };
+        let hash = blake3::hash(&result).to_hex().to_string();
+        let (task_id, attempt) = (task.task_id, task.attempt);
+        // Commit first: the signed hash binds this node to the result before anyone can see it.
+        let commit = self.signer.frame(|session, seq| FromNode::Commit {
+            session,
+            seq,
+            task_id,
+            attempt,
+            result_hash: hash.clone(),
+        });
+        self.out.send(commit).await.map_err(|_| anyhow!("session closed"))?;
+        let url = format!("{}/v1/blobs/{hash}", self.settings.coordinator.trim_end_matches('/'));
+        let resp = self.http.put(url).body(result).send().await.context("uploading the result")?;
+        if !resp.status().is_success() {
+            bail!("result upload refused: {}", resp.status());
+        }
+        let done =
+            self.signer.frame(|session, seq| FromNode::Result { session, seq, task_id, attempt, result_hash: hash });
+        self.out.send(done).await.map_err(|_| anyhow!("session closed"))?;
+        Ok(())
+    }
+
+    async fn bytes(&self, r: &DataRef) -> anyhow::Result<Vec<u8>> {
+        match r {
+            DataRef::Seeded { seed, len } => {
+                if len.saturating_mul(4) > self.settings.max_task_bytes {
+                    bail!("seeded input of {len} values is too large");
+                }
+                Ok(seeded_f32(*seed, *len as usize).iter().flat_map(|v| v.to_le_bytes()).collect())
+            }
+            DataRef::Blob { hash } => {
+                let url = format!("{}/v1/blobs/{hash}", self.settings.coordinator.trim_end_matches('/'));
+                let resp = self.http.get(url).send().await.context("fetching an input")?;
+                if !resp.status().is_success() {
+                    bail!("input blob {hash}: {}", resp.status());
+                }
+                if resp.content_length().is_some_and(|l| l > MAX_BLOB_BYTES) {
+                    bail!("input blob {hash} is larger than {MAX_BLOB_BYTES} bytes");
+                }
+                let body = resp.bytes().await.context("reading an input")?;
+                if blake3::hash(&body).to_hex().as_str() != hash {
+                    bail!("input blob {hash} does not match its hash");
+                }
+                Ok(body.to_vec())
+            }
+        }
+    }
+
+    async fn floats(&self, r: &DataRef) -> anyhow::Result<Vec<f32>> {
+        if let DataRef::Seeded { seed, len } = r {
+            if len.saturating_mul(4) > self.settings.max_task_bytes {
+                bail!("seeded input of {len} values is too large");
+            }
+            return Ok(seeded_f32(*seed, *len as usize));
+        }
+        let bytes = self.bytes(r).await?;
+        if bytes.len() % 4 != 0 {
+            bail!("input is not a whole number of f32s");
+        }
+        Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    }
+}
