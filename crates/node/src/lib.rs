@@ -317,8 +317,7 @@ impl TaskRun {
                 }
                 let job =
                     WgslJob { source, entry_point: entry_point.clone(), buffers: job_buffers, dispatch: *dispatch };
-                let features =
-                    self.compute.gpu().map(|g| g.report().shader_features()).unwrap_or_default();
+                let features = self.compute.gpu().map(|g| g.report().shader_features()).unwrap_or_default();
                 tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
                     let mut cmd = std::process::Command::new(worker);
                     cmd.arg("kernel-worker");
