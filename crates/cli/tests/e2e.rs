@@ -3,6 +3,8 @@
 //! killed mid-job does not stop the job; and malformed, wrongly signed and oversized frames on a real WebSocket
 //! get clear errors while the server keeps serving.
 
+#![allow(clippy::unwrap_used)] // Test helpers unwrap: a panic is the failure report.
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -1,6 +1,8 @@
 //! The core facing one node, frame by frame: bad frames get a typed error and change nothing, registration and
 //! attestation gate paid work, and missed heartbeats make a node stale, then offline, and requeue its task.
 
+#![allow(clippy::unwrap_used)] // Test helpers unwrap: a panic is the failure report.
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -2,6 +2,8 @@
 //! ids are base58 public keys, tampered or foreign messages fail to open, and the seeded generator is pinned to
 //! test vectors that the browser's implementation must reproduce.
 
+#![allow(clippy::unwrap_used)] // Test helpers unwrap: a panic is the failure report.
+
 use neurolov_protocol::messages::{ClaimedHardware, NodeKind, seeded_f32};
 use neurolov_protocol::{Envelope, EnvelopeError, FromNode, Id, IdError, KeyError, Keypair, SignatureError};
 use proptest::prelude::*;

@@ -1,6 +1,8 @@
 //! The scheduler's decisions on small, hand-built pools: the score's weights, each filter and the explanation a
 //! skipped node gets, replicas on distinct operators, and the estimate and cost of an allocation.
 
+#![allow(clippy::unwrap_used)] // Test helpers unwrap: a panic is the failure report.
+
 use neurolov_scheduler::{
     Features, NodeInfo, Requirements, Scheduler, SchedulerError, Verdict, Weights, WorkHistory, reliability,
 };

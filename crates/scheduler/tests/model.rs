@@ -1,6 +1,8 @@
 //! The indexed scheduler against a brute-force model that scans every node per decision: over random sequences of
 //! upserts, removals, eligibility changes, allocations and releases, both must choose exactly the same nodes.
 
+#![allow(clippy::unwrap_used)] // Test helpers unwrap: a panic is the failure report.
+
 use std::collections::HashMap;
 
 use neurolov_scheduler::{

@@ -1,6 +1,8 @@
 //! Freivalds' check on real fp32 products: honest results from the CPU GEMM pass, forged ones fail, and the
 //! tolerance is neither so tight that rounding fails nor so loose that a gross error passes.
 
+#![allow(clippy::unwrap_used)] // Test helpers unwrap: a panic is the failure report.
+
 use neurolov_kernels::cpu::sgemm;
 use neurolov_kernels::ops::random_vec;
 use neurolov_verify::freivalds::{FreivaldsError, check, false_accept_bound, tolerance_factor};
