@@ -42,18 +42,12 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// Starts a coordinator on a free port and returns its URL.
 fn serve(procs: &mut Procs, dir: &std::path::Path) -> String {
+    serve_on(procs, dir, "127.0.0.1:0")
+}
+
+fn serve_on(procs: &mut Procs, dir: &std::path::Path, listen: &str) -> String {
     let mut child = neurolov()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--heartbeat-ms",
-            "500",
-            "--attestation-size",
-            "64",
-            "--tile-rows",
-            "32",
-        ])
+        .args(["serve", "--listen", listen, "--heartbeat-ms", "500", "--attestation-size", "64", "--tile-rows", "32"])
         .arg("--data")
         .arg(dir.join("coordinator"))
         .stdout(Stdio::piped())
@@ -187,6 +181,40 @@ fn three_nodes_complete_a_job_and_survive_a_killed_node() {
             assert!(n.get(key).is_some(), "node lacks {key}: {n}");
         }
     }
+}
+
+#[test]
+fn a_coordinator_killed_mid_job_resumes_from_its_database() {
+    let dir = temp_dir("restart");
+    let mut procs = Procs(Vec::new());
+    let url = serve(&mut procs, &dir);
+    let coordinator = procs.0.len() - 1;
+    start_node(&mut procs, &dir, &url, "r1", "cpu");
+    start_node(&mut procs, &dir, &url, "r2", "cpu");
+    wait_for("two attested nodes", Duration::from_secs(120), || active_nodes(&url) == 2);
+    let submitted = submit(&dir, &url, "4096x256x256", false);
+    let id = submitted["id"].as_u64().expect("id");
+    wait_for("some progress", Duration::from_secs(120), || {
+        get_json(&format!("{url}/v1/jobs/{id}"))["tasks_done"].as_u64().unwrap_or(0) >= 2
+    });
+    // SIGKILL: no chance to flush anything that was not already committed.
+    procs.0[coordinator].kill().expect("kill");
+    let _ = procs.0[coordinator].wait();
+    let listen = url.trim_start_matches("http://").to_string();
+    let again = serve_on(&mut procs, &dir, &listen);
+    assert_eq!(again, url);
+    // The job and the nodes' reputations are back before any node reconnects.
+    let status = get_json(&format!("{url}/v1/jobs/{id}"));
+    assert!(status["state"] == "running" || status["state"] == "done", "{status}");
+    let nodes = get_json(&format!("{url}/v1/nodes"));
+    let verified: u64 = nodes.as_array().expect("nodes").iter().filter_map(|n| n["tasks_verified"].as_u64()).sum();
+    assert!(verified >= 2, "reputations were not restored: {nodes}");
+    wait_for("the job to finish after the restart", Duration::from_secs(300), || {
+        let s = get_json(&format!("{url}/v1/jobs/{id}"));
+        assert_ne!(s["state"], "failed", "{s}");
+        s["state"] == "done"
+    });
+    check_result(&dir, &url, id, 4096, 256, 256);
 }
 
 #[test]

@@ -276,7 +276,11 @@ async fn submit_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Resp
     })
     .await;
     match outcome {
-        Ok(Ok(id)) => (StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response(),
+        Ok(Ok(id)) => {
+            // The job is acknowledged only once it is durable.
+            app.coordinator.flush().await;
+            (StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response()
+        }
         Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }

@@ -7,6 +7,7 @@
 pub mod auth;
 mod blobs;
 mod http;
+mod store;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use neurolov_core::{Config, ConnId, Core, Effect};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::StoreMsg;
 
 pub use blobs::BlobDir;
 
@@ -50,6 +53,7 @@ pub struct Coordinator {
     conns: Mutex<HashMap<ConnId, mpsc::Sender<Outbound>>>,
     next_conn: AtomicU64,
     pub(crate) blobs: BlobDir,
+    store: mpsc::UnboundedSender<StoreMsg>,
 }
 
 /// Milliseconds since the Unix epoch: the core's clock (task deadlines are sent to nodes on it).
@@ -58,14 +62,35 @@ pub fn now_ms() -> u64 {
 }
 
 impl Coordinator {
-    pub fn new(cfg: ServeConfig) -> anyhow::Result<Arc<Coordinator>> {
+    /// Opens the data directory (blob files and `coordinator.db`), restores the core from it and starts the storage
+    /// writer.
+    pub async fn open(cfg: ServeConfig) -> anyhow::Result<Arc<Coordinator>> {
         let blobs = BlobDir::open(cfg.data_dir.join("blobs"))?;
-        Ok(Arc::new(Coordinator {
-            core: Mutex::new(Core::new(cfg.core, cfg.seed, now_ms())),
+        let (pool, restored) = store::open(&cfg.data_dir.join("coordinator.db")).await?;
+        let (jobs, nodes) = (restored.jobs.len(), restored.nodes.len());
+        let (core, effects) = Core::restore(cfg.core, cfg.seed, now_ms(), restored, &blobs);
+        if jobs + nodes > 0 {
+            tracing::info!(jobs, nodes, "resumed from storage");
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(store::writer(pool, rx));
+        let coordinator = Arc::new(Coordinator {
+            core: Mutex::new(core),
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             blobs,
-        }))
+            store: tx,
+        });
+        coordinator.apply(effects);
+        Ok(coordinator)
+    }
+
+    /// Waits until every record emitted so far is committed to storage.
+    pub(crate) async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.store.send(StoreMsg::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// Runs `f` on the core and carries out the effects it returns.
@@ -116,6 +141,11 @@ impl Coordinator {
                     tracing::warn!(%node, %operator, task = evidence.task, reason = %evidence.reason, "fraud proven; slash due");
                 }
                 Effect::JobFinished { job, state } => tracing::info!(job, ?state, "job finished"),
+                Effect::Persist(record) => {
+                    if self.store.send(StoreMsg::Record(Box::new(record))).is_err() {
+                        tracing::error!("storage writer is gone");
+                    }
+                }
             }
         }
     }
@@ -158,7 +188,7 @@ impl Coordinator {
 
 /// Serves the coordinator on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, cfg: ServeConfig) -> anyhow::Result<()> {
-    let coordinator = Coordinator::new(cfg)?;
+    let coordinator = Coordinator::open(cfg).await?;
     let ticker = Arc::clone(&coordinator);
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(TICK_INTERVAL);

@@ -165,6 +165,7 @@ pub(crate) struct PlannedTask {
 pub(crate) struct Job {
     pub id: JobId,
     pub client: Id,
+    pub spec: JobSpec,
     pub state: JobState,
     pub tasks: Vec<TaskId>,
     pub min_reliability: f64,
@@ -174,6 +175,47 @@ pub(crate) struct Job {
 }
 
 impl Job {
+    /// A job restored in a final state: no tasks to run, only results to serve.
+    pub fn finished(id: JobId, client: Id, spec: JobSpec, state: JobState, tasks: Vec<TaskId>) -> Job {
+        let (min_reliability, max_price_nano_per_gflop, tolerance) = match &spec {
+            JobSpec::Matmul { min_reliability, max_price_nano_per_gflop, .. } => {
+                (*min_reliability, *max_price_nano_per_gflop, Tolerance::Bitwise)
+            }
+            JobSpec::Wgsl { min_reliability, max_price_nano_per_gflop, tolerance, .. } => {
+                (*min_reliability, *max_price_nano_per_gflop, *tolerance)
+            }
+        };
+        Job {
+            id,
+            client,
+            spec,
+            state,
+            tasks,
+            min_reliability,
+            max_price_nano_per_gflop,
+            tolerance,
+            results: BTreeMap::new(),
+        }
+    }
+
+    /// A verified result reloaded after a restart.
+    pub fn restore_result(&mut self, task: TaskId, bytes: Arc<[u8]>) {
+        if self.tasks.contains(&task) {
+            self.results.insert(task, bytes);
+        }
+    }
+
+    /// Recomputes a running job's progress from its results.
+    pub fn refresh_state(&mut self) {
+        if !self.state.is_final() {
+            self.state = if self.results.len() == self.tasks.len() {
+                JobState::Done
+            } else {
+                JobState::Running { tasks_done: self.results.len(), tasks: self.tasks.len() }
+            };
+        }
+    }
+
     pub fn with_tasks(mut self, tasks: Vec<TaskId>) -> Job {
         self.state = JobState::Running { tasks_done: 0, tasks: tasks.len() };
         self.tasks = tasks;
@@ -255,9 +297,11 @@ pub(crate) fn plan(
     cfg: &Config,
     blobs: &dyn Blobs,
 ) -> Result<(Job, Vec<PlannedTask>), SubmitError> {
+    let spec_copy = spec.clone();
     let job = |min_reliability: f64, max_price_nano_per_gflop: u64, tolerance: Tolerance| Job {
         id,
         client,
+        spec: spec_copy.clone(),
         state: JobState::Running { tasks_done: 0, tasks: 0 },
         tasks: Vec::new(),
         min_reliability,

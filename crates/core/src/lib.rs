@@ -5,6 +5,7 @@
 //! can be replayed from a seed (see `tests/simulation.rs`). The IO shell (HTTP, WebSocket, storage) wraps it.
 
 mod jobs;
+mod persist;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use neurolov_verify::freivalds;
 use neurolov_verify::replicas::{self, Tolerance};
 
 pub use jobs::{InputData, JobSpec, JobState, JobView, SubmitError, TaskView};
+pub use persist::{JobRecord, NodeRecord, Record, Restored};
 
 /// A connection, numbered by the shell.
 pub type ConnId = u64;
@@ -125,6 +127,8 @@ pub enum Effect {
         job: JobId,
         state: JobState,
     },
+    /// Keep this across restarts (see [`Core::restore`]).
+    Persist(Record),
 }
 
 /// The proof that a node committed to a wrong result: its signed commit, re-checkable by anyone.
@@ -357,6 +361,8 @@ impl Core {
             self.queue.push_back(tid);
         }
         self.jobs.insert(id, job.with_tasks(task_ids));
+        self.persist_ids();
+        self.persist_job(id);
         self.dispatch();
         Ok((id, self.take_effects()))
     }
@@ -679,6 +685,7 @@ impl Core {
 
     /// Tells the scheduler what is now true of a node.
     fn sync_scheduler(&mut self, id: Id) {
+        self.persist_node(id);
         let Some(n) = self.nodes.get(&id) else { return };
         let info = NodeInfo {
             operator: operator_key(&n.operator),
@@ -1144,8 +1151,15 @@ impl Core {
             Purpose::Job(job) => {
                 self.pay(tid, node, purpose, work_mflop);
                 if let Some(j) = self.jobs.get_mut(&job) {
+                    let result_hash = blob_hash(&bytes);
                     j.task_done(tid, bytes);
-                    if j.state.is_final() {
+                    self.effects.push(Effect::Persist(Record::TaskResult { job, task: tid, result_hash }));
+                    let finished = j.state.is_final();
+                    if finished {
+                        self.persist_job(job);
+                    }
+                    let Some(j) = self.jobs.get(&job) else { return };
+                    if finished {
                         let state = j.state.clone();
                         if let Some(result) = j.result() {
                             let hash = blake3::hash(&result).to_hex().to_string();
@@ -1221,6 +1235,7 @@ impl Core {
         j.state = JobState::Failed { reason };
         let state = j.state.clone();
         let tasks = j.tasks.clone();
+        self.persist_job(job);
         for tid in tasks {
             let live: Vec<(u32, Id)> = self
                 .tasks

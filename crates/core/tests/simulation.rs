@@ -6,12 +6,17 @@
 //! - every job ends done or failed, explicitly;
 //! - no task is ever held by an unattested or offline node.
 //!
+//! In half the runs the coordinator itself crashes once and is rebuilt from what it asked to persist.
+//!
 //! `NEUROLOV_SIM_RUNS` sets the number of seeded runs (default 200); `NEUROLOV_SIM_SEED` replays one seed.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use neurolov_core::{Blobs, Config, ConnId, Core, Effect, InputData, JobId, JobSpec, JobState, NodeState};
+use neurolov_core::{
+    Blobs, Config, ConnId, Core, Effect, InputData, JobId, JobRecord, JobSpec, JobState, NodeRecord, NodeState, Record,
+    Restored,
+};
 use neurolov_protocol::messages::{ClaimedHardware, DataRef, NodeKind, Task, ToNode, WgslBuffer, Work, seeded_f32};
 use neurolov_protocol::{Envelope, FromNode, Keypair};
 use neurolov_verify::replicas::DEFAULT_FLOAT;
@@ -53,6 +58,57 @@ struct SimNode {
 #[derive(Default)]
 struct Store(HashMap<String, Arc<[u8]>>);
 
+/// The simulated database: the latest of each record, as the shell's storage keeps them.
+#[derive(Default)]
+struct Db {
+    nodes: BTreeMap<neurolov_protocol::Id, NodeRecord>,
+    jobs: BTreeMap<JobId, JobRecord>,
+    results: BTreeMap<u64, (JobId, String)>,
+    next_job: u64,
+    next_task: u64,
+}
+
+impl Db {
+    fn apply(&mut self, r: Record) {
+        match r {
+            Record::Node(n) => {
+                self.nodes.insert(n.id, n);
+            }
+            Record::Job(j) => {
+                self.jobs.insert(j.id, j);
+            }
+            Record::TaskResult { job, task, result_hash } => {
+                self.results.insert(task, (job, result_hash));
+            }
+            Record::Ids { next_job, next_task } => {
+                self.next_job = self.next_job.max(next_job);
+                self.next_task = self.next_task.max(next_task);
+            }
+        }
+    }
+
+    fn restored(&self) -> Restored {
+        Restored {
+            nodes: self.nodes.values().cloned().collect(),
+            jobs: self
+                .jobs
+                .values()
+                .map(|j| {
+                    let results = self
+                        .results
+                        .iter()
+                        .filter(|(_, (job, _))| *job == j.id)
+                        .map(|(&t, (_, h))| (t, h.clone()))
+                        .collect();
+                    (j.clone(), results)
+                })
+                .collect(),
+            next_job: self.next_job,
+            next_task: self.next_task,
+        }
+    }
+}
+
 impl Blobs for Store {
     fn get(&self, hash: &str) -> Option<Arc<[u8]>> {
         self.0.get(hash).cloned()
@@ -72,6 +128,9 @@ struct Sim {
     loss: f64,
     jobs: BTreeMap<JobId, (JobSpec, Option<JobState>)>,
     slashed: usize,
+    db: Db,
+    crash_at_step: Option<usize>,
+    restarts: u64,
 }
 
 fn config() -> Config {
@@ -148,7 +207,27 @@ impl Sim {
             to_nodes: VecDeque::new(),
             jobs: BTreeMap::new(),
             slashed: 0,
+            db: Db::default(),
+            crash_at_step: None,
+            restarts: 0,
         }
+    }
+
+    /// The coordinator dies and comes back from its database: every connection is gone.
+    fn restart_coordinator(&mut self) {
+        self.restarts += 1;
+        let (core, effects) =
+            Core::restore(config(), self.seed ^ (self.restarts << 32), self.now, self.db.restored(), &self.store);
+        self.core = core;
+        self.conn_node.clear();
+        self.to_nodes.clear();
+        for n in &mut self.nodes {
+            n.conn = None;
+            n.session = None;
+            n.working.clear();
+            n.down_until_ms = self.now + 200;
+        }
+        self.apply(effects);
     }
 
     fn fail(&self, what: &str) -> ! {
@@ -192,6 +271,7 @@ impl Sim {
                     self.slashed += 1;
                 }
                 Effect::Reward { .. } => {}
+                Effect::Persist(record) => self.db.apply(record),
             }
         }
     }
@@ -434,7 +514,13 @@ impl Sim {
     }
 
     fn run(&mut self) {
+        if self.rng.bool() {
+            self.crash_at_step = Some(self.rng.usize(50..350));
+        }
         for s in 0..400 {
+            if self.crash_at_step == Some(s) {
+                self.restart_coordinator();
+            }
             if s % 20 == 0 && s < 300 {
                 self.submit();
             }

@@ -1,0 +1,205 @@
+//! What the core asks its shell to keep across restarts, and how a core is rebuilt from it. The durable state is
+//! small: each node's reputation (attestation, verified throughput, work history, uptime), each job's spec, state
+//! and task ids, and which tasks have a verified result (the bytes are blobs). Assignments in flight are not kept:
+//! after a restart the nodes reconnect and the unfinished tasks are handed out again.
+
+use std::sync::Arc;
+
+use neurolov_protocol::Id;
+use neurolov_protocol::messages::{ClaimedHardware, NodeKind};
+use neurolov_scheduler::WorkHistory;
+
+use crate::jobs::{self, JobSpec, JobState};
+use crate::{Blobs, Config, Core, Effect, JobId, Purpose, TaskId};
+
+/// A durable fact, written by the shell in the order the core emits them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    Node(NodeRecord),
+    Job(JobRecord),
+    /// A task's verified result, stored as the blob `result_hash`.
+    TaskResult {
+        job: JobId,
+        task: TaskId,
+        result_hash: String,
+    },
+    /// Ids handed out so far (never reused after a restart).
+    Ids {
+        next_job: JobId,
+        next_task: TaskId,
+    },
+}
+
+/// A node's durable state: its reputation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeRecord {
+    pub id: Id,
+    pub operator: Id,
+    pub kind: NodeKind,
+    pub claimed: ClaimedHardware,
+    pub price_nano_per_gflop: u64,
+    pub slots: u32,
+    pub attested: bool,
+    pub gflops_verified: f64,
+    pub history: WorkHistory,
+    pub up_ms: u64,
+    pub first_seen_ms: u64,
+}
+
+/// A job's durable state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub client: Id,
+    pub spec: JobSpec,
+    pub state: JobState,
+    pub tasks: Vec<TaskId>,
+}
+
+/// Everything a shell loaded from storage.
+#[derive(Clone, Debug, Default)]
+pub struct Restored {
+    pub nodes: Vec<NodeRecord>,
+    /// Each job with the verified results of its tasks (task, blob hash).
+    pub jobs: Vec<(JobRecord, Vec<(TaskId, String)>)>,
+    pub next_job: JobId,
+    pub next_task: TaskId,
+}
+
+impl Core {
+    pub(crate) fn persist_node(&mut self, id: Id) {
+        let Some(n) = self.nodes.get(&id) else { return };
+        self.effects.push(Effect::Persist(Record::Node(NodeRecord {
+            id,
+            operator: n.operator,
+            kind: n.kind,
+            claimed: n.claimed.clone(),
+            price_nano_per_gflop: n.price_nano_per_gflop,
+            slots: n.slots,
+            attested: n.attested,
+            gflops_verified: n.gflops_verified,
+            history: n.history,
+            up_ms: n.up_ms,
+            first_seen_ms: n.first_seen_ms,
+        })));
+    }
+
+    pub(crate) fn persist_job(&mut self, id: JobId) {
+        let Some(j) = self.jobs.get(&id) else { return };
+        let record =
+            JobRecord { id, client: j.client, spec: j.spec.clone(), state: j.state.clone(), tasks: j.tasks.clone() };
+        self.effects.push(Effect::Persist(Record::Job(record)));
+    }
+
+    pub(crate) fn persist_ids(&mut self) {
+        self.effects.push(Effect::Persist(Record::Ids { next_job: self.next_job, next_task: self.next_task }));
+    }
+
+    /// Rebuilds a core from what its shell stored. Nodes come back offline (they reconnect); unfinished jobs are
+    /// cut into the same tasks again and their unverified tasks queued; verified results are read from `blobs`.
+    pub fn restore(cfg: Config, seed: u64, now_ms: u64, restored: Restored, blobs: &dyn Blobs) -> (Core, Vec<Effect>) {
+        let mut core = Core::new(cfg, seed, now_ms);
+        for r in restored.nodes {
+            let key = core.next_key;
+            core.next_key += 1;
+            core.keys.insert(key, r.id);
+            core.nodes.insert(
+                r.id,
+                crate::Node {
+                    key,
+                    operator: r.operator,
+                    kind: r.kind,
+                    claimed: r.claimed,
+                    price_nano_per_gflop: r.price_nano_per_gflop,
+                    slots: r.slots,
+                    conn: None,
+                    state: crate::NodeState::Offline,
+                    last_seen_ms: now_ms,
+                    first_seen_ms: r.first_seen_ms,
+                    up_ms: r.up_ms,
+                    history: r.history,
+                    gflops_verified: r.gflops_verified,
+                    attested: r.attested,
+                    challenge: None,
+                    next_challenge_ms: 0,
+                    running: Default::default(),
+                },
+            );
+            core.sync_scheduler(r.id);
+        }
+        let max_task = restored.jobs.iter().flat_map(|(j, _)| j.tasks.iter().copied()).max().unwrap_or(0);
+        let max_job = restored.jobs.iter().map(|(j, _)| j.id).max().unwrap_or(0);
+        core.next_job = restored.next_job.max(max_job + 1);
+        core.next_task = restored.next_task.max(max_task + 1);
+        for (record, results) in restored.jobs {
+            core.restore_job(record, results, blobs);
+        }
+        // Whatever the restore itself decided (jobs that could not resume) is written back.
+        let effects = core.take_effects();
+        (core, effects)
+    }
+
+    fn restore_job(&mut self, record: JobRecord, results: Vec<(TaskId, String)>, blobs: &dyn Blobs) {
+        let id = record.id;
+        let planned = jobs::plan(id, record.client, record.spec.clone(), &self.cfg, blobs);
+        let (job, tasks) = match planned {
+            Ok((job, tasks)) if tasks.len() == record.tasks.len() => (job, tasks),
+            Ok(_) | Err(_) if record.state.is_final() => {
+                // A finished job needs no tasks, only its results.
+                let mut job = jobs::Job::finished(id, record.client, record.spec, record.state, record.tasks.clone());
+                for (task, hash) in results {
+                    if let Some(bytes) = blobs.get(&hash) {
+                        job.restore_result(task, bytes);
+                    }
+                }
+                self.jobs.insert(id, job);
+                return;
+            }
+            Ok(_) => {
+                self.fail_restored(id, record, "its tasks could not be rebuilt after a restart");
+                return;
+            }
+            Err(e) => {
+                self.fail_restored(id, record, &format!("its inputs could not be reloaded after a restart: {e}"));
+                return;
+            }
+        };
+        let mut job = job.with_tasks(record.tasks.clone());
+        job.state = record.state.clone();
+        let done: std::collections::HashMap<TaskId, Arc<[u8]>> =
+            results.into_iter().filter_map(|(t, h)| blobs.get(&h).map(|b| (t, b))).collect();
+        for (&tid, planned) in record.tasks.iter().zip(tasks) {
+            let result = done.get(&tid).cloned();
+            let is_done = result.is_some() || record.state.is_final();
+            self.tasks.insert(
+                tid,
+                crate::TaskRec {
+                    purpose: Purpose::Job(id),
+                    work: planned.work,
+                    operands: planned.operands,
+                    work_mflop: planned.work_mflop,
+                    next_attempt: 0,
+                    replicas_wanted: planned.replicas,
+                    assignments: Vec::new(),
+                    done: is_done,
+                    waiting_since_ms: None,
+                },
+            );
+            match result {
+                Some(bytes) => job.restore_result(tid, bytes),
+                None if !record.state.is_final() => self.queue.push_back(tid),
+                None => {}
+            }
+        }
+        job.refresh_state();
+        self.jobs.insert(id, job);
+    }
+
+    fn fail_restored(&mut self, id: JobId, record: JobRecord, reason: &str) {
+        let state = JobState::Failed { reason: format!("job {id}: {reason}") };
+        let job = jobs::Job::finished(id, record.client, record.spec, state.clone(), record.tasks);
+        self.jobs.insert(id, job);
+        self.persist_job(id);
+        self.effects.push(Effect::JobFinished { job: id, state });
+    }
+}
