@@ -64,7 +64,7 @@ fn start_node(procs: &mut Procs, dir: &std::path::Path, url: &str, name: &str, b
     let out = neurolov().args(["keygen", "--out"]).arg(&key).output().expect("keygen");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let child = neurolov()
-        .args(["node", "--coordinator", url, "--backend", backend, "--slots", "1"])
+        .args(["node", "--coordinator", url, "--backend", backend, "--slots", "4"])
         .arg("--key")
         .arg(&key)
         .stdout(Stdio::null())

@@ -197,6 +197,13 @@ pub async fn serve(listener: tokio::net::TcpListener, cfg: ServeConfig) -> anyho
             ticker.with_core(|core, _| ((), core.tick(now_ms())));
         }
     });
+    use axum::serve::ListenerExt;
+    // Frames are small and latency-bound: send them at once rather than waiting to coalesce (Nagle).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, http::router(coordinator)).await?;
     Ok(())
 }

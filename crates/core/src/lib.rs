@@ -7,7 +7,7 @@
 mod jobs;
 mod persist;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use neurolov_protocol::messages::{ClaimedHardware, ErrorCode, NodeKind, Task, ToNode, Work};
@@ -785,16 +785,26 @@ impl Core {
         self.send(conn, msg);
     }
 
-    /// Places queued tasks on nodes; tasks that cannot be placed now stay queued in order.
+    /// Places queued tasks on nodes; tasks that cannot be placed now stay queued in order. Stops as soon as no
+    /// eligible node has a free slot, so an event costs little however long the queue is.
     fn dispatch(&mut self) {
-        let mut waiting = VecDeque::new();
+        let mut waiting = VecDeque::with_capacity(self.queue.len());
+        let mut seen = HashSet::with_capacity(self.queue.len());
         while let Some(tid) = self.queue.pop_front() {
+            if !self.sched.has_available() {
+                waiting.push_back(tid);
+                waiting.extend(self.queue.drain(..));
+                break;
+            }
+            if !seen.insert(tid) {
+                continue;
+            }
             let Some(t) = self.tasks.get(&tid) else { continue };
             if t.done {
                 continue;
             }
-            let live: Vec<&Assignment> = t.assignments.iter().filter(|a| !a.dropped).collect();
-            let missing = t.replicas_wanted.saturating_sub(live.len() as u32);
+            let live = t.assignments.iter().filter(|a| !a.dropped).count() as u32;
+            let missing = t.replicas_wanted.saturating_sub(live);
             if missing == 0 {
                 continue;
             }
@@ -824,35 +834,40 @@ impl Core {
             };
             match self.sched.allocate(&req) {
                 Ok(allocation) => {
+                    if let Some(t) = self.tasks.get_mut(&tid) {
+                        t.waiting_since_ms = None;
+                    }
                     for p in allocation.placements {
                         if let Some(&id) = self.keys.get(&p.node) {
                             self.assign(tid, id);
                         }
                     }
                 }
-                Err(_) => {
-                    let now = self.now_ms;
-                    if let Some(t) = self.tasks.get_mut(&tid) {
-                        let since = *t.waiting_since_ms.get_or_insert(now);
-                        if now.saturating_sub(since) >= self.cfg.max_queue_wait_ms
-                            && let Purpose::Job(job) = t.purpose
-                        {
-                            self.fail_job(job, format!("task {tid} found no eligible node for {} ms", now - since));
-                            continue;
-                        }
-                    }
-                    if !waiting.contains(&tid) {
-                        waiting.push_back(tid);
-                    }
-                }
-            }
-            if let Some(t) = self.tasks.get_mut(&tid)
-                && !waiting.contains(&tid)
-            {
-                t.waiting_since_ms = None;
+                Err(_) => waiting.push_back(tid),
             }
         }
         self.queue = waiting;
+    }
+
+    /// Fails the jobs of tasks that have waited longer than `max_queue_wait_ms` for an eligible node.
+    fn expire_waiting(&mut self) {
+        let now = self.now_ms;
+        let mut expired = Vec::new();
+        for &tid in &self.queue {
+            if let Some(t) = self.tasks.get_mut(&tid)
+                && !t.done
+            {
+                let since = *t.waiting_since_ms.get_or_insert(now);
+                if now.saturating_sub(since) >= self.cfg.max_queue_wait_ms
+                    && let Purpose::Job(job) = t.purpose
+                {
+                    expired.push((job, tid, now - since));
+                }
+            }
+        }
+        for (job, tid, waited) in expired {
+            self.fail_job(job, format!("task {tid} found no eligible node for {waited} ms"));
+        }
     }
 
     fn supervise(&mut self) {
@@ -902,21 +917,25 @@ impl Core {
                 self.challenge(id);
             }
         }
-        // Deadlines.
-        let late: Vec<(TaskId, u32, Id)> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| !t.done)
-            .flat_map(|(&tid, t)| {
-                t.assignments
-                    .iter()
-                    .filter(|a| !a.dropped && a.result.is_none() && a.deadline_ms <= now)
-                    .map(move |a| (tid, a.attempt, a.node))
-            })
-            .collect();
-        for (tid, attempt, node) in late {
-            self.drop_assignment(tid, attempt, node, Outcome::TimedOut);
+        // Deadlines: only attempts nodes are holding can be late.
+        let held: Vec<(TaskId, u32, Id)> =
+            self.nodes.iter().flat_map(|(&id, n)| n.running.iter().map(move |&(t, a)| (t, a, id))).collect();
+        for (tid, attempt, node) in held {
+            let late = self.tasks.get(&tid).is_some_and(|t| {
+                !t.done
+                    && t.assignments.iter().any(|a| {
+                        a.attempt == attempt
+                            && a.node == node
+                            && !a.dropped
+                            && a.result.is_none()
+                            && a.deadline_ms <= now
+                    })
+            });
+            if late {
+                self.drop_assignment(tid, attempt, node, Outcome::TimedOut);
+            }
         }
+        self.expire_waiting();
     }
 
     fn go_offline(&mut self, id: Id, why: &str) {

@@ -86,6 +86,11 @@ fn ws_url(coordinator: &str) -> String {
     format!("{base}/v1/nodes/ws")
 }
 
+/// A message waiting for its session nonce and sequence number. Numbers are assigned when the session loop sends
+/// it, never earlier: frames made concurrently by several tasks would otherwise reach the coordinator out of order
+/// and be refused as replays.
+type Pending = Box<dyn FnOnce(String, u64) -> FromNode + Send>;
+
 /// Signs node messages with the session's nonce and increasing sequence numbers.
 struct Signer {
     keypair: Keypair,
@@ -107,7 +112,10 @@ async fn session(
     http: &reqwest::Client,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<Ended> {
-    let (ws, _) = tokio_tungstenite::connect_async(ws_url(&settings.coordinator)).await.context("connecting")?;
+    // Nagle off: every frame is small and waits on an answer.
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(ws_url(&settings.coordinator), None, true)
+        .await
+        .context("connecting")?;
     let (mut sink, mut stream) = ws.split();
     let nonce = match next_message(&mut stream).await? {
         ToNode::Challenge { version, nonce } if version == PROTOCOL_VERSION => nonce,
@@ -138,7 +146,7 @@ async fn session(
         other => bail!("expected registration, got {other:?}"),
     };
 
-    let (out_tx, mut out_rx) = mpsc::channel::<String>(OUTBOUND_QUEUE);
+    let (out_tx, mut out_rx) = mpsc::channel::<Pending>(OUTBOUND_QUEUE);
     let mut running: HashMap<(u64, u32), tokio::task::JoinHandle<()>> = HashMap::new();
     let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms.clamp(100, 3_600_000) / 2));
     loop {
@@ -148,7 +156,8 @@ async fn session(
                 let frame = signer.frame(|session, seq| FromNode::Heartbeat { session, seq });
                 sink.send(Message::Text(frame.into())).await.context("heartbeat")?;
             }
-            Some(frame) = out_rx.recv() => {
+            Some(pending) = out_rx.recv() => {
+                let frame = signer.frame(pending);
                 sink.send(Message::Text(frame.into())).await.context("sending")?;
             }
             incoming = stream.next() => {
@@ -167,7 +176,7 @@ async fn session(
                 match msg {
                     ToNode::Task(task) => {
                         let key = (task.task_id, task.attempt);
-                        let job = TaskRun { settings: settings.clone(), compute: Arc::clone(compute), http: http.clone(), signer: Arc::clone(&signer), out: out_tx.clone() };
+                        let job = TaskRun { settings: settings.clone(), compute: Arc::clone(compute), http: http.clone(), out: out_tx.clone() };
                         running.insert(key, tokio::spawn(job.run(task)));
                     }
                     ToNode::Cancel { task_id, attempt } => {
@@ -187,12 +196,14 @@ async fn session(
                 let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
                 while running.values().any(|h| !h.is_finished()) && tokio::time::Instant::now() < deadline {
                     tokio::select! {
-                        Some(frame) = out_rx.recv() => { let _ = sink.send(Message::Text(frame.into())).await; }
+                        Some(pending) = out_rx.recv() => {
+                            let _ = sink.send(Message::Text(signer.frame(pending).into())).await;
+                        }
                         _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                     }
                 }
-                while let Ok(frame) = out_rx.try_recv() {
-                    let _ = sink.send(Message::Text(frame.into())).await;
+                while let Ok(pending) = out_rx.try_recv() {
+                    let _ = sink.send(Message::Text(signer.frame(pending).into())).await;
                 }
                 for ((task_id, attempt), h) in running.drain() {
                     if !h.is_finished() {
@@ -261,8 +272,7 @@ struct TaskRun {
     settings: Settings,
     compute: Arc<Compute>,
     http: reqwest::Client,
-    signer: Arc<Signer>,
-    out: mpsc::Sender<String>,
+    out: mpsc::Sender<Pending>,
 }
 
 impl TaskRun {
@@ -273,9 +283,9 @@ impl TaskRun {
             Err(e) => {
                 tracing::warn!(task_id, attempt, error = %e, "task failed");
                 let reason: String = e.to_string().chars().take(neurolov_protocol::messages::MAX_TEXT_BYTES).collect();
-                let frame =
-                    self.signer.frame(|session, seq| FromNode::Failed { session, seq, task_id, attempt, reason });
-                let _ = self.out.send(frame).await;
+                let failed: Pending =
+                    Box::new(move |session, seq| FromNode::Failed { session, seq, task_id, attempt, reason });
+                let _ = self.out.send(failed).await;
             }
         }
     }
@@ -330,21 +340,17 @@ impl TaskRun {
         let hash = blake3::hash(&result).to_hex().to_string();
         let (task_id, attempt) = (task.task_id, task.attempt);
         // Commit first: the signed hash binds this node to the result before anyone can see it.
-        let commit = self.signer.frame(|session, seq| FromNode::Commit {
-            session,
-            seq,
-            task_id,
-            attempt,
-            result_hash: hash.clone(),
-        });
+        let committed = hash.clone();
+        let commit: Pending =
+            Box::new(move |session, seq| FromNode::Commit { session, seq, task_id, attempt, result_hash: committed });
         self.out.send(commit).await.map_err(|_| anyhow!("session closed"))?;
         let url = format!("{}/v1/blobs/{hash}", self.settings.coordinator.trim_end_matches('/'));
         let resp = self.http.put(url).body(result).send().await.context("uploading the result")?;
         if !resp.status().is_success() {
             bail!("result upload refused: {}", resp.status());
         }
-        let done =
-            self.signer.frame(|session, seq| FromNode::Result { session, seq, task_id, attempt, result_hash: hash });
+        let done: Pending =
+            Box::new(move |session, seq| FromNode::Result { session, seq, task_id, attempt, result_hash: hash });
         self.out.send(done).await.map_err(|_| anyhow!("session closed"))?;
         Ok(())
     }

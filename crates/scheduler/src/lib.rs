@@ -331,6 +331,11 @@ impl Scheduler {
         self.rebuilds
     }
 
+    /// Whether any eligible node has a free slot (if not, no allocation can succeed).
+    pub fn has_available(&self) -> bool {
+        !self.available.is_empty()
+    }
+
     /// The node's current score, if it is known and eligible.
     pub fn score(&self, node: NodeKey) -> Option<f64> {
         self.nodes.get(&node).filter(|e| e.info.eligible).map(|e| e.score)
