@@ -37,6 +37,9 @@ pub struct ServeArgs {
     /// Rows of C per matmul task.
     #[arg(long, default_value_t = 256)]
     tile_rows: u32,
+    /// Print the address as JSON (`{"listening": URL}`).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -52,7 +55,7 @@ pub struct NodeArgs {
     /// The account paid for this node's work (base58); default: the node's own id.
     #[arg(long)]
     operator: Option<String>,
-    /// Price asked, in NLOV per TFLOP of verified work (1 NLOV/TFLOP = 1 nano-NLOV per GFLOP... ×1000).
+    /// Price asked, in NLOV per TFLOP of verified work (1 NLOV/TFLOP = 10⁶ nano-NLOV per GFLOP on the wire).
     #[arg(long, default_value_t = 1.0)]
     price_nlov_per_tflop: f64,
     /// Tasks run at once.
@@ -64,6 +67,9 @@ pub struct NodeArgs {
     /// `auto` (measure GPU and CPU per kernel), `cpu`, or `gpu`.
     #[arg(long, default_value = "auto")]
     backend: String,
+    /// Print the node's identity and per-kernel backends as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -198,7 +204,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let listener =
             tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
         // The first line on stdout is the address, for scripts and tests that listen on port 0.
-        println!("listening on http://{}", listener.local_addr()?);
+        let url = format!("http://{}", listener.local_addr()?);
+        if args.json {
+            println!("{}", serde_json::json!({ "listening": url }));
+        } else {
+            println!("listening on {url}");
+        }
         neurolov_coordinator::serve(listener, ServeConfig { data_dir: data, core, seed }).await
     })
 }
@@ -252,7 +263,21 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         max_task_bytes: parse_bytes(&args.max_task_memory)?,
         worker: std::env::current_exe().ok(),
     };
-    println!("node {} (operator {}) serving {}", settings.keypair.id(), settings.operator, settings.coordinator);
+    if args.json {
+        let plan: serde_json::Map<String, serde_json::Value> =
+            compute.plan().iter().map(|(k, b)| (k.name().to_string(), b.to_string().into())).collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "node": settings.keypair.id().to_string(),
+                "operator": settings.operator.to_string(),
+                "coordinator": settings.coordinator,
+                "backends": plan,
+            })
+        );
+    } else {
+        println!("node {} (operator {}) serving {}", settings.keypair.id(), settings.operator, settings.coordinator);
+    }
     runtime()?.block_on(async move {
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {

@@ -391,7 +391,8 @@ pub(crate) fn plan(
                 work: Work::Wgsl { source: DataRef::Blob { hash: source_hash }, entry_point, buffers, dispatch },
                 operands: None,
                 work_mflop: work_mflop.max(1),
-                replicas: cfg.wgsl_replicas.max(1),
+                // One replica unless the spot check at its first placement asks for more.
+                replicas: 1,
                 blobs: Vec::new(),
             };
             Ok((job(min_reliability, max_price_nano_per_gflop, tolerance), vec![task]))

@@ -15,6 +15,7 @@ use neurolov_protocol::{Envelope, FromNode, Id, PROTOCOL_VERSION};
 use neurolov_scheduler::{NodeInfo, Requirements, Scheduler, Weights, WorkHistory, reliability};
 use neurolov_verify::freivalds;
 use neurolov_verify::replicas::{self, Tolerance};
+use neurolov_verify::spotcheck::SpotCheckPolicy;
 
 pub use jobs::{InputData, JobSpec, JobState, JobView, SubmitError, TaskView};
 pub use persist::{JobRecord, NodeRecord, Record, Restored};
@@ -54,8 +55,10 @@ pub struct Config {
     pub max_queue_wait_ms: u64,
     /// Attempts of one task before its job fails.
     pub max_attempts: u32,
-    /// Replicas of a WGSL task that must agree, on distinct operators.
+    /// Replicas of a spot-checked WGSL task that must agree, on distinct operators.
     pub wgsl_replicas: u32,
+    /// How often a WGSL task is spot-checked by replication, given the first node's verified history.
+    pub spot_check: SpotCheckPolicy,
     /// Most replicas one WGSL task may use while looking for a majority.
     pub wgsl_max_replicas: u32,
     pub weights: Weights,
@@ -82,6 +85,7 @@ impl Default for Config {
             max_queue_wait_ms: 600_000,
             max_attempts: 5,
             wgsl_replicas: 2,
+            spot_check: SpotCheckPolicy::default(),
             wgsl_max_replicas: 5,
             weights: Weights::default(),
             max_strikes: 16,
@@ -237,6 +241,8 @@ struct TaskRec {
     done: bool,
     /// Since when the task has waited for a node (None while it has all its replicas placed).
     waiting_since_ms: Option<u64>,
+    /// WGSL tasks: whether the spot-check draw was made (at the first placement).
+    spot_decided: bool,
 }
 
 /// The coordinator's state.
@@ -725,6 +731,7 @@ impl Core {
                 assignments: Vec::new(),
                 done: false,
                 waiting_since_ms: None,
+                spot_decided: false,
             },
         );
         id
@@ -837,16 +844,42 @@ impl Core {
                     if let Some(t) = self.tasks.get_mut(&tid) {
                         t.waiting_since_ms = None;
                     }
+                    let first = allocation.placements.first().and_then(|p| self.keys.get(&p.node).copied());
                     for p in allocation.placements {
                         if let Some(&id) = self.keys.get(&p.node) {
                             self.assign(tid, id);
                         }
+                    }
+                    if let Some(node) = first
+                        && self.spot_check(tid, node)
+                    {
+                        // The replica goes out on the next pass, to another operator.
+                        waiting.push_back(tid);
                     }
                 }
                 Err(_) => waiting.push_back(tid),
             }
         }
         self.queue = waiting;
+    }
+
+    /// Adaptive spot checking of a WGSL task at its first placement: with the probability the policy gives for the
+    /// node's verified history (never zero), the task is also run by another operator and the results must agree.
+    /// Returns whether a replica is now wanted.
+    fn spot_check(&mut self, tid: TaskId, node: Id) -> bool {
+        let verified = self.nodes.get(&node).map_or(0, |n| n.history.verified);
+        let rate = self.cfg.spot_check.rate(verified, 0.0);
+        let draw = self.rng.f64();
+        let Some(t) = self.tasks.get_mut(&tid) else { return false };
+        if t.spot_decided || !matches!(t.work, Work::Wgsl { .. }) {
+            return false;
+        }
+        t.spot_decided = true;
+        if draw < rate {
+            t.replicas_wanted = self.cfg.wgsl_replicas.max(2);
+            return true;
+        }
+        false
     }
 
     /// Fails the jobs of tasks that have waited longer than `max_queue_wait_ms` for an eligible node.

@@ -183,6 +183,7 @@ impl Core {
                     assignments: Vec::new(),
                     done: is_done,
                     waiting_since_ms: None,
+                    spot_decided: false,
                 },
             );
             match result {

@@ -255,3 +255,87 @@ fn missed_heartbeats_make_a_node_stale_then_offline() {
     assert_eq!(one.core.nodes()[0].state, NodeState::Offline);
     assert!(effects.iter().any(|e| matches!(e, Effect::Close { conn: 1, .. })));
 }
+
+/// Registers and attests a node on `conn`; returns its keypair, nonce and next sequence number.
+fn attested_node(core: &mut Core, store: &mut Store, conn: u64, seed: u8, now: u64) -> (Keypair, String, u64) {
+    let kp = Keypair::from_seed([seed; 32]);
+    let nonce = match &core.connected(now, conn)[..] {
+        [Effect::Send { msg: ToNode::Challenge { nonce, .. }, .. }] => nonce.clone(),
+        other => panic!("{other:?}"),
+    };
+    let reg = FromNode::Register {
+        version: 1,
+        session: nonce.clone(),
+        seq: 0,
+        operator: kp.id(),
+        kind: NodeKind::Native,
+        claimed: ClaimedHardware::default(),
+        price_nano_per_gflop: 1,
+        slots: 4,
+    };
+    let effects = core.frame(now, conn, &serde_json::to_string(&Envelope::seal(&kp, &reg)).unwrap(), store);
+    let task = effects
+        .iter()
+        .find_map(|e| if let Effect::Send { msg: ToNode::Task(t), .. } = e { Some(t.clone()) } else { None })
+        .expect("challenge");
+    let Work::Matmul { m, n, k, a: DataRef::Seeded { seed: sa, .. }, b: DataRef::Seeded { seed: sb, .. } } = task.work
+    else {
+        panic!("seeded challenge expected")
+    };
+    let (m, n, k) = (m as usize, n as usize, k as usize);
+    let mut c = vec![0.0f32; m * n];
+    neurolov_kernels::cpu::sgemm(&seeded_f32(sa, m * k), &seeded_f32(sb, k * n), &mut c, m, n, k);
+    let bytes: Vec<u8> = c.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let hash = blake3::hash(&bytes).to_hex().to_string();
+    store.0.insert(hash.clone(), bytes.into());
+    for (seq, msg) in [
+        (
+            1,
+            FromNode::Commit {
+                session: nonce.clone(),
+                seq: 1,
+                task_id: task.task_id,
+                attempt: 0,
+                result_hash: hash.clone(),
+            },
+        ),
+        (2, FromNode::Result { session: nonce.clone(), seq: 2, task_id: task.task_id, attempt: 0, result_hash: hash }),
+    ] {
+        let _ = seq;
+        core.frame(now + 5, conn, &serde_json::to_string(&Envelope::seal(&kp, &msg)).unwrap(), store);
+    }
+    (kp, nonce, 3)
+}
+
+#[test]
+fn wgsl_tasks_of_new_nodes_are_always_spot_checked_by_a_second_operator() {
+    let mut core = Core::new(cfg(), 3, 0);
+    let mut store = Store::default();
+    attested_node(&mut core, &mut store, 1, 21, 0);
+    attested_node(&mut core, &mut store, 2, 22, 0);
+    assert!(core.nodes().iter().all(|n| n.state == NodeState::Active));
+    let source = b"@compute @workgroup_size(1) fn main() {}".to_vec();
+    let hash = blake3::hash(&source).to_hex().to_string();
+    store.0.insert(hash.clone(), source.into());
+    let spec = JobSpec::Wgsl {
+        source_hash: hash,
+        entry_point: "main".into(),
+        buffers: vec![],
+        dispatch: [1, 1, 1],
+        tolerance: neurolov_verify::replicas::Tolerance::Bitwise,
+        work_mflop: 1,
+        max_price_nano_per_gflop: u64::MAX,
+        min_reliability: 0.0,
+    };
+    let client = Keypair::from_seed([9; 32]).id();
+    let (_, mut effects) = core.submit(100, client, spec, &store).unwrap();
+    // A node with no verified history is checked at rate 1: the second replica goes out on the next pass.
+    effects.extend(core.tick(200));
+    let sent_to: std::collections::BTreeSet<u64> = effects
+        .iter()
+        .filter_map(|e| {
+            if let Effect::Send { conn, msg: ToNode::Task(t) } = e { (t.task_id > 2).then_some(*conn) } else { None }
+        })
+        .collect();
+    assert_eq!(sent_to, [1, 2].into_iter().collect(), "{effects:?}");
+}
