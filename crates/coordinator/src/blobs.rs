@@ -3,6 +3,10 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Makes temporary file names unique within this process (concurrent uploads of the same blob).
+static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
 
 /// The blob directory.
 #[derive(Clone, Debug)]
@@ -30,8 +34,14 @@ impl BlobDir {
         if path.exists() {
             return Ok(());
         }
-        let tmp = self.dir.join(format!(".{hash}.{}", std::process::id()));
-        std::fs::write(&tmp, bytes)?;
+        let tmp = self.dir.join(format!(".{hash}.{}.{}", std::process::id(), NEXT_TMP.fetch_add(1, Ordering::Relaxed)));
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(bytes)?;
+            // On disk before its name is: a database record may point at it right after.
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, &path)
     }
 

@@ -17,6 +17,8 @@ use crate::{Blobs, Config, JobId, TaskId, blob_hash};
 pub const MAX_MATMUL_DIM: u32 = 16_384;
 /// Largest matmul operand, in elements (256 MiB of f32).
 pub const MAX_OPERAND_ELEMENTS: u64 = 64 << 20;
+/// Largest declared work of a WGSL job (1 PFLOP): bounds deadlines and pay.
+pub const MAX_WGSL_WORK_MFLOP: u64 = 1_000_000_000;
 /// Most tasks one job may be cut into.
 pub const MAX_TASKS_PER_JOB: usize = 4096;
 
@@ -376,6 +378,9 @@ pub(crate) fn plan(
         } => {
             if !(0.0..=1.0).contains(&min_reliability) {
                 return Err(SubmitError::BadReliability);
+            }
+            if work_mflop > MAX_WGSL_WORK_MFLOP {
+                return Err(SubmitError::TooLarge);
             }
             if blobs.get(&source_hash).is_none() {
                 return Err(SubmitError::MissingBlob(source_hash));

@@ -221,6 +221,8 @@ enum Purpose {
 struct Assignment {
     node: Id,
     attempt: u32,
+    /// The node's ask when it took the task: what it is paid, whatever it asks later.
+    price_nano_per_gflop: u64,
     sent_ms: u64,
     deadline_ms: u64,
     commit: Option<(String, Envelope)>,
@@ -243,6 +245,9 @@ struct TaskRec {
     waiting_since_ms: Option<u64>,
     /// WGSL tasks: whether the spot-check draw was made (at the first placement).
     spot_decided: bool,
+    /// Agreeing results needed to accept (1 unless spot-checked); tie-breaking replicas raise `replicas_wanted`,
+    /// never this.
+    quorum: u32,
 }
 
 /// The coordinator's state.
@@ -491,6 +496,11 @@ impl Core {
         if c.last_seq.is_some_and(|last| seq <= last) {
             return Err((ErrorCode::Replayed, format!("sequence number {seq} already used")));
         }
+        if let Some(node) = c.node
+            && self.nodes.get(&node).and_then(|n| n.conn) != Some(conn)
+        {
+            return Err((ErrorCode::WrongSession, "this session was superseded by a newer one".into()));
+        }
         match (c.node, &msg) {
             (None, FromNode::Register { .. }) => {}
             (None, _) => return Err((ErrorCode::NotRegistered, "register first".into())),
@@ -677,8 +687,10 @@ impl Core {
 
     /// The node no longer works on this attempt: free its slot (once).
     fn vacate(&mut self, tid: TaskId, attempt: u32, node: Id) {
+        // Only job tasks took a scheduler slot; challenges are sent outside the scheduler.
+        let holds_slot = self.tasks.get(&tid).is_some_and(|t| matches!(t.purpose, Purpose::Job(_)));
         let Some(n) = self.nodes.get_mut(&node) else { return };
-        if n.running.remove(&(tid, attempt)) {
+        if n.running.remove(&(tid, attempt)) && holds_slot {
             let key = n.key;
             let _ = self.sched.release(key);
         }
@@ -732,6 +744,7 @@ impl Core {
                 done: false,
                 waiting_since_ms: None,
                 spot_decided: false,
+                quorum: replicas,
             },
         );
         id
@@ -747,6 +760,8 @@ impl Core {
         let (work, operands) = jobs::seeded_matmul(size, size, size, seed_a, seed_b);
         let mflop = 2 * u64::from(size).pow(3) / 1_000_000;
         let tid = self.new_task(Purpose::Attestation(id), work, Some(operands), mflop, 1);
+        // Challenge ids are recorded too, so a restarted coordinator never hands out the same task id twice.
+        self.persist_ids();
         if let Some(n) = self.nodes.get_mut(&id) {
             n.challenge = Some(tid);
         }
@@ -768,6 +783,7 @@ impl Core {
         let Some(n) = self.nodes.get(&node) else { return };
         let Some(conn) = n.conn else { return };
         let gflops = n.gflops_verified.max(0.1);
+        let price = n.price_nano_per_gflop;
         let Some(t) = self.tasks.get_mut(&tid) else { return };
         let attempt = t.next_attempt;
         t.next_attempt += 1;
@@ -775,10 +791,11 @@ impl Core {
         let deadline_ms = now
             .saturating_add(self.cfg.min_task_deadline_ms)
             .saturating_add(est_ms.saturating_mul(4))
-            .saturating_add(t.work_mflop / 1000 * self.cfg.deadline_ms_per_gflop);
+            .saturating_add((t.work_mflop / 1000).saturating_mul(self.cfg.deadline_ms_per_gflop));
         t.assignments.push(Assignment {
             node,
             attempt,
+            price_nano_per_gflop: price,
             sent_ms: now,
             deadline_ms,
             commit: None,
@@ -821,7 +838,8 @@ impl Core {
                 }
                 Purpose::Attestation(_) => (0.0, u64::MAX),
             };
-            // Replicas of one task go to distinct operators; a node that failed this task does not get it back.
+            // Replicas of one task go to distinct operators: those holding a live attempt or that delivered a result
+            // (a replica, or a wrong one) are excluded. A node that failed or timed out may get the task again.
             let mut exclude: Vec<u64> = t
                 .assignments
                 .iter()
@@ -877,6 +895,7 @@ impl Core {
         t.spot_decided = true;
         if draw < rate {
             t.replicas_wanted = self.cfg.wgsl_replicas.max(2);
+            t.quorum = t.replicas_wanted;
             return true;
         }
         false
@@ -1086,7 +1105,7 @@ impl Core {
             return;
         }
         let outputs: Vec<&[u8]> = results.iter().map(|(_, _, r)| &r[..]).collect();
-        match replicas::quorum(&outputs, tol, t.replicas_wanted as usize) {
+        match replicas::quorum(&outputs, tol, t.quorum as usize) {
             Some(winners) => {
                 let losers: Vec<usize> = (0..results.len()).filter(|i| !winners.contains(i)).collect();
                 for i in losers {
@@ -1138,7 +1157,7 @@ impl Core {
             self.drop_assignment(tid, other_attempt, other, Outcome::Released);
         }
         let gflops = elapsed_ms.map_or(0.0, |ms| flops / (ms as f64 * 1e6));
-        self.settle_accepted(tid, node, &purpose, work_mflop, gflops, bytes);
+        self.settle_accepted(tid, attempt, node, &purpose, work_mflop, gflops, bytes);
     }
 
     fn accept_replica(&mut self, tid: TaskId, attempt: u32, node: Id, bytes: Arc<[u8]>, first: bool) {
@@ -1149,9 +1168,9 @@ impl Core {
         self.finish_assignment(tid, attempt, node);
         // Every agreeing replica is paid; the job takes the first one's bytes.
         if first {
-            self.settle_accepted(tid, node, &purpose, work_mflop, 0.0, bytes);
+            self.settle_accepted(tid, attempt, node, &purpose, work_mflop, 0.0, bytes);
         } else {
-            self.pay(tid, node, &purpose, work_mflop);
+            self.pay(tid, attempt, node, &purpose, work_mflop);
         }
     }
 
@@ -1172,9 +1191,11 @@ impl Core {
     }
 
     /// Settles an accepted result; `measured_gflops` is the task's flops over its round-trip time.
+    #[allow(clippy::too_many_arguments)]
     fn settle_accepted(
         &mut self,
         tid: TaskId,
+        attempt: u32,
         node: Id,
         purpose: &Purpose,
         work_mflop: u64,
@@ -1201,11 +1222,13 @@ impl Core {
                 self.sync_scheduler(n);
             }
             Purpose::Job(job) => {
-                self.pay(tid, node, purpose, work_mflop);
                 if let Some(j) = self.jobs.get_mut(&job) {
                     let result_hash = blob_hash(&bytes);
                     j.task_done(tid, bytes);
+                    // Recorded before the reward is ordered: after a crash a paid task is never run (and paid) again.
                     self.effects.push(Effect::Persist(Record::TaskResult { job, task: tid, result_hash }));
+                    self.pay(tid, attempt, node, purpose, work_mflop);
+                    let Some(j) = self.jobs.get(&job) else { return };
                     let finished = j.state.is_final();
                     if finished {
                         self.persist_job(job);
@@ -1225,16 +1248,24 @@ impl Core {
         self.sync_scheduler(node);
     }
 
-    fn pay(&mut self, tid: TaskId, node: Id, purpose: &Purpose, work_mflop: u64) {
+    /// Orders the reward for an accepted attempt, at the price the node asked when it took the task (never above
+    /// the job's limit, whatever the node asks by the time it is paid).
+    fn pay(&mut self, tid: TaskId, attempt: u32, node: Id, purpose: &Purpose, work_mflop: u64) {
         let Purpose::Job(job) = *purpose else { return };
         let Some(n) = self.nodes.get(&node) else { return };
+        let asked = self
+            .tasks
+            .get(&tid)
+            .and_then(|t| t.assignments.iter().find(|a| a.attempt == attempt && a.node == node))
+            .map_or(n.price_nano_per_gflop, |a| a.price_nano_per_gflop);
+        let limit = self.jobs.get(&job).map_or(u64::MAX, |j| j.max_price_nano_per_gflop);
         self.effects.push(Effect::Reward {
             job,
             task: tid,
             node,
             operator: n.operator,
             work_mflop,
-            price_nano_per_gflop: n.price_nano_per_gflop,
+            price_nano_per_gflop: asked.min(limit),
         });
     }
 

@@ -141,20 +141,20 @@ impl Core {
 
     fn restore_job(&mut self, record: JobRecord, results: Vec<(TaskId, String)>, blobs: &dyn Blobs) {
         let id = record.id;
+        if record.state.is_final() {
+            // A finished job needs no tasks (nor its operands), only its results.
+            let mut job = jobs::Job::finished(id, record.client, record.spec, record.state, record.tasks.clone());
+            for (task, hash) in results {
+                if let Some(bytes) = blobs.get(&hash) {
+                    job.restore_result(task, bytes);
+                }
+            }
+            self.jobs.insert(id, job);
+            return;
+        }
         let planned = jobs::plan(id, record.client, record.spec.clone(), &self.cfg, blobs);
         let (job, tasks) = match planned {
             Ok((job, tasks)) if tasks.len() == record.tasks.len() => (job, tasks),
-            Ok(_) | Err(_) if record.state.is_final() => {
-                // A finished job needs no tasks, only its results.
-                let mut job = jobs::Job::finished(id, record.client, record.spec, record.state, record.tasks.clone());
-                for (task, hash) in results {
-                    if let Some(bytes) = blobs.get(&hash) {
-                        job.restore_result(task, bytes);
-                    }
-                }
-                self.jobs.insert(id, job);
-                return;
-            }
             Ok(_) => {
                 self.fail_restored(id, record, "its tasks could not be rebuilt after a restart");
                 return;
@@ -184,6 +184,7 @@ impl Core {
                     done: is_done,
                     waiting_since_ms: None,
                     spot_decided: false,
+                    quorum: planned.replicas,
                 },
             );
             match result {

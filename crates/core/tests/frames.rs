@@ -339,3 +339,94 @@ fn wgsl_tasks_of_new_nodes_are_always_spot_checked_by_a_second_operator() {
         .collect();
     assert_eq!(sent_to, [1, 2].into_iter().collect(), "{effects:?}");
 }
+
+/// Sends a commit and a result for `task` from the node on `conn`.
+#[allow(clippy::too_many_arguments)]
+fn deliver_bytes(
+    core: &mut Core,
+    store: &mut Store,
+    conn: u64,
+    kp: &Keypair,
+    nonce: &str,
+    seq: u64,
+    task: &Task,
+    bytes: &[u8],
+    now: u64,
+) -> Vec<Effect> {
+    let hash = blake3::hash(bytes).to_hex().to_string();
+    store.0.insert(hash.clone(), bytes.to_vec().into());
+    let commit = FromNode::Commit {
+        session: nonce.into(),
+        seq,
+        task_id: task.task_id,
+        attempt: task.attempt,
+        result_hash: hash.clone(),
+    };
+    let result = FromNode::Result {
+        session: nonce.into(),
+        seq: seq + 1,
+        task_id: task.task_id,
+        attempt: task.attempt,
+        result_hash: hash,
+    };
+    let mut effects = core.frame(now, conn, &serde_json::to_string(&Envelope::seal(kp, &commit)).unwrap(), store);
+    effects.extend(core.frame(now, conn, &serde_json::to_string(&Envelope::seal(kp, &result)).unwrap(), store));
+    effects
+}
+
+#[test]
+fn a_disagreeing_replica_is_outvoted_by_a_tie_breaker_and_slashed() {
+    let mut core = Core::new(cfg(), 4, 0);
+    let mut store = Store::default();
+    let nodes: Vec<(Keypair, String, u64)> =
+        (1..=3).map(|c| attested_node(&mut core, &mut store, c, 30 + c as u8, 0)).collect();
+    let source = b"@compute @workgroup_size(1) fn main() {}".to_vec();
+    let hash = blake3::hash(&source).to_hex().to_string();
+    store.0.insert(hash.clone(), source.into());
+    let spec = JobSpec::Wgsl {
+        source_hash: hash,
+        entry_point: "main".into(),
+        buffers: vec![],
+        dispatch: [1, 1, 1],
+        tolerance: neurolov_verify::replicas::Tolerance::Bitwise,
+        work_mflop: 1,
+        max_price_nano_per_gflop: u64::MAX,
+        min_reliability: 0.0,
+    };
+    let (job, mut effects) = core.submit(100, Keypair::from_seed([9; 32]).id(), spec, &store).unwrap();
+    effects.extend(core.tick(200));
+    let tasks_for = |effects: &[Effect]| -> Vec<(u64, Task)> {
+        effects
+            .iter()
+            .filter_map(|e| {
+                if let Effect::Send { conn, msg: ToNode::Task(t) } = e { Some((*conn, t.clone())) } else { None }
+            })
+            .collect()
+    };
+    let first = tasks_for(&effects);
+    assert_eq!(first.len(), 2, "a new node's task is replicated: {effects:?}");
+    // One replica answers right, the other wrong: no majority yet, so a third operator is asked.
+    let (c_good, t_good) = first[0].clone();
+    let (c_bad, t_bad) = first[1].clone();
+    let (kp, nonce, seq) = &nodes[c_good as usize - 1];
+    deliver_bytes(&mut core, &mut store, c_good, kp, nonce, *seq, &t_good, b"right answer", 300);
+    let (kp, nonce, seq) = &nodes[c_bad as usize - 1];
+    let mut effects = deliver_bytes(&mut core, &mut store, c_bad, kp, nonce, *seq, &t_bad, b"wrong answer", 300);
+    effects.extend(core.tick(400));
+    let third = tasks_for(&effects);
+    assert_eq!(third.len(), 1, "{effects:?}");
+    let (c_third, t_third) = third[0].clone();
+    assert!(c_third != c_good && c_third != c_bad);
+    let (kp, nonce, seq) = &nodes[c_third as usize - 1];
+    let effects = deliver_bytes(&mut core, &mut store, c_third, kp, nonce, *seq, &t_third, b"right answer", 500);
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::JobFinished { state: neurolov_core::JobState::Done, .. })),
+        "{effects:?}"
+    );
+    let slashed: Vec<_> =
+        effects.iter().filter_map(|e| if let Effect::Slash { node, .. } = e { Some(*node) } else { None }).collect();
+    assert_eq!(slashed, vec![nodes[c_bad as usize - 1].0.id()]);
+    let paid = effects.iter().filter(|e| matches!(e, Effect::Reward { .. })).count();
+    assert_eq!(paid, 2, "both agreeing replicas are paid");
+    assert_eq!(core.job_result(job).as_deref(), Some(&b"right answer"[..]));
+}

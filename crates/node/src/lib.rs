@@ -147,7 +147,7 @@ async fn session(
     };
 
     let (out_tx, mut out_rx) = mpsc::channel::<Pending>(OUTBOUND_QUEUE);
-    let mut running: HashMap<(u64, u32), tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut running = Running::default();
     let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms.clamp(100, 3_600_000) / 2));
     loop {
         running.retain(|_, h| !h.is_finished());
@@ -217,6 +217,32 @@ async fn session(
                 let _ = sink.close().await;
                 return Ok(Ended::Shutdown);
             }
+        }
+    }
+}
+
+/// The tasks of one session; dropping it (the session ended, however) aborts any still running, so an orphaned
+/// task does not keep the GPU busy.
+#[derive(Default)]
+struct Running(HashMap<(u64, u32), tokio::task::JoinHandle<()>>);
+
+impl std::ops::Deref for Running {
+    type Target = HashMap<(u64, u32), tokio::task::JoinHandle<()>>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for h in self.0.values() {
+            h.abort();
         }
     }
 }
