@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use neurolov_coordinator::{ServeConfig, auth, now_ms};
 use neurolov_core::Config;
 use neurolov_kernels::backend::Compute;
-use neurolov_protocol::{Id, Keypair};
+use neurolov_protocol::Keypair;
 
 /// Default coordinator address.
 const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7070";
@@ -52,9 +52,10 @@ pub struct NodeArgs {
     /// Identity file; default: one kept in the user's data directory (created on first run).
     #[arg(long)]
     key: Option<PathBuf>,
-    /// The account paid for this node's work (base58); default: the node's own id.
+    /// Keypair file of the operator, the account paid for this node's work (and slashed for its fraud); it signs a
+    /// delegation to this node. Default: the node is its own operator.
     #[arg(long)]
-    operator: Option<String>,
+    operator_key: Option<PathBuf>,
     /// Price asked, in NLOV per TFLOP of verified work (1 NLOV/TFLOP = 10⁶ nano-NLOV per GFLOP on the wire).
     #[arg(long, default_value_t = 1.0)]
     price_nlov_per_tflop: f64,
@@ -233,9 +234,12 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         return node_status(&coordinator, key, json);
     }
     let keypair = load_or_create_key(args.key)?;
-    let operator = match args.operator {
-        Some(o) => o.parse::<Id>().context("--operator is not a base58 id")?,
-        None => keypair.id(),
+    let (operator, operator_delegation) = match &args.operator_key {
+        Some(path) => {
+            let op = read_key(path)?;
+            (op.id(), Some(neurolov_protocol::identity::delegate(&op, &keypair.id())))
+        }
+        None => (keypair.id(), None),
     };
     if !(args.price_nlov_per_tflop.is_finite() && args.price_nlov_per_tflop >= 0.0) {
         bail!("--price-nlov-per-tflop must be a non-negative number");
@@ -257,6 +261,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         coordinator: args.coordinator,
         keypair,
         operator,
+        operator_delegation,
         // NLOV per TFLOP = 10⁹ nano-NLOV per 10³ GFLOP = 10⁶ nano-NLOV per GFLOP.
         price_nano_per_gflop: (args.price_nlov_per_tflop * 1e6).round() as u64,
         slots: args.slots.clamp(1, neurolov_protocol::messages::MAX_SLOTS),

@@ -240,6 +240,7 @@ fn bad_frames_on_a_real_socket_get_errors_and_the_server_keeps_serving() {
             claimed: Default::default(),
             price_nano_per_gflop: 1,
             slots: 1,
+            operator_delegation: None,
         };
         let mut forged = Envelope::seal(&kp, &register);
         forged.signature = Envelope::seal(&Keypair::from_seed([2; 32]), &register).signature;

@@ -530,7 +530,25 @@ impl Core {
         blobs: &dyn Blobs,
     ) -> Result<(), (ErrorCode, String)> {
         match msg {
-            FromNode::Register { version, operator, kind, claimed, price_nano_per_gflop, slots, .. } => {
+            FromNode::Register {
+                version,
+                operator,
+                kind,
+                claimed,
+                price_nano_per_gflop,
+                slots,
+                operator_delegation,
+                ..
+            } => {
+                // An operator is paid for a node's work and slashed for its fraud, so it must have said yes.
+                neurolov_protocol::identity::check_delegation(&operator, &node, operator_delegation.as_ref()).map_err(
+                    |_| {
+                        (
+                            ErrorCode::BadSignature,
+                            "the operator has not delegated to this node (operator_delegation)".into(),
+                        )
+                    },
+                )?;
                 if version != PROTOCOL_VERSION {
                     return Err((
                         ErrorCode::UnsupportedVersion,

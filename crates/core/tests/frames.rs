@@ -74,6 +74,7 @@ impl One {
             claimed: ClaimedHardware::default(),
             price_nano_per_gflop: 3,
             slots: 1,
+            operator_delegation: None,
         }
     }
 
@@ -272,6 +273,7 @@ fn attested_node(core: &mut Core, store: &mut Store, conn: u64, seed: u8, now: u
         claimed: ClaimedHardware::default(),
         price_nano_per_gflop: 1,
         slots: 4,
+        operator_delegation: None,
     };
     let effects = core.frame(now, conn, &serde_json::to_string(&Envelope::seal(&kp, &reg)).unwrap(), store);
     let task = effects
@@ -429,4 +431,35 @@ fn a_disagreeing_replica_is_outvoted_by_a_tie_breaker_and_slashed() {
     let paid = effects.iter().filter(|e| matches!(e, Effect::Reward { .. })).count();
     assert_eq!(paid, 2, "both agreeing replicas are paid");
     assert_eq!(core.job_result(job).as_deref(), Some(&b"right answer"[..]));
+}
+
+#[test]
+fn a_node_can_name_only_an_operator_that_delegated_to_it() {
+    let operator = Keypair::from_seed([40; 32]);
+    for (delegation, ok) in [
+        (None, false),
+        (
+            Some(neurolov_protocol::identity::delegate(
+                &Keypair::from_seed([41; 32]),
+                &Keypair::from_seed([5; 32]).id(),
+            )),
+            false,
+        ),
+        (Some(neurolov_protocol::identity::delegate(&operator, &Keypair::from_seed([5; 32]).id())), true),
+    ] {
+        let mut one = One::new();
+        let mut reg = one.register_msg();
+        if let FromNode::Register { operator: op, operator_delegation, .. } = &mut reg {
+            *op = operator.id();
+            *operator_delegation = delegation;
+        }
+        let effects = one.send(&reg);
+        if ok {
+            assert_eq!(error_code(&effects), None, "{effects:?}");
+            assert_eq!(one.core.nodes()[0].operator, operator.id());
+        } else {
+            assert_eq!(error_code(&effects), Some(ErrorCode::BadSignature));
+            assert!(one.core.nodes().is_empty());
+        }
+    }
 }

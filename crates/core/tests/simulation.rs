@@ -402,6 +402,7 @@ impl Sim {
                         claimed: ClaimedHardware { adapter: "sim".into(), ..ClaimedHardware::default() },
                         price_nano_per_gflop: 1 + (i as u64 % 5),
                         slots: 2,
+                        operator_delegation: Some(neurolov_protocol::identity::delegate(&n.operator, &n.kp.id())),
                     };
                     self.send(i, msg);
                 }

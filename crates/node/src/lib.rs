@@ -41,6 +41,8 @@ pub struct Settings {
     pub keypair: Keypair,
     /// The account paid for this node's work.
     pub operator: Id,
+    /// The operator's signature over this node's id (`None` when the node is its own operator).
+    pub operator_delegation: Option<neurolov_protocol::Signature>,
     pub price_nano_per_gflop: u64,
     pub slots: u32,
     /// Largest task input this node accepts (bytes of operands and results together).
@@ -135,6 +137,7 @@ async fn session(
         claimed,
         price_nano_per_gflop: settings.price_nano_per_gflop,
         slots: settings.slots,
+        operator_delegation: settings.operator_delegation,
     });
     sink.send(Message::Text(register.into())).await.context("registering")?;
     let heartbeat_ms = match next_message(&mut stream).await? {

@@ -167,6 +167,23 @@ impl Keypair {
     }
 }
 
+/// Signature domain of an operator's delegation to a node.
+pub const DELEGATION_DOMAIN: &str = "neurolov/operator-delegation/v1";
+
+/// The operator's signature that lets `node` work (and be slashed) on its behalf.
+pub fn delegate(operator: &Keypair, node: &Id) -> Signature {
+    operator.sign(DELEGATION_DOMAIN, node.as_bytes())
+}
+
+/// Checks that `operator` delegated to `node`; a node that is its own operator needs no delegation.
+pub fn check_delegation(operator: &Id, node: &Id, delegation: Option<&Signature>) -> Result<(), SignatureError> {
+    if operator == node {
+        return Ok(());
+    }
+    let sig = delegation.ok_or(SignatureError::Invalid(*operator))?;
+    verify(operator, DELEGATION_DOMAIN, node.as_bytes(), sig)
+}
+
 /// What is actually signed: the domain's length, the domain, then the message — so no (domain, message) pair
 /// can be read as another.
 pub fn signed_bytes(domain: &str, message: &[u8]) -> Vec<u8> {

@@ -141,6 +141,10 @@ pub enum FromNode {
         claimed: ClaimedHardware,
         price_nano_per_gflop: u64,
         slots: u32,
+        /// The operator's signature over this node's id (domain [`crate::identity::DELEGATION_DOMAIN`]): proof that
+        /// the operator accepts this node's work and its penalties. Not needed when the node is its own operator.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        operator_delegation: Option<crate::identity::Signature>,
     },
     Heartbeat {
         session: String,

@@ -72,6 +72,7 @@ fn register(kp: &Keypair) -> FromNode {
         claimed: ClaimedHardware::default(),
         price_nano_per_gflop: 5,
         slots: 2,
+        operator_delegation: None,
     }
 }
 
@@ -125,6 +126,7 @@ proptest! {
             claimed: ClaimedHardware::default(),
             price_nano_per_gflop: price,
             slots,
+            operator_delegation: None,
         };
         prop_assert_eq!(Envelope::seal(&kp, &msg).open::<FromNode>().unwrap(), msg);
     }
