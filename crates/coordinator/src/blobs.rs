@@ -57,4 +57,11 @@ impl neurolov_core::Blobs for BlobDir {
     fn get(&self, hash: &str) -> Option<Arc<[u8]>> {
         self.read(hash).map(Into::into)
     }
+
+    fn size(&self, hash: &str) -> Option<u64> {
+        if !is_hash(hash) {
+            return None;
+        }
+        std::fs::metadata(self.dir.join(hash)).ok().map(|m| m.len())
+    }
 }

@@ -28,6 +28,21 @@ pub type TaskId = u64;
 /// Content-addressed blob storage, as far as the core needs it: results and inputs by blake3 hash (hex).
 pub trait Blobs {
     fn get(&self, hash: &str) -> Option<Arc<[u8]>>;
+
+    /// A blob's size without reading it (stores that can should override this).
+    fn size(&self, hash: &str) -> Option<u64> {
+        self.get(hash).map(|b| b.len() as u64)
+    }
+}
+
+/// Bytes a task's result must have: C for a matmul, the read-write buffers for WGSL.
+fn result_bytes(work: &Work) -> u64 {
+    match work {
+        Work::Matmul { m, n, .. } => 4 * u64::from(*m) * u64::from(*n),
+        Work::Wgsl { buffers, .. } => {
+            buffers.iter().filter(|b| b.access == "read_write").map(|b| b.size_bytes).fold(0u64, u64::saturating_add)
+        }
+    }
 }
 
 /// Network parameters. Every limit has a name here.
@@ -578,6 +593,7 @@ impl Core {
             }
             FromNode::Result { task_id, attempt, result_hash, .. } => {
                 self.heard_from(node);
+                let expected_bytes = self.tasks.get(&task_id).map_or(0, |t| result_bytes(&t.work));
                 let a = self.assignment_mut(task_id, attempt, node)?;
                 match &a.commit {
                     Some((committed, _)) if *committed == result_hash => {}
@@ -585,6 +601,15 @@ impl Core {
                         return Err((ErrorCode::CommitmentMismatch, "result hash differs from the commitment".into()));
                     }
                     None => return Err((ErrorCode::CommitmentMismatch, "commit before sending a result".into())),
+                }
+                // The size is checked before anything is read: a node cannot make the coordinator load a huge blob.
+                let size =
+                    blobs.size(&result_hash).ok_or((ErrorCode::UnknownTask, "result blob not uploaded".into()))?;
+                if size != expected_bytes {
+                    return Err((
+                        ErrorCode::Malformed,
+                        format!("result is {size} bytes, the task produces {expected_bytes}"),
+                    ));
                 }
                 let bytes =
                     blobs.get(&result_hash).ok_or((ErrorCode::UnknownTask, "result blob not uploaded".into()))?;

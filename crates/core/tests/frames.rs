@@ -322,7 +322,12 @@ fn wgsl_tasks_of_new_nodes_are_always_spot_checked_by_a_second_operator() {
     let spec = JobSpec::Wgsl {
         source_hash: hash,
         entry_point: "main".into(),
-        buffers: vec![],
+        buffers: vec![neurolov_protocol::messages::WgslBuffer {
+            binding: 0,
+            access: "read_write".into(),
+            size_bytes: 12,
+            init: None,
+        }],
         dispatch: [1, 1, 1],
         tolerance: neurolov_verify::replicas::Tolerance::Bitwise,
         work_mflop: 1,
@@ -388,7 +393,12 @@ fn a_disagreeing_replica_is_outvoted_by_a_tie_breaker_and_slashed() {
     let spec = JobSpec::Wgsl {
         source_hash: hash,
         entry_point: "main".into(),
-        buffers: vec![],
+        buffers: vec![neurolov_protocol::messages::WgslBuffer {
+            binding: 0,
+            access: "read_write".into(),
+            size_bytes: 12,
+            init: None,
+        }],
         dispatch: [1, 1, 1],
         tolerance: neurolov_verify::replicas::Tolerance::Bitwise,
         work_mflop: 1,
@@ -462,4 +472,37 @@ fn a_node_can_name_only_an_operator_that_delegated_to_it() {
             assert!(one.core.nodes().is_empty());
         }
     }
+}
+
+#[test]
+fn a_result_of_the_wrong_size_is_refused_before_it_is_read() {
+    let mut one = One::new();
+    let reg = one.register_msg();
+    one.send(&reg);
+    let challenge = one.last_task();
+    let bytes = vec![0u8; 4];
+    let hash = blake3::hash(&bytes).to_hex().to_string();
+    one.store.0.insert(hash.clone(), bytes.into());
+    one.seq += 1;
+    let commit = FromNode::Commit {
+        session: one.nonce.clone(),
+        seq: one.seq,
+        task_id: challenge.task_id,
+        attempt: 0,
+        result_hash: hash.clone(),
+    };
+    one.send(&commit);
+    one.seq += 1;
+    let result = FromNode::Result {
+        session: one.nonce.clone(),
+        seq: one.seq,
+        task_id: challenge.task_id,
+        attempt: 0,
+        result_hash: hash,
+    };
+    let effects = one.send(&result);
+    assert_eq!(error_code(&effects), Some(ErrorCode::Malformed), "{effects:?}");
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Slash { .. } | Effect::Send { msg: ToNode::Verdict { .. }, .. }))
+    );
 }
