@@ -207,21 +207,25 @@ enum JobJson {
         #[serde(default)]
         min_reliability: f64,
     },
-    Wgsl {
-        source: String,
-        entry_point: String,
-        buffers: Vec<BufferJson>,
-        dispatch: [u32; 3],
-        /// Relative tolerance for float outputs; absent means bitwise agreement.
-        #[serde(default)]
-        float_tolerance: Option<f32>,
-        #[serde(default = "one")]
-        work_mflop: u64,
-        #[serde(default = "no_price_limit")]
-        max_price_nano_per_gflop: u64,
-        #[serde(default)]
-        min_reliability: f64,
-    },
+    Wgsl(WgslJson),
+}
+
+/// The body of a WGSL job.
+#[derive(serde::Deserialize)]
+struct WgslJson {
+    source: String,
+    entry_point: String,
+    buffers: Vec<BufferJson>,
+    dispatch: [u32; 3],
+    /// Relative tolerance for float outputs; absent means bitwise agreement.
+    #[serde(default)]
+    float_tolerance: Option<f32>,
+    #[serde(default = "one")]
+    work_mflop: u64,
+    #[serde(default = "no_price_limit")]
+    max_price_nano_per_gflop: u64,
+    #[serde(default)]
+    min_reliability: f64,
 }
 
 fn no_price_limit() -> u64 {
@@ -248,26 +252,7 @@ async fn submit_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Resp
             JobJson::Matmul { m, n, k, a, b, max_price_nano_per_gflop, min_reliability } => {
                 JobSpec::Matmul { m, n, k, a: a.into(), b: b.into(), max_price_nano_per_gflop, min_reliability }
             }
-            JobJson::Wgsl {
-                source,
-                entry_point,
-                buffers,
-                dispatch,
-                float_tolerance,
-                work_mflop,
-                max_price_nano_per_gflop,
-                min_reliability,
-            } => wgsl_spec(
-                &coordinator,
-                source,
-                entry_point,
-                buffers,
-                dispatch,
-                float_tolerance,
-                work_mflop,
-                max_price_nano_per_gflop,
-                min_reliability,
-            )?,
+            JobJson::Wgsl(w) => wgsl_spec(&coordinator, w)?,
         };
         coordinator.with_core(|core, blobs| match core.submit(now_ms(), client, spec, blobs) {
             Ok((id, effects)) => (Ok(id), effects),
@@ -287,17 +272,18 @@ async fn submit_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Resp
 }
 
 /// Validates a client's kernel with naga (core WebGPU features only: any node may get it) and stores its source.
-#[allow(clippy::too_many_arguments)]
 fn wgsl_spec(
     coordinator: &Coordinator,
-    source: String,
-    entry_point: String,
-    buffers: Vec<BufferJson>,
-    dispatch: [u32; 3],
-    float_tolerance: Option<f32>,
-    work_mflop: u64,
-    max_price_nano_per_gflop: u64,
-    min_reliability: f64,
+    WgslJson {
+        source,
+        entry_point,
+        buffers,
+        dispatch,
+        float_tolerance,
+        work_mflop,
+        max_price_nano_per_gflop,
+        min_reliability,
+    }: WgslJson,
 ) -> Result<JobSpec, String> {
     let mut job_buffers = Vec::new();
     for b in &buffers {

@@ -128,7 +128,7 @@ impl MatmulOperands {
         if bytes.len() != expected {
             return Err(format!("result has {} bytes, C needs {expected}", bytes.len()));
         }
-        let c: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let c = f32s(bytes);
         match freivalds::check(&self.a, &self.b, &c, self.rows, self.n, self.k, rounds, seed) {
             Ok(r) if r.accepted => Ok(()),
             Ok(r) => {
@@ -278,13 +278,18 @@ fn load(input: &InputData, len: u64, blobs: &dyn Blobs) -> Result<Arc<[f32]>, Su
                     actual: bytes.len() as u64,
                 });
             }
-            bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+            f32s(&bytes)
         }
     };
     if !values.iter().all(|v| v.is_finite()) {
         return Err(SubmitError::NonFinite);
     }
     Ok(values.into())
+}
+
+/// Little-endian f32s from bytes (results and blobs are little-endian f32 on the wire).
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
 fn f32_bytes(v: &[f32]) -> Arc<[u8]> {

@@ -309,17 +309,12 @@ fn attested_node(core: &mut Core, store: &mut Store, conn: u64, seed: u8, now: u
     (kp, nonce, 3)
 }
 
-#[test]
-fn wgsl_tasks_of_new_nodes_are_always_spot_checked_by_a_second_operator() {
-    let mut core = Core::new(cfg(), 3, 0);
-    let mut store = Store::default();
-    attested_node(&mut core, &mut store, 1, 21, 0);
-    attested_node(&mut core, &mut store, 2, 22, 0);
-    assert!(core.nodes().iter().all(|n| n.state == NodeState::Active));
+/// A WGSL job whose one read-write buffer holds 12 bytes, its source stored in `store`.
+fn small_wgsl_job(store: &mut Store) -> JobSpec {
     let source = b"@compute @workgroup_size(1) fn main() {}".to_vec();
     let hash = blake3::hash(&source).to_hex().to_string();
     store.0.insert(hash.clone(), source.into());
-    let spec = JobSpec::Wgsl {
+    JobSpec::Wgsl {
         source_hash: hash,
         entry_point: "main".into(),
         buffers: vec![neurolov_protocol::messages::WgslBuffer {
@@ -333,7 +328,17 @@ fn wgsl_tasks_of_new_nodes_are_always_spot_checked_by_a_second_operator() {
         work_mflop: 1,
         max_price_nano_per_gflop: u64::MAX,
         min_reliability: 0.0,
-    };
+    }
+}
+
+#[test]
+fn wgsl_tasks_of_new_nodes_are_always_spot_checked_by_a_second_operator() {
+    let mut core = Core::new(cfg(), 3, 0);
+    let mut store = Store::default();
+    attested_node(&mut core, &mut store, 1, 21, 0);
+    attested_node(&mut core, &mut store, 2, 22, 0);
+    assert!(core.nodes().iter().all(|n| n.state == NodeState::Active));
+    let spec = small_wgsl_job(&mut store);
     let client = Keypair::from_seed([9; 32]).id();
     let (_, mut effects) = core.submit(100, client, spec, &store).unwrap();
     // A node with no verified history is checked at rate 1: the second replica goes out on the next pass.
@@ -387,24 +392,7 @@ fn a_disagreeing_replica_is_outvoted_by_a_tie_breaker_and_slashed() {
     let mut store = Store::default();
     let nodes: Vec<(Keypair, String, u64)> =
         (1..=3).map(|c| attested_node(&mut core, &mut store, c, 30 + c as u8, 0)).collect();
-    let source = b"@compute @workgroup_size(1) fn main() {}".to_vec();
-    let hash = blake3::hash(&source).to_hex().to_string();
-    store.0.insert(hash.clone(), source.into());
-    let spec = JobSpec::Wgsl {
-        source_hash: hash,
-        entry_point: "main".into(),
-        buffers: vec![neurolov_protocol::messages::WgslBuffer {
-            binding: 0,
-            access: "read_write".into(),
-            size_bytes: 12,
-            init: None,
-        }],
-        dispatch: [1, 1, 1],
-        tolerance: neurolov_verify::replicas::Tolerance::Bitwise,
-        work_mflop: 1,
-        max_price_nano_per_gflop: u64::MAX,
-        min_reliability: 0.0,
-    };
+    let spec = small_wgsl_job(&mut store);
     let (job, mut effects) = core.submit(100, Keypair::from_seed([9; 32]).id(), spec, &store).unwrap();
     effects.extend(core.tick(200));
     let tasks_for = |effects: &[Effect]| -> Vec<(u64, Task)> {
