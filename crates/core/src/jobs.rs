@@ -77,6 +77,12 @@ pub enum SubmitError {
     TooManyJobs(usize),
     #[error("the task queue is full ({0} tasks)")]
     QueueFull(usize),
+    #[error("the maximum price would exceed the total supply")]
+    PriceTooHigh,
+    #[error("insufficient funds for the job's escrow: {available_nano} nano-NLOV available, {needed_nano} needed")]
+    InsufficientFunds { available_nano: u64, needed_nano: u64 },
+    #[error("the ledger refused the escrow: {0}")]
+    Ledger(String),
 }
 
 /// Where a job stands.

@@ -4,6 +4,7 @@
 //! slashes to settle) — with the clock and the randomness injected, so a whole network with crashes and cheaters
 //! can be replayed from a seed (see `tests/simulation.rs`). The IO shell (HTTP, WebSocket, storage) wraps it.
 
+mod economy;
 mod jobs;
 mod persist;
 
@@ -17,6 +18,10 @@ use neurolov_verify::freivalds;
 use neurolov_verify::replicas::{self, Tolerance};
 use neurolov_verify::spotcheck::SpotCheckPolicy;
 
+pub use economy::{
+    BPS, LedgerTotals, WalletError, WalletView, escrow, fee_nano, price_nano, rebuild_ledger, stake_account, treasury,
+    wallet,
+};
 pub use jobs::{InputData, JobSpec, JobState, JobView, SubmitError, TaskView};
 pub use persist::{JobRecord, NodeRecord, Record, Restored};
 
@@ -82,6 +87,18 @@ pub struct Config {
     pub max_nodes: usize,
     pub max_jobs: usize,
     pub max_queued_tasks: usize,
+    /// Protocol fee on each verified task's price, to the treasury (basis points).
+    pub fee_bps: u64,
+    /// Share of an operator's stake slashed for one proven fraud (basis points).
+    pub slash_bps: u64,
+    /// How long unstaked NLOV stays locked (and slashable) before it returns to the wallet.
+    pub unstake_delay_ms: u64,
+    /// Stake that earns the whole spot-check discount (the rate halves; it never reaches zero).
+    pub stake_for_full_discount_nano: u64,
+    /// Development mode's faucet grant per account from the ecosystem fund (0: no faucet).
+    pub faucet_grant_nano: u64,
+    /// How long after an attempt's deadline its pay reservation expires on its own.
+    pub hold_grace_ms: u64,
 }
 
 impl Default for Config {
@@ -107,6 +124,12 @@ impl Default for Config {
             max_nodes: 100_000,
             max_jobs: 10_000,
             max_queued_tasks: 1_000_000,
+            fee_bps: 500,
+            slash_bps: 5_000,
+            unstake_delay_ms: 7 * 24 * 3_600_000,
+            stake_for_full_discount_nano: 10_000 * neurolov_ledger::NANO_PER_NLOV,
+            faucet_grant_nano: 0,
+            hold_grace_ms: 60_000,
         }
     }
 }
@@ -135,12 +158,21 @@ pub enum Effect {
         operator: Id,
         work_mflop: u64,
         price_nano_per_gflop: u64,
+        /// What the ledger paid the operator, and the fee it took to the treasury.
+        paid_nano: u64,
+        fee_nano: u64,
     },
     /// Proven fraud: the node signed a commitment to a result that failed verification.
     Slash {
         node: Id,
         operator: Id,
         evidence: Evidence,
+        /// Stake moved to the treasury (0 when the operator staked nothing).
+        slashed_nano: u64,
+    },
+    /// A ledger invariant broke: the shell must stop before anything else is committed.
+    Halt {
+        reason: String,
     },
     JobFinished {
         job: JobId,
@@ -179,6 +211,29 @@ impl NodeState {
             NodeState::Offline => "offline",
         }
     }
+}
+
+/// `GET /v1/stats`: the whitepaper's key statistics.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NetworkStats {
+    pub nodes_total: u64,
+    /// Attested nodes online now.
+    pub active_nodes: u64,
+    /// Sum of the active nodes' verified throughput.
+    pub verified_tflops: f64,
+    /// Busy task slots over all slots of the active nodes.
+    pub utilization: f64,
+    /// Since the ledger's genesis.
+    pub network_uptime_s: u64,
+    pub coordinator_uptime_s: u64,
+    /// Hours nodes have been online, all together.
+    pub operational_hours: f64,
+    pub tasks_verified: u64,
+    pub jobs_done: u64,
+    pub jobs_failed: u64,
+    pub jobs_running: u64,
+    pub frauds_proven: u64,
+    pub ledger: LedgerTotals,
 }
 
 /// What `GET /v1/nodes` shows of a node.
@@ -263,6 +318,8 @@ struct TaskRec {
     /// Agreeing results needed to accept (1 unless spot-checked); tie-breaking replicas raise `replicas_wanted`,
     /// never this.
     quorum: u32,
+    /// The attempt holding this task's pay reservation in its job's escrow.
+    hold: Option<u32>,
 }
 
 /// The coordinator's state.
@@ -282,11 +339,26 @@ pub struct Core {
     next_task: TaskId,
     evidence: Vec<Evidence>,
     effects: Vec<Effect>,
+    ledger: neurolov_ledger::Ledger,
+    flows: economy::Flows,
+    started_ms: u64,
+    unsaved_genesis: Option<Box<neurolov_ledger::Changes>>,
 }
 
 impl Core {
     /// A core with these parameters, randomness from `seed`, starting at `now_ms`.
     pub fn new(cfg: Config, seed: u64, now_ms: u64) -> Core {
+        let mut core = Core::without_ledger(cfg, seed, now_ms);
+        // Genesis is persisted by `Core::restore` on a new network (the shell's only way in); a core made here for a
+        // test keeps it out of the effects of its first event.
+        match core.ledger.genesis(now_ms).and_then(|()| core.ledger.take_changes()) {
+            Ok(changes) => core.unsaved_genesis = Some(Box::new(changes)),
+            Err(e) => core.effects.push(Effect::Halt { reason: e.to_string() }),
+        }
+        core
+    }
+
+    fn without_ledger(cfg: Config, seed: u64, now_ms: u64) -> Core {
         Core {
             sched: Scheduler::new(cfg.weights),
             cfg,
@@ -303,6 +375,10 @@ impl Core {
             next_task: 1,
             evidence: Vec::new(),
             effects: Vec::new(),
+            ledger: neurolov_ledger::Ledger::new(),
+            flows: economy::Flows::default(),
+            started_ms: now_ms,
+            unsaved_genesis: None,
         }
     }
 
@@ -355,6 +431,7 @@ impl Core {
     pub fn tick(&mut self, now_ms: u64) -> Vec<Effect> {
         self.advance(now_ms);
         self.supervise();
+        self.settle_timers();
         self.dispatch();
         self.take_effects()
     }
@@ -376,6 +453,14 @@ impl Core {
         if self.queue.len() + tasks.len() > self.cfg.max_queued_tasks {
             return Err(SubmitError::QueueFull(self.cfg.max_queued_tasks));
         }
+        let works: Vec<u64> = tasks.iter().map(|t| t.work_mflop).collect();
+        let needed = self.escrow_needed(&works, job.max_price_nano_per_gflop).ok_or(SubmitError::PriceTooHigh)?;
+        self.fund_escrow(id, client, needed).map_err(|e| match e {
+            neurolov_ledger::TransferError::InsufficientFunds { available, needed, .. } => {
+                SubmitError::InsufficientFunds { available_nano: available.max(0) as u64, needed_nano: needed }
+            }
+            other => SubmitError::Ledger(other.to_string()),
+        })?;
         self.next_job += 1;
         let mut task_ids = Vec::with_capacity(tasks.len());
         for t in tasks {
@@ -424,6 +509,34 @@ impl Core {
                 tasks_failed: n.history.failed + n.history.timed_out,
             })
             .collect()
+    }
+
+    /// The network's key statistics, measured live.
+    pub fn stats(&self) -> NetworkStats {
+        let active: Vec<&Node> = self.nodes.values().filter(|n| n.state == NodeState::Active && n.attested).collect();
+        let slots: u64 = active.iter().map(|n| u64::from(n.slots)).sum();
+        let busy: u64 = active.iter().map(|n| n.running.len() as u64).sum();
+        let genesis_ms = self
+            .ledger
+            .accounts()
+            .find(|a| a.kind == neurolov_ledger::Kind::Mint)
+            .map_or(self.started_ms, |a| a.created_ms);
+        let count = |f: fn(&JobState) -> bool| self.jobs.values().filter(|j| f(&j.state)).count() as u64;
+        NetworkStats {
+            nodes_total: self.nodes.len() as u64,
+            active_nodes: active.len() as u64,
+            verified_tflops: active.iter().map(|n| n.gflops_verified).sum::<f64>() / 1000.0,
+            utilization: if slots == 0 { 0.0 } else { busy as f64 / slots as f64 },
+            network_uptime_s: self.now_ms.saturating_sub(genesis_ms) / 1000,
+            coordinator_uptime_s: self.now_ms.saturating_sub(self.started_ms) / 1000,
+            operational_hours: self.nodes.values().map(|n| n.up_ms as f64).sum::<f64>() / 3_600_000.0,
+            tasks_verified: self.nodes.values().map(|n| n.history.verified).sum(),
+            jobs_done: count(|s| matches!(s, JobState::Done)),
+            jobs_failed: count(|s| matches!(s, JobState::Failed { .. })),
+            jobs_running: count(|s| !s.is_final()),
+            frauds_proven: self.evidence.len() as u64,
+            ledger: self.ledger_totals(),
+        }
     }
 
     /// A task's attempts, for diagnostics: (node, attempt, committed, has result, dropped).
@@ -475,6 +588,7 @@ impl Core {
     }
 
     fn take_effects(&mut self) -> Vec<Effect> {
+        self.commit_ledger();
         std::mem::take(&mut self.effects)
     }
 
@@ -699,6 +813,7 @@ impl Core {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.node = Some(id);
         }
+        self.open_account(wallet(&operator), neurolov_ledger::Kind::Provider, &operator.to_string());
         self.send(conn, ToNode::Registered { node: id, heartbeat_interval_ms: self.cfg.heartbeat_interval_ms });
         self.sync_scheduler(id);
         if attested {
@@ -788,6 +903,7 @@ impl Core {
                 waiting_since_ms: None,
                 spot_decided: false,
                 quorum: replicas,
+                hold: None,
             },
         );
         id
@@ -846,8 +962,17 @@ impl Core {
             dropped: false,
         });
         let msg = ToNode::Task(Task { task_id: tid, attempt, deadline_ms, work: t.work.clone() });
+        let work_mflop = t.work_mflop;
+        let cap = match t.purpose {
+            Purpose::Job(j) => self.jobs.get(&j).map_or(0, |j| j.max_price_nano_per_gflop),
+            Purpose::Attestation(_) => 0,
+        };
         if let Some(n) = self.nodes.get_mut(&node) {
             n.running.insert((tid, attempt));
+        }
+        let operator = self.nodes.get(&node).map(|n| n.operator);
+        if let (Some(operator), Some(p)) = (operator, economy::price_nano(work_mflop, price.min(cap))) {
+            self.hold(tid, attempt, operator, p, deadline_ms);
         }
         self.send(conn, msg);
     }
@@ -928,8 +1053,9 @@ impl Core {
     /// node's verified history (never zero), the task is also run by another operator and the results must agree.
     /// Returns whether a replica is now wanted.
     fn spot_check(&mut self, tid: TaskId, node: Id) -> bool {
-        let verified = self.nodes.get(&node).map_or(0, |n| n.history.verified);
-        let rate = self.cfg.spot_check.rate(verified, 0.0);
+        let (verified, share) =
+            self.nodes.get(&node).map_or((0, 0.0), |n| (n.history.verified, self.stake_share(&n.operator)));
+        let rate = self.cfg.spot_check.rate(verified, share);
         let draw = self.rng.f64();
         let Some(t) = self.tasks.get_mut(&tid) else { return false };
         if t.spot_decided || !matches!(t.work, Work::Wgsl { .. }) {
@@ -1057,6 +1183,7 @@ impl Core {
         let attempts = t.next_attempt;
         let conn = self.nodes.get(&node).and_then(|n| n.conn);
         self.vacate(tid, attempt, node);
+        self.release_hold(tid, attempt);
         if let Some(n) = self.nodes.get_mut(&node) {
             match outcome {
                 Outcome::Failed | Outcome::Wrong => n.history.failed += 1,
@@ -1155,10 +1282,14 @@ impl Core {
                     let (attempt, node, _) = &results[i];
                     self.reject(tid, *attempt, *node, "disagrees with the majority of replicas".into());
                 }
+                // The client pays for one result: the reservation holder's if it agreed, else the first agreeing
+                // one; the other agreeing replicas are verification the treasury pays for.
+                let hold = self.tasks.get(&tid).and_then(|t| t.hold);
+                let payer = winners.iter().copied().find(|&i| Some(results[i].0) == hold).or(winners.first().copied());
                 let mut first = true;
                 for &i in &winners {
                     let (attempt, node, bytes) = results[i].clone();
-                    self.accept_replica(tid, attempt, node, bytes, first);
+                    self.accept_replica(tid, attempt, node, bytes, first, Some(i) == payer);
                     first = false;
                 }
             }
@@ -1200,10 +1331,19 @@ impl Core {
             self.drop_assignment(tid, other_attempt, other, Outcome::Released);
         }
         let gflops = elapsed_ms.map_or(0.0, |ms| flops / (ms as f64 * 1e6));
-        self.settle_accepted(tid, attempt, node, &purpose, work_mflop, gflops, bytes);
+        self.settle_accepted(tid, attempt, node, &purpose, work_mflop, gflops, bytes, true);
     }
 
-    fn accept_replica(&mut self, tid: TaskId, attempt: u32, node: Id, bytes: Arc<[u8]>, first: bool) {
+    #[allow(clippy::too_many_arguments)]
+    fn accept_replica(
+        &mut self,
+        tid: TaskId,
+        attempt: u32,
+        node: Id,
+        bytes: Arc<[u8]>,
+        first: bool,
+        client_pays: bool,
+    ) {
         let Some(t) = self.tasks.get_mut(&tid) else { return };
         t.done = true;
         let purpose = t.purpose.clone();
@@ -1211,9 +1351,9 @@ impl Core {
         self.finish_assignment(tid, attempt, node);
         // Every agreeing replica is paid; the job takes the first one's bytes.
         if first {
-            self.settle_accepted(tid, attempt, node, &purpose, work_mflop, 0.0, bytes);
+            self.settle_accepted(tid, attempt, node, &purpose, work_mflop, 0.0, bytes, client_pays);
         } else {
-            self.pay(tid, attempt, node, &purpose, work_mflop);
+            self.pay(tid, attempt, node, &purpose, work_mflop, client_pays);
         }
     }
 
@@ -1244,6 +1384,7 @@ impl Core {
         work_mflop: u64,
         measured_gflops: f64,
         bytes: Arc<[u8]>,
+        client_pays: bool,
     ) {
         match *purpose {
             Purpose::Attestation(n) => {
@@ -1270,11 +1411,12 @@ impl Core {
                     j.task_done(tid, bytes);
                     // Recorded before the reward is ordered: after a crash a paid task is never run (and paid) again.
                     self.effects.push(Effect::Persist(Record::TaskResult { job, task: tid, result_hash }));
-                    self.pay(tid, attempt, node, purpose, work_mflop);
+                    self.pay(tid, attempt, node, purpose, work_mflop, client_pays);
                     let Some(j) = self.jobs.get(&job) else { return };
                     let finished = j.state.is_final();
                     if finished {
                         self.persist_job(job);
+                        self.refund(job);
                     }
                     let Some(j) = self.jobs.get(&job) else { return };
                     if finished {
@@ -1293,22 +1435,28 @@ impl Core {
 
     /// Orders the reward for an accepted attempt, at the price the node asked when it took the task (never above
     /// the job's limit, whatever the node asks by the time it is paid).
-    fn pay(&mut self, tid: TaskId, attempt: u32, node: Id, purpose: &Purpose, work_mflop: u64) {
+    fn pay(&mut self, tid: TaskId, attempt: u32, node: Id, purpose: &Purpose, work_mflop: u64, client_pays: bool) {
         let Purpose::Job(job) = *purpose else { return };
         let Some(n) = self.nodes.get(&node) else { return };
+        let operator = n.operator;
         let asked = self
             .tasks
             .get(&tid)
             .and_then(|t| t.assignments.iter().find(|a| a.attempt == attempt && a.node == node))
             .map_or(n.price_nano_per_gflop, |a| a.price_nano_per_gflop);
         let limit = self.jobs.get(&job).map_or(u64::MAX, |j| j.max_price_nano_per_gflop);
+        let rate = asked.min(limit);
+        let price = economy::price_nano(work_mflop, rate).unwrap_or(0);
+        let (paid_nano, fee_nano) = self.pay_task(tid, attempt, operator, price, client_pays);
         self.effects.push(Effect::Reward {
             job,
             task: tid,
             node,
-            operator: n.operator,
+            operator,
             work_mflop,
-            price_nano_per_gflop: asked.min(limit),
+            price_nano_per_gflop: rate,
+            paid_nano,
+            fee_nano,
         });
     }
 
@@ -1323,8 +1471,9 @@ impl Core {
         if let Some(commit) = commit {
             let evidence = Evidence { task: tid, attempt, commit, reason: reason.clone() };
             self.evidence.push(evidence.clone());
-            if let Some(n) = self.nodes.get(&node) {
-                self.effects.push(Effect::Slash { node, operator: n.operator, evidence });
+            if let Some(operator) = self.nodes.get(&node).map(|n| n.operator) {
+                let slashed_nano = self.slash(operator, tid, attempt);
+                self.effects.push(Effect::Slash { node, operator, evidence, slashed_nano });
             }
         }
         if let Some(conn) = self.nodes.get(&node).and_then(|n| n.conn) {
@@ -1378,6 +1527,7 @@ impl Core {
                 }
             }
         }
+        self.refund(job);
         self.effects.push(Effect::JobFinished { job, state });
     }
 }

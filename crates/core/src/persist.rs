@@ -28,6 +28,8 @@ pub enum Record {
         next_job: JobId,
         next_task: TaskId,
     },
+    /// Everything one event did to the ledger: new accounts, transfers in order, the touched accounts' totals.
+    Ledger(Box<neurolov_ledger::Changes>),
 }
 
 /// A node's durable state: its reputation.
@@ -64,6 +66,10 @@ pub struct Restored {
     pub jobs: Vec<(JobRecord, Vec<(TaskId, String)>)>,
     pub next_job: JobId,
     pub next_task: TaskId,
+    /// The ledger's accounts as stored (with their totals) and its transfer log in order; both empty on a new
+    /// network, which then starts from genesis.
+    pub ledger_accounts: Vec<neurolov_ledger::Account>,
+    pub ledger_transfers: Vec<neurolov_ledger::Transfer>,
 }
 
 impl Core {
@@ -98,7 +104,30 @@ impl Core {
     /// Rebuilds a core from what its shell stored. Nodes come back offline (they reconnect); unfinished jobs are
     /// cut into the same tasks again and their unverified tasks queued; verified results are read from `blobs`.
     pub fn restore(cfg: Config, seed: u64, now_ms: u64, restored: Restored, blobs: &dyn Blobs) -> (Core, Vec<Effect>) {
-        let mut core = Core::new(cfg, seed, now_ms);
+        let mut core = if restored.ledger_accounts.is_empty() && restored.ledger_transfers.is_empty() {
+            let mut core = Core::new(cfg, seed, now_ms);
+            if let Some(genesis) = core.unsaved_genesis.take() {
+                core.effects.push(Effect::Persist(Record::Ledger(genesis)));
+            }
+            core
+        } else {
+            let mut core = Core::without_ledger(cfg, seed, now_ms);
+            for t in &restored.ledger_transfers {
+                core.flows.count(t);
+            }
+            match crate::economy::rebuild_ledger(&restored.ledger_accounts, restored.ledger_transfers) {
+                Ok(ledger) => core.ledger = ledger,
+                Err(e) => core.effects.push(Effect::Halt { reason: format!("stored ledger does not audit: {e}") }),
+            }
+            core
+        };
+        // Assignments are not kept across a restart, so no reservation made for one can still be posted.
+        let holds: Vec<neurolov_ledger::TransferId> =
+            core.ledger.open_pending().filter(|t| t.code == neurolov_ledger::codes::TASK_HOLD).map(|t| t.id).collect();
+        for pending in holds {
+            let id = neurolov_ledger::TransferId::derive(&[b"void", &pending.0.to_le_bytes()]);
+            let _ = core.order(&[neurolov_ledger::Transfer::void(id, pending, neurolov_ledger::codes::TASK_HOLD)]);
+        }
         for r in restored.nodes {
             let key = core.next_key;
             core.next_key += 1;
@@ -185,6 +214,7 @@ impl Core {
                     waiting_since_ms: None,
                     spot_decided: false,
                     quorum: planned.replicas,
+                    hold: None,
                 },
             );
             match result {
@@ -202,6 +232,7 @@ impl Core {
         let job = jobs::Job::finished(id, record.client, record.spec, state.clone(), record.tasks);
         self.jobs.insert(id, job);
         self.persist_job(id);
+        self.refund(id);
         self.effects.push(Effect::JobFinished { job: id, state });
     }
 }

@@ -20,7 +20,13 @@ impl Blobs for Store {
 }
 
 fn cfg() -> Config {
-    Config { heartbeat_interval_ms: 1_000, attestation_size: 8, tile_rows: 4, ..Config::default() }
+    Config {
+        heartbeat_interval_ms: 1_000,
+        attestation_size: 8,
+        tile_rows: 4,
+        faucet_grant_nano: 1_000 * neurolov_ledger::NANO_PER_NLOV,
+        ..Config::default()
+    }
 }
 
 struct One {
@@ -47,7 +53,13 @@ impl One {
     fn frame_text(&mut self, text: &str) -> Vec<Effect> {
         self.now += 10;
         let effects = self.core.frame(self.now, 1, text, &self.store);
-        for e in &effects {
+        self.absorb(&effects);
+        effects
+    }
+
+    /// Keeps the frames sent to this node and the blobs stored.
+    fn absorb(&mut self, effects: &[Effect]) {
+        for e in effects {
             match e {
                 Effect::Send { msg, .. } => self.inbox.push(msg.clone()),
                 Effect::StoreBlob { hash, bytes } => {
@@ -56,7 +68,6 @@ impl One {
                 _ => {}
             }
         }
-        effects
     }
 
     fn send(&mut self, msg: &FromNode) -> Vec<Effect> {
@@ -206,9 +217,10 @@ fn attestation_gates_paid_work_and_a_wrong_answer_fails_it() {
         k: 4,
         a: InputData::Seeded { seed: 1 },
         b: InputData::Seeded { seed: 2 },
-        max_price_nano_per_gflop: u64::MAX,
+        max_price_nano_per_gflop: 10_000_000,
         min_reliability: 0.0,
     };
+    one.core.faucet(one.now, client).unwrap();
     let (job, _) = one.core.submit(one.now, client, spec, &one.store).unwrap();
     // Only the challenge has been sent: the job's task waits for an attested node.
     assert_eq!(one.inbox.iter().filter(|m| matches!(m, ToNode::Task(_))).count(), 1);
@@ -326,7 +338,7 @@ fn small_wgsl_job(store: &mut Store) -> JobSpec {
         dispatch: [1, 1, 1],
         tolerance: neurolov_verify::replicas::Tolerance::Bitwise,
         work_mflop: 1,
-        max_price_nano_per_gflop: u64::MAX,
+        max_price_nano_per_gflop: 10_000_000,
         min_reliability: 0.0,
     }
 }
@@ -340,6 +352,7 @@ fn wgsl_tasks_of_new_nodes_are_always_spot_checked_by_a_second_operator() {
     assert!(core.nodes().iter().all(|n| n.state == NodeState::Active));
     let spec = small_wgsl_job(&mut store);
     let client = Keypair::from_seed([9; 32]).id();
+    core.faucet(100, client).unwrap();
     let (_, mut effects) = core.submit(100, client, spec, &store).unwrap();
     // A node with no verified history is checked at rate 1: the second replica goes out on the next pass.
     effects.extend(core.tick(200));
@@ -393,7 +406,9 @@ fn a_disagreeing_replica_is_outvoted_by_a_tie_breaker_and_slashed() {
     let nodes: Vec<(Keypair, String, u64)> =
         (1..=3).map(|c| attested_node(&mut core, &mut store, c, 30 + c as u8, 0)).collect();
     let spec = small_wgsl_job(&mut store);
-    let (job, mut effects) = core.submit(100, Keypair::from_seed([9; 32]).id(), spec, &store).unwrap();
+    let client = Keypair::from_seed([9; 32]).id();
+    core.faucet(100, client).unwrap();
+    let (job, mut effects) = core.submit(100, client, spec, &store).unwrap();
     effects.extend(core.tick(200));
     let tasks_for = |effects: &[Effect]| -> Vec<(u64, Task)> {
         effects
@@ -493,4 +508,112 @@ fn a_result_of_the_wrong_size_is_refused_before_it_is_read() {
     assert!(
         !effects.iter().any(|e| matches!(e, Effect::Slash { .. } | Effect::Send { msg: ToNode::Verdict { .. }, .. }))
     );
+}
+
+/// Runs every task the node gets until the job ends.
+fn run_job(one: &mut One, job: u64) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    for _ in 0..64 {
+        if one.core.job(job).is_some_and(|j| j.state.is_final()) {
+            break;
+        }
+        let task = one.last_task();
+        effects.extend(one.deliver(&task, false));
+    }
+    effects
+}
+
+#[test]
+fn a_job_escrows_its_price_pays_verified_work_with_the_fee_and_refunds_the_rest() {
+    use neurolov_core::{escrow, treasury, wallet};
+    let mut one = One::new();
+    let mut reg = one.register_msg();
+    if let FromNode::Register { price_nano_per_gflop, .. } = &mut reg {
+        *price_nano_per_gflop = 2_000_000;
+    }
+    one.send(&reg);
+    let challenge = one.last_task();
+    one.deliver(&challenge, false);
+    let client = Keypair::from_seed([7; 32]).id();
+    let spec = JobSpec::Matmul {
+        m: 8,
+        n: 8,
+        k: 8,
+        a: InputData::Seeded { seed: 1 },
+        b: InputData::Seeded { seed: 2 },
+        max_price_nano_per_gflop: 10_000_000,
+        min_reliability: 0.0,
+    };
+    // Two tasks of 1 MFLOP each at the client's cap (10,000 nano) plus the 5% fee.
+    let escrow_nano = 2 * (10_000 + 500);
+    let before = one.core.ledger().transfer_count();
+    let err = one.core.submit(one.now, client, spec.clone(), &one.store).unwrap_err();
+    assert_eq!(err, neurolov_core::SubmitError::InsufficientFunds { available_nano: 0, needed_nano: escrow_nano });
+    assert_eq!(one.core.ledger().transfer_count(), before, "a refused job moved money");
+    assert!(one.core.job(1).is_none());
+
+    let grant = 1_000 * neurolov_ledger::NANO_PER_NLOV;
+    one.core.faucet(one.now, client).unwrap();
+    assert_eq!(one.core.faucet(one.now, client).unwrap_err(), neurolov_core::WalletError::FaucetUsed);
+    let treasury_before = one.core.ledger().account(treasury()).unwrap().balance();
+    let (job, effects) = one.core.submit(one.now, client, spec, &one.store).unwrap();
+    one.absorb(&effects);
+    assert_eq!(one.core.wallet_view(&client).balance_nano, grant - escrow_nano);
+    // The task handed out holds its pay (2 NLOV/TFLOP × 1 MFLOP = 2,000 nano) in the escrow.
+    assert_eq!(one.core.ledger().account(escrow(job)).unwrap().debits_pending, 2_000);
+    let effects = run_job(&mut one, job);
+    assert!(matches!(one.core.job(job).unwrap().state, neurolov_core::JobState::Done), "{:?}", one.core.job(job));
+    let paid: u64 = effects
+        .iter()
+        .filter_map(|e| if let Effect::Reward { paid_nano, .. } = e { Some(*paid_nano) } else { None })
+        .sum();
+    assert_eq!(paid, 4_000);
+    assert_eq!(one.core.wallet_view(&one.kp.id()).balance_nano, 4_000);
+    assert_eq!(one.core.ledger().account(treasury()).unwrap().balance() - treasury_before, 200);
+    assert_eq!(one.core.wallet_view(&client).balance_nano, grant - 4_200, "unspent escrow not refunded");
+    let escrow_account = one.core.ledger().account(escrow(job)).unwrap();
+    assert_eq!((escrow_account.balance(), escrow_account.debits_pending), (0, 0));
+    assert_eq!(one.core.ledger().account(wallet(&client)).unwrap().debits_pending, 0);
+    one.core.ledger().check_full().unwrap();
+}
+
+#[test]
+fn proven_fraud_slashes_half_the_stake_and_cancels_unstaking() {
+    use neurolov_core::{stake_account, treasury};
+    let mut one = One::new();
+    let reg = one.register_msg();
+    let operator = one.kp.id();
+    let nlov = neurolov_ledger::NANO_PER_NLOV;
+    one.core.faucet(one.now, operator).unwrap();
+    one.core.stake(one.now, operator, 100 * nlov, 1).unwrap();
+    // Staking the same request again is applied once; staking more than the wallet holds is refused.
+    one.core.stake(one.now, operator, 100 * nlov, 1).unwrap();
+    assert!(matches!(
+        one.core.stake(one.now, operator, 10_000 * nlov, 2),
+        Err(neurolov_core::WalletError::Transfer(neurolov_ledger::TransferError::InsufficientFunds { .. }))
+    ));
+    let (release_ms, _) = one.core.unstake(one.now, operator, 30 * nlov, 1).unwrap();
+    assert_eq!(one.core.wallet_view(&operator).unstaking_nano, 30 * nlov);
+    assert_eq!(one.core.wallet_view(&operator).balance_nano, 900 * nlov);
+    one.send(&reg);
+    let treasury_before = one.core.ledger().account(treasury()).unwrap().balance();
+    let challenge = one.last_task();
+    let effects = one.deliver(&challenge, true);
+    let slashed: Vec<u64> = effects
+        .iter()
+        .filter_map(|e| if let Effect::Slash { slashed_nano, .. } = e { Some(*slashed_nano) } else { None })
+        .collect();
+    assert_eq!(slashed, vec![50 * nlov]);
+    assert_eq!(one.core.ledger().account(stake_account(&operator)).unwrap().balance(), 50 * i128::from(nlov));
+    assert_eq!(one.core.ledger().account(treasury()).unwrap().balance() - treasury_before, 50 * i128::from(nlov));
+    assert_eq!(one.core.wallet_view(&operator).unstaking_nano, 0, "a slash must cancel pending unstakes");
+    // A fresh unstake is released after the delay, not before.
+    let (release2, _) = one.core.unstake(one.now, operator, 20 * nlov, 2).unwrap();
+    assert!(release2 >= release_ms);
+    one.core.tick(release2 - 1);
+    assert_eq!(one.core.wallet_view(&operator).balance_nano, 900 * nlov);
+    one.core.tick(release2);
+    assert_eq!(one.core.wallet_view(&operator).balance_nano, 920 * nlov);
+    assert_eq!(one.core.wallet_view(&operator).staked_nano, 30 * nlov);
+    one.core.ledger().check_full().unwrap();
 }

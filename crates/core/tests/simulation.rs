@@ -66,6 +66,8 @@ struct Db {
     results: BTreeMap<u64, (JobId, String)>,
     next_job: u64,
     next_task: u64,
+    accounts: BTreeMap<neurolov_ledger::AccountId, neurolov_ledger::Account>,
+    transfers: Vec<neurolov_ledger::Transfer>,
 }
 
 impl Db {
@@ -83,6 +85,12 @@ impl Db {
             Record::Ids { next_job, next_task } => {
                 self.next_job = self.next_job.max(next_job);
                 self.next_task = self.next_task.max(next_task);
+            }
+            Record::Ledger(changes) => {
+                for a in changes.created.into_iter().chain(changes.accounts) {
+                    self.accounts.insert(a.id, a);
+                }
+                self.transfers.extend(changes.transfers);
             }
         }
     }
@@ -105,6 +113,8 @@ impl Db {
                 .collect(),
             next_job: self.next_job,
             next_task: self.next_task,
+            ledger_accounts: self.accounts.values().cloned().collect(),
+            ledger_transfers: self.transfers.clone(),
         }
     }
 }
@@ -142,6 +152,7 @@ fn config() -> Config {
         min_task_deadline_ms: 5_000,
         max_attempts: 8,
         max_queue_wait_ms: 60_000,
+        faucet_grant_nano: 1_000_000 * neurolov_ledger::NANO_PER_NLOV,
         ..Config::default()
     }
 }
@@ -194,11 +205,19 @@ impl Sim {
                 speed_ms_per_task: rng.u64(50..800),
             });
         }
+        // A new network starts the way the shell starts one: through restore from an empty store (genesis).
+        let (core, genesis) = Core::restore(config(), seed, 0, Restored::default(), &Store::default());
+        let mut db = Db::default();
+        for e in genesis {
+            if let Effect::Persist(r) = e {
+                db.apply(r);
+            }
+        }
         Sim {
             seed,
             loss: rng.f64() * 0.05,
             rng,
-            core: Core::new(config(), seed, 0),
+            core,
             now: 0,
             store: Store::default(),
             nodes,
@@ -207,7 +226,7 @@ impl Sim {
             to_nodes: VecDeque::new(),
             jobs: BTreeMap::new(),
             slashed: 0,
-            db: Db::default(),
+            db,
             crash_at_step: None,
             restarts: 0,
         }
@@ -271,6 +290,7 @@ impl Sim {
                     self.slashed += 1;
                 }
                 Effect::Reward { .. } => {}
+                Effect::Halt { reason } => self.fail(&format!("the core halted: {reason}")),
                 Effect::Persist(record) => self.db.apply(record),
             }
         }
@@ -475,10 +495,18 @@ impl Sim {
         if let Err(e) = self.core.assignments_are_sound() {
             self.fail(&e);
         }
+        if let Err(e) = self.core.ledger().check_full() {
+            self.fail(&format!("ledger: {e}"));
+        }
     }
 
     fn submit(&mut self) {
         let client = Keypair::from_seed([9; 32]).id();
+        if self.core.wallet_view(&client).balance_nano == 0 {
+            let (_, effects) =
+                self.core.faucet(self.now, client).unwrap_or_else(|e| self.fail(&format!("faucet: {e}")));
+            self.apply(effects);
+        }
         let spec = if self.rng.u8(..) < 200 {
             let (m, n, k) = (self.rng.u32(1..14), self.rng.u32(1..9), self.rng.u32(1..9));
             JobSpec::Matmul {
@@ -487,7 +515,7 @@ impl Sim {
                 k,
                 a: InputData::Seeded { seed: self.rng.u64(..) },
                 b: InputData::Seeded { seed: self.rng.u64(..) },
-                max_price_nano_per_gflop: u64::MAX,
+                max_price_nano_per_gflop: 10_000_000,
                 min_reliability: 0.0,
             }
         } else {
@@ -501,7 +529,7 @@ impl Sim {
                 dispatch: [1, 1, 1],
                 tolerance: DEFAULT_FLOAT,
                 work_mflop: 1,
-                max_price_nano_per_gflop: u64::MAX,
+                max_price_nano_per_gflop: 10_000_000,
                 min_reliability: 0.0,
             }
         };
@@ -586,6 +614,29 @@ impl Sim {
                     self.fail(&format!("job {id}: a wrong matmul result was accepted"));
                 }
             }
+        }
+        // Money: the stored log replays to the live ledger; nothing was created or lost; every finished job's
+        // escrow is back at zero (its client got the rest); every task was paid by its client at most once.
+        let replayed = neurolov_core::rebuild_ledger(
+            &self.db.accounts.values().cloned().collect::<Vec<_>>(),
+            self.db.transfers.clone(),
+        )
+        .unwrap_or_else(|e| self.fail(&format!("stored ledger does not audit: {e}")));
+        if replayed.circulating() != i128::from(neurolov_ledger::TOTAL_SUPPLY_NANO) {
+            self.fail("total supply changed");
+        }
+        for (&id, (_, state)) in &self.jobs {
+            let escrow = self.core.ledger().account(neurolov_core::escrow(id)).map_or(0, |a| a.balance());
+            if state.is_some() && escrow != 0 {
+                self.fail(&format!("job {id} ended with {escrow} left in escrow"));
+            }
+        }
+        let mut paid = std::collections::HashMap::new();
+        for t in self.db.transfers.iter().filter(|t| t.code == neurolov_ledger::codes::TASK_PAY) {
+            *paid.entry(t.user_data).or_insert(0u32) += 1;
+        }
+        if paid.values().any(|&n| n > 1) {
+            self.fail("a task was paid twice");
         }
         // Nodes that only ever lie never get attested.
         for (view, node) in

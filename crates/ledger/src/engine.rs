@@ -8,8 +8,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::{
-    Account, AccountId, Kind, MAX_BATCH, TOTAL_SUPPLY_NANO, Transfer, TransferId, account_flags, codes,
-    transfer_flags,
+    Account, AccountId, Kind, MAX_BATCH, TOTAL_SUPPLY_NANO, Transfer, TransferId, account_flags, codes, transfer_flags,
 };
 
 /// Why a transfer was refused. Nothing changed.
@@ -304,7 +303,8 @@ impl Ledger {
         if t.id.0 == 0 {
             return Err(TransferError::IdZero);
         }
-        let phase_flags = t.flags & (transfer_flags::PENDING | transfer_flags::POST_PENDING | transfer_flags::VOID_PENDING);
+        let phase_flags =
+            t.flags & (transfer_flags::PENDING | transfer_flags::POST_PENDING | transfer_flags::VOID_PENDING);
         if phase_flags.count_ones() > 1 {
             return Err(TransferError::FlagsConflict);
         }
@@ -498,8 +498,7 @@ impl Ledger {
     /// could have broken first.
     pub fn take_changes(&mut self) -> Result<Changes, LedgerError> {
         self.check_commit()?;
-        let mut accounts: Vec<Account> =
-            self.dirty.drain().filter_map(|id| self.accounts.get(&id).cloned()).collect();
+        let mut accounts: Vec<Account> = self.dirty.drain().filter_map(|id| self.accounts.get(&id).cloned()).collect();
         accounts.sort_by_key(|a| a.id);
         Ok(Changes { created: std::mem::take(&mut self.created), transfers: std::mem::take(&mut self.log), accounts })
     }
@@ -583,16 +582,19 @@ impl Ledger {
 }
 
 fn check_account(a: &Account) -> Result<(), LedgerError> {
-    if a.flags & account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS != 0 && a.debits_pending + a.debits_posted > a.credits_posted
+    if a.flags & account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS != 0
+        && a.debits_pending + a.debits_posted > a.credits_posted
     {
         return Err(LedgerError::Invariant(format!("account {} ({}) is overdrawn", a.id, a.owner)));
     }
-    if a.flags & account_flags::CREDITS_MUST_NOT_EXCEED_DEBITS != 0 && a.credits_pending + a.credits_posted > a.debits_posted
+    if a.flags & account_flags::CREDITS_MUST_NOT_EXCEED_DEBITS != 0
+        && a.credits_pending + a.credits_posted > a.debits_posted
     {
         return Err(LedgerError::Invariant(format!("account {} ({}) is over-credited", a.id, a.owner)));
     }
     if a.flags & account_flags::MINT != 0
-        && (a.debits_pending + a.debits_posted > u128::from(TOTAL_SUPPLY_NANO) || a.credits_posted + a.credits_pending > 0)
+        && (a.debits_pending + a.debits_posted > u128::from(TOTAL_SUPPLY_NANO)
+            || a.credits_posted + a.credits_pending > 0)
     {
         return Err(LedgerError::Invariant("the mint moved beyond the supply".into()));
     }

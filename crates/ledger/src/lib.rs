@@ -318,7 +318,8 @@ mod tests {
 
     #[test]
     fn nlov_amounts_round_trip() {
-        for (text, nano) in [("0", 0), ("1", NANO_PER_NLOV), ("0.5", NANO_PER_NLOV / 2), ("1.000000001", NANO_PER_NLOV + 1)]
+        for (text, nano) in
+            [("0", 0), ("1", NANO_PER_NLOV), ("0.5", NANO_PER_NLOV / 2), ("1.000000001", NANO_PER_NLOV + 1)]
         {
             assert_eq!(parse_nlov(text), Some(nano), "{text}");
             assert_eq!(format_nlov(u128::from(nano)), text);

@@ -115,9 +115,21 @@ impl Model {
 #[derive(Clone, Debug)]
 enum Op {
     /// kind 0 plain, 1 pending, 2 post, 3 void; `target` picks an earlier id for posts, voids and duplicates.
-    Event { kind: u8, debit: u128, credit: u128, amount: u64, timeout: u64, target: usize, linked: bool },
-    Duplicate { target: usize },
-    Advance { ms: u64 },
+    Event {
+        kind: u8,
+        debit: u128,
+        credit: u128,
+        amount: u64,
+        timeout: u64,
+        target: usize,
+        linked: bool,
+    },
+    Duplicate {
+        target: usize,
+    },
+    Advance {
+        ms: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -252,36 +264,84 @@ fn refusals_are_typed_and_change_nothing() {
         assert!(changes.transfers.is_empty(), "{want}: {:?}", changes.transfers);
         ledger.check_full().unwrap();
     };
-    check(&mut ledger, Transfer::new(TransferId(3), user, fund, 41, 2), 1, TransferError::InsufficientFunds {
-        account: user,
-        available: 40,
-        needed: 41,
-    });
-    check(&mut ledger, Transfer::new(TransferId(3), AccountId(99), fund, 1, 2), 1, TransferError::AccountNotFound(AccountId(99)));
-    check(&mut ledger, Transfer::new(TransferId(1), fund, user, 101, 2), 1, TransferError::ExistsWithDifferentFields(TransferId(1)));
+    check(
+        &mut ledger,
+        Transfer::new(TransferId(3), user, fund, 41, 2),
+        1,
+        TransferError::InsufficientFunds { account: user, available: 40, needed: 41 },
+    );
+    check(
+        &mut ledger,
+        Transfer::new(TransferId(3), AccountId(99), fund, 1, 2),
+        1,
+        TransferError::AccountNotFound(AccountId(99)),
+    );
+    check(
+        &mut ledger,
+        Transfer::new(TransferId(1), fund, user, 101, 2),
+        1,
+        TransferError::ExistsWithDifferentFields(TransferId(1)),
+    );
     check(&mut ledger, Transfer::new(TransferId(0), fund, user, 1, 2), 1, TransferError::IdZero);
     check(&mut ledger, Transfer::new(TransferId(3), user, user, 1, 2), 1, TransferError::SameAccount);
     check(&mut ledger, Transfer::new(TransferId(3), fund, user, 0, 2), 1, TransferError::ZeroAmount);
-    check(&mut ledger, Transfer::new(TransferId(3), fund, user, TOTAL_SUPPLY_NANO + 1, 2), 1, TransferError::AmountTooLarge(TOTAL_SUPPLY_NANO + 1));
-    check(&mut ledger, Transfer::new(TransferId(3), neurolov_ledger::Bucket::Team.account(), AccountId::derive(&[b"mint"]), 1, 2), 1, TransferError::ExceedsSupply);
-    check(&mut ledger, Transfer::post(TransferId(3), TransferId(2), 61, 2), 1, TransferError::PostExceedsPending { pending: 60, amount: 61 });
-    check(&mut ledger, Transfer::post(TransferId(3), TransferId(9), 1, 2), 1, TransferError::PendingNotFound(TransferId(9)));
-    check(&mut ledger, Transfer::post(TransferId(3), TransferId(2), 10, 2), 50, TransferError::PendingExpired(TransferId(2)));
+    check(
+        &mut ledger,
+        Transfer::new(TransferId(3), fund, user, TOTAL_SUPPLY_NANO + 1, 2),
+        1,
+        TransferError::AmountTooLarge(TOTAL_SUPPLY_NANO + 1),
+    );
+    check(
+        &mut ledger,
+        Transfer::new(TransferId(3), neurolov_ledger::Bucket::Team.account(), AccountId::derive(&[b"mint"]), 1, 2),
+        1,
+        TransferError::ExceedsSupply,
+    );
+    check(
+        &mut ledger,
+        Transfer::post(TransferId(3), TransferId(2), 61, 2),
+        1,
+        TransferError::PostExceedsPending { pending: 60, amount: 61 },
+    );
+    check(
+        &mut ledger,
+        Transfer::post(TransferId(3), TransferId(9), 1, 2),
+        1,
+        TransferError::PendingNotFound(TransferId(9)),
+    );
+    check(
+        &mut ledger,
+        Transfer::post(TransferId(3), TransferId(2), 10, 2),
+        50,
+        TransferError::PendingExpired(TransferId(2)),
+    );
     // Linked: the second fails, so the first is undone too.
-    let chain = [Transfer::new(TransferId(4), fund, user, 5, 2).linked(), Transfer::new(TransferId(5), user, fund, 1_000, 2)];
+    let chain =
+        [Transfer::new(TransferId(4), fund, user, 5, 2).linked(), Transfer::new(TransferId(5), user, fund, 1_000, 2)];
     let results = ledger.submit(&chain, 1);
     assert_eq!(results[0], Err(TransferError::LinkedEventFailed));
     assert!(matches!(results[1], Err(TransferError::InsufficientFunds { .. })));
     assert_eq!(ledger.account(user).unwrap().balance(), 100);
     assert!(!ledger.contains(TransferId(4)));
-    assert_eq!(ledger.submit(&[Transfer::new(TransferId(6), fund, user, 5, 2).linked()], 1), vec![Err(TransferError::LinkedChainOpen)]);
+    assert_eq!(
+        ledger.submit(&[Transfer::new(TransferId(6), fund, user, 5, 2).linked()], 1),
+        vec![Err(TransferError::LinkedChainOpen)]
+    );
     // Partial post releases the rest; a second post of the same pending is refused.
     assert_eq!(ledger.submit(&[Transfer::post(TransferId(7), TransferId(2), 25, 2)], 2), vec![Ok(Outcome::Applied)]);
     assert_eq!(ledger.account(user).unwrap().available(), 75);
     assert_eq!(ledger.take_changes().unwrap().transfers.len(), 1);
-    check(&mut ledger, Transfer::void(TransferId(8), TransferId(2), 2), 2, TransferError::PendingAlreadyPosted(TransferId(2)));
+    check(
+        &mut ledger,
+        Transfer::void(TransferId(8), TransferId(2), 2),
+        2,
+        TransferError::PendingAlreadyPosted(TransferId(2)),
+    );
     // The same transfer again is applied once.
-    assert_eq!(ledger.submit(&[Transfer::post(TransferId(7), TransferId(2), 25, 2)], 3), vec![Ok(Outcome::AlreadyApplied)]);
+    assert_eq!(
+        ledger.submit(&[Transfer::post(TransferId(7), TransferId(2), 25, 2)], 3),
+        vec![Ok(Outcome::AlreadyApplied)]
+    );
     assert_eq!(ledger.account(user).unwrap().available(), 75);
     ledger.check_full().unwrap();
 }

@@ -1,0 +1,464 @@
+//! The network's economics, as orders to the ledger: a job escrows its client's maximum price up front; each task
+//! attempt reserves its provider's pay from that escrow (a pending transfer that times out with the attempt); a
+//! verified task posts that reservation and a protocol fee to the treasury; a failed or dropped attempt voids it;
+//! whatever the job did not spend goes back to the client when it ends, however it ends. Spot-check replicas beyond
+//! the first verified result are verification the network buys, paid from the treasury. Proven fraud slashes a share
+//! of the operator's stake to the treasury. Every transfer id is derived from the event it settles, so a repeated
+//! order (after a crash, a retry) is applied once. Transfers carry the task id (holds, payments, fees) or the job id
+//! (escrow, refund) in their user data.
+
+use neurolov_ledger::{
+    AccountId, Bucket, Kind, Ledger, Outcome, TOTAL_SUPPLY_NANO, Transfer, TransferError, TransferId, account_flags,
+    codes,
+};
+use neurolov_protocol::Id;
+
+use crate::{Core, Effect, JobId, Purpose, Record, TaskId};
+
+/// Basis points: 10,000 = 100%.
+pub const BPS: u64 = 10_000;
+
+/// A wallet operation refused.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum WalletError {
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+    #[error("the faucet is off (development mode only)")]
+    FaucetDisabled,
+    #[error("this account has already received its faucet grant")]
+    FaucetUsed,
+    #[error("amount must be positive")]
+    ZeroAmount,
+    #[error("the ledger refused: {0}")]
+    Ledger(String),
+}
+
+/// What `wallet balance` shows.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WalletView {
+    /// Posted balance of the wallet.
+    pub balance_nano: u64,
+    /// Of which reserved by pending transfers.
+    pub pending_nano: u64,
+    pub staked_nano: u64,
+    /// Stake on its way back (released after the unstaking delay).
+    pub unstaking_nano: u64,
+}
+
+/// Ledger totals for `/v1/stats`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LedgerTotals {
+    pub total_supply_nano: u64,
+    pub treasury_nano: u64,
+    pub escrow_nano: u64,
+    pub staked_nano: u64,
+    pub transfers: u64,
+    pub fees_nano: u64,
+    pub paid_to_providers_nano: u64,
+    pub slashed_nano: u64,
+}
+
+/// Running sums of what the economy did, rebuilt from the ledger after a restart.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Flows {
+    pub fees_nano: u64,
+    pub paid_nano: u64,
+    pub slashed_nano: u64,
+}
+
+impl Flows {
+    pub(crate) fn count(&mut self, t: &Transfer) {
+        let sum = match t.code {
+            codes::FEE => &mut self.fees_nano,
+            codes::TASK_PAY | codes::VERIFICATION_PAY => &mut self.paid_nano,
+            codes::SLASH => &mut self.slashed_nano,
+            _ => return,
+        };
+        *sum = sum.saturating_add(t.amount);
+    }
+}
+
+pub fn wallet(id: &Id) -> AccountId {
+    AccountId::derive(&[b"wallet", id.as_bytes()])
+}
+
+pub fn stake_account(id: &Id) -> AccountId {
+    AccountId::derive(&[b"stake", id.as_bytes()])
+}
+
+pub fn escrow(job: JobId) -> AccountId {
+    AccountId::derive(&[b"escrow", &job.to_le_bytes()])
+}
+
+pub fn treasury() -> AccountId {
+    Bucket::Treasury.account()
+}
+
+fn tid(parts: &[&[u8]]) -> TransferId {
+    TransferId::derive(parts)
+}
+
+fn hold_id(task: TaskId, attempt: u32) -> TransferId {
+    tid(&[b"hold", &task.to_le_bytes(), &attempt.to_le_bytes()])
+}
+
+/// Price of `work_mflop` at `nano_per_gflop`, rounded up; `None` beyond the total supply.
+pub fn price_nano(work_mflop: u64, nano_per_gflop: u64) -> Option<u64> {
+    let p = (u128::from(work_mflop) * u128::from(nano_per_gflop)).div_ceil(1000);
+    u64::try_from(p).ok().filter(|&p| p <= TOTAL_SUPPLY_NANO)
+}
+
+/// The protocol fee on a price (rounded down).
+pub fn fee_nano(price: u64, fee_bps: u64) -> u64 {
+    (u128::from(price) * u128::from(fee_bps) / u128::from(BPS)) as u64
+}
+
+fn nano(v: i128) -> u64 {
+    u64::try_from(v.max(0)).unwrap_or(u64::MAX)
+}
+
+impl Core {
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Applies `batch` (one linked chain or single transfers); logs and returns the first refusal.
+    pub(crate) fn order(&mut self, batch: &[Transfer]) -> Result<(), TransferError> {
+        let results = self.ledger.submit(batch, self.now_ms);
+        for (t, r) in batch.iter().zip(&results) {
+            match r {
+                Ok(Outcome::Applied) => self.flows.count(t),
+                Ok(Outcome::AlreadyApplied) => {}
+                Err(e) => {
+                    tracing::warn!(transfer = %t.id, code = codes::name(t.code), error = %e, "ledger refused an order");
+                    return Err(e.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn open_account(&mut self, id: AccountId, kind: Kind, owner: &str) {
+        let flags = account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS;
+        if let Err(e) = self.ledger.create_account(id, kind, flags, owner, self.now_ms) {
+            tracing::error!(account = %id, error = %e, "could not open an account");
+        }
+    }
+
+    /// Every ledger change of this event as one durable record (or a halt, if an invariant broke).
+    pub(crate) fn commit_ledger(&mut self) {
+        match self.ledger.take_changes() {
+            Ok(changes) if changes.is_empty() => {}
+            Ok(changes) => self.effects.push(Effect::Persist(Record::Ledger(Box::new(changes)))),
+            Err(e) => self.effects.push(Effect::Halt { reason: e.to_string() }),
+        }
+    }
+
+    /// The escrow a job needs: each task at the client's price cap plus the fee on it.
+    pub(crate) fn escrow_needed(&self, works: &[u64], max_price_nano_per_gflop: u64) -> Option<u64> {
+        works.iter().try_fold(0u64, |sum, &w| {
+            let p = price_nano(w, max_price_nano_per_gflop)?;
+            sum.checked_add(p)?.checked_add(fee_nano(p, self.cfg.fee_bps))
+        })
+    }
+
+    /// Moves the job's escrow from the client's wallet. Checked before the job exists: refusal changes nothing.
+    pub(crate) fn fund_escrow(&mut self, job: JobId, client: Id, amount: u64) -> Result<(), TransferError> {
+        let from = wallet(&client);
+        let Some(available) = self.ledger.account(from).map(|a| a.available()) else {
+            return Err(TransferError::InsufficientFunds { account: from, available: 0, needed: amount });
+        };
+        if available < i128::from(amount) {
+            return Err(TransferError::InsufficientFunds { account: from, available, needed: amount });
+        }
+        self.open_account(escrow(job), Kind::Escrow, &format!("job {job}"));
+        if amount == 0 {
+            return Ok(());
+        }
+        let t = Transfer::new(tid(&[b"escrow", &job.to_le_bytes()]), from, escrow(job), amount, codes::ESCROW)
+            .with_user_data(job);
+        self.order(&[t])
+    }
+
+    /// Reserves an attempt's pay from its job's escrow, unless another attempt of the task holds the reservation
+    /// (a spot-check replica: the treasury pays it if it agrees).
+    pub(crate) fn hold(&mut self, task: TaskId, attempt: u32, operator: Id, price: u64, deadline_ms: u64) {
+        let Some(t) = self.tasks.get(&task) else { return };
+        let Purpose::Job(job) = t.purpose else { return };
+        if t.hold.is_some() || price == 0 {
+            return;
+        }
+        let id = hold_id(task, attempt);
+        let timeout = deadline_ms.saturating_add(self.cfg.hold_grace_ms);
+        let hold = Transfer::pending(id, escrow(job), wallet(&operator), price, codes::TASK_HOLD, timeout)
+            .with_user_data(task);
+        if self.order(&[hold]).is_ok()
+            && let Some(t) = self.tasks.get_mut(&task)
+        {
+            t.hold = Some(attempt);
+        }
+    }
+
+    /// Releases an attempt's reservation, if it holds one.
+    pub(crate) fn release_hold(&mut self, task: TaskId, attempt: u32) {
+        let Some(t) = self.tasks.get_mut(&task) else { return };
+        if t.hold != Some(attempt) {
+            return;
+        }
+        t.hold = None;
+        let pending = hold_id(task, attempt);
+        if self.ledger.is_open_pending(pending) {
+            let void = Transfer::void(tid(&[b"void", &pending.0.to_le_bytes()]), pending, codes::TASK_HOLD);
+            let _ = self.order(&[void]);
+        }
+    }
+
+    /// Pays a verified attempt: from the job's escrow (posting the attempt's reservation, or directly if another
+    /// attempt held it) with the fee to the treasury, or — for an extra spot-check replica — from the treasury.
+    /// Returns (paid to the provider, fee).
+    pub(crate) fn pay_task(
+        &mut self,
+        task: TaskId,
+        attempt: u32,
+        operator: Id,
+        price: u64,
+        client_pays: bool,
+    ) -> (u64, u64) {
+        let Some(t) = self.tasks.get(&task) else { return (0, 0) };
+        let Purpose::Job(job) = t.purpose else { return (0, 0) };
+        let to = wallet(&operator);
+        if price == 0 {
+            return (0, 0);
+        }
+        if !client_pays {
+            let pay = Transfer::new(
+                tid(&[b"verify-pay", &task.to_le_bytes(), &attempt.to_le_bytes()]),
+                treasury(),
+                to,
+                price,
+                codes::VERIFICATION_PAY,
+            )
+            .with_user_data(task);
+            return if self.order(&[pay]).is_ok() { (price, 0) } else { (0, 0) };
+        }
+        let pending = hold_id(task, attempt);
+        let holds = t.hold == Some(attempt) && self.ledger.is_open_pending(pending);
+        let pay_id = tid(&[b"pay", &task.to_le_bytes()]);
+        let pay = if holds {
+            Transfer::post(pay_id, pending, price, codes::TASK_PAY)
+        } else {
+            Transfer::new(pay_id, escrow(job), to, price, codes::TASK_PAY)
+        };
+        let fee = fee_nano(price, self.cfg.fee_bps);
+        let mut batch = vec![pay.with_user_data(task)];
+        if fee > 0 {
+            batch[0] = batch[0].clone().linked();
+            batch.push(
+                Transfer::new(tid(&[b"fee", &task.to_le_bytes()]), escrow(job), treasury(), fee, codes::FEE)
+                    .with_user_data(task),
+            );
+        }
+        let paid = self.order(&batch).is_ok();
+        if holds && let Some(t) = self.tasks.get_mut(&task) {
+            t.hold = None;
+        }
+        if !paid && holds {
+            self.release_hold(task, attempt);
+        }
+        if paid { (price, fee) } else { (0, 0) }
+    }
+
+    /// Returns what a finished job did not spend to its client.
+    pub(crate) fn refund(&mut self, job: JobId) {
+        let Some(client) = self.jobs.get(&job).map(|j| j.client) else { return };
+        let Some(left) = self.ledger.account(escrow(job)).map(|a| nano(a.available())) else { return };
+        if left == 0 {
+            return;
+        }
+        let t = Transfer::new(tid(&[b"refund", &job.to_le_bytes()]), escrow(job), wallet(&client), left, codes::REFUND)
+            .with_user_data(job);
+        let _ = self.order(&[t]);
+    }
+
+    /// Slashes a share of the operator's stake for proven fraud. A slash cancels the operator's pending unstakes
+    /// first, so stake on its way out is still at stake. Returns the amount slashed.
+    pub(crate) fn slash(&mut self, operator: Id, task: TaskId, attempt: u32) -> u64 {
+        let stake = stake_account(&operator);
+        let unstakes: Vec<TransferId> =
+            self.ledger.open_pending().filter(|t| t.debit == stake && t.code == codes::UNSTAKE).map(|t| t.id).collect();
+        for pending in unstakes {
+            let void = Transfer::void(tid(&[b"void", &pending.0.to_le_bytes()]), pending, codes::UNSTAKE);
+            let _ = self.order(&[void]);
+        }
+        let Some(balance) = self.ledger.account(stake).map(|a| nano(a.available())) else { return 0 };
+        let amount = fee_nano(balance, self.cfg.slash_bps);
+        if amount == 0 {
+            return 0;
+        }
+        let t = Transfer::new(
+            tid(&[b"slash", &task.to_le_bytes(), &attempt.to_le_bytes()]),
+            stake,
+            treasury(),
+            amount,
+            codes::SLASH,
+        );
+        if self.order(&[t]).is_ok() { amount } else { 0 }
+    }
+
+    /// Voids reservations past their timeout and releases matured unstakes.
+    pub(crate) fn settle_timers(&mut self) {
+        let now = self.now_ms;
+        for pid in self.ledger.expire(now) {
+            tracing::debug!(pending = %pid, "reservation expired");
+        }
+        let matured: Vec<TransferId> = self
+            .ledger
+            .open_pending()
+            .filter(|t| t.code == codes::UNSTAKE && t.user_data <= now)
+            .map(|t| t.id)
+            .collect();
+        for pending in matured {
+            let amount = self.ledger.open_pending().find(|t| t.id == pending).map_or(0, |t| t.amount);
+            let post = Transfer::post(tid(&[b"release", &pending.0.to_le_bytes()]), pending, amount, codes::UNSTAKE);
+            let _ = self.order(&[post]);
+        }
+    }
+
+    /// A wallet transfer signed by `from`; `client_id` is the client's own id for it (retrying it is harmless).
+    pub fn transfer(
+        &mut self,
+        now_ms: u64,
+        from: Id,
+        to: Id,
+        amount: u64,
+        client_id: u128,
+    ) -> Result<(Outcome, Vec<Effect>), WalletError> {
+        self.advance(now_ms);
+        if amount == 0 {
+            return Err(WalletError::ZeroAmount);
+        }
+        self.open_account(wallet(&to), Kind::User, &to.to_string());
+        let id = tid(&[b"wallet", from.as_bytes(), &client_id.to_le_bytes()]);
+        let result =
+            self.ledger.submit(&[Transfer::new(id, wallet(&from), wallet(&to), amount, codes::WALLET)], now_ms);
+        let outcome = result.into_iter().next().unwrap_or(Err(TransferError::BatchTooLarge));
+        let effects = self.take_effects();
+        Ok((outcome?, effects))
+    }
+
+    /// Development mode: one grant per account from the ecosystem fund.
+    pub fn faucet(&mut self, now_ms: u64, to: Id) -> Result<(u64, Vec<Effect>), WalletError> {
+        self.advance(now_ms);
+        let grant = self.cfg.faucet_grant_nano;
+        if grant == 0 {
+            return Err(WalletError::FaucetDisabled);
+        }
+        let id = tid(&[b"faucet", to.as_bytes()]);
+        if self.ledger.contains(id) {
+            return Err(WalletError::FaucetUsed);
+        }
+        self.open_account(wallet(&to), Kind::User, &to.to_string());
+        let t = Transfer::new(id, Bucket::EcosystemFund.account(), wallet(&to), grant, codes::FAUCET);
+        let result = self.order(&[t]);
+        let effects = self.take_effects();
+        result?;
+        Ok((grant, effects))
+    }
+
+    /// Locks `amount` of the operator's wallet as stake.
+    pub fn stake(
+        &mut self,
+        now_ms: u64,
+        operator: Id,
+        amount: u64,
+        client_id: u128,
+    ) -> Result<Vec<Effect>, WalletError> {
+        self.advance(now_ms);
+        if amount == 0 {
+            return Err(WalletError::ZeroAmount);
+        }
+        self.open_account(stake_account(&operator), Kind::Stake, &operator.to_string());
+        let id = tid(&[b"stake", operator.as_bytes(), &client_id.to_le_bytes()]);
+        let result =
+            self.order(&[Transfer::new(id, wallet(&operator), stake_account(&operator), amount, codes::STAKE)]);
+        let effects = self.take_effects();
+        result?;
+        Ok(effects)
+    }
+
+    /// Starts unstaking: the amount stays locked (and slashable) for the unstaking delay, then returns to the wallet.
+    pub fn unstake(
+        &mut self,
+        now_ms: u64,
+        operator: Id,
+        amount: u64,
+        client_id: u128,
+    ) -> Result<(u64, Vec<Effect>), WalletError> {
+        self.advance(now_ms);
+        if amount == 0 {
+            return Err(WalletError::ZeroAmount);
+        }
+        let release_ms = self.now_ms.saturating_add(self.cfg.unstake_delay_ms);
+        let id = tid(&[b"unstake", operator.as_bytes(), &client_id.to_le_bytes()]);
+        let t = Transfer::pending(id, stake_account(&operator), wallet(&operator), amount, codes::UNSTAKE, 0)
+            .with_user_data(release_ms);
+        let result = self.order(&[t]);
+        let effects = self.take_effects();
+        result?;
+        Ok((release_ms, effects))
+    }
+
+    pub fn wallet_view(&self, id: &Id) -> WalletView {
+        let w = self.ledger.account(wallet(id));
+        let s = self.ledger.account(stake_account(id));
+        WalletView {
+            balance_nano: w.map_or(0, |a| nano(a.balance())),
+            pending_nano: w.map_or(0, |a| a.debits_pending as u64),
+            staked_nano: s.map_or(0, |a| nano(a.balance())),
+            unstaking_nano: s.map_or(0, |a| a.debits_pending as u64),
+        }
+    }
+
+    /// The share of the spot-check discount an operator's stake earns, in [0, 1].
+    pub(crate) fn stake_share(&self, operator: &Id) -> f64 {
+        let full = self.cfg.stake_for_full_discount_nano.max(1) as f64;
+        let staked = self.ledger.account(stake_account(operator)).map_or(0, |a| nano(a.available()));
+        (staked as f64 / full).min(1.0)
+    }
+
+    pub fn ledger_totals(&self) -> LedgerTotals {
+        let sum = |kind: Kind| -> u64 {
+            nano(self.ledger.accounts().filter(|a| a.kind == kind).map(|a| a.balance()).sum::<i128>())
+        };
+        LedgerTotals {
+            total_supply_nano: nano(self.ledger.circulating()),
+            treasury_nano: self.ledger.account(treasury()).map_or(0, |a| nano(a.balance())),
+            escrow_nano: sum(Kind::Escrow),
+            staked_nano: sum(Kind::Stake),
+            transfers: self.ledger.transfer_count() as u64,
+            fees_nano: self.flows.fees_nano,
+            paid_to_providers_nano: self.flows.paid_nano,
+            slashed_nano: self.flows.slashed_nano,
+        }
+    }
+}
+
+/// Replays a stored ledger and checks it against the stored balances: what a restarted coordinator and
+/// `neurolov ledger audit` both do.
+pub fn rebuild_ledger(
+    accounts: &[neurolov_ledger::Account],
+    transfers: Vec<Transfer>,
+) -> Result<Ledger, neurolov_ledger::LedgerError> {
+    let ledger = Ledger::replay(accounts, transfers)?;
+    for stored in accounts {
+        let live = ledger.account(stored.id);
+        if live != Some(stored) {
+            return Err(neurolov_ledger::LedgerError::Invariant(format!(
+                "stored balances of account {} ({}) differ from its transfers",
+                stored.id, stored.owner
+            )));
+        }
+    }
+    ledger.check_full()?;
+    Ok(ledger)
+}
