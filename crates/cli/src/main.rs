@@ -2,7 +2,9 @@
 //! provider benchmark), `adapters` (what wgpu finds), and the hidden `kernel-worker` subcommand that the sandbox
 //! runs untrusted WGSL in.
 
+mod demo;
 mod net;
+mod wallet;
 
 use std::io::IsTerminal;
 
@@ -59,6 +61,15 @@ enum Command {
     /// Submit jobs and fetch their status and results.
     #[command(subcommand)]
     Job(net::JobCommand),
+    /// The whole network on this machine: a coordinator, provider nodes (optionally cheaters), a client's jobs,
+    /// and a report of what was verified, paid and slashed.
+    Demo(demo::DemoArgs),
+    /// NLOV wallets: balance, transfer, history, faucet, stake, unstake.
+    #[command(subcommand)]
+    Wallet(wallet::WalletCommand),
+    /// The ledger itself: `audit`.
+    #[command(subcommand)]
+    Ledger(wallet::LedgerCommand),
     /// Runs one untrusted kernel read from stdin (started by the sandbox; not for people).
     #[command(hide = true)]
     KernelWorker,
@@ -100,6 +111,9 @@ fn main() -> anyhow::Result<()> {
         Command::Keygen { out, force, json } => net::keygen(&out, force, json),
         Command::Node(args) => net::node(args),
         Command::Job(cmd) => net::job(cmd),
+        Command::Wallet(cmd) => wallet::wallet(cmd),
+        Command::Demo(args) => demo::demo(args),
+        Command::Ledger(cmd) => wallet::ledger(cmd),
         Command::KernelWorker => {
             neurolov_kernels::sandbox::serve_worker(std::io::stdin().lock(), std::io::stdout().lock())
                 .context("kernel worker pipe failed")?;

@@ -14,8 +14,10 @@ use neurolov_core::Config;
 use neurolov_kernels::backend::Compute;
 use neurolov_protocol::Keypair;
 
+/// The development faucet's grant per account.
+pub const DEV_FAUCET_GRANT_NANO: u64 = 1_000 * neurolov_ledger::NANO_PER_NLOV;
 /// Default coordinator address.
-const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7070";
+pub(crate) const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7070";
 /// How often `job submit --wait` polls.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// Longest `job submit --wait` waits.
@@ -40,6 +42,9 @@ pub struct ServeArgs {
     /// Print the address as JSON (`{"listening": URL}`).
     #[arg(long)]
     json: bool,
+    /// Development mode: a faucet grants each new account 1,000 NLOV from the ecosystem fund.
+    #[arg(long)]
+    dev: bool,
 }
 
 #[derive(Args)]
@@ -71,6 +76,9 @@ pub struct NodeArgs {
     /// Print the node's identity and per-kernel backends as JSON.
     #[arg(long)]
     json: bool,
+    /// Demonstrations only: return wrong results (the network catches and slashes this node).
+    #[arg(long, hide = true)]
+    cheat: bool,
 }
 
 #[derive(Subcommand)]
@@ -125,11 +133,16 @@ pub enum JobCommand {
     },
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// Seconds since the Unix epoch (for unique directory names).
+pub(crate) fn now_secs() -> u64 {
+    now_ms() / 1000
+}
+
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
-fn data_dir() -> anyhow::Result<PathBuf> {
+pub(crate) fn data_dir() -> anyhow::Result<PathBuf> {
     Ok(dirs::data_dir().context("no user data directory; pass --data or --key")?.join("neurolov"))
 }
 
@@ -152,13 +165,13 @@ fn write_key(path: &Path, kp: &Keypair) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_key(path: &Path) -> anyhow::Result<Keypair> {
+pub(crate) fn read_key(path: &Path) -> anyhow::Result<Keypair> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Keypair::from_solana_json(&text).with_context(|| format!("{} is not a usable keypair", path.display()))
 }
 
 /// The key at `path`, or the user's default key, created if missing.
-fn load_or_create_key(path: Option<PathBuf>) -> anyhow::Result<Keypair> {
+pub(crate) fn load_or_create_key(path: Option<PathBuf>) -> anyhow::Result<Keypair> {
     match path {
         Some(p) => read_key(&p),
         None => {
@@ -199,6 +212,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         heartbeat_interval_ms: args.heartbeat_ms.max(100),
         attestation_size: args.attestation_size.clamp(8, 4096),
         tile_rows: args.tile_rows.max(1),
+        faucet_grant_nano: if args.dev { DEV_FAUCET_GRANT_NANO } else { 0 },
         ..Config::default()
     };
     runtime()?.block_on(async move {
@@ -267,6 +281,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         slots: args.slots.clamp(1, neurolov_protocol::messages::MAX_SLOTS),
         max_task_bytes: parse_bytes(&args.max_task_memory)?,
         worker: std::env::current_exe().ok(),
+        cheat: args.cheat,
     };
     if args.json {
         let plan: serde_json::Map<String, serde_json::Value> =
@@ -334,7 +349,27 @@ fn node_status(coordinator: &str, key: Option<PathBuf>, json: bool) -> anyhow::R
     Ok(())
 }
 
-async fn get_json(url: String) -> anyhow::Result<serde_json::Value> {
+/// POSTs `body` to `path` signed with `kp`; the reply's JSON, or its error as an error.
+pub(crate) async fn signed_post(
+    base: &str,
+    kp: &Keypair,
+    path: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<serde_json::Value> {
+    let mut req = reqwest::Client::new().post(format!("{base}{path}")).body(body.clone());
+    for (h, v) in auth::sign(kp, "POST", path, now_ms(), &body) {
+        req = req.header(h, v);
+    }
+    let resp = req.header("content-type", "application/json").send().await.with_context(|| format!("POST {path}"))?;
+    let status = resp.status();
+    let reply: serde_json::Value = resp.json().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("{status}: {}", reply["error"].as_str().unwrap_or(""));
+    }
+    Ok(reply)
+}
+
+pub(crate) async fn get_json(url: String) -> anyhow::Result<serde_json::Value> {
     let resp = reqwest::get(&url).await.with_context(|| format!("GET {url}"))?;
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.unwrap_or_default();
@@ -356,16 +391,7 @@ pub fn job(cmd: JobCommand) -> anyhow::Result<()> {
             }))?;
             let base = coordinator.trim_end_matches('/').to_string();
             runtime()?.block_on(async move {
-                let mut req = reqwest::Client::new().post(format!("{base}/v1/jobs")).body(body.clone());
-                for (h, v) in auth::sign(&kp, "POST", "/v1/jobs", now_ms(), &body) {
-                    req = req.header(h, v);
-                }
-                let resp = req.header("content-type", "application/json").send().await.context("submitting")?;
-                let status = resp.status();
-                let reply: serde_json::Value = resp.json().await.unwrap_or_default();
-                if !status.is_success() {
-                    bail!("job refused ({status}): {}", reply["error"].as_str().unwrap_or(""));
-                }
+                let reply = signed_post(&base, &kp, "/v1/jobs", body).await.context("job refused")?;
                 let id = reply["id"].as_u64().context("no job id in the reply")?;
                 if !wait {
                     if json {

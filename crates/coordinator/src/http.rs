@@ -18,14 +18,14 @@ use neurolov_verify::replicas::{self, Tolerance};
 
 use crate::auth::ReplayCache;
 use crate::blobs::is_hash;
-use crate::{Coordinator, MAX_BLOB_BYTES, Outbound, now_ms};
+use crate::{Coordinator, MAX_BLOB_BYTES, Outbound, money, now_ms};
 
 /// Largest JSON request body.
 const MAX_JSON_BYTES: usize = 1 << 20;
 
-struct App {
-    coordinator: Arc<Coordinator>,
-    replay: ReplayCache,
+pub(crate) struct App {
+    pub(crate) coordinator: Arc<Coordinator>,
+    pub(crate) replay: ReplayCache,
 }
 
 type Shared = State<Arc<App>>;
@@ -39,10 +39,18 @@ pub(crate) fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/v1/jobs", post(submit_job).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
         .route("/v1/jobs/{id}", get(job_status))
         .route("/v1/jobs/{id}/result", get(job_result))
+        .route("/v1/accounts/{address}", get(money::account))
+        .route("/v1/accounts/{address}/transfers", get(money::history))
+        .route("/v1/wallet/transfer", post(money::transfer).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
+        .route("/v1/wallet/stake", post(money::stake).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
+        .route("/v1/wallet/unstake", post(money::unstake).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
+        .route("/v1/faucet", post(money::faucet).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
+        .route("/v1/evidence", get(money::evidence))
+        .route("/v1/stats", get(money::stats))
         .with_state(app)
 }
 
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(serde_json::json!({ "error": message.to_string() }))).into_response()
 }
 
@@ -228,8 +236,9 @@ struct WgslJson {
     min_reliability: f64,
 }
 
+/// A client that names no price cap pays at most 10 NLOV per TFLOP (nodes ask 1 by default).
 fn no_price_limit() -> u64 {
-    u64::MAX
+    neurolov_core::DEFAULT_MAX_PRICE_NANO_PER_GFLOP
 }
 
 fn one() -> u64 {

@@ -4,10 +4,12 @@
 //!
 //! Clients authenticate by signing requests with their ed25519 key (see [`auth`]); reads are public.
 
+pub mod audit;
 pub mod auth;
 mod blobs;
 mod http;
-mod store;
+mod money;
+pub mod store;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -54,6 +56,8 @@ pub struct Coordinator {
     next_conn: AtomicU64,
     pub(crate) blobs: BlobDir,
     store: mpsc::UnboundedSender<StoreMsg>,
+    /// Read access to the database (the writer task owns the writes).
+    pub(crate) db: sqlx::SqlitePool,
 }
 
 /// Milliseconds since the Unix epoch: the core's clock (task deadlines are sent to nodes on it).
@@ -73,13 +77,14 @@ impl Coordinator {
             tracing::info!(jobs, nodes, "resumed from storage");
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(store::writer(pool, rx));
+        tokio::spawn(store::writer(pool.clone(), rx));
         let coordinator = Arc::new(Coordinator {
             core: Mutex::new(core),
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             blobs,
             store: tx,
+            db: pool,
         });
         coordinator.apply(effects);
         Ok(coordinator)
@@ -93,17 +98,41 @@ impl Coordinator {
         }
     }
 
-    /// Runs `f` on the core and carries out the effects it returns.
+    /// Runs `f` on the core and carries out the effects it returns. The durable records are handed to the writer
+    /// before the core is unlocked, so they reach the database in the order the core made them (the ledger's log
+    /// must replay in exactly that order); the rest is carried out after.
     pub(crate) fn with_core<T>(&self, f: impl FnOnce(&mut Core, &BlobDir) -> (T, Vec<Effect>)) -> T {
         let (value, effects) = {
             let mut core = match self.core.lock() {
                 Ok(core) => core,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            f(&mut core, &self.blobs)
+            let (value, effects) = f(&mut core, &self.blobs);
+            (value, self.persist(effects))
         };
         self.apply(effects);
         value
+    }
+
+    /// Sends the records among `effects` to the writer as one group; returns the other effects.
+    fn persist(&self, effects: Vec<Effect>) -> Vec<Effect> {
+        let mut records = Vec::new();
+        let mut rest = Vec::with_capacity(effects.len());
+        for effect in effects {
+            match effect {
+                Effect::Persist(record) => records.push(record),
+                Effect::Halt { reason } => {
+                    // Money is wrong somewhere: stop before anything else is committed.
+                    tracing::error!(%reason, "ledger invariant broken; stopping");
+                    std::process::exit(70);
+                }
+                other => rest.push(other),
+            }
+        }
+        if !records.is_empty() && self.store.send(StoreMsg::Records(records)).is_err() {
+            tracing::error!("storage writer is gone");
+        }
+        rest
     }
 
     /// Reads the core without changing it.
@@ -116,7 +145,7 @@ impl Coordinator {
     }
 
     fn apply(&self, effects: Vec<Effect>) {
-        for effect in effects {
+        for effect in self.persist(effects) {
             match effect {
                 Effect::Send { conn, msg } => {
                     let text = match serde_json::to_string(&msg) {
@@ -134,18 +163,14 @@ impl Coordinator {
                         tracing::error!(%hash, error = %e, "could not store a blob");
                     }
                 }
-                Effect::Reward { job, task, node, operator, work_mflop, price_nano_per_gflop } => {
-                    tracing::info!(job, task, %node, %operator, work_mflop, price_nano_per_gflop, "task verified; reward due");
+                Effect::Reward { job, task, node, operator, paid_nano, fee_nano, .. } => {
+                    tracing::info!(job, task, %node, %operator, paid_nano, fee_nano, "task verified and paid");
                 }
-                Effect::Slash { node, operator, evidence } => {
-                    tracing::warn!(%node, %operator, task = evidence.task, reason = %evidence.reason, "fraud proven; slash due");
+                Effect::Slash { node, operator, evidence, slashed_nano } => {
+                    tracing::warn!(%node, %operator, task = evidence.task, reason = %evidence.reason, slashed_nano, "fraud proven; stake slashed");
                 }
                 Effect::JobFinished { job, state } => tracing::info!(job, ?state, "job finished"),
-                Effect::Persist(record) => {
-                    if self.store.send(StoreMsg::Record(Box::new(record))).is_err() {
-                        tracing::error!("storage writer is gone");
-                    }
-                }
+                Effect::Persist(_) | Effect::Halt { .. } => {}
             }
         }
     }

@@ -2,12 +2,16 @@
 //! committed transaction survives a power cut. The core's [`Record`]s are written by one writer task in batches
 //! (one transaction per batch); a caller that must not answer before its records are durable (a job submission)
 //! waits for a flush. At start the records are read back into a [`Restored`] for [`neurolov_core::Core::restore`].
-//! Records are stored as JSON documents of the storage types below (the core's own types stay serde-free).
+//! Records are stored as JSON documents of the storage types below (the core's own types stay serde-free), except
+//! the ledger's, which get columns: accounts with their totals (128-bit values as 16-byte big-endian blobs) and the
+//! transfer log in the order it was applied. All the records of one core event arrive as one message and are
+//! committed in one transaction, so a crash never keeps half an event (a task's verified result without its pay).
 
 use std::path::Path;
 use std::str::FromStr;
 
 use neurolov_core::{InputData, JobRecord, JobSpec, JobState, NodeRecord, Record, Restored};
+use neurolov_ledger::{Account, AccountId, Changes, Kind, Transfer, TransferId};
 use neurolov_protocol::Id;
 use neurolov_protocol::messages::{ClaimedHardware, NodeKind, WgslBuffer};
 use neurolov_scheduler::WorkHistory;
@@ -15,12 +19,15 @@ use neurolov_verify::replicas::Tolerance;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::{mpsc, oneshot};
 
-/// Records written per transaction at most.
+/// Records written per transaction at most (one event's records are never split).
 const MAX_BATCH: usize = 4096;
+/// Transfers per multi-row INSERT (11 parameters each, well under SQLite's 32,766).
+const TRANSFERS_PER_STATEMENT: usize = 2_000;
 
 /// What the writer task receives.
-pub(crate) enum StoreMsg {
-    Record(Box<Record>),
+pub enum StoreMsg {
+    /// The records of one core event, committed together.
+    Records(Vec<Record>),
     /// Answered once every record sent before it is committed.
     Flush(oneshot::Sender<()>),
 }
@@ -176,7 +183,7 @@ fn job_record(d: JobDoc) -> JobRecord {
 }
 
 /// Opens (creating if needed) the database and reads back everything in it.
-pub(crate) async fn open(path: &Path) -> anyhow::Result<(SqlitePool, Restored)> {
+pub async fn open(path: &Path) -> anyhow::Result<(SqlitePool, Restored)> {
     let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -188,6 +195,14 @@ pub(crate) async fn open(path: &Path) -> anyhow::Result<(SqlitePool, Restored)> 
         "CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS task_results (task INTEGER PRIMARY KEY, job INTEGER NOT NULL, hash TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS ledger_accounts (id BLOB PRIMARY KEY, kind INTEGER NOT NULL, flags INTEGER NOT NULL, \
+         owner TEXT NOT NULL, created_ms INTEGER NOT NULL, debits_pending BLOB NOT NULL, debits_posted BLOB NOT NULL, \
+         credits_pending BLOB NOT NULL, credits_posted BLOB NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS ledger_transfers (seq INTEGER PRIMARY KEY, id BLOB NOT NULL, debit BLOB NOT NULL, \
+         credit BLOB NOT NULL, amount INTEGER NOT NULL, pending_id BLOB, timeout_ms INTEGER NOT NULL, \
+         flags INTEGER NOT NULL, code INTEGER NOT NULL, user_data INTEGER NOT NULL, timestamp_ms INTEGER NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS ledger_transfers_debit ON ledger_transfers (debit)",
+        "CREATE INDEX IF NOT EXISTS ledger_transfers_credit ON ledger_transfers (credit)",
     ] {
         sqlx::query(ddl).execute(&pool).await?;
     }
@@ -234,16 +249,160 @@ pub(crate) async fn open(path: &Path) -> anyhow::Result<(SqlitePool, Restored)> 
             _ => {}
         }
     }
+    let (accounts, transfers) = load_ledger(&pool).await?;
+    restored.ledger_accounts = accounts;
+    restored.ledger_transfers = transfers;
     Ok((pool, restored))
 }
 
+fn u128_blob(v: u128) -> Vec<u8> {
+    v.to_be_bytes().to_vec()
+}
+
+fn blob_u128(b: &[u8]) -> anyhow::Result<u128> {
+    let bytes: [u8; 16] = b.try_into().map_err(|_| anyhow::anyhow!("a stored 128-bit value has {} bytes", b.len()))?;
+    Ok(u128::from_be_bytes(bytes))
+}
+
+type AccountRow = (Vec<u8>, i64, i64, String, i64, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
+type TransferRow = (Vec<u8>, Vec<u8>, Vec<u8>, i64, Option<Vec<u8>>, i64, i64, i64, i64, i64);
+
+/// The ledger's accounts (with stored totals) and its transfer log in order.
+pub async fn load_ledger(pool: &SqlitePool) -> anyhow::Result<(Vec<Account>, Vec<Transfer>)> {
+    let mut accounts = Vec::new();
+    for (id, kind, flags, owner, created_ms, dp, dpo, cp, cpo) in sqlx::query_as::<_, AccountRow>(
+        "SELECT id, kind, flags, owner, created_ms, debits_pending, debits_posted, credits_pending, credits_posted \
+         FROM ledger_accounts",
+    )
+    .fetch_all(pool)
+    .await?
+    {
+        accounts.push(Account {
+            id: AccountId(blob_u128(&id)?),
+            kind: Kind::from_code(kind as u16).ok_or_else(|| anyhow::anyhow!("unknown account kind {kind}"))?,
+            flags: flags as u16,
+            owner,
+            debits_pending: blob_u128(&dp)?,
+            debits_posted: blob_u128(&dpo)?,
+            credits_pending: blob_u128(&cp)?,
+            credits_posted: blob_u128(&cpo)?,
+            created_ms: created_ms as u64,
+        });
+    }
+    let rows = sqlx::query_as::<_, TransferRow>(
+        "SELECT id, debit, credit, amount, pending_id, timeout_ms, flags, code, user_data, timestamp_ms \
+         FROM ledger_transfers ORDER BY seq",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut transfers = Vec::with_capacity(rows.len());
+    for (id, debit, credit, amount, pending_id, timeout_ms, flags, code, user_data, ts) in rows {
+        transfers.push(Transfer {
+            id: TransferId(blob_u128(&id)?),
+            debit: AccountId(blob_u128(&debit)?),
+            credit: AccountId(blob_u128(&credit)?),
+            amount: amount as u64,
+            pending_id: pending_id.map(|p| blob_u128(&p)).transpose()?.map(TransferId),
+            timeout_ms: timeout_ms as u64,
+            flags: flags as u16,
+            code: code as u16,
+            user_data: user_data as u64,
+            timestamp_ms: ts as u64,
+        });
+    }
+    Ok((accounts, transfers))
+}
+
+/// One account's history, newest first: (transfer, direction) where direction is `debit` or `credit`.
+pub async fn account_history(pool: &SqlitePool, account: AccountId, limit: u32) -> anyhow::Result<Vec<Transfer>> {
+    let key = u128_blob(account.0);
+    let rows = sqlx::query_as::<_, TransferRow>(
+        "SELECT id, debit, credit, amount, pending_id, timeout_ms, flags, code, user_data, timestamp_ms \
+         FROM ledger_transfers WHERE debit = ?1 OR credit = ?1 ORDER BY seq DESC LIMIT ?2",
+    )
+    .bind(key)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(id, debit, credit, amount, pending_id, timeout_ms, flags, code, user_data, ts)| {
+            Ok(Transfer {
+                id: TransferId(blob_u128(&id)?),
+                debit: AccountId(blob_u128(&debit)?),
+                credit: AccountId(blob_u128(&credit)?),
+                amount: amount as u64,
+                pending_id: pending_id.map(|p| blob_u128(&p)).transpose()?.map(TransferId),
+                timeout_ms: timeout_ms as u64,
+                flags: flags as u16,
+                code: code as u16,
+                user_data: user_data as u64,
+                timestamp_ms: ts as u64,
+            })
+        })
+        .collect()
+}
+
+/// Writes one event's ledger changes inside the caller's transaction.
+async fn write_ledger(tx: &mut sqlx::SqliteConnection, changes: &Changes) -> anyhow::Result<()> {
+    for chunk in changes.transfers.chunks(TRANSFERS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO ledger_transfers (id, debit, credit, amount, pending_id, timeout_ms, flags, code, user_data, \
+             timestamp_ms) ",
+        );
+        q.push_values(chunk, |mut row, t| {
+            row.push_bind(u128_blob(t.id.0))
+                .push_bind(u128_blob(t.debit.0))
+                .push_bind(u128_blob(t.credit.0))
+                .push_bind(t.amount as i64)
+                .push_bind(t.pending_id.map(|p| u128_blob(p.0)))
+                .push_bind(t.timeout_ms as i64)
+                .push_bind(i64::from(t.flags))
+                .push_bind(i64::from(t.code))
+                .push_bind(t.user_data as i64)
+                .push_bind(t.timestamp_ms as i64);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    let accounts: Vec<&Account> = changes.created.iter().chain(&changes.accounts).collect();
+    for chunk in accounts.chunks(TRANSFERS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO ledger_accounts (id, kind, flags, owner, created_ms, debits_pending, debits_posted, \
+             credits_pending, credits_posted) ",
+        );
+        q.push_values(chunk, |mut row, a| {
+            row.push_bind(u128_blob(a.id.0))
+                .push_bind(i64::from(a.kind.code()))
+                .push_bind(i64::from(a.flags))
+                .push_bind(a.owner.clone())
+                .push_bind(a.created_ms as i64)
+                .push_bind(u128_blob(a.debits_pending))
+                .push_bind(u128_blob(a.debits_posted))
+                .push_bind(u128_blob(a.credits_pending))
+                .push_bind(u128_blob(a.credits_posted));
+        });
+        q.push(
+            " ON CONFLICT(id) DO UPDATE SET debits_pending = excluded.debits_pending, \
+             debits_posted = excluded.debits_posted, credits_pending = excluded.credits_pending, \
+             credits_posted = excluded.credits_posted",
+        );
+        q.build().execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
 /// The writer task: commits records in batches until every sender is gone.
-pub(crate) async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<StoreMsg>) {
+pub async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<StoreMsg>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        let mut count = 0;
+        while count < MAX_BATCH {
             match rx.try_recv() {
-                Ok(m) => batch.push(m),
+                Ok(m) => {
+                    if let StoreMsg::Records(r) = &m {
+                        count += r.len();
+                    }
+                    batch.push(m);
+                }
                 Err(_) => break,
             }
         }
@@ -251,7 +410,7 @@ pub(crate) async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Sto
         let mut records = Vec::new();
         for m in batch {
             match m {
-                StoreMsg::Record(r) => records.push(*r),
+                StoreMsg::Records(r) => records.extend(r),
                 StoreMsg::Flush(tx) => flushes.push(tx),
             }
         }
@@ -266,7 +425,8 @@ pub(crate) async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Sto
     }
 }
 
-async fn commit(pool: &SqlitePool, records: &[Record]) -> anyhow::Result<()> {
+/// Commits `records` in one transaction.
+pub async fn commit(pool: &SqlitePool, records: &[Record]) -> anyhow::Result<()> {
     if records.is_empty() {
         return Ok(());
     }
@@ -315,6 +475,7 @@ async fn commit(pool: &SqlitePool, records: &[Record]) -> anyhow::Result<()> {
                     .execute(&mut *tx)
                     .await?;
             }
+            Record::Ledger(changes) => write_ledger(&mut tx, changes).await?,
             Record::Ids { next_job, next_task } => {
                 for (key, value) in [("next_job", *next_job), ("next_task", *next_task)] {
                     sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)")

@@ -139,6 +139,10 @@ impl Core {
     }
 
     pub(crate) fn open_account(&mut self, id: AccountId, kind: Kind, owner: &str) {
+        // A wallet opened as a client's may later be an operator's too: the kind it was opened with stays.
+        if self.ledger.account(id).is_some() {
+            return;
+        }
         let flags = account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS;
         if let Err(e) = self.ledger.create_account(id, kind, flags, owner, self.now_ms) {
             tracing::error!(account = %id, error = %e, "could not open an account");

@@ -25,6 +25,9 @@ pub use economy::{
 pub use jobs::{InputData, JobSpec, JobState, JobView, SubmitError, TaskView};
 pub use persist::{JobRecord, NodeRecord, Record, Restored};
 
+/// A job's price cap when its client names none: 10 NLOV per TFLOP.
+pub const DEFAULT_MAX_PRICE_NANO_PER_GFLOP: u64 = 10_000_000;
+
 /// A connection, numbered by the shell.
 pub type ConnId = u64;
 pub type JobId = u64;

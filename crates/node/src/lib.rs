@@ -49,6 +49,9 @@ pub struct Settings {
     pub max_task_bytes: u64,
     /// The binary to start as a sandboxed WGSL worker (`<it> kernel-worker`); `None` refuses WGSL tasks.
     pub worker: Option<PathBuf>,
+    /// Demonstrations and tests only: return a wrong result for every task (and still commit to it), so that the
+    /// network's verification and slashing can be watched at work.
+    pub cheat: bool,
 }
 
 /// Runs the node until `shutdown` turns true.
@@ -366,6 +369,14 @@ impl TaskRun {
                 .await??
             }
         };
+        let mut result = result;
+        if self.settings.cheat {
+            // A plausible-looking forgery: one value changed (an exponent bit of the first f32), the rest honest.
+            let at = 3.min(result.len().saturating_sub(1));
+            if let Some(byte) = result.get_mut(at) {
+                *byte ^= 0x40;
+            }
+        }
         let hash = blake3::hash(&result).to_hex().to_string();
         let (task_id, attempt) = (task.task_id, task.attempt);
         // Commit first: the signed hash binds this node to the result before anyone can see it.

@@ -1,0 +1,367 @@
+//! `neurolov demo`: the whole network on one machine with no configuration. An embedded coordinator (SQLite in a
+//! fresh data directory, development faucet on), N provider nodes as real `neurolov node` processes (GPU where there
+//! is one, else software Vulkan or the CPU), optionally K dishonest ones, a client that submits a mix of matmul and
+//! WGSL jobs, live progress, and a report: jobs verified, wrong results caught, cheaters slashed, pay per provider,
+//! the treasury's fee, measured throughput and the ledger audit's verdict.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use neurolov_coordinator::ServeConfig;
+use neurolov_core::Config;
+use neurolov_ledger::{NANO_PER_NLOV, format_nlov};
+use neurolov_protocol::Keypair;
+use neurolov_protocol::messages::seeded_f32;
+
+use crate::net::{get_json, runtime, signed_post};
+
+/// Longest the demo waits for nodes to attest and for its jobs to end.
+const NODES_TIMEOUT: Duration = Duration::from_secs(120);
+const JOBS_TIMEOUT: Duration = Duration::from_secs(240);
+/// What each provider stakes, so that fraud has something to slash.
+const STAKE_NANO: u64 = 100 * NANO_PER_NLOV;
+/// Matmul jobs as (m, n, k), seeded inputs.
+const MATMULS: [(u32, u32, u32); 4] = [(512, 512, 512), (1024, 256, 512), (256, 512, 1024), (768, 512, 256)];
+/// WGSL jobs: this many u32 outputs each, written by `WGSL_DEMO`.
+const WGSL_ELEMENTS: u32 = 4096;
+const WGSL_DEMO: &str = "@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    if (id.x < arrayLength(&out)) {
+        out[id.x] = id.x * id.x * 2654435761u + 7u;
+    }
+}
+";
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Honest provider nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Dishonest nodes that return forged results (they are caught and slashed).
+    #[arg(long, default_value_t = 0)]
+    cheaters: usize,
+    /// WGSL jobs besides the four matmul jobs.
+    #[arg(long, default_value_t = 2)]
+    wgsl_jobs: usize,
+    /// Backend of the nodes: auto (measured per kernel), cpu or gpu.
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// Where the coordinator keeps its database and blobs (default: a fresh temporary directory).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+struct Provider {
+    kp: Keypair,
+    cheater: bool,
+    /// Wallet balance once staked: pay is what it gains from here.
+    start_nano: u64,
+}
+
+enum Expect {
+    Matmul { m: usize, n: usize, k: usize, seed_a: u64, seed_b: u64 },
+    Wgsl,
+}
+
+fn key_file(dir: &Path, name: &str, kp: &Keypair) -> anyhow::Result<PathBuf> {
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, kp.to_solana_json()).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+fn fresh_key() -> anyhow::Result<Keypair> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
+    Ok(Keypair::from_seed(seed))
+}
+
+pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    let data = match args.data.clone() {
+        Some(d) => d,
+        None => std::env::temp_dir().join(format!("neurolov-demo-{}-{}", std::process::id(), crate::net::now_secs())),
+    };
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let rt = runtime()?;
+    let quiet = args.json || !std::io::stderr().is_terminal();
+    let say = |msg: &str| {
+        if !quiet {
+            eprintln!("{msg}");
+        }
+    };
+    let core = Config {
+        heartbeat_interval_ms: 1_000,
+        attestation_size: 128,
+        tile_rows: 128,
+        faucet_grant_nano: crate::net::DEV_FAUCET_GRANT_NANO,
+        ..Config::default()
+    };
+    let seed = fastrand::u64(..);
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).context("binding a local port")?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let coordinator_dir = data.join("coordinator");
+    let cfg = ServeConfig { data_dir: coordinator_dir.clone(), core, seed };
+    rt.spawn(async move {
+        if let Err(e) = neurolov_coordinator::serve(listener, cfg).await {
+            tracing::error!(error = %e, "coordinator stopped");
+        }
+    });
+    say(&format!("coordinator on {url}, data in {}", data.display()));
+
+    // Providers: each its own operator, funded by the faucet and staked.
+    let exe = std::env::current_exe().context("locating the neurolov binary")?;
+    let mut procs = Procs(Vec::new());
+    let mut providers = Vec::new();
+    for i in 0..args.nodes + args.cheaters {
+        let cheater = i >= args.nodes;
+        let kp = fresh_key()?;
+        rt.block_on(async {
+            signed_post(&url, &kp, "/v1/faucet", b"{}".to_vec()).await?;
+            let body = serde_json::to_vec(&serde_json::json!({ "amount_nano": STAKE_NANO, "id": 1 }))?;
+            signed_post(&url, &kp, "/v1/wallet/stake", body).await
+        })
+        .context("funding a provider")?;
+        let start_nano = crate::net::DEV_FAUCET_GRANT_NANO - STAKE_NANO;
+        let name = if cheater { format!("cheater{i}") } else { format!("provider{i}") };
+        let key = key_file(&data, &name, &kp)?;
+        let mut cmd = Command::new(&exe);
+        cmd.args(["node", "--coordinator", &url, "--backend", &args.backend, "--slots", "2"])
+            .arg("--key")
+            .arg(&key)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if cheater {
+            cmd.arg("--cheat");
+        }
+        procs.0.push(cmd.spawn().context("starting a node")?);
+        providers.push(Provider { kp, cheater, start_nano });
+    }
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
+    bar.set_message(format!("waiting for {} honest nodes to pass attestation", args.nodes));
+    let started = Instant::now();
+    loop {
+        let nodes = rt.block_on(get_json(format!("{url}/v1/nodes"))).unwrap_or_default();
+        let active = nodes.as_array().map_or(0, |n| n.iter().filter(|n| n["state"] == "active").count());
+        bar.tick();
+        if active >= args.nodes {
+            break;
+        }
+        if started.elapsed() > NODES_TIMEOUT {
+            bail!("only {active} of {} nodes passed attestation within {NODES_TIMEOUT:?}", args.nodes);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bar.finish_and_clear();
+    say(&format!("{} nodes attested in {:.1} s", args.nodes, started.elapsed().as_secs_f64()));
+
+    // The client: faucet, then the jobs.
+    let client = fresh_key()?;
+    rt.block_on(signed_post(&url, &client, "/v1/faucet", b"{}".to_vec())).context("funding the client")?;
+    let mut jobs: Vec<(u64, Expect, f64)> = Vec::new();
+    let submitted_at = Instant::now();
+    for (i, &(m, n, k)) in MATMULS.iter().enumerate() {
+        let (seed_a, seed_b) = (100 + i as u64, 200 + i as u64);
+        let body = serde_json::to_vec(&serde_json::json!({
+            "kind": "matmul", "m": m, "n": n, "k": k, "a": {"seed": seed_a}, "b": {"seed": seed_b},
+        }))?;
+        let reply = rt.block_on(signed_post(&url, &client, "/v1/jobs", body)).context("submitting a matmul job")?;
+        let id = reply["id"].as_u64().context("no job id")?;
+        let flops = 2.0 * f64::from(m) * f64::from(n) * f64::from(k);
+        jobs.push((id, Expect::Matmul { m: m as usize, n: n as usize, k: k as usize, seed_a, seed_b }, flops));
+    }
+    for _ in 0..args.wgsl_jobs {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "kind": "wgsl", "source": WGSL_DEMO, "entry_point": "main",
+            "buffers": [{"binding": 0, "access": "read_write", "size_bytes": 4 * WGSL_ELEMENTS}],
+            "dispatch": [WGSL_ELEMENTS / 64, 1, 1], "work_mflop": 1,
+        }))?;
+        let reply = rt.block_on(signed_post(&url, &client, "/v1/jobs", body)).context("submitting a WGSL job")?;
+        jobs.push((reply["id"].as_u64().context("no job id")?, Expect::Wgsl, 1e6));
+    }
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(jobs.len() as u64) };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} jobs {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut states = vec![String::new(); jobs.len()];
+    loop {
+        for (i, (id, _, _)) in jobs.iter().enumerate() {
+            if states[i] == "done" || states[i] == "failed" {
+                continue;
+            }
+            let s = rt.block_on(get_json(format!("{url}/v1/jobs/{id}"))).unwrap_or_default();
+            states[i] = s["state"].as_str().unwrap_or("").to_string();
+        }
+        let ended = states.iter().filter(|s| *s == "done" || *s == "failed").count();
+        bar.set_position(ended as u64);
+        if let Ok(stats) = rt.block_on(get_json(format!("{url}/v1/stats"))) {
+            bar.set_message(format!(
+                "· {} tasks verified · {} frauds caught",
+                stats["tasks_verified"], stats["frauds_proven"]
+            ));
+        }
+        if ended == jobs.len() {
+            break;
+        }
+        if submitted_at.elapsed() > JOBS_TIMEOUT {
+            bail!("jobs still running after {JOBS_TIMEOUT:?}: {states:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let elapsed_s = submitted_at.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+
+    // Check every result against what it must be.
+    let mut wrong_accepted = 0u64;
+    let mut verified = 0u64;
+    let mut flops_done = 0.0;
+    let wgsl_want: Vec<u8> = (0..WGSL_ELEMENTS)
+        .flat_map(|i| i.wrapping_mul(i).wrapping_mul(2_654_435_761).wrapping_add(7).to_le_bytes())
+        .collect();
+    for ((id, expect, flops), state) in jobs.iter().zip(&states) {
+        if state != "done" {
+            continue;
+        }
+        verified += 1;
+        flops_done += flops;
+        let bytes = rt.block_on(async {
+            let resp = reqwest::get(format!("{url}/v1/jobs/{id}/result")).await?.error_for_status()?;
+            anyhow::Ok(resp.bytes().await?)
+        })?;
+        let right = match expect {
+            Expect::Matmul { m, n, k, seed_a, seed_b } => {
+                let a = seeded_f32(*seed_a, m * k);
+                let b = seeded_f32(*seed_b, k * n);
+                let mut want = vec![0.0f32; m * n];
+                neurolov_kernels::cpu::sgemm(&a, &b, &mut want, *m, *n, *k);
+                bytes.len() == 4 * want.len()
+                    && bytes.chunks_exact(4).zip(&want).all(|(g, w)| {
+                        (f32::from_le_bytes([g[0], g[1], g[2], g[3]]) - w).abs() <= 1e-3 * (1.0 + w.abs())
+                    })
+            }
+            Expect::Wgsl => bytes[..] == wgsl_want[..],
+        };
+        if !right {
+            wrong_accepted += 1;
+        }
+    }
+    let stats = rt.block_on(get_json(format!("{url}/v1/stats")))?;
+    let nodes = rt.block_on(get_json(format!("{url}/v1/nodes")))?;
+    let mut provider_rows = Vec::new();
+    let mut cheaters_slashed = 0;
+    for p in &providers {
+        let id = p.kp.id().to_string();
+        let wallet = rt.block_on(get_json(format!("{url}/v1/accounts/{id}")))?;
+        let balance = wallet["balance_nano"].as_u64().unwrap_or(0);
+        let staked = wallet["staked_nano"].as_u64().unwrap_or(0);
+        if p.cheater && staked < STAKE_NANO {
+            cheaters_slashed += 1;
+        }
+        let tasks = nodes
+            .as_array()
+            .and_then(|ns| ns.iter().find(|n| n["id"] == id.as_str()))
+            .and_then(|n| n["tasks_verified"].as_u64())
+            .unwrap_or(0);
+        provider_rows.push(serde_json::json!({
+            "id": id,
+            "cheater": p.cheater,
+            "tasks_verified": tasks,
+            "paid_nano": balance.saturating_sub(p.start_nano),
+            "staked_nano": staked,
+        }));
+    }
+    let audit = rt.block_on(neurolov_coordinator::audit::audit(&coordinator_dir))?;
+    let report = serde_json::json!({
+        "coordinator": url,
+        "data_dir": data.display().to_string(),
+        "jobs_submitted": jobs.len(),
+        "jobs_verified": verified,
+        "jobs_failed": states.iter().filter(|s| *s == "failed").count(),
+        "wrong_results_accepted": wrong_accepted,
+        "wrong_results_caught": stats["frauds_proven"],
+        "cheaters": args.cheaters,
+        "cheaters_slashed": cheaters_slashed,
+        "providers": provider_rows,
+        "treasury_fee_nano": stats["ledger"]["fees_nano"],
+        "slashed_nano": stats["ledger"]["slashed_nano"],
+        "paid_to_providers_nano": stats["ledger"]["paid_to_providers_nano"],
+        "verified_tflops": stats["verified_tflops"],
+        "job_tflops": flops_done / elapsed_s / 1e12,
+        "elapsed_s": elapsed_s,
+        "total_supply_nano": audit.total_supply_nano,
+        "audit_ok": audit.audit_ok,
+        "audit_problems": audit.problems,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        print_report(&report);
+    }
+    drop(procs);
+    if wrong_accepted > 0 || !audit.audit_ok {
+        bail!("the demo found a problem");
+    }
+    Ok(())
+}
+
+fn nlov(v: &serde_json::Value) -> String {
+    format_nlov(u128::from(v.as_u64().unwrap_or(0)))
+}
+
+fn print_report(r: &serde_json::Value) {
+    println!("Neurolov demo ({:.1} s of jobs)", r["elapsed_s"].as_f64().unwrap_or(0.0));
+    println!(
+        "  jobs: {} submitted, {} completed and verified, {} failed; wrong results accepted: {}",
+        r["jobs_submitted"], r["jobs_verified"], r["jobs_failed"], r["wrong_results_accepted"]
+    );
+    println!(
+        "  fraud: {} wrong results caught; {} of {} cheaters slashed ({} NLOV to the treasury)",
+        r["wrong_results_caught"],
+        r["cheaters_slashed"],
+        r["cheaters"],
+        nlov(&r["slashed_nano"])
+    );
+    println!("  providers:");
+    for p in r["providers"].as_array().into_iter().flatten() {
+        println!(
+            "    {} {:<8} {:>4} tasks verified, paid {} NLOV",
+            p["id"].as_str().unwrap_or(""),
+            if p["cheater"] == true { "cheater" } else { "honest" },
+            p["tasks_verified"],
+            nlov(&p["paid_nano"])
+        );
+    }
+    println!("  protocol fee to the treasury: {} NLOV", nlov(&r["treasury_fee_nano"]));
+    println!(
+        "  throughput: {:.4} TFLOPS verified at attestation, {:.4} TFLOPS delivered on the jobs",
+        r["verified_tflops"].as_f64().unwrap_or(0.0),
+        r["job_tflops"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "  ledger: total supply {} NLOV; audit {}",
+        nlov(&r["total_supply_nano"]),
+        if r["audit_ok"] == true { "ok" } else { "FAILED" }
+    );
+}

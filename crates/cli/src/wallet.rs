@@ -1,0 +1,235 @@
+//! `neurolov wallet` (balance, transfer, history, faucet, stake, unstake) against a coordinator's HTTP API, and
+//! `neurolov ledger audit` against a coordinator's data directory. Amounts are typed in NLOV and sent as integer
+//! nano-NLOV.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use neurolov_ledger::{format_nlov, parse_nlov};
+
+use crate::net::{DEFAULT_COORDINATOR, data_dir, get_json, load_or_create_key, runtime, signed_post};
+
+#[derive(Subcommand)]
+pub enum WalletCommand {
+    /// Balance, pending, staked and unstaking NLOV of an address (default: your key's).
+    Balance {
+        #[arg(long, default_value = DEFAULT_COORDINATOR)]
+        coordinator: String,
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Any address (base58); default: the key's.
+        #[arg(long)]
+        address: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send NLOV to an address.
+    Transfer {
+        #[arg(long, default_value = DEFAULT_COORDINATOR)]
+        coordinator: String,
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[arg(long)]
+        to: String,
+        /// Amount in NLOV, e.g. `1.5`.
+        #[arg(long)]
+        amount: String,
+        /// Your id for this transfer: sending the same id again is applied once (default: random).
+        #[arg(long)]
+        id: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recent transfers of an address's wallet and stake.
+    History {
+        #[arg(long, default_value = DEFAULT_COORDINATOR)]
+        coordinator: String,
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[arg(long)]
+        address: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Development networks only: a one-time grant from the ecosystem fund.
+    Faucet {
+        #[arg(long, default_value = DEFAULT_COORDINATOR)]
+        coordinator: String,
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lock NLOV as stake: fewer spot checks, higher scheduling priority, slashed for proven fraud.
+    Stake {
+        #[arg(long, default_value = DEFAULT_COORDINATOR)]
+        coordinator: String,
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[arg(long)]
+        amount: String,
+        #[arg(long)]
+        id: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start unstaking: the NLOV returns to the wallet after the unstaking delay.
+    Unstake {
+        #[arg(long, default_value = DEFAULT_COORDINATOR)]
+        coordinator: String,
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[arg(long)]
+        amount: String,
+        #[arg(long)]
+        id: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LedgerCommand {
+    /// Recompute every balance from the transfer log and check the invariants; exits non-zero if any fails.
+    Audit {
+        /// The coordinator's data directory (default: the user's).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn nano(text: &str) -> anyhow::Result<u64> {
+    match parse_nlov(text) {
+        Some(0) => bail!("amount must be positive"),
+        Some(n) => Ok(n),
+        None => bail!("not an NLOV amount: {text} (digits, at most 9 decimals)"),
+    }
+}
+
+fn request_id(id: Option<u64>) -> u64 {
+    id.unwrap_or_else(|| fastrand::u64(..))
+}
+
+fn show(json: bool, reply: &serde_json::Value, human: String) {
+    if json {
+        println!("{reply}");
+    } else {
+        println!("{human}");
+    }
+}
+
+fn nlov_field(v: &serde_json::Value, field: &str) -> String {
+    format_nlov(u128::from(v[field].as_u64().unwrap_or(0)))
+}
+
+pub fn wallet(cmd: WalletCommand) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    match cmd {
+        WalletCommand::Balance { coordinator, key, address, json } => {
+            let address = match address {
+                Some(a) => a,
+                None => load_or_create_key(key)?.id().to_string(),
+            };
+            let base = coordinator.trim_end_matches('/');
+            let v = rt.block_on(get_json(format!("{base}/v1/accounts/{address}")))?;
+            let human = format!(
+                "{address}: {} NLOV ({} reserved), {} staked, {} unstaking",
+                nlov_field(&v, "balance_nano"),
+                nlov_field(&v, "pending_nano"),
+                nlov_field(&v, "staked_nano"),
+                nlov_field(&v, "unstaking_nano")
+            );
+            show(json, &v, human);
+        }
+        WalletCommand::Transfer { coordinator, key, to, amount, id, json } => {
+            let kp = load_or_create_key(key)?;
+            let amount_nano = nano(&amount)?;
+            let body =
+                serde_json::to_vec(&serde_json::json!({ "to": to, "amount_nano": amount_nano, "id": request_id(id) }))?;
+            let v = rt.block_on(signed_post(coordinator.trim_end_matches('/'), &kp, "/v1/wallet/transfer", body))?;
+            show(json, &v, format!("sent {} NLOV to {to} ({})", format_nlov(u128::from(amount_nano)), v["outcome"]));
+        }
+        WalletCommand::History { coordinator, key, address, limit, json } => {
+            let address = match address {
+                Some(a) => a,
+                None => load_or_create_key(key)?.id().to_string(),
+            };
+            let base = coordinator.trim_end_matches('/');
+            let v = rt.block_on(get_json(format!("{base}/v1/accounts/{address}/transfers?limit={limit}")))?;
+            if json {
+                println!("{v}");
+            } else {
+                for t in v.as_array().into_iter().flatten() {
+                    let sign = if t["direction"] == "in" { "+" } else { "-" };
+                    println!(
+                        "{:>14} {sign}{:>20} NLOV  {:<22} {}",
+                        t["timestamp_ms"],
+                        nlov_field(t, "amount_nano"),
+                        t["code"].as_str().unwrap_or(""),
+                        t["account"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        WalletCommand::Faucet { coordinator, key, json } => {
+            let kp = load_or_create_key(key)?;
+            let v = rt.block_on(signed_post(coordinator.trim_end_matches('/'), &kp, "/v1/faucet", b"{}".to_vec()))?;
+            show(json, &v, format!("{} received {} NLOV", kp.id(), nlov_field(&v, "granted_nano")));
+        }
+        WalletCommand::Stake { coordinator, key, amount, id, json } => {
+            let kp = load_or_create_key(key)?;
+            let body = serde_json::to_vec(&serde_json::json!({ "amount_nano": nano(&amount)?, "id": request_id(id) }))?;
+            let v = rt.block_on(signed_post(coordinator.trim_end_matches('/'), &kp, "/v1/wallet/stake", body))?;
+            show(json, &v, format!("staked {} NLOV", nlov_field(&v, "staked_nano")));
+        }
+        WalletCommand::Unstake { coordinator, key, amount, id, json } => {
+            let kp = load_or_create_key(key)?;
+            let body = serde_json::to_vec(&serde_json::json!({ "amount_nano": nano(&amount)?, "id": request_id(id) }))?;
+            let v = rt.block_on(signed_post(coordinator.trim_end_matches('/'), &kp, "/v1/wallet/unstake", body))?;
+            show(
+                json,
+                &v,
+                format!("unstaking {} NLOV; released at {} ms", nlov_field(&v, "unstaking_nano"), v["release_ms"]),
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn ledger(cmd: LedgerCommand) -> anyhow::Result<()> {
+    match cmd {
+        LedgerCommand::Audit { data, json } => {
+            let data = match data {
+                Some(d) => d,
+                None => data_dir()?.join("coordinator"),
+            };
+            let report = runtime()?.block_on(neurolov_coordinator::audit::audit(&data)).context("auditing")?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "{} accounts, {} transfers, total supply {} NLOV, {} NLOV in escrow, {} staked; {} jobs checked",
+                    report.accounts,
+                    report.transfers,
+                    format_nlov(u128::from(report.total_supply_nano)),
+                    format_nlov(u128::from(report.escrow_nano)),
+                    format_nlov(u128::from(report.staked_nano)),
+                    report.jobs_checked
+                );
+                for p in &report.problems {
+                    println!("problem: {p}");
+                }
+                println!("audit: {}", if report.audit_ok { "ok" } else { "FAILED" });
+            }
+            if !report.audit_ok {
+                bail!("the ledger does not audit");
+            }
+            Ok(())
+        }
+    }
+}
