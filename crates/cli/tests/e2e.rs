@@ -47,7 +47,18 @@ fn serve(procs: &mut Procs, dir: &std::path::Path) -> String {
 
 fn serve_on(procs: &mut Procs, dir: &std::path::Path, listen: &str) -> String {
     let mut child = neurolov()
-        .args(["serve", "--listen", listen, "--heartbeat-ms", "500", "--attestation-size", "64", "--tile-rows", "32"])
+        .args([
+            "serve",
+            "--dev",
+            "--listen",
+            listen,
+            "--heartbeat-ms",
+            "500",
+            "--attestation-size",
+            "64",
+            "--tile-rows",
+            "32",
+        ])
         .arg("--data")
         .arg(dir.join("coordinator"))
         .stdout(Stdio::piped())
@@ -100,6 +111,9 @@ fn submit(dir: &std::path::Path, url: &str, shape: &str, wait: bool) -> serde_js
     let client = dir.join("client.json");
     if !client.exists() {
         neurolov().args(["keygen", "--out"]).arg(&client).output().expect("keygen");
+        let out =
+            neurolov().args(["wallet", "faucet", "--coordinator", url, "--key"]).arg(&client).output().expect("faucet");
+        assert!(out.status.success(), "faucet: {}", String::from_utf8_lossy(&out.stderr));
     }
     let mut cmd = neurolov();
     cmd.args(["job", "submit", "--coordinator", url, "--matmul", shape, "--seed-a", "11", "--seed-b", "12", "--json"])
@@ -215,6 +229,86 @@ fn a_coordinator_killed_mid_job_resumes_from_its_database() {
         s["state"] == "done"
     });
     check_result(&dir, &url, id, 4096, 256, 256);
+}
+
+fn audit(dir: &std::path::Path) -> serde_json::Value {
+    let out =
+        neurolov().args(["ledger", "audit", "--json", "--data"]).arg(dir.join("coordinator")).output().expect("audit");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("audit output: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Crash safety of the money: the coordinator is SIGKILLed at random moments while a stream of jobs runs, restarted
+/// each time, and at the end the audit must pass and every task must have been paid exactly once (the sum of pay and
+/// fees equals what the tasks are worth).
+#[test]
+fn sigkilled_coordinators_lose_no_money_and_pay_nothing_twice() {
+    let dir = temp_dir("crash");
+    let mut procs = Procs(Vec::new());
+    let url = serve(&mut procs, &dir);
+    let listen = url.trim_start_matches("http://").to_string();
+    let mut coordinator = procs.0.len() - 1;
+    start_node(&mut procs, &dir, &url, "c1", "cpu");
+    start_node(&mut procs, &dir, &url, "c2", "cpu");
+    wait_for("two attested nodes", Duration::from_secs(120), || active_nodes(&url) == 2);
+    let kills: u64 = std::env::var("NEUROLOV_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let mut ids = Vec::new();
+    let mut rng = fastrand::Rng::with_seed(std::process::id().into());
+    for round in 0..kills {
+        for _ in 0..2 {
+            ids.push(submit(&dir, &url, "1024x256x256", false)["id"].as_u64().expect("id"));
+        }
+        // Kill at a random moment: before, during or after payments.
+        std::thread::sleep(Duration::from_millis(rng.u64(50..1_500)));
+        procs.0[coordinator].kill().expect("kill");
+        let _ = procs.0[coordinator].wait();
+        let report = audit(&dir);
+        assert_eq!(report["audit_ok"], true, "after kill {round}: {report}");
+        assert_eq!(serve_on(&mut procs, &dir, &listen), url);
+        coordinator = procs.0.len() - 1;
+    }
+    wait_for("every job to finish", Duration::from_secs(300), || {
+        ids.iter().all(|id| get_json(&format!("{url}/v1/jobs/{id}"))["state"] == "done")
+    });
+    let report = audit(&dir);
+    assert_eq!(report["audit_ok"], true, "{report}");
+    assert_eq!(report["total_supply_nano"], 500_000_000u64 * 1_000_000_000, "{report}");
+    // 1024×256×256 in 32-row tiles: 32 tasks of 4.19 MFLOP (5 MFLOP billed) at the nodes' 1 NLOV/TFLOP ask.
+    let tasks = 32 * ids.len() as u64;
+    let stats = get_json(&format!("{url}/v1/stats"));
+    assert_eq!(stats["ledger"]["paid_to_providers_nano"], tasks * 5_000, "{stats}");
+    assert_eq!(stats["ledger"]["fees_nano"], tasks * 250, "{stats}");
+    assert_eq!(stats["ledger"]["escrow_nano"], 0, "{stats}");
+}
+
+/// The README's main command: a whole network with a cheater, finished and audited.
+#[test]
+fn the_demo_verifies_pays_and_slashes() {
+    let dir = temp_dir("demo");
+    let out = neurolov()
+        .args(["demo", "--json", "--cheaters", "1", "--backend", "cpu", "--data"])
+        .arg(&dir)
+        .output()
+        .expect("demo runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(r["jobs_verified"], r["jobs_submitted"], "{r}");
+    assert_eq!(r["wrong_results_accepted"], 0, "{r}");
+    assert_eq!(r["cheaters"], 1);
+    assert_eq!(r["cheaters_slashed"], 1, "{r}");
+    assert_eq!(r["audit_ok"], true, "{r}");
+    assert_eq!(r["total_supply_nano"], 500_000_000u64 * 1_000_000_000);
+    let providers = r["providers"].as_array().expect("providers");
+    assert_eq!(providers.len(), 4);
+    for p in providers {
+        if p["cheater"] == true {
+            assert_eq!(p["paid_nano"], 0, "a cheater was paid: {p}");
+        }
+    }
+    let paid: u64 = providers.iter().filter_map(|p| p["paid_nano"].as_u64()).sum();
+    assert!(paid > 0, "{r}");
+    assert_eq!(r["paid_to_providers_nano"], paid, "{r}");
+    assert!(r["treasury_fee_nano"].as_u64().unwrap_or(0) > 0, "{r}");
 }
 
 #[test]

@@ -26,7 +26,7 @@ fn signed<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     path: &str,
     body: &[u8],
-) -> Result<(Id, T), Response> {
+) -> Result<(Id, T), Box<Response>> {
     let header = |name: &'static str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let client =
         app.replay.verify(header, "POST", path, body, now_ms()).map_err(|e| error(StatusCode::UNAUTHORIZED, e))?;
@@ -139,7 +139,7 @@ struct TransferRequest {
 pub(crate) async fn transfer(State(app): Shared, headers: HeaderMap, body: Bytes) -> Response {
     let (from, req) = match signed::<TransferRequest>(&app, &headers, "/v1/wallet/transfer", &body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Ok(to) = req.to.parse::<Id>() else { return error(StatusCode::BAD_REQUEST, "`to` is not an address") };
     let result = app.coordinator.with_core(|core, _| {
@@ -163,7 +163,7 @@ struct StakeRequest {
 pub(crate) async fn stake(State(app): Shared, headers: HeaderMap, body: Bytes) -> Response {
     let (op, req) = match signed::<StakeRequest>(&app, &headers, "/v1/wallet/stake", &body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let result =
         app.coordinator.with_core(|core, _| match core.stake(now_ms(), op, req.amount_nano, u128::from(req.id)) {
@@ -179,7 +179,7 @@ pub(crate) async fn stake(State(app): Shared, headers: HeaderMap, body: Bytes) -
 pub(crate) async fn unstake(State(app): Shared, headers: HeaderMap, body: Bytes) -> Response {
     let (op, req) = match signed::<StakeRequest>(&app, &headers, "/v1/wallet/unstake", &body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let result =
         app.coordinator.with_core(|core, _| match core.unstake(now_ms(), op, req.amount_nano, u128::from(req.id)) {
@@ -197,7 +197,7 @@ pub(crate) async fn unstake(State(app): Shared, headers: HeaderMap, body: Bytes)
 pub(crate) async fn faucet(State(app): Shared, headers: HeaderMap, body: Bytes) -> Response {
     let (to, _): (Id, serde_json::Value) = match signed(&app, &headers, "/v1/faucet", &body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let result = app.coordinator.with_core(|core, _| match core.faucet(now_ms(), to) {
         Ok((grant, effects)) => (Ok(grant), effects),

@@ -21,6 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Records written per transaction at most (one event's records are never split).
 const MAX_BATCH: usize = 4096;
+/// SQLite page cache (KiB).
+const CACHE_KIB: u32 = 64 * 1024;
 /// Transfers per multi-row INSERT (11 parameters each, well under SQLite's 32,766).
 const TRANSFERS_PER_STATEMENT: usize = 2_000;
 
@@ -187,7 +189,9 @@ pub async fn open(path: &Path) -> anyhow::Result<(SqlitePool, Restored)> {
     let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full);
+        .synchronous(SqliteSynchronous::Full)
+        // The transfer indexes grow with random keys: a larger page cache keeps their inserts off the disk.
+        .pragma("cache_size", format!("-{}", CACHE_KIB));
     // One connection: the writer is the only one writing, and reads happen once at start.
     let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
     for ddl in [
@@ -342,9 +346,15 @@ pub async fn account_history(pool: &SqlitePool, account: AccountId, limit: u32) 
         .collect()
 }
 
-/// Writes one event's ledger changes inside the caller's transaction.
-async fn write_ledger(tx: &mut sqlx::SqliteConnection, changes: &Changes) -> anyhow::Result<()> {
-    for chunk in changes.transfers.chunks(TRANSFERS_PER_STATEMENT) {
+/// Writes the ledger changes of a whole transaction: every transfer in order, and each touched account once, in its
+/// latest state.
+async fn write_ledger(tx: &mut sqlx::SqliteConnection, changes: &[&Changes]) -> anyhow::Result<()> {
+    let transfers: Vec<&Transfer> = changes.iter().flat_map(|c| &c.transfers).collect();
+    let mut latest: std::collections::HashMap<AccountId, &Account> = std::collections::HashMap::new();
+    for a in changes.iter().flat_map(|c| c.created.iter().chain(&c.accounts)) {
+        latest.insert(a.id, a);
+    }
+    for chunk in transfers.chunks(TRANSFERS_PER_STATEMENT) {
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO ledger_transfers (id, debit, credit, amount, pending_id, timeout_ms, flags, code, user_data, \
              timestamp_ms) ",
@@ -363,7 +373,7 @@ async fn write_ledger(tx: &mut sqlx::SqliteConnection, changes: &Changes) -> any
         });
         q.build().execute(&mut *tx).await?;
     }
-    let accounts: Vec<&Account> = changes.created.iter().chain(&changes.accounts).collect();
+    let accounts: Vec<&Account> = latest.into_values().collect();
     for chunk in accounts.chunks(TRANSFERS_PER_STATEMENT) {
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO ledger_accounts (id, kind, flags, owner, created_ms, debits_pending, debits_posted, \
@@ -431,6 +441,7 @@ pub async fn commit(pool: &SqlitePool, records: &[Record]) -> anyhow::Result<()>
         return Ok(());
     }
     let mut tx = pool.begin().await?;
+    let mut ledger = Vec::new();
     for r in records {
         match r {
             Record::Node(n) => {
@@ -475,7 +486,7 @@ pub async fn commit(pool: &SqlitePool, records: &[Record]) -> anyhow::Result<()>
                     .execute(&mut *tx)
                     .await?;
             }
-            Record::Ledger(changes) => write_ledger(&mut tx, changes).await?,
+            Record::Ledger(changes) => ledger.push(&**changes),
             Record::Ids { next_job, next_task } => {
                 for (key, value) in [("next_job", *next_job), ("next_task", *next_task)] {
                     sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)")
@@ -487,6 +498,7 @@ pub async fn commit(pool: &SqlitePool, records: &[Record]) -> anyhow::Result<()>
             }
         }
     }
+    write_ledger(&mut tx, &ledger).await?;
     tx.commit().await?;
     Ok(())
 }

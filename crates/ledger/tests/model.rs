@@ -22,6 +22,9 @@ enum PState {
     Closed,
 }
 
+/// A transfer's fields as the caller chose them: (debit, credit, amount, pending id, timeout, flags).
+type Fields = (AccountId, AccountId, u64, Option<TransferId>, u64, u16);
+
 /// The model: posted balances, reservations, and which ids were used for what.
 #[derive(Clone, Default)]
 struct Model {
@@ -29,7 +32,7 @@ struct Model {
     reserved: HashMap<AccountId, i128>,
     /// id → (debit, credit, amount, timeout, state)
     pending: HashMap<TransferId, (AccountId, AccountId, u64, u64, PState)>,
-    seen: HashMap<TransferId, (AccountId, AccountId, u64, Option<TransferId>, u64, u16)>,
+    seen: HashMap<TransferId, Fields>,
 }
 
 impl Model {
@@ -187,7 +190,7 @@ proptest! {
             }
             let got: Vec<Result<Outcome, ()>> = results.iter().map(|r| r.clone().map_err(|_| ())).collect();
             prop_assert_eq!(&got, &expected, "batch {:?}", batch);
-            issued.extend(batch.drain(..));
+            issued.append(batch);
             ledger.check_full().map_err(|e| TestCaseError::fail(e.to_string()))?;
             for i in 0..ACCOUNTS {
                 let a = ledger.account(acct(i)).unwrap();
@@ -257,7 +260,7 @@ fn refusals_are_typed_and_change_nothing() {
     ledger.take_changes().unwrap();
     let check = |ledger: &mut Ledger, t: Transfer, now: u64, want: TransferError| {
         let before: Vec<_> = [fund, user].iter().map(|&a| ledger.account(a).cloned()).collect();
-        assert_eq!(ledger.submit(&[t.clone()], now), vec![Err(want.clone())], "{t:?}");
+        assert_eq!(ledger.submit(std::slice::from_ref(&t), now), vec![Err(want.clone())], "{t:?}");
         let after: Vec<_> = [fund, user].iter().map(|&a| ledger.account(a).cloned()).collect();
         assert_eq!(before, after, "{want}");
         let changes = ledger.take_changes().unwrap();
