@@ -279,6 +279,16 @@ fn sigkilled_coordinators_lose_no_money_and_pay_nothing_twice() {
     assert_eq!(stats["ledger"]["paid_to_providers_nano"], tasks * 5_000, "{stats}");
     assert_eq!(stats["ledger"]["fees_nano"], tasks * 250, "{stats}");
     assert_eq!(stats["ledger"]["escrow_nano"], 0, "{stats}");
+    // The client's history shows each job's escrow and its refund.
+    let out = neurolov()
+        .args(["wallet", "history", "--json", "--limit", "1000", "--coordinator", &url, "--key"])
+        .arg(dir.join("client.json"))
+        .output()
+        .expect("wallet history");
+    let history: serde_json::Value = serde_json::from_slice(&out.stdout).expect("history json");
+    let count = |code: &str| history.as_array().expect("list").iter().filter(|t| t["code"] == code).count();
+    assert_eq!(count("escrow"), ids.len(), "{history}");
+    assert_eq!(count("escrow refund"), ids.len(), "{history}");
 }
 
 /// The README's main command: a whole network with a cheater, finished and audited.

@@ -299,25 +299,27 @@ pub async fn load_ledger(pool: &SqlitePool) -> anyhow::Result<(Vec<Account>, Vec
     )
     .fetch_all(pool)
     .await?;
-    let mut transfers = Vec::with_capacity(rows.len());
-    for (id, debit, credit, amount, pending_id, timeout_ms, flags, code, user_data, ts) in rows {
-        transfers.push(Transfer {
-            id: TransferId(blob_u128(&id)?),
-            debit: AccountId(blob_u128(&debit)?),
-            credit: AccountId(blob_u128(&credit)?),
-            amount: amount as u64,
-            pending_id: pending_id.map(|p| blob_u128(&p)).transpose()?.map(TransferId),
-            timeout_ms: timeout_ms as u64,
-            flags: flags as u16,
-            code: code as u16,
-            user_data: user_data as u64,
-            timestamp_ms: ts as u64,
-        });
-    }
+    let transfers = rows.into_iter().map(transfer_of).collect::<anyhow::Result<Vec<_>>>()?;
     Ok((accounts, transfers))
 }
 
-/// One account's history, newest first: (transfer, direction) where direction is `debit` or `credit`.
+fn transfer_of(row: TransferRow) -> anyhow::Result<Transfer> {
+    let (id, debit, credit, amount, pending_id, timeout_ms, flags, code, user_data, ts) = row;
+    Ok(Transfer {
+        id: TransferId(blob_u128(&id)?),
+        debit: AccountId(blob_u128(&debit)?),
+        credit: AccountId(blob_u128(&credit)?),
+        amount: amount as u64,
+        pending_id: pending_id.map(|p| blob_u128(&p)).transpose()?.map(TransferId),
+        timeout_ms: timeout_ms as u64,
+        flags: flags as u16,
+        code: code as u16,
+        user_data: user_data as u64,
+        timestamp_ms: ts as u64,
+    })
+}
+
+/// One account's transfers, newest first.
 pub async fn account_history(pool: &SqlitePool, account: AccountId, limit: u32) -> anyhow::Result<Vec<Transfer>> {
     let key = u128_blob(account.0);
     let rows = sqlx::query_as::<_, TransferRow>(
@@ -328,22 +330,7 @@ pub async fn account_history(pool: &SqlitePool, account: AccountId, limit: u32) 
     .bind(i64::from(limit))
     .fetch_all(pool)
     .await?;
-    rows.into_iter()
-        .map(|(id, debit, credit, amount, pending_id, timeout_ms, flags, code, user_data, ts)| {
-            Ok(Transfer {
-                id: TransferId(blob_u128(&id)?),
-                debit: AccountId(blob_u128(&debit)?),
-                credit: AccountId(blob_u128(&credit)?),
-                amount: amount as u64,
-                pending_id: pending_id.map(|p| blob_u128(&p)).transpose()?.map(TransferId),
-                timeout_ms: timeout_ms as u64,
-                flags: flags as u16,
-                code: code as u16,
-                user_data: user_data as u64,
-                timestamp_ms: ts as u64,
-            })
-        })
-        .collect()
+    rows.into_iter().map(transfer_of).collect()
 }
 
 /// Writes the ledger changes of a whole transaction: every transfer in order, and each touched account once, in its
