@@ -221,6 +221,8 @@ pub(crate) async fn evidence(State(app): Shared) -> Response {
                     "node": e.commit.signer.to_string(),
                     // The node's own signed commitment: anyone can check the signature and the task it names.
                     "commit": e.commit,
+                    // The task's inputs; the committed result is the blob named by the commit's `result_hash`.
+                    "work": e.work,
                 })
             })
             .collect::<Vec<_>>()

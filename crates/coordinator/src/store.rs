@@ -35,6 +35,15 @@ pub enum StoreMsg {
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
+struct EvidenceDoc {
+    task: u64,
+    attempt: u32,
+    commit: neurolov_protocol::Envelope,
+    work: neurolov_protocol::messages::Work,
+    reason: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
 struct NodeDoc {
     id: Id,
     operator: Id,
@@ -207,6 +216,7 @@ pub async fn open(path: &Path) -> anyhow::Result<(SqlitePool, Restored)> {
          flags INTEGER NOT NULL, code INTEGER NOT NULL, user_data INTEGER NOT NULL, timestamp_ms INTEGER NOT NULL)",
         "CREATE INDEX IF NOT EXISTS ledger_transfers_debit ON ledger_transfers (debit)",
         "CREATE INDEX IF NOT EXISTS ledger_transfers_credit ON ledger_transfers (credit)",
+        "CREATE TABLE IF NOT EXISTS evidence (seq INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
     ] {
         sqlx::query(ddl).execute(&pool).await?;
     }
@@ -252,6 +262,16 @@ pub async fn open(path: &Path) -> anyhow::Result<(SqlitePool, Restored)> {
             "next_task" => restored.next_task = value as u64,
             _ => {}
         }
+    }
+    for (doc,) in sqlx::query_as::<_, (String,)>("SELECT doc FROM evidence ORDER BY seq").fetch_all(&pool).await? {
+        let d: EvidenceDoc = serde_json::from_str(&doc)?;
+        restored.evidence.push(neurolov_core::Evidence {
+            task: d.task,
+            attempt: d.attempt,
+            commit: d.commit,
+            work: d.work,
+            reason: d.reason,
+        });
     }
     let (accounts, transfers) = load_ledger(&pool).await?;
     restored.ledger_accounts = accounts;
@@ -474,6 +494,16 @@ pub async fn commit(pool: &SqlitePool, records: &[Record]) -> anyhow::Result<()>
                     .await?;
             }
             Record::Ledger(changes) => ledger.push(&**changes),
+            Record::Evidence(e) => {
+                let doc = serde_json::to_string(&EvidenceDoc {
+                    task: e.task,
+                    attempt: e.attempt,
+                    commit: e.commit.clone(),
+                    work: e.work.clone(),
+                    reason: e.reason.clone(),
+                })?;
+                sqlx::query("INSERT INTO evidence (doc) VALUES (?)").bind(doc).execute(&mut *tx).await?;
+            }
             Record::Ids { next_job, next_task } => {
                 for (key, value) in [("next_job", *next_job), ("next_task", *next_task)] {
                     sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)")

@@ -25,6 +25,9 @@ pub use economy::{
 pub use jobs::{InputData, JobSpec, JobState, JobView, SubmitError, TaskView};
 pub use persist::{JobRecord, NodeRecord, Record, Restored};
 
+/// Fraud evidence kept in memory for `GET /v1/evidence` (the store keeps all of it).
+pub const MAX_EVIDENCE_IN_MEMORY: usize = 10_000;
+
 /// A job's price cap when its client names none: 10 NLOV per TFLOP.
 pub const DEFAULT_MAX_PRICE_NANO_PER_GFLOP: u64 = 10_000_000;
 
@@ -190,7 +193,10 @@ pub enum Effect {
 pub struct Evidence {
     pub task: TaskId,
     pub attempt: u32,
+    /// The node's signed `Commit` frame: task, attempt and the hash of the result it stands by.
     pub commit: Envelope,
+    /// What the task asked for: with the result blob (by its committed hash) anyone can redo the check.
+    pub work: Work,
     pub reason: String,
 }
 
@@ -341,6 +347,7 @@ pub struct Core {
     next_job: JobId,
     next_task: TaskId,
     evidence: Vec<Evidence>,
+    frauds_proven: u64,
     effects: Vec<Effect>,
     ledger: neurolov_ledger::Ledger,
     flows: economy::Flows,
@@ -377,6 +384,7 @@ impl Core {
             next_job: 1,
             next_task: 1,
             evidence: Vec::new(),
+            frauds_proven: 0,
             effects: Vec::new(),
             ledger: neurolov_ledger::Ledger::new(),
             flows: economy::Flows::default(),
@@ -537,7 +545,7 @@ impl Core {
             jobs_done: count(|s| matches!(s, JobState::Done)),
             jobs_failed: count(|s| matches!(s, JobState::Failed { .. })),
             jobs_running: count(|s| !s.is_final()),
-            frauds_proven: self.evidence.len() as u64,
+            frauds_proven: self.frauds_proven,
             ledger: self.ledger_totals(),
         }
     }
@@ -555,9 +563,17 @@ impl Core {
             .unwrap_or_default()
     }
 
-    /// Every piece of fraud evidence collected so far.
+    /// The most recent fraud evidence (at most [`MAX_EVIDENCE_IN_MEMORY`]; all of it is stored).
     pub fn evidence(&self) -> &[Evidence] {
         &self.evidence
+    }
+
+    pub(crate) fn remember_evidence(&mut self, evidence: Evidence) {
+        self.frauds_proven += 1;
+        if self.evidence.len() >= MAX_EVIDENCE_IN_MEMORY {
+            self.evidence.remove(0);
+        }
+        self.evidence.push(evidence);
     }
 
     /// Queued tasks not yet placed.
@@ -1471,9 +1487,13 @@ impl Core {
             .and_then(|t| t.assignments.iter().find(|a| a.attempt == attempt && a.node == node))
             .and_then(|a| a.commit.as_ref().map(|(_, env)| env.clone()));
         tracing::warn!(%node, task = tid, attempt, %reason, "result rejected");
-        if let Some(commit) = commit {
-            let evidence = Evidence { task: tid, attempt, commit, reason: reason.clone() };
-            self.evidence.push(evidence.clone());
+        let evidence = commit.and_then(|commit| {
+            let work = self.tasks.get(&tid)?.work.clone();
+            Some(Evidence { task: tid, attempt, commit, work, reason: reason.clone() })
+        });
+        if let Some(evidence) = evidence {
+            self.effects.push(Effect::Persist(Record::Evidence(Box::new(evidence.clone()))));
+            self.remember_evidence(evidence.clone());
             if let Some(operator) = self.nodes.get(&node).map(|n| n.operator) {
                 let slashed_nano = self.slash(operator, tid, attempt);
                 self.effects.push(Effect::Slash { node, operator, evidence, slashed_nano });

@@ -30,6 +30,8 @@ pub enum Record {
     },
     /// Everything one event did to the ledger: new accounts, transfers in order, the touched accounts' totals.
     Ledger(Box<neurolov_ledger::Changes>),
+    /// Proof of a fraud (kept for anyone to re-check).
+    Evidence(Box<crate::Evidence>),
 }
 
 /// A node's durable state: its reputation.
@@ -70,6 +72,8 @@ pub struct Restored {
     /// network, which then starts from genesis.
     pub ledger_accounts: Vec<neurolov_ledger::Account>,
     pub ledger_transfers: Vec<neurolov_ledger::Transfer>,
+    /// Every piece of fraud evidence, oldest first.
+    pub evidence: Vec<crate::Evidence>,
 }
 
 impl Core {
@@ -127,6 +131,9 @@ impl Core {
         for pending in holds {
             let id = neurolov_ledger::TransferId::derive(&[b"void", &pending.0.to_le_bytes()]);
             let _ = core.order(&[neurolov_ledger::Transfer::void(id, pending, neurolov_ledger::codes::TASK_HOLD)]);
+        }
+        for e in restored.evidence {
+            core.remember_evidence(e);
         }
         for r in restored.nodes {
             let key = core.next_key;

@@ -68,6 +68,7 @@ struct Db {
     next_task: u64,
     accounts: BTreeMap<neurolov_ledger::AccountId, neurolov_ledger::Account>,
     transfers: Vec<neurolov_ledger::Transfer>,
+    evidence: Vec<neurolov_core::Evidence>,
 }
 
 impl Db {
@@ -86,6 +87,7 @@ impl Db {
                 self.next_job = self.next_job.max(next_job);
                 self.next_task = self.next_task.max(next_task);
             }
+            Record::Evidence(e) => self.evidence.push(*e),
             Record::Ledger(changes) => {
                 for a in changes.created.into_iter().chain(changes.accounts) {
                     self.accounts.insert(a.id, a);
@@ -115,6 +117,7 @@ impl Db {
             next_task: self.next_task,
             ledger_accounts: self.accounts.values().cloned().collect(),
             ledger_transfers: self.transfers.clone(),
+            evidence: self.evidence.clone(),
         }
     }
 }
@@ -637,6 +640,15 @@ impl Sim {
         }
         if paid.values().any(|&n| n > 1) {
             self.fail("a task was paid twice");
+        }
+        // Every fraud proven was stored as evidence, and a restarted core still counts it.
+        if self.core.stats().frauds_proven != self.db.evidence.len() as u64 || self.slashed != self.db.evidence.len() {
+            self.fail(&format!(
+                "{} frauds counted, {} slashes, {} pieces of evidence stored",
+                self.core.stats().frauds_proven,
+                self.slashed,
+                self.db.evidence.len()
+            ));
         }
         // Nodes that only ever lie never get attested.
         for (view, node) in
