@@ -306,7 +306,9 @@ impl Core {
             amount,
             codes::SLASH,
         );
-        if self.order(&[t]).is_ok() { amount } else { 0 }
+        let slashed = if self.order(&[t]).is_ok() { amount } else { 0 };
+        self.restake(operator);
+        slashed
     }
 
     /// Voids reservations past their timeout and releases matured unstakes.
@@ -385,6 +387,7 @@ impl Core {
         let id = tid(&[b"stake", operator.as_bytes(), &client_id.to_le_bytes()]);
         let result =
             self.order(&[Transfer::new(id, wallet(&operator), stake_account(&operator), amount, codes::STAKE)]);
+        self.restake(operator);
         let effects = self.take_effects();
         result?;
         Ok(effects)
@@ -407,6 +410,7 @@ impl Core {
         let t = Transfer::pending(id, stake_account(&operator), wallet(&operator), amount, codes::UNSTAKE, 0)
             .with_user_data(release_ms);
         let result = self.order(&[t]);
+        self.restake(operator);
         let effects = self.take_effects();
         result?;
         Ok((release_ms, effects))
@@ -423,7 +427,15 @@ impl Core {
         }
     }
 
-    /// The share of the spot-check discount an operator's stake earns, in [0, 1].
+    /// Rescores an operator's nodes after its stake changed (stake buys scheduling priority).
+    pub(crate) fn restake(&mut self, operator: Id) {
+        let nodes: Vec<Id> = self.nodes.iter().filter(|(_, n)| n.operator == operator).map(|(&id, _)| id).collect();
+        for id in nodes {
+            self.sync_scheduler(id);
+        }
+    }
+
+    /// The share of the spot-check discount and scheduling priority an operator's stake earns, in [0, 1].
     pub(crate) fn stake_share(&self, operator: &Id) -> f64 {
         let full = self.cfg.stake_for_full_discount_nano.max(1) as f64;
         let staked = self.ledger.account(stake_account(operator)).map_or(0, |a| nano(a.available()));

@@ -891,6 +891,7 @@ impl Core {
             features: neurolov_scheduler::Features::NONE,
             memory_bytes: n.claimed.memory_bytes,
             slots: n.slots,
+            stake_share: self.stake_share(&n.operator),
         };
         let key = n.key;
         if let Err(e) = self.sched.upsert(key, info) {

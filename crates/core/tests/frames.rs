@@ -575,6 +575,14 @@ fn a_job_escrows_its_price_pays_verified_work_with_the_fee_and_refunds_the_rest(
     assert_eq!((escrow_account.balance(), escrow_account.debits_pending), (0, 0));
     assert_eq!(one.core.ledger().account(wallet(&client)).unwrap().debits_pending, 0);
     one.core.ledger().check_full().unwrap();
+
+    // Stake buys scheduling priority: 500 of the 10,000 NLOV that earn the full 10% raise the score by 0.5%.
+    let operator = one.kp.id();
+    let before = one.core.nodes()[0].score.unwrap();
+    one.core.faucet(one.now, operator).unwrap();
+    one.core.stake(one.now, operator, 500 * neurolov_ledger::NANO_PER_NLOV, 1).unwrap();
+    let after = one.core.nodes()[0].score.unwrap();
+    assert!((after / before - 1.005).abs() < 1e-9, "{before} → {after}");
 }
 
 #[test]

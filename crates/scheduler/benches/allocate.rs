@@ -24,6 +24,7 @@ fn pool() -> Scheduler {
             features: Features(rng.u64(0..8)),
             memory_bytes: rng.u64(1..80) << 30,
             slots: rng.u32(1..8),
+            stake_share: if rng.bool() { rng.f64() } else { 0.0 },
         };
         s.upsert(k, info).expect("valid node");
     }

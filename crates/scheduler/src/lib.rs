@@ -14,6 +14,10 @@
 //! then does not depend on who asks, which is what lets it be indexed. When a pool maximum moves, every score is
 //! recomputed and the indexes rebuilt (O(n log n)); that happens when the fastest or most cost-efficient node
 //! changes, which is rare next to allocation decisions.
+//!
+//! Stake buys priority: the weighted sum is multiplied by `1 + stake_priority · stake_share` (default up to +10% for
+//! an operator with the full stake), so among comparable nodes the staked one is chosen first, while a fast, reliable,
+//! cheap node still beats a slow staked one.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
@@ -55,12 +59,17 @@ pub struct Weights {
     performance: f64,
     reliability: f64,
     cost_efficiency: f64,
+    /// Priority stake buys: a node's score is multiplied by `1 + stake_priority · stake_share`.
+    stake_priority: f64,
 }
 
+/// Most extra priority stake may buy (a share of the score).
+pub const MAX_STAKE_PRIORITY: f64 = 1.0;
+
 impl Default for Weights {
-    /// The whitepaper's 0.4 / 0.3 / 0.3.
+    /// The whitepaper's 0.4 / 0.3 / 0.3, and up to 10% more for a fully staked operator.
     fn default() -> Self {
-        Weights { performance: 0.4, reliability: 0.3, cost_efficiency: 0.3 }
+        Weights { performance: 0.4, reliability: 0.3, cost_efficiency: 0.3, stake_priority: 0.1 }
     }
 }
 
@@ -71,7 +80,19 @@ impl Weights {
         if all.iter().any(|w| !w.is_finite() || *w < 0.0) || (all.iter().sum::<f64>() - 1.0).abs() > 1e-9 {
             return Err(SchedulerError::BadWeights { performance, reliability, cost_efficiency });
         }
-        Ok(Weights { performance, reliability, cost_efficiency })
+        Ok(Weights { performance, reliability, cost_efficiency, stake_priority: Weights::default().stake_priority })
+    }
+
+    /// The same weights with another stake priority, in [0, [`MAX_STAKE_PRIORITY`]].
+    pub fn with_stake_priority(self, stake_priority: f64) -> Result<Weights, SchedulerError> {
+        if !(0.0..=MAX_STAKE_PRIORITY).contains(&stake_priority) {
+            return Err(SchedulerError::BadStakePriority(stake_priority));
+        }
+        Ok(Weights { stake_priority, ..self })
+    }
+
+    pub fn stake_priority(&self) -> f64 {
+        self.stake_priority
     }
 
     pub fn performance(&self) -> f64 {
@@ -126,6 +147,8 @@ pub struct NodeInfo {
     pub memory_bytes: u64,
     /// Tasks the node runs at once.
     pub slots: u32,
+    /// The operator's stake as a share of the stake that earns full priority, in [0, 1].
+    pub stake_share: f64,
 }
 
 /// What a task needs.
@@ -182,6 +205,10 @@ pub struct Allocation {
 pub enum SchedulerError {
     #[error("weights must be finite, non-negative and sum to 1 (got {performance}, {reliability}, {cost_efficiency})")]
     BadWeights { performance: f64, reliability: f64, cost_efficiency: f64 },
+    #[error("stake priority must be in [0, {MAX_STAKE_PRIORITY}] (got {0})")]
+    BadStakePriority(f64),
+    #[error("node {node}: stake share must be in [0, 1] (got {value})")]
+    BadStakeShare { node: NodeKey, value: f64 },
     #[error("node {node}: {what} must be finite and non-negative (got {value})")]
     BadMetric { node: NodeKey, what: &'static str, value: f64 },
     #[error("node {node}: reliability {value} is outside [0, 1]")]
@@ -285,9 +312,10 @@ pub fn cost_efficiency(info: &NodeInfo) -> f64 {
 
 fn score(w: &Weights, norm: Norm, info: &NodeInfo) -> f64 {
     let ratio = |v: f64, max: f64| if max > 0.0 { v / max } else { 0.0 };
-    w.performance * ratio(info.verified_gflops, norm.performance)
+    let base = w.performance * ratio(info.verified_gflops, norm.performance)
         + w.reliability * info.reliability
-        + w.cost_efficiency * ratio(cost_efficiency(info), norm.cost_efficiency)
+        + w.cost_efficiency * ratio(cost_efficiency(info), norm.cost_efficiency);
+    base * (1.0 + w.stake_priority * info.stake_share)
 }
 
 /// The scheduler: every known node, and the indexes over those that can take work now.
@@ -359,6 +387,9 @@ impl Scheduler {
         }
         if !(0.0..=1.0).contains(&info.reliability) {
             return Err(SchedulerError::BadReliability { node, value: info.reliability });
+        }
+        if !(0.0..=1.0).contains(&info.stake_share) {
+            return Err(SchedulerError::BadStakeShare { node, value: info.stake_share });
         }
         if info.slots > MAX_SLOTS {
             return Err(SchedulerError::TooManySlots { node, slots: info.slots });

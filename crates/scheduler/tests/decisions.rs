@@ -19,6 +19,7 @@ fn node(operator: u64, gflops: f64, reliability: f64, price: u64) -> NodeInfo {
         features: Features::NONE,
         memory_bytes: 8 << 30,
         slots: 1,
+        stake_share: 0.0,
     }
 }
 
@@ -45,6 +46,26 @@ fn the_whitepaper_score() {
     s.set_weights(Weights::new(1.0, 0.0, 0.0).unwrap());
     s.release(2).unwrap();
     assert_eq!(s.allocate(&Requirements::default()).unwrap().placements[0].node, 1);
+}
+
+#[test]
+fn stake_raises_priority_among_comparable_nodes_only() {
+    // Identical nodes: the staked operator's wins, by exactly the stake priority.
+    let mut s = pool(&[(1, node(1, 50.0, 0.9, 2)), (2, NodeInfo { stake_share: 1.0, ..node(2, 50.0, 0.9, 2) })]);
+    let base = 0.4 + 0.3 * 0.9 + 0.3;
+    assert!((s.score(2).unwrap() - base * 1.1).abs() < 1e-12);
+    assert_eq!(s.allocate(&Requirements::default()).unwrap().placements[0].node, 2);
+    // A much better unstaked node still beats a staked one.
+    let mut s2 = pool(&[(1, node(1, 100.0, 0.99, 1)), (2, NodeInfo { stake_share: 1.0, ..node(2, 10.0, 0.5, 5) })]);
+    assert_eq!(s2.allocate(&Requirements::default()).unwrap().placements[0].node, 1);
+    // Out-of-range shares and priorities are refused.
+    assert!(matches!(
+        s.upsert(3, NodeInfo { stake_share: 1.5, ..node(3, 1.0, 0.5, 1) }),
+        Err(SchedulerError::BadStakeShare { .. })
+    ));
+    assert!(matches!(Weights::default().with_stake_priority(-0.1), Err(SchedulerError::BadStakePriority(_))));
+    s.set_weights(Weights::default().with_stake_priority(0.0).unwrap());
+    assert!((s.score(2).unwrap() - base).abs() < 1e-12);
 }
 
 #[test]

@@ -34,7 +34,7 @@ impl Model {
                 let s = w.performance() * ratio(i.verified_gflops, max_perf)
                     + w.reliability() * i.reliability
                     + w.cost_efficiency() * ratio(cost_efficiency(i), max_cost);
-                (k, s)
+                (k, s * (1.0 + w.stake_priority() * i.stake_share))
             })
             .collect()
     }
@@ -80,8 +80,8 @@ enum Step {
 }
 
 fn node_info() -> impl Strategy<Value = NodeInfo> {
-    (0u64..4, any::<bool>(), 0u32..5, 0u32..=20, 1u64..5, 0u64..4, 0u64..3, 0u32..3).prop_map(
-        |(operator, eligible, perf, rel, price, features, mem, slots)| NodeInfo {
+    (0u64..4, any::<bool>(), 0u32..5, 0u32..=20, 1u64..5, 0u64..4, 0u64..3, 0u32..3, 0u32..=4).prop_map(
+        |(operator, eligible, perf, rel, price, features, mem, slots, stake)| NodeInfo {
             operator,
             eligible: eligible || perf > 0,
             verified_gflops: f64::from(perf) * 10.0,
@@ -90,6 +90,7 @@ fn node_info() -> impl Strategy<Value = NodeInfo> {
             features: Features(features),
             memory_bytes: mem << 30,
             slots,
+            stake_share: f64::from(stake) / 4.0,
         },
     )
 }
@@ -180,7 +181,8 @@ proptest! {
             for (&k, (info, _)) in &m.nodes {
                 if info.eligible {
                     let got = s.score(k).unwrap();
-                    prop_assert!((0.0..=1.0 + 1e-12).contains(&got), "score {} out of range", got);
+                    let top = 1.0 + w.stake_priority();
+                    prop_assert!((0.0..=top + 1e-12).contains(&got), "score {} out of range", got);
                     prop_assert_eq!(got, scores[&k]);
                 }
             }
