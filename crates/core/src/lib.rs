@@ -4,6 +4,7 @@
 //! slashes to settle) — with the clock and the randomness injected, so a whole network with crashes and cheaters
 //! can be replayed from a seed (see `tests/simulation.rs`). The IO shell (HTTP, WebSocket, storage) wraps it.
 
+mod canary;
 mod economy;
 mod jobs;
 mod persist;
@@ -18,6 +19,7 @@ use neurolov_verify::freivalds;
 use neurolov_verify::replicas::{self, Tolerance};
 use neurolov_verify::spotcheck::SpotCheckPolicy;
 
+pub use canary::MAX_KNOWN_ANSWERS;
 pub use economy::{
     BPS, LedgerTotals, WalletError, WalletView, escrow, fee_nano, price_nano, rebuild_ledger, stake_account, treasury,
     wallet,
@@ -66,6 +68,8 @@ pub struct Config {
     pub offline_after_missed: u64,
     /// n of the n×n·n×n attestation product.
     pub attestation_size: u32,
+    /// Chance that a WGSL task placed without a spot check brings its node a known-answer canary as well.
+    pub canary_rate: f64,
     /// Mean time between unannounced re-challenges of an attested node.
     pub rechallenge_mean_ms: u64,
     /// A re-measured node whose speed falls below this share of its record loses the record.
@@ -114,6 +118,7 @@ impl Default for Config {
             stale_after_missed: 1,
             offline_after_missed: 3,
             attestation_size: 256,
+            canary_rate: 0.1,
             rechallenge_mean_ms: 3_600_000,
             rechallenge_min_share: 0.5,
             tile_rows: 256,
@@ -294,6 +299,12 @@ struct Node {
 enum Purpose {
     Job(JobId),
     Attestation(Id),
+    /// A known-answer task sent to `node` (see `canary.rs`).
+    Canary {
+        node: Id,
+        expected: Arc<[u8]>,
+        tolerance: Tolerance,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -351,6 +362,7 @@ pub struct Core {
     effects: Vec<Effect>,
     ledger: neurolov_ledger::Ledger,
     flows: economy::Flows,
+    canaries: canary::Canaries,
     started_ms: u64,
     unsaved_genesis: Option<Box<neurolov_ledger::Changes>>,
 }
@@ -388,6 +400,7 @@ impl Core {
             effects: Vec::new(),
             ledger: neurolov_ledger::Ledger::new(),
             flows: economy::Flows::default(),
+            canaries: canary::Canaries::default(),
             started_ms: now_ms,
             unsaved_genesis: None,
         }
@@ -985,7 +998,7 @@ impl Core {
         let work_mflop = t.work_mflop;
         let cap = match t.purpose {
             Purpose::Job(j) => self.jobs.get(&j).map_or(0, |j| j.max_price_nano_per_gflop),
-            Purpose::Attestation(_) => 0,
+            Purpose::Attestation(_) | Purpose::Canary { .. } => 0,
         };
         if let Some(n) = self.nodes.get_mut(&node) {
             n.running.insert((tid, attempt));
@@ -1024,7 +1037,7 @@ impl Core {
                 Purpose::Job(j) => {
                     self.jobs.get(j).map_or((0.0, u64::MAX), |j| (j.min_reliability, j.max_price_nano_per_gflop))
                 }
-                Purpose::Attestation(_) => (0.0, u64::MAX),
+                Purpose::Attestation(_) | Purpose::Canary { .. } => (0.0, u64::MAX),
             };
             // Replicas of one task go to distinct operators: those holding a live attempt or that delivered a result
             // (a replica, or a wrong one) are excluded. A node that failed or timed out may get the task again.
@@ -1087,6 +1100,8 @@ impl Core {
             t.quorum = t.replicas_wanted;
             return true;
         }
+        // Not spot-checked: now and then the node gets a known-answer task alongside, which it cannot tell apart.
+        self.maybe_canary(node);
         false
     }
 
@@ -1237,6 +1252,12 @@ impl Core {
                     node.next_challenge_ms = self.now_ms.saturating_add(self.cfg.heartbeat_interval_ms);
                 }
             }
+            Purpose::Canary { .. } => {
+                // A canary not answered is not retried: another one comes later, unannounced.
+                if let Some(t) = self.tasks.get_mut(&tid) {
+                    t.done = true;
+                }
+            }
             Purpose::Job(job) => {
                 if attempts >= self.cfg.max_attempts * self.tasks.get(&tid).map_or(1, |t| t.replicas_wanted.max(1)) {
                     self.fail_job(job, format!("task {tid} failed {attempts} attempts"));
@@ -1250,9 +1271,10 @@ impl Core {
     /// A result arrived: verify it (matmul: Freivalds; WGSL: replica agreement) and settle.
     fn evaluate(&mut self, tid: TaskId) {
         let Some(t) = self.tasks.get(&tid) else { return };
-        match &t.work {
-            Work::Matmul { .. } => self.evaluate_matmul(tid),
-            Work::Wgsl { .. } => self.evaluate_replicas(tid),
+        match (&t.purpose, &t.work) {
+            (Purpose::Canary { .. }, _) => self.evaluate_canary(tid),
+            (_, Work::Matmul { .. }) => self.evaluate_matmul(tid),
+            (_, Work::Wgsl { .. }) => self.evaluate_replicas(tid),
         }
     }
 
@@ -1284,6 +1306,7 @@ impl Core {
         let tol = match &t.purpose {
             Purpose::Job(j) => self.jobs.get(j).map_or(replicas::DEFAULT_FLOAT, |j| j.tolerance),
             Purpose::Attestation(_) => Tolerance::Bitwise,
+            Purpose::Canary { tolerance, .. } => *tolerance,
         };
         let results: Vec<(u32, Id, Arc<[u8]>)> = t
             .assignments
@@ -1311,6 +1334,10 @@ impl Core {
                     let (attempt, node, bytes) = results[i].clone();
                     self.accept_replica(tid, attempt, node, bytes, first, Some(i) == payer);
                     first = false;
+                }
+                // Operators that agree independently make a known answer: a future canary.
+                if let (true, Some(&i)) = (winners.len() >= 2, winners.first()) {
+                    self.remember_known_answer(tid, Arc::clone(&results[i].2), tol);
                 }
             }
             None => {
@@ -1407,6 +1434,8 @@ impl Core {
         client_pays: bool,
     ) {
         match *purpose {
+            // Canaries settle in `evaluate_canary`.
+            Purpose::Canary { .. } => {}
             Purpose::Attestation(n) => {
                 let measured = measured_gflops;
                 if let Some(rec) = self.nodes.get_mut(&n) {

@@ -625,3 +625,65 @@ fn proven_fraud_slashes_half_the_stake_and_cancels_unstaking() {
     assert_eq!(one.core.wallet_view(&operator).staked_nano, 30 * nlov);
     one.core.ledger().check_full().unwrap();
 }
+
+#[test]
+fn known_answer_canaries_pay_when_right_and_slash_when_wrong() {
+    use neurolov_verify::spotcheck::SpotCheckPolicy;
+    let config = Config { canary_rate: 1.0, spot_check: SpotCheckPolicy::new(1.0, 1, 0.001, 3).unwrap(), ..cfg() };
+    let mut core = Core::new(config, 5, 0);
+    let mut store = Store::default();
+    let mut nodes: Vec<(Keypair, String, u64)> =
+        (1..=2).map(|c| attested_node(&mut core, &mut store, c, 40 + c as u8, 0)).collect();
+    let client = Keypair::from_seed([9; 32]).id();
+    core.faucet(100, client).unwrap();
+    let tasks_in = |effects: &[Effect]| -> Vec<(u64, Task)> {
+        effects
+            .iter()
+            .filter_map(|e| {
+                if let Effect::Send { conn, msg: ToNode::Task(t) } = e { Some((*conn, t.clone())) } else { None }
+            })
+            .collect()
+    };
+    // Honest rounds of WGSL jobs: replicated ones become known answers; once a node's spot-check rate has fallen, a
+    // job task placed without a replica brings a canary along: a task that belongs to no job.
+    let mut now = 100;
+    let mut canary = None;
+    for _ in 0..30 {
+        let (job, mut effects) = core.submit(now, client, small_wgsl_job(&mut store), &store).unwrap();
+        effects.extend(core.tick(now + 1));
+        let mut pending = tasks_in(&effects);
+        while let Some((conn, task)) = pending.pop() {
+            let in_job = core.job(job).unwrap().tasks.iter().any(|t| t.task == task.task_id);
+            if !in_job && canary.is_none() {
+                canary = Some((conn, task));
+                continue;
+            }
+            now += 1;
+            let (kp, nonce, seq) = &mut nodes[conn as usize - 1];
+            let effects = deliver_bytes(&mut core, &mut store, conn, kp, nonce, *seq, &task, b"right answer", now);
+            *seq += 2;
+            pending.extend(tasks_in(&effects));
+            pending.extend(tasks_in(&core.tick(now)));
+        }
+        if canary.is_some() {
+            break;
+        }
+        now += 5;
+    }
+    let (conn, task) = canary.expect("a canary within 30 rounds");
+    let (kp, nonce, seq) = nodes[conn as usize - 1].clone();
+    let wallet_before = core.wallet_view(&kp.id()).balance_nano;
+    let treasury_before = core.ledger().account(neurolov_core::treasury()).unwrap().balance();
+    // A wrong answer to the canary is proven fraud: evidence and a slash (no stake here, so nothing to take).
+    let effects = deliver_bytes(&mut core, &mut store, conn, &kp, &nonce, seq, &task, b"wrong answer", now + 1);
+    let slashed: Vec<&neurolov_core::Evidence> = effects
+        .iter()
+        .filter_map(|e| if let Effect::Slash { evidence, .. } = e { Some(evidence) } else { None })
+        .collect();
+    assert_eq!(slashed.len(), 1, "{effects:?}");
+    assert!(slashed[0].reason.contains("known-answer"), "{}", slashed[0].reason);
+    assert_eq!(slashed[0].work, task.work);
+    assert_eq!(core.wallet_view(&kp.id()).balance_nano, wallet_before, "a wrong canary was paid");
+    assert_eq!(core.ledger().account(neurolov_core::treasury()).unwrap().balance(), treasury_before);
+    core.ledger().check_full().unwrap();
+}

@@ -1,0 +1,95 @@
+//! Canary tasks for WGSL work: tasks whose answer the coordinator already knows, sent to nodes as ordinary tasks.
+//! The known answers are real work: a WGSL task whose replicas on different operators agreed. Replaying it to
+//! another node costs that node the same effort and looks exactly like a spot-check replica of a real task, so a node
+//! cannot tell a canary from paid work and cannot skip one safely. A wrong canary answer is proven fraud (the node
+//! committed to it) and is slashed like any other; a right one is paid from the treasury, like spot checks.
+//!
+//! Matmul tasks need no canaries: Freivalds' check verifies every one of them.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use neurolov_protocol::Id;
+use neurolov_protocol::messages::Work;
+use neurolov_verify::replicas::{self, Tolerance};
+
+use crate::{Core, Purpose, TaskId};
+
+/// Known answers kept for canaries (the newest; older ones are dropped).
+pub const MAX_KNOWN_ANSWERS: usize = 64;
+
+/// A WGSL task's work and the output its replicas agreed on.
+#[derive(Clone, Debug)]
+pub(crate) struct KnownAnswer {
+    pub work: Work,
+    pub work_mflop: u64,
+    pub output: Arc<[u8]>,
+    pub tolerance: Tolerance,
+}
+
+#[derive(Default)]
+pub(crate) struct Canaries {
+    known: VecDeque<KnownAnswer>,
+}
+
+impl Core {
+    /// Keeps a replicated, agreed WGSL result as a future canary.
+    pub(crate) fn remember_known_answer(&mut self, tid: TaskId, output: Arc<[u8]>, tolerance: Tolerance) {
+        let Some(t) = self.tasks.get(&tid) else { return };
+        if !matches!(t.work, Work::Wgsl { .. }) {
+            return;
+        }
+        let answer = KnownAnswer { work: t.work.clone(), work_mflop: t.work_mflop, output, tolerance };
+        if self.canaries.known.len() >= MAX_KNOWN_ANSWERS {
+            self.canaries.known.pop_front();
+        }
+        self.canaries.known.push_back(answer);
+    }
+
+    /// With probability `canary_rate`, sends `node` a canary drawn from the known answers.
+    pub(crate) fn maybe_canary(&mut self, node: Id) {
+        if self.canaries.known.is_empty() || self.rng.f64() >= self.cfg.canary_rate {
+            return;
+        }
+        let pick = self.rng.usize(..self.canaries.known.len());
+        let Some(answer) = self.canaries.known.get(pick).cloned() else { return };
+        let purpose = Purpose::Canary { node, expected: answer.output, tolerance: answer.tolerance };
+        let tid = self.new_task(purpose, answer.work, None, answer.work_mflop, 1);
+        self.persist_ids();
+        self.assign(tid, node);
+    }
+
+    /// A canary's result: the node's answer against the known one.
+    pub(crate) fn evaluate_canary(&mut self, tid: TaskId) {
+        let Some(t) = self.tasks.get(&tid) else { return };
+        let Purpose::Canary { expected, tolerance, .. } = &t.purpose else { return };
+        let (expected, tolerance) = (Arc::clone(expected), *tolerance);
+        let Some((attempt, node, bytes, ask)) = t
+            .assignments
+            .iter()
+            .filter(|a| !a.dropped)
+            .find_map(|a| a.result.clone().map(|r| (a.attempt, a.node, r, a.price_nano_per_gflop)))
+        else {
+            return;
+        };
+        let price = crate::price_nano(t.work_mflop, ask).unwrap_or(0);
+        match replicas::agree(&expected, &bytes, tolerance) {
+            Ok(()) => {
+                if let Some(t) = self.tasks.get_mut(&tid) {
+                    t.done = true;
+                }
+                self.finish_assignment(tid, attempt, node);
+                if let Some(operator) = self.nodes.get(&node).map(|n| n.operator) {
+                    self.pay_task(tid, attempt, operator, price, false);
+                }
+                self.sync_scheduler(node);
+            }
+            Err(e) => {
+                if let Some(t) = self.tasks.get_mut(&tid) {
+                    t.done = true;
+                }
+                self.reject(tid, attempt, node, format!("wrong answer to a known-answer task: {e:?}"));
+            }
+        }
+    }
+}
