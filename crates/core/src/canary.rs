@@ -91,5 +91,6 @@ impl Core {
                 self.reject(tid, attempt, node, format!("wrong answer to a known-answer task: {e:?}"));
             }
         }
+        self.tasks.remove(&tid);
     }
 }

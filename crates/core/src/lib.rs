@@ -1251,12 +1251,11 @@ impl Core {
                     // Unattested nodes are retried after a short pause rather than the long re-challenge mean.
                     node.next_challenge_ms = self.now_ms.saturating_add(self.cfg.heartbeat_interval_ms);
                 }
+                self.tasks.remove(&tid);
             }
             Purpose::Canary { .. } => {
                 // A canary not answered is not retried: another one comes later, unannounced.
-                if let Some(t) = self.tasks.get_mut(&tid) {
-                    t.done = true;
-                }
+                self.tasks.remove(&tid);
             }
             Purpose::Job(job) => {
                 if attempts >= self.cfg.max_attempts * self.tasks.get(&tid).map_or(1, |t| t.replicas_wanted.max(1)) {
@@ -1453,6 +1452,8 @@ impl Core {
                 }
                 self.schedule_rechallenge(n);
                 self.sync_scheduler(n);
+                // A passed challenge has nothing more to say: its operands go.
+                self.tasks.remove(&tid);
             }
             Purpose::Job(job) => {
                 if let Some(j) = self.jobs.get_mut(&job) {
@@ -1466,6 +1467,7 @@ impl Core {
                     if finished {
                         self.persist_job(job);
                         self.refund(job);
+                        self.retire_tasks(job);
                     }
                     let Some(j) = self.jobs.get(&job) else { return };
                     if finished {
@@ -1581,7 +1583,22 @@ impl Core {
             }
         }
         self.refund(job);
+        self.retire_tasks(job);
         self.effects.push(Effect::JobFinished { job, state });
+    }
+
+    /// A finished job's tasks keep only what its status page shows: operands and result bytes are let go (the job
+    /// keeps its assembled result), so memory does not grow with the jobs served.
+    fn retire_tasks(&mut self, job: JobId) {
+        let Some(tasks) = self.jobs.get(&job).map(|j| j.tasks.clone()) else { return };
+        for tid in tasks {
+            if let Some(t) = self.tasks.get_mut(&tid) {
+                t.operands = None;
+                for a in &mut t.assignments {
+                    a.result = None;
+                }
+            }
+        }
     }
 }
 
