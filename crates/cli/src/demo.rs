@@ -122,7 +122,12 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).context("binding a local port")?;
     let url = format!("http://{}", listener.local_addr()?);
     let coordinator_dir = data.join("coordinator");
-    let cfg = ServeConfig { data_dir: coordinator_dir.clone(), core, seed };
+    let cfg = ServeConfig {
+        data_dir: coordinator_dir.clone(),
+        core,
+        seed,
+        max_blob_store_bytes: neurolov_coordinator::DEFAULT_BLOB_STORE_BYTES,
+    };
     rt.spawn(async move {
         if let Err(e) = neurolov_coordinator::serve(listener, cfg).await {
             tracing::error!(error = %e, "coordinator stopped");

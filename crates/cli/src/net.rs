@@ -45,6 +45,9 @@ pub struct ServeArgs {
     /// Development mode: a faucet grants each new account 1,000 NLOV from the ecosystem fund.
     #[arg(long)]
     dev: bool,
+    /// Most disk space for blobs (job inputs and results), e.g. `64GiB`; uploads past it get 507.
+    #[arg(long, default_value = "64GiB")]
+    max_blob_store: String,
 }
 
 #[derive(Args)]
@@ -225,7 +228,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         } else {
             println!("listening on {url}");
         }
-        neurolov_coordinator::serve(listener, ServeConfig { data_dir: data, core, seed }).await
+        let max_blob_store_bytes = parse_bytes(&args.max_blob_store)?;
+        neurolov_coordinator::serve(listener, ServeConfig { data_dir: data, core, seed, max_blob_store_bytes }).await
     })
 }
 

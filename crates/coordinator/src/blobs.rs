@@ -1,5 +1,6 @@
 //! Content-addressed blob files: `<dir>/<blake3 hex>`. A blob is written to a temporary file and renamed into
-//! place, so a reader never sees half a blob, and its hash is checked before it is accepted.
+//! place, so a reader never sees half a blob, and its hash is checked before it is accepted. The directory has a
+//! quota: past it, new blobs are refused (`StorageFull`) rather than filling the disk.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +13,9 @@ static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
 #[derive(Clone, Debug)]
 pub struct BlobDir {
     dir: PathBuf,
+    /// Bytes stored (an estimate kept in step with every write).
+    used: Arc<AtomicU64>,
+    quota: u64,
 }
 
 /// Whether `hash` is a blake3 hex digest (64 lowercase hex characters) — which also keeps it a plain file name.
@@ -20,9 +24,22 @@ pub fn is_hash(hash: &str) -> bool {
 }
 
 impl BlobDir {
-    pub fn open(dir: PathBuf) -> std::io::Result<BlobDir> {
+    /// Opens (creating) `dir`, holding at most `quota` bytes of blobs.
+    pub fn open(dir: PathBuf, quota: u64) -> std::io::Result<BlobDir> {
         std::fs::create_dir_all(&dir)?;
-        Ok(BlobDir { dir })
+        let mut used = 0u64;
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_name().to_str().is_some_and(is_hash) {
+                used = used.saturating_add(entry.metadata()?.len());
+            }
+        }
+        Ok(BlobDir { dir, used: Arc::new(AtomicU64::new(used)), quota })
+    }
+
+    /// Bytes of blobs stored.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
     }
 
     /// Stores `bytes` under `hash`, which must be their blake3 hash.
@@ -34,15 +51,36 @@ impl BlobDir {
         if path.exists() {
             return Ok(());
         }
+        let len = bytes.len() as u64;
+        // Reserve the space first, so concurrent uploads cannot overshoot the quota together.
+        let reserved = self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+            used.checked_add(len).filter(|&total| total <= self.quota)
+        });
+        if reserved.is_err() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!("the blob store is full ({} bytes)", self.quota),
+            ));
+        }
         let tmp = self.dir.join(format!(".{hash}.{}.{}", std::process::id(), NEXT_TMP.fetch_add(1, Ordering::Relaxed)));
-        {
+        let written = (|| {
             use std::io::Write;
             let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(bytes)?;
             // On disk before its name is: a database record may point at it right after.
             f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })();
+        if written.is_err() {
+            self.unreserve(len);
+            let _ = std::fs::remove_file(&tmp);
         }
-        std::fs::rename(&tmp, &path)
+        written
+    }
+
+    /// Gives back the space reserved for a write that failed.
+    fn unreserve(&self, len: u64) {
+        let _ = self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| Some(used.saturating_sub(len)));
     }
 
     pub fn read(&self, hash: &str) -> Option<Vec<u8>> {
@@ -50,6 +88,29 @@ impl BlobDir {
             return None;
         }
         std::fs::read(self.dir.join(hash)).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quota_holds_across_reopening() {
+        let dir = std::env::temp_dir().join(format!("neurolov-blobs-quota-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let blobs = BlobDir::open(dir.clone(), 10).expect("open");
+        let put = |b: &BlobDir, bytes: &[u8]| b.put(&blake3::hash(bytes).to_hex(), bytes);
+        put(&blobs, b"123456").expect("fits");
+        put(&blobs, b"123456").expect("the same blob again costs nothing");
+        let err = put(&blobs, b"abcdefg").expect_err("over the quota");
+        assert_eq!(err.kind(), std::io::ErrorKind::StorageFull);
+        put(&blobs, b"abcd").expect("fits exactly");
+        assert_eq!(blobs.used(), 10);
+        let again = BlobDir::open(dir.clone(), 10).expect("reopen");
+        assert_eq!(again.used(), 10);
+        assert!(put(&again, b"x").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 

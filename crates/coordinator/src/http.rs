@@ -168,6 +168,7 @@ async fn put_blob(State(app): Shared, Path(hash): Path<String>, body: Bytes) -> 
     let blobs = app.coordinator.blobs.clone();
     match tokio::task::spawn_blocking(move || blobs.put(&hash, &body)).await {
         Ok(Ok(())) => StatusCode::CREATED.into_response(),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::StorageFull => error(StatusCode::INSUFFICIENT_STORAGE, e),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }

@@ -30,6 +30,8 @@ pub const MAX_OUTBOUND_FRAMES: usize = 256;
 pub const MAX_BLOB_BYTES: usize = 256 << 20;
 /// Most node connections at once.
 pub const MAX_CONNECTIONS: usize = 10_000;
+/// Default quota of the blob directory.
+pub const DEFAULT_BLOB_STORE_BYTES: u64 = 64 << 30;
 /// How often the core's timers run.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -40,6 +42,8 @@ pub struct ServeConfig {
     pub core: Config,
     /// Seed of the core's randomness (drawn from the OS by the CLI).
     pub seed: u64,
+    /// Most bytes of blobs (inputs, results) kept on disk.
+    pub max_blob_store_bytes: u64,
 }
 
 /// What goes out on a node's socket.
@@ -69,7 +73,7 @@ impl Coordinator {
     /// Opens the data directory (blob files and `coordinator.db`), restores the core from it and starts the storage
     /// writer.
     pub async fn open(cfg: ServeConfig) -> anyhow::Result<Arc<Coordinator>> {
-        let blobs = BlobDir::open(cfg.data_dir.join("blobs"))?;
+        let blobs = BlobDir::open(cfg.data_dir.join("blobs"), cfg.max_blob_store_bytes)?;
         let (pool, restored) = store::open(&cfg.data_dir.join("coordinator.db")).await?;
         let (jobs, nodes) = (restored.jobs.len(), restored.nodes.len());
         let (core, effects) = Core::restore(cfg.core, cfg.seed, now_ms(), restored, &blobs);
