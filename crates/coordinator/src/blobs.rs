@@ -91,6 +91,19 @@ impl BlobDir {
     }
 }
 
+impl neurolov_core::Blobs for BlobDir {
+    fn get(&self, hash: &str) -> Option<Arc<[u8]>> {
+        self.read(hash).map(Into::into)
+    }
+
+    fn size(&self, hash: &str) -> Option<u64> {
+        if !is_hash(hash) {
+            return None;
+        }
+        std::fs::metadata(self.dir.join(hash)).ok().map(|m| m.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,18 +124,5 @@ mod tests {
         assert_eq!(again.used(), 10);
         assert!(put(&again, b"x").is_err());
         let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
-impl neurolov_core::Blobs for BlobDir {
-    fn get(&self, hash: &str) -> Option<Arc<[u8]>> {
-        self.read(hash).map(Into::into)
-    }
-
-    fn size(&self, hash: &str) -> Option<u64> {
-        if !is_hash(hash) {
-            return None;
-        }
-        std::fs::metadata(self.dir.join(hash)).ok().map(|m| m.len())
     }
 }
