@@ -174,6 +174,9 @@ impl Coordinator {
                     tracing::warn!(%node, %operator, task = evidence.task, reason = %evidence.reason, slashed_nano, "fraud proven; stake slashed");
                 }
                 Effect::JobFinished { job, state } => tracing::info!(job, ?state, "job finished"),
+                Effect::JobReopened { job, task } => {
+                    tracing::warn!(job, task, "job reopened: a provisional result was revoked")
+                }
                 Effect::Persist(_) | Effect::Halt { .. } => {}
             }
         }

@@ -494,6 +494,13 @@ pub async fn commit(pool: &SqlitePool, records: &[Record]) -> anyhow::Result<()>
                     .await?;
             }
             Record::Ledger(changes) => ledger.push(&**changes),
+            Record::TaskResultRevoked { job, task } => {
+                sqlx::query("DELETE FROM task_results WHERE task = ? AND job = ?")
+                    .bind(*task as i64)
+                    .bind(*job as i64)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             Record::Evidence(e) => {
                 let doc = serde_json::to_string(&EvidenceDoc {
                     task: e.task,

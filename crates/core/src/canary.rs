@@ -79,6 +79,7 @@ impl Core {
                     t.done = true;
                 }
                 self.finish_assignment(tid, attempt, node);
+                self.check_passed(node);
                 if let Some(operator) = self.nodes.get(&node).map(|n| n.operator) {
                     self.pay_task(tid, attempt, operator, price, false);
                 }

@@ -189,7 +189,8 @@ impl Core {
     pub(crate) fn hold(&mut self, task: TaskId, attempt: u32, operator: Id, price: u64, deadline_ms: u64) {
         let Some(t) = self.tasks.get(&task) else { return };
         let Purpose::Job(job) = t.purpose else { return };
-        if t.hold.is_some() || price == 0 {
+        // A reopened task's re-run is the treasury's to pay: its client's escrow is settled.
+        if t.hold.is_some() || price == 0 || t.reopened {
             return;
         }
         let id = hold_id(task, attempt);

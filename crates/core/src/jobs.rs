@@ -242,6 +242,16 @@ impl Job {
         };
     }
 
+    /// Takes back a delivered task result (its node was caught cheating while the result was provisional): the job
+    /// runs again until the task has a new result. Returns whether there was a result to take back.
+    pub fn revoke_result(&mut self, task: TaskId) -> bool {
+        if matches!(self.state, JobState::Failed { .. }) || self.results.remove(&task).is_none() {
+            return false;
+        }
+        self.state = JobState::Running { tasks_done: self.results.len(), tasks: self.tasks.len() };
+        true
+    }
+
     /// Task results in task order: C's row blocks in row order (tasks are created in row order), or the single
     /// WGSL output.
     pub fn result(&self) -> Option<Arc<[u8]>> {

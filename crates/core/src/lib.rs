@@ -6,6 +6,7 @@
 
 mod canary;
 mod economy;
+mod finality;
 mod jobs;
 mod persist;
 
@@ -189,6 +190,11 @@ pub enum Effect {
         job: JobId,
         state: JobState,
     },
+    /// A finished job runs again: `task`'s provisional result was revoked (its node was caught cheating).
+    JobReopened {
+        job: JobId,
+        task: TaskId,
+    },
     /// Keep this across restarts (see [`Core::restore`]).
     Persist(Record),
 }
@@ -293,6 +299,10 @@ struct Node {
     next_challenge_ms: u64,
     /// (task, attempt) this node holds.
     running: BTreeSet<(TaskId, u32)>,
+    /// Checks passed (agreeing replicas, canaries, re-challenges): what makes provisional results final.
+    checks_passed: u64,
+    /// Results accepted from this node without a replica, with `checks_passed` at the time (see `finality.rs`).
+    provisional: Vec<(TaskId, u64)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -340,6 +350,8 @@ struct TaskRec {
     quorum: u32,
     /// The attempt holding this task's pay reservation in its job's escrow.
     hold: Option<u32>,
+    /// A provisional result was revoked: the client paid once, the re-run is paid by the treasury.
+    reopened: bool,
 }
 
 /// The coordinator's state.
@@ -830,6 +842,8 @@ impl Core {
             challenge: None,
             next_challenge_ms: 0,
             running: BTreeSet::new(),
+            checks_passed: 0,
+            provisional: Vec::new(),
         });
         if n.operator != operator {
             return Err((ErrorCode::Malformed, "a node's operator cannot change".into()));
@@ -937,6 +951,7 @@ impl Core {
                 spot_decided: false,
                 quorum: replicas,
                 hold: None,
+                reopened: false,
             },
         );
         id
@@ -1377,6 +1392,8 @@ impl Core {
             self.drop_assignment(tid, other_attempt, other, Outcome::Released);
         }
         let gflops = elapsed_ms.map_or(0.0, |ms| flops / (ms as f64 * 1e6));
+        // A matmul result passed Freivalds' check: that counts toward the finality of the node's other results.
+        self.check_passed(node);
         self.settle_accepted(tid, attempt, node, &purpose, work_mflop, gflops, bytes, true);
     }
 
@@ -1394,7 +1411,16 @@ impl Core {
         t.done = true;
         let purpose = t.purpose.clone();
         let work_mflop = t.work_mflop;
+        let replicated = t.quorum >= 2;
+        let client_pays = client_pays && !t.reopened;
         self.finish_assignment(tid, attempt, node);
+        if matches!(purpose, Purpose::Job(_)) {
+            if replicated {
+                self.check_passed(node);
+            } else {
+                self.mark_provisional(tid, node);
+            }
+        }
         // Every agreeing replica is paid; the job takes the first one's bytes.
         if first {
             self.settle_accepted(tid, attempt, node, &purpose, work_mflop, 0.0, bytes, client_pays);
@@ -1530,6 +1556,7 @@ impl Core {
                 let slashed_nano = self.slash(operator, tid, attempt);
                 self.effects.push(Effect::Slash { node, operator, evidence, slashed_nano });
             }
+            self.revoke_provisional(node);
         }
         if let Some(conn) = self.nodes.get(&node).and_then(|n| n.conn) {
             self.send(conn, ToNode::Verdict { task_id: tid, attempt, accepted: false, reason });

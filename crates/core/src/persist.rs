@@ -30,6 +30,11 @@ pub enum Record {
     },
     /// Everything one event did to the ledger: new accounts, transfers in order, the touched accounts' totals.
     Ledger(Box<neurolov_ledger::Changes>),
+    /// A provisional result taken back: its task runs again.
+    TaskResultRevoked {
+        job: JobId,
+        task: TaskId,
+    },
     /// Proof of a fraud (kept for anyone to re-check).
     Evidence(Box<crate::Evidence>),
 }
@@ -159,6 +164,8 @@ impl Core {
                     challenge: None,
                     next_challenge_ms: 0,
                     running: Default::default(),
+                    checks_passed: 0,
+                    provisional: Vec::new(),
                 },
             );
             core.sync_scheduler(r.id);
@@ -222,6 +229,7 @@ impl Core {
                     spot_decided: false,
                     quorum: planned.replicas,
                     hold: None,
+                    reopened: false,
                 },
             );
             match result {

@@ -686,4 +686,15 @@ fn known_answer_canaries_pay_when_right_and_slash_when_wrong() {
     assert_eq!(core.wallet_view(&kp.id()).balance_nano, wallet_before, "a wrong canary was paid");
     assert_eq!(core.ledger().account(neurolov_core::treasury()).unwrap().balance(), treasury_before);
     core.ledger().check_full().unwrap();
+    // The job task the canary came with was accepted from this node without a replica: still provisional, so it is
+    // revoked and its job runs again.
+    let reopened: Vec<u64> = effects
+        .iter()
+        .filter_map(|e| if let Effect::JobReopened { job, .. } = e { Some(*job) } else { None })
+        .collect();
+    assert!(!reopened.is_empty(), "{effects:?}");
+    for job in reopened {
+        assert!(matches!(core.job(job).unwrap().state, neurolov_core::JobState::Running { .. }));
+        assert_eq!(core.job_result(job), None);
+    }
 }

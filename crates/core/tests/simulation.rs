@@ -88,6 +88,9 @@ impl Db {
                 self.next_task = self.next_task.max(next_task);
             }
             Record::Evidence(e) => self.evidence.push(*e),
+            Record::TaskResultRevoked { task, .. } => {
+                self.results.remove(&task);
+            }
             Record::Ledger(changes) => {
                 for a in changes.created.into_iter().chain(changes.accounts) {
                     self.accounts.insert(a.id, a);
@@ -144,6 +147,8 @@ struct Sim {
     db: Db,
     crash_at_step: Option<usize>,
     restarts: u64,
+    /// Jobs reopened because a caught node's provisional result was revoked.
+    reopened: u64,
 }
 
 fn config() -> Config {
@@ -232,6 +237,7 @@ impl Sim {
             db,
             crash_at_step: None,
             restarts: 0,
+            reopened: 0,
         }
     }
 
@@ -294,6 +300,12 @@ impl Sim {
                 }
                 Effect::Reward { .. } => {}
                 Effect::Halt { reason } => self.fail(&format!("the core halted: {reason}")),
+                Effect::JobReopened { job, .. } => {
+                    self.reopened += 1;
+                    if let Some(j) = self.jobs.get_mut(&job) {
+                        j.1 = None;
+                    }
+                }
                 Effect::Persist(record) => self.db.apply(record),
             }
         }
@@ -569,6 +581,24 @@ impl Sim {
         self.check();
     }
 
+    /// WGSL jobs done, and how many of them stand on a forged result (spot checks are probabilistic: this is
+    /// reported, not asserted).
+    fn wgsl_outcomes(&self) -> (u64, u64) {
+        let (mut done, mut forged) = (0, 0);
+        for (&id, (spec, state)) in &self.jobs {
+            if let (JobSpec::Wgsl { source_hash, .. }, Some(JobState::Done)) = (spec, state) {
+                done += 1;
+                let source = &self.store.0[source_hash];
+                let floats: Vec<f32> =
+                    source.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * 2.0).collect();
+                if self.core.job_result(id).as_deref() != Some(&bytes(&floats)[..]) {
+                    forged += 1;
+                }
+            }
+        }
+        (done, forged)
+    }
+
     fn check(&self) {
         for (&id, (spec, state)) in &self.jobs {
             let Some(state) = state else {
@@ -680,13 +710,22 @@ fn seeded_networks_with_churn_and_cheaters_keep_the_invariants() {
     }
     let runs: u64 = std::env::var("NEUROLOV_SIM_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
     let mut slashed = 0;
+    let mut reopened = 0;
+    let (mut wgsl_done, mut wgsl_forged) = (0, 0);
     let mut cheaters_present = 0;
     for seed in 0..runs {
         let mut sim = Sim::new(seed);
         cheaters_present += usize::from(sim.nodes.iter().any(|n| n.behavior.is_dishonest()));
         sim.run();
         slashed += sim.slashed;
+        reopened += sim.reopened;
+        let (done, forged) = sim.wgsl_outcomes();
+        wgsl_done += done;
+        wgsl_forged += forged;
     }
-    eprintln!("{runs} runs, {cheaters_present} with cheaters, {slashed} slashes");
+    eprintln!(
+        "{runs} runs, {cheaters_present} with cheaters, {slashed} slashes, {reopened} provisional results revoked, \
+         {wgsl_forged} of {wgsl_done} finished WGSL jobs stand on a forged result"
+    );
     assert!(slashed > 0, "no cheater was ever caught");
 }

@@ -1,0 +1,68 @@
+//! Provisional finality for unreplicated WGSL results. A WGSL result accepted without a replica (the spot-check draw
+//! said no) is delivered at once but stays *provisional* until its node passes `finality_checks` later checks
+//! (an agreeing spot-check replica, a known-answer canary, a re-challenge). If the node is proven to cheat first, each
+//! of its provisional results is revoked: the job is reopened, the task runs again on other operators with a
+//! replica, and the re-run is paid by the treasury (the client already paid once). This is what makes adaptive
+//! spot-checking beat BOINC's against a node that behaves and then cheats: its forgeries are undone, not just
+//! stopped (see `neurolov_verify::spotcheck`).
+//!
+//! Provisional marks live in memory: after a coordinator restart, results delivered before it are final.
+
+use neurolov_protocol::Id;
+
+use crate::{Core, Effect, Record, TaskId};
+
+/// Provisional results remembered per node; beyond this the oldest count as final.
+pub const MAX_PROVISIONAL_PER_NODE: usize = 1_024;
+
+impl Core {
+    /// Marks `tid`, just accepted from `node` without a replica, as provisional.
+    pub(crate) fn mark_provisional(&mut self, tid: TaskId, node: Id) {
+        let Some(n) = self.nodes.get_mut(&node) else { return };
+        if n.provisional.len() >= MAX_PROVISIONAL_PER_NODE {
+            n.provisional.remove(0);
+        }
+        n.provisional.push((tid, n.checks_passed));
+    }
+
+    /// `node` passed a check: results it delivered `finality_checks` checks ago become final.
+    pub(crate) fn check_passed(&mut self, node: Id) {
+        let needed = u64::from(self.cfg.spot_check.finality_checks());
+        let Some(n) = self.nodes.get_mut(&node) else { return };
+        n.checks_passed += 1;
+        let passed = n.checks_passed;
+        n.provisional.retain(|&(_, at)| at + needed > passed);
+    }
+
+    /// `node` is proven to cheat: every result it delivered that is still provisional is revoked and run again.
+    pub(crate) fn revoke_provisional(&mut self, node: Id) {
+        let Some(n) = self.nodes.get_mut(&node) else { return };
+        let revoked = std::mem::take(&mut n.provisional);
+        for (tid, _) in revoked {
+            self.reopen(tid);
+        }
+    }
+
+    fn reopen(&mut self, tid: TaskId) {
+        let Some(t) = self.tasks.get_mut(&tid) else { return };
+        let crate::Purpose::Job(job) = t.purpose else { return };
+        if !t.done {
+            return;
+        }
+        t.done = false;
+        t.reopened = true;
+        t.spot_decided = true;
+        t.replicas_wanted = self.cfg.wgsl_replicas.max(2);
+        t.quorum = t.replicas_wanted;
+        t.waiting_since_ms = None;
+        let Some(j) = self.jobs.get_mut(&job) else { return };
+        if !j.revoke_result(tid) {
+            return;
+        }
+        tracing::warn!(job, task = tid, "provisional result revoked: its node was caught cheating");
+        self.effects.push(Effect::Persist(Record::TaskResultRevoked { job, task: tid }));
+        self.persist_job(job);
+        self.effects.push(Effect::JobReopened { job, task: tid });
+        self.queue.push_back(tid);
+    }
+}
