@@ -5,127 +5,16 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers unwrap: a panic is the failure report.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
+
+use common::{Procs, active_nodes, get_json, neurolov, serve, serve_on, start_node, submit, temp_dir, wait_for};
 
 use futures_util::{SinkExt, StreamExt};
 use neurolov_protocol::messages::{ErrorCode, ToNode, seeded_f32};
 use neurolov_protocol::{Envelope, FromNode, Keypair};
 use tokio_tungstenite::tungstenite::Message;
-
-fn neurolov() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_neurolov"));
-    c.env("RUST_LOG", "warn");
-    c
-}
-
-/// Child processes are killed when the test ends, however it ends.
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("neurolov-e2e-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-/// Starts a coordinator on a free port and returns its URL.
-fn serve(procs: &mut Procs, dir: &std::path::Path) -> String {
-    serve_on(procs, dir, "127.0.0.1:0")
-}
-
-fn serve_on(procs: &mut Procs, dir: &std::path::Path, listen: &str) -> String {
-    let mut child = neurolov()
-        .args([
-            "serve",
-            "--dev",
-            "--listen",
-            listen,
-            "--heartbeat-ms",
-            "500",
-            "--attestation-size",
-            "64",
-            "--tile-rows",
-            "32",
-        ])
-        .arg("--data")
-        .arg(dir.join("coordinator"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("address line");
-    procs.0.push(child);
-    line.trim().strip_prefix("listening on ").expect("listening line").to_string()
-}
-
-fn start_node(procs: &mut Procs, dir: &std::path::Path, url: &str, name: &str, backend: &str) -> usize {
-    let key = dir.join(format!("{name}.json"));
-    let out = neurolov().args(["keygen", "--out"]).arg(&key).output().expect("keygen");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let child = neurolov()
-        .args(["node", "--coordinator", url, "--backend", backend, "--slots", "4"])
-        .arg("--key")
-        .arg(&key)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("node starts");
-    procs.0.push(child);
-    procs.0.len() - 1
-}
-
-fn get_json(url: &str) -> serde_json::Value {
-    let out = Command::new("curl").args(["-sf", url]).output();
-    match out {
-        Ok(o) if o.status.success() => serde_json::from_slice(&o.stdout).unwrap_or_default(),
-        _ => serde_json::Value::Null,
-    }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn active_nodes(url: &str) -> usize {
-    get_json(&format!("{url}/v1/nodes"))
-        .as_array()
-        .map_or(0, |nodes| nodes.iter().filter(|n| n["state"] == "active").count())
-}
-
-fn submit(dir: &std::path::Path, url: &str, shape: &str, wait: bool) -> serde_json::Value {
-    let client = dir.join("client.json");
-    if !client.exists() {
-        neurolov().args(["keygen", "--out"]).arg(&client).output().expect("keygen");
-        let out =
-            neurolov().args(["wallet", "faucet", "--coordinator", url, "--key"]).arg(&client).output().expect("faucet");
-        assert!(out.status.success(), "faucet: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let mut cmd = neurolov();
-    cmd.args(["job", "submit", "--coordinator", url, "--matmul", shape, "--seed-a", "11", "--seed-b", "12", "--json"])
-        .arg("--key")
-        .arg(&client);
-    if wait {
-        cmd.arg("--wait");
-    }
-    let out = cmd.output().expect("job submit");
-    assert!(out.status.success(), "job submit failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("json")
-}
 
 fn check_result(dir: &std::path::Path, url: &str, id: u64, m: usize, n: usize, k: usize) {
     let file = dir.join(format!("result-{id}.bin"));

@@ -18,7 +18,7 @@ use neurolov_verify::replicas::{self, Tolerance};
 
 use crate::auth::ReplayCache;
 use crate::blobs::is_hash;
-use crate::{Coordinator, MAX_BLOB_BYTES, Outbound, money, now_ms};
+use crate::{Coordinator, MAX_BLOB_BYTES, Outbound, money, now_ms, web};
 
 /// Largest JSON request body.
 const MAX_JSON_BYTES: usize = 1 << 20;
@@ -36,7 +36,11 @@ pub(crate) fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/ws", get(node_socket))
         .route("/v1/blobs/{hash}", get(get_blob).put(put_blob).layer(DefaultBodyLimit::max(MAX_BLOB_BYTES)))
-        .route("/v1/jobs", post(submit_job).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
+        .route("/", get(web::index))
+        .route("/provide", get(web::provide))
+        .route("/static/{file}", get(web::static_file))
+        .route("/v1/kernels/{file}", get(web::kernel))
+        .route("/v1/jobs", post(submit_job).get(recent_jobs).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
         .route("/v1/jobs/{id}", get(job_status))
         .route("/v1/jobs/{id}/result", get(job_result))
         .route("/v1/accounts/{address}", get(money::account))
@@ -279,6 +283,46 @@ async fn submit_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Resp
         Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
+}
+
+#[derive(serde::Deserialize)]
+struct RecentQuery {
+    #[serde(default = "twenty")]
+    limit: usize,
+}
+
+fn twenty() -> usize {
+    20
+}
+
+/// Most jobs one `GET /v1/jobs` lists.
+const MAX_RECENT_JOBS: usize = 200;
+
+/// `GET /v1/jobs`: the newest jobs, newest first, with their progress and verification.
+async fn recent_jobs(State(app): Shared, axum::extract::Query(q): axum::extract::Query<RecentQuery>) -> Response {
+    let jobs = app.coordinator.read_core(|c| c.recent_jobs(q.limit.min(MAX_RECENT_JOBS)));
+    Json(
+        jobs.into_iter()
+            .map(|(view, kind)| {
+                let verified = view.tasks.iter().filter(|t| t.verified).count();
+                let (state, reason) = match &view.state {
+                    JobState::Running { .. } => ("running", None),
+                    JobState::Done => ("done", None),
+                    JobState::Failed { reason } => ("failed", Some(reason.clone())),
+                };
+                serde_json::json!({
+                    "id": view.id,
+                    "kind": kind,
+                    "client": view.client.to_string(),
+                    "state": state,
+                    "reason": reason,
+                    "tasks_done": verified,
+                    "tasks_total": view.tasks.len(),
+                })
+            })
+            .collect::<Vec<_>>(),
+    )
+    .into_response()
 }
 
 /// Validates a client's kernel with naga (core WebGPU features only: any node may get it) and stores its source.

@@ -10,6 +10,7 @@ mod blobs;
 mod http;
 mod money;
 pub mod store;
+mod web;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -523,6 +523,22 @@ impl Core {
         }))
     }
 
+    /// The newest `limit` jobs, newest first, with their kind (`matmul` or `wgsl`).
+    pub fn recent_jobs(&self, limit: usize) -> Vec<(JobView, &'static str)> {
+        self.jobs
+            .keys()
+            .rev()
+            .take(limit)
+            .filter_map(|&id| {
+                let kind = match self.jobs.get(&id)?.spec {
+                    JobSpec::Matmul { .. } => "matmul",
+                    JobSpec::Wgsl { .. } => "wgsl",
+                };
+                Some((self.job(id)?, kind))
+            })
+            .collect()
+    }
+
     /// The assembled result of a finished job: C's bytes for matmul, the agreed buffers for WGSL.
     pub fn job_result(&self, id: JobId) -> Option<Arc<[u8]>> {
         self.jobs.get(&id)?.result()

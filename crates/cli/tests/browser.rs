@@ -1,0 +1,170 @@
+//! The browser provider in a real headless Chromium (WebGPU on SwiftShader): a tab opened on `/provide` joins a
+//! coordinator on loopback, passes the same attestation as native nodes, and shares a matmul job with a native node —
+//! its tasks verified and paid; a page variant that forges results is caught and never paid; and the dashboard at
+//! `/` shows the nodes and the statistics (checked on the DOM, with a screenshot kept in `target/browser-artifacts`).
+//!
+//! Needs `chromium` (installed by `scripts/test`). Without it the tests say so and pass, unless
+//! `NEUROLOV_REQUIRE_BROWSER=1` (set by `scripts/test`) makes that a failure.
+
+#![allow(clippy::unwrap_used)] // Test helpers unwrap: a panic is the failure report.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Procs, get_json, serve, start_node, submit, temp_dir, wait_for};
+
+fn chromium() -> Option<PathBuf> {
+    let found = ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|name| {
+        let out = Command::new("which").arg(name).output().ok()?;
+        out.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("NEUROLOV_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "chromium is not installed and NEUROLOV_REQUIRE_BROWSER=1"
+        );
+        eprintln!("chromium not found: browser tests skipped");
+    }
+    found
+}
+
+/// Chromium's headless flags that give WebGPU on SwiftShader (see ../shared/FACTS.md).
+fn browser(chromium: &Path, profile: &Path) -> Command {
+    let mut c = Command::new(chromium);
+    c.args([
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-gpu-sandbox",
+        "--enable-unsafe-webgpu",
+        "--disable-background-timer-throttling",
+        "--disable-renderer-backgrounding",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    c
+}
+
+fn open_provider(procs: &mut Procs, chromium: &Path, dir: &Path, url: &str, name: &str, extra: &str) {
+    let profile = dir.join(format!("profile-{name}"));
+    std::fs::create_dir_all(&profile).unwrap();
+    let child: Child = browser(chromium, &profile)
+        .arg(format!("{url}/provide?autostart=1&visible=any&duty=100{extra}"))
+        .spawn()
+        .expect("chromium starts");
+    procs.0.push(child);
+}
+
+fn browser_nodes(url: &str) -> Vec<serde_json::Value> {
+    get_json(&format!("{url}/v1/nodes"))
+        .as_array()
+        .map(|ns| ns.iter().filter(|n| n["kind"] == "browser").cloned().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_browser_tab_shares_a_job_is_paid_and_a_forging_tab_is_caught() {
+    let Some(chromium) = chromium() else { return };
+    let dir = temp_dir("browser");
+    let mut procs = Procs(Vec::new());
+    let url = serve(&mut procs, &dir);
+    // The native node has 4 slots and the tab 1: the scheduler fills the faster native node first, and the tab gets
+    // the tasks that find it full.
+    start_node(&mut procs, &dir, &url, "native", "cpu");
+    open_provider(&mut procs, &chromium, &dir, &url, "honest", "");
+    wait_for("the browser node to pass attestation", Duration::from_secs(180), || {
+        browser_nodes(&url).iter().any(|n| n["state"] == "active")
+    });
+    let node = browser_nodes(&url).into_iter().find(|n| n["state"] == "active").unwrap();
+    let id = node["id"].as_str().unwrap().to_string();
+    eprintln!("browser node {id}: backend {} on {}", node["backend"], node["adapter"]);
+    assert!(
+        ["webgpu", "webgl2", "cpu"].contains(&node["backend"].as_str().unwrap_or("")),
+        "unknown backend reported: {node}"
+    );
+    assert!(node["gflops_verified"].as_f64().unwrap() > 0.0, "{node}");
+
+    // A job big enough to be shared: 32 row tasks, and the native node takes them four at a time.
+    let mut shared = false;
+    for _ in 0..4 {
+        let job = submit(&dir, &url, "1024x64x64", true);
+        let id_job = job["id"].as_u64().expect("job id");
+        let status = get_json(&format!("{url}/v1/jobs/{id_job}"));
+        assert_eq!(status["state"], "done", "{status}");
+        let ours = status["tasks"].as_array().unwrap().iter().filter(|t| t["node"] == id.as_str()).count();
+        if ours > 0 {
+            shared = true;
+            break;
+        }
+    }
+    assert!(shared, "the browser node never got a task of a shared job");
+    let me = browser_nodes(&url).into_iter().find(|n| n["id"] == id.as_str()).unwrap();
+    assert!(me["tasks_verified"].as_u64().unwrap() >= 2, "attestation and at least one job task: {me}");
+    let wallet = get_json(&format!("{url}/v1/accounts/{id}"));
+    assert!(wallet["balance_nano"].as_u64().unwrap() > 0, "the browser node was not paid: {wallet}");
+
+    // A tab that forges its results: its signed commitment convicts it, it never gets paid work, it earns nothing.
+    open_provider(&mut procs, &chromium, &dir, &url, "cheat", "&cheat=1");
+    wait_for("the forging tab to be caught", Duration::from_secs(180), || {
+        get_json(&format!("{url}/v1/evidence")).as_array().is_some_and(|e| e.iter().any(|e| e["node"] != id.as_str()))
+    });
+    let evidence = get_json(&format!("{url}/v1/evidence"));
+    let cheat = evidence.as_array().unwrap().iter().find(|e| e["node"] != id.as_str()).unwrap()["node"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let view = browser_nodes(&url).into_iter().find(|n| n["id"] == cheat.as_str()).unwrap();
+    assert_eq!(view["tasks_verified"], 0, "{view}");
+    assert_ne!(view["state"], "active", "{view}");
+    assert_eq!(get_json(&format!("{url}/v1/accounts/{cheat}"))["balance_nano"], 0);
+
+    // The dashboard shows both browser nodes and the statistics.
+    let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../browser-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let profile = dir.join("profile-dashboard");
+    let dump = browser(&chromium, &profile)
+        .args(["--dump-dom", "--virtual-time-budget=5000", "--window-size=1280,1000"])
+        .arg(format!("{url}/"))
+        .stdout(Stdio::piped())
+        .output()
+        .expect("chromium dumps the dashboard");
+    let dom = String::from_utf8_lossy(&dump.stdout);
+    assert!(dom.contains(&format!("data-node=\"{id}\"")), "the dashboard does not list the browser node");
+    assert!(dom.contains(&format!("data-node=\"{cheat}\"")), "the dashboard does not list the forging node");
+    let active = dom.split("id=\"active-nodes\">").nth(1).and_then(|s| s.split('<').next()).unwrap_or("");
+    assert!(active.parse::<u64>().is_ok_and(|n| n >= 2), "active nodes shows {active:?}");
+    let _ = browser(&chromium, &dir.join("profile-shot"))
+        .args(["--virtual-time-budget=5000", "--window-size=1280,1000"])
+        .arg(format!("--screenshot={}", artifacts.join("dashboard.png").display()))
+        .arg(format!("{url}/"))
+        .status();
+}
+
+/// The fallback tiers: a tab forced onto WebGL2 (a fragment-shader GEMM) and one onto the CPU (a Web Worker) each
+/// compute the attestation matmul right — Freivalds-checked like any node — and report their tier.
+#[test]
+fn the_webgl2_and_cpu_tiers_pass_attestation() {
+    let Some(chromium) = chromium() else { return };
+    let dir = temp_dir("browser-tiers");
+    let mut procs = Procs(Vec::new());
+    let url = serve(&mut procs, &dir);
+    for tier in ["webgl2", "cpu"] {
+        open_provider(&mut procs, &chromium, &dir, &url, tier, &format!("&backend={tier}"));
+    }
+    wait_for("both tiers to pass attestation", Duration::from_secs(180), || {
+        let nodes = browser_nodes(&url);
+        ["webgl2", "cpu"].iter().all(|tier| nodes.iter().any(|n| n["backend"] == *tier && n["state"] == "active"))
+    });
+    assert!(
+        get_json(&format!("{url}/v1/evidence")).as_array().is_some_and(|e| e.is_empty()),
+        "an honest tier was convicted"
+    );
+}

@@ -1,0 +1,105 @@
+// The dashboard: the network's key statistics, its nodes, recent jobs and their verification, and a chart of
+// throughput, all read from the coordinator's public API every two seconds.
+
+const $ = (id) => document.getElementById(id);
+const POLL_MS = 2000;
+const HISTORY = 120;
+const samples = []; // [ms, tasks_verified]
+
+function text(id, value) {
+  $(id).textContent = value;
+}
+
+function duration(s) {
+  if (s < 120) return `${s} s`;
+  if (s < 7200) return `${Math.round(s / 60)} min`;
+  if (s < 172800) return `${(s / 3600).toFixed(1)} h`;
+  return `${(s / 86400).toFixed(1)} d`;
+}
+
+function cell(row, value, cls) {
+  const td = document.createElement("td");
+  td.textContent = value;
+  if (cls) td.className = cls;
+  row.appendChild(td);
+}
+
+function drawChart() {
+  const canvas = $("chart");
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const rates = [];
+  for (let i = 1; i < samples.length; i++) {
+    const dt = (samples[i][0] - samples[i - 1][0]) / 1000;
+    rates.push(dt > 0 ? Math.max(0, samples[i][1] - samples[i - 1][1]) / dt : 0);
+  }
+  const max = Math.max(1, ...rates);
+  ctx.strokeStyle = "#30363d";
+  ctx.beginPath();
+  ctx.moveTo(0, canvas.height - 1);
+  ctx.lineTo(canvas.width, canvas.height - 1);
+  ctx.stroke();
+  ctx.strokeStyle = "#3fb950";
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  rates.forEach((r, i) => {
+    const x = (i / Math.max(1, HISTORY - 1)) * canvas.width;
+    const y = canvas.height - 4 - (r / max) * (canvas.height - 20);
+    if (i === 0) ctx.moveTo(x, y);
+    else ctx.lineTo(x, y);
+  });
+  ctx.stroke();
+  ctx.fillStyle = "#8b949e";
+  ctx.font = "12px system-ui";
+  ctx.fillText(`max ${max.toFixed(1)}/s`, 4, 14);
+}
+
+async function poll() {
+  try {
+    const [stats, nodes, jobs] = await Promise.all(
+      ["/v1/stats", "/v1/nodes", "/v1/jobs?limit=20"].map((u) => fetch(u).then((r) => r.json())),
+    );
+    text("active-nodes", stats.active_nodes);
+    text("verified-tflops", Number(stats.verified_tflops).toFixed(4));
+    text("utilization", `${Math.round(Number(stats.utilization) * 100)}%`);
+    text("uptime", duration(Number(stats.network_uptime_s)));
+    text("jobs-done", stats.jobs_done);
+    text("tasks-verified", stats.tasks_verified);
+    text("frauds", stats.frauds_proven);
+    text("supply", (Number(stats.ledger.total_supply_nano) / 1e9).toLocaleString("en"));
+    samples.push([Date.now(), Number(stats.tasks_verified)]);
+    if (samples.length > HISTORY) samples.shift();
+    drawChart();
+
+    const body = $("nodes");
+    body.replaceChildren();
+    for (const n of nodes) {
+      const row = document.createElement("tr");
+      row.dataset.node = n.id;
+      cell(row, n.id.slice(0, 10) + "…", "mono");
+      cell(row, n.kind);
+      cell(row, `${n.adapter || "?"}${n.backend ? ` (${n.backend})` : ""}`);
+      cell(row, n.state);
+      cell(row, Number(n.gflops_verified).toFixed(2));
+      cell(row, n.score == null ? "–" : Number(n.score).toFixed(3));
+      cell(row, n.tasks_verified);
+      body.appendChild(row);
+    }
+    const jbody = $("jobs");
+    jbody.replaceChildren();
+    for (const j of jobs) {
+      const row = document.createElement("tr");
+      cell(row, j.id);
+      cell(row, j.kind);
+      cell(row, j.state);
+      cell(row, `${j.tasks_done}/${j.tasks_total}`);
+      jbody.appendChild(row);
+    }
+    document.body.dataset.updated = String(Date.now());
+  } catch (e) {
+    console.warn("poll failed", e);
+  }
+}
+
+poll();
+setInterval(poll, POLL_MS);

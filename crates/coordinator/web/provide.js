@@ -1,0 +1,483 @@
+// The browser provider: this tab is a Neurolov node. It speaks the same protocol as `neurolov node`
+// (docs/PROTOCOL.md), passes the same attestation, and runs the same WGSL kernels, fetched from the coordinator.
+// Backends, best first: WebGPU (navigator.gpu and a real adapter), then WebGL2 (a fragment-shader GEMM), then the
+// CPU in a Web Worker. By default it works only while the page is visible, and at most the duty cycle the user sets.
+
+import { blake3Hex, loadOrCreateIdentity, parseJson, seal, seeded } from "./neurolov.js";
+
+const params = new URLSearchParams(location.search);
+const $ = (id) => document.getElementById(id);
+const HEARTBEAT_FALLBACK_MS = 30000;
+const RECONNECT_MS = 3000;
+/** Price asked, nano-NLOV per GFLOP (1 NLOV per TFLOP, as `neurolov node` by default). */
+const PRICE_NANO_PER_GFLOP = 1000000;
+
+const state = {
+  identity: null,
+  backend: null, // {tier: "webgpu"|"webgl2"|"cpu", adapter, run(work) -> Uint8Array}
+  ws: null,
+  session: null,
+  seq: 0,
+  running: false,
+  wanted: false,
+  heartbeat: null,
+  tasksDone: 0,
+  tasksVerified: 0,
+  tasksRejected: 0,
+  busyMs: 0,
+  startedMs: 0,
+  queue: [],
+  working: false,
+};
+
+function log(msg) {
+  const line = `${new Date().toISOString().slice(11, 19)} ${msg}`;
+  const el = $("log");
+  if (el) el.textContent = (line + "\n" + el.textContent).slice(0, 8000);
+  console.log(line);
+}
+
+function show() {
+  $("node-id").textContent = state.identity?.id ?? "…";
+  $("backend").textContent = state.backend ? `${state.backend.tier} · ${state.backend.adapter}` : "…";
+  $("state").textContent = state.running ? (state.session ? "connected" : "connecting") : "stopped";
+  $("tasks-done").textContent = String(state.tasksDone);
+  $("tasks-verified").textContent = String(state.tasksVerified);
+  $("tasks-rejected").textContent = String(state.tasksRejected);
+  $("start").disabled = state.wanted;
+  $("stop").disabled = !state.wanted;
+}
+
+// ---- data ----
+async function floats(ref) {
+  if (ref.from === "seeded") return seeded(ref.seed, Number(ref.len));
+  return new Float32Array(await bytes(ref));
+}
+
+async function bytes(ref) {
+  if (ref.from === "seeded") return seeded(ref.seed, Number(ref.len)).buffer;
+  const resp = await fetch(`/v1/blobs/${ref.hash}`);
+  if (!resp.ok) throw new Error(`blob ${ref.hash}: ${resp.status}`);
+  return await resp.arrayBuffer();
+}
+
+// ---- backends ----
+async function webgpu() {
+  if (!navigator.gpu) return null;
+  const adapter = await navigator.gpu.requestAdapter();
+  if (!adapter) return null;
+  const device = await adapter.requestDevice();
+  const info = adapter.info ?? {};
+  const name = [info.vendor, info.architecture, info.description].filter(Boolean).join(" ") || "WebGPU adapter";
+  const source = await (await fetch("/v1/kernels/matmul.wgsl")).text();
+  const matmul = device.createComputePipeline({
+    layout: "auto",
+    compute: { module: device.createShaderModule({ code: source }), entryPoint: "main" },
+  });
+  const storage = (data, extra = 0) => {
+    const buf = device.createBuffer({
+      size: Math.max(4, Math.ceil(data.byteLength / 4) * 4),
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | extra,
+    });
+    device.queue.writeBuffer(buf, 0, data);
+    return buf;
+  };
+  async function readBack(buffers) {
+    const total = buffers.reduce((s, b) => s + b.size, 0);
+    const staging = device.createBuffer({ size: total, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const enc = device.createCommandEncoder();
+    let at = 0;
+    for (const b of buffers) {
+      enc.copyBufferToBuffer(b, 0, staging, at, b.size);
+      at += b.size;
+    }
+    device.queue.submit([enc.finish()]);
+    await staging.mapAsync(GPUMapMode.READ);
+    const out = new Uint8Array(staging.getMappedRange().slice(0));
+    staging.unmap();
+    staging.destroy();
+    return out;
+  }
+  async function runMatmul(m, n, k, a, b) {
+    const dims = device.createBuffer({ size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    device.queue.writeBuffer(dims, 0, new Uint32Array([m, n, k, 0]));
+    const ba = storage(a), bb = storage(b);
+    const bc = device.createBuffer({ size: Math.max(4, m * n * 4), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+    const group = device.createBindGroup({
+      layout: matmul.getBindGroupLayout(0),
+      entries: [dims, ba, bb, bc].map((buffer, binding) => ({ binding, resource: { buffer } })),
+    });
+    const enc = device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    pass.setPipeline(matmul);
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(Math.ceil(n / 64), Math.ceil(m / 64));
+    pass.end();
+    device.queue.submit([enc.finish()]);
+    const out = (await readBack([bc])).slice(0, m * n * 4);
+    for (const x of [dims, ba, bb, bc]) x.destroy();
+    return out;
+  }
+  async function runWgsl(work) {
+    const code = new TextDecoder().decode(await bytes(work.source));
+    device.pushErrorScope("validation");
+    const pipeline = device.createComputePipeline({
+      layout: "auto",
+      compute: { module: device.createShaderModule({ code }), entryPoint: work.entry_point },
+    });
+    const buffers = [];
+    for (const b of [...work.buffers].sort((x, y) => x.binding - y.binding)) {
+      const size = Math.max(4, Math.ceil(Number(b.size_bytes) / 4) * 4);
+      const usage =
+        b.access === "uniform" ? GPUBufferUsage.UNIFORM : GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC;
+      const buf = device.createBuffer({ size, usage: usage | GPUBufferUsage.COPY_DST });
+      if (b.init) device.queue.writeBuffer(buf, 0, new Uint8Array(await bytes(b.init)));
+      buffers.push({ spec: b, buf });
+    }
+    const group = device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: buffers.map(({ spec, buf }) => ({ binding: spec.binding, resource: { buffer: buf } })),
+    });
+    const enc = device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(...work.dispatch);
+    pass.end();
+    device.queue.submit([enc.finish()]);
+    const err = await device.popErrorScope();
+    if (err) throw new Error(`kernel refused: ${err.message}`);
+    const outs = buffers.filter(({ spec }) => spec.access === "read_write");
+    const raw = await readBack(outs.map((o) => o.buf));
+    // Each output is exactly its declared size (buffers were rounded up to whole words).
+    const parts = [];
+    let at = 0;
+    for (const o of outs) {
+      parts.push(raw.slice(at, at + Number(o.spec.size_bytes)));
+      at += o.buf.size;
+    }
+    for (const { buf } of buffers) buf.destroy();
+    return concat(parts);
+  }
+  return {
+    tier: "webgpu",
+    adapter: name,
+    software: info.architecture === "swiftshader" || adapter.isFallbackAdapter === true,
+    run: (work) => (work.kind === "matmul" ? matmulTask(work, runMatmul) : runWgsl(work)),
+  };
+}
+
+function concat(parts) {
+  const out = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+async function matmulTask(work, run) {
+  const [m, n, k] = [Number(work.m), Number(work.n), Number(work.k)];
+  const [a, b] = await Promise.all([floats(work.a), floats(work.b)]);
+  return await run(m, n, k, a, b);
+}
+
+function webgl2() {
+  const canvas = document.createElement("canvas");
+  const gl = canvas.getContext("webgl2");
+  if (!gl || !gl.getExtension("EXT_color_buffer_float")) return null;
+  const vs = `#version 300 es
+in vec2 p; void main() { gl_Position = vec4(p, 0.0, 1.0); }`;
+  // One fragment per element of C: a dot product of a row of A and a column of B, read from float textures.
+  const fs = `#version 300 es
+precision highp float; precision highp int;
+uniform highp sampler2D A; uniform highp sampler2D B; uniform int K;
+out vec4 outColor;
+void main() {
+  int col = int(gl_FragCoord.x); int row = int(gl_FragCoord.y);
+  float acc = 0.0;
+  for (int i = 0; i < K; i++) acc += texelFetch(A, ivec2(i, row), 0).r * texelFetch(B, ivec2(col, i), 0).r;
+  outColor = vec4(acc, 0.0, 0.0, 1.0);
+}`;
+  const compile = (type, src) => {
+    const s = gl.createShader(type);
+    gl.shaderSource(s, src);
+    gl.compileShader(s);
+    if (!gl.getShaderParameter(s, gl.COMPILE_STATUS)) throw new Error(gl.getShaderInfoLog(s));
+    return s;
+  };
+  const prog = gl.createProgram();
+  gl.attachShader(prog, compile(gl.VERTEX_SHADER, vs));
+  gl.attachShader(prog, compile(gl.FRAGMENT_SHADER, fs));
+  gl.linkProgram(prog);
+  const quad = gl.createBuffer();
+  gl.bindBuffer(gl.ARRAY_BUFFER, quad);
+  gl.bufferData(gl.ARRAY_BUFFER, new Float32Array([-1, -1, 1, -1, -1, 1, 1, 1]), gl.STATIC_DRAW);
+  const maxTex = gl.getParameter(gl.MAX_TEXTURE_SIZE);
+  const texture = (w, h, data) => {
+    const t = gl.createTexture();
+    gl.bindTexture(gl.TEXTURE_2D, t);
+    gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MIN_FILTER, gl.NEAREST);
+    gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MAG_FILTER, gl.NEAREST);
+    gl.texImage2D(gl.TEXTURE_2D, 0, gl.R32F, w, h, 0, gl.RED, gl.FLOAT, data);
+    return t;
+  };
+  function runMatmul(m, n, k, a, b) {
+    if (m > maxTex || n > maxTex || k > maxTex) throw new Error("matrix larger than a WebGL texture");
+    const ta = texture(k, m, a), tb = texture(n, k, b), tc = texture(n, m, null);
+    const fb = gl.createFramebuffer();
+    gl.bindFramebuffer(gl.FRAMEBUFFER, fb);
+    gl.framebufferTexture2D(gl.FRAMEBUFFER, gl.COLOR_ATTACHMENT0, gl.TEXTURE_2D, tc, 0);
+    gl.viewport(0, 0, n, m);
+    gl.useProgram(prog);
+    gl.activeTexture(gl.TEXTURE0);
+    gl.bindTexture(gl.TEXTURE_2D, ta);
+    gl.uniform1i(gl.getUniformLocation(prog, "A"), 0);
+    gl.activeTexture(gl.TEXTURE1);
+    gl.bindTexture(gl.TEXTURE_2D, tb);
+    gl.uniform1i(gl.getUniformLocation(prog, "B"), 1);
+    gl.uniform1i(gl.getUniformLocation(prog, "K"), k);
+    const loc = gl.getAttribLocation(prog, "p");
+    gl.bindBuffer(gl.ARRAY_BUFFER, quad);
+    gl.enableVertexAttribArray(loc);
+    gl.vertexAttribPointer(loc, 2, gl.FLOAT, false, 0, 0);
+    gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
+    const rgba = new Float32Array(m * n * 4);
+    gl.readPixels(0, 0, n, m, gl.RGBA, gl.FLOAT, rgba);
+    const c = new Float32Array(m * n);
+    for (let i = 0; i < m * n; i++) c[i] = rgba[4 * i];
+    for (const t of [ta, tb, tc]) gl.deleteTexture(t);
+    gl.deleteFramebuffer(fb);
+    return new Uint8Array(c.buffer);
+  }
+  const renderer = gl.getParameter(gl.RENDERER);
+  return {
+    tier: "webgl2",
+    adapter: String(renderer),
+    software: /swiftshader|llvmpipe/i.test(String(renderer)),
+    run: (work) => {
+      if (work.kind !== "matmul") throw new Error("WGSL needs WebGPU");
+      return matmulTask(work, async (m, n, k, a, b) => runMatmul(m, n, k, a, b));
+    },
+  };
+}
+
+function cpu() {
+  // The CPU tier runs in a Web Worker so the page stays responsive.
+  const src = `onmessage = (e) => {
+    const { m, n, k, a, b } = e.data;
+    const c = new Float32Array(m * n);
+    for (let i = 0; i < m; i++) for (let p = 0; p < k; p++) {
+      const x = a[i * k + p];
+      if (x === 0) continue;
+      for (let j = 0; j < n; j++) c[i * n + j] += x * b[p * n + j];
+    }
+    postMessage(c, [c.buffer]);
+  };`;
+  const worker = new Worker(URL.createObjectURL(new Blob([src], { type: "text/javascript" })));
+  const runMatmul = (m, n, k, a, b) =>
+    new Promise((resolve) => {
+      worker.onmessage = (e) => resolve(new Uint8Array(e.data.buffer));
+      worker.postMessage({ m, n, k, a, b });
+    });
+  return {
+    tier: "cpu",
+    adapter: `${navigator.hardwareConcurrency ?? "?"} CPU threads`,
+    software: true,
+    run: (work) => {
+      if (work.kind !== "matmul") throw new Error("WGSL needs WebGPU");
+      return matmulTask(work, runMatmul);
+    },
+  };
+}
+
+async function detect() {
+  const forced = params.get("backend");
+  if (!forced || forced === "webgpu") {
+    try {
+      const b = await webgpu();
+      if (b) return b;
+    } catch (e) {
+      log(`WebGPU unusable: ${e.message}`);
+    }
+  }
+  if (!forced || forced === "webgl2") {
+    try {
+      const b = webgl2();
+      if (b) return b;
+    } catch (e) {
+      log(`WebGL2 unusable: ${e.message}`);
+    }
+  }
+  return cpu();
+}
+
+// ---- the session ----
+async function send(message) {
+  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return;
+  // Signed at send time, so sequence numbers leave in order.
+  const frame = await seal(state.identity, { ...message, session: state.session, seq: message.seq ?? ++state.seq });
+  state.ws.send(frame);
+}
+
+function connect() {
+  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/nodes/ws`;
+  const ws = new WebSocket(url);
+  state.ws = ws;
+  state.seq = 0;
+  ws.onmessage = (e) => onFrame(parseJson(e.data)).catch((err) => log(`error: ${err.message}`));
+  ws.onclose = () => {
+    clearInterval(state.heartbeat);
+    state.session = null;
+    state.queue = [];
+    show();
+    if (state.running) setTimeout(() => state.running && connect(), RECONNECT_MS);
+  };
+}
+
+async function onFrame(msg) {
+  switch (msg.type) {
+    case "challenge":
+      state.session = msg.nonce;
+      await send({
+        type: "register",
+        version: 1,
+        seq: 0,
+        operator: state.identity.id,
+        kind: "browser",
+        claimed: {
+          adapter: state.backend.adapter,
+          backend: state.backend.tier,
+          software: state.backend.software,
+          memory_bytes: 0,
+          features: [],
+        },
+        price_nano_per_gflop: PRICE_NANO_PER_GFLOP,
+        slots: 1,
+      });
+      break;
+    case "registered":
+      log(`registered as ${msg.node}`);
+      clearInterval(state.heartbeat);
+      state.heartbeat = setInterval(() => send({ type: "heartbeat" }), Number(msg.heartbeat_interval_ms) || HEARTBEAT_FALLBACK_MS);
+      break;
+    case "task":
+      state.queue.push(msg);
+      work();
+      break;
+    case "cancel":
+      state.queue = state.queue.filter((t) => !(t.task_id === msg.task_id && t.attempt === msg.attempt));
+      break;
+    case "verdict":
+      if (msg.accepted) state.tasksVerified++;
+      else state.tasksRejected++;
+      log(`task ${msg.task_id}: ${msg.accepted ? "verified" : `rejected (${msg.reason})`}`);
+      break;
+    case "error":
+      log(`coordinator: ${msg.code}: ${msg.message}`);
+      break;
+  }
+  show();
+}
+
+/** Runs queued tasks one at a time, resting between them to keep to the duty cycle. */
+async function work() {
+  if (state.working) return;
+  state.working = true;
+  try {
+    while (state.queue.length > 0 && state.running) {
+      const task = state.queue.shift();
+      const started = performance.now();
+      try {
+        let result = await state.backend.run(task.work);
+        if (params.get("cheat") === "1" && result.length > 3) {
+          // Test variant: a forged result (one exponent bit of the first value), committed like an honest one.
+          result = result.slice();
+          result[3] ^= 0x40;
+        }
+        const hash = blake3Hex(result);
+        await send({ type: "commit", task_id: task.task_id, attempt: task.attempt, result_hash: hash });
+        const put = await fetch(`/v1/blobs/${hash}`, { method: "PUT", body: result });
+        if (!put.ok) throw new Error(`upload refused: ${put.status} ${await put.text()}`);
+        await send({ type: "result", task_id: task.task_id, attempt: task.attempt, result_hash: hash });
+        state.tasksDone++;
+      } catch (e) {
+        log(`task ${task.task_id} failed: ${e.message}`);
+        await send({ type: "failed", task_id: task.task_id, attempt: task.attempt, reason: String(e.message).slice(0, 200) });
+      }
+      const busy = performance.now() - started;
+      state.busyMs += busy;
+      show();
+      const duty = Math.min(1, Math.max(0.05, Number($("duty").value) / 100));
+      if (duty < 1) await new Promise((r) => setTimeout(r, (busy * (1 - duty)) / duty));
+    }
+  } finally {
+    state.working = false;
+  }
+}
+
+async function start() {
+  state.wanted = true;
+  if (state.running) return;
+  if ($("visible-only").checked && document.visibilityState !== "visible") {
+    log("waiting for the page to be visible");
+    show();
+    return;
+  }
+  state.running = true;
+  state.startedMs = performance.now();
+  show();
+  connect();
+}
+
+function stop(keepWanted = false) {
+  state.wanted = keepWanted;
+  state.running = false;
+  clearInterval(state.heartbeat);
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) {
+    send({ type: "goodbye" }).finally(() => state.ws.close());
+  }
+  show();
+}
+
+async function refreshFromCoordinator() {
+  if (!state.identity) return;
+  try {
+    const nodes = await (await fetch("/v1/nodes")).json();
+    const me = nodes.find((n) => n.id === state.identity.id);
+    if (me) {
+      $("gflops").textContent = me.gflops_verified.toFixed(2);
+      $("coordinator-state").textContent = me.state;
+    }
+    const acct = await (await fetch(`/v1/accounts/${state.identity.id}`)).json();
+    $("earned").textContent = (Number(acct.balance_nano) / 1e9).toFixed(9).replace(/0+$/, "").replace(/\.$/, "");
+  } catch (e) {
+    // The coordinator may be restarting; try again on the next tick.
+  }
+}
+
+async function main() {
+  $("start").onclick = () => start();
+  $("stop").onclick = () => stop();
+  $("duty").oninput = () => ($("duty-value").textContent = `${$("duty").value}%`);
+  document.addEventListener("visibilitychange", () => {
+    if (!$("visible-only").checked) return;
+    if (document.visibilityState === "visible" && state.wanted && !state.running) start();
+    if (document.visibilityState !== "visible" && state.running) stop(true);
+  });
+  try {
+    state.identity = await loadOrCreateIdentity();
+    state.backend = await detect();
+    log(`backend: ${state.backend.tier} (${state.backend.adapter})`);
+  } catch (e) {
+    log(`cannot provide: ${e.message}`);
+    $("state").textContent = `unavailable: ${e.message}`;
+    return;
+  }
+  show();
+  setInterval(refreshFromCoordinator, 2000);
+  if (params.get("autostart") === "1") start();
+}
+
+main();
