@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Procs, get_json, serve, start_node, submit, temp_dir, wait_for};
+use common::{Procs, get_bytes, get_json, post_signed, serve, start_node, submit, temp_dir, wait_for};
 
 fn chromium() -> Option<PathBuf> {
     let found = ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|name| {
@@ -110,6 +110,47 @@ fn a_browser_tab_shares_a_job_is_paid_and_a_forging_tab_is_caught() {
     assert!(me["tasks_verified"].as_u64().unwrap() >= 2, "attestation and at least one job task: {me}");
     let wallet = get_json(&format!("{url}/v1/accounts/{id}"));
     assert!(wallet["balance_nano"].as_u64().unwrap() > 0, "the browser node was not paid: {wallet}");
+
+    // A client's WGSL kernel: the tab is new, so its result is replicated on the native node (lavapipe in the kernel
+    // worker) and the two must agree bit for bit — the same WGSL through Tint/SwiftShader and naga/Vulkan.
+    let wgsl = "@group(0) @binding(0) var<storage, read_write> out: array<u32>;\n\
+                @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) id: vec3<u32>) {\n\
+                  if (id.x < arrayLength(&out)) { out[id.x] = id.x * id.x * 2654435761u + 7u; }\n}\n";
+    // Eight at once: the native node's four slots fill, and the tab takes the rest (new to WGSL, it is likely
+    // replicated on the native node, and any disagreement would convict one of them).
+    let before = me["tasks_verified"].as_u64().unwrap();
+    let jobs: Vec<u64> = (0..8)
+        .map(|_| {
+            let reply = post_signed(
+                &url,
+                &dir.join("client.json"),
+                "/v1/jobs",
+                &serde_json::json!({
+                    "kind": "wgsl", "source": wgsl, "entry_point": "main",
+                    "buffers": [{"binding": 0, "access": "read_write", "size_bytes": 4096}], "dispatch": [16, 1, 1],
+                }),
+            );
+            reply["id"].as_u64().unwrap()
+        })
+        .collect();
+    wait_for("the WGSL jobs", Duration::from_secs(120), || {
+        jobs.iter().all(|job| {
+            let s = get_json(&format!("{url}/v1/jobs/{job}"));
+            assert_ne!(s["state"], "failed", "{s}");
+            s["state"] == "done"
+        })
+    });
+    let want: Vec<u8> = (0u32..1024)
+        .flat_map(|i| i.wrapping_mul(i).wrapping_mul(2_654_435_761).wrapping_add(7).to_le_bytes())
+        .collect();
+    for job in &jobs {
+        assert_eq!(get_bytes(&format!("{url}/v1/jobs/{job}/result")), want, "job {job}'s result is wrong");
+    }
+    let after =
+        browser_nodes(&url).into_iter().find(|n| n["id"] == id.as_str()).unwrap()["tasks_verified"].as_u64().unwrap();
+    let browser_ran_wgsl = after > before;
+    assert!(browser_ran_wgsl, "the tab never ran (and agreed on) a WGSL task");
+    assert!(get_json(&format!("{url}/v1/evidence")).as_array().unwrap().is_empty(), "an honest node was convicted");
 
     // A tab that forges its results: its signed commitment convicts it, it never gets paid work, it earns nothing.
     open_provider(&mut procs, &chromium, &dir, &url, "cheat", "&cheat=1");

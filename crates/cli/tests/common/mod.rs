@@ -118,3 +118,31 @@ pub fn submit(dir: &std::path::Path, url: &str, shape: &str, wait: bool) -> serd
     assert!(out.status.success(), "job submit failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("json")
 }
+
+/// POSTs `body` to `path`, signed with the keypair file `key` (as `neurolov` clients sign).
+pub fn post_signed(url: &str, key: &std::path::Path, path: &str, body: &serde_json::Value) -> serde_json::Value {
+    let kp =
+        neurolov_protocol::Keypair::from_solana_json(&std::fs::read_to_string(key).expect("key file")).expect("key");
+    let body = serde_json::to_vec(body).expect("json");
+    let now = neurolov_coordinator::now_ms();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let mut req = reqwest::Client::new().post(format!("{url}{path}")).body(body.clone());
+        for (h, v) in neurolov_coordinator::auth::sign(&kp, "POST", path, now, &body) {
+            req = req.header(h, v);
+        }
+        let resp = req.header("content-type", "application/json").send().await.expect("post");
+        let status = resp.status();
+        let reply: serde_json::Value = resp.json().await.unwrap_or_default();
+        assert!(status.is_success(), "{path}: {status} {reply}");
+        reply
+    })
+}
+
+/// The raw body of a GET (empty on any failure).
+pub fn get_bytes(url: &str) -> Vec<u8> {
+    match Command::new("curl").args(["-sf", url]).output() {
+        Ok(o) if o.status.success() => o.stdout,
+        _ => Vec::new(),
+    }
+}
