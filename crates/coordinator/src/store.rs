@@ -494,6 +494,9 @@ pub async fn commit(pool: &SqlitePool, records: &[Record]) -> anyhow::Result<()>
                     .await?;
             }
             Record::Ledger(changes) => ledger.push(&**changes),
+            Record::NodeForgotten { id } => {
+                sqlx::query("DELETE FROM nodes WHERE id = ?").bind(id.to_string()).execute(&mut *tx).await?;
+            }
             Record::TaskResultRevoked { job, task } => {
                 sqlx::query("DELETE FROM task_results WHERE task = ? AND job = ?")
                     .bind(*task as i64)

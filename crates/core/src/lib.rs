@@ -822,7 +822,7 @@ impl Core {
         price_nano_per_gflop: u64,
         slots: u32,
     ) -> Result<(), (ErrorCode, String)> {
-        if !self.nodes.contains_key(&id) && self.nodes.len() >= self.cfg.max_nodes {
+        if !self.nodes.contains_key(&id) && self.nodes.len() >= self.cfg.max_nodes && !self.make_room() {
             return Err((ErrorCode::RateLimited, format!("the network is full ({} nodes)", self.cfg.max_nodes)));
         }
         let now = self.now_ms;
@@ -1223,6 +1223,25 @@ impl Core {
             }
         }
         self.expire_waiting();
+    }
+
+    /// A full registry forgets the offline node that never had work verified and was seen least recently, so
+    /// throwaway keys cannot lock newcomers out; nodes with a verified history are never forgotten this way.
+    fn make_room(&mut self) -> bool {
+        let victim = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.state == NodeState::Offline && n.history.verified == 0 && n.running.is_empty())
+            .min_by_key(|(_, n)| n.last_seen_ms)
+            .map(|(&id, _)| id);
+        let Some(id) = victim else { return false };
+        if let Some(n) = self.nodes.remove(&id) {
+            self.keys.remove(&n.key);
+            let _ = self.sched.remove(n.key);
+        }
+        tracing::info!(node = %id, "registry full: forgot an offline node with no verified work");
+        self.effects.push(Effect::Persist(Record::NodeForgotten { id }));
+        true
     }
 
     fn go_offline(&mut self, id: Id, why: &str) {

@@ -30,6 +30,10 @@ pub enum Record {
     },
     /// Everything one event did to the ledger: new accounts, transfers in order, the touched accounts' totals.
     Ledger(Box<neurolov_ledger::Changes>),
+    /// A node the registry let go of (offline, nothing verified) to make room.
+    NodeForgotten {
+        id: Id,
+    },
     /// A provisional result taken back: its task runs again.
     TaskResultRevoked {
         job: JobId,

@@ -698,3 +698,53 @@ fn known_answer_canaries_pay_when_right_and_slash_when_wrong() {
         assert_eq!(core.job_result(job), None);
     }
 }
+
+#[test]
+fn a_full_registry_forgets_idle_unproven_nodes_but_never_proven_ones() {
+    let config = Config { max_nodes: 2, ..cfg() };
+    let mut core = Core::new(config, 6, 0);
+    let mut store = Store::default();
+    // Node 1 passes attestation (verified history); node 2 only connects, registers and leaves.
+    let (kp1, _, _) = attested_node(&mut core, &mut store, 1, 51, 0);
+    let kp2 = Keypair::from_seed([52; 32]);
+    let register = |core: &mut Core, conn: u64, kp: &Keypair, now: u64| -> Vec<Effect> {
+        let nonce = match &core.connected(now, conn)[..] {
+            [Effect::Send { msg: ToNode::Challenge { nonce, .. }, .. }] => nonce.clone(),
+            other => panic!("{other:?}"),
+        };
+        let reg = FromNode::Register {
+            version: 1,
+            session: nonce,
+            seq: 0,
+            operator: kp.id(),
+            kind: NodeKind::Native,
+            claimed: ClaimedHardware::default(),
+            price_nano_per_gflop: 1,
+            slots: 1,
+            operator_delegation: None,
+        };
+        core.frame(now, conn, &serde_json::to_string(&Envelope::seal(kp, &reg)).unwrap(), &Store::default())
+    };
+    register(&mut core, 2, &kp2, 10);
+    core.disconnected(20, 2);
+    assert_eq!(core.nodes().len(), 2);
+    // A third node makes room by forgetting node 2 (offline, nothing verified), never node 1.
+    let kp3 = Keypair::from_seed([53; 32]);
+    let effects = register(&mut core, 3, &kp3, 30);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Persist(neurolov_core::Record::NodeForgotten { id }) if *id == kp2.id()))
+    );
+    let ids: Vec<_> = core.nodes().iter().map(|n| n.id).collect();
+    assert!(ids.contains(&kp1.id()) && ids.contains(&kp3.id()) && !ids.contains(&kp2.id()), "{ids:?}");
+    // Both remaining nodes are online or proven: a fourth is refused.
+    let effects = register(&mut core, 4, &Keypair::from_seed([54; 32]), 40);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Send { msg: ToNode::Error { code: ErrorCode::RateLimited, .. }, .. })),
+        "{effects:?}"
+    );
+    assert_eq!(core.nodes().len(), 2);
+}

@@ -88,6 +88,9 @@ impl Db {
                 self.next_task = self.next_task.max(next_task);
             }
             Record::Evidence(e) => self.evidence.push(*e),
+            Record::NodeForgotten { id } => {
+                self.nodes.remove(&id);
+            }
             Record::TaskResultRevoked { task, .. } => {
                 self.results.remove(&task);
             }
