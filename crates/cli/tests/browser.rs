@@ -44,6 +44,9 @@ fn browser(chromium: &Path, profile: &Path) -> Command {
         "--disable-sync",
         "--disable-gpu-sandbox",
         "--enable-unsafe-webgpu",
+        // Without it, WebGL's software fallback is "deprecated" and about one launch in three hands the page a
+        // context that renders nothing (all zeros).
+        "--enable-unsafe-swiftshader",
         "--disable-background-timer-throttling",
         "--disable-renderer-backgrounding",
     ])

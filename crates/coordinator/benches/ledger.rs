@@ -17,7 +17,7 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let (pool, _) = rt.block_on(neurolov_coordinator::store::open(&dir.join("coordinator.db"))).unwrap();
+    let (mut store, _) = rt.block_on(neurolov_coordinator::store::open(&dir.join("coordinator.db"))).unwrap();
     let mut ledger = Ledger::with_genesis(0).unwrap();
     let fund = Bucket::EcosystemFund.account();
     let mut next = 1u128;
@@ -36,7 +36,7 @@ fn main() {
         assert!(ledger.submit(chunk, 0).iter().all(|r| r.is_ok()));
     }
     let changes = ledger.take_changes().unwrap();
-    rt.block_on(neurolov_coordinator::store::commit(&pool, &[Record::Ledger(Box::new(changes))])).unwrap();
+    rt.block_on(store.commit(&[Record::Ledger(Box::new(changes))])).unwrap();
 
     // Ledger batches per SQLite transaction, as the coordinator's writer groups whatever is queued.
     let per_commit: usize =
@@ -67,7 +67,7 @@ fn main() {
         pending.push(Record::Ledger(Box::new(changes)));
         applied += batch.len();
         if pending.len() >= per_commit || applied >= total {
-            rt.block_on(neurolov_coordinator::store::commit(&pool, &pending)).unwrap();
+            rt.block_on(store.commit(&pending)).unwrap();
             pending.clear();
         }
     }
@@ -84,7 +84,7 @@ fn main() {
         let one = [Transfer::new(id(), AccountId(1_000), AccountId(1_001), 1, codes::WALLET)];
         assert!(ledger.submit(&one, 2)[0].is_ok());
         let changes = ledger.take_changes().unwrap();
-        rt.block_on(neurolov_coordinator::store::commit(&pool, &[Record::Ledger(Box::new(changes))])).unwrap();
+        rt.block_on(store.commit(&[Record::Ledger(Box::new(changes))])).unwrap();
         latencies.push(t.elapsed().as_secs_f64() * 1e3);
     }
     latencies.sort_by(f64::total_cmp);

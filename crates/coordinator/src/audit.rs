@@ -28,7 +28,7 @@ pub async fn audit(data_dir: &Path) -> anyhow::Result<AuditReport> {
     if !path.exists() {
         anyhow::bail!("no coordinator database at {}", path.display());
     }
-    let (_pool, restored) = crate::store::open(&path).await?;
+    let (_store, restored) = crate::store::open(&path).await?;
     let mut report = AuditReport {
         accounts: restored.ledger_accounts.len(),
         transfers: restored.ledger_transfers.len(),

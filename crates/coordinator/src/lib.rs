@@ -75,14 +75,15 @@ impl Coordinator {
     /// writer.
     pub async fn open(cfg: ServeConfig) -> anyhow::Result<Arc<Coordinator>> {
         let blobs = BlobDir::open(cfg.data_dir.join("blobs"), cfg.max_blob_store_bytes)?;
-        let (pool, restored) = store::open(&cfg.data_dir.join("coordinator.db")).await?;
+        let (store, restored) = store::open(&cfg.data_dir.join("coordinator.db")).await?;
+        let pool = store.pool();
         let (jobs, nodes) = (restored.jobs.len(), restored.nodes.len());
         let (core, effects) = Core::restore(cfg.core, cfg.seed, now_ms(), restored, &blobs);
         if jobs + nodes > 0 {
             tracing::info!(jobs, nodes, "resumed from storage");
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(store::writer(pool.clone(), rx));
+        tokio::spawn(store::writer(store, rx));
         let coordinator = Arc::new(Coordinator {
             core: Mutex::new(core),
             conns: Mutex::new(HashMap::new()),

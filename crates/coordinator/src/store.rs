@@ -4,9 +4,12 @@
 //! waits for a flush. At start the records are read back into a [`Restored`] for [`neurolov_core::Core::restore`].
 //! Records are stored as JSON documents of the storage types below (the core's own types stay serde-free), except
 //! the ledger's, which get columns: accounts with their totals (128-bit values as 16-byte big-endian blobs) and the
-//! transfer log in the order it was applied. All the records of one core event arrive as one message and are
+//! transfer log in the order it was applied. Each account also gets a small integer number, and transfers name their
+//! accounts by number: the history indexes then hold 8-byte integers instead of 16-byte random ids, which is most of
+//! what committing a transfer costs. All the records of one core event arrive as one message and are
 //! committed in one transaction, so a crash never keeps half an event (a task's verified result without its pay).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -193,8 +196,14 @@ fn job_record(d: JobDoc) -> JobRecord {
     JobRecord { id: d.id, client: d.client, spec, state, tasks: d.tasks }
 }
 
+/// The writer's handle on the database: the pool, and each ledger account's number.
+pub struct Store {
+    pool: SqlitePool,
+    nums: HashMap<AccountId, i64>,
+}
+
 /// Opens (creating if needed) the database and reads back everything in it.
-pub async fn open(path: &Path) -> anyhow::Result<(SqlitePool, Restored)> {
+pub async fn open(path: &Path) -> anyhow::Result<(Store, Restored)> {
     let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -208,17 +217,28 @@ pub async fn open(path: &Path) -> anyhow::Result<(SqlitePool, Restored)> {
         "CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS task_results (task INTEGER PRIMARY KEY, job INTEGER NOT NULL, hash TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-        "CREATE TABLE IF NOT EXISTS ledger_accounts (id BLOB PRIMARY KEY, kind INTEGER NOT NULL, flags INTEGER NOT NULL, \
-         owner TEXT NOT NULL, created_ms INTEGER NOT NULL, debits_pending BLOB NOT NULL, debits_posted BLOB NOT NULL, \
-         credits_pending BLOB NOT NULL, credits_posted BLOB NOT NULL)",
-        "CREATE TABLE IF NOT EXISTS ledger_transfers (seq INTEGER PRIMARY KEY, id BLOB NOT NULL, debit BLOB NOT NULL, \
-         credit BLOB NOT NULL, amount INTEGER NOT NULL, pending_id BLOB, timeout_ms INTEGER NOT NULL, \
-         flags INTEGER NOT NULL, code INTEGER NOT NULL, user_data INTEGER NOT NULL, timestamp_ms INTEGER NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS ledger_accounts (num INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, \
+         kind INTEGER NOT NULL, flags INTEGER NOT NULL, owner TEXT NOT NULL, created_ms INTEGER NOT NULL, \
+         debits_pending BLOB NOT NULL, debits_posted BLOB NOT NULL, credits_pending BLOB NOT NULL, \
+         credits_posted BLOB NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS ledger_transfers (seq INTEGER PRIMARY KEY, id BLOB NOT NULL, \
+         debit INTEGER NOT NULL, credit INTEGER NOT NULL, amount INTEGER NOT NULL, pending_id BLOB, \
+         timeout_ms INTEGER NOT NULL, flags INTEGER NOT NULL, code INTEGER NOT NULL, user_data INTEGER NOT NULL, \
+         timestamp_ms INTEGER NOT NULL)",
         "CREATE INDEX IF NOT EXISTS ledger_transfers_debit ON ledger_transfers (debit)",
         "CREATE INDEX IF NOT EXISTS ledger_transfers_credit ON ledger_transfers (credit)",
         "CREATE TABLE IF NOT EXISTS evidence (seq INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
     ] {
         sqlx::query(ddl).execute(&pool).await?;
+    }
+    // A database from before accounts had numbers cannot be read; say so rather than fail half-way.
+    let columns: Vec<(String,)> =
+        sqlx::query_as("SELECT name FROM pragma_table_info('ledger_accounts')").fetch_all(&pool).await?;
+    if !columns.iter().any(|(c,)| c == "num") {
+        anyhow::bail!(
+            "{} was written by an older neurolov (its ledger tables lack account numbers); move it away",
+            path.display()
+        );
     }
     let mut restored = Restored::default();
     for (doc,) in sqlx::query_as::<_, (String,)>("SELECT doc FROM nodes").fetch_all(&pool).await? {
@@ -273,10 +293,17 @@ pub async fn open(path: &Path) -> anyhow::Result<(SqlitePool, Restored)> {
             reason: d.reason,
         });
     }
-    let (accounts, transfers) = load_ledger(&pool).await?;
+    let (accounts, transfers, nums) = load_ledger(&pool).await?;
     restored.ledger_accounts = accounts;
     restored.ledger_transfers = transfers;
-    Ok((pool, restored))
+    Ok((Store { pool, nums }, restored))
+}
+
+impl Store {
+    /// A pool for reads (history); writes go through [`Store::commit`].
+    pub fn pool(&self) -> SqlitePool {
+        self.pool.clone()
+    }
 }
 
 fn u128_blob(v: u128) -> Vec<u8> {
@@ -288,19 +315,21 @@ fn blob_u128(b: &[u8]) -> anyhow::Result<u128> {
     Ok(u128::from_be_bytes(bytes))
 }
 
-type AccountRow = (Vec<u8>, i64, i64, String, i64, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
-type TransferRow = (Vec<u8>, Vec<u8>, Vec<u8>, i64, Option<Vec<u8>>, i64, i64, i64, i64, i64);
+type AccountRow = (i64, Vec<u8>, i64, i64, String, i64, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
+type TransferRow = (Vec<u8>, i64, i64, i64, Option<Vec<u8>>, i64, i64, i64, i64, i64);
 
-/// The ledger's accounts (with stored totals) and its transfer log in order.
-pub async fn load_ledger(pool: &SqlitePool) -> anyhow::Result<(Vec<Account>, Vec<Transfer>)> {
+/// The ledger's accounts (with stored totals), its transfer log in order, and each account's number.
+async fn load_ledger(pool: &SqlitePool) -> anyhow::Result<(Vec<Account>, Vec<Transfer>, HashMap<AccountId, i64>)> {
     let mut accounts = Vec::new();
-    for (id, kind, flags, owner, created_ms, dp, dpo, cp, cpo) in sqlx::query_as::<_, AccountRow>(
-        "SELECT id, kind, flags, owner, created_ms, debits_pending, debits_posted, credits_pending, credits_posted \
-         FROM ledger_accounts",
+    let mut nums = HashMap::new();
+    for (num, id, kind, flags, owner, created_ms, dp, dpo, cp, cpo) in sqlx::query_as::<_, AccountRow>(
+        "SELECT num, id, kind, flags, owner, created_ms, debits_pending, debits_posted, credits_pending, \
+         credits_posted FROM ledger_accounts",
     )
     .fetch_all(pool)
     .await?
     {
+        nums.insert(AccountId(blob_u128(&id)?), num);
         accounts.push(Account {
             id: AccountId(blob_u128(&id)?),
             kind: Kind::from_code(kind as u16).ok_or_else(|| anyhow::anyhow!("unknown account kind {kind}"))?,
@@ -319,16 +348,18 @@ pub async fn load_ledger(pool: &SqlitePool) -> anyhow::Result<(Vec<Account>, Vec
     )
     .fetch_all(pool)
     .await?;
-    let transfers = rows.into_iter().map(transfer_of).collect::<anyhow::Result<Vec<_>>>()?;
-    Ok((accounts, transfers))
+    let ids: HashMap<i64, AccountId> = nums.iter().map(|(&id, &num)| (num, id)).collect();
+    let transfers = rows.into_iter().map(|r| transfer_of(r, &ids)).collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((accounts, transfers, nums))
 }
 
-fn transfer_of(row: TransferRow) -> anyhow::Result<Transfer> {
+fn transfer_of(row: TransferRow, ids: &HashMap<i64, AccountId>) -> anyhow::Result<Transfer> {
     let (id, debit, credit, amount, pending_id, timeout_ms, flags, code, user_data, ts) = row;
+    let account = |num: i64| ids.get(&num).copied().ok_or_else(|| anyhow::anyhow!("a transfer names account #{num}"));
     Ok(Transfer {
         id: TransferId(blob_u128(&id)?),
-        debit: AccountId(blob_u128(&debit)?),
-        credit: AccountId(blob_u128(&credit)?),
+        debit: account(debit)?,
+        credit: account(credit)?,
         amount: amount as u64,
         pending_id: pending_id.map(|p| blob_u128(&p)).transpose()?.map(TransferId),
         timeout_ms: timeout_ms as u64,
@@ -341,53 +372,70 @@ fn transfer_of(row: TransferRow) -> anyhow::Result<Transfer> {
 
 /// One account's transfers, newest first.
 pub async fn account_history(pool: &SqlitePool, account: AccountId, limit: u32) -> anyhow::Result<Vec<Transfer>> {
-    let key = u128_blob(account.0);
+    let Some((num,)) = sqlx::query_as::<_, (i64,)>("SELECT num FROM ledger_accounts WHERE id = ?")
+        .bind(u128_blob(account.0))
+        .fetch_optional(pool)
+        .await?
+    else {
+        return Ok(Vec::new());
+    };
     let rows = sqlx::query_as::<_, TransferRow>(
         "SELECT id, debit, credit, amount, pending_id, timeout_ms, flags, code, user_data, timestamp_ms \
          FROM ledger_transfers WHERE debit = ?1 OR credit = ?1 ORDER BY seq DESC LIMIT ?2",
     )
-    .bind(key)
+    .bind(num)
     .bind(i64::from(limit))
     .fetch_all(pool)
     .await?;
-    rows.into_iter().map(transfer_of).collect()
+    // The other side of each transfer, by number.
+    let mut ids = HashMap::new();
+    for (n, id) in sqlx::query_as::<_, (i64, Vec<u8>)>(
+        "SELECT num, id FROM ledger_accounts WHERE num IN (SELECT debit FROM ledger_transfers WHERE credit = ?1 \
+         UNION SELECT credit FROM ledger_transfers WHERE debit = ?1 UNION SELECT ?1)",
+    )
+    .bind(num)
+    .fetch_all(pool)
+    .await?
+    {
+        ids.insert(n, AccountId(blob_u128(&id)?));
+    }
+    rows.into_iter().map(|r| transfer_of(r, &ids)).collect()
 }
 
-/// Writes the ledger changes of a whole transaction: every transfer in order, and each touched account once, in its
-/// latest state.
-async fn write_ledger(tx: &mut sqlx::SqliteConnection, changes: &[&Changes]) -> anyhow::Result<()> {
+/// Writes the ledger changes of a whole transaction: each touched account once, in its latest state (new ones get
+/// the next numbers), then every transfer in order. Returns the numbers given out, for the caller to keep once the
+/// transaction commits.
+async fn write_ledger(
+    tx: &mut sqlx::SqliteConnection,
+    nums: &HashMap<AccountId, i64>,
+    changes: &[&Changes],
+) -> anyhow::Result<HashMap<AccountId, i64>> {
     let transfers: Vec<&Transfer> = changes.iter().flat_map(|c| &c.transfers).collect();
-    let mut latest: std::collections::HashMap<AccountId, &Account> = std::collections::HashMap::new();
+    let mut latest: HashMap<AccountId, &Account> = HashMap::new();
     for a in changes.iter().flat_map(|c| c.created.iter().chain(&c.accounts)) {
         latest.insert(a.id, a);
     }
-    for chunk in transfers.chunks(TRANSFERS_PER_STATEMENT) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO ledger_transfers (id, debit, credit, amount, pending_id, timeout_ms, flags, code, user_data, \
-             timestamp_ms) ",
-        );
-        q.push_values(chunk, |mut row, t| {
-            row.push_bind(u128_blob(t.id.0))
-                .push_bind(u128_blob(t.debit.0))
-                .push_bind(u128_blob(t.credit.0))
-                .push_bind(t.amount as i64)
-                .push_bind(t.pending_id.map(|p| u128_blob(p.0)))
-                .push_bind(t.timeout_ms as i64)
-                .push_bind(i64::from(t.flags))
-                .push_bind(i64::from(t.code))
-                .push_bind(t.user_data as i64)
-                .push_bind(t.timestamp_ms as i64);
-        });
-        q.build().execute(&mut *tx).await?;
+    let mut next = nums.values().max().copied().unwrap_or(0);
+    let mut fresh = HashMap::new();
+    for a in changes.iter().flat_map(|c| &c.created) {
+        if !nums.contains_key(&a.id) && !fresh.contains_key(&a.id) {
+            next += 1;
+            fresh.insert(a.id, next);
+        }
     }
-    let accounts: Vec<&Account> = latest.into_values().collect();
+    let num = |id: &AccountId| -> anyhow::Result<i64> {
+        nums.get(id).or_else(|| fresh.get(id)).copied().ok_or_else(|| anyhow::anyhow!("account {id} has no number"))
+    };
+    let accounts: Vec<(i64, &Account)> =
+        latest.into_values().map(|a| Ok((num(&a.id)?, a))).collect::<anyhow::Result<_>>()?;
     for chunk in accounts.chunks(TRANSFERS_PER_STATEMENT) {
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO ledger_accounts (id, kind, flags, owner, created_ms, debits_pending, debits_posted, \
+            "INSERT INTO ledger_accounts (num, id, kind, flags, owner, created_ms, debits_pending, debits_posted, \
              credits_pending, credits_posted) ",
         );
-        q.push_values(chunk, |mut row, a| {
-            row.push_bind(u128_blob(a.id.0))
+        q.push_values(chunk, |mut row, (n, a)| {
+            row.push_bind(*n)
+                .push_bind(u128_blob(a.id.0))
                 .push_bind(i64::from(a.kind.code()))
                 .push_bind(i64::from(a.flags))
                 .push_bind(a.owner.clone())
@@ -398,17 +446,38 @@ async fn write_ledger(tx: &mut sqlx::SqliteConnection, changes: &[&Changes]) -> 
                 .push_bind(u128_blob(a.credits_posted));
         });
         q.push(
-            " ON CONFLICT(id) DO UPDATE SET debits_pending = excluded.debits_pending, \
+            " ON CONFLICT(num) DO UPDATE SET debits_pending = excluded.debits_pending, \
              debits_posted = excluded.debits_posted, credits_pending = excluded.credits_pending, \
              credits_posted = excluded.credits_posted",
         );
         q.build().execute(&mut *tx).await?;
     }
-    Ok(())
+    let rows: Vec<(i64, i64, &Transfer)> =
+        transfers.into_iter().map(|t| Ok((num(&t.debit)?, num(&t.credit)?, t))).collect::<anyhow::Result<_>>()?;
+    for chunk in rows.chunks(TRANSFERS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO ledger_transfers (id, debit, credit, amount, pending_id, timeout_ms, flags, code, user_data, \
+             timestamp_ms) ",
+        );
+        q.push_values(chunk, |mut row, (debit, credit, t)| {
+            row.push_bind(u128_blob(t.id.0))
+                .push_bind(*debit)
+                .push_bind(*credit)
+                .push_bind(t.amount as i64)
+                .push_bind(t.pending_id.map(|p| u128_blob(p.0)))
+                .push_bind(t.timeout_ms as i64)
+                .push_bind(i64::from(t.flags))
+                .push_bind(i64::from(t.code))
+                .push_bind(t.user_data as i64)
+                .push_bind(t.timestamp_ms as i64);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    Ok(fresh)
 }
 
 /// The writer task: commits records in batches until every sender is gone.
-pub async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<StoreMsg>) {
+pub async fn writer(mut store: Store, mut rx: mpsc::UnboundedReceiver<StoreMsg>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let mut count = 0;
@@ -431,7 +500,7 @@ pub async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<StoreMsg>)
                 StoreMsg::Flush(tx) => flushes.push(tx),
             }
         }
-        if let Err(e) = commit(&pool, &records).await {
+        if let Err(e) = store.commit(&records).await {
             // Losing durability silently would be worse than stopping: the coordinator cannot go on.
             tracing::error!(error = %e, "storage write failed; stopping");
             std::process::exit(70);
@@ -442,10 +511,22 @@ pub async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<StoreMsg>)
     }
 }
 
-/// Commits `records` in one transaction.
-pub async fn commit(pool: &SqlitePool, records: &[Record]) -> anyhow::Result<()> {
+impl Store {
+    /// Commits `records` in one transaction.
+    pub async fn commit(&mut self, records: &[Record]) -> anyhow::Result<()> {
+        let fresh = commit(&self.pool, &self.nums, records).await?;
+        self.nums.extend(fresh);
+        Ok(())
+    }
+}
+
+async fn commit(
+    pool: &SqlitePool,
+    nums: &HashMap<AccountId, i64>,
+    records: &[Record],
+) -> anyhow::Result<HashMap<AccountId, i64>> {
     if records.is_empty() {
-        return Ok(());
+        return Ok(HashMap::new());
     }
     let mut tx = pool.begin().await?;
     let mut ledger = Vec::new();
@@ -525,7 +606,7 @@ pub async fn commit(pool: &SqlitePool, records: &[Record]) -> anyhow::Result<()>
             }
         }
     }
-    write_ledger(&mut tx, &ledger).await?;
+    let fresh = write_ledger(&mut tx, nums, &ledger).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(fresh)
 }

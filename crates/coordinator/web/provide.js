@@ -177,10 +177,28 @@ function concat(parts) {
   return out;
 }
 
+/** Entries of C spot-checked against the CPU before a result is committed. */
+const SELF_CHECKS = 8;
+
 async function matmulTask(work, run) {
   const [m, n, k] = [Number(work.m), Number(work.n), Number(work.k)];
   const [a, b] = await Promise.all([floats(work.a), floats(work.b)]);
-  return await run(m, n, k, a, b);
+  const out = await run(m, n, k, a, b);
+  // A node commits only to what it computed: a few entries are recomputed here, so a lost context or a driver fault
+  // (all zeros, garbage) becomes a `failed` task instead of a signed wrong result.
+  const c = new Float32Array(out.buffer, out.byteOffset, m * n);
+  for (let s = 0; s < SELF_CHECKS; s++) {
+    const i = Math.floor(Math.random() * m), j = Math.floor(Math.random() * n);
+    let dot = 0, mag = 0;
+    for (let p = 0; p < k; p++) {
+      dot += a[i * k + p] * b[p * n + j];
+      mag += Math.abs(a[i * k + p] * b[p * n + j]);
+    }
+    if (!(Math.abs(c[i * n + j] - dot) <= 1e-4 * (1 + mag))) {
+      throw new Error(`self-check failed at (${i}, ${j}): got ${c[i * n + j]}, expected ${dot}`);
+    }
+  }
+  return out;
 }
 
 function webgl2() {
@@ -242,9 +260,12 @@ void main() {
     gl.bindBuffer(gl.ARRAY_BUFFER, quad);
     gl.enableVertexAttribArray(loc);
     gl.vertexAttribPointer(loc, 2, gl.FLOAT, false, 0, 0);
+    if (gl.checkFramebufferStatus(gl.FRAMEBUFFER) !== gl.FRAMEBUFFER_COMPLETE) throw new Error("framebuffer incomplete");
     gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
     const rgba = new Float32Array(m * n * 4);
     gl.readPixels(0, 0, n, m, gl.RGBA, gl.FLOAT, rgba);
+    const err = gl.getError();
+    if (err !== gl.NO_ERROR || gl.isContextLost()) throw new Error(`WebGL error ${err}${gl.isContextLost() ? " (context lost)" : ""}`);
     const c = new Float32Array(m * n);
     for (let i = 0; i < m * n; i++) c[i] = rgba[4 * i];
     for (const t of [ta, tb, tc]) gl.deleteTexture(t);
@@ -381,6 +402,19 @@ async function onFrame(msg) {
   show();
 }
 
+/** Consecutive failed tasks after which the tab drops to the next backend tier and registers again. */
+const FAILURES_BEFORE_FALLBACK = 3;
+
+/** The next tier down, after the current one kept failing (a lost context, a driver fault). */
+async function downgrade() {
+  const next = state.backend.tier === "webgpu" ? webgl2() : null;
+  state.backend = next ?? cpu();
+  state.failures = 0;
+  log(`backend failing; now ${state.backend.tier} (${state.backend.adapter})`);
+  // Register again so the coordinator shows (and attests) the new tier.
+  if (state.ws) state.ws.close();
+}
+
 /** Runs queued tasks one at a time, resting between them to keep to the duty cycle. */
 async function work() {
   if (state.working) return;
@@ -402,9 +436,14 @@ async function work() {
         if (!put.ok) throw new Error(`upload refused: ${put.status} ${await put.text()}`);
         await send({ type: "result", task_id: task.task_id, attempt: task.attempt, result_hash: hash });
         state.tasksDone++;
+        state.failures = 0;
       } catch (e) {
         log(`task ${task.task_id} failed: ${e.message}`);
         await send({ type: "failed", task_id: task.task_id, attempt: task.attempt, reason: String(e.message).slice(0, 200) });
+        state.failures = (state.failures ?? 0) + 1;
+        if (state.failures >= FAILURES_BEFORE_FALLBACK && state.backend.tier !== "cpu" && task.work.kind === "matmul") {
+          await downgrade();
+        }
       }
       const busy = performance.now() - started;
       state.busyMs += busy;
