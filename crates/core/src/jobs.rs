@@ -4,7 +4,7 @@
 //! WGSL sources reach the core already validated by the shell (naga lives with the kernels, not here).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use neurolov_protocol::Id;
 use neurolov_protocol::messages::{DataRef, WgslBuffer, Work, seeded_f32};
@@ -125,17 +125,25 @@ pub(crate) struct MatmulOperands {
     rows: usize,
     n: usize,
     k: usize,
+    /// The verifier's secret R and B·R, computed at the first check and shared by every row task of the job.
+    prepared: Arc<OnceLock<Result<freivalds::Prepared, String>>>,
+    /// Seed of R (drawn by the core when the job was planned; never sent anywhere).
+    verify_seed: u64,
 }
 
 impl MatmulOperands {
     /// Freivalds' check of a result's bytes; `Err` says why it is wrong.
-    pub(crate) fn check(&self, bytes: &[u8], rounds: u32, seed: u64) -> Result<(), String> {
+    pub(crate) fn check(&self, bytes: &[u8], rounds: u32) -> Result<(), String> {
         let expected = self.rows * self.n * 4;
         if bytes.len() != expected {
             return Err(format!("result has {} bytes, C needs {expected}", bytes.len()));
         }
         let c = f32s(bytes);
-        match freivalds::check(&self.a, &self.b, &c, self.rows, self.n, self.k, rounds, seed) {
+        let prepared = self.prepared.get_or_init(|| {
+            freivalds::Prepared::new(&self.b, self.k, self.n, rounds, self.verify_seed).map_err(|e| e.to_string())
+        });
+        let prepared = prepared.as_ref().map_err(Clone::clone)?;
+        match prepared.check(&self.a, &c, self.rows) {
             Ok(r) if r.accepted => Ok(()),
             Ok(r) => {
                 Err(format!("freivalds check failed at row {} ({:.3e}× the tolerance)", r.worst_row, r.worst_ratio))
@@ -146,7 +154,14 @@ impl MatmulOperands {
 }
 
 /// A matmul from two seeds (attestation challenges, seeded jobs that fit one task).
-pub(crate) fn seeded_matmul(m: u32, n: u32, k: u32, seed_a: u64, seed_b: u64) -> (Work, MatmulOperands) {
+pub(crate) fn seeded_matmul(
+    m: u32,
+    n: u32,
+    k: u32,
+    seed_a: u64,
+    seed_b: u64,
+    verify_seed: u64,
+) -> (Work, MatmulOperands) {
     let (mu, nu, ku) = (m as usize, n as usize, k as usize);
     let a: Arc<[f32]> = seeded_f32(seed_a, mu * ku).into();
     let b: Arc<[f32]> = seeded_f32(seed_b, ku * nu).into();
@@ -157,7 +172,8 @@ pub(crate) fn seeded_matmul(m: u32, n: u32, k: u32, seed_a: u64, seed_b: u64) ->
         a: DataRef::Seeded { seed: seed_a, len: (mu * ku) as u64 },
         b: DataRef::Seeded { seed: seed_b, len: (ku * nu) as u64 },
     };
-    (work, MatmulOperands { a, b, rows: mu, n: nu, k: ku })
+    let prepared = Arc::new(OnceLock::new());
+    (work, MatmulOperands { a, b, rows: mu, n: nu, k: ku, prepared, verify_seed })
 }
 
 /// A task as planned, with the blobs it needs stored first.
@@ -319,6 +335,7 @@ pub(crate) fn plan(
     spec: JobSpec,
     cfg: &Config,
     blobs: &dyn Blobs,
+    verify_seed: u64,
 ) -> Result<(Job, Vec<PlannedTask>), SubmitError> {
     let spec_copy = spec.clone();
     let job = |min_reliability: f64, max_price_nano_per_gflop: u64, tolerance: Tolerance| Job {
@@ -356,6 +373,7 @@ pub(crate) fn plan(
             };
             let mut tasks = Vec::new();
             let mut row = 0u32;
+            let prepared = Arc::new(OnceLock::new());
             while row < m {
                 let rows = tile.min(m - row);
                 let block: Arc<[f32]> = a_all[(row as usize * k as usize)..((row + rows) as usize * k as usize)].into();
@@ -378,6 +396,8 @@ pub(crate) fn plan(
                         rows: rows as usize,
                         n: n as usize,
                         k: k as usize,
+                        prepared: Arc::clone(&prepared),
+                        verify_seed,
                     }),
                     work_mflop: (2 * u64::from(rows) * nu * ku).div_ceil(1_000_000),
                     replicas: 1,

@@ -485,7 +485,8 @@ impl Core {
             return Err(SubmitError::TooManyJobs(self.cfg.max_jobs));
         }
         let id = self.next_job;
-        let (job, tasks) = jobs::plan(id, client, spec, &self.cfg, blobs)?;
+        let verify_seed = self.rng.u64(..);
+        let (job, tasks) = jobs::plan(id, client, spec, &self.cfg, blobs, verify_seed)?;
         if self.queue.len() + tasks.len() > self.cfg.max_queued_tasks {
             return Err(SubmitError::QueueFull(self.cfg.max_queued_tasks));
         }
@@ -980,7 +981,8 @@ impl Core {
         }
         let size = self.cfg.attestation_size;
         let (seed_a, seed_b) = (self.rng.u64(..), self.rng.u64(..));
-        let (work, operands) = jobs::seeded_matmul(size, size, size, seed_a, seed_b);
+        let verify_seed = self.rng.u64(..);
+        let (work, operands) = jobs::seeded_matmul(size, size, size, seed_a, seed_b, verify_seed);
         let mflop = 2 * u64::from(size).pow(3) / 1_000_000;
         let tid = self.new_task(Purpose::Attestation(id), work, Some(operands), mflop, 1);
         // Challenge ids are recorded too, so a restarted coordinator never hands out the same task id twice.
@@ -1337,8 +1339,7 @@ impl Core {
             .filter_map(|a| a.result.clone().map(|r| (a.attempt, a.node, r, a.sent_ms)))
             .collect();
         for (attempt, node, bytes, sent_ms) in ready {
-            let seed = self.rng.u64(..);
-            let verdict = ops.check(&bytes, self.cfg.freivalds_rounds, seed);
+            let verdict = ops.check(&bytes, self.cfg.freivalds_rounds);
             match verdict {
                 Ok(()) => {
                     let elapsed_ms = self.now_ms.saturating_sub(sent_ms).max(1);

@@ -199,7 +199,8 @@ impl Core {
             self.jobs.insert(id, job);
             return;
         }
-        let planned = jobs::plan(id, record.client, record.spec.clone(), &self.cfg, blobs);
+        let verify_seed = self.rng.u64(..);
+        let planned = jobs::plan(id, record.client, record.spec.clone(), &self.cfg, blobs, verify_seed);
         let (job, tasks) = match planned {
             Ok((job, tasks)) if tasks.len() == record.tasks.len() => (job, tasks),
             Ok(_) => {

@@ -1,7 +1,8 @@
 //! Freivalds' check of a matrix product C = A·B in O(n²) instead of O(n³), with a tolerance derived for fp32.
 //!
-//! The verifier draws a secret n×r matrix R (r = rounds, entries uniform in [-1, 1]) *after* the node has committed
-//! to C, and compares C·R with A·(B·R), row by row, in f64. All rounds go through one pass over each matrix.
+//! The verifier draws a secret n×r matrix R (r = rounds, entries uniform in [-1, 1]) that the node never sees, so its
+//! committed C cannot depend on it, and compares C·R with A·(B·R), row by row, in f64. All rounds go through one pass
+//! over each matrix. [`Prepared`] keeps R and B·R for every row block of one product.
 //!
 //! **Tolerance.** An honest node computes C in fp32 with some summation order; the standard bound (Higham, Accuracy
 //! and Stability, §3.5) gives |E_ij| ≤ γ_K·(|A||B|)_ij for E = C − AB, where γ_K = K·u/(1 − K·u), u = 2⁻²⁴. By
@@ -89,54 +90,93 @@ pub fn check(
     rounds: u32,
     seed: u64,
 ) -> Result<Report, FreivaldsError> {
-    if m == 0 || n == 0 || k == 0 || k > MAX_INNER {
-        return Err(FreivaldsError::BadDimensions);
-    }
-    if rounds == 0 || rounds > MAX_ROUNDS {
-        return Err(FreivaldsError::BadRounds(rounds));
-    }
-    for (name, actual, rows, cols) in [("a", a.len(), m, k), ("b", b.len(), k, n), ("c", c.len(), m, n)] {
-        let expected = rows.checked_mul(cols).ok_or(FreivaldsError::BadDimensions)?;
-        if actual != expected {
-            return Err(FreivaldsError::Shape { name, expected, actual });
+    Prepared::new(b, k, n, rounds, seed)?.check(a, c, m)
+}
+
+/// B's half of the check — the secret R and B·R — computed once and shared by every row block of one product: a job
+/// cut into row tasks pays for B·R once instead of once per task. R stays with the verifier; it is never sent.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    n: usize,
+    k: usize,
+    rounds: u32,
+    /// Per group of [`LANES`] rounds: R (n × LANES) and B·R (k × LANES), and how many lanes are live.
+    groups: Vec<(Vec<f64>, Vec<f64>, usize)>,
+    b_frob: f64,
+}
+
+impl Prepared {
+    /// Draws R from `seed` and computes B·R for B (k×n, row-major).
+    pub fn new(b: &[f32], k: usize, n: usize, rounds: u32, seed: u64) -> Result<Prepared, FreivaldsError> {
+        if n == 0 || k == 0 || k > MAX_INNER {
+            return Err(FreivaldsError::BadDimensions);
         }
-    }
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let factor = tolerance_factor(m, k, rounds);
-    let mut row_norm2 = vec![0.0f64; m];
-    let mut b_frob2 = 0.0f64;
-    let mut worst = (0usize, 0.0f64);
-    let mut done = 0u32;
-    let mut first = true;
-    while done < rounds {
-        let lanes = (rounds - done).min(LANES as u32) as usize;
-        let r: Vec<f64> = (0..n * LANES).map(|i| if i % LANES < lanes { rng.f64() * 2.0 - 1.0 } else { 0.0 }).collect();
-        let (br, b_sq) = times_lanes(b, n, &r, first);
-        let (abr, a_sq) = times_lanes(a, k, &br, first);
-        let (cr, _) = times_lanes(c, n, &r, false);
-        if first {
-            if !b_sq.iter().all(|v| v.is_finite()) || !a_sq.iter().all(|v| v.is_finite()) {
-                return Err(FreivaldsError::NonFiniteInput);
+        if rounds == 0 || rounds > MAX_ROUNDS {
+            return Err(FreivaldsError::BadRounds(rounds));
+        }
+        let expected = k.checked_mul(n).ok_or(FreivaldsError::BadDimensions)?;
+        if b.len() != expected {
+            return Err(FreivaldsError::Shape { name: "b", expected, actual: b.len() });
+        }
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut groups = Vec::new();
+        let mut b_frob2 = 0.0;
+        let mut done = 0u32;
+        while done < rounds {
+            let lanes = (rounds - done).min(LANES as u32) as usize;
+            let r: Vec<f64> =
+                (0..n * LANES).map(|i| if i % LANES < lanes { rng.f64() * 2.0 - 1.0 } else { 0.0 }).collect();
+            let first = groups.is_empty();
+            let (br, b_sq) = times_lanes(b, n, &r, first);
+            if first {
+                if !b_sq.iter().all(|v| v.is_finite()) {
+                    return Err(FreivaldsError::NonFiniteInput);
+                }
+                b_frob2 = b_sq.iter().sum();
             }
-            b_frob2 = b_sq.iter().sum();
-            row_norm2 = a_sq;
-            first = false;
+            groups.push((r, br, lanes));
+            done += lanes as u32;
         }
-        let b_frob = b_frob2.sqrt();
-        for i in 0..m {
-            let t = factor * row_norm2[i].sqrt() * b_frob + f64::MIN_POSITIVE;
-            for q in 0..lanes {
-                let diff = (cr[i * LANES + q] - abr[i * LANES + q]).abs();
-                // A non-finite result (NaN or ∞ anywhere in the row) is infinitely far off.
-                let ratio = if diff.is_finite() { diff / t } else { f64::INFINITY };
-                if ratio > worst.1 {
-                    worst = (i, ratio);
+        Ok(Prepared { n, k, rounds, groups, b_frob: f64::sqrt(b_frob2) })
+    }
+
+    /// Checks C_rows = A_rows·B for `m` rows of A (m×k) and of C (m×n).
+    pub fn check(&self, a: &[f32], c: &[f32], m: usize) -> Result<Report, FreivaldsError> {
+        if m == 0 {
+            return Err(FreivaldsError::BadDimensions);
+        }
+        for (name, actual, cols) in [("a", a.len(), self.k), ("c", c.len(), self.n)] {
+            let expected = m.checked_mul(cols).ok_or(FreivaldsError::BadDimensions)?;
+            if actual != expected {
+                return Err(FreivaldsError::Shape { name, expected, actual });
+            }
+        }
+        let factor = tolerance_factor(m, self.k, self.rounds);
+        let mut row_norm2 = Vec::new();
+        let mut worst = (0usize, 0.0f64);
+        for (g, (r, br, lanes)) in self.groups.iter().enumerate() {
+            let (abr, a_sq) = times_lanes(a, self.k, br, g == 0);
+            let (cr, _) = times_lanes(c, self.n, r, false);
+            if g == 0 {
+                if !a_sq.iter().all(|v| v.is_finite()) {
+                    return Err(FreivaldsError::NonFiniteInput);
+                }
+                row_norm2 = a_sq;
+            }
+            for i in 0..m {
+                let t = factor * row_norm2[i].sqrt() * self.b_frob + f64::MIN_POSITIVE;
+                for q in 0..*lanes {
+                    let diff = (cr[i * LANES + q] - abr[i * LANES + q]).abs();
+                    // A non-finite result (NaN or ∞ anywhere in the row) is infinitely far off.
+                    let ratio = if diff.is_finite() { diff / t } else { f64::INFINITY };
+                    if ratio > worst.1 {
+                        worst = (i, ratio);
+                    }
                 }
             }
         }
-        done += lanes as u32;
+        Ok(Report { accepted: worst.1 <= 1.0, rounds: self.rounds, worst_row: worst.0, worst_ratio: worst.1 })
     }
-    Ok(Report { accepted: worst.1 <= 1.0, rounds, worst_row: worst.0, worst_ratio: worst.1 })
 }
 
 /// X (rows × cols, f32, row-major) times the cols × LANES matrix `r`, in f64; also each row's squared norm when

@@ -105,3 +105,25 @@ fn bad_arguments_are_typed_errors() {
     bad_a[0] = f32::NAN;
     assert_eq!(check(&bad_a, &b, &c, 4, 4, 4, 8, 1), Err(FreivaldsError::NonFiniteInput));
 }
+
+#[test]
+fn a_shared_b_r_checks_each_row_block_on_its_own() {
+    let (m, n, k, tile) = (96, 40, 70, 32);
+    let (a, b, mut c) = product(m, n, k, 11);
+    let prepared = neurolov_verify::freivalds::Prepared::new(&b, k, n, 8, 17).unwrap();
+    for t in 0..m / tile {
+        let (ar, cr) = (&a[t * tile * k..(t + 1) * tile * k], &c[t * tile * n..(t + 1) * tile * n]);
+        assert!(prepared.check(ar, cr, tile).unwrap().accepted, "honest block {t}");
+    }
+    // One wrong entry in the middle block: only that block fails, and at the right row.
+    c[(tile + 5) * n + 3] += 0.5;
+    let verdicts: Vec<bool> = (0..m / tile)
+        .map(|t| prepared.check(&a[t * tile * k..(t + 1) * tile * k], &c[t * tile * n..(t + 1) * tile * n], tile))
+        .map(|r| r.unwrap().accepted)
+        .collect();
+    assert_eq!(verdicts, vec![true, false, true]);
+    let r = prepared.check(&a[tile * k..2 * tile * k], &c[tile * n..2 * tile * n], tile).unwrap();
+    assert_eq!(r.worst_row, 5);
+    // Shapes are checked against the prepared B.
+    assert!(matches!(prepared.check(&a[..tile * k], &c[..tile * n - 1], tile), Err(FreivaldsError::Shape { .. })));
+}
