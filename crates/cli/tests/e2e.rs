@@ -283,3 +283,70 @@ where
         }
     }
 }
+
+/// The wallet commands against a real coordinator: faucet, transfer (a repeated id is applied once), balance, stake,
+/// unstake, and the clear refusals that change nothing.
+#[test]
+fn wallet_commands_move_money_once_and_refuse_clearly() {
+    let dir = temp_dir("wallet");
+    let mut procs = Procs(Vec::new());
+    let url = serve(&mut procs, &dir);
+    let key = |name: &str| {
+        let path = dir.join(format!("{name}.json"));
+        let out = neurolov().args(["keygen", "--json", "--out"]).arg(&path).output().expect("keygen");
+        let id =
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")["id"].as_str().unwrap().to_string();
+        (path, id)
+    };
+    let (alice, _) = key("alice");
+    let (bob, bob_id) = key("bob");
+    let wallet = |args: &[&str], key: &std::path::Path| {
+        let out = neurolov()
+            .arg("wallet")
+            .args(args)
+            .args(["--coordinator", &url, "--json", "--key"])
+            .arg(key)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let balance = |key: &std::path::Path| -> serde_json::Value {
+        let (ok, out, err) = wallet(&["balance"], key);
+        assert!(ok, "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    assert!(wallet(&["faucet"], &alice).0);
+    let (ok, _, err) = wallet(&["faucet"], &alice);
+    assert!(!ok && err.contains("already received"), "{err}");
+    // The same transfer id twice: applied once.
+    for expect in ["applied", "already_applied"] {
+        let (ok, out, err) = wallet(&["transfer", "--to", &bob_id, "--amount", "12.5", "--id", "7"], &alice);
+        assert!(ok, "{err}");
+        assert!(out.contains(expect), "{out}");
+    }
+    assert_eq!(balance(&alice)["balance_nano"], 987_500_000_000u64);
+    assert_eq!(balance(&bob)["balance_nano"], 12_500_000_000u64);
+    // Insufficient funds and a bad amount are refused and change nothing.
+    let (ok, _, err) = wallet(&["transfer", "--to", &bob_id, "--amount", "5000", "--id", "8"], &alice);
+    assert!(!ok && err.contains("insufficient funds"), "{err}");
+    let (ok, _, err) = wallet(&["transfer", "--to", &bob_id, "--amount", "1.0000000001"], &alice);
+    assert!(!ok && err.contains("at most 9 decimals"), "{err}");
+    assert_eq!(balance(&alice)["balance_nano"], 987_500_000_000u64);
+    // Stake, then unstake: the unstaked part is reserved until the delay has passed.
+    assert!(!wallet(&["stake", "--amount", "100", "--id", "1"], &bob).0, "bob has only 12.5 NLOV");
+    let (ok, _, err) = wallet(&["stake", "--amount", "10", "--id", "1"], &bob);
+    assert!(ok, "{err}");
+    assert!(wallet(&["unstake", "--amount", "4", "--id", "2"], &bob).0);
+    let b = balance(&bob);
+    assert_eq!(
+        (b["balance_nano"].as_u64(), b["staked_nano"].as_u64(), b["unstaking_nano"].as_u64()),
+        (Some(2_500_000_000), Some(10_000_000_000), Some(4_000_000_000)),
+        "{b}"
+    );
+    let audit = neurolov().args(["ledger", "audit", "--json", "--data"]).arg(dir.join("coordinator")).output().unwrap();
+    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stdout));
+}

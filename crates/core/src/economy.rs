@@ -117,6 +117,8 @@ fn nano(v: i128) -> u64 {
     u64::try_from(v.max(0)).unwrap_or(u64::MAX)
 }
 
+// The wallet operations below answer a refusal without taking the core's effects: whatever the attempt changed (an
+// account it opened) stays queued and is committed with the next event, so nothing the core did is ever dropped.
 impl Core {
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
@@ -348,9 +350,8 @@ impl Core {
         let id = tid(&[b"wallet", from.as_bytes(), &client_id.to_le_bytes()]);
         let result =
             self.ledger.submit(&[Transfer::new(id, wallet(&from), wallet(&to), amount, codes::WALLET)], now_ms);
-        let outcome = result.into_iter().next().unwrap_or(Err(TransferError::BatchTooLarge));
-        let effects = self.take_effects();
-        Ok((outcome?, effects))
+        let outcome = result.into_iter().next().unwrap_or(Err(TransferError::BatchTooLarge))?;
+        Ok((outcome, self.take_effects()))
     }
 
     /// Development mode: one grant per account from the ecosystem fund.
@@ -366,10 +367,8 @@ impl Core {
         }
         self.open_account(wallet(&to), Kind::User, &to.to_string());
         let t = Transfer::new(id, Bucket::EcosystemFund.account(), wallet(&to), grant, codes::FAUCET);
-        let result = self.order(&[t]);
-        let effects = self.take_effects();
-        result?;
-        Ok((grant, effects))
+        self.order(&[t])?;
+        Ok((grant, self.take_effects()))
     }
 
     /// Locks `amount` of the operator's wallet as stake.
@@ -389,9 +388,8 @@ impl Core {
         let result =
             self.order(&[Transfer::new(id, wallet(&operator), stake_account(&operator), amount, codes::STAKE)]);
         self.restake(operator);
-        let effects = self.take_effects();
         result?;
-        Ok(effects)
+        Ok(self.take_effects())
     }
 
     /// Starts unstaking: the amount stays locked (and slashable) for the unstaking delay, then returns to the wallet.
@@ -412,9 +410,8 @@ impl Core {
             .with_user_data(release_ms);
         let result = self.order(&[t]);
         self.restake(operator);
-        let effects = self.take_effects();
         result?;
-        Ok((release_ms, effects))
+        Ok((release_ms, self.take_effects()))
     }
 
     pub fn wallet_view(&self, id: &Id) -> WalletView {

@@ -750,3 +750,20 @@ fn a_full_registry_forgets_idle_unproven_nodes_but_never_proven_ones() {
     );
     assert_eq!(core.nodes().len(), 2);
 }
+
+#[test]
+fn a_refused_wallet_request_drops_nothing_the_core_did() {
+    // A refused stake still opened the stake account: that change must reach storage with the next event, or the
+    // shell would later be asked to store an account it never saw created.
+    let mut core = Core::new(cfg(), 8, 0);
+    let op = Keypair::from_seed([61; 32]).id();
+    core.faucet(0, op).unwrap();
+    assert!(core.stake(1, op, 5_000 * neurolov_ledger::NANO_PER_NLOV, 1).is_err());
+    let effects = core.tick(2);
+    let created: Vec<neurolov_ledger::AccountId> = effects
+        .iter()
+        .filter_map(|e| if let Effect::Persist(neurolov_core::Record::Ledger(c)) = e { Some(c) } else { None })
+        .flat_map(|c| c.created.iter().map(|a| a.id))
+        .collect();
+    assert!(created.contains(&neurolov_core::stake_account(&op)), "{effects:?}");
+}
