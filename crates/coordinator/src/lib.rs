@@ -99,8 +99,9 @@ impl Coordinator {
     /// Waits until every record emitted so far is committed to storage.
     pub(crate) async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.store.send(StoreMsg::Flush(tx)).is_ok() {
-            let _ = rx.await;
+        if self.store.send(StoreMsg::Flush(tx)).is_err() || rx.await.is_err() {
+            tracing::error!("storage writer is gone; stopping");
+            std::process::exit(70);
         }
     }
 
@@ -136,7 +137,9 @@ impl Coordinator {
             }
         }
         if !records.is_empty() && self.store.send(StoreMsg::Records(records)).is_err() {
-            tracing::error!("storage writer is gone");
+            // Going on would acknowledge writes that are never made.
+            tracing::error!("storage writer is gone; stopping");
+            std::process::exit(70);
         }
         rest
     }

@@ -98,10 +98,6 @@ fn tid(parts: &[&[u8]]) -> TransferId {
     TransferId::derive(parts)
 }
 
-fn hold_id(task: TaskId, attempt: u32) -> TransferId {
-    tid(&[b"hold", &task.to_le_bytes(), &attempt.to_le_bytes()])
-}
-
 /// Price of `work_mflop` at `nano_per_gflop`, rounded up; `None` beyond the total supply.
 pub fn price_nano(work_mflop: u64, nano_per_gflop: u64) -> Option<u64> {
     let p = (u128::from(work_mflop) * u128::from(nano_per_gflop)).div_ceil(1000);
@@ -187,7 +183,8 @@ impl Core {
     }
 
     /// Reserves an attempt's pay from its job's escrow, unless another attempt of the task holds the reservation
-    /// (a spot-check replica: the treasury pays it if it agrees).
+    /// (a spot-check replica: the treasury pays it if it agrees). The hold's id carries the time it was made, so an
+    /// attempt number reused after a restart never meets an old hold.
     pub(crate) fn hold(&mut self, task: TaskId, attempt: u32, operator: Id, price: u64, deadline_ms: u64) {
         let Some(t) = self.tasks.get(&task) else { return };
         let Purpose::Job(job) = t.purpose else { return };
@@ -195,33 +192,39 @@ impl Core {
         if t.hold.is_some() || price == 0 || t.reopened {
             return;
         }
-        let id = hold_id(task, attempt);
+        let id = tid(&[b"hold", &task.to_le_bytes(), &attempt.to_le_bytes(), &self.now_ms.to_le_bytes()]);
         let timeout = deadline_ms.saturating_add(self.cfg.hold_grace_ms);
         let hold = Transfer::pending(id, escrow(job), wallet(&operator), price, codes::TASK_HOLD, timeout)
             .with_user_data(task);
         if self.order(&[hold]).is_ok()
             && let Some(t) = self.tasks.get_mut(&task)
         {
-            t.hold = Some(attempt);
+            t.hold = Some((attempt, id));
+        }
+    }
+
+    /// Voids a pending transfer if it is still open.
+    pub(crate) fn void_pending(&mut self, pending: TransferId, code: u16) {
+        if self.ledger.is_open_pending(pending) {
+            let void = Transfer::void(tid(&[b"void", &pending.0.to_le_bytes()]), pending, code);
+            let _ = self.order(&[void]);
         }
     }
 
     /// Releases an attempt's reservation, if it holds one.
     pub(crate) fn release_hold(&mut self, task: TaskId, attempt: u32) {
         let Some(t) = self.tasks.get_mut(&task) else { return };
-        if t.hold != Some(attempt) {
+        let Some((held_by, pending)) = t.hold else { return };
+        if held_by != attempt {
             return;
         }
         t.hold = None;
-        let pending = hold_id(task, attempt);
-        if self.ledger.is_open_pending(pending) {
-            let void = Transfer::void(tid(&[b"void", &pending.0.to_le_bytes()]), pending, codes::TASK_HOLD);
-            let _ = self.order(&[void]);
-        }
+        self.void_pending(pending, codes::TASK_HOLD);
     }
 
-    /// Pays a verified attempt: from the job's escrow (posting the attempt's reservation, or directly if another
-    /// attempt held it) with the fee to the treasury, or — for an extra spot-check replica — from the treasury.
+    /// Pays a verified attempt: from the job's escrow (posting the attempt's reservation, or directly when another
+    /// attempt held it or the hold lapsed) with the fee to the treasury; or from the treasury — for an extra
+    /// spot-check replica, a canary, or the re-run of a task its client already paid for (a revoked result).
     /// Returns (paid to the provider, fee).
     pub(crate) fn pay_task(
         &mut self,
@@ -231,53 +234,60 @@ impl Core {
         price: u64,
         client_pays: bool,
     ) -> (u64, u64) {
-        let Some(t) = self.tasks.get(&task) else { return (0, 0) };
-        let Purpose::Job(job) = t.purpose else { return (0, 0) };
-        let to = wallet(&operator);
+        let Some(t) = self.tasks.get_mut(&task) else { return (0, 0) };
         if price == 0 {
             return (0, 0);
         }
-        if !client_pays {
-            let pay = Transfer::new(
-                tid(&[b"verify-pay", &task.to_le_bytes(), &attempt.to_le_bytes()]),
-                treasury(),
-                to,
-                price,
-                codes::VERIFICATION_PAY,
-            )
-            .with_user_data(task);
-            return if self.order(&[pay]).is_ok() { (price, 0) } else { (0, 0) };
-        }
-        let pending = hold_id(task, attempt);
-        let holds = t.hold == Some(attempt) && self.ledger.is_open_pending(pending);
+        let job = match t.purpose {
+            Purpose::Job(job) => Some(job),
+            _ => None,
+        };
+        // This attempt's hold, if it has one, is settled here one way or the other.
+        let hold = match t.hold {
+            Some((held_by, id)) if held_by == attempt => {
+                t.hold = None;
+                Some(id)
+            }
+            _ => None,
+        };
+        let to = wallet(&operator);
         let pay_id = tid(&[b"pay", &task.to_le_bytes()]);
-        let pay = if holds {
-            Transfer::post(pay_id, pending, price, codes::TASK_PAY)
-        } else {
-            Transfer::new(pay_id, escrow(job), to, price, codes::TASK_PAY)
+        let Some(job) = job.filter(|_| client_pays && !self.ledger.contains(pay_id)) else {
+            if let Some(h) = hold {
+                self.void_pending(h, codes::TASK_HOLD);
+            }
+            let id = tid(&[b"verify-pay", &task.to_le_bytes(), &attempt.to_le_bytes(), &self.now_ms.to_le_bytes()]);
+            let pay = Transfer::new(id, treasury(), to, price, codes::VERIFICATION_PAY).with_user_data(task);
+            return if self.order(&[pay]).is_ok() { (price, 0) } else { (0, 0) };
         };
         let fee = fee_nano(price, self.cfg.fee_bps);
-        let mut batch = vec![pay.with_user_data(task)];
-        if fee > 0 {
-            batch[0] = batch[0].clone().linked();
-            batch.push(
-                Transfer::new(tid(&[b"fee", &task.to_le_bytes()]), escrow(job), treasury(), fee, codes::FEE)
-                    .with_user_data(task),
-            );
+        let with_fee = |pay: Transfer| -> Vec<Transfer> {
+            if fee == 0 {
+                return vec![pay.with_user_data(task)];
+            }
+            let fee_t = Transfer::new(tid(&[b"fee", &task.to_le_bytes()]), escrow(job), treasury(), fee, codes::FEE);
+            vec![pay.with_user_data(task).linked(), fee_t.with_user_data(task)]
+        };
+        if let Some(h) = hold.filter(|&h| self.ledger.is_open_pending(h)) {
+            if self.order(&with_fee(Transfer::post(pay_id, h, price, codes::TASK_PAY))).is_ok() {
+                return (price, fee);
+            }
+            // The hold could not be posted (it lapsed at its timeout): let it go and pay directly.
+            self.void_pending(h, codes::TASK_HOLD);
         }
-        let paid = self.order(&batch).is_ok();
-        if holds && let Some(t) = self.tasks.get_mut(&task) {
-            t.hold = None;
-        }
-        if !paid && holds {
-            self.release_hold(task, attempt);
-        }
-        if paid { (price, fee) } else { (0, 0) }
+        let direct = Transfer::new(pay_id, escrow(job), to, price, codes::TASK_PAY);
+        if self.order(&with_fee(direct)).is_ok() { (price, fee) } else { (0, 0) }
     }
 
     /// Returns what a finished job did not spend to its client.
     pub(crate) fn refund(&mut self, job: JobId) {
         let Some(client) = self.jobs.get(&job).map(|j| j.client) else { return };
+        // No reservation outlives its job: whatever is still held goes back too.
+        let held: Vec<TransferId> =
+            self.ledger.open_pending().filter(|t| t.debit == escrow(job)).map(|t| t.id).collect();
+        for pending in held {
+            self.void_pending(pending, codes::TASK_HOLD);
+        }
         let Some(left) = self.ledger.account(escrow(job)).map(|a| nano(a.available())) else { return };
         if left == 0 {
             return;
@@ -294,8 +304,7 @@ impl Core {
         let unstakes: Vec<TransferId> =
             self.ledger.open_pending().filter(|t| t.debit == stake && t.code == codes::UNSTAKE).map(|t| t.id).collect();
         for pending in unstakes {
-            let void = Transfer::void(tid(&[b"void", &pending.0.to_le_bytes()]), pending, codes::UNSTAKE);
-            let _ = self.order(&[void]);
+            self.void_pending(pending, codes::UNSTAKE);
         }
         let Some(balance) = self.ledger.account(stake).map(|a| nano(a.available())) else { return 0 };
         let amount = fee_nano(balance, self.cfg.slash_bps);
@@ -303,7 +312,7 @@ impl Core {
             return 0;
         }
         let t = Transfer::new(
-            tid(&[b"slash", &task.to_le_bytes(), &attempt.to_le_bytes()]),
+            tid(&[b"slash", &task.to_le_bytes(), &attempt.to_le_bytes(), &self.now_ms.to_le_bytes()]),
             stake,
             treasury(),
             amount,
@@ -404,8 +413,13 @@ impl Core {
         if amount == 0 {
             return Err(WalletError::ZeroAmount);
         }
-        let release_ms = self.now_ms.saturating_add(self.cfg.unstake_delay_ms);
         let id = tid(&[b"unstake", operator.as_bytes(), &client_id.to_le_bytes()]);
+        if self.ledger.contains(id) {
+            // A retried request: applied once, answered with the release time it got then.
+            let release_ms = self.ledger.open_pending().find(|t| t.id == id).map_or(self.now_ms, |t| t.user_data);
+            return Ok((release_ms, self.take_effects()));
+        }
+        let release_ms = self.now_ms.saturating_add(self.cfg.unstake_delay_ms);
         let t = Transfer::pending(id, stake_account(&operator), wallet(&operator), amount, codes::UNSTAKE, 0)
             .with_user_data(release_ms);
         let result = self.order(&[t]);

@@ -348,8 +348,8 @@ struct TaskRec {
     /// Agreeing results needed to accept (1 unless spot-checked); tie-breaking replicas raise `replicas_wanted`,
     /// never this.
     quorum: u32,
-    /// The attempt holding this task's pay reservation in its job's escrow.
-    hold: Option<u32>,
+    /// The attempt holding this task's pay reservation in its job's escrow, and the reservation's transfer id.
+    hold: Option<(u32, neurolov_ledger::TransferId)>,
     /// A provisional result was revoked: the client paid once, the re-run is paid by the treasury.
     reopened: bool,
 }
@@ -1377,13 +1377,22 @@ impl Core {
                 }
                 // The client pays for one result: the reservation holder's if it agreed, else the first agreeing
                 // one; the other agreeing replicas are verification the treasury pays for.
-                let hold = self.tasks.get(&tid).and_then(|t| t.hold);
+                // Rejecting a loser may have ended the job (too many attempts): then nothing is accepted.
+                if self.tasks.get(&tid).is_none_or(|t| t.done) {
+                    return;
+                }
+                let hold = self.tasks.get(&tid).and_then(|t| t.hold).map(|(attempt, _)| attempt);
                 let payer = winners.iter().copied().find(|&i| Some(results[i].0) == hold).or(winners.first().copied());
-                let mut first = true;
-                for &i in &winners {
+                // The payer settles first: its result completes the job (and refunds the escrow), so it must be paid
+                // from the escrow before that happens; the others are the treasury's.
+                let mut ordered = winners.clone();
+                if let Some(p) = payer {
+                    ordered.retain(|&i| i != p);
+                    ordered.insert(0, p);
+                }
+                for (n, &i) in ordered.iter().enumerate() {
                     let (attempt, node, bytes) = results[i].clone();
-                    self.accept_replica(tid, attempt, node, bytes, first, Some(i) == payer);
-                    first = false;
+                    self.accept_replica(tid, attempt, node, bytes, n == 0, Some(i) == payer);
                 }
                 // Operators that agree independently make a known answer: a future canary.
                 if let (true, Some(&i)) = (winners.len() >= 2, winners.first()) {

@@ -138,8 +138,7 @@ impl Core {
         let holds: Vec<neurolov_ledger::TransferId> =
             core.ledger.open_pending().filter(|t| t.code == neurolov_ledger::codes::TASK_HOLD).map(|t| t.id).collect();
         for pending in holds {
-            let id = neurolov_ledger::TransferId::derive(&[b"void", &pending.0.to_le_bytes()]);
-            let _ = core.order(&[neurolov_ledger::Transfer::void(id, pending, neurolov_ledger::codes::TASK_HOLD)]);
+            core.void_pending(pending, neurolov_ledger::codes::TASK_HOLD);
         }
         for e in restored.evidence {
             core.remember_evidence(e);

@@ -283,7 +283,7 @@ fn attested_node(core: &mut Core, store: &mut Store, conn: u64, seed: u8, now: u
         operator: kp.id(),
         kind: NodeKind::Native,
         claimed: ClaimedHardware::default(),
-        price_nano_per_gflop: 1,
+        price_nano_per_gflop: 1_000_000,
         slots: 4,
         operator_delegation: None,
     };
@@ -766,4 +766,58 @@ fn a_refused_wallet_request_drops_nothing_the_core_did() {
         .flat_map(|c| c.created.iter().map(|a| a.id))
         .collect();
     assert!(created.contains(&neurolov_core::stake_account(&op)), "{effects:?}");
+}
+
+#[test]
+fn the_client_pays_the_reservation_holder_first_and_the_escrow_ends_empty() {
+    use neurolov_core::{escrow, wallet};
+    // Three attested operators. A new node's WGSL task is replicated: A holds the pay reservation, B is the replica.
+    // A drops out (its reservation is voided, the task goes to C, which gets a new one); B and C agree. C must be paid
+    // from the escrow before the job's completion refunds the rest, B by the treasury, and nothing stays held.
+    let mut core = Core::new(cfg(), 9, 0);
+    let mut store = Store::default();
+    let nodes: Vec<(Keypair, String, u64)> =
+        (1..=3).map(|c| attested_node(&mut core, &mut store, c, 70 + c as u8, 0)).collect();
+    let client = Keypair::from_seed([9; 32]).id();
+    core.faucet(100, client).unwrap();
+    let grant = core.wallet_view(&client).balance_nano;
+    let (job, mut effects) = core.submit(100, client, small_wgsl_job(&mut store), &store).unwrap();
+    effects.extend(core.tick(110));
+    let tasks: Vec<(u64, Task)> = effects
+        .iter()
+        .filter_map(
+            |e| if let Effect::Send { conn, msg: ToNode::Task(t) } = e { Some((*conn, t.clone())) } else { None },
+        )
+        .collect();
+    assert_eq!(tasks.len(), 2, "{effects:?}");
+    let (a_conn, _) = tasks[0];
+    let (b_conn, b_task) = tasks[1].clone();
+    let effects = core.disconnected(120, a_conn);
+    let (c_conn, c_task) = effects
+        .iter()
+        .find_map(|e| if let Effect::Send { conn, msg: ToNode::Task(t) } = e { Some((*conn, t.clone())) } else { None })
+        .expect("the task goes to the third operator");
+    assert!(c_conn != a_conn && c_conn != b_conn);
+    let deliver = |core: &mut Core, store: &mut Store, conn: u64, task: &Task, now: u64| {
+        let (kp, nonce, seq) = &nodes[conn as usize - 1];
+        deliver_bytes(core, store, conn, kp, nonce, *seq, task, b"right answer", now)
+    };
+    deliver(&mut core, &mut store, b_conn, &b_task, 130);
+    let effects = deliver(&mut core, &mut store, c_conn, &c_task, 140);
+    assert!(matches!(core.job(job).unwrap().state, neurolov_core::JobState::Done), "{effects:?}");
+    let paid: Vec<u64> = effects
+        .iter()
+        .filter_map(|e| if let Effect::Reward { paid_nano, .. } = e { Some(*paid_nano) } else { None })
+        .collect();
+    assert_eq!(paid.len(), 2);
+    assert!(paid.iter().all(|&p| p > 0), "an agreeing replica went unpaid: {paid:?}");
+    let e = core.ledger().account(escrow(job)).unwrap();
+    assert_eq!((e.balance(), e.debits_pending), (0, 0), "escrow left over");
+    let price = paid[0];
+    let fee = price * 5 / 100;
+    assert!(fee > 0, "the fee must be in play: it is what an escrow refunded too early cannot cover");
+    assert_eq!(core.wallet_view(&client).balance_nano, grant - price - fee, "the client pays for one result only");
+    let c_id = nodes[c_conn as usize - 1].0.id();
+    assert_eq!(core.ledger().account(wallet(&c_id)).unwrap().balance(), i128::from(price));
+    core.ledger().check_full().unwrap();
 }
