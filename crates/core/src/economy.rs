@@ -282,11 +282,14 @@ impl Core {
     /// Returns what a finished job did not spend to its client.
     pub(crate) fn refund(&mut self, job: JobId) {
         let Some(client) = self.jobs.get(&job).map(|j| j.client) else { return };
-        // No reservation outlives its job: whatever is still held goes back too.
-        let held: Vec<TransferId> =
-            self.ledger.open_pending().filter(|t| t.debit == escrow(job)).map(|t| t.id).collect();
-        for pending in held {
-            self.void_pending(pending, codes::TASK_HOLD);
+        // No reservation outlives its job: whatever is still held goes back too. The scan covers every open pending
+        // transfer, so it runs only when this escrow holds something — normally nothing is held by now.
+        if self.ledger.account(escrow(job)).is_some_and(|a| a.debits_pending > 0) {
+            let held: Vec<TransferId> =
+                self.ledger.open_pending().filter(|t| t.debit == escrow(job)).map(|t| t.id).collect();
+            for pending in held {
+                self.void_pending(pending, codes::TASK_HOLD);
+            }
         }
         let Some(left) = self.ledger.account(escrow(job)).map(|a| nano(a.available())) else { return };
         if left == 0 {
