@@ -305,17 +305,12 @@ async fn recent_jobs(State(app): Shared, axum::extract::Query(q): axum::extract:
         jobs.into_iter()
             .map(|(view, kind)| {
                 let verified = view.tasks.iter().filter(|t| t.verified).count();
-                let (state, reason) = match &view.state {
-                    JobState::Running { .. } => ("running", None),
-                    JobState::Done => ("done", None),
-                    JobState::Failed { reason } => ("failed", Some(reason.clone())),
-                };
                 serde_json::json!({
                     "id": view.id,
                     "kind": kind,
                     "client": view.client.to_string(),
-                    "state": state,
-                    "reason": reason,
+                    "state": view.state.name(),
+                    "reason": view.state.reason(),
                     "tasks_done": verified,
                     "tasks_total": view.tasks.len(),
                 })

@@ -155,12 +155,14 @@ fn job_doc(r: &JobRecord) -> JobDoc {
             min_reliability: *min_reliability,
         },
     };
-    let (state, reason) = match &r.state {
-        JobState::Running { .. } => ("running", None),
-        JobState::Done => ("done", None),
-        JobState::Failed { reason } => ("failed", Some(reason.clone())),
-    };
-    JobDoc { id: r.id, client: r.client, spec, state: state.into(), reason, tasks: r.tasks.clone() }
+    JobDoc {
+        id: r.id,
+        client: r.client,
+        spec,
+        state: r.state.name().into(),
+        reason: r.state.reason().map(str::to_string),
+        tasks: r.tasks.clone(),
+    }
 }
 
 fn job_record(d: JobDoc) -> JobRecord {

@@ -97,6 +97,23 @@ impl JobState {
     pub fn is_final(&self) -> bool {
         !matches!(self, JobState::Running { .. })
     }
+
+    /// `running`, `done` or `failed`: the word the API and the store use.
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobState::Running { .. } => "running",
+            JobState::Done => "done",
+            JobState::Failed { .. } => "failed",
+        }
+    }
+
+    /// Why a failed job failed.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            JobState::Failed { reason } => Some(reason),
+            _ => None,
+        }
+    }
 }
 
 /// One task of a job as `GET /v1/jobs/{id}` shows it.

@@ -270,8 +270,9 @@ fn missed_heartbeats_make_a_node_stale_then_offline() {
 }
 
 /// Registers and attests a node on `conn`; returns its keypair, nonce and next sequence number.
-fn attested_node(core: &mut Core, store: &mut Store, conn: u64, seed: u8, now: u64) -> (Keypair, String, u64) {
-    let kp = Keypair::from_seed([seed; 32]);
+/// Connects `kp` on `conn` and registers it (its own operator, 1 NLOV/TFLOP, 4 slots): the session nonce and the
+/// effects of the register frame.
+fn connect_and_register(core: &mut Core, store: &Store, conn: u64, kp: &Keypair, now: u64) -> (String, Vec<Effect>) {
     let nonce = match &core.connected(now, conn)[..] {
         [Effect::Send { msg: ToNode::Challenge { nonce, .. }, .. }] => nonce.clone(),
         other => panic!("{other:?}"),
@@ -287,7 +288,13 @@ fn attested_node(core: &mut Core, store: &mut Store, conn: u64, seed: u8, now: u
         slots: 4,
         operator_delegation: None,
     };
-    let effects = core.frame(now, conn, &serde_json::to_string(&Envelope::seal(&kp, &reg)).unwrap(), store);
+    let effects = core.frame(now, conn, &serde_json::to_string(&Envelope::seal(kp, &reg)).unwrap(), store);
+    (nonce, effects)
+}
+
+fn attested_node(core: &mut Core, store: &mut Store, conn: u64, seed: u8, now: u64) -> (Keypair, String, u64) {
+    let kp = Keypair::from_seed([seed; 32]);
+    let (nonce, effects) = connect_and_register(core, store, conn, &kp, now);
     let task = effects
         .iter()
         .find_map(|e| if let Effect::Send { msg: ToNode::Task(t), .. } = e { Some(t.clone()) } else { None })
@@ -710,22 +717,7 @@ fn a_full_registry_forgets_idle_unproven_nodes_but_never_proven_ones() {
     let (kp1, _, _) = attested_node(&mut core, &mut store, 1, 51, 0);
     let kp2 = Keypair::from_seed([52; 32]);
     let register = |core: &mut Core, conn: u64, kp: &Keypair, now: u64| -> Vec<Effect> {
-        let nonce = match &core.connected(now, conn)[..] {
-            [Effect::Send { msg: ToNode::Challenge { nonce, .. }, .. }] => nonce.clone(),
-            other => panic!("{other:?}"),
-        };
-        let reg = FromNode::Register {
-            version: 1,
-            session: nonce,
-            seq: 0,
-            operator: kp.id(),
-            kind: NodeKind::Native,
-            claimed: ClaimedHardware::default(),
-            price_nano_per_gflop: 1,
-            slots: 1,
-            operator_delegation: None,
-        };
-        core.frame(now, conn, &serde_json::to_string(&Envelope::seal(kp, &reg)).unwrap(), &Store::default())
+        connect_and_register(core, &Store::default(), conn, kp, now).1
     };
     register(&mut core, 2, &kp2, 10);
     core.disconnected(20, 2);
