@@ -51,8 +51,13 @@ fn browser(chromium: &Path, profile: &Path) -> Command {
         "--disable-renderer-backgrounding",
     ])
     .arg(format!("--user-data-dir={}", profile.display()))
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
+    .stdout(Stdio::null());
+    // The page's console (and Chromium's own complaints) go to a file beside the profile: a failing run's tabs can
+    // be read afterwards.
+    match std::fs::File::create(profile.with_extension("log")) {
+        Ok(log) => c.arg("--enable-logging=stderr").stderr(log),
+        Err(_) => c.stderr(Stdio::null()),
+    };
     c
 }
 
