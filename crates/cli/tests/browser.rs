@@ -61,6 +61,25 @@ fn browser(chromium: &Path, profile: &Path) -> Command {
     c
 }
 
+/// On a failing test, prints what every tab wrote to its console: the page's own account of what went wrong.
+struct TabLogs(PathBuf);
+
+impl Drop for TabLogs {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(&self.0) else { return };
+        for path in entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "log")) {
+            eprintln!("---- console of {}", path.display());
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            for line in text.lines().filter(|l| l.contains("CONSOLE")) {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
 fn open_provider(procs: &mut Procs, chromium: &Path, dir: &Path, url: &str, name: &str, extra: &str) {
     let profile = dir.join(format!("profile-{name}"));
     std::fs::create_dir_all(&profile).unwrap();
@@ -82,6 +101,7 @@ fn browser_nodes(url: &str) -> Vec<serde_json::Value> {
 fn a_browser_tab_shares_a_job_is_paid_and_a_forging_tab_is_caught() {
     let Some(chromium) = chromium() else { return };
     let dir = temp_dir("browser");
+    let _logs = TabLogs(dir.clone());
     let mut procs = Procs(Vec::new());
     let url = serve(&mut procs, &dir);
     // The native node has 4 slots and the tab 1: the scheduler fills the faster native node first, and the tab gets
@@ -203,6 +223,7 @@ fn a_browser_tab_shares_a_job_is_paid_and_a_forging_tab_is_caught() {
 fn the_webgl2_and_cpu_tiers_pass_attestation() {
     let Some(chromium) = chromium() else { return };
     let dir = temp_dir("browser-tiers");
+    let _logs = TabLogs(dir.clone());
     let mut procs = Procs(Vec::new());
     let url = serve(&mut procs, &dir);
     for tier in ["webgl2", "cpu"] {
