@@ -73,6 +73,7 @@ struct NodeJson {
     score: Option<f64>,
     tasks_verified: u64,
     tasks_failed: u64,
+    results_provisional: usize,
 }
 
 async fn nodes(State(app): Shared) -> Json<Vec<NodeJson>> {
@@ -97,6 +98,7 @@ async fn nodes(State(app): Shared) -> Json<Vec<NodeJson>> {
                 score: v.score,
                 tasks_verified: v.tasks_verified,
                 tasks_failed: v.tasks_failed,
+                results_provisional: v.results_provisional,
             })
             .collect(),
     )

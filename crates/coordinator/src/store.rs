@@ -61,6 +61,10 @@ struct NodeDoc {
     timed_out: u64,
     up_ms: u64,
     first_seen_ms: u64,
+    #[serde(default)]
+    checks_passed: u64,
+    #[serde(default)]
+    provisional: Vec<(u64, u64)>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -263,6 +267,8 @@ pub async fn open(path: &Path) -> anyhow::Result<(Store, Restored)> {
             },
             up_ms: d.up_ms,
             first_seen_ms: d.first_seen_ms,
+            checks_passed: d.checks_passed,
+            provisional: d.provisional,
         });
     }
     for (id, doc) in sqlx::query_as::<_, (i64, String)>("SELECT id, doc FROM jobs ORDER BY id").fetch_all(&pool).await?
@@ -549,6 +555,8 @@ async fn commit(
                     timed_out: n.history.timed_out,
                     up_ms: n.up_ms,
                     first_seen_ms: n.first_seen_ms,
+                    checks_passed: n.checks_passed,
+                    provisional: n.provisional.clone(),
                 })?;
                 sqlx::query(
                     "INSERT INTO nodes (id, doc) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc",

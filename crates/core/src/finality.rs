@@ -6,7 +6,8 @@
 //! spot-checking beat BOINC's against a node that behaves and then cheats: its forgeries are undone, not just
 //! stopped (see `neurolov_verify::spotcheck`).
 //!
-//! Provisional marks live in memory: after a coordinator restart, results delivered before it are final.
+//! Provisional marks are part of the node's durable record (persisted with it whenever they change), so a restart
+//! does not make them final: a finished job with a provisional task gets that task back, ready to run again.
 
 use neurolov_protocol::Id;
 
@@ -23,6 +24,7 @@ impl Core {
             n.provisional.remove(0);
         }
         n.provisional.push((tid, n.checks_passed));
+        self.persist_node(node);
     }
 
     /// `node` passed a check: results it delivered `finality_checks` checks ago become final.
@@ -31,13 +33,22 @@ impl Core {
         let Some(n) = self.nodes.get_mut(&node) else { return };
         n.checks_passed += 1;
         let passed = n.checks_passed;
+        let before = n.provisional.len();
         n.provisional.retain(|&(_, at)| at + needed > passed);
+        // A stored count that lags only delays finality (safe); results turning final must be written.
+        if n.provisional.len() != before {
+            self.persist_node(node);
+        }
     }
 
     /// `node` is proven to cheat: every result it delivered that is still provisional is revoked and run again.
     pub(crate) fn revoke_provisional(&mut self, node: Id) {
         let Some(n) = self.nodes.get_mut(&node) else { return };
         let revoked = std::mem::take(&mut n.provisional);
+        if !revoked.is_empty() {
+            // Stored marks must not outlive the revocation: they would later revoke other nodes' re-runs.
+            self.persist_node(node);
+        }
         for (tid, _) in revoked {
             self.reopen(tid);
         }

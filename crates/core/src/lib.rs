@@ -270,6 +270,8 @@ pub struct NodeView {
     pub score: Option<f64>,
     pub tasks_verified: u64,
     pub tasks_failed: u64,
+    /// Results of this node delivered without a replica and not yet final (revoked if it is caught cheating).
+    pub results_provisional: usize,
 }
 
 struct Conn {
@@ -560,6 +562,7 @@ impl Core {
                 score: self.sched.score(n.key),
                 tasks_verified: n.history.verified,
                 tasks_failed: n.history.failed + n.history.timed_out,
+                results_provisional: n.provisional.len(),
             })
             .collect()
     }

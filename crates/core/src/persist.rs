@@ -57,6 +57,10 @@ pub struct NodeRecord {
     pub history: WorkHistory,
     pub up_ms: u64,
     pub first_seen_ms: u64,
+    /// Checks passed so far, and the results still provisional with the count each was delivered at: a result
+    /// delivered before a restart must not turn final because the coordinator restarted.
+    pub checks_passed: u64,
+    pub provisional: Vec<(TaskId, u64)>,
 }
 
 /// A job's durable state.
@@ -100,6 +104,8 @@ impl Core {
             history: n.history,
             up_ms: n.up_ms,
             first_seen_ms: n.first_seen_ms,
+            checks_passed: n.checks_passed,
+            provisional: n.provisional.clone(),
         })));
     }
 
@@ -143,6 +149,8 @@ impl Core {
         for e in restored.evidence {
             core.remember_evidence(e);
         }
+        let provisional: std::collections::HashSet<TaskId> =
+            restored.nodes.iter().flat_map(|n| n.provisional.iter().map(|&(t, _)| t)).collect();
         for r in restored.nodes {
             let key = core.next_key;
             core.next_key += 1;
@@ -167,8 +175,8 @@ impl Core {
                     challenge: None,
                     next_challenge_ms: 0,
                     running: Default::default(),
-                    checks_passed: 0,
-                    provisional: Vec::new(),
+                    checks_passed: r.checks_passed,
+                    provisional: r.provisional,
                 },
             );
             core.sync_scheduler(r.id);
@@ -178,24 +186,43 @@ impl Core {
         core.next_job = restored.next_job.max(max_job + 1);
         core.next_task = restored.next_task.max(max_task + 1);
         for (record, results) in restored.jobs {
-            core.restore_job(record, results, blobs);
+            core.restore_job(record, results, blobs, &provisional);
         }
+        core.forget_unrestorable_provisional();
         // Whatever the restore itself decided (jobs that could not resume) is written back.
         let effects = core.take_effects();
         (core, effects)
     }
 
-    fn restore_job(&mut self, record: JobRecord, results: Vec<(TaskId, String)>, blobs: &dyn Blobs) {
+    fn restore_job(
+        &mut self,
+        record: JobRecord,
+        results: Vec<(TaskId, String)>,
+        blobs: &dyn Blobs,
+        provisional: &std::collections::HashSet<TaskId>,
+    ) {
         let id = record.id;
         if record.state.is_final() {
-            // A finished job needs no tasks (nor its operands), only its results.
-            let mut job = jobs::Job::finished(id, record.client, record.spec, record.state, record.tasks.clone());
+            // A finished job needs no tasks (nor its operands), only its results — except those still provisional,
+            // which must be able to run again if their node is caught cheating.
+            let mut job =
+                jobs::Job::finished(id, record.client, record.spec.clone(), record.state.clone(), record.tasks.clone());
             for (task, hash) in results {
                 if let Some(bytes) = blobs.get(&hash) {
                     job.restore_result(task, bytes);
                 }
             }
             self.jobs.insert(id, job);
+            if record.state == JobState::Done && record.tasks.iter().any(|t| provisional.contains(t)) {
+                let verify_seed = self.rng.u64(..);
+                if let Ok((_, planned)) = jobs::plan(id, record.client, record.spec, &self.cfg, blobs, verify_seed) {
+                    for (&tid, planned) in record.tasks.iter().zip(planned).filter(|(t, _)| provisional.contains(t)) {
+                        let task = restored_task(id, planned, true);
+                        // A WGSL task re-runs from its work alone; matmul results are never provisional.
+                        self.tasks.insert(tid, crate::TaskRec { operands: None, ..task });
+                    }
+                }
+            }
             return;
         }
         let verify_seed = self.rng.u64(..);
@@ -217,25 +244,7 @@ impl Core {
             results.into_iter().filter_map(|(t, h)| blobs.get(&h).map(|b| (t, b))).collect();
         for (&tid, planned) in record.tasks.iter().zip(tasks) {
             let result = done.get(&tid).cloned();
-            let is_done = result.is_some() || record.state.is_final();
-            self.tasks.insert(
-                tid,
-                crate::TaskRec {
-                    purpose: Purpose::Job(id),
-                    work: planned.work,
-                    operands: planned.operands,
-                    work_mflop: planned.work_mflop,
-                    next_attempt: 0,
-                    replicas_wanted: planned.replicas,
-                    assignments: Vec::new(),
-                    done: is_done,
-                    waiting_since_ms: None,
-                    spot_decided: false,
-                    quorum: planned.replicas,
-                    hold: None,
-                    reopened: false,
-                },
-            );
+            self.tasks.insert(tid, restored_task(id, planned, result.is_some()));
             match result {
                 Some(bytes) => job.restore_result(tid, bytes),
                 None if !record.state.is_final() => self.queue.push_back(tid),
@@ -246,6 +255,14 @@ impl Core {
         self.jobs.insert(id, job);
     }
 
+    /// A provisional result whose task could not be rebuilt (its inputs are gone) can no longer be re-run: it stands.
+    fn forget_unrestorable_provisional(&mut self) {
+        let tasks = &self.tasks;
+        for n in self.nodes.values_mut() {
+            n.provisional.retain(|(t, _)| tasks.contains_key(t));
+        }
+    }
+
     fn fail_restored(&mut self, id: JobId, record: JobRecord, reason: &str) {
         let state = JobState::Failed { reason: format!("job {id}: {reason}") };
         let job = jobs::Job::finished(id, record.client, record.spec, state.clone(), record.tasks);
@@ -253,5 +270,24 @@ impl Core {
         self.persist_job(id);
         self.refund(id);
         self.effects.push(Effect::JobFinished { job: id, state });
+    }
+}
+
+/// A task rebuilt from its job's plan after a restart, with no attempts.
+fn restored_task(job: JobId, planned: jobs::PlannedTask, done: bool) -> crate::TaskRec {
+    crate::TaskRec {
+        purpose: Purpose::Job(job),
+        work: planned.work,
+        operands: planned.operands,
+        work_mflop: planned.work_mflop,
+        next_attempt: 0,
+        replicas_wanted: planned.replicas,
+        assignments: Vec::new(),
+        done,
+        waiting_since_ms: None,
+        spot_decided: false,
+        quorum: planned.replicas,
+        hold: None,
+        reopened: false,
     }
 }

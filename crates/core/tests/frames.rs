@@ -3,21 +3,12 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers unwrap: a panic is the failure report.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+mod common;
 
-use neurolov_core::{Blobs, Config, Core, Effect, InputData, JobSpec, NodeState};
+use common::{Db, Store};
+use neurolov_core::{Config, Core, Effect, InputData, JobSpec, JobState, NodeState};
 use neurolov_protocol::messages::{ClaimedHardware, DataRef, ErrorCode, NodeKind, Task, ToNode, Work, seeded_f32};
 use neurolov_protocol::{Envelope, FromNode, Keypair};
-
-#[derive(Default)]
-struct Store(HashMap<String, Arc<[u8]>>);
-
-impl Blobs for Store {
-    fn get(&self, hash: &str) -> Option<Arc<[u8]>> {
-        self.0.get(hash).cloned()
-    }
-}
 
 fn cfg() -> Config {
     Config {
@@ -293,8 +284,21 @@ fn connect_and_register(core: &mut Core, store: &Store, conn: u64, kp: &Keypair,
 }
 
 fn attested_node(core: &mut Core, store: &mut Store, conn: u64, seed: u8, now: u64) -> (Keypair, String, u64) {
+    attested_node_logged(core, store, conn, seed, now, &mut Vec::new())
+}
+
+/// [`attested_node`], keeping every effect in `log`.
+fn attested_node_logged(
+    core: &mut Core,
+    store: &mut Store,
+    conn: u64,
+    seed: u8,
+    now: u64,
+    log: &mut Vec<Effect>,
+) -> (Keypair, String, u64) {
     let kp = Keypair::from_seed([seed; 32]);
     let (nonce, effects) = connect_and_register(core, store, conn, &kp, now);
+    log.extend(effects.iter().cloned());
     let task = effects
         .iter()
         .find_map(|e| if let Effect::Send { msg: ToNode::Task(t), .. } = e { Some(t.clone()) } else { None })
@@ -323,7 +327,7 @@ fn attested_node(core: &mut Core, store: &mut Store, conn: u64, seed: u8, now: u
         (2, FromNode::Result { session: nonce.clone(), seq: 2, task_id: task.task_id, attempt: 0, result_hash: hash }),
     ] {
         let _ = seq;
-        core.frame(now + 5, conn, &serde_json::to_string(&Envelope::seal(&kp, &msg)).unwrap(), store);
+        log.extend(core.frame(now + 5, conn, &serde_json::to_string(&Envelope::seal(&kp, &msg)).unwrap(), store));
     }
     (kp, nonce, 3)
 }
@@ -645,14 +649,6 @@ fn known_answer_canaries_pay_when_right_and_slash_when_wrong() {
         (1..=2).map(|c| attested_node(&mut core, &mut store, c, 40 + c as u8, 0)).collect();
     let client = Keypair::from_seed([9; 32]).id();
     core.faucet(100, client).unwrap();
-    let tasks_in = |effects: &[Effect]| -> Vec<(u64, Task)> {
-        effects
-            .iter()
-            .filter_map(|e| {
-                if let Effect::Send { conn, msg: ToNode::Task(t) } = e { Some((*conn, t.clone())) } else { None }
-            })
-            .collect()
-    };
     // Honest rounds of WGSL jobs: replicated ones become known answers; once a node's spot-check rate has fallen, a
     // job task placed without a replica brings a canary along: a task that belongs to no job.
     let mut now = 100;
@@ -706,6 +702,99 @@ fn known_answer_canaries_pay_when_right_and_slash_when_wrong() {
         assert!(matches!(core.job(job).unwrap().state, neurolov_core::JobState::Running { .. }));
         assert_eq!(core.job_result(job), None);
     }
+}
+
+/// The tasks sent among `effects`, with the connection each went to.
+fn tasks_in(effects: &[Effect]) -> Vec<(u64, Task)> {
+    effects
+        .iter()
+        .filter_map(
+            |e| if let Effect::Send { conn, msg: ToNode::Task(t) } = e { Some((*conn, t.clone())) } else { None },
+        )
+        .collect()
+}
+
+/// A result delivered without a replica stays provisional across a coordinator restart: the rebuilt core still holds
+/// it against its node, and when that node is then proven to cheat, the finished job it belongs to runs again.
+#[test]
+fn provisional_results_survive_a_restart_and_are_revoked_when_their_node_cheats() {
+    use neurolov_verify::spotcheck::SpotCheckPolicy;
+    let config = || Config { canary_rate: 0.0, spot_check: SpotCheckPolicy::new(1.0, 3, 0.001, 3).unwrap(), ..cfg() };
+    let mut store = Store::default();
+    let (mut core, mut log) = Core::restore(config(), 7, 0, Default::default(), &store);
+    let mut nodes: Vec<(Keypair, String, u64)> =
+        (1..=2).map(|c| attested_node_logged(&mut core, &mut store, c, 60 + c as u8, 0, &mut log)).collect();
+    let client = Keypair::from_seed([9; 32]).id();
+    log.extend(core.faucet(100, client).unwrap().1);
+    // Honest WGSL jobs until one finishes on a single node's result (its spot-check rate has fallen).
+    let mut now = 100;
+    let mut done_jobs = Vec::new();
+    while !core.nodes().iter().any(|n| n.results_provisional > 0) {
+        assert!(done_jobs.len() < 60, "no job finished without a replica in 60 rounds");
+        let (job, mut effects) = core.submit(now, client, small_wgsl_job(&mut store), &store).unwrap();
+        effects.extend(core.tick(now + 1));
+        let mut pending = tasks_in(&effects);
+        log.extend(effects);
+        while let Some((conn, task)) = pending.pop() {
+            now += 1;
+            let (kp, nonce, seq) = &mut nodes[conn as usize - 1];
+            let mut effects = deliver_bytes(&mut core, &mut store, conn, kp, nonce, *seq, &task, b"right answer", now);
+            *seq += 2;
+            effects.extend(core.tick(now));
+            pending.extend(tasks_in(&effects));
+            log.extend(effects);
+        }
+        assert_eq!(core.job(job).unwrap().state, JobState::Done);
+        done_jobs.push(job);
+        now += 5;
+    }
+    let provisional = |core: &Core| -> Vec<(neurolov_protocol::Id, usize)> {
+        let mut v: Vec<_> = core.nodes().iter().map(|n| (n.id, n.results_provisional)).collect();
+        v.sort();
+        v
+    };
+    let before = provisional(&core);
+    // The coordinator restarts from what it asked to persist.
+    let mut db = Db::default();
+    db.absorb(&log);
+    let (mut core, effects) = Core::restore(config(), 8, now, db.restored(), &store);
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Halt { .. })), "{effects:?}");
+    assert_eq!(provisional(&core), before, "provisional marks were lost in the restart");
+    // The node holding a provisional result reconnects and answers its next matmul wrong: proven fraud.
+    let (cheat, _) = *before.iter().find(|(_, count)| *count > 0).unwrap();
+    let (kp, _, _) = nodes.iter().find(|(kp, _, _)| kp.id() == cheat).unwrap().clone();
+    let (nonce, mut effects) = connect_and_register(&mut core, &store, 10, &kp, now);
+    let spec = JobSpec::Matmul {
+        m: 4,
+        n: 4,
+        k: 4,
+        a: InputData::Seeded { seed: 1 },
+        b: InputData::Seeded { seed: 2 },
+        max_price_nano_per_gflop: 10_000_000,
+        min_reliability: 0.0,
+    };
+    effects.extend(core.submit(now, client, spec, &store).unwrap().1);
+    effects.extend(core.tick(now + 1));
+    let (_, task) =
+        tasks_in(&effects).into_iter().find(|(conn, t)| *conn == 10 && matches!(t.work, Work::Matmul { .. })).unwrap();
+    let Work::Matmul { m, n, .. } = task.work else { unreachable!() };
+    let wrong: Vec<u8> = (0..m * n).flat_map(|i| (i as f32 + 100.0).to_le_bytes()).collect();
+    let effects = deliver_bytes(&mut core, &mut store, 10, &kp, &nonce, 1, &task, &wrong, now + 2);
+    assert!(effects.iter().any(|e| matches!(e, Effect::Slash { node, .. } if *node == cheat)), "{effects:?}");
+    let reopened: Vec<u64> = effects
+        .iter()
+        .filter_map(|e| if let Effect::JobReopened { job, .. } = e { Some(*job) } else { None })
+        .collect();
+    assert_eq!(reopened.len(), before.iter().map(|(_, c)| c).sum::<usize>(), "{effects:?}");
+    for job in reopened {
+        assert!(done_jobs.contains(&job));
+        assert!(matches!(core.job(job).unwrap().state, JobState::Running { .. }));
+        assert_eq!(core.job_result(job), None);
+    }
+    // The stored record no longer holds the revoked marks (they would later revoke other nodes' re-runs).
+    db.absorb(&effects);
+    assert!(db.nodes[&cheat].provisional.is_empty(), "{:?}", db.nodes[&cheat]);
+    core.ledger().check_full().unwrap();
 }
 
 #[test]

@@ -10,13 +10,13 @@
 //!
 //! `NEUROLOV_SIM_RUNS` sets the number of seeded runs (default 200); `NEUROLOV_SIM_SEED` replays one seed.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
+mod common;
 
-use neurolov_core::{
-    Blobs, Config, ConnId, Core, Effect, InputData, JobId, JobRecord, JobSpec, JobState, NodeRecord, NodeState, Record,
-    Restored,
-};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use common::{Db, Store};
+
+use neurolov_core::{Blobs, Config, ConnId, Core, Effect, InputData, JobId, JobSpec, JobState, NodeState, Restored};
 use neurolov_protocol::messages::{ClaimedHardware, DataRef, NodeKind, Task, ToNode, WgslBuffer, Work, seeded_f32};
 use neurolov_protocol::{Envelope, FromNode, Keypair};
 use neurolov_verify::replicas::DEFAULT_FLOAT;
@@ -53,85 +53,6 @@ struct SimNode {
     done: u32,
     last_result: Option<Vec<u8>>,
     speed_ms_per_task: u64,
-}
-
-#[derive(Default)]
-struct Store(HashMap<String, Arc<[u8]>>);
-
-/// The simulated database: the latest of each record, as the shell's storage keeps them.
-#[derive(Default)]
-struct Db {
-    nodes: BTreeMap<neurolov_protocol::Id, NodeRecord>,
-    jobs: BTreeMap<JobId, JobRecord>,
-    results: BTreeMap<u64, (JobId, String)>,
-    next_job: u64,
-    next_task: u64,
-    accounts: BTreeMap<neurolov_ledger::AccountId, neurolov_ledger::Account>,
-    transfers: Vec<neurolov_ledger::Transfer>,
-    evidence: Vec<neurolov_core::Evidence>,
-}
-
-impl Db {
-    fn apply(&mut self, r: Record) {
-        match r {
-            Record::Node(n) => {
-                self.nodes.insert(n.id, n);
-            }
-            Record::Job(j) => {
-                self.jobs.insert(j.id, j);
-            }
-            Record::TaskResult { job, task, result_hash } => {
-                self.results.insert(task, (job, result_hash));
-            }
-            Record::Ids { next_job, next_task } => {
-                self.next_job = self.next_job.max(next_job);
-                self.next_task = self.next_task.max(next_task);
-            }
-            Record::Evidence(e) => self.evidence.push(*e),
-            Record::NodeForgotten { id } => {
-                self.nodes.remove(&id);
-            }
-            Record::TaskResultRevoked { task, .. } => {
-                self.results.remove(&task);
-            }
-            Record::Ledger(changes) => {
-                for a in changes.created.into_iter().chain(changes.accounts) {
-                    self.accounts.insert(a.id, a);
-                }
-                self.transfers.extend(changes.transfers);
-            }
-        }
-    }
-
-    fn restored(&self) -> Restored {
-        Restored {
-            nodes: self.nodes.values().cloned().collect(),
-            jobs: self
-                .jobs
-                .values()
-                .map(|j| {
-                    let results = self
-                        .results
-                        .iter()
-                        .filter(|(_, (job, _))| *job == j.id)
-                        .map(|(&t, (_, h))| (t, h.clone()))
-                        .collect();
-                    (j.clone(), results)
-                })
-                .collect(),
-            next_job: self.next_job,
-            next_task: self.next_task,
-            ledger_accounts: self.accounts.values().cloned().collect(),
-            ledger_transfers: self.transfers.clone(),
-            evidence: self.evidence.clone(),
-        }
-    }
-}
-
-impl Blobs for Store {
-    fn get(&self, hash: &str) -> Option<Arc<[u8]>> {
-        self.0.get(hash).cloned()
-    }
 }
 
 struct Sim {
