@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use neurolov_core::{Config, ConnId, Core, Effect};
+use neurolov_core::{Config, ConnId, Core, Effect, Verification};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::StoreMsg;
@@ -35,6 +35,9 @@ pub const MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_BLOB_STORE_BYTES: u64 = 64 << 30;
 /// How often the core's timers run.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(250);
+/// Result checks (blob read, hash, Freivalds) running at once on worker threads; the rest wait in order. The queue
+/// itself is bounded by the attempts in flight: each delivered attempt is checked once.
+pub const MAX_PARALLEL_VERIFICATIONS: usize = 4;
 
 /// How the coordinator is run.
 #[derive(Clone, Debug)]
@@ -61,6 +64,8 @@ pub struct Coordinator {
     next_conn: AtomicU64,
     pub(crate) blobs: BlobDir,
     store: mpsc::UnboundedSender<StoreMsg>,
+    /// Delivered results to check off the core's lock (see [`verifier`]).
+    verify: mpsc::UnboundedSender<Box<Verification>>,
     /// Read access to the database (the writer task owns the writes).
     pub(crate) db: sqlx::SqlitePool,
 }
@@ -84,14 +89,17 @@ impl Coordinator {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(store::writer(store, rx));
+        let (verify, checks) = mpsc::unbounded_channel();
         let coordinator = Arc::new(Coordinator {
             core: Mutex::new(core),
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             blobs,
             store: tx,
+            verify,
             db: pool,
         });
+        tokio::spawn(verifier(Arc::clone(&coordinator), checks));
         coordinator.apply(effects);
         Ok(coordinator)
     }
@@ -182,6 +190,12 @@ impl Coordinator {
                 Effect::JobReopened { job, task } => {
                     tracing::warn!(job, task, "job reopened: a provisional result was revoked")
                 }
+                Effect::Verify(check) => {
+                    if self.verify.send(check).is_err() {
+                        tracing::error!("result verifier is gone; stopping");
+                        std::process::exit(70);
+                    }
+                }
                 Effect::Persist(_) | Effect::Halt { .. } => {}
             }
         }
@@ -220,6 +234,22 @@ impl Coordinator {
             conns.remove(&conn);
         }
         self.with_core(|core, _| ((), core.disconnected(now_ms(), conn)));
+    }
+}
+
+/// Checks delivered results on worker threads — reading a result blob, hashing it and Freivalds' check take
+/// milliseconds on large tiles, and the core's lock must not be held meanwhile — and hands each outcome back to the
+/// core.
+async fn verifier(coordinator: Arc<Coordinator>, mut checks: mpsc::UnboundedReceiver<Box<Verification>>) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_PARALLEL_VERIFICATIONS));
+    while let Some(check) = checks.recv().await {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
+        let coordinator = Arc::clone(&coordinator);
+        tokio::task::spawn_blocking(move || {
+            let verified = check.run(&coordinator.blobs);
+            coordinator.with_core(|core, _| ((), core.verified(now_ms(), verified)));
+            drop(permit);
+        });
     }
 }
 

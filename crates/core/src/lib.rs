@@ -9,6 +9,7 @@ mod economy;
 mod finality;
 mod jobs;
 mod persist;
+mod verification;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub use economy::{
 };
 pub use jobs::{InputData, JobSpec, JobState, JobView, SubmitError, TaskView};
 pub use persist::{JobRecord, NodeRecord, Record, Restored};
+pub use verification::{Verification, Verified};
 
 /// Fraud evidence kept in memory for `GET /v1/evidence` (the store keeps all of it).
 pub const MAX_EVIDENCE_IN_MEMORY: usize = 10_000;
@@ -197,6 +199,8 @@ pub enum Effect {
     },
     /// Keep this across restarts (see [`Core::restore`]).
     Persist(Record),
+    /// Check a delivered result off the core's lock and hand the outcome to [`Core::verified`].
+    Verify(Box<Verification>),
 }
 
 /// The proof that a node committed to a wrong result: its signed commit, re-checkable by anyone.
@@ -329,6 +333,11 @@ struct Assignment {
     deadline_ms: u64,
     commit: Option<(String, Envelope)>,
     result: Option<Arc<[u8]>>,
+    /// Delivered and being checked (see `verification.rs`); `delivered_ms` is when the result arrived.
+    verifying: bool,
+    delivered_ms: u64,
+    /// A matmul result's Freivalds verdict, from its verification.
+    verdict: Option<verification::Verdict>,
     /// Set once this assignment no longer counts (failed, timed out, cancelled).
     dropped: bool,
 }
@@ -631,7 +640,7 @@ impl Core {
     pub fn assignments_are_sound(&self) -> Result<(), String> {
         for (&tid, t) in &self.tasks {
             // Held = handed out and not yet delivered.
-            for a in t.assignments.iter().filter(|a| !a.dropped && a.result.is_none() && !t.done) {
+            for a in t.assignments.iter().filter(|a| !a.dropped && a.result.is_none() && !a.verifying && !t.done) {
                 let Some(n) = self.nodes.get(&a.node) else { return Err(format!("task {tid} on unknown node")) };
                 if n.state == NodeState::Offline {
                     return Err(format!("task {tid} held by offline node {}", a.node));
@@ -771,8 +780,13 @@ impl Core {
             }
             FromNode::Result { task_id, attempt, result_hash, .. } => {
                 self.heard_from(node);
-                let expected_bytes = self.tasks.get(&task_id).map_or(0, |t| result_bytes(&t.work));
+                let (expected_bytes, operands) =
+                    self.tasks.get(&task_id).map_or((0, None), |t| (result_bytes(&t.work), t.operands.clone()));
+                let now = self.now_ms;
                 let a = self.assignment_mut(task_id, attempt, node)?;
+                if a.verifying || a.result.is_some() {
+                    return Err((ErrorCode::Malformed, "result already delivered".into()));
+                }
                 match &a.commit {
                     Some((committed, _)) if *committed == result_hash => {}
                     Some(_) => {
@@ -789,15 +803,14 @@ impl Core {
                         format!("result is {size} bytes, the task produces {expected_bytes}"),
                     ));
                 }
-                let bytes =
-                    blobs.get(&result_hash).ok_or((ErrorCode::UnknownTask, "result blob not uploaded".into()))?;
-                if blake3::hash(&bytes).to_hex().as_str() != result_hash {
-                    return Err((ErrorCode::CommitmentMismatch, "stored blob does not hash to the commitment".into()));
-                }
-                a.result = Some(bytes);
-                // Delivered: the node's slot is free, and the result stands even if the node goes away now.
+                a.verifying = true;
+                a.delivered_ms = now;
+                // Delivered: the node's slot is free, and the result stands even if the node goes away now. It is
+                // read and checked off the core's lock; `verified` settles it.
                 self.vacate(task_id, attempt, node);
-                self.evaluate(task_id);
+                let rounds = self.cfg.freivalds_rounds;
+                let check = Verification::new(task_id, attempt, node, result_hash, operands, rounds);
+                self.effects.push(Effect::Verify(Box::new(check)));
                 Ok(())
             }
             FromNode::Failed { task_id, attempt, reason, .. } => {
@@ -1028,6 +1041,9 @@ impl Core {
             deadline_ms,
             commit: None,
             result: None,
+            verifying: false,
+            delivered_ms: now,
+            verdict: None,
             dropped: false,
         });
         let msg = ToNode::Task(Task { task_id: tid, attempt, deadline_ms, work: t.work.clone() });
@@ -1334,22 +1350,35 @@ impl Core {
 
     fn evaluate_matmul(&mut self, tid: TaskId) {
         let Some(t) = self.tasks.get(&tid) else { return };
-        let Some(ops) = t.operands.clone() else { return };
-        let ready: Vec<(u32, Id, Arc<[u8]>, u64)> = t
+        // Freivalds ran in the result's verification (off the core's lock); its verdict is kept with the attempt.
+        struct Ready {
+            attempt: u32,
+            node: Id,
+            bytes: Arc<[u8]>,
+            took_ms: u64,
+            verdict: verification::Verdict,
+        }
+        let ready: Vec<Ready> = t
             .assignments
             .iter()
             .filter(|a| !a.dropped)
-            .filter_map(|a| a.result.clone().map(|r| (a.attempt, a.node, r, a.sent_ms)))
+            .filter_map(|a| {
+                Some(Ready {
+                    attempt: a.attempt,
+                    node: a.node,
+                    bytes: a.result.clone()?,
+                    took_ms: a.delivered_ms.saturating_sub(a.sent_ms),
+                    verdict: a.verdict.clone()?,
+                })
+            })
             .collect();
-        for (attempt, node, bytes, sent_ms) in ready {
-            let verdict = ops.check(&bytes, self.cfg.freivalds_rounds);
-            match verdict {
+        for r in ready {
+            match r.verdict {
                 Ok(()) => {
-                    let elapsed_ms = self.now_ms.saturating_sub(sent_ms).max(1);
-                    self.accept(tid, attempt, node, bytes, Some(elapsed_ms));
+                    self.accept(tid, r.attempt, r.node, r.bytes, Some(r.took_ms.max(1)));
                     return;
                 }
-                Err(reason) => self.reject(tid, attempt, node, reason),
+                Err(reason) => self.reject(tid, r.attempt, r.node, reason),
             }
         }
     }
@@ -1678,7 +1707,7 @@ impl Core {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome {
+pub(crate) enum Outcome {
     /// The node said it could not do it.
     Failed,
     /// The node's result was wrong.

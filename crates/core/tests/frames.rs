@@ -5,6 +5,18 @@
 
 mod common;
 
+/// Frames in, effects out, with every result check run at once (the coordinator runs them off the core's lock).
+trait FrameNow {
+    fn frame_now(&mut self, now: u64, conn: u64, text: &str, store: &Store) -> Vec<Effect>;
+}
+
+impl FrameNow for Core {
+    fn frame_now(&mut self, now: u64, conn: u64, text: &str, store: &Store) -> Vec<Effect> {
+        let effects = self.frame(now, conn, text, store);
+        self.run_verifications(now, effects, store)
+    }
+}
+
 use common::{Db, Store};
 use neurolov_core::{Config, Core, Effect, InputData, JobSpec, JobState, NodeState};
 use neurolov_protocol::messages::{ClaimedHardware, DataRef, ErrorCode, NodeKind, Task, ToNode, Work, seeded_f32};
@@ -43,7 +55,7 @@ impl One {
 
     fn frame_text(&mut self, text: &str) -> Vec<Effect> {
         self.now += 10;
-        let effects = self.core.frame(self.now, 1, text, &self.store);
+        let effects = self.core.frame_now(self.now, 1, text, &self.store);
         self.absorb(&effects);
         effects
     }
@@ -279,7 +291,7 @@ fn connect_and_register(core: &mut Core, store: &Store, conn: u64, kp: &Keypair,
         slots: 4,
         operator_delegation: None,
     };
-    let effects = core.frame(now, conn, &serde_json::to_string(&Envelope::seal(kp, &reg)).unwrap(), store);
+    let effects = core.frame_now(now, conn, &serde_json::to_string(&Envelope::seal(kp, &reg)).unwrap(), store);
     (nonce, effects)
 }
 
@@ -327,7 +339,7 @@ fn attested_node_logged(
         (2, FromNode::Result { session: nonce.clone(), seq: 2, task_id: task.task_id, attempt: 0, result_hash: hash }),
     ] {
         let _ = seq;
-        log.extend(core.frame(now + 5, conn, &serde_json::to_string(&Envelope::seal(&kp, &msg)).unwrap(), store));
+        log.extend(core.frame_now(now + 5, conn, &serde_json::to_string(&Envelope::seal(&kp, &msg)).unwrap(), store));
     }
     (kp, nonce, 3)
 }
@@ -405,8 +417,8 @@ fn deliver_bytes(
         attempt: task.attempt,
         result_hash: hash,
     };
-    let mut effects = core.frame(now, conn, &serde_json::to_string(&Envelope::seal(kp, &commit)).unwrap(), store);
-    effects.extend(core.frame(now, conn, &serde_json::to_string(&Envelope::seal(kp, &result)).unwrap(), store));
+    let mut effects = core.frame_now(now, conn, &serde_json::to_string(&Envelope::seal(kp, &commit)).unwrap(), store);
+    effects.extend(core.frame_now(now, conn, &serde_json::to_string(&Envelope::seal(kp, &result)).unwrap(), store));
     effects
 }
 

@@ -73,6 +73,9 @@ struct Sim {
     restarts: u64,
     /// Jobs reopened because a caught node's provisional result was revoked.
     reopened: u64,
+    /// Result checks the shell is running off the core's lock; each finishes after a random delay, so a task's
+    /// results can be judged out of order and after their node has gone.
+    verifying: Vec<neurolov_core::Verification>,
 }
 
 fn config() -> Config {
@@ -162,6 +165,7 @@ impl Sim {
             crash_at_step: None,
             restarts: 0,
             reopened: 0,
+            verifying: Vec::new(),
         }
     }
 
@@ -173,6 +177,8 @@ impl Sim {
         self.core = core;
         self.conn_node.clear();
         self.to_nodes.clear();
+        // Checks in flight die with the process; the nodes' results are delivered again or their tasks re-run.
+        self.verifying.clear();
         for n in &mut self.nodes {
             n.conn = None;
             n.session = None;
@@ -231,6 +237,7 @@ impl Sim {
                     }
                 }
                 Effect::Persist(record) => self.db.apply(record),
+                Effect::Verify(v) => self.verifying.push(*v),
             }
         }
     }
@@ -379,6 +386,17 @@ impl Sim {
 
     fn step(&mut self, churn: bool) {
         self.now += self.rng.u64(50..700);
+        // Each pending check finishes this step with probability ½, in random order.
+        let mut i = 0;
+        while i < self.verifying.len() {
+            if self.rng.bool() {
+                let check = self.verifying.swap_remove(i);
+                let effects = self.core.verified(self.now, check.run(&self.store));
+                self.apply(effects);
+            } else {
+                i += 1;
+            }
+        }
         for i in 0..self.nodes.len() {
             if self.nodes[i].conn.is_none() {
                 if self.now >= self.nodes[i].down_until_ms {
