@@ -19,7 +19,7 @@ pub(crate) type Verdict = Result<(), String>;
 
 /// A delivered result to check: its blob must hash to the node's commitment, and a matmul result must pass
 /// Freivalds' check against the task's operands.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Verification {
     pub task: TaskId,
     pub attempt: u32,
@@ -27,6 +27,19 @@ pub struct Verification {
     pub result_hash: String,
     operands: Option<MatmulOperands>,
     rounds: u32,
+}
+
+/// Leaves the operands out: they hold the verifier's secret seed, which must not reach a log.
+impl std::fmt::Debug for Verification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verification")
+            .field("task", &self.task)
+            .field("attempt", &self.attempt)
+            .field("node", &self.node)
+            .field("result_hash", &self.result_hash)
+            .field("freivalds", &self.operands.is_some())
+            .finish()
+    }
 }
 
 impl PartialEq for Verification {

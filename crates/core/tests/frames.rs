@@ -108,6 +108,13 @@ impl One {
 
     /// Computes and delivers a task's answer (optionally corrupted).
     fn deliver(&mut self, task: &Task, corrupt: bool) -> Vec<Effect> {
+        let result = self.commit_answer(task, corrupt);
+        self.send(&result)
+    }
+
+    /// Computes a task's answer (optionally corrupted), stores it and commits to it; returns the `result` frame that
+    /// delivers it.
+    fn commit_answer(&mut self, task: &Task, corrupt: bool) -> FromNode {
         let Work::Matmul { m, n, k, a, b } = &task.work else { panic!("matmul expected") };
         let fetch = |r: &DataRef| match r {
             DataRef::Seeded { seed, len } => seeded_f32(*seed, *len as usize),
@@ -134,14 +141,13 @@ impl One {
         };
         self.send(&commit);
         self.seq += 1;
-        let result = FromNode::Result {
+        FromNode::Result {
             session: self.nonce.clone(),
             seq: self.seq,
             task_id: task.task_id,
             attempt: task.attempt,
             result_hash: hash,
-        };
-        self.send(&result)
+        }
     }
 }
 
@@ -544,6 +550,64 @@ fn run_job(one: &mut One, job: u64) -> Vec<Effect> {
         effects.extend(one.deliver(&task, false));
     }
     effects
+}
+
+/// A result is checked off the core's lock: the frame only asks for the check. Meanwhile the attempt cannot deliver
+/// again, and the node may leave — its result, once checked, still counts and is paid.
+#[test]
+fn a_result_checked_after_its_node_left_still_counts_once() {
+    let mut one = One::new();
+    let reg = one.register_msg();
+    one.send(&reg);
+    let challenge = one.last_task();
+    one.deliver(&challenge, false);
+    let client = Keypair::from_seed([7; 32]).id();
+    one.core.faucet(one.now, client).unwrap();
+    let spec = JobSpec::Matmul {
+        m: 4,
+        n: 4,
+        k: 4,
+        a: InputData::Seeded { seed: 1 },
+        b: InputData::Seeded { seed: 2 },
+        max_price_nano_per_gflop: 10_000_000,
+        min_reliability: 0.0,
+    };
+    let (job, effects) = one.core.submit(one.now, client, spec, &one.store).unwrap();
+    one.absorb(&effects);
+    let task = one.last_task();
+    let result = one.commit_answer(&task, false);
+    let text = serde_json::to_string(&Envelope::seal(&one.kp, &result)).unwrap();
+    let effects = one.core.frame(one.now + 1, 1, &text, &one.store);
+    let checks: Vec<&neurolov_core::Verification> =
+        effects.iter().filter_map(|e| if let Effect::Verify(v) = e { Some(&**v) } else { None }).collect();
+    assert_eq!(checks.len(), 1, "{effects:?}");
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Reward { .. })), "paid before the check: {effects:?}");
+    let check = checks[0].clone();
+    // The same delivery again (a fresh frame) is refused while the first is being checked.
+    one.seq += 1;
+    let again = match result {
+        FromNode::Result { session, task_id, attempt, result_hash, .. } => {
+            FromNode::Result { session, seq: one.seq, task_id, attempt, result_hash }
+        }
+        other => panic!("{other:?}"),
+    };
+    let text = serde_json::to_string(&Envelope::seal(&one.kp, &again)).unwrap();
+    let effects = one.core.frame(one.now + 2, 1, &text, &one.store);
+    assert_eq!(error_code(&effects), Some(ErrorCode::Malformed), "{effects:?}");
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Verify(_))), "{effects:?}");
+    // The node leaves before the verdict; the verdict still settles the task.
+    one.core.disconnected(one.now + 3, 1);
+    let effects = one.core.verified(one.now + 4, check.run(&one.store));
+    let paid: Vec<u64> = effects
+        .iter()
+        .filter_map(|e| if let Effect::Reward { paid_nano, .. } = e { Some(*paid_nano) } else { None })
+        .collect();
+    assert_eq!(paid.len(), 1, "{effects:?}");
+    assert_eq!(one.core.job(job).unwrap().state, JobState::Done);
+    // A check that finishes twice (a confused shell) changes nothing the second time.
+    let effects = one.core.verified(one.now + 5, check.run(&one.store));
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Reward { .. })), "{effects:?}");
+    one.core.ledger().check_full().unwrap();
 }
 
 #[test]
