@@ -32,6 +32,11 @@ pub const MAX_BLOB_BYTES: u64 = 256 << 20;
 pub const WGSL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Frames queued for the coordinator before task senders wait.
 const OUTBOUND_QUEUE: usize = 64;
+/// Rounds of the node's own Freivalds check of each matmul result before it commits to it.
+pub const SELF_CHECK_ROUNDS: u32 = 2;
+/// The self-check's share of the coordinator's tolerance: stricter than the coordinator, so what the node passes the
+/// coordinator passes too, while an honest fp32 result (whose real error is far below the worst-case bound) passes.
+pub const SELF_CHECK_MARGIN: f64 = 0.5;
 
 /// How a node runs, in human units.
 #[derive(Clone, Debug)]
@@ -336,6 +341,7 @@ impl TaskRun {
                 tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
                     let ran = compute.run(&Op::Matmul { a: &a, b: &b, m, n, k })?;
                     tracing::debug!(backend = %ran.backend, m, n, k, "matmul done");
+                    self_check(&a, &b, &ran.output, m, n, k).with_context(|| format!("{} backend", ran.backend))?;
                     Ok(ran.output.iter().flat_map(|v| v.to_le_bytes()).collect())
                 })
                 .await??
@@ -433,5 +439,45 @@ impl TaskRun {
             bail!("input is not a whole number of f32s");
         }
         Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    }
+}
+
+/// A node commits only to what it computed: its matmul result is checked here with Freivalds (random vectors of
+/// its own, half the coordinator's tolerance) before it is signed, so a faulty GPU or driver (a lost device, a bad
+/// row) gives a `failed` task instead of a signed wrong result, which the coordinator would punish as fraud.
+pub fn self_check(a: &[f32], b: &[f32], c: &[f32], m: usize, n: usize, k: usize) -> anyhow::Result<()> {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let report = neurolov_verify::freivalds::check(a, b, c, m, n, k, SELF_CHECK_ROUNDS, seed)?;
+    if report.worst_ratio > SELF_CHECK_MARGIN {
+        bail!("self-check failed at row {}: {:.3e}× the tolerance", report.worst_row, report.worst_ratio);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_self_check_passes_honest_products_and_stops_faulty_ones() {
+        let (m, n, k) = (32, 24, 40);
+        let a = seeded_f32(1, m * k);
+        let b = seeded_f32(2, k * n);
+        let mut c = vec![0.0f32; m * n];
+        neurolov_kernels::cpu::sgemm(&a, &b, &mut c, m, n, k);
+        assert!(self_check(&a, &b, &c, m, n, k).is_ok());
+        let check = |c: &[f32]| self_check(&a, &b, c, m, n, k).map_err(|e| e.to_string());
+        // A bad row, a zeroed result, a NaN: each is caught before anything is signed.
+        let mut bad_row = c.clone();
+        for v in &mut bad_row[5 * n..6 * n] {
+            *v += 0.5;
+        }
+        assert!(check(&bad_row).is_err_and(|e| e.contains("row 5")), "{:?}", check(&bad_row));
+        assert!(check(&vec![0.0; m * n]).is_err());
+        let mut nan = c.clone();
+        nan[7] = f32::NAN;
+        assert!(check(&nan).is_err());
     }
 }
