@@ -446,9 +446,7 @@ impl TaskRun {
 /// its own, half the coordinator's tolerance) before it is signed, so a faulty GPU or driver (a lost device, a bad
 /// row) gives a `failed` task instead of a signed wrong result, which the coordinator would punish as fraud.
 pub fn self_check(a: &[f32], b: &[f32], c: &[f32], m: usize, n: usize, k: usize) -> anyhow::Result<()> {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let report = neurolov_verify::freivalds::check(a, b, c, m, n, k, SELF_CHECK_ROUNDS, seed)?;
     if report.worst_ratio > SELF_CHECK_MARGIN {
         bail!("self-check failed at row {}: {:.3e}× the tolerance", report.worst_row, report.worst_ratio);
