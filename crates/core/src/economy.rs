@@ -283,7 +283,8 @@ impl Core {
     pub(crate) fn refund(&mut self, job: JobId) {
         let Some(client) = self.jobs.get(&job).map(|j| j.client) else { return };
         // No reservation outlives its job: whatever is still held goes back too. The scan covers every open pending
-        // transfer, so it runs only when this escrow holds something — normally nothing is held by now.
+        // transfer (the attempts in flight), so it runs only when this escrow holds something — normally nothing is
+        // held by now.
         if self.ledger.account(escrow(job)).is_some_and(|a| a.debits_pending > 0) {
             let held: Vec<TransferId> =
                 self.ledger.open_pending().filter(|t| t.debit == escrow(job)).map(|t| t.id).collect();
@@ -339,7 +340,7 @@ impl Core {
             .map(|t| t.id)
             .collect();
         for pending in matured {
-            let amount = self.ledger.open_pending().find(|t| t.id == pending).map_or(0, |t| t.amount);
+            let amount = self.ledger.open_pending_transfer(pending).map_or(0, |t| t.amount);
             let post = Transfer::post(tid(&[b"release", &pending.0.to_le_bytes()]), pending, amount, codes::UNSTAKE);
             let _ = self.order(&[post]);
         }
@@ -419,7 +420,7 @@ impl Core {
         let id = tid(&[b"unstake", operator.as_bytes(), &client_id.to_le_bytes()]);
         if self.ledger.contains(id) {
             // A retried request: applied once, answered with the release time it got then.
-            let release_ms = self.ledger.open_pending().find(|t| t.id == id).map_or(self.now_ms, |t| t.user_data);
+            let release_ms = self.ledger.open_pending_transfer(id).map_or(self.now_ms, |t| t.user_data);
             return Ok((release_ms, self.take_effects()));
         }
         let release_ms = self.now_ms.saturating_add(self.cfg.unstake_delay_ms);

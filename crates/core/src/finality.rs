@@ -74,6 +74,6 @@ impl Core {
         self.effects.push(Effect::Persist(Record::TaskResultRevoked { job, task: tid }));
         self.persist_job(job);
         self.effects.push(Effect::JobReopened { job, task: tid });
-        self.queue.push_back(tid);
+        self.enqueue(tid);
     }
 }

@@ -388,6 +388,10 @@ pub struct Core {
     canaries: canary::Canaries,
     started_ms: u64,
     unsaved_genesis: Option<Box<neurolov_ledger::Changes>>,
+    /// Whether the queue may hold something a dispatch pass has not tried since the scheduler last changed (see
+    /// `dispatch`), and the scheduler's change count at the last pass.
+    queue_changed: bool,
+    dispatched_at: u64,
 }
 
 impl Core {
@@ -426,6 +430,8 @@ impl Core {
             canaries: canary::Canaries::default(),
             started_ms: now_ms,
             unsaved_genesis: None,
+            queue_changed: true,
+            dispatched_at: 0,
         }
     }
 
@@ -517,7 +523,7 @@ impl Core {
             }
             let tid = self.new_task(Purpose::Job(id), t.work, t.operands, t.work_mflop, t.replicas);
             task_ids.push(tid);
-            self.queue.push_back(tid);
+            self.enqueue(tid);
         }
         self.jobs.insert(id, job.with_tasks(task_ids));
         self.persist_ids();
@@ -1064,9 +1070,26 @@ impl Core {
 
     /// Places queued tasks on nodes; tasks that cannot be placed now stay queued in order. Stops as soon as no
     /// eligible node has a free slot, so an event costs little however long the queue is.
+    /// Queues a task for the next dispatch pass.
+    pub(crate) fn enqueue(&mut self, tid: TaskId) {
+        self.queue.push_back(tid);
+        self.queue_changed = true;
+    }
+
     fn dispatch(&mut self) {
+        // A pass that placed nothing leaves a queue that fails the same way until the scheduler changes (a slot is
+        // given back, a node joins or changes) or a task is queued: most events (commits, heartbeats of busy nodes,
+        // ticks) then cost nothing here, however many queued tasks nobody can take.
+        if !self.queue_changed && self.sched.changes() == self.dispatched_at {
+            return;
+        }
+        let mut placed = false;
         let mut waiting = VecDeque::with_capacity(self.queue.len());
         let mut seen = HashSet::with_capacity(self.queue.len());
+        // Requirements no free slot met in this pass. A pass only takes slots, so they stay unmet until it ends: the
+        // other tasks that share them (usually a whole job's) wait without asking the scheduler again, and a queue of
+        // tasks nobody can serve costs one allocation attempt per kind, not one per task, on every event.
+        let mut unmet: HashSet<(u64, u64, u32, Vec<u64>)> = HashSet::new();
         while let Some(tid) = self.queue.pop_front() {
             if !self.sched.has_available() {
                 waiting.push_back(tid);
@@ -1102,16 +1125,22 @@ impl Core {
             exclude.sort_unstable();
             exclude.dedup();
             exclude.truncate(neurolov_scheduler::MAX_EXCLUDED_OPERATORS);
+            let kind = (min_reliability.to_bits(), max_price, missing, exclude);
+            if unmet.contains(&kind) {
+                waiting.push_back(tid);
+                continue;
+            }
             let req = Requirements {
                 min_reliability,
                 max_price_nano_per_gflop: max_price,
                 replicas: missing,
                 work_mflop: t.work_mflop,
-                exclude_operators: exclude,
+                exclude_operators: kind.3.clone(),
                 ..Requirements::default()
             };
             match self.sched.allocate(&req) {
                 Ok(allocation) => {
+                    placed = true;
                     if let Some(t) = self.tasks.get_mut(&tid) {
                         t.waiting_since_ms = None;
                     }
@@ -1128,10 +1157,16 @@ impl Core {
                         waiting.push_back(tid);
                     }
                 }
-                Err(_) => waiting.push_back(tid),
+                Err(_) => {
+                    unmet.insert(kind);
+                    waiting.push_back(tid);
+                }
             }
         }
         self.queue = waiting;
+        // Placing took slots and may have queued spot-check replicas: look again at the next event.
+        self.queue_changed = placed;
+        self.dispatched_at = self.sched.changes();
     }
 
     /// Adaptive spot checking of a WGSL task at its first placement: with the probability the policy gives for the
@@ -1332,7 +1367,7 @@ impl Core {
                 if attempts >= self.cfg.max_attempts * self.tasks.get(&tid).map_or(1, |t| t.replicas_wanted.max(1)) {
                     self.fail_job(job, format!("task {tid} failed {attempts} attempts"));
                 } else {
-                    self.queue.push_back(tid);
+                    self.enqueue(tid);
                 }
             }
         }
@@ -1443,7 +1478,7 @@ impl Core {
                 if let Some(t) = self.tasks.get_mut(&tid) {
                     t.replicas_wanted += 1;
                 }
-                self.queue.push_back(tid);
+                self.enqueue(tid);
             }
         }
     }

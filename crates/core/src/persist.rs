@@ -247,7 +247,7 @@ impl Core {
             self.tasks.insert(tid, restored_task(id, planned, result.is_some()));
             match result {
                 Some(bytes) => job.restore_result(tid, bytes),
-                None if !record.state.is_final() => self.queue.push_back(tid),
+                None if !record.state.is_final() => self.enqueue(tid),
                 None => {}
             }
         }

@@ -130,6 +130,9 @@ pub struct Ledger {
     seen: HashMap<TransferId, u64>,
     /// Two-phase transfers and what became of them.
     pending: HashMap<TransferId, (Transfer, PendingState)>,
+    /// The ones still open, in id order: what callers scan (all pendings ever made would grow without bound), in an
+    /// order that does not change from run to run.
+    open: BTreeSet<TransferId>,
     timeouts: BTreeSet<(u64, TransferId)>,
     totals: Totals,
     created: Vec<Account>,
@@ -208,7 +211,12 @@ impl Ledger {
 
     /// Pending transfers not yet posted, voided or expired.
     pub fn open_pending(&self) -> impl Iterator<Item = &Transfer> {
-        self.pending.values().filter(|(_, s)| *s == PendingState::Pending).map(|(t, _)| t)
+        self.open.iter().filter_map(|id| self.pending.get(id)).map(|(t, _)| t)
+    }
+
+    /// The pending transfer `id`, if it is still open.
+    pub fn open_pending_transfer(&self, id: TransferId) -> Option<&Transfer> {
+        self.pending.get(&id).filter(|(_, s)| *s == PendingState::Pending).map(|(t, _)| t)
     }
 
     /// Whether `id` is a pending transfer still open.
@@ -281,9 +289,15 @@ impl Ledger {
         for (id, before) in undo.pending.into_iter().rev() {
             match before {
                 Some(p) => {
+                    if p.1 == PendingState::Pending {
+                        self.open.insert(id);
+                    } else {
+                        self.open.remove(&id);
+                    }
                     self.pending.insert(id, p);
                 }
                 None => {
+                    self.open.remove(&id);
                     self.pending.remove(&id);
                 }
             }
@@ -461,12 +475,14 @@ impl Ledger {
                 }
                 entry.1 = state;
             }
+            self.open.remove(&pid);
         }
         if t.is(transfer_flags::PENDING) {
             if t.timeout_ms != 0 {
                 self.timeouts.insert((t.timeout_ms, t.id));
             }
             self.pending.insert(t.id, (t.clone(), PendingState::Pending));
+            self.open.insert(t.id);
         }
         self.seen.insert(t.id, fingerprint(&t));
         self.dirty.insert(debit_id);
@@ -534,6 +550,11 @@ impl Ledger {
             return Err(LedgerError::Invariant(format!("account totals {sums:?} differ from the ledger's")));
         }
         self.check_commit()?;
+        let open_ids: BTreeSet<TransferId> =
+            self.pending.iter().filter(|(_, (_, s))| *s == PendingState::Pending).map(|(id, _)| *id).collect();
+        if open_ids != self.open {
+            return Err(LedgerError::Invariant("the index of open pending transfers is out of step".into()));
+        }
         let open: u128 = self.open_pending().map(|t| u128::from(t.amount)).sum();
         if open != sums.debits_pending {
             return Err(LedgerError::Invariant(format!(

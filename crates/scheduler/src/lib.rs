@@ -329,6 +329,8 @@ pub struct Scheduler {
     cost_efficiency: MaxSet,
     norm: Norm,
     rebuilds: u64,
+    /// Counts changes that can make an allocation succeed where it failed before.
+    changes: u64,
 }
 
 impl Scheduler {
@@ -343,7 +345,15 @@ impl Scheduler {
     /// Changes the weights (a governance decision) and rescores every node.
     pub fn set_weights(&mut self, weights: Weights) {
         self.weights = weights;
+        self.changes += 1;
         self.rebuild();
+    }
+
+    /// A counter of every change that can make an allocation succeed where it failed before: a node added, changed
+    /// or removed, a slot given back, new weights. While it stands still, a request that failed fails again, so a
+    /// caller holding a queue of such requests need not ask again.
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     pub fn len(&self) -> usize {
@@ -411,6 +421,7 @@ impl Scheduler {
         if !self.renormalize() {
             self.attach(node);
         }
+        self.changes += 1;
         Ok(())
     }
 
@@ -420,6 +431,7 @@ impl Scheduler {
         self.detach(node);
         let entry = self.nodes.remove(&node)?;
         self.renormalize();
+        self.changes += 1;
         Some(entry.info)
     }
 
@@ -455,6 +467,7 @@ impl Scheduler {
         let e = self.nodes.get_mut(&node).ok_or(SchedulerError::UnknownNode(node))?;
         if e.free < e.info.slots {
             e.free += 1;
+            self.changes += 1;
             if e.free == 1 && e.info.eligible {
                 let features = e.info.features;
                 self.available.entry(features).or_default().insert(rank);

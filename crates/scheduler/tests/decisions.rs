@@ -217,6 +217,40 @@ fn slots_are_taken_and_given_back() {
     assert_eq!(s.busy(1), Some(2));
 }
 
+/// The change counter moves with everything that can turn a failed allocation into a success, and only then: a
+/// caller that skips re-asking while it stands still misses nothing.
+#[test]
+fn the_change_counter_moves_when_a_failed_request_could_succeed() {
+    let mut s = pool(&[(1, node(1, 10.0, 0.9, 5))]);
+    let cheap = Requirements { max_price_nano_per_gflop: 1, ..Requirements::default() };
+    let any = Requirements::default();
+    let mut seen = s.changes();
+    let mut moved = |s: &Scheduler| {
+        let now = s.changes();
+        let moved = now != seen;
+        seen = now;
+        moved
+    };
+    assert!(s.allocate(&cheap).is_err());
+    assert!(!moved(&s), "a failed allocation changed nothing");
+    s.allocate(&any).unwrap();
+    assert!(!moved(&s), "taking a slot cannot make a failed request succeed");
+    assert!(s.allocate(&any).is_err());
+    s.release(1).unwrap();
+    assert!(moved(&s), "a slot given back");
+    s.release(1).unwrap();
+    assert!(!moved(&s), "a slot that was free already");
+    s.upsert(1, node(1, 10.0, 0.9, 1)).unwrap();
+    assert!(moved(&s), "a node that changed its price");
+    assert!(s.allocate(&cheap).is_ok());
+    s.upsert(2, node(2, 10.0, 0.9, 1)).unwrap();
+    assert!(moved(&s), "a node joined");
+    s.remove(2);
+    assert!(moved(&s), "a node left");
+    s.set_weights(Weights::default());
+    assert!(moved(&s), "new weights");
+}
+
 #[test]
 fn requests_are_validated() {
     let s = pool(&[(1, node(1, 10.0, 0.9, 1))]);
