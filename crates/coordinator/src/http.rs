@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::{SinkExt, StreamExt};
 use neurolov_core::{InputData, JobSpec, JobState};
-use neurolov_kernels::untrusted::{self, JobAccess, JobBuffer, ShaderFeatures, WgslJob};
+use neurolov_kernels::untrusted::{self, JobAccess, JobBuffer, WgslJob};
 use neurolov_protocol::messages::{DataRef, WgslBuffer};
 use neurolov_verify::replicas::{self, Tolerance};
 
@@ -322,7 +322,8 @@ async fn recent_jobs(State(app): Shared, axum::extract::Query(q): axum::extract:
     .into_response()
 }
 
-/// Validates a client's kernel with naga (core WebGPU features only: any node may get it) and stores its source.
+/// Validates a client's kernel with naga, finds the optional WebGPU features it needs (only nodes that claim them get
+/// it) and stores its source.
 fn wgsl_spec(
     coordinator: &Coordinator,
     WgslJson {
@@ -345,7 +346,7 @@ fn wgsl_spec(
         job_buffers.push(JobBuffer { binding: b.binding, access: b.access, size_bytes: b.size_bytes, init });
     }
     let job = WgslJob { source: source.clone(), entry_point: entry_point.clone(), buffers: job_buffers, dispatch };
-    untrusted::validate(&job, ShaderFeatures::default()).map_err(|e| e.to_string())?;
+    let features = untrusted::needed_features(&job).map_err(|e| e.to_string())?;
     let tolerance = match float_tolerance {
         None => Tolerance::Bitwise,
         Some(rel) if rel > 0.0 && rel <= replicas::MAX_REL => Tolerance::Float { abs: 1e-6, rel },
@@ -375,6 +376,7 @@ fn wgsl_spec(
         work_mflop,
         max_price_nano_per_gflop,
         min_reliability,
+        features: features.names(),
     })
 }
 

@@ -99,6 +99,8 @@ enum SpecDoc {
         work_mflop: u64,
         max_price_nano_per_gflop: u64,
         min_reliability: f64,
+        #[serde(default)]
+        features: Vec<String>,
     },
 }
 
@@ -148,6 +150,7 @@ fn job_doc(r: &JobRecord) -> JobDoc {
             work_mflop,
             max_price_nano_per_gflop,
             min_reliability,
+            features,
         } => SpecDoc::Wgsl {
             source_hash: source_hash.clone(),
             entry_point: entry_point.clone(),
@@ -160,6 +163,7 @@ fn job_doc(r: &JobRecord) -> JobDoc {
             work_mflop: *work_mflop,
             max_price_nano_per_gflop: *max_price_nano_per_gflop,
             min_reliability: *min_reliability,
+            features: features.clone(),
         },
     };
     JobDoc {
@@ -186,6 +190,7 @@ fn job_record(d: JobDoc) -> JobRecord {
             work_mflop,
             max_price_nano_per_gflop,
             min_reliability,
+            features,
         } => JobSpec::Wgsl {
             source_hash,
             entry_point,
@@ -195,6 +200,7 @@ fn job_record(d: JobDoc) -> JobRecord {
             work_mflop,
             max_price_nano_per_gflop,
             min_reliability,
+            features,
         },
     };
     let state = match d.state.as_str() {

@@ -39,6 +39,12 @@ impl Core {
         if !matches!(t.work, Work::Wgsl { .. }) {
             return;
         }
+        // A canary goes to any node, so it may only use core WebGPU.
+        if let crate::Purpose::Job(job) = t.purpose
+            && self.jobs.get(&job).is_some_and(|j| j.features != neurolov_scheduler::Features::NONE)
+        {
+            return;
+        }
         let answer = KnownAnswer { work: t.work.clone(), work_mflop: t.work_mflop, output, tolerance };
         if self.canaries.known.len() >= MAX_KNOWN_ANSWERS {
             self.canaries.known.pop_front();

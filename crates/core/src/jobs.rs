@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use neurolov_protocol::Id;
 use neurolov_protocol::messages::{DataRef, WgslBuffer, Work, seeded_f32};
+use neurolov_scheduler::Features;
 use neurolov_verify::freivalds;
 use neurolov_verify::replicas::Tolerance;
 
@@ -54,11 +55,16 @@ pub enum JobSpec {
         work_mflop: u64,
         max_price_nano_per_gflop: u64,
         min_reliability: f64,
+        /// Optional WebGPU features the kernel needs (`shader-f16`, `subgroups`; found by the shell's validation):
+        /// only nodes that claim them get its tasks.
+        features: Vec<String>,
     },
 }
 
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum SubmitError {
+    #[error("unknown WebGPU feature {0:?} (known: shader-f16, subgroups)")]
+    UnknownFeature(String),
     #[error("matrix dimensions must be 1..={MAX_MATMUL_DIM} (got {m}×{k} · {k}×{n})")]
     BadDimensions { m: u32, n: u32, k: u32 },
     #[error("an operand would have more than {MAX_OPERAND_ELEMENTS} elements")]
@@ -212,12 +218,15 @@ pub(crate) struct Job {
     pub min_reliability: f64,
     pub max_price_nano_per_gflop: u64,
     pub tolerance: Tolerance,
+    /// What a node must have to run the job's tasks.
+    pub features: Features,
     results: BTreeMap<TaskId, Arc<[u8]>>,
 }
 
 impl Job {
     /// A job restored in a final state: no tasks to run, only results to serve.
     pub fn finished(id: JobId, client: Id, spec: JobSpec, state: JobState, tasks: Vec<TaskId>) -> Job {
+        let features = spec_features(&spec);
         let (min_reliability, max_price_nano_per_gflop, tolerance) = match &spec {
             JobSpec::Matmul { min_reliability, max_price_nano_per_gflop, .. } => {
                 (*min_reliability, *max_price_nano_per_gflop, Tolerance::Bitwise)
@@ -235,6 +244,7 @@ impl Job {
             min_reliability,
             max_price_nano_per_gflop,
             tolerance,
+            features,
             results: BTreeMap::new(),
         }
     }
@@ -355,6 +365,11 @@ pub(crate) fn plan(
     verify_seed: u64,
 ) -> Result<(Job, Vec<PlannedTask>), SubmitError> {
     let spec_copy = spec.clone();
+    let features = feature_bits(match &spec {
+        JobSpec::Matmul { .. } => &[],
+        JobSpec::Wgsl { features, .. } => &features[..],
+    })
+    .map_err(SubmitError::UnknownFeature)?;
     let job = |min_reliability: f64, max_price_nano_per_gflop: u64, tolerance: Tolerance| Job {
         id,
         client,
@@ -364,6 +379,7 @@ pub(crate) fn plan(
         min_reliability,
         max_price_nano_per_gflop,
         tolerance,
+        features,
         results: BTreeMap::new(),
     };
     match spec {
@@ -433,6 +449,7 @@ pub(crate) fn plan(
             work_mflop,
             max_price_nano_per_gflop,
             min_reliability,
+            features: _,
         } => {
             if !(0.0..=1.0).contains(&min_reliability) {
                 return Err(SubmitError::BadReliability);
@@ -460,5 +477,37 @@ pub(crate) fn plan(
             };
             Ok((job(min_reliability, max_price_nano_per_gflop, tolerance), vec![task]))
         }
+    }
+}
+
+/// Optional WebGPU features by name, as the scheduler's bits: bit i is `FEATURE_NAMES[i]`.
+pub const FEATURE_NAMES: [&str; 2] = ["shader-f16", "subgroups"];
+
+/// The scheduler's bits for feature names; `Err` names the first unknown one.
+pub fn feature_bits(names: &[String]) -> Result<Features, String> {
+    let mut bits = 0u64;
+    for name in names {
+        let i = FEATURE_NAMES.iter().position(|n| n == name).ok_or_else(|| name.clone())?;
+        bits |= 1 << i;
+    }
+    Ok(Features(bits))
+}
+
+/// What a restored job's tasks need (its spec was checked when it was submitted).
+fn spec_features(spec: &JobSpec) -> Features {
+    match spec {
+        JobSpec::Matmul { .. } => Features::NONE,
+        JobSpec::Wgsl { features, .. } => feature_bits(features).unwrap_or(Features::NONE),
+    }
+}
+
+/// Bytes a task moves through a node: its operands and its result (what a node's memory claim must cover).
+pub(crate) fn task_bytes(work: &Work) -> u64 {
+    match work {
+        Work::Matmul { m, n, k, .. } => {
+            let (m, n, k) = (u64::from(*m), u64::from(*n), u64::from(*k));
+            4 * (m * k + k * n + m * n)
+        }
+        Work::Wgsl { buffers, .. } => buffers.iter().map(|b| b.size_bytes).fold(0u64, u64::saturating_add),
     }
 }

@@ -51,6 +51,10 @@ pub trait Blobs {
     }
 }
 
+/// What makes two queued tasks equally placeable: minimum reliability (bits), price cap, replicas missing, feature
+/// bits, memory, excluded operators.
+type RequirementKind = (u64, u64, u32, u64, u64, Vec<u64>);
+
 /// Bytes a task's result must have: C for a matmul, the read-write buffers for WGSL.
 fn result_bytes(work: &Work) -> u64 {
     match work {
@@ -954,8 +958,13 @@ impl Core {
             verified_gflops: n.gflops_verified,
             reliability: self.reliability_of(n).clamp(0.0, 1.0),
             price_nano_per_gflop: n.price_nano_per_gflop,
-            features: neurolov_scheduler::Features::NONE,
-            memory_bytes: n.claimed.memory_bytes,
+            // Claims, not measurements: a node that claims a feature or memory it lacks fails those tasks and loses
+            // reliability. Unknown feature names are ignored; memory 0 means "not stated".
+            features: n.claimed.features.iter().fold(neurolov_scheduler::Features::NONE, |acc, name| {
+                jobs::feature_bits(std::slice::from_ref(name))
+                    .map_or(acc, |f| neurolov_scheduler::Features(acc.0 | f.0))
+            }),
+            memory_bytes: if n.claimed.memory_bytes == 0 { u64::MAX } else { n.claimed.memory_bytes },
             slots: n.slots,
             stake_share: self.stake_share(&n.operator),
         };
@@ -1089,7 +1098,7 @@ impl Core {
         // Requirements no free slot met in this pass. A pass only takes slots, so they stay unmet until it ends: the
         // other tasks that share them (usually a whole job's) wait without asking the scheduler again, and a queue of
         // tasks nobody can serve costs one allocation attempt per kind, not one per task, on every event.
-        let mut unmet: HashSet<(u64, u64, u32, Vec<u64>)> = HashSet::new();
+        let mut unmet: HashSet<RequirementKind> = HashSet::new();
         while let Some(tid) = self.queue.pop_front() {
             if !self.sched.has_available() {
                 waiting.push_back(tid);
@@ -1108,12 +1117,15 @@ impl Core {
             if missing == 0 {
                 continue;
             }
-            let (min_reliability, max_price) = match &t.purpose {
-                Purpose::Job(j) => {
-                    self.jobs.get(j).map_or((0.0, u64::MAX), |j| (j.min_reliability, j.max_price_nano_per_gflop))
-                }
-                Purpose::Attestation(_) | Purpose::Canary { .. } => (0.0, u64::MAX),
+            let none = neurolov_scheduler::Features::NONE;
+            let (min_reliability, max_price, features) = match &t.purpose {
+                Purpose::Job(j) => self
+                    .jobs
+                    .get(j)
+                    .map_or((0.0, u64::MAX, none), |j| (j.min_reliability, j.max_price_nano_per_gflop, j.features)),
+                Purpose::Attestation(_) | Purpose::Canary { .. } => (0.0, u64::MAX, none),
             };
+            let min_memory_bytes = jobs::task_bytes(&t.work);
             // Replicas of one task go to distinct operators: those holding a live attempt or that delivered a result
             // (a replica, or a wrong one) are excluded. A node that failed or timed out may get the task again.
             let mut exclude: Vec<u64> = t
@@ -1125,7 +1137,7 @@ impl Core {
             exclude.sort_unstable();
             exclude.dedup();
             exclude.truncate(neurolov_scheduler::MAX_EXCLUDED_OPERATORS);
-            let kind = (min_reliability.to_bits(), max_price, missing, exclude);
+            let kind = (min_reliability.to_bits(), max_price, missing, features.0, min_memory_bytes, exclude);
             if unmet.contains(&kind) {
                 waiting.push_back(tid);
                 continue;
@@ -1135,8 +1147,9 @@ impl Core {
                 max_price_nano_per_gflop: max_price,
                 replicas: missing,
                 work_mflop: t.work_mflop,
-                exclude_operators: kind.3.clone(),
-                ..Requirements::default()
+                exclude_operators: kind.5.clone(),
+                features,
+                min_memory_bytes,
             };
             match self.sched.allocate(&req) {
                 Ok(allocation) => {

@@ -282,6 +282,17 @@ fn missed_heartbeats_make_a_node_stale_then_offline() {
 /// Connects `kp` on `conn` and registers it (its own operator, 1 NLOV/TFLOP, 4 slots): the session nonce and the
 /// effects of the register frame.
 fn connect_and_register(core: &mut Core, store: &Store, conn: u64, kp: &Keypair, now: u64) -> (String, Vec<Effect>) {
+    connect_and_register_claiming(core, store, conn, kp, now, ClaimedHardware::default())
+}
+
+fn connect_and_register_claiming(
+    core: &mut Core,
+    store: &Store,
+    conn: u64,
+    kp: &Keypair,
+    now: u64,
+    claimed: ClaimedHardware,
+) -> (String, Vec<Effect>) {
     let nonce = match &core.connected(now, conn)[..] {
         [Effect::Send { msg: ToNode::Challenge { nonce, .. }, .. }] => nonce.clone(),
         other => panic!("{other:?}"),
@@ -292,7 +303,7 @@ fn connect_and_register(core: &mut Core, store: &Store, conn: u64, kp: &Keypair,
         seq: 0,
         operator: kp.id(),
         kind: NodeKind::Native,
-        claimed: ClaimedHardware::default(),
+        claimed,
         price_nano_per_gflop: 1_000_000,
         slots: 4,
         operator_delegation: None,
@@ -305,6 +316,17 @@ fn attested_node(core: &mut Core, store: &mut Store, conn: u64, seed: u8, now: u
     attested_node_logged(core, store, conn, seed, now, &mut Vec::new())
 }
 
+/// [`attested_node`] with a hardware claim.
+fn attested_node_claiming(
+    core: &mut Core,
+    store: &mut Store,
+    conn: u64,
+    seed: u8,
+    claimed: ClaimedHardware,
+) -> (Keypair, String, u64) {
+    attest(core, store, conn, seed, 0, &mut Vec::new(), claimed)
+}
+
 /// [`attested_node`], keeping every effect in `log`.
 fn attested_node_logged(
     core: &mut Core,
@@ -314,8 +336,20 @@ fn attested_node_logged(
     now: u64,
     log: &mut Vec<Effect>,
 ) -> (Keypair, String, u64) {
+    attest(core, store, conn, seed, now, log, ClaimedHardware::default())
+}
+
+fn attest(
+    core: &mut Core,
+    store: &mut Store,
+    conn: u64,
+    seed: u8,
+    now: u64,
+    log: &mut Vec<Effect>,
+    claimed: ClaimedHardware,
+) -> (Keypair, String, u64) {
     let kp = Keypair::from_seed([seed; 32]);
-    let (nonce, effects) = connect_and_register(core, store, conn, &kp, now);
+    let (nonce, effects) = connect_and_register_claiming(core, store, conn, &kp, now, claimed);
     log.extend(effects.iter().cloned());
     let task = effects
         .iter()
@@ -369,7 +403,66 @@ fn small_wgsl_job(store: &mut Store) -> JobSpec {
         work_mflop: 1,
         max_price_nano_per_gflop: 10_000_000,
         min_reliability: 0.0,
+        features: Vec::new(),
     }
+}
+
+/// Claims filter: a kernel that needs `shader-f16` goes only to a node that claims it, a task bigger than a node's
+/// memory claim never goes to that node, and a job naming an unknown feature is refused.
+#[test]
+fn tasks_go_only_to_nodes_that_claim_what_they_need() {
+    let mut core = Core::new(cfg(), 4, 0);
+    let mut store = Store::default();
+    let small = ClaimedHardware { memory_bytes: 1_000, ..ClaimedHardware::default() };
+    let f16 = ClaimedHardware { features: vec!["shader-f16".into()], ..ClaimedHardware::default() };
+    attested_node_claiming(&mut core, &mut store, 1, 31, small);
+    attested_node_claiming(&mut core, &mut store, 2, 32, f16);
+    let client = Keypair::from_seed([9; 32]).id();
+    core.faucet(100, client).unwrap();
+    let sent = |effects: &[Effect]| -> Vec<u64> { tasks_in(effects).into_iter().map(|(conn, _)| conn).collect() };
+    // The f16 kernel: only node 2 may run it.
+    let mut spec = small_wgsl_job(&mut store);
+    if let JobSpec::Wgsl { features, .. } = &mut spec {
+        *features = vec!["shader-f16".into()];
+    }
+    let (_, mut effects) = core.submit(100, client, spec.clone(), &store).unwrap();
+    effects.extend(core.tick(200));
+    assert_eq!(sent(&effects), [2], "{effects:?}");
+    // 16×16×16 in 4-row tiles: 1,536 bytes a task, more than node 1's 1,000.
+    let big = JobSpec::Matmul {
+        m: 16,
+        n: 16,
+        k: 16,
+        a: InputData::Seeded { seed: 1 },
+        b: InputData::Seeded { seed: 2 },
+        max_price_nano_per_gflop: 10_000_000,
+        min_reliability: 0.0,
+    };
+    let (_, mut effects) = core.submit(300, client, big, &store).unwrap();
+    effects.extend(core.tick(400));
+    let to = sent(&effects);
+    assert!(!to.is_empty() && to.iter().all(|&c| c == 2), "{effects:?}");
+    // A task that fits goes to node 1 as well: it is idle and as good.
+    let fits = JobSpec::Matmul {
+        m: 4,
+        n: 4,
+        k: 4,
+        a: InputData::Seeded { seed: 3 },
+        b: InputData::Seeded { seed: 4 },
+        max_price_nano_per_gflop: 10_000_000,
+        min_reliability: 0.0,
+    };
+    let (_, mut effects) = core.submit(500, client, fits, &store).unwrap();
+    effects.extend(core.tick(600));
+    assert_eq!(sent(&effects), [1], "{effects:?}");
+    let mut unknown = spec;
+    if let JobSpec::Wgsl { features, .. } = &mut unknown {
+        *features = vec!["ray-tracing".into()];
+    }
+    assert_eq!(
+        core.submit(700, client, unknown, &store).unwrap_err(),
+        neurolov_core::SubmitError::UnknownFeature("ray-tracing".into())
+    );
 }
 
 #[test]

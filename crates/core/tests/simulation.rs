@@ -488,6 +488,7 @@ impl Sim {
                 work_mflop: 1,
                 max_price_nano_per_gflop: 10_000_000,
                 min_reliability: 0.0,
+                features: Vec::new(),
             }
         };
         match self.core.submit(self.now, client, spec.clone(), &self.store) {

@@ -137,6 +137,17 @@ pub struct ShaderFeatures {
     pub subgroups: bool,
 }
 
+impl ShaderFeatures {
+    /// The WebGPU names of the features (`shader-f16`, `subgroups`), as nodes claim them in the protocol.
+    pub fn names(&self) -> Vec<String> {
+        [(self.f16, "shader-f16"), (self.subgroups, "subgroups")]
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, name)| name.to_string())
+            .collect()
+    }
+}
+
 /// One resource an entry point uses, as its WGSL declares it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsedBinding {
@@ -239,6 +250,24 @@ fn inspect_unguarded(source: &str, entry_point: &str, features: ShaderFeatures) 
     }
     bindings.sort_by_key(|b| (b.group, b.binding));
     Ok(EntryPointInfo { workgroup_size: ep.workgroup_size, bindings, workgroup_memory_bytes })
+}
+
+/// The fewest optional features `job` needs: none if it is valid in core WebGPU, else the smallest set that makes
+/// it valid (a kernel that enables and uses `f16` needs `shader-f16`). Only nodes with those features may get it.
+pub fn needed_features(job: &WgslJob) -> Result<ShaderFeatures, RejectError> {
+    let all = ShaderFeatures { f16: true, subgroups: true };
+    for features in [
+        ShaderFeatures::default(),
+        ShaderFeatures { f16: true, subgroups: false },
+        ShaderFeatures { f16: false, subgroups: true },
+    ] {
+        match validate(job, features) {
+            Ok(_) => return Ok(features),
+            Err(RejectError::MissingFeature(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    validate(job, all).map(|_| all)
 }
 
 /// Checks a job against the limits and its own WGSL; `Ok` means it may be compiled and dispatched.

@@ -5,7 +5,7 @@ mod common;
 
 use neurolov_kernels::catalog::Access;
 use neurolov_kernels::untrusted::{
-    JobAccess, JobBuffer, MAX_SOURCE_BYTES, RejectError, ShaderFeatures, WgslJob, validate,
+    JobAccess, JobBuffer, MAX_SOURCE_BYTES, RejectError, ShaderFeatures, WgslJob, needed_features, validate,
 };
 
 /// Doubles `data` in place: the well-formed job every rejection case below is a variation of.
@@ -266,6 +266,15 @@ fn features_the_adapter_lacks_are_named() {
         "feature",
     );
     validate(&job(f16), ShaderFeatures { f16: true, subgroups: false }).expect("f16 adapter accepts it");
+    // What a job needs is the smallest set that makes it valid: that is what the coordinator routes it by.
+    let needs = needed_features(&job(f16)).unwrap();
+    assert_eq!(
+        (needs, needs.names()),
+        (ShaderFeatures { f16: true, subgroups: false }, vec!["shader-f16".to_string()])
+    );
+    let needs = needed_features(&job(DOUBLE)).unwrap();
+    assert_eq!((needs, needs.names()), (ShaderFeatures::default(), Vec::<String>::new()));
+    assert!(needed_features(&job("@compute fn main() {")).is_err());
 }
 
 #[test]

@@ -135,7 +135,7 @@ async fn session(
         other => bail!("expected a challenge, got {other:?}"),
     };
     let signer = Arc::new(Signer { keypair: settings.keypair.clone(), session: nonce, seq: AtomicU64::new(0) });
-    let claimed = claimed_hardware(compute);
+    let claimed = claimed_hardware(compute, settings.max_task_bytes);
     let register = signer.frame(|session, seq| FromNode::Register {
         version: PROTOCOL_VERSION,
         session,
@@ -275,8 +275,9 @@ where
     }
 }
 
-/// What the node tells the coordinator about its hardware (a claim; attestation measures the truth).
-pub fn claimed_hardware(compute: &Compute) -> ClaimedHardware {
+/// What the node tells the coordinator about its hardware (a claim; attestation measures the truth). The memory claim
+/// is the largest task it takes (`max_task_bytes`), so the scheduler never sends it one it would refuse.
+pub fn claimed_hardware(compute: &Compute, max_task_bytes: u64) -> ClaimedHardware {
     match compute.gpu() {
         Some(gpu) => {
             let r = gpu.report();
@@ -291,7 +292,7 @@ pub fn claimed_hardware(compute: &Compute) -> ClaimedHardware {
                 adapter: r.name.clone(),
                 backend: r.backend.clone(),
                 software: r.software,
-                memory_bytes: r.limits.max_buffer_size,
+                memory_bytes: max_task_bytes,
                 features,
             }
         }
@@ -299,7 +300,7 @@ pub fn claimed_hardware(compute: &Compute) -> ClaimedHardware {
             adapter: "cpu".into(),
             backend: "cpu".into(),
             software: false,
-            memory_bytes: 0,
+            memory_bytes: max_task_bytes,
             features: Vec::new(),
         },
     }

@@ -31,6 +31,7 @@ pub struct ClaimedHardware {
     pub adapter: String,
     pub backend: String,
     pub software: bool,
+    /// The largest task (operands and result together, in bytes) the node takes; 0 when it does not say.
     pub memory_bytes: u64,
     /// Optional WGSL features the node's adapter has (`shader-f16`, `subgroups`).
     #[serde(default)]
