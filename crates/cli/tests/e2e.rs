@@ -9,7 +9,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Procs, active_nodes, get_json, neurolov, serve, serve_on, start_node, submit, temp_dir, wait_for};
+use common::{
+    Procs, active_nodes, get_json, neurolov, post_signed_kp, put_blob, serve, serve_on, start_node, submit, temp_dir,
+    wait_for,
+};
 
 use futures_util::{SinkExt, StreamExt};
 use neurolov_protocol::messages::{ErrorCode, ToNode, seeded_f32};
@@ -349,4 +352,24 @@ fn wallet_commands_move_money_once_and_refuse_clearly() {
     );
     let audit = neurolov().args(["ledger", "audit", "--json", "--data"]).arg(dir.join("coordinator")).output().unwrap();
     assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stdout));
+}
+
+/// Blob uploads on a real coordinator: unsigned or from a stranger with no NLOV they are refused (so nobody can
+/// fill the disk for free), from a client holding NLOV they are stored, a body that does not hash to its name is
+/// refused, and storing what is already there needs nothing. (Nodes' result uploads are covered by every job test.)
+#[test]
+fn blob_uploads_need_a_signer_with_work_or_funds() {
+    let dir = temp_dir("uploads");
+    let mut procs = Procs(Vec::new());
+    let url = serve(&mut procs, &dir);
+    let blob: Vec<u8> = (0..4096u32).flat_map(|i| i.to_le_bytes()).collect();
+    let client = Keypair::from_seed([77; 32]);
+    assert_eq!(put_blob(&url, None, &blob, None), 401, "unsigned");
+    assert_eq!(put_blob(&url, Some(&client), &blob, None), 403, "signed by a client with an empty wallet");
+    post_signed_kp(&url, &client, "/v1/faucet", &serde_json::json!({}));
+    let wrong_name = blake3::hash(b"something else").to_hex().to_string();
+    assert_eq!(put_blob(&url, Some(&client), &blob, Some(&wrong_name)), 400, "body does not hash to its name");
+    assert_eq!(put_blob(&url, Some(&client), &blob, None), 201, "a funded client");
+    assert_eq!(common::get_bytes(&format!("{url}/v1/blobs/{}", blake3::hash(&blob).to_hex())), blob);
+    assert_eq!(put_blob(&url, None, &blob, None), 200, "already stored");
 }

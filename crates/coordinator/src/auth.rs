@@ -8,12 +8,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use neurolov_protocol::identity::{Id, Keypair, Signature, verify};
+use neurolov_protocol::identity::{Id, Signature, verify};
 
-pub const DOMAIN: &str = "neurolov/client-request/v1";
-pub const HEADER_CLIENT: &str = "x-neurolov-client";
-pub const HEADER_TIMESTAMP: &str = "x-neurolov-timestamp";
-pub const HEADER_SIGNATURE: &str = "x-neurolov-signature";
+pub use neurolov_protocol::request::{DOMAIN, HEADER_CLIENT, HEADER_SIGNATURE, HEADER_TIMESTAMP, message, sign};
+
 /// How far a request's timestamp may be from the coordinator's clock.
 pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 /// Signatures remembered against replay.
@@ -40,21 +38,6 @@ impl std::fmt::Display for AuthError {
             AuthError::Replayed => f.write_str("request was already received"),
         }
     }
-}
-
-/// The bytes a client signs.
-pub fn message(method: &str, path: &str, timestamp_ms: u64, body: &[u8]) -> Vec<u8> {
-    format!("{method}\n{path}\n{timestamp_ms}\n{}", blake3::hash(body).to_hex()).into_bytes()
-}
-
-/// The three headers for a request (for clients such as `neurolov job submit`).
-pub fn sign(kp: &Keypair, method: &str, path: &str, timestamp_ms: u64, body: &[u8]) -> [(&'static str, String); 3] {
-    let sig = kp.sign(DOMAIN, &message(method, path, timestamp_ms, body));
-    [
-        (HEADER_CLIENT, kp.id().to_string()),
-        (HEADER_TIMESTAMP, timestamp_ms.to_string()),
-        (HEADER_SIGNATURE, sig.to_string()),
-    ]
 }
 
 /// Signatures seen, with when, and the same in arrival order for expiry.
@@ -112,6 +95,8 @@ impl ReplayCache {
 
 #[cfg(test)]
 mod tests {
+    use neurolov_protocol::Keypair;
+
     use super::*;
 
     #[test]

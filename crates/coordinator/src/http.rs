@@ -163,7 +163,10 @@ async fn get_blob(State(app): Shared, Path(hash): Path<String>) -> Response {
     }
 }
 
-async fn put_blob(State(app): Shared, Path(hash): Path<String>, body: Bytes) -> Response {
+/// Who may store a blob (the request signed as in [`crate::auth`]): a node uploading a result for an attempt it holds
+/// (a blob of that attempt's result size), or a client that holds NLOV (inputs for its jobs). Storing a blob that is
+/// already there changes nothing and needs no signature.
+async fn put_blob(State(app): Shared, Path(hash): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     if !is_hash(&hash) {
         return error(StatusCode::BAD_REQUEST, "a blob is named by its blake3 hash (64 lowercase hex characters)");
     }
@@ -172,6 +175,23 @@ async fn put_blob(State(app): Shared, Path(hash): Path<String>, body: Bytes) -> 
         return error(StatusCode::BAD_REQUEST, format!("body hashes to {actual}, not {hash}"));
     }
     let blobs = app.coordinator.blobs.clone();
+    let len = body.len() as u64;
+    if neurolov_core::Blobs::size(&blobs, &hash) == Some(len) {
+        return StatusCode::OK.into_response();
+    }
+    let header = |name: &'static str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let path = format!("/v1/blobs/{hash}");
+    let signer = match app.replay.verify(header, "PUT", &path, &body, now_ms()) {
+        Ok(signer) => signer,
+        Err(e) => return error(StatusCode::UNAUTHORIZED, format!("an upload must be signed: {e}")),
+    };
+    let (node_result, funded) =
+        app.coordinator.read_core(|c| (c.upload_allowed(&signer, len), c.wallet_view(&signer).balance_nano > 0));
+    if !(node_result || funded) {
+        let why = "uploads are results of attempts the signing node holds (of their size), or inputs from a client \
+                   with NLOV in its wallet";
+        return error(StatusCode::FORBIDDEN, why);
+    }
     match tokio::task::spawn_blocking(move || blobs.put(&hash, &body)).await {
         Ok(Ok(())) => StatusCode::CREATED.into_response(),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::StorageFull => error(StatusCode::INSUFFICIENT_STORAGE, e),

@@ -3,6 +3,7 @@
 // seeded input generator, ed25519 identities through WebCrypto, signed envelopes, and JSON with exact u64s.
 
 export const DOMAIN_NODE = "neurolov/node-message/v1";
+export const DOMAIN_REQUEST = "neurolov/client-request/v1";
 
 // ---- base58 (Bitcoin alphabet), as Solana addresses ----
 const B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
@@ -177,6 +178,18 @@ function domainSeparated(domain, message) {
   out.set(d, 2);
   out.set(message, 2 + d.length);
   return out;
+}
+
+/**
+ * Headers that sign an HTTP request (docs/API.md): `METHOD \n PATH \n TIMESTAMP_MS \n blake3(body)` in the
+ * request domain. A node signs its result uploads this way.
+ */
+export async function signRequest(identity, method, path, body) {
+  const ts = Date.now();
+  const message = new TextEncoder().encode(`${method}\n${path}\n${ts}\n${blake3Hex(body)}`);
+  const bytes = domainSeparated(DOMAIN_REQUEST, message);
+  const sig = new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, identity.privateKey, bytes));
+  return { "x-neurolov-client": identity.id, "x-neurolov-timestamp": String(ts), "x-neurolov-signature": base58(sig) };
 }
 
 /** A signed envelope around `message` (an object), as the coordinator expects every node frame. */

@@ -3,7 +3,7 @@
 // Backends, best first: WebGPU (navigator.gpu and a real adapter), then WebGL2 (a fragment-shader GEMM), then the
 // CPU in a Web Worker. By default it works only while the page is visible, and at most the duty cycle the user sets.
 
-import { blake3Hex, loadOrCreateIdentity, parseJson, seal, seeded } from "./neurolov.js";
+import { blake3Hex, loadOrCreateIdentity, parseJson, seal, seeded, signRequest } from "./neurolov.js";
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
@@ -482,7 +482,9 @@ async function work() {
         }
         const hash = blake3Hex(result);
         await send({ type: "commit", task_id: task.task_id, attempt: task.attempt, result_hash: hash });
-        const put = await fetch(`/v1/blobs/${hash}`, { method: "PUT", body: result });
+        const path = `/v1/blobs/${hash}`;
+        const headers = await signRequest(state.identity, "PUT", path, result);
+        const put = await fetch(path, { method: "PUT", body: result, headers });
         if (!put.ok) throw new Error(`upload refused: ${put.status} ${await put.text()}`);
         await send({ type: "result", task_id: task.task_id, attempt: task.attempt, result_hash: hash });
         state.tasksDone++;

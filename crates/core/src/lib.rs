@@ -1079,6 +1079,22 @@ impl Core {
 
     /// Places queued tasks on nodes; tasks that cannot be placed now stay queued in order. Stops as soon as no
     /// eligible node has a free slot, so an event costs little however long the queue is.
+    /// Whether `node` holds an attempt not yet delivered whose result is `len` bytes: what lets it upload a blob of
+    /// that size (`PUT /v1/blobs`, signed by the node). Uploads are thus bounded by the work a node was given; the
+    /// commitment, checked when the result is delivered, says which bytes count.
+    pub fn upload_allowed(&self, node: &Id, len: u64) -> bool {
+        let Some(n) = self.nodes.get(node) else { return false };
+        n.running.iter().any(|&(tid, attempt)| {
+            self.tasks.get(&tid).is_some_and(|t| {
+                !t.done
+                    && result_bytes(&t.work) == len
+                    && t.assignments.iter().any(|a| {
+                        a.attempt == attempt && a.node == *node && !a.dropped && !a.verifying && a.result.is_none()
+                    })
+            })
+        })
+    }
+
     /// Queues a task for the next dispatch pass.
     pub(crate) fn enqueue(&mut self, tid: TaskId) {
         self.queue.push_back(tid);

@@ -391,8 +391,17 @@ impl TaskRun {
         let commit: Pending =
             Box::new(move |session, seq| FromNode::Commit { session, seq, task_id, attempt, result_hash: committed });
         self.out.send(commit).await.map_err(|_| anyhow!("session closed"))?;
-        let url = format!("{}/v1/blobs/{hash}", self.settings.coordinator.trim_end_matches('/'));
-        let resp = self.http.put(url).body(result).send().await.context("uploading the result")?;
+        let path = format!("/v1/blobs/{hash}");
+        let url = format!("{}{path}", self.settings.coordinator.trim_end_matches('/'));
+        // Signed by this node: the coordinator takes uploads only from nodes holding an attempt of that size.
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let mut put = self.http.put(url);
+        for (header, value) in
+            neurolov_protocol::request::sign(&self.settings.keypair, "PUT", &path, now_ms as u64, &result)
+        {
+            put = put.header(header, value);
+        }
+        let resp = put.body(result).send().await.context("uploading the result")?;
         if !resp.status().is_success() {
             bail!("result upload refused: {}", resp.status());
         }

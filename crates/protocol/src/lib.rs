@@ -5,6 +5,7 @@
 pub mod envelope;
 pub mod identity;
 pub mod messages;
+pub mod request;
 
 pub use envelope::{Envelope, EnvelopeError};
 pub use identity::{Id, IdError, KeyError, Keypair, Signature, SignatureError};

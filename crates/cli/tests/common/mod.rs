@@ -123,12 +123,22 @@ pub fn submit(dir: &std::path::Path, url: &str, shape: &str, wait: bool) -> serd
 pub fn post_signed(url: &str, key: &std::path::Path, path: &str, body: &serde_json::Value) -> serde_json::Value {
     let kp =
         neurolov_protocol::Keypair::from_solana_json(&std::fs::read_to_string(key).expect("key file")).expect("key");
+    post_signed_kp(url, &kp, path, body)
+}
+
+/// [`post_signed`] with the keypair itself.
+pub fn post_signed_kp(
+    url: &str,
+    kp: &neurolov_protocol::Keypair,
+    path: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
     let body = serde_json::to_vec(body).expect("json");
     let now = neurolov_coordinator::now_ms();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
         let mut req = reqwest::Client::new().post(format!("{url}{path}")).body(body.clone());
-        for (h, v) in neurolov_coordinator::auth::sign(&kp, "POST", path, now, &body) {
+        for (h, v) in neurolov_coordinator::auth::sign(kp, "POST", path, now, &body) {
             req = req.header(h, v);
         }
         let resp = req.header("content-type", "application/json").send().await.expect("post");
@@ -136,6 +146,22 @@ pub fn post_signed(url: &str, key: &std::path::Path, path: &str, body: &serde_js
         let reply: serde_json::Value = resp.json().await.unwrap_or_default();
         assert!(status.is_success(), "{path}: {status} {reply}");
         reply
+    })
+}
+
+/// PUTs `body` as `/v1/blobs/{hash}` (of `claimed_hash`, or of the body), signed by `key` if given; the status.
+pub fn put_blob(url: &str, key: Option<&neurolov_protocol::Keypair>, body: &[u8], claimed_hash: Option<&str>) -> u16 {
+    let hash = claimed_hash.map_or_else(|| blake3::hash(body).to_hex().to_string(), str::to_string);
+    let path = format!("/v1/blobs/{hash}");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let mut req = reqwest::Client::new().put(format!("{url}{path}")).body(body.to_vec());
+        if let Some(kp) = key {
+            for (h, v) in neurolov_coordinator::auth::sign(kp, "PUT", &path, neurolov_coordinator::now_ms(), body) {
+                req = req.header(h, v);
+            }
+        }
+        req.send().await.expect("put").status().as_u16()
     })
 }
 
