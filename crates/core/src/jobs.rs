@@ -81,6 +81,8 @@ pub enum SubmitError {
     TooManyTasks,
     #[error("{0} jobs are already running")]
     TooManyJobs(usize),
+    #[error("this client already has {0} unfinished jobs, the most one client may have")]
+    TooManyJobsForClient(usize),
     #[error("the task queue is full ({0} tasks)")]
     QueueFull(usize),
     #[error("the maximum price would exceed the total supply")]

@@ -103,6 +103,8 @@ pub struct Config {
     pub max_strikes: u32,
     pub max_nodes: usize,
     pub max_jobs: usize,
+    /// Unfinished jobs one client may have: one client cannot take the whole queue, however much it can pay.
+    pub max_jobs_per_client: usize,
     pub max_queued_tasks: usize,
     /// Protocol fee on each verified task's price, to the treasury (basis points).
     pub fee_bps: u64,
@@ -141,6 +143,7 @@ impl Default for Config {
             max_strikes: 16,
             max_nodes: 100_000,
             max_jobs: 10_000,
+            max_jobs_per_client: 100,
             max_queued_tasks: 1_000_000,
             fee_bps: 500,
             slash_bps: 5_000,
@@ -502,8 +505,16 @@ impl Core {
         blobs: &dyn Blobs,
     ) -> Result<(JobId, Vec<Effect>), SubmitError> {
         self.advance(now_ms);
-        if self.jobs.values().filter(|j| !j.state.is_final()).count() >= self.cfg.max_jobs {
+        let (running, mine) = self
+            .jobs
+            .values()
+            .filter(|j| !j.state.is_final())
+            .fold((0, 0), |(all, mine), j| (all + 1, mine + usize::from(j.client == client)));
+        if running >= self.cfg.max_jobs {
             return Err(SubmitError::TooManyJobs(self.cfg.max_jobs));
+        }
+        if mine >= self.cfg.max_jobs_per_client {
+            return Err(SubmitError::TooManyJobsForClient(self.cfg.max_jobs_per_client));
         }
         let id = self.next_job;
         let verify_seed = self.rng.u64(..);

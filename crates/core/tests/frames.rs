@@ -465,6 +465,36 @@ fn tasks_go_only_to_nodes_that_claim_what_they_need() {
     );
 }
 
+/// One client cannot take the whole queue: past its quota of unfinished jobs it is refused (and nothing is
+/// escrowed), while another client still gets in.
+#[test]
+fn a_client_has_a_quota_of_unfinished_jobs() {
+    let mut core = Core::new(Config { max_jobs_per_client: 2, ..cfg() }, 8, 0);
+    let store = Store::default();
+    let (alice, bob) = (Keypair::from_seed([11; 32]).id(), Keypair::from_seed([12; 32]).id());
+    for c in [alice, bob] {
+        core.faucet(1, c).unwrap();
+    }
+    let spec = JobSpec::Matmul {
+        m: 4,
+        n: 4,
+        k: 4,
+        a: InputData::Seeded { seed: 1 },
+        b: InputData::Seeded { seed: 2 },
+        max_price_nano_per_gflop: 10_000_000,
+        min_reliability: 0.0,
+    };
+    core.submit(2, alice, spec.clone(), &store).unwrap();
+    core.submit(3, alice, spec.clone(), &store).unwrap();
+    let balance = core.wallet_view(&alice).balance_nano;
+    assert_eq!(
+        core.submit(4, alice, spec.clone(), &store).unwrap_err(),
+        neurolov_core::SubmitError::TooManyJobsForClient(2)
+    );
+    assert_eq!(core.wallet_view(&alice).balance_nano, balance, "a refused job escrowed money");
+    core.submit(5, bob, spec, &store).unwrap();
+}
+
 #[test]
 fn wgsl_tasks_of_new_nodes_are_always_spot_checked_by_a_second_operator() {
     let mut core = Core::new(cfg(), 3, 0);
