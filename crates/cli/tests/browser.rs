@@ -1,7 +1,8 @@
 //! The browser provider in a real headless Chromium (WebGPU on SwiftShader): a tab opened on `/provide` joins a
 //! coordinator on loopback, passes the same attestation as native nodes, and shares a matmul job with a native node —
 //! its tasks verified and paid; a page variant that forges results is caught and never paid; and the dashboard at
-//! `/` shows the nodes and the statistics (checked on the DOM, with a screenshot kept in `target/browser-artifacts`).
+//! `/` shows the nodes and the statistics (checked on the DOM, with a screenshot kept in `target/browser-artifacts`);
+//! and a tab whose page is hidden stops providing until it is visible again (driven over the DevTools protocol).
 //!
 //! Needs `chromium` (installed by `scripts/test`). Without it the tests say so and pass, unless
 //! `NEUROLOV_REQUIRE_BROWSER=1` (set by `scripts/test`) makes that a failure.
@@ -88,6 +89,44 @@ fn open_provider(procs: &mut Procs, chromium: &Path, dir: &Path, url: &str, name
         .spawn()
         .expect("chromium starts");
     procs.0.push(child);
+}
+
+/// Evaluates `expression` in the tab whose URL contains `url_part`, over the DevTools protocol of the Chromium
+/// started with `--remote-debugging-port=0` on `profile`; returns the result's value.
+fn cdp_eval(profile: &Path, url_part: &str, expression: &str) -> serde_json::Value {
+    let mut port = String::new();
+    wait_for("DevTools to listen", Duration::from_secs(30), || {
+        port = std::fs::read_to_string(profile.join("DevToolsActivePort"))
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_string))
+            .unwrap_or_default();
+        !port.is_empty()
+    });
+    let targets = get_json(&format!("http://127.0.0.1:{port}/json/list"));
+    let ws_url = targets
+        .as_array()
+        .and_then(|ts| {
+            ts.iter().find(|t| t["type"] == "page" && t["url"].as_str().is_some_and(|u| u.contains(url_part)))
+        })
+        .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+        .unwrap_or_else(|| panic!("no tab on {url_part}: {targets}"))
+        .to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use futures_util::{SinkExt, StreamExt};
+        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.as_str()).await.unwrap();
+        let call = serde_json::json!({"id": 1, "method": "Runtime.evaluate",
+            "params": {"expression": expression, "returnByValue": true}});
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(call.to_string().into())).await.unwrap();
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Ok(reply) = serde_json::from_str::<serde_json::Value>(msg.to_text().unwrap_or(""))
+                && reply["id"] == 1
+            {
+                return reply["result"]["result"]["value"].clone();
+            }
+        }
+        panic!("DevTools closed before answering");
+    })
 }
 
 fn browser_nodes(url: &str) -> Vec<serde_json::Value> {
@@ -237,4 +276,39 @@ fn the_webgl2_and_cpu_tiers_pass_attestation() {
         get_json(&format!("{url}/v1/evidence")).as_array().is_some_and(|e| e.is_empty()),
         "an honest tier was convicted"
     );
+}
+
+/// By default a tab provides only while its page is visible: hidden, it says goodbye and the coordinator stops
+/// counting on it; visible again, it comes back on its own. (Headless pages are always visible, so the test makes
+/// the page hidden the way a browser would tell it: `visibilityState` and a `visibilitychange` event.)
+#[test]
+fn a_hidden_tab_stops_providing_and_comes_back_when_visible() {
+    let Some(chromium) = chromium() else { return };
+    let dir = temp_dir("browser-visibility");
+    let _logs = TabLogs(dir.clone());
+    let mut procs = Procs(Vec::new());
+    let url = serve(&mut procs, &dir);
+    let profile = dir.join("profile-visible");
+    std::fs::create_dir_all(&profile).unwrap();
+    // No `visible=any`: the default, visible-only.
+    let child = browser(&chromium, &profile)
+        .arg("--remote-debugging-port=0")
+        .arg(format!("{url}/provide?autostart=1&duty=100"))
+        .spawn()
+        .expect("chromium starts");
+    procs.0.push(child);
+    let state = || browser_nodes(&url).first().map(|n| n["state"].as_str().unwrap_or("").to_string());
+    wait_for("the tab to pass attestation", Duration::from_secs(120), || state().as_deref() == Some("active"));
+    let set_visibility = |visibility: &str| {
+        let js = format!(
+            "Object.defineProperty(document, 'visibilityState', {{ get: () => '{visibility}', configurable: true }}); \
+             document.dispatchEvent(new Event('visibilitychange')); document.visibilityState"
+        );
+        assert_eq!(cdp_eval(&profile, "/provide", &js), visibility);
+    };
+    set_visibility("hidden");
+    wait_for("the hidden tab to leave", Duration::from_secs(30), || state().as_deref() == Some("offline"));
+    assert_eq!(cdp_eval(&profile, "/provide", "document.getElementById('state').textContent"), "stopped");
+    set_visibility("visible");
+    wait_for("the tab to come back", Duration::from_secs(60), || state().as_deref() == Some("active"));
 }
