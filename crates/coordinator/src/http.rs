@@ -26,12 +26,13 @@ const MAX_JSON_BYTES: usize = 1 << 20;
 pub(crate) struct App {
     pub(crate) coordinator: Arc<Coordinator>,
     pub(crate) replay: ReplayCache,
+    pub(crate) uploads: crate::uploads::UploadBudget,
 }
 
 type Shared = State<Arc<App>>;
 
 pub(crate) fn router(coordinator: Arc<Coordinator>) -> Router {
-    let app = Arc::new(App { coordinator, replay: ReplayCache::default() });
+    let app = Arc::new(App { coordinator, replay: ReplayCache::default(), uploads: Default::default() });
     Router::new()
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/ws", get(node_socket))
@@ -163,9 +164,9 @@ async fn get_blob(State(app): Shared, Path(hash): Path<String>) -> Response {
     }
 }
 
-/// Who may store a blob (the request signed as in [`crate::auth`]): a node uploading a result for an attempt it holds
-/// (a blob of that attempt's result size), or a client that holds NLOV (inputs for its jobs). Storing a blob that is
-/// already there changes nothing and needs no signature.
+/// Who may store a blob (the request signed as in [`crate::auth`]): a node uploading the result of an attempt it holds
+/// (one blob of that attempt's result size), or a client that holds NLOV, within its daily allowance (inputs for its
+/// jobs; [`crate::uploads`]). Storing a blob that is already there changes nothing and needs no signature.
 async fn put_blob(State(app): Shared, Path(hash): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     if !is_hash(&hash) {
         return error(StatusCode::BAD_REQUEST, "a blob is named by its blake3 hash (64 lowercase hex characters)");
@@ -185,12 +186,20 @@ async fn put_blob(State(app): Shared, Path(hash): Path<String>, headers: HeaderM
         Ok(signer) => signer,
         Err(e) => return error(StatusCode::UNAUTHORIZED, format!("an upload must be signed: {e}")),
     };
-    let (node_result, funded) =
-        app.coordinator.read_core(|c| (c.upload_allowed(&signer, len), c.wallet_view(&signer).balance_nano > 0));
-    if !(node_result || funded) {
-        let why = "uploads are results of attempts the signing node holds (of their size), or inputs from a client \
-                   with NLOV in its wallet";
-        return error(StatusCode::FORBIDDEN, why);
+    let node_result = app.coordinator.with_core(|c, _| (c.claim_upload(&signer, len, &hash), Vec::new()));
+    if !node_result {
+        if app.coordinator.read_core(|c| c.wallet_view(&signer).balance_nano) == 0 {
+            let why = "uploads are results of attempts the signing node holds (one each, of their size), or inputs \
+                       from a client with NLOV in its wallet";
+            return error(StatusCode::FORBIDDEN, why);
+        }
+        if !app.uploads.take(signer, len, now_ms()) {
+            let why = format!(
+                "this client's upload allowance ({} bytes a day) is used up",
+                crate::uploads::CLIENT_UPLOAD_BYTES_PER_DAY
+            );
+            return error(StatusCode::TOO_MANY_REQUESTS, why);
+        }
     }
     match tokio::task::spawn_blocking(move || blobs.put(&hash, &body)).await {
         Ok(Ok(())) => StatusCode::CREATED.into_response(),

@@ -57,7 +57,16 @@ impl Core {
         if self.canaries.known.is_empty() || self.rng.f64() >= self.cfg.canary_rate {
             return;
         }
-        let pick = self.rng.usize(..self.canaries.known.len());
+        // A canary must look like work this node could be given: nothing above its memory claim (the scheduler never
+        // sends it bigger tasks, so a bigger one would give itself away).
+        let memory = self.nodes.get(&node).map_or(0, |n| n.claimed.memory_bytes);
+        let fits: Vec<usize> = (0..self.canaries.known.len())
+            .filter(|&i| memory == 0 || crate::jobs::task_bytes(&self.canaries.known[i].work) <= memory)
+            .collect();
+        if fits.is_empty() {
+            return;
+        }
+        let pick = fits[self.rng.usize(..fits.len())];
         let Some(answer) = self.canaries.known.get(pick).cloned() else { return };
         let purpose = Purpose::Canary { node, expected: answer.output, tolerance: answer.tolerance };
         let tid = self.new_task(purpose, answer.work, None, answer.work_mflop, 1);

@@ -103,6 +103,8 @@ pub struct Config {
     pub max_strikes: u32,
     pub max_nodes: usize,
     pub max_jobs: usize,
+    /// A delivered result whose check has not come back by then is treated as unreadable (the task runs again).
+    pub verify_timeout_ms: u64,
     /// Unfinished jobs one client may have: one client cannot take the whole queue, however much it can pay.
     pub max_jobs_per_client: usize,
     pub max_queued_tasks: usize,
@@ -143,6 +145,7 @@ impl Default for Config {
             max_strikes: 16,
             max_nodes: 100_000,
             max_jobs: 10_000,
+            verify_timeout_ms: 120_000,
             max_jobs_per_client: 100,
             max_queued_tasks: 1_000_000,
             fee_bps: 500,
@@ -345,6 +348,8 @@ struct Assignment {
     delivered_ms: u64,
     /// A matmul result's Freivalds verdict, from its verification.
     verdict: Option<verification::Verdict>,
+    /// The blob this attempt stored (`claim_upload`): one per attempt.
+    uploaded: Option<String>,
     /// Set once this assignment no longer counts (failed, timed out, cancelled).
     dropped: bool,
 }
@@ -399,6 +404,8 @@ pub struct Core {
     /// `dispatch`), and the scheduler's change count at the last pass.
     queue_changed: bool,
     dispatched_at: u64,
+    /// Results out for checking, by when they were delivered (see `verification.rs`).
+    checking: BTreeSet<(u64, TaskId, u32, Id)>,
 }
 
 impl Core {
@@ -439,6 +446,7 @@ impl Core {
             unsaved_genesis: None,
             queue_changed: true,
             dispatched_at: 0,
+            checking: BTreeSet::new(),
         }
     }
 
@@ -826,6 +834,7 @@ impl Core {
                 }
                 a.verifying = true;
                 a.delivered_ms = now;
+                self.checking.insert((now, task_id, attempt, node));
                 // Delivered: the node's slot is free, and the result stands even if the node goes away now. It is
                 // read and checked off the core's lock; `verified` settles it.
                 self.vacate(task_id, attempt, node);
@@ -836,7 +845,12 @@ impl Core {
             }
             FromNode::Failed { task_id, attempt, reason, .. } => {
                 self.heard_from(node);
-                self.assignment_mut(task_id, attempt, node)?;
+                let a = self.assignment_mut(task_id, attempt, node)?;
+                // A delivered result is judged, whatever the node says next: taking it back would dodge the check
+                // of its signed commitment.
+                if a.verifying || a.result.is_some() {
+                    return Err((ErrorCode::Malformed, "result already delivered".into()));
+                }
                 tracing::info!(%node, task_id, %reason, "node gave a task back");
                 self.drop_assignment(task_id, attempt, node, Outcome::Failed);
                 Ok(())
@@ -1070,6 +1084,7 @@ impl Core {
             verifying: false,
             delivered_ms: now,
             verdict: None,
+            uploaded: None,
             dropped: false,
         });
         let msg = ToNode::Task(Task { task_id: tid, attempt, deadline_ms, work: t.work.clone() });
@@ -1090,20 +1105,31 @@ impl Core {
 
     /// Places queued tasks on nodes; tasks that cannot be placed now stay queued in order. Stops as soon as no
     /// eligible node has a free slot, so an event costs little however long the queue is.
-    /// Whether `node` holds an attempt not yet delivered whose result is `len` bytes: what lets it upload a blob of
-    /// that size (`PUT /v1/blobs`, signed by the node). Uploads are thus bounded by the work a node was given; the
-    /// commitment, checked when the result is delivered, says which bytes count.
-    pub fn upload_allowed(&self, node: &Id, len: u64) -> bool {
+    /// Lets `node` store the blob `hash` of `len` bytes if it holds an attempt not yet delivered whose result has that
+    /// size and that has not stored a different blob: one upload per attempt (repeating the same one is fine), so a
+    /// node can store no more than the work it was given. The commitment, checked when the result is delivered,
+    /// says which bytes count.
+    pub fn claim_upload(&mut self, node: &Id, len: u64, hash: &str) -> bool {
         let Some(n) = self.nodes.get(node) else { return false };
-        n.running.iter().any(|&(tid, attempt)| {
-            self.tasks.get(&tid).is_some_and(|t| {
-                !t.done
-                    && result_bytes(&t.work) == len
-                    && t.assignments.iter().any(|a| {
-                        a.attempt == attempt && a.node == *node && !a.dropped && !a.verifying && a.result.is_none()
-                    })
-            })
-        })
+        for &(tid, attempt) in &n.running {
+            let Some(t) = self.tasks.get_mut(&tid) else { continue };
+            if t.done || result_bytes(&t.work) != len {
+                continue;
+            }
+            let open = t.assignments.iter_mut().find(|a| {
+                a.attempt == attempt
+                    && a.node == *node
+                    && !a.dropped
+                    && !a.verifying
+                    && a.result.is_none()
+                    && a.uploaded.as_deref().is_none_or(|h| h == hash)
+            });
+            if let Some(a) = open {
+                a.uploaded = Some(hash.to_string());
+                return true;
+            }
+        }
+        false
     }
 
     /// Queues a task for the next dispatch pass.
@@ -1254,6 +1280,7 @@ impl Core {
     }
 
     fn supervise(&mut self) {
+        self.expire_checks();
         let now = self.now_ms;
         let interval = self.cfg.heartbeat_interval_ms.max(1);
         // A connection that has not registered within the offline window is dead weight.

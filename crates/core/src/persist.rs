@@ -215,7 +215,9 @@ impl Core {
             self.jobs.insert(id, job);
             if record.state == JobState::Done && record.tasks.iter().any(|t| provisional.contains(t)) {
                 let verify_seed = self.rng.u64(..);
-                if let Ok((_, planned)) = jobs::plan(id, record.client, record.spec, &self.cfg, blobs, verify_seed) {
+                let planned = jobs::plan(id, record.client, record.spec, &self.cfg, blobs, verify_seed);
+                // The same cut into the same tasks, or the marks cannot be trusted to name the right work.
+                if let Some((_, planned)) = planned.ok().filter(|(_, tasks)| tasks.len() == record.tasks.len()) {
                     for (&tid, planned) in record.tasks.iter().zip(planned).filter(|(t, _)| provisional.contains(t)) {
                         let task = restored_task(id, planned, true);
                         // A WGSL task re-runs from its work alone; matmul results are never provisional.
@@ -258,8 +260,17 @@ impl Core {
     /// A provisional result whose task could not be rebuilt (its inputs are gone) can no longer be re-run: it stands.
     fn forget_unrestorable_provisional(&mut self) {
         let tasks = &self.tasks;
-        for n in self.nodes.values_mut() {
+        let mut changed = Vec::new();
+        for (id, n) in &mut self.nodes {
+            let before = n.provisional.len();
             n.provisional.retain(|(t, _)| tasks.contains_key(t));
+            if n.provisional.len() != before {
+                changed.push(*id);
+            }
+        }
+        // Written back, so a later restore cannot bring them back to life.
+        for id in changed {
+            self.persist_node(id);
         }
     }
 

@@ -86,6 +86,11 @@ impl Verification {
         };
         Verified { task: self.task, attempt: self.attempt, node: self.node, outcome }
     }
+
+    /// The outcome of a check that could not be run (it crashed): the result counts as unreadable.
+    pub fn failed(&self, reason: &str) -> Verified {
+        Verified { task: self.task, attempt: self.attempt, node: self.node, outcome: Err(reason.to_string()) }
+    }
 }
 
 impl Core {
@@ -93,6 +98,13 @@ impl Core {
     /// arrived. Outcomes for attempts that ended meanwhile (the job failed, the node sent `failed`) are ignored.
     pub fn verified(&mut self, now_ms: u64, v: Verified) -> Vec<Effect> {
         self.advance(now_ms);
+        self.settle_check(v);
+        self.dispatch();
+        self.take_effects()
+    }
+
+    fn settle_check(&mut self, v: Verified) {
+        self.checking.retain(|&(_, t, a, n)| (t, a, n) != (v.task, v.attempt, v.node));
         let conn = self.nodes.get(&v.node).and_then(|n| n.conn);
         let open = self.tasks.get_mut(&v.task).filter(|t| !t.done).and_then(|t| {
             t.assignments.iter_mut().find(|a| a.attempt == v.attempt && a.node == v.node && !a.dropped && a.verifying)
@@ -108,8 +120,19 @@ impl Core {
                 Err(reason) => self.unreadable_result(v.task, v.attempt, v.node, conn, reason),
             }
         }
-        self.dispatch();
-        self.take_effects()
+    }
+
+    /// Checks the shell never answered (a lost worker) end after `verify_timeout_ms` as unreadable results, so no
+    /// attempt waits for a verdict forever.
+    pub(crate) fn expire_checks(&mut self) {
+        let cutoff = self.now_ms.saturating_sub(self.cfg.verify_timeout_ms);
+        while let Some(&(at, task, attempt, node)) = self.checking.first() {
+            if at > cutoff {
+                break;
+            }
+            let outcome = Err("the result's check did not finish in time".to_string());
+            self.settle_check(Verified { task, attempt, node, outcome });
+        }
     }
 
     /// The bytes behind a commitment could not be read back as committed (a blob store fault, or a node racing its

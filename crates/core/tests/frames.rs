@@ -706,6 +706,22 @@ fn a_result_checked_after_its_node_left_still_counts_once() {
     assert_eq!(checks.len(), 1, "{effects:?}");
     assert!(!effects.iter().any(|e| matches!(e, Effect::Reward { .. })), "paid before the check: {effects:?}");
     let check = checks[0].clone();
+    // Only this attempt's one result blob may be stored by the node (it was stored above, before the result).
+    let hash = check.result_hash.clone();
+    let size = 4 * 4 * 4;
+    assert!(!one.core.claim_upload(&one.kp.id(), size, &hash), "a delivered attempt uploads nothing more");
+    // Giving the attempt back now would dodge the check of its commitment: refused.
+    one.seq += 1;
+    let take_back = FromNode::Failed {
+        session: one.nonce.clone(),
+        seq: one.seq,
+        task_id: task.task_id,
+        attempt: task.attempt,
+        reason: "never mind".into(),
+    };
+    let text = serde_json::to_string(&Envelope::seal(&one.kp, &take_back)).unwrap();
+    let effects = one.core.frame(one.now + 2, 1, &text, &one.store);
+    assert_eq!(error_code(&effects), Some(ErrorCode::Malformed), "{effects:?}");
     // The same delivery again (a fresh frame) is refused while the first is being checked.
     one.seq += 1;
     let again = match result {
@@ -731,6 +747,54 @@ fn a_result_checked_after_its_node_left_still_counts_once() {
     let effects = one.core.verified(one.now + 5, check.run(&one.store));
     assert!(!effects.iter().any(|e| matches!(e, Effect::Reward { .. })), "{effects:?}");
     one.core.ledger().check_full().unwrap();
+}
+
+/// A node stores one blob per attempt it holds, of that attempt's result size; a check that never comes back ends
+/// the attempt after `verify_timeout_ms` (the task runs again), and its late verdict changes nothing.
+#[test]
+fn uploads_are_one_per_attempt_and_lost_checks_time_out() {
+    let mut one = One::new();
+    let reg = one.register_msg();
+    one.send(&reg);
+    let challenge = one.last_task();
+    one.deliver(&challenge, false);
+    let client = Keypair::from_seed([7; 32]).id();
+    one.core.faucet(one.now, client).unwrap();
+    let spec = JobSpec::Matmul {
+        m: 4,
+        n: 4,
+        k: 4,
+        a: InputData::Seeded { seed: 1 },
+        b: InputData::Seeded { seed: 2 },
+        max_price_nano_per_gflop: 10_000_000,
+        min_reliability: 0.0,
+    };
+    let (job, effects) = one.core.submit(one.now, client, spec, &one.store).unwrap();
+    one.absorb(&effects);
+    let task = one.last_task();
+    let node = one.kp.id();
+    let (a, b) = ("a".repeat(64), "b".repeat(64));
+    assert!(!one.core.claim_upload(&node, 63, &a), "not this attempt's result size");
+    assert!(one.core.claim_upload(&node, 64, &a));
+    assert!(one.core.claim_upload(&node, 64, &a), "the same blob again (a retried upload)");
+    assert!(!one.core.claim_upload(&node, 64, &b), "a second, different blob");
+    assert!(!one.core.claim_upload(&Keypair::from_seed([8; 32]).id(), 64, &b), "a node holding nothing");
+    // Delivered, then the check is lost: after the timeout the attempt fails and the task is queued again.
+    let result = one.commit_answer(&task, false);
+    let text = serde_json::to_string(&Envelope::seal(&one.kp, &result)).unwrap();
+    let effects = one.core.frame(one.now + 1, 1, &text, &one.store);
+    let check = effects
+        .iter()
+        .find_map(|e| if let Effect::Verify(v) = e { Some((**v).clone()) } else { None })
+        .expect("a check");
+    let timeout = Config::default().verify_timeout_ms;
+    one.core.tick(one.now + timeout / 2);
+    assert_eq!(one.core.queued(), 0, "timed out too early");
+    one.core.tick(one.now + 2 + timeout);
+    assert_eq!(one.core.queued(), 1, "the task was not queued again");
+    let late = one.core.verified(one.now + 3 + timeout, check.run(&one.store));
+    assert!(!late.iter().any(|e| matches!(e, Effect::Reward { .. })), "a late verdict was paid: {late:?}");
+    assert!(!matches!(one.core.job(job).unwrap().state, JobState::Done));
 }
 
 #[test]
