@@ -88,13 +88,21 @@ pub struct NodeArgs {
 enum NodeStatus {
     /// What the coordinator knows of this node.
     Status {
-        #[arg(long, default_value = DEFAULT_COORDINATOR)]
-        coordinator: String,
-        #[arg(long)]
-        key: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
     },
+}
+
+/// What a command that talks to a coordinator on behalf of a key takes.
+#[derive(clap::Args)]
+pub struct ClientArgs {
+    #[arg(long, default_value = DEFAULT_COORDINATOR)]
+    pub coordinator: String,
+    /// Identity file (a Solana keypair JSON); default: the user's key.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand)]
@@ -248,7 +256,7 @@ fn parse_bytes(s: &str) -> anyhow::Result<u64> {
 }
 
 pub fn node(args: NodeArgs) -> anyhow::Result<()> {
-    if let Some(NodeStatus::Status { coordinator, key, json }) = args.status {
+    if let Some(NodeStatus::Status { client: ClientArgs { coordinator, key, json } }) = args.status {
         return node_status(&coordinator, key, json);
     }
     let keypair = load_or_create_key(args.key)?;

@@ -8,28 +8,22 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use neurolov_ledger::{format_nlov, parse_nlov};
 
-use crate::net::{DEFAULT_COORDINATOR, data_dir, get_json, load_or_create_key, runtime, signed_post};
+use crate::net::{ClientArgs, data_dir, get_json, load_or_create_key, runtime, signed_post};
 
 #[derive(Subcommand)]
 pub enum WalletCommand {
     /// Balance, pending, staked and unstaking NLOV of an address (default: your key's).
     Balance {
-        #[arg(long, default_value = DEFAULT_COORDINATOR)]
-        coordinator: String,
-        #[arg(long)]
-        key: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
         /// Any address (base58); default: the key's.
         #[arg(long)]
         address: Option<String>,
-        #[arg(long)]
-        json: bool,
     },
     /// Send NLOV to an address.
     Transfer {
-        #[arg(long, default_value = DEFAULT_COORDINATOR)]
-        coordinator: String,
-        #[arg(long)]
-        key: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
         #[arg(long)]
         to: String,
         /// Amount in NLOV, e.g. `1.5`.
@@ -38,56 +32,38 @@ pub enum WalletCommand {
         /// Your id for this transfer: sending the same id again is applied once (default: random).
         #[arg(long)]
         id: Option<u64>,
-        #[arg(long)]
-        json: bool,
     },
     /// Recent transfers of an address's wallet and stake.
     History {
-        #[arg(long, default_value = DEFAULT_COORDINATOR)]
-        coordinator: String,
-        #[arg(long)]
-        key: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
         #[arg(long)]
         address: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: u32,
-        #[arg(long)]
-        json: bool,
     },
     /// Development networks only: a one-time grant from the ecosystem fund.
     Faucet {
-        #[arg(long, default_value = DEFAULT_COORDINATOR)]
-        coordinator: String,
-        #[arg(long)]
-        key: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Lock NLOV as stake: fewer spot checks, higher scheduling priority, slashed for proven fraud.
     Stake {
-        #[arg(long, default_value = DEFAULT_COORDINATOR)]
-        coordinator: String,
-        #[arg(long)]
-        key: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
         #[arg(long)]
         amount: String,
         #[arg(long)]
         id: Option<u64>,
-        #[arg(long)]
-        json: bool,
     },
     /// Start unstaking: the NLOV returns to the wallet after the unstaking delay.
     Unstake {
-        #[arg(long, default_value = DEFAULT_COORDINATOR)]
-        coordinator: String,
-        #[arg(long)]
-        key: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
         #[arg(long)]
         amount: String,
         #[arg(long)]
         id: Option<u64>,
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -127,10 +103,22 @@ fn nlov_field(v: &serde_json::Value, field: &str) -> String {
     format_nlov(u128::from(v[field].as_u64().unwrap_or(0)))
 }
 
+/// A signed stake or unstake of `amount` NLOV.
+async fn stake_request(
+    client: ClientArgs,
+    path: &str,
+    amount: &str,
+    id: Option<u64>,
+) -> anyhow::Result<serde_json::Value> {
+    let kp = load_or_create_key(client.key)?;
+    let body = serde_json::to_vec(&serde_json::json!({ "amount_nano": nano(amount)?, "id": request_id(id) }))?;
+    signed_post(client.coordinator.trim_end_matches('/'), &kp, path, body).await
+}
+
 pub fn wallet(cmd: WalletCommand) -> anyhow::Result<()> {
     let rt = runtime()?;
     match cmd {
-        WalletCommand::Balance { coordinator, key, address, json } => {
+        WalletCommand::Balance { client: ClientArgs { coordinator, key, json }, address } => {
             let address = match address {
                 Some(a) => a,
                 None => load_or_create_key(key)?.id().to_string(),
@@ -146,7 +134,7 @@ pub fn wallet(cmd: WalletCommand) -> anyhow::Result<()> {
             );
             show(json, &v, human);
         }
-        WalletCommand::Transfer { coordinator, key, to, amount, id, json } => {
+        WalletCommand::Transfer { client: ClientArgs { coordinator, key, json }, to, amount, id } => {
             let kp = load_or_create_key(key)?;
             let amount_nano = nano(&amount)?;
             let body =
@@ -154,7 +142,7 @@ pub fn wallet(cmd: WalletCommand) -> anyhow::Result<()> {
             let v = rt.block_on(signed_post(coordinator.trim_end_matches('/'), &kp, "/v1/wallet/transfer", body))?;
             show(json, &v, format!("sent {} NLOV to {to} ({})", format_nlov(u128::from(amount_nano)), v["outcome"]));
         }
-        WalletCommand::History { coordinator, key, address, limit, json } => {
+        WalletCommand::History { client: ClientArgs { coordinator, key, json }, address, limit } => {
             let address = match address {
                 Some(a) => a,
                 None => load_or_create_key(key)?.id().to_string(),
@@ -176,21 +164,19 @@ pub fn wallet(cmd: WalletCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        WalletCommand::Faucet { coordinator, key, json } => {
+        WalletCommand::Faucet { client: ClientArgs { coordinator, key, json } } => {
             let kp = load_or_create_key(key)?;
             let v = rt.block_on(signed_post(coordinator.trim_end_matches('/'), &kp, "/v1/faucet", b"{}".to_vec()))?;
             show(json, &v, format!("{} received {} NLOV", kp.id(), nlov_field(&v, "granted_nano")));
         }
-        WalletCommand::Stake { coordinator, key, amount, id, json } => {
-            let kp = load_or_create_key(key)?;
-            let body = serde_json::to_vec(&serde_json::json!({ "amount_nano": nano(&amount)?, "id": request_id(id) }))?;
-            let v = rt.block_on(signed_post(coordinator.trim_end_matches('/'), &kp, "/v1/wallet/stake", body))?;
+        WalletCommand::Stake { client, amount, id } => {
+            let json = client.json;
+            let v = rt.block_on(stake_request(client, "/v1/wallet/stake", &amount, id))?;
             show(json, &v, format!("staked {} NLOV", nlov_field(&v, "staked_nano")));
         }
-        WalletCommand::Unstake { coordinator, key, amount, id, json } => {
-            let kp = load_or_create_key(key)?;
-            let body = serde_json::to_vec(&serde_json::json!({ "amount_nano": nano(&amount)?, "id": request_id(id) }))?;
-            let v = rt.block_on(signed_post(coordinator.trim_end_matches('/'), &kp, "/v1/wallet/unstake", body))?;
+        WalletCommand::Unstake { client, amount, id } => {
+            let json = client.json;
+            let v = rt.block_on(stake_request(client, "/v1/wallet/unstake", &amount, id))?;
             show(
                 json,
                 &v,

@@ -106,6 +106,19 @@ impl One {
             .expect("a task")
     }
 
+    /// Registers, passes attestation, and gets the one task of a 4×4×4 job a funded client submits.
+    fn attested_with_a_job(&mut self) -> (u64, Task) {
+        let reg = self.register_msg();
+        self.send(&reg);
+        let challenge = self.last_task();
+        self.deliver(&challenge, false);
+        let client = Keypair::from_seed([7; 32]).id();
+        self.core.faucet(self.now, client).unwrap();
+        let (job, effects) = self.core.submit(self.now, client, matmul_spec(4, 4, 4, 1, 2), &self.store).unwrap();
+        self.absorb(&effects);
+        (job, self.last_task())
+    }
+
     /// Computes and delivers a task's answer (optionally corrupted).
     fn deliver(&mut self, task: &Task, corrupt: bool) -> Vec<Effect> {
         let result = self.commit_answer(task, corrupt);
@@ -148,6 +161,19 @@ impl One {
             attempt: task.attempt,
             result_hash: hash,
         }
+    }
+}
+
+/// An m×n×k matmul job from two seeds, at the default price cap, open to any node.
+fn matmul_spec(m: u32, n: u32, k: u32, seed_a: u64, seed_b: u64) -> JobSpec {
+    JobSpec::Matmul {
+        m,
+        n,
+        k,
+        a: InputData::Seeded { seed: seed_a },
+        b: InputData::Seeded { seed: seed_b },
+        max_price_nano_per_gflop: 10_000_000,
+        min_reliability: 0.0,
     }
 }
 
@@ -220,15 +246,7 @@ fn attestation_gates_paid_work_and_a_wrong_answer_fails_it() {
     one.send(&reg);
     assert_eq!(one.core.nodes()[0].state, NodeState::Attesting);
     let client = Keypair::from_seed([7; 32]).id();
-    let spec = JobSpec::Matmul {
-        m: 4,
-        n: 4,
-        k: 4,
-        a: InputData::Seeded { seed: 1 },
-        b: InputData::Seeded { seed: 2 },
-        max_price_nano_per_gflop: 10_000_000,
-        min_reliability: 0.0,
-    };
+    let spec = matmul_spec(4, 4, 4, 1, 2);
     one.core.faucet(one.now, client).unwrap();
     let (job, _) = one.core.submit(one.now, client, spec, &one.store).unwrap();
     // Only the challenge has been sent: the job's task waits for an attested node.
@@ -429,29 +447,13 @@ fn tasks_go_only_to_nodes_that_claim_what_they_need() {
     effects.extend(core.tick(200));
     assert_eq!(sent(&effects), [2], "{effects:?}");
     // 16×16×16 in 4-row tiles: 1,536 bytes a task, more than node 1's 1,000.
-    let big = JobSpec::Matmul {
-        m: 16,
-        n: 16,
-        k: 16,
-        a: InputData::Seeded { seed: 1 },
-        b: InputData::Seeded { seed: 2 },
-        max_price_nano_per_gflop: 10_000_000,
-        min_reliability: 0.0,
-    };
+    let big = matmul_spec(16, 16, 16, 1, 2);
     let (_, mut effects) = core.submit(300, client, big, &store).unwrap();
     effects.extend(core.tick(400));
     let to = sent(&effects);
     assert!(!to.is_empty() && to.iter().all(|&c| c == 2), "{effects:?}");
     // A task that fits goes to node 1 as well: it is idle and as good.
-    let fits = JobSpec::Matmul {
-        m: 4,
-        n: 4,
-        k: 4,
-        a: InputData::Seeded { seed: 3 },
-        b: InputData::Seeded { seed: 4 },
-        max_price_nano_per_gflop: 10_000_000,
-        min_reliability: 0.0,
-    };
+    let fits = matmul_spec(4, 4, 4, 3, 4);
     let (_, mut effects) = core.submit(500, client, fits, &store).unwrap();
     effects.extend(core.tick(600));
     assert_eq!(sent(&effects), [1], "{effects:?}");
@@ -475,15 +477,7 @@ fn a_client_has_a_quota_of_unfinished_jobs() {
     for c in [alice, bob] {
         core.faucet(1, c).unwrap();
     }
-    let spec = JobSpec::Matmul {
-        m: 4,
-        n: 4,
-        k: 4,
-        a: InputData::Seeded { seed: 1 },
-        b: InputData::Seeded { seed: 2 },
-        max_price_nano_per_gflop: 10_000_000,
-        min_reliability: 0.0,
-    };
+    let spec = matmul_spec(4, 4, 4, 1, 2);
     core.submit(2, alice, spec.clone(), &store).unwrap();
     core.submit(3, alice, spec.clone(), &store).unwrap();
     let balance = core.wallet_view(&alice).balance_nano;
@@ -680,24 +674,7 @@ fn run_job(one: &mut One, job: u64) -> Vec<Effect> {
 #[test]
 fn a_result_checked_after_its_node_left_still_counts_once() {
     let mut one = One::new();
-    let reg = one.register_msg();
-    one.send(&reg);
-    let challenge = one.last_task();
-    one.deliver(&challenge, false);
-    let client = Keypair::from_seed([7; 32]).id();
-    one.core.faucet(one.now, client).unwrap();
-    let spec = JobSpec::Matmul {
-        m: 4,
-        n: 4,
-        k: 4,
-        a: InputData::Seeded { seed: 1 },
-        b: InputData::Seeded { seed: 2 },
-        max_price_nano_per_gflop: 10_000_000,
-        min_reliability: 0.0,
-    };
-    let (job, effects) = one.core.submit(one.now, client, spec, &one.store).unwrap();
-    one.absorb(&effects);
-    let task = one.last_task();
+    let (job, task) = one.attested_with_a_job();
     let result = one.commit_answer(&task, false);
     let text = serde_json::to_string(&Envelope::seal(&one.kp, &result)).unwrap();
     let effects = one.core.frame(one.now + 1, 1, &text, &one.store);
@@ -754,24 +731,7 @@ fn a_result_checked_after_its_node_left_still_counts_once() {
 #[test]
 fn uploads_are_one_per_attempt_and_lost_checks_time_out() {
     let mut one = One::new();
-    let reg = one.register_msg();
-    one.send(&reg);
-    let challenge = one.last_task();
-    one.deliver(&challenge, false);
-    let client = Keypair::from_seed([7; 32]).id();
-    one.core.faucet(one.now, client).unwrap();
-    let spec = JobSpec::Matmul {
-        m: 4,
-        n: 4,
-        k: 4,
-        a: InputData::Seeded { seed: 1 },
-        b: InputData::Seeded { seed: 2 },
-        max_price_nano_per_gflop: 10_000_000,
-        min_reliability: 0.0,
-    };
-    let (job, effects) = one.core.submit(one.now, client, spec, &one.store).unwrap();
-    one.absorb(&effects);
-    let task = one.last_task();
+    let (job, task) = one.attested_with_a_job();
     let node = one.kp.id();
     let (a, b) = ("a".repeat(64), "b".repeat(64));
     assert!(!one.core.claim_upload(&node, 63, &a), "not this attempt's result size");
@@ -809,15 +769,7 @@ fn a_job_escrows_its_price_pays_verified_work_with_the_fee_and_refunds_the_rest(
     let challenge = one.last_task();
     one.deliver(&challenge, false);
     let client = Keypair::from_seed([7; 32]).id();
-    let spec = JobSpec::Matmul {
-        m: 8,
-        n: 8,
-        k: 8,
-        a: InputData::Seeded { seed: 1 },
-        b: InputData::Seeded { seed: 2 },
-        max_price_nano_per_gflop: 10_000_000,
-        min_reliability: 0.0,
-    };
+    let spec = matmul_spec(8, 8, 8, 1, 2);
     // Two tasks of 1 MFLOP each at the client's cap (10,000 nano) plus the 5% fee.
     let escrow_nano = 2 * (10_000 + 500);
     let before = one.core.ledger().transfer_count();
@@ -1027,15 +979,7 @@ fn provisional_results_survive_a_restart_and_are_revoked_when_their_node_cheats(
     let (cheat, _) = *before.iter().find(|(_, count)| *count > 0).unwrap();
     let (kp, _, _) = nodes.iter().find(|(kp, _, _)| kp.id() == cheat).unwrap().clone();
     let (nonce, mut effects) = connect_and_register(&mut core, &store, 10, &kp, now);
-    let spec = JobSpec::Matmul {
-        m: 4,
-        n: 4,
-        k: 4,
-        a: InputData::Seeded { seed: 1 },
-        b: InputData::Seeded { seed: 2 },
-        max_price_nano_per_gflop: 10_000_000,
-        min_reliability: 0.0,
-    };
+    let spec = matmul_spec(4, 4, 4, 1, 2);
     effects.extend(core.submit(now, client, spec, &store).unwrap().1);
     effects.extend(core.tick(now + 1));
     let (_, task) =
