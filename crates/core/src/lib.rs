@@ -406,6 +406,8 @@ pub struct Core {
     dispatched_at: u64,
     /// Results out for checking, by when they were delivered (see `verification.rs`).
     checking: BTreeSet<(u64, TaskId, u32, Id)>,
+    /// When a queued task's wait can first run out (see `expire_waiting`).
+    next_wait_check_ms: u64,
 }
 
 impl Core {
@@ -447,6 +449,7 @@ impl Core {
             queue_changed: true,
             dispatched_at: 0,
             checking: BTreeSet::new(),
+            next_wait_check_ms: 0,
         }
     }
 
@@ -1136,6 +1139,17 @@ impl Core {
     pub(crate) fn enqueue(&mut self, tid: TaskId) {
         self.queue.push_back(tid);
         self.queue_changed = true;
+        self.start_waiting(tid);
+    }
+
+    /// A queued task's wait for a node starts now (unless it already has), and the next expiry check comes no later
+    /// than its deadline.
+    fn start_waiting(&mut self, tid: TaskId) {
+        let now = self.now_ms;
+        let Some(t) = self.tasks.get_mut(&tid) else { return };
+        let since = *t.waiting_since_ms.get_or_insert(now);
+        let due = since.saturating_add(self.cfg.max_queue_wait_ms);
+        self.next_wait_check_ms = self.next_wait_check_ms.min(due);
     }
 
     fn dispatch(&mut self) {
@@ -1219,7 +1233,8 @@ impl Core {
                     if let Some(node) = first
                         && self.spot_check(tid, node)
                     {
-                        // The replica goes out on the next pass, to another operator.
+                        // The replica goes out on the next pass, to another operator; it waits from now.
+                        self.start_waiting(tid);
                         waiting.push_back(tid);
                     }
                 }
@@ -1258,15 +1273,22 @@ impl Core {
         false
     }
 
-    /// Fails the jobs of tasks that have waited longer than `max_queue_wait_ms` for an eligible node.
+    /// Fails the jobs of tasks that have waited longer than `max_queue_wait_ms` for an eligible node. The queue is
+    /// walked only when the earliest wait can have run out (every task's wait starts when it is queued), not on
+    /// every tick: a long queue would otherwise hold the core for a walk four times a second.
     fn expire_waiting(&mut self) {
         let now = self.now_ms;
+        if now < self.next_wait_check_ms {
+            return;
+        }
+        let mut next = u64::MAX;
         let mut expired = Vec::new();
         for &tid in &self.queue {
             if let Some(t) = self.tasks.get_mut(&tid)
                 && !t.done
             {
                 let since = *t.waiting_since_ms.get_or_insert(now);
+                next = next.min(since.saturating_add(self.cfg.max_queue_wait_ms));
                 if now.saturating_sub(since) >= self.cfg.max_queue_wait_ms
                     && let Purpose::Job(job) = t.purpose
                 {
@@ -1274,6 +1296,7 @@ impl Core {
                 }
             }
         }
+        self.next_wait_check_ms = next;
         for (job, tid, waited) in expired {
             self.fail_job(job, format!("task {tid} found no eligible node for {waited} ms"));
         }

@@ -44,7 +44,11 @@ struct One {
 
 impl One {
     fn new() -> One {
-        let mut core = Core::new(cfg(), 1, 0);
+        One::with(cfg())
+    }
+
+    fn with(config: Config) -> One {
+        let mut core = Core::new(config, 1, 0);
         let effects = core.connected(0, 1);
         let nonce = match &effects[..] {
             [Effect::Send { msg: ToNode::Challenge { nonce, version: 1 }, .. }] => nonce.clone(),
@@ -755,6 +759,40 @@ fn uploads_are_one_per_attempt_and_lost_checks_time_out() {
     let late = one.core.verified(one.now + 3 + timeout, check.run(&one.store));
     assert!(!late.iter().any(|e| matches!(e, Effect::Reward { .. })), "a late verdict was paid: {late:?}");
     assert!(!matches!(one.core.job(job).unwrap().state, JobState::Done));
+}
+
+/// A task no node can take fails its job after `max_queue_wait_ms`, and not before — a matmul priced below every
+/// ask, and a WGSL task whose spot-check replica finds no second operator.
+#[test]
+fn tasks_nobody_can_take_fail_their_job_after_the_queue_wait() {
+    let wait_ms = 10_000;
+    let mut one = One::with(Config { max_queue_wait_ms: wait_ms, ..cfg() });
+    let reg = one.register_msg();
+    one.send(&reg);
+    let challenge = one.last_task();
+    one.deliver(&challenge, false);
+    let client = Keypair::from_seed([7; 32]).id();
+    one.core.faucet(one.now, client).unwrap();
+    let mut cheap = matmul_spec(4, 4, 4, 1, 2);
+    if let JobSpec::Matmul { max_price_nano_per_gflop, .. } = &mut cheap {
+        *max_price_nano_per_gflop = 1;
+    }
+    let (matmul, effects) = one.core.submit(one.now, client, cheap, &one.store).unwrap();
+    one.absorb(&effects);
+    let wgsl = small_wgsl_job(&mut one.store);
+    let (wgsl, effects) = one.core.submit(one.now, client, wgsl, &one.store).unwrap();
+    one.absorb(&effects);
+    let start = one.now;
+    let failed = |one: &One, job: u64| matches!(one.core.job(job).unwrap().state, JobState::Failed { .. });
+    for t in (250..wait_ms).step_by(250) {
+        one.core.tick(start + t);
+        assert!(!failed(&one, matmul) && !failed(&one, wgsl), "failed before the wait ran out (at {t} ms)");
+    }
+    one.core.tick(start + wait_ms + 250);
+    for job in [matmul, wgsl] {
+        let reason = one.core.job(job).unwrap().state.reason().unwrap_or("").to_string();
+        assert!(reason.contains("found no eligible node"), "job {job}: {reason:?}");
+    }
 }
 
 #[test]
