@@ -779,17 +779,28 @@ fn tasks_nobody_can_take_fail_their_job_after_the_queue_wait() {
     }
     let (matmul, effects) = one.core.submit(one.now, client, cheap, &one.store).unwrap();
     one.absorb(&effects);
-    let wgsl = small_wgsl_job(&mut one.store);
-    let (wgsl, effects) = one.core.submit(one.now, client, wgsl, &one.store).unwrap();
-    one.absorb(&effects);
+    // The WGSL job comes 2 s later, after the queue has been looked at: its wait starts when its replica is queued.
     let start = one.now;
-    let failed = |one: &One, job: u64| matches!(one.core.job(job).unwrap().state, JobState::Failed { .. });
-    for t in (250..wait_ms).step_by(250) {
+    let wgsl_at = 2_000;
+    let mut wgsl = None;
+    let failed = |one: &One, job: Option<u64>| {
+        job.is_some_and(|job| matches!(one.core.job(job).unwrap().state, JobState::Failed { .. }))
+    };
+    for t in (250..wait_ms + wgsl_at + 500).step_by(250) {
+        if t == wgsl_at {
+            let spec = small_wgsl_job(&mut one.store);
+            let (job, effects) = one.core.submit(start + t, client, spec, &one.store).unwrap();
+            one.absorb(&effects);
+            wgsl = Some(job);
+        }
+        // The node stays online (its one slot busy with the WGSL task once that comes).
+        one.now = start + t - 10;
+        one.heartbeat();
         one.core.tick(start + t);
-        assert!(!failed(&one, matmul) && !failed(&one, wgsl), "failed before the wait ran out (at {t} ms)");
+        assert_eq!(failed(&one, Some(matmul)), t >= wait_ms, "the matmul job at {t} ms");
+        assert_eq!(failed(&one, wgsl), t >= wait_ms + wgsl_at, "the WGSL job at {t} ms");
     }
-    one.core.tick(start + wait_ms + 250);
-    for job in [matmul, wgsl] {
+    for job in [Some(matmul), wgsl].into_iter().flatten() {
         let reason = one.core.job(job).unwrap().state.reason().unwrap_or("").to_string();
         assert!(reason.contains("found no eligible node"), "job {job}: {reason:?}");
     }
