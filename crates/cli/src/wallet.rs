@@ -48,23 +48,20 @@ pub enum WalletCommand {
         client: ClientArgs,
     },
     /// Lock NLOV as stake: fewer spot checks, higher scheduling priority, slashed for proven fraud.
-    Stake {
-        #[command(flatten)]
-        client: ClientArgs,
-        #[arg(long)]
-        amount: String,
-        #[arg(long)]
-        id: Option<u64>,
-    },
+    Stake(StakeArgs),
     /// Start unstaking: the NLOV returns to the wallet after the unstaking delay.
-    Unstake {
-        #[command(flatten)]
-        client: ClientArgs,
-        #[arg(long)]
-        amount: String,
-        #[arg(long)]
-        id: Option<u64>,
-    },
+    Unstake(StakeArgs),
+}
+
+/// A stake or unstake: how much, and the request's id (sending the same id again is applied once).
+#[derive(clap::Args)]
+pub struct StakeArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[arg(long)]
+    amount: String,
+    #[arg(long)]
+    id: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -104,15 +101,11 @@ fn nlov_field(v: &serde_json::Value, field: &str) -> String {
 }
 
 /// A signed stake or unstake of `amount` NLOV.
-async fn stake_request(
-    client: ClientArgs,
-    path: &str,
-    amount: &str,
-    id: Option<u64>,
-) -> anyhow::Result<serde_json::Value> {
-    let kp = load_or_create_key(client.key)?;
-    let body = serde_json::to_vec(&serde_json::json!({ "amount_nano": nano(amount)?, "id": request_id(id) }))?;
-    signed_post(client.coordinator.trim_end_matches('/'), &kp, path, body).await
+async fn stake_request(args: StakeArgs, path: &str) -> anyhow::Result<serde_json::Value> {
+    let kp = load_or_create_key(args.client.key)?;
+    let body =
+        serde_json::to_vec(&serde_json::json!({ "amount_nano": nano(&args.amount)?, "id": request_id(args.id) }))?;
+    signed_post(args.client.coordinator.trim_end_matches('/'), &kp, path, body).await
 }
 
 pub fn wallet(cmd: WalletCommand) -> anyhow::Result<()> {
@@ -169,14 +162,14 @@ pub fn wallet(cmd: WalletCommand) -> anyhow::Result<()> {
             let v = rt.block_on(signed_post(coordinator.trim_end_matches('/'), &kp, "/v1/faucet", b"{}".to_vec()))?;
             show(json, &v, format!("{} received {} NLOV", kp.id(), nlov_field(&v, "granted_nano")));
         }
-        WalletCommand::Stake { client, amount, id } => {
-            let json = client.json;
-            let v = rt.block_on(stake_request(client, "/v1/wallet/stake", &amount, id))?;
+        WalletCommand::Stake(args) => {
+            let json = args.client.json;
+            let v = rt.block_on(stake_request(args, "/v1/wallet/stake"))?;
             show(json, &v, format!("staked {} NLOV", nlov_field(&v, "staked_nano")));
         }
-        WalletCommand::Unstake { client, amount, id } => {
-            let json = client.json;
-            let v = rt.block_on(stake_request(client, "/v1/wallet/unstake", &amount, id))?;
+        WalletCommand::Unstake(args) => {
+            let json = args.client.json;
+            let v = rt.block_on(stake_request(args, "/v1/wallet/unstake"))?;
             show(
                 json,
                 &v,
