@@ -1,11 +1,16 @@
 //! The network's economics, as orders to the ledger: a job escrows its client's maximum price up front; each task
 //! attempt reserves its provider's pay from that escrow (a pending transfer that times out with the attempt); a
 //! verified task posts that reservation and a protocol fee to the treasury; a failed or dropped attempt voids it;
-//! whatever the job did not spend goes back to the client when it ends, however it ends. Spot-check replicas beyond
-//! the first verified result are verification the network buys, paid from the treasury. Proven fraud slashes a share
-//! of the operator's stake to the treasury. Every transfer id is derived from the event it settles, so a repeated
-//! order (after a crash, a retry) is applied once. Transfers carry the task id (holds, payments, fees) or the job id
+//! whatever the job did not spend goes back to the client when it ends, however it ends. Proven fraud slashes a share
+//! of the operator's stake to the treasury. Transfers carry the task id (holds, payments, fees) or the job id
 //! (escrow, refund) in their user data.
+//!
+//! **Who pays for verification.** Everything a job causes is paid from that job's escrow, at the client's cap: its
+//! spot-check replicas, the known-answer canary one of its placements brings along (never more than the placed
+//! task's own price), and the re-run of a result revoked after its node was caught. The re-run's money is first
+//! taken back from the convicted node (its pay for the revoked task) and then topped up by the treasury from that
+//! same conviction's slash, never from anything else. So the treasury pays out nothing a client and its own nodes
+//! could farm: whatever a client pays its own Sybil nodes came from its own escrow, less the fee.
 
 use neurolov_ledger::{
     AccountId, Bucket, Kind, Ledger, Outcome, TOTAL_SUPPLY_NANO, Transfer, TransferError, TransferId, account_flags,
@@ -156,12 +161,20 @@ impl Core {
         }
     }
 
-    /// The escrow a job needs: each task at the client's price cap plus the fee on it.
-    pub(crate) fn escrow_needed(&self, works: &[u64], max_price_nano_per_gflop: u64) -> Option<u64> {
-        works.iter().try_fold(0u64, |sum, &w| {
+    /// The escrow a job needs: each task at the client's price cap plus the fee on it, as many times as the task may
+    /// be paid: `(work_mflop, copies)` per task (a WGSL task pays every replica it may need and one canary).
+    pub(crate) fn escrow_needed(&self, tasks: &[(u64, u32)], max_price_nano_per_gflop: u64) -> Option<u64> {
+        tasks.iter().try_fold(0u64, |sum, &(w, copies)| {
             let p = price_nano(w, max_price_nano_per_gflop)?;
-            sum.checked_add(p)?.checked_add(fee_nano(p, self.cfg.fee_bps))
+            let once = p.checked_add(fee_nano(p, self.cfg.fee_bps))?;
+            sum.checked_add(once.checked_mul(u64::from(copies))?)
         })
+    }
+
+    /// How many times a task of this work may be paid: once for a matmul (Freivalds checks it), and for a WGSL task
+    /// every replica it may need plus one canary.
+    pub(crate) fn paid_copies(&self, wgsl: bool) -> u32 {
+        if wgsl { self.cfg.wgsl_max_replicas.max(self.cfg.wgsl_replicas).saturating_add(1) } else { 1 }
     }
 
     /// Moves the job's escrow from the client's wallet. Checked before the job exists: refusal changes nothing.
@@ -182,14 +195,14 @@ impl Core {
         self.order(&[t])
     }
 
-    /// Reserves an attempt's pay from its job's escrow, unless another attempt of the task holds the reservation
-    /// (a spot-check replica: the treasury pays it if it agrees). The hold's id carries the time it was made, so an
-    /// attempt number reused after a restart never meets an old hold.
+    /// Reserves an attempt's pay from the escrow that pays for it (its job's, or for a canary the job whose
+    /// placement brought it), unless another attempt of the task holds the reservation (a spot-check replica: it is
+    /// paid from the same escrow when it agrees). The hold's id carries the time it was made, so an attempt number
+    /// reused after a restart never meets an old hold.
     pub(crate) fn hold(&mut self, task: TaskId, attempt: u32, operator: Id, price: u64, deadline_ms: u64) {
         let Some(t) = self.tasks.get(&task) else { return };
-        let Purpose::Job(job) = t.purpose else { return };
-        // A reopened task's re-run is the treasury's to pay: its client's escrow is settled.
-        if t.hold.is_some() || price == 0 || t.reopened {
+        let Some(job) = t.purpose.payer() else { return };
+        if t.hold.is_some() || price == 0 {
             return;
         }
         let id = tid(&[b"hold", &task.to_le_bytes(), &attempt.to_le_bytes(), &self.now_ms.to_le_bytes()]);
@@ -222,26 +235,12 @@ impl Core {
         self.void_pending(pending, codes::TASK_HOLD);
     }
 
-    /// Pays a verified attempt: from the job's escrow (posting the attempt's reservation, or directly when another
-    /// attempt held it or the hold lapsed) with the fee to the treasury; or from the treasury — for an extra
-    /// spot-check replica, a canary, or the re-run of a task its client already paid for (a revoked result).
-    /// Returns (paid to the provider, fee).
-    pub(crate) fn pay_task(
-        &mut self,
-        task: TaskId,
-        attempt: u32,
-        operator: Id,
-        price: u64,
-        client_pays: bool,
-    ) -> (u64, u64) {
+    /// Pays a verified attempt from the escrow that pays for it (see [`Purpose::payer`]): by posting the attempt's
+    /// reservation, or directly when another attempt held it or the hold lapsed, with the fee to the treasury. The
+    /// ids carry the attempt and the time, so every agreeing replica and every re-run is paid once; the ledger
+    /// refuses what the escrow cannot cover (logged, paid nothing). Returns (paid to the provider, fee).
+    pub(crate) fn pay_task(&mut self, task: TaskId, attempt: u32, operator: Id, price: u64) -> (u64, u64) {
         let Some(t) = self.tasks.get_mut(&task) else { return (0, 0) };
-        if price == 0 {
-            return (0, 0);
-        }
-        let job = match t.purpose {
-            Purpose::Job(job) => Some(job),
-            _ => None,
-        };
         // This attempt's hold, if it has one, is settled here one way or the other.
         let hold = match t.hold {
             Some((held_by, id)) if held_by == attempt => {
@@ -250,22 +249,21 @@ impl Core {
             }
             _ => None,
         };
-        let to = wallet(&operator);
-        let pay_id = tid(&[b"pay", &task.to_le_bytes()]);
-        let Some(job) = job.filter(|_| client_pays && !self.ledger.contains(pay_id)) else {
+        let Some(job) = t.purpose.payer().filter(|_| price > 0) else {
             if let Some(h) = hold {
                 self.void_pending(h, codes::TASK_HOLD);
             }
-            let id = tid(&[b"verify-pay", &task.to_le_bytes(), &attempt.to_le_bytes(), &self.now_ms.to_le_bytes()]);
-            let pay = Transfer::new(id, treasury(), to, price, codes::VERIFICATION_PAY).with_user_data(task);
-            return if self.order(&[pay]).is_ok() { (price, 0) } else { (0, 0) };
+            return (0, 0);
         };
+        let to = wallet(&operator);
+        let key = [&task.to_le_bytes()[..], &attempt.to_le_bytes(), &self.now_ms.to_le_bytes()];
+        let pay_id = tid(&[b"pay", key[0], key[1], key[2]]);
         let fee = fee_nano(price, self.cfg.fee_bps);
         let with_fee = |pay: Transfer| -> Vec<Transfer> {
             if fee == 0 {
                 return vec![pay.with_user_data(task)];
             }
-            let fee_t = Transfer::new(tid(&[b"fee", &task.to_le_bytes()]), escrow(job), treasury(), fee, codes::FEE);
+            let fee_t = Transfer::new(tid(&[b"fee", key[0], key[1], key[2]]), escrow(job), treasury(), fee, codes::FEE);
             vec![pay.with_user_data(task).linked(), fee_t.with_user_data(task)]
         };
         if let Some(h) = hold.filter(|&h| self.ledger.is_open_pending(h)) {
@@ -279,15 +277,22 @@ impl Core {
         if self.order(&with_fee(direct)).is_ok() { (price, fee) } else { (0, 0) }
     }
 
-    /// Returns what a finished job did not spend to its client.
+    /// Returns what a finished job did not spend to its client. A canary its placements brought along keeps its
+    /// reservation until it is answered (then this runs again). The refund's id carries the time: a job reopened
+    /// after a revocation is refunded again when it ends again.
     pub(crate) fn refund(&mut self, job: JobId) {
         let Some(client) = self.jobs.get(&job).map(|j| j.client) else { return };
         // No reservation outlives its job: whatever is still held goes back too. The scan covers every open pending
         // transfer (the attempts in flight), so it runs only when this escrow holds something — normally nothing is
         // held by now.
         if self.ledger.account(escrow(job)).is_some_and(|a| a.debits_pending > 0) {
-            let held: Vec<TransferId> =
-                self.ledger.open_pending().filter(|t| t.debit == escrow(job)).map(|t| t.id).collect();
+            let held: Vec<TransferId> = self
+                .ledger
+                .open_pending()
+                .filter(|t| t.debit == escrow(job))
+                .filter(|t| !self.tasks.get(&t.user_data).is_some_and(|c| matches!(c.purpose, Purpose::Canary { .. })))
+                .map(|t| t.id)
+                .collect();
             for pending in held {
                 self.void_pending(pending, codes::TASK_HOLD);
             }
@@ -296,9 +301,46 @@ impl Core {
         if left == 0 {
             return;
         }
-        let t = Transfer::new(tid(&[b"refund", &job.to_le_bytes()]), escrow(job), wallet(&client), left, codes::REFUND)
-            .with_user_data(job);
+        let id = tid(&[b"refund", &job.to_le_bytes(), &self.now_ms.to_le_bytes()]);
+        let t = Transfer::new(id, escrow(job), wallet(&client), left, codes::REFUND).with_user_data(job);
         let _ = self.order(&[t]);
+    }
+
+    /// Funds the re-run of `task`, a revoked result of `cheat`'s operator: takes back what the operator was paid for
+    /// it (as far as its wallet still holds it), then tops the escrow up from `budget` — what this conviction's slash
+    /// brought the treasury — to what a fresh task would escrow. Returns what was taken from the budget.
+    pub(crate) fn fund_rerun(&mut self, task: TaskId, operator: Id, paid: u64, budget: u64) -> u64 {
+        let Some(t) = self.tasks.get(&task) else { return 0 };
+        let Purpose::Job(job) = t.purpose else { return 0 };
+        let wgsl = matches!(t.work, neurolov_protocol::messages::Work::Wgsl { .. });
+        let cap = self.jobs.get(&job).map_or(0, |j| j.max_price_nano_per_gflop);
+        let needed = self.escrow_needed(&[(t.work_mflop, self.paid_copies(wgsl))], cap).unwrap_or(0);
+        let key = [&task.to_le_bytes()[..], &self.now_ms.to_le_bytes()];
+        let mut funded = 0u64;
+        let available = self.ledger.account(wallet(&operator)).map_or(0, |a| nano(a.available()));
+        let back = paid.min(available).min(needed);
+        if back > 0 {
+            let t = Transfer::new(
+                tid(&[b"clawback", key[0], key[1]]),
+                wallet(&operator),
+                escrow(job),
+                back,
+                codes::CLAWBACK,
+            )
+            .with_user_data(task);
+            if self.order(&[t]).is_ok() {
+                funded = back;
+            }
+        }
+        let top = needed.saturating_sub(funded).min(budget);
+        if top > 0 {
+            let t = Transfer::new(tid(&[b"rerun", key[0], key[1]]), treasury(), escrow(job), top, codes::RERUN_FUND)
+                .with_user_data(task);
+            if self.order(&[t]).is_ok() {
+                return top;
+            }
+        }
+        0
     }
 
     /// Slashes a share of the operator's stake for proven fraud. A slash cancels the operator's pending unstakes

@@ -1,8 +1,10 @@
 //! Provisional finality for unreplicated WGSL results. A WGSL result accepted without a replica (the spot-check draw
 //! said no) is delivered at once but stays *provisional* until its node passes `finality_checks` later checks
 //! (an agreeing spot-check replica, a known-answer canary, a re-challenge). If the node is proven to cheat first, each
-//! of its provisional results is revoked: the job is reopened, the task runs again on other operators with a
-//! replica, and the re-run is paid by the treasury (the client already paid once). This is what makes adaptive
+//! of its provisional results is revoked: the job is reopened and the task runs again on other operators with a
+//! replica. The re-run is paid from the job's escrow, refilled with what the convicted node was paid for the revoked
+//! result and, where its wallet no longer holds that, from what this conviction's slash brought the treasury — never
+//! from the treasury's own money, so a client convicting its own node gains nothing (`economy.rs`). This is what makes adaptive
 //! spot-checking beat BOINC's against a node that behaves and then cheats: its forgeries are undone, not just
 //! stopped (see `neurolov_verify::spotcheck`).
 //!
@@ -41,24 +43,34 @@ impl Core {
         }
     }
 
-    /// `node` is proven to cheat: every result it delivered that is still provisional is revoked and run again.
-    pub(crate) fn revoke_provisional(&mut self, node: Id) {
+    /// `node` is proven to cheat: every result it delivered that is still provisional is revoked and run again, its
+    /// re-run funded from the node's pay for it and then from `slashed_nano`, this conviction's slash.
+    pub(crate) fn revoke_provisional(&mut self, node: Id, slashed_nano: u64) {
         let Some(n) = self.nodes.get_mut(&node) else { return };
         let revoked = std::mem::take(&mut n.provisional);
+        let (operator, ask) = (n.operator, n.price_nano_per_gflop);
         if !revoked.is_empty() {
             // Stored marks must not outlive the revocation: they would later revoke other nodes' re-runs.
             self.persist_node(node);
         }
+        let mut budget = slashed_nano;
         for (tid, _) in revoked {
-            self.reopen(tid);
+            let paid = self.tasks.get(&tid).map_or(0, |t| {
+                let asked = t.assignments.iter().find(|a| a.node == node).map_or(ask, |a| a.price_nano_per_gflop);
+                self.task_price(&t.purpose, t.work_mflop, asked)
+            });
+            if self.reopen(tid) {
+                budget = budget.saturating_sub(self.fund_rerun(tid, operator, paid, budget));
+            }
         }
     }
 
-    fn reopen(&mut self, tid: TaskId) {
-        let Some(t) = self.tasks.get_mut(&tid) else { return };
-        let crate::Purpose::Job(job) = t.purpose else { return };
+    /// Reopens a finished task; whether it did.
+    fn reopen(&mut self, tid: TaskId) -> bool {
+        let Some(t) = self.tasks.get_mut(&tid) else { return false };
+        let crate::Purpose::Job(job) = t.purpose else { return false };
         if !t.done {
-            return;
+            return false;
         }
         t.done = false;
         t.reopened = true;
@@ -66,14 +78,15 @@ impl Core {
         t.replicas_wanted = self.cfg.wgsl_replicas.max(2);
         t.quorum = t.replicas_wanted;
         t.waiting_since_ms = None;
-        let Some(j) = self.jobs.get_mut(&job) else { return };
+        let Some(j) = self.jobs.get_mut(&job) else { return false };
         if !j.revoke_result(tid) {
-            return;
+            return false;
         }
         tracing::warn!(job, task = tid, "provisional result revoked: its node was caught cheating");
         self.effects.push(Effect::Persist(Record::TaskResultRevoked { job, task: tid }));
         self.persist_job(job);
         self.effects.push(Effect::JobReopened { job, task: tid });
         self.enqueue(tid);
+        true
     }
 }

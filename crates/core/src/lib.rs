@@ -330,7 +330,21 @@ enum Purpose {
         node: Id,
         expected: Arc<[u8]>,
         tolerance: Tolerance,
+        /// The job whose placement brought the canary along: its escrow pays for it.
+        payer: JobId,
+        /// The most the canary may be paid: the price of the task it came with.
+        max_pay_nano: u64,
     },
+}
+
+impl Purpose {
+    /// The job whose escrow pays for this task: its own, or for a canary the job that brought it along.
+    fn payer(&self) -> Option<JobId> {
+        match *self {
+            Purpose::Job(job) | Purpose::Canary { payer: job, .. } => Some(job),
+            Purpose::Attestation(_) => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -373,7 +387,7 @@ struct TaskRec {
     quorum: u32,
     /// The attempt holding this task's pay reservation in its job's escrow, and the reservation's transfer id.
     hold: Option<(u32, neurolov_ledger::TransferId)>,
-    /// A provisional result was revoked: the client paid once, the re-run is paid by the treasury.
+    /// A provisional result was revoked: the re-run is paid from the escrow, refilled from the convicted node.
     reopened: bool,
 }
 
@@ -533,7 +547,8 @@ impl Core {
         if self.queue.len() + tasks.len() > self.cfg.max_queued_tasks {
             return Err(SubmitError::QueueFull(self.cfg.max_queued_tasks));
         }
-        let works: Vec<u64> = tasks.iter().map(|t| t.work_mflop).collect();
+        let works: Vec<(u64, u32)> =
+            tasks.iter().map(|t| (t.work_mflop, self.paid_copies(matches!(t.work, Work::Wgsl { .. })))).collect();
         let needed = self.escrow_needed(&works, job.max_price_nano_per_gflop).ok_or(SubmitError::PriceTooHigh)?;
         self.fund_escrow(id, client, needed).map_err(|e| match e {
             neurolov_ledger::TransferError::InsufficientFunds { available, needed, .. } => {
@@ -1091,23 +1106,30 @@ impl Core {
             dropped: false,
         });
         let msg = ToNode::Task(Task { task_id: tid, attempt, deadline_ms, work: t.work.clone() });
-        let work_mflop = t.work_mflop;
-        let cap = match t.purpose {
-            Purpose::Job(j) => self.jobs.get(&j).map_or(0, |j| j.max_price_nano_per_gflop),
-            Purpose::Attestation(_) | Purpose::Canary { .. } => 0,
-        };
+        let (purpose, work_mflop) = (t.purpose.clone(), t.work_mflop);
+        let p = self.task_price(&purpose, work_mflop, price);
         if let Some(n) = self.nodes.get_mut(&node) {
             n.running.insert((tid, attempt));
         }
         let operator = self.nodes.get(&node).map(|n| n.operator);
-        if let (Some(operator), Some(p)) = (operator, economy::price_nano(work_mflop, price.min(cap))) {
+        if let Some(operator) = operator {
             self.hold(tid, attempt, operator, p, deadline_ms);
         }
         self.send(conn, msg);
     }
 
-    /// Places queued tasks on nodes; tasks that cannot be placed now stay queued in order. Stops as soon as no
-    /// eligible node has a free slot, so an event costs little however long the queue is.
+    /// What an attempt asking `ask_nano_per_gflop` is paid for `work_mflop`: at its ask, never above the paying
+    /// job's cap, and for a canary never above the price of the task it came with.
+    fn task_price(&self, purpose: &Purpose, work_mflop: u64, ask_nano_per_gflop: u64) -> u64 {
+        let Some(job) = purpose.payer() else { return 0 };
+        let cap = self.jobs.get(&job).map_or(0, |j| j.max_price_nano_per_gflop);
+        let price = economy::price_nano(work_mflop, ask_nano_per_gflop.min(cap)).unwrap_or(0);
+        match *purpose {
+            Purpose::Canary { max_pay_nano, .. } => price.min(max_pay_nano),
+            _ => price,
+        }
+    }
+
     /// Lets `node` store the blob `hash` of `len` bytes if it holds an attempt not yet delivered whose result has that
     /// size and that has not stored a different blob: one upload per attempt (repeating the same one is fine), so a
     /// node can store no more than the work it was given. The commitment, checked when the result is delivered,
@@ -1152,6 +1174,8 @@ impl Core {
         self.next_wait_check_ms = self.next_wait_check_ms.min(due);
     }
 
+    /// Places queued tasks on nodes; tasks that cannot be placed now stay queued in order. Stops as soon as no
+    /// eligible node has a free slot, so an event costs little however long the queue is.
     fn dispatch(&mut self) {
         // A pass that placed nothing leaves a queue that fails the same way until the scheduler changes (a slot is
         // given back, a node joins or changes) or a task is queued: most events (commits, heartbeats of busy nodes,
@@ -1269,7 +1293,7 @@ impl Core {
             return true;
         }
         // Not spot-checked: now and then the node gets a known-answer task alongside, which it cannot tell apart.
-        self.maybe_canary(node);
+        self.maybe_canary(tid, node);
         false
     }
 
@@ -1449,9 +1473,10 @@ impl Core {
                 }
                 self.tasks.remove(&tid);
             }
-            Purpose::Canary { .. } => {
+            Purpose::Canary { payer, .. } => {
                 // A canary not answered is not retried: another one comes later, unannounced.
                 self.tasks.remove(&tid);
+                self.canary_settled(Some(payer));
             }
             Purpose::Job(job) => {
                 if attempts >= self.cfg.max_attempts * self.tasks.get(&tid).map_or(1, |t| t.replicas_wanted.max(1)) {
@@ -1532,24 +1557,24 @@ impl Core {
                     let (attempt, node, _) = &results[i];
                     self.reject(tid, *attempt, *node, "disagrees with the majority of replicas".into());
                 }
-                // The client pays for one result: the reservation holder's if it agreed, else the first agreeing
-                // one; the other agreeing replicas are verification the treasury pays for.
+                // Every agreeing replica is paid from the escrow (the client pays for its job's verification). The
+                // job takes the reservation holder's bytes if it agreed, else the first agreeing one's; that one
+                // settles last, because it completes the job and so refunds what the escrow has left.
                 // Rejecting a loser may have ended the job (too many attempts): then nothing is accepted.
                 if self.tasks.get(&tid).is_none_or(|t| t.done) {
                     return;
                 }
                 let hold = self.tasks.get(&tid).and_then(|t| t.hold).map(|(attempt, _)| attempt);
-                let payer = winners.iter().copied().find(|&i| Some(results[i].0) == hold).or(winners.first().copied());
-                // The payer settles first: its result completes the job (and refunds the escrow), so it must be paid
-                // from the escrow before that happens; the others are the treasury's.
+                let settler =
+                    winners.iter().copied().find(|&i| Some(results[i].0) == hold).or(winners.first().copied());
                 let mut ordered = winners.clone();
-                if let Some(p) = payer {
+                if let Some(p) = settler {
                     ordered.retain(|&i| i != p);
-                    ordered.insert(0, p);
+                    ordered.push(p);
                 }
-                for (n, &i) in ordered.iter().enumerate() {
+                for &i in &ordered {
                     let (attempt, node, bytes) = results[i].clone();
-                    self.accept_replica(tid, attempt, node, bytes, n == 0, Some(i) == payer);
+                    self.accept_replica(tid, attempt, node, bytes, Some(i) == settler);
                 }
                 // Operators that agree independently make a known answer: a future canary.
                 if let (true, Some(&i)) = (winners.len() >= 2, winners.first()) {
@@ -1596,25 +1621,15 @@ impl Core {
         let gflops = elapsed_ms.map_or(0.0, |ms| flops / (ms as f64 * 1e6));
         // A matmul result passed Freivalds' check: that counts toward the finality of the node's other results.
         self.check_passed(node);
-        self.settle_accepted(tid, attempt, node, &purpose, work_mflop, gflops, bytes, true);
+        self.settle_accepted(tid, attempt, node, &purpose, work_mflop, gflops, bytes);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn accept_replica(
-        &mut self,
-        tid: TaskId,
-        attempt: u32,
-        node: Id,
-        bytes: Arc<[u8]>,
-        first: bool,
-        client_pays: bool,
-    ) {
+    fn accept_replica(&mut self, tid: TaskId, attempt: u32, node: Id, bytes: Arc<[u8]>, settles: bool) {
         let Some(t) = self.tasks.get_mut(&tid) else { return };
         t.done = true;
         let purpose = t.purpose.clone();
         let work_mflop = t.work_mflop;
         let replicated = t.quorum >= 2;
-        let client_pays = client_pays && !t.reopened;
         self.finish_assignment(tid, attempt, node);
         if matches!(purpose, Purpose::Job(_)) {
             if replicated {
@@ -1623,11 +1638,11 @@ impl Core {
                 self.mark_provisional(tid, node);
             }
         }
-        // Every agreeing replica is paid; the job takes the first one's bytes.
-        if first {
-            self.settle_accepted(tid, attempt, node, &purpose, work_mflop, 0.0, bytes, client_pays);
+        // Every agreeing replica is paid; the job takes the settling one's bytes.
+        if settles {
+            self.settle_accepted(tid, attempt, node, &purpose, work_mflop, 0.0, bytes);
         } else {
-            self.pay(tid, attempt, node, &purpose, work_mflop, client_pays);
+            self.pay(tid, attempt, node, &purpose, work_mflop);
         }
     }
 
@@ -1658,7 +1673,6 @@ impl Core {
         work_mflop: u64,
         measured_gflops: f64,
         bytes: Arc<[u8]>,
-        client_pays: bool,
     ) {
         match *purpose {
             // Canaries settle in `evaluate_canary`.
@@ -1689,7 +1703,7 @@ impl Core {
                     j.task_done(tid, bytes);
                     // Recorded before the reward is ordered: after a crash a paid task is never run (and paid) again.
                     self.effects.push(Effect::Persist(Record::TaskResult { job, task: tid, result_hash }));
-                    self.pay(tid, attempt, node, purpose, work_mflop, client_pays);
+                    self.pay(tid, attempt, node, purpose, work_mflop);
                     let Some(j) = self.jobs.get(&job) else { return };
                     let finished = j.state.is_final();
                     if finished {
@@ -1713,8 +1727,8 @@ impl Core {
     }
 
     /// Orders the reward for an accepted attempt, at the price the node asked when it took the task (never above
-    /// the job's limit, whatever the node asks by the time it is paid).
-    fn pay(&mut self, tid: TaskId, attempt: u32, node: Id, purpose: &Purpose, work_mflop: u64, client_pays: bool) {
+    /// the job's limit, whatever the node asks by the time it is paid), from the job's escrow.
+    fn pay(&mut self, tid: TaskId, attempt: u32, node: Id, purpose: &Purpose, work_mflop: u64) {
         let Purpose::Job(job) = *purpose else { return };
         let Some(n) = self.nodes.get(&node) else { return };
         let operator = n.operator;
@@ -1725,8 +1739,8 @@ impl Core {
             .map_or(n.price_nano_per_gflop, |a| a.price_nano_per_gflop);
         let limit = self.jobs.get(&job).map_or(u64::MAX, |j| j.max_price_nano_per_gflop);
         let rate = asked.min(limit);
-        let price = economy::price_nano(work_mflop, rate).unwrap_or(0);
-        let (paid_nano, fee_nano) = self.pay_task(tid, attempt, operator, price, client_pays);
+        let price = self.task_price(purpose, work_mflop, asked);
+        let (paid_nano, fee_nano) = self.pay_task(tid, attempt, operator, price);
         self.effects.push(Effect::Reward {
             job,
             task: tid,
@@ -1754,11 +1768,12 @@ impl Core {
         if let Some(evidence) = evidence {
             self.effects.push(Effect::Persist(Record::Evidence(Box::new(evidence.clone()))));
             self.remember_evidence(evidence.clone());
+            let mut slashed_nano = 0;
             if let Some(operator) = self.nodes.get(&node).map(|n| n.operator) {
-                let slashed_nano = self.slash(operator, tid, attempt);
+                slashed_nano = self.slash(operator, tid, attempt);
                 self.effects.push(Effect::Slash { node, operator, evidence, slashed_nano });
             }
-            self.revoke_provisional(node);
+            self.revoke_provisional(node, slashed_nano);
         }
         if let Some(conn) = self.nodes.get(&node).and_then(|n| n.conn) {
             self.send(conn, ToNode::Verdict { task_id: tid, attempt, accepted: false, reason });

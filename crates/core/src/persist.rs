@@ -188,6 +188,18 @@ impl Core {
         for (record, results) in restored.jobs {
             core.restore_job(record, results, blobs, &provisional);
         }
+        // A canary's reservation voided above may have been all that an ended job's escrow still held back.
+        let ended: Vec<JobId> = core
+            .jobs
+            .iter()
+            .filter(|(id, j)| {
+                j.state.is_final() && core.ledger.account(crate::escrow(**id)).is_some_and(|a| a.available() > 0)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for job in ended {
+            core.refund(job);
+        }
         core.forget_unrestorable_provisional();
         // Whatever the restore itself decided (jobs that could not resume) is written back.
         let effects = core.take_effects();

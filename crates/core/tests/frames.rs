@@ -304,8 +304,11 @@ fn missed_heartbeats_make_a_node_stale_then_offline() {
 /// Connects `kp` on `conn` and registers it (its own operator, 1 NLOV/TFLOP, 4 slots): the session nonce and the
 /// effects of the register frame.
 fn connect_and_register(core: &mut Core, store: &Store, conn: u64, kp: &Keypair, now: u64) -> (String, Vec<Effect>) {
-    connect_and_register_claiming(core, store, conn, kp, now, ClaimedHardware::default())
+    connect_and_register_claiming(core, store, conn, kp, now, ClaimedHardware::default(), ASK)
 }
+
+/// What the test nodes ask, nano-NLOV per GFLOP.
+const ASK: u64 = 1_000_000;
 
 fn connect_and_register_claiming(
     core: &mut Core,
@@ -314,6 +317,7 @@ fn connect_and_register_claiming(
     kp: &Keypair,
     now: u64,
     claimed: ClaimedHardware,
+    ask: u64,
 ) -> (String, Vec<Effect>) {
     let nonce = match &core.connected(now, conn)[..] {
         [Effect::Send { msg: ToNode::Challenge { nonce, .. }, .. }] => nonce.clone(),
@@ -326,7 +330,7 @@ fn connect_and_register_claiming(
         operator: kp.id(),
         kind: NodeKind::Native,
         claimed,
-        price_nano_per_gflop: 1_000_000,
+        price_nano_per_gflop: ask,
         slots: 4,
         operator_delegation: None,
     };
@@ -346,7 +350,7 @@ fn attested_node_claiming(
     seed: u8,
     claimed: ClaimedHardware,
 ) -> (Keypair, String, u64) {
-    attest(core, store, conn, seed, 0, &mut Vec::new(), claimed)
+    attest(core, store, conn, seed, 0, &mut Vec::new(), claimed, ASK)
 }
 
 /// [`attested_node`], keeping every effect in `log`.
@@ -358,9 +362,10 @@ fn attested_node_logged(
     now: u64,
     log: &mut Vec<Effect>,
 ) -> (Keypair, String, u64) {
-    attest(core, store, conn, seed, now, log, ClaimedHardware::default())
+    attest(core, store, conn, seed, now, log, ClaimedHardware::default(), ASK)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn attest(
     core: &mut Core,
     store: &mut Store,
@@ -369,9 +374,10 @@ fn attest(
     now: u64,
     log: &mut Vec<Effect>,
     claimed: ClaimedHardware,
+    ask: u64,
 ) -> (Keypair, String, u64) {
     let kp = Keypair::from_seed([seed; 32]);
-    let (nonce, effects) = connect_and_register_claiming(core, store, conn, &kp, now, claimed);
+    let (nonce, effects) = connect_and_register_claiming(core, store, conn, &kp, now, claimed, ask);
     log.extend(effects.iter().cloned());
     let task = effects
         .iter()
@@ -952,7 +958,8 @@ fn known_answer_canaries_pay_when_right_and_slash_when_wrong() {
     assert_eq!(slashed.len(), 1, "{effects:?}");
     assert!(slashed[0].reason.contains("known-answer"), "{}", slashed[0].reason);
     assert_eq!(slashed[0].work, task.work);
-    assert_eq!(core.wallet_view(&kp.id()).balance_nano, wallet_before, "a wrong canary was paid");
+    // Nothing is paid for the wrong answer; the pay for the revoked result below is taken back for its re-run.
+    assert!(core.wallet_view(&kp.id()).balance_nano < wallet_before, "a wrong canary was paid or nothing clawed back");
     assert_eq!(core.ledger().account(neurolov_core::treasury()).unwrap().balance(), treasury_before);
     core.ledger().check_full().unwrap();
     // The job task the canary came with was accepted from this node without a replica: still provisional, so it is
@@ -1109,8 +1116,9 @@ fn a_refused_wallet_request_drops_nothing_the_core_did() {
 fn the_client_pays_the_reservation_holder_first_and_the_escrow_ends_empty() {
     use neurolov_core::{escrow, wallet};
     // Three attested operators. A new node's WGSL task is replicated: A holds the pay reservation, B is the replica.
-    // A drops out (its reservation is voided, the task goes to C, which gets a new one); B and C agree. C must be paid
-    // from the escrow before the job's completion refunds the rest, B by the treasury, and nothing stays held.
+    // A drops out (its reservation is voided, the task goes to C, which gets a new one); B and C agree. Both are paid
+    // from the escrow (the client pays for its job's verification) before the job's completion refunds the rest, and
+    // nothing stays held.
     let mut core = Core::new(cfg(), 9, 0);
     let mut store = Store::default();
     let nodes: Vec<(Keypair, String, u64)> =
@@ -1153,8 +1161,222 @@ fn the_client_pays_the_reservation_holder_first_and_the_escrow_ends_empty() {
     let price = paid[0];
     let fee = price * 5 / 100;
     assert!(fee > 0, "the fee must be in play: it is what an escrow refunded too early cannot cover");
-    assert_eq!(core.wallet_view(&client).balance_nano, grant - price - fee, "the client pays for one result only");
-    let c_id = nodes[c_conn as usize - 1].0.id();
-    assert_eq!(core.ledger().account(wallet(&c_id)).unwrap().balance(), i128::from(price));
+    assert_eq!(core.wallet_view(&client).balance_nano, grant - 2 * (price + fee), "the client pays both replicas");
+    for conn in [b_conn, c_conn] {
+        let id = nodes[conn as usize - 1].0.id();
+        assert_eq!(core.ledger().account(wallet(&id)).unwrap().balance(), i128::from(price));
+    }
     core.ledger().check_full().unwrap();
+}
+
+/// The strategies an attacker — one client account and its own nodes — plays against the economy (issue 9 §1).
+#[derive(Clone, Copy, Debug)]
+enum Strategy {
+    /// Replicated self-dealt WGSL jobs at a high cap: its Sybil replicas used to be paid by the treasury.
+    SybilReplicas,
+    /// A known answer of huge declared work baited at a 1-nano cap, then farmed as canaries (one canary once took
+    /// 75M NLOV from the treasury).
+    CanaryBait,
+    /// Unreplicated self-dealt results, then a staged conviction of their node: the re-runs, done by its other
+    /// nodes, used to be paid by the treasury.
+    StagedConviction,
+}
+
+/// A network of attacker nodes only, driven to quiet: every task sent is answered at once (WGSL with agreeing bytes,
+/// matmul honestly, except by `cheat`, which answers matmul wrong).
+struct Attack {
+    core: Core,
+    store: Store,
+    nodes: Vec<(Keypair, String, u64)>,
+    now: u64,
+    cheat: Option<u64>,
+    /// WGSL tasks answered, slashes and reopened jobs seen: proof the strategy exercised what it aims at.
+    wgsl_tasks: Vec<u64>,
+    slashes: usize,
+    reopened: usize,
+}
+
+impl Attack {
+    fn run(&mut self, effects: Vec<Effect>) {
+        let mut pending = tasks_in(&effects);
+        let mut rounds = 0;
+        loop {
+            while let Some((conn, task)) = pending.pop() {
+                self.now += 1;
+                let bytes = match &task.work {
+                    Work::Wgsl { .. } => b"right answer".to_vec(),
+                    work => matmul_answer(&self.store, work, self.cheat == Some(conn)),
+                };
+                let (kp, nonce, seq) = &mut self.nodes[conn as usize - 1];
+                let effects =
+                    deliver_bytes(&mut self.core, &mut self.store, conn, kp, nonce, *seq, &task, &bytes, self.now);
+                *seq += 2;
+                if matches!(task.work, Work::Wgsl { .. }) {
+                    self.wgsl_tasks.push(task.task_id);
+                }
+                self.slashes += effects.iter().filter(|e| matches!(e, Effect::Slash { .. })).count();
+                self.reopened += effects.iter().filter(|e| matches!(e, Effect::JobReopened { .. })).count();
+                pending.extend(tasks_in(&effects));
+            }
+            // Nodes keep beating so none goes offline; the queue gets another look.
+            self.now += 500;
+            for conn in 1..=self.nodes.len() as u64 {
+                let (kp, nonce, seq) = &mut self.nodes[conn as usize - 1];
+                let hb = FromNode::Heartbeat { session: nonce.clone(), seq: *seq };
+                *seq += 1;
+                let text = serde_json::to_string(&Envelope::seal(kp, &hb)).unwrap();
+                pending.extend(tasks_in(&self.core.frame_now(self.now, conn, &text, &self.store)));
+            }
+            pending.extend(tasks_in(&self.core.tick(self.now)));
+            rounds += 1;
+            if pending.is_empty() || rounds > 50 {
+                break;
+            }
+        }
+    }
+
+    /// What the attacker holds: its client's and nodes' wallets and stakes, and the escrows of its jobs.
+    fn holdings(&self, client: &neurolov_protocol::Id, jobs: &[u64]) -> u128 {
+        let ids = self.nodes.iter().map(|(kp, _, _)| kp.id()).chain([*client]);
+        let wallets: u128 = ids
+            .map(|id| {
+                let v = self.core.wallet_view(&id);
+                u128::from(v.balance_nano) + u128::from(v.staked_nano) + u128::from(v.unstaking_nano)
+            })
+            .sum();
+        let escrows: u128 = jobs
+            .iter()
+            .filter_map(|&j| self.core.ledger().account(neurolov_core::escrow(j)))
+            .map(|a| u128::try_from(a.balance()).unwrap())
+            .sum();
+        wallets + escrows
+    }
+
+    fn treasury(&self) -> i128 {
+        self.core.ledger().account(neurolov_core::treasury()).unwrap().balance()
+    }
+}
+
+/// The answer to a matmul task, computed with the CPU GEMM (wrong in one entry when `corrupt`).
+fn matmul_answer(store: &Store, work: &Work, corrupt: bool) -> Vec<u8> {
+    let Work::Matmul { m, n, k, a, b } = work else { panic!("matmul expected") };
+    let fetch = |r: &DataRef| match r {
+        DataRef::Seeded { seed, len } => seeded_f32(*seed, *len as usize),
+        DataRef::Blob { hash } => {
+            store.0[hash].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        }
+    };
+    let (m, n, k) = (*m as usize, *n as usize, *k as usize);
+    let mut c = vec![0.0f32; m * n];
+    neurolov_kernels::cpu::sgemm(&fetch(a), &fetch(b), &mut c, m, n, k);
+    if corrupt {
+        c[0] += 1.0;
+    }
+    c.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// A WGSL job of `work_mflop` declared work at `cap` nano-NLOV per GFLOP.
+fn wgsl_job(store: &mut Store, work_mflop: u64, cap: u64) -> JobSpec {
+    match small_wgsl_job(store) {
+        JobSpec::Wgsl { source_hash, entry_point, buffers, dispatch, tolerance, min_reliability, features, .. } => {
+            JobSpec::Wgsl {
+                source_hash,
+                entry_point,
+                buffers,
+                dispatch,
+                tolerance,
+                work_mflop,
+                max_price_nano_per_gflop: cap,
+                min_reliability,
+                features,
+            }
+        }
+        other => other,
+    }
+}
+
+fn check_attack(strategy: Strategy) {
+    use neurolov_verify::spotcheck::SpotCheckPolicy;
+    let nlov = neurolov_ledger::NANO_PER_NLOV;
+    let config = Config { canary_rate: 1.0, spot_check: SpotCheckPolicy::new(1.0, 3, 0.001, 3).unwrap(), ..cfg() };
+    let mut core = Core::new(config, 11, 0);
+    let mut store = Store::default();
+    // Three nodes ask 1 nano-NLOV per GFLOP; the fourth asks 10⁹ and takes canaries (which used to ignore the cap).
+    let nodes: Vec<(Keypair, String, u64)> = (1..=4)
+        .map(|c| {
+            let ask = if c == 4 { 1_000_000_000 } else { 1 };
+            attest(&mut core, &mut store, c, 80 + c as u8, 0, &mut Vec::new(), ClaimedHardware::default(), ask)
+        })
+        .collect();
+    let mut attack =
+        Attack { core, store, nodes, now: 100, cheat: None, wgsl_tasks: Vec::new(), slashes: 0, reopened: 0 };
+    let client = Keypair::from_seed([90; 32]).id();
+    for id in attack.nodes.iter().map(|(kp, _, _)| kp.id()).chain([client]).collect::<Vec<_>>() {
+        attack.core.faucet(attack.now, id).unwrap();
+    }
+    let staker = attack.nodes[0].0.id();
+    attack.core.stake(attack.now, staker, 100 * nlov, 1).unwrap();
+    let (put_in, treasury_before) = (attack.holdings(&client, &[]), attack.treasury());
+    let mut jobs = Vec::new();
+    let mut submit = |attack: &mut Attack, spec: JobSpec| {
+        let (job, effects) = attack.core.submit(attack.now, client, spec, &attack.store).unwrap();
+        jobs.push(job);
+        attack.run(effects);
+    };
+    match strategy {
+        Strategy::SybilReplicas => {
+            for _ in 0..10 {
+                let spec = wgsl_job(&mut attack.store, 1_000, 1_000_000_000);
+                submit(&mut attack, spec);
+            }
+        }
+        Strategy::CanaryBait => {
+            // Bait: huge declared work at a 1-nano cap, replicated (new nodes) into a known answer; then more of the
+            // same until unreplicated placements bring the bait along as canaries.
+            for _ in 0..30 {
+                let spec = wgsl_job(&mut attack.store, 1_000_000_000, 1);
+                submit(&mut attack, spec);
+            }
+        }
+        Strategy::StagedConviction => {
+            for _ in 0..30 {
+                let spec = wgsl_job(&mut attack.store, 1_000, 1_000_000_000);
+                submit(&mut attack, spec);
+            }
+            // Every node that holds provisional results gets itself convicted on a matmul, one after another.
+            for conn in 1..=attack.nodes.len() as u64 {
+                attack.cheat = Some(conn);
+                let spec = matmul_spec(4, 4, 4, conn, conn + 1);
+                submit(&mut attack, spec);
+            }
+            attack.cheat = None;
+            attack.run(Vec::new());
+        }
+    }
+    // The strategy really ran: replicas, canaries (WGSL tasks of no job), or convictions that reopened jobs.
+    let in_jobs: std::collections::BTreeSet<u64> =
+        jobs.iter().flat_map(|&j| attack.core.job(j).unwrap().tasks.into_iter().map(|t| t.task)).collect();
+    let canaries = attack.wgsl_tasks.iter().filter(|t| !in_jobs.contains(t)).count();
+    let replicas = attack.wgsl_tasks.len() - canaries;
+    match strategy {
+        Strategy::SybilReplicas => assert!(replicas > 10, "{replicas} replicas"),
+        Strategy::CanaryBait => assert!(canaries > 0, "no canary in {} tasks", attack.wgsl_tasks.len()),
+        Strategy::StagedConviction => {
+            assert!(attack.slashes > 0 && attack.reopened > 0, "{} {}", attack.slashes, attack.reopened)
+        }
+    }
+    for &job in &jobs {
+        assert_eq!(attack.core.job(job).unwrap().state, JobState::Done, "{strategy:?}: job {job}");
+    }
+    let (held, treasury) = (attack.holdings(&client, &jobs), attack.treasury());
+    assert!(held <= put_in, "{strategy:?}: the attacker turned {put_in} into {held}");
+    assert!(treasury >= treasury_before, "{strategy:?}: the treasury went from {treasury_before} to {treasury}");
+    attack.core.ledger().check_full().unwrap();
+}
+
+#[test]
+fn a_client_and_its_own_nodes_never_take_money_from_the_treasury() {
+    for strategy in [Strategy::SybilReplicas, Strategy::CanaryBait, Strategy::StagedConviction] {
+        check_attack(strategy);
+    }
 }

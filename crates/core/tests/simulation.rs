@@ -607,12 +607,22 @@ impl Sim {
                 self.fail(&format!("job {id} ended with {escrow} left in escrow"));
             }
         }
+        // Every agreeing replica of a task is paid (from its job's escrow), each on its own operator: no operator is
+        // paid twice for one task. A posted hold names its pending transfer, whose credit is the operator.
+        let credit_of: std::collections::HashMap<neurolov_ledger::TransferId, neurolov_ledger::AccountId> = self
+            .db
+            .transfers
+            .iter()
+            .filter(|t| t.code == neurolov_ledger::codes::TASK_HOLD)
+            .map(|t| (t.id, t.credit))
+            .collect();
         let mut paid = std::collections::HashMap::new();
         for t in self.db.transfers.iter().filter(|t| t.code == neurolov_ledger::codes::TASK_PAY) {
-            *paid.entry(t.user_data).or_insert(0u32) += 1;
+            let to = t.pending_id.and_then(|p| credit_of.get(&p).copied()).unwrap_or(t.credit);
+            *paid.entry((t.user_data, to)).or_insert(0u32) += 1;
         }
         if paid.values().any(|&n| n > 1) {
-            self.fail("a task was paid twice");
+            self.fail("a task paid one operator twice");
         }
         // Every fraud proven was stored as evidence, and a restarted core still counts it.
         if self.core.stats().frauds_proven != self.db.evidence.len() as u64 || self.slashed != self.db.evidence.len() {

@@ -260,7 +260,12 @@ pub mod codes {
     pub const TASK_PAY: u16 = 12;
     pub const FEE: u16 = 13;
     pub const REFUND: u16 = 14;
+    /// Kept for transfers made before verification work was paid from the client's escrow.
     pub const VERIFICATION_PAY: u16 = 15;
+    /// A convicted node's pay for a revoked result, taken back into that job's escrow for the re-run.
+    pub const CLAWBACK: u16 = 16;
+    /// The treasury's share of a conviction's slash put into a revoked job's escrow for its re-run.
+    pub const RERUN_FUND: u16 = 17;
     pub const STAKE: u16 = 20;
     pub const UNSTAKE: u16 = 21;
     pub const SLASH: u16 = 22;
@@ -277,6 +282,8 @@ pub mod codes {
             FEE => "protocol fee",
             REFUND => "escrow refund",
             VERIFICATION_PAY => "verification payment",
+            CLAWBACK => "clawback",
+            RERUN_FUND => "re-run fund",
             STAKE => "stake",
             UNSTAKE => "unstake",
             SLASH => "slash",
