@@ -118,14 +118,14 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         faucet_grant_nano: crate::net::DEV_FAUCET_GRANT_NANO,
         ..Config::default()
     };
-    let seed = fastrand::u64(..);
+    let secret_key = crate::net::random_seed()?;
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).context("binding a local port")?;
     let url = format!("http://{}", listener.local_addr()?);
     let coordinator_dir = data.join("coordinator");
     let cfg = ServeConfig {
         data_dir: coordinator_dir.clone(),
         core,
-        seed,
+        secret_key,
         max_blob_store_bytes: neurolov_coordinator::DEFAULT_BLOB_STORE_BYTES,
     };
     rt.spawn(async move {

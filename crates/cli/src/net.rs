@@ -157,7 +157,7 @@ pub(crate) fn data_dir() -> anyhow::Result<PathBuf> {
     Ok(dirs::data_dir().context("no user data directory; pass --data or --key")?.join("neurolov"))
 }
 
-fn random_seed() -> anyhow::Result<[u8; 32]> {
+pub(crate) fn random_seed() -> anyhow::Result<[u8; 32]> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
     Ok(seed)
@@ -218,7 +218,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(d) => d,
         None => data_dir()?.join("coordinator"),
     };
-    let seed = u64::from_le_bytes(random_seed()?[..8].try_into().unwrap_or_default());
+    let secret_key = random_seed()?;
     let core = Config {
         heartbeat_interval_ms: args.heartbeat_ms.max(100),
         attestation_size: args.attestation_size.clamp(8, 4096),
@@ -237,7 +237,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             println!("listening on {url}");
         }
         let max_blob_store_bytes = parse_bytes(&args.max_blob_store)?;
-        neurolov_coordinator::serve(listener, ServeConfig { data_dir: data, core, seed, max_blob_store_bytes }).await
+        neurolov_coordinator::serve(listener, ServeConfig { data_dir: data, core, secret_key, max_blob_store_bytes })
+            .await
     })
 }
 

@@ -45,8 +45,9 @@ pub const MAX_PARALLEL_VERIFICATIONS: usize = 4;
 pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub core: Config,
-    /// Seed of the core's randomness (drawn from the OS by the CLI).
-    pub seed: u64,
+    /// Key of the core's randomness, its verification secrets included: 32 bytes from the OS CSPRNG (the CLI draws
+    /// them), never a guessable seed.
+    pub secret_key: [u8; 32],
     /// Most bytes of blobs (inputs, results) kept on disk.
     pub max_blob_store_bytes: u64,
 }
@@ -84,7 +85,7 @@ impl Coordinator {
         let (store, restored) = store::open(&cfg.data_dir.join("coordinator.db")).await?;
         let pool = store.pool();
         let (jobs, nodes) = (restored.jobs.len(), restored.nodes.len());
-        let (core, effects) = Core::restore(cfg.core, cfg.seed, now_ms(), restored, &blobs);
+        let (core, effects) = Core::restore_with_key(cfg.core, cfg.secret_key, now_ms(), restored, &blobs);
         if jobs + nodes > 0 {
             tracing::info!(jobs, nodes, "resumed from storage");
         }

@@ -9,6 +9,7 @@ mod economy;
 mod finality;
 mod jobs;
 mod persist;
+mod secrets;
 mod verification;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -394,7 +395,8 @@ struct TaskRec {
 /// The coordinator's state.
 pub struct Core {
     cfg: Config,
-    rng: fastrand::Rng,
+    /// Every random draw, secrets included (see `secrets.rs`).
+    rng: secrets::SecretRng,
     now_ms: u64,
     conns: HashMap<ConnId, Conn>,
     nodes: BTreeMap<Id, Node>,
@@ -427,7 +429,11 @@ pub struct Core {
 impl Core {
     /// A core with these parameters, randomness from `seed`, starting at `now_ms`.
     pub fn new(cfg: Config, seed: u64, now_ms: u64) -> Core {
-        let mut core = Core::without_ledger(cfg, seed, now_ms);
+        Core::with_rng(cfg, secrets::SecretRng::from_seed(seed), now_ms)
+    }
+
+    fn with_rng(cfg: Config, rng: secrets::SecretRng, now_ms: u64) -> Core {
+        let mut core = Core::without_ledger(cfg, rng, now_ms);
         // Genesis is persisted by `Core::restore` on a new network (the shell's only way in); a core made here for a
         // test keeps it out of the effects of its first event.
         match core.ledger.genesis(now_ms).and_then(|()| core.ledger.take_changes()) {
@@ -437,11 +443,11 @@ impl Core {
         core
     }
 
-    fn without_ledger(cfg: Config, seed: u64, now_ms: u64) -> Core {
+    fn without_ledger(cfg: Config, rng: secrets::SecretRng, now_ms: u64) -> Core {
         Core {
             sched: Scheduler::new(cfg.weights),
             cfg,
-            rng: fastrand::Rng::with_seed(seed),
+            rng,
             now_ms,
             conns: HashMap::new(),
             nodes: BTreeMap::new(),

@@ -122,15 +122,38 @@ impl Core {
 
     /// Rebuilds a core from what its shell stored. Nodes come back offline (they reconnect); unfinished jobs are
     /// cut into the same tasks again and their unverified tasks queued; verified results are read from `blobs`.
+    /// Randomness comes from a `u64` seed: for tests and simulations (see [`Core::restore_with_key`]).
     pub fn restore(cfg: Config, seed: u64, now_ms: u64, restored: Restored, blobs: &dyn Blobs) -> (Core, Vec<Effect>) {
+        Core::restore_with(cfg, crate::secrets::SecretRng::from_seed(seed), now_ms, restored, blobs)
+    }
+
+    /// [`Core::restore`] with randomness keyed by 32 secret bytes, which the shell draws from the OS CSPRNG: the
+    /// verifier's secrets cannot be searched for from what nodes see.
+    pub fn restore_with_key(
+        cfg: Config,
+        key: [u8; 32],
+        now_ms: u64,
+        restored: Restored,
+        blobs: &dyn Blobs,
+    ) -> (Core, Vec<Effect>) {
+        Core::restore_with(cfg, crate::secrets::SecretRng::from_key(key), now_ms, restored, blobs)
+    }
+
+    fn restore_with(
+        cfg: Config,
+        rng: crate::secrets::SecretRng,
+        now_ms: u64,
+        restored: Restored,
+        blobs: &dyn Blobs,
+    ) -> (Core, Vec<Effect>) {
         let mut core = if restored.ledger_accounts.is_empty() && restored.ledger_transfers.is_empty() {
-            let mut core = Core::new(cfg, seed, now_ms);
+            let mut core = Core::with_rng(cfg, rng, now_ms);
             if let Some(genesis) = core.unsaved_genesis.take() {
                 core.effects.push(Effect::Persist(Record::Ledger(genesis)));
             }
             core
         } else {
-            let mut core = Core::without_ledger(cfg, seed, now_ms);
+            let mut core = Core::without_ledger(cfg, rng, now_ms);
             for t in &restored.ledger_transfers {
                 core.flows.count(t);
             }
