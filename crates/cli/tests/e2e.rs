@@ -373,3 +373,35 @@ fn blob_uploads_need_a_signer_with_work_or_funds() {
     assert_eq!(common::get_bytes(&format!("{url}/v1/blobs/{}", blake3::hash(&blob).to_hex())), blob);
     assert_eq!(put_blob(&url, None, &blob, None), 200, "already stored");
 }
+
+/// Issue 9 §3: a request that will be refused costs the coordinator nothing. An unfunded key listing one blob a
+/// thousand times is refused on the count, before any blob is read; an unfunded key's kernel is not stored; a job
+/// with no price (which escrowed nothing) is refused.
+#[test]
+fn refused_jobs_cost_the_coordinator_nothing() {
+    let dir = temp_dir("refused");
+    let mut procs = Procs(Vec::new());
+    let url = serve(&mut procs, &dir);
+    let client = Keypair::from_seed([78; 32]);
+    let source = "@group(0) @binding(0) var<storage, read_write> out: array<u32>;\n\
+                  @compute @workgroup_size(1) fn main() { out[0] = 7u; }";
+    let buffer =
+        |init: Option<&str>| serde_json::json!({"binding": 0, "access": "read_write", "size_bytes": 4, "init": init});
+    let job = |buffers: Vec<serde_json::Value>| serde_json::json!({"kind": "wgsl", "source": source, "entry_point": "main", "buffers": buffers, "dispatch": [1, 1, 1]});
+    let unknown = blake3::hash(b"never uploaded").to_hex().to_string();
+    let (status, reply) =
+        common::post_signed_status(&url, &client, "/v1/jobs", &job(vec![buffer(Some(&unknown)); 1000]));
+    assert_eq!(status, 400);
+    assert!(reply["error"].as_str().unwrap_or_default().contains("at most"), "{reply}");
+    let (status, reply) = common::post_signed_status(&url, &client, "/v1/jobs", &job(vec![buffer(None)]));
+    assert_eq!(status, 400);
+    assert!(reply["error"].as_str().unwrap_or_default().contains("insufficient funds"), "{reply}");
+    let source_hash = blake3::hash(source.as_bytes()).to_hex().to_string();
+    assert!(common::get_bytes(&format!("{url}/v1/blobs/{source_hash}")).is_empty(), "a refused kernel was stored");
+    post_signed_kp(&url, &client, "/v1/faucet", &serde_json::json!({}));
+    let free = serde_json::json!({"kind": "matmul", "m": 8192, "n": 8192, "k": 8192, "a": {"seed": 1}, "b": {"seed": 2},
+                                  "max_price_nano_per_gflop": 0});
+    let (status, reply) = common::post_signed_status(&url, &client, "/v1/jobs", &free);
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply["error"].as_str().unwrap_or_default().contains("at least"), "{reply}");
+}

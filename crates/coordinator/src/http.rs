@@ -291,6 +291,12 @@ async fn submit_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Resp
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed job: {e}")),
     };
+    // Cheap checks and the client's funds come first: nothing is read, generated or stored for a request that would
+    // be refused (an unfunded key listing one blob a thousand times used to make the coordinator read it a thousand
+    // times, and got its kernel source stored).
+    if let Err(e) = admit(&app.coordinator, &client, &request) {
+        return error(StatusCode::BAD_REQUEST, e);
+    }
     let coordinator = Arc::clone(&app.coordinator);
     let outcome = tokio::task::spawn_blocking(move || {
         let spec = match request {
@@ -314,6 +320,46 @@ async fn submit_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Resp
         Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
+}
+
+/// What [`neurolov_core::Core::admit`] says of a request before its kernel is validated or any input read: bounds on
+/// the request's size first, then the job's cheap checks and the client's funds.
+fn admit(coordinator: &Coordinator, client: &neurolov_protocol::Id, request: &JobJson) -> Result<u64, String> {
+    let spec = match request {
+        JobJson::Matmul { m, n, k, max_price_nano_per_gflop, min_reliability, .. } => JobSpec::Matmul {
+            m: *m,
+            n: *n,
+            k: *k,
+            a: InputData::Seeded { seed: 0 },
+            b: InputData::Seeded { seed: 0 },
+            max_price_nano_per_gflop: *max_price_nano_per_gflop,
+            min_reliability: *min_reliability,
+        },
+        JobJson::Wgsl(w) => {
+            if w.buffers.len() > untrusted::MAX_BUFFERS {
+                return Err(format!(
+                    "a kernel may bind at most {} buffers (got {})",
+                    untrusted::MAX_BUFFERS,
+                    w.buffers.len()
+                ));
+            }
+            if w.source.len() > untrusted::MAX_SOURCE_BYTES {
+                return Err(format!("kernel source is larger than {} bytes", untrusted::MAX_SOURCE_BYTES));
+            }
+            JobSpec::Wgsl {
+                source_hash: String::new(),
+                entry_point: String::new(),
+                buffers: Vec::new(),
+                dispatch: w.dispatch,
+                tolerance: Tolerance::Bitwise,
+                work_mflop: w.work_mflop,
+                max_price_nano_per_gflop: w.max_price_nano_per_gflop,
+                min_reliability: w.min_reliability,
+                features: Vec::new(),
+            }
+        }
+    };
+    coordinator.read_core(|c| c.admit(client, &spec)).map_err(|e| e.to_string())
 }
 
 #[derive(serde::Deserialize)]

@@ -87,6 +87,10 @@ pub enum SubmitError {
     QueueFull(usize),
     #[error("the maximum price would exceed the total supply")]
     PriceTooHigh,
+    #[error("the maximum price must be at least {0} nano-NLOV per GFLOP")]
+    PriceTooLow(u64),
+    #[error("the coordinator holds as many operands as it may ({0} bytes): try again when jobs have finished")]
+    OperandMemoryFull(u64),
     #[error("insufficient funds for the job's escrow: {available_nano} nano-NLOV available, {needed_nano} needed")]
     InsufficientFunds { available_nano: u64, needed_nano: u64 },
     #[error("the ledger refused the escrow: {0}")]
@@ -355,6 +359,57 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
 
 fn f32_bytes(v: &[f32]) -> Arc<[u8]> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into()
+}
+
+/// A job's cheap checks — shapes, bounds, price, features — and the declared work of each task it will be cut into
+/// (with whether it is WGSL), without reading or generating any operand: what the core checks, funds included,
+/// before it spends anything on a request.
+pub(crate) fn task_works(spec: &JobSpec, cfg: &Config) -> Result<Vec<(u64, bool)>, SubmitError> {
+    let (price, min_reliability) = match spec {
+        JobSpec::Matmul { max_price_nano_per_gflop, min_reliability, .. }
+        | JobSpec::Wgsl { max_price_nano_per_gflop, min_reliability, .. } => {
+            (*max_price_nano_per_gflop, *min_reliability)
+        }
+    };
+    if !(0.0..=1.0).contains(&min_reliability) {
+        return Err(SubmitError::BadReliability);
+    }
+    if price < cfg.min_price_nano_per_gflop {
+        return Err(SubmitError::PriceTooLow(cfg.min_price_nano_per_gflop));
+    }
+    match spec {
+        JobSpec::Matmul { m, n, k, .. } => {
+            let (m, n, k) = (*m, *n, *k);
+            if [m, n, k].iter().any(|&d| d == 0 || d > MAX_MATMUL_DIM) {
+                return Err(SubmitError::BadDimensions { m, n, k });
+            }
+            let (mu, nu, ku) = (u64::from(m), u64::from(n), u64::from(k));
+            if mu * ku > MAX_OPERAND_ELEMENTS || ku * nu > MAX_OPERAND_ELEMENTS || mu * nu > MAX_OPERAND_ELEMENTS {
+                return Err(SubmitError::TooLarge);
+            }
+            let tile = cfg.tile_rows.max(1);
+            if m.div_ceil(tile) as usize > MAX_TASKS_PER_JOB {
+                return Err(SubmitError::TooManyTasks);
+            }
+            let rows = (0..m.div_ceil(tile)).map(|i| u64::from(tile.min(m - i * tile)));
+            Ok(rows.map(|r| ((2 * r * nu * ku).div_ceil(1_000_000), false)).collect())
+        }
+        JobSpec::Wgsl { work_mflop, features, .. } => {
+            feature_bits(features).map_err(SubmitError::UnknownFeature)?;
+            if *work_mflop > MAX_WGSL_WORK_MFLOP {
+                return Err(SubmitError::TooLarge);
+            }
+            Ok(vec![((*work_mflop).max(1), true)])
+        }
+    }
+}
+
+/// Bytes of operands a job keeps in the core's memory while it runs (A and B of a matmul, as f32).
+pub(crate) fn operand_bytes(spec: &JobSpec) -> u64 {
+    match spec {
+        JobSpec::Matmul { m, n, k, .. } => 4 * (u64::from(*m) * u64::from(*k) + u64::from(*k) * u64::from(*n)),
+        JobSpec::Wgsl { .. } => 0,
+    }
 }
 
 /// Validates a job and cuts it into tasks.

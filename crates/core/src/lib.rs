@@ -109,6 +109,10 @@ pub struct Config {
     /// Unfinished jobs one client may have: one client cannot take the whole queue, however much it can pay.
     pub max_jobs_per_client: usize,
     pub max_queued_tasks: usize,
+    /// Lowest price cap a job may name: a job with no price escrows nothing and costs its client nothing to hold.
+    pub min_price_nano_per_gflop: u64,
+    /// Most operand bytes the unfinished jobs may hold in the core's memory together.
+    pub max_operand_bytes: u64,
     /// Protocol fee on each verified task's price, to the treasury (basis points).
     pub fee_bps: u64,
     /// Share of an operator's stake slashed for one proven fraud (basis points).
@@ -149,6 +153,8 @@ impl Default for Config {
             verify_timeout_ms: 120_000,
             max_jobs_per_client: 100,
             max_queued_tasks: 1_000_000,
+            min_price_nano_per_gflop: 1,
+            max_operand_bytes: 4 << 30,
             fee_bps: 500,
             slash_bps: 5_000,
             unstake_delay_ms: 7 * 24 * 3_600_000,
@@ -527,7 +533,44 @@ impl Core {
         self.take_effects()
     }
 
-    /// A client's job. Inputs given as blobs are read from `blobs` now.
+    /// Whether `client` may submit `spec` now, and the escrow it needs: quotas, the job's cheap checks, the operand
+    /// memory budget and the client's funds, all before anything is read, generated or stored for the request (the
+    /// shell asks this first, and [`Core::submit`] asks again).
+    pub fn admit(&self, client: &Id, spec: &JobSpec) -> Result<u64, SubmitError> {
+        let (running, mine, held) = self.jobs.values().filter(|j| !j.state.is_final()).fold((0, 0, 0u64), |acc, j| {
+            (acc.0 + 1, acc.1 + usize::from(j.client == *client), acc.2.saturating_add(jobs::operand_bytes(&j.spec)))
+        });
+        if running >= self.cfg.max_jobs {
+            return Err(SubmitError::TooManyJobs(self.cfg.max_jobs));
+        }
+        if mine >= self.cfg.max_jobs_per_client {
+            return Err(SubmitError::TooManyJobsForClient(self.cfg.max_jobs_per_client));
+        }
+        let works = jobs::task_works(spec, &self.cfg)?;
+        if self.queue.len() + works.len() > self.cfg.max_queued_tasks {
+            return Err(SubmitError::QueueFull(self.cfg.max_queued_tasks));
+        }
+        if held.saturating_add(jobs::operand_bytes(spec)) > self.cfg.max_operand_bytes {
+            return Err(SubmitError::OperandMemoryFull(self.cfg.max_operand_bytes));
+        }
+        let cap = match spec {
+            JobSpec::Matmul { max_price_nano_per_gflop, .. } | JobSpec::Wgsl { max_price_nano_per_gflop, .. } => {
+                *max_price_nano_per_gflop
+            }
+        };
+        let copies: Vec<(u64, u32)> = works.iter().map(|&(w, wgsl)| (w, self.paid_copies(wgsl))).collect();
+        let needed = self.escrow_needed(&copies, cap).ok_or(SubmitError::PriceTooHigh)?;
+        let available = self.ledger.account(economy::wallet(client)).map_or(0, |a| a.available());
+        if available < i128::from(needed) {
+            return Err(SubmitError::InsufficientFunds {
+                available_nano: available.max(0) as u64,
+                needed_nano: needed,
+            });
+        }
+        Ok(needed)
+    }
+
+    /// A client's job. Inputs given as blobs are read from `blobs` now, after [`Core::admit`] let it in.
     pub fn submit(
         &mut self,
         now_ms: u64,
@@ -536,26 +579,10 @@ impl Core {
         blobs: &dyn Blobs,
     ) -> Result<(JobId, Vec<Effect>), SubmitError> {
         self.advance(now_ms);
-        let (running, mine) = self
-            .jobs
-            .values()
-            .filter(|j| !j.state.is_final())
-            .fold((0, 0), |(all, mine), j| (all + 1, mine + usize::from(j.client == client)));
-        if running >= self.cfg.max_jobs {
-            return Err(SubmitError::TooManyJobs(self.cfg.max_jobs));
-        }
-        if mine >= self.cfg.max_jobs_per_client {
-            return Err(SubmitError::TooManyJobsForClient(self.cfg.max_jobs_per_client));
-        }
+        let needed = self.admit(&client, &spec)?;
         let id = self.next_job;
         let verify_seed = self.rng.u64(..);
         let (job, tasks) = jobs::plan(id, client, spec, &self.cfg, blobs, verify_seed)?;
-        if self.queue.len() + tasks.len() > self.cfg.max_queued_tasks {
-            return Err(SubmitError::QueueFull(self.cfg.max_queued_tasks));
-        }
-        let works: Vec<(u64, u32)> =
-            tasks.iter().map(|t| (t.work_mflop, self.paid_copies(matches!(t.work, Work::Wgsl { .. })))).collect();
-        let needed = self.escrow_needed(&works, job.max_price_nano_per_gflop).ok_or(SubmitError::PriceTooHigh)?;
         self.fund_escrow(id, client, needed).map_err(|e| match e {
             neurolov_ledger::TransferError::InsufficientFunds { available, needed, .. } => {
                 SubmitError::InsufficientFunds { available_nano: available.max(0) as u64, needed_nano: needed }

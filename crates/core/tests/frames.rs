@@ -1380,3 +1380,36 @@ fn a_client_and_its_own_nodes_never_take_money_from_the_treasury() {
         check_attack(strategy);
     }
 }
+
+/// Issue 9 §3: a job is admitted — quotas, cheap checks, funds — before its operands are read or generated: an
+/// unfunded client's job over inputs that were never uploaded is refused for its funds, not after a search for them.
+#[test]
+fn funds_are_checked_before_any_operand_is_read() {
+    let mut core = Core::new(cfg(), 12, 0);
+    let store = Store::default();
+    let client = Keypair::from_seed([91; 32]).id();
+    let missing = InputData::Blob { hash: blake3::hash(b"never uploaded").to_hex().to_string() };
+    let spec = JobSpec::Matmul {
+        m: 8192,
+        n: 8192,
+        k: 8192,
+        a: missing.clone(),
+        b: missing,
+        max_price_nano_per_gflop: 1,
+        min_reliability: 0.0,
+    };
+    let refused = core.submit(1, client, spec.clone(), &store).unwrap_err();
+    assert!(matches!(refused, neurolov_core::SubmitError::InsufficientFunds { .. }), "{refused}");
+    assert_eq!(core.admit(&client, &spec).unwrap_err(), refused);
+    let free = JobSpec::Matmul {
+        m: 4,
+        n: 4,
+        k: 4,
+        a: InputData::Seeded { seed: 1 },
+        b: InputData::Seeded { seed: 2 },
+        max_price_nano_per_gflop: 0,
+        min_reliability: 0.0,
+    };
+    core.faucet(2, client).unwrap();
+    assert!(matches!(core.submit(3, client, free, &store), Err(neurolov_core::SubmitError::PriceTooLow(1))));
+}

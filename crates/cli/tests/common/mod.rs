@@ -133,6 +133,18 @@ pub fn post_signed_kp(
     path: &str,
     body: &serde_json::Value,
 ) -> serde_json::Value {
+    let (status, reply) = post_signed_status(url, kp, path, body);
+    assert!((200..300).contains(&status), "{path}: {status} {reply}");
+    reply
+}
+
+/// A signed POST's status and JSON reply, whatever they are.
+pub fn post_signed_status(
+    url: &str,
+    kp: &neurolov_protocol::Keypair,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
     let body = serde_json::to_vec(body).expect("json");
     let now = neurolov_coordinator::now_ms();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -142,10 +154,8 @@ pub fn post_signed_kp(
             req = req.header(h, v);
         }
         let resp = req.header("content-type", "application/json").send().await.expect("post");
-        let status = resp.status();
-        let reply: serde_json::Value = resp.json().await.unwrap_or_default();
-        assert!(status.is_success(), "{path}: {status} {reply}");
-        reply
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or_default())
     })
 }
 
