@@ -184,7 +184,7 @@ async fn put_blob(State(app): Shared, Path(hash): Path<String>, headers: HeaderM
     let path = format!("/v1/blobs/{hash}");
     let signer = match app.replay.verify(header, "PUT", &path, &body, now_ms()) {
         Ok(signer) => signer,
-        Err(e) => return error(StatusCode::UNAUTHORIZED, format!("an upload must be signed: {e}")),
+        Err(e) => return error(e.status(), format!("an upload must be signed: {e}")),
     };
     let node_result = app.coordinator.with_core(|c, _| (c.claim_upload(&signer, len, &hash), Vec::new()));
     if !node_result {
@@ -285,7 +285,7 @@ async fn submit_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Resp
     let header = |name: &'static str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let client = match app.replay.verify(header, "POST", "/v1/jobs", &body, now_ms()) {
         Ok(id) => id,
-        Err(e) => return error(StatusCode::UNAUTHORIZED, e),
+        Err(e) => return error(e.status(), e),
     };
     let request: JobJson = match serde_json::from_slice(&body) {
         Ok(r) => r,

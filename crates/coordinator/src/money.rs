@@ -28,8 +28,7 @@ fn signed<T: serde::de::DeserializeOwned>(
     body: &[u8],
 ) -> Result<(Id, T), Box<Response>> {
     let header = |name: &'static str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let client =
-        app.replay.verify(header, "POST", path, body, now_ms()).map_err(|e| error(StatusCode::UNAUTHORIZED, e))?;
+    let client = app.replay.verify(header, "POST", path, body, now_ms()).map_err(|e| error(e.status(), e))?;
     let request =
         serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed request: {e}")))?;
     Ok((client, request))
