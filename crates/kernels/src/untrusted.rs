@@ -7,6 +7,12 @@ use crate::catalog::Access;
 
 /// Largest WGSL source a job may carry.
 pub const MAX_SOURCE_BYTES: usize = 64 * 1024;
+/// Most operators one statement may hold. naga parses a chain `x+x+…` into an expression tree as deep as the chain
+/// and walks it recursively: 8,000 terms overflowed a 2 MiB stack, which aborts the whole process (a panic handler
+/// cannot catch it). 1,024 leaves a wide margin, and [`inspect`] runs naga on a thread with [`NAGA_STACK_BYTES`].
+pub const MAX_STATEMENT_OPERATORS: usize = 1024;
+/// Stack of the thread naga runs on.
+pub const NAGA_STACK_BYTES: usize = 32 << 20;
 /// Most storage buffers one job may bind (WebGPU's guaranteed `maxStorageBuffersPerShaderStage`).
 pub const MAX_STORAGE_BUFFERS: usize = 8;
 /// Most uniform buffers one job may bind.
@@ -106,6 +112,8 @@ pub enum RejectError {
     WorkgroupMemoryTooLarge { bytes: u64 },
     #[error("the wgsl front end failed on this source: {0}")]
     Crashed(String),
+    #[error("a statement holds {operators} operators, the limit is {MAX_STATEMENT_OPERATORS}")]
+    StatementTooLong { operators: usize },
     #[error("binding {binding} is declared twice by the job")]
     DuplicateBinding { binding: u32 },
     #[error(
@@ -171,15 +179,83 @@ pub struct EntryPointInfo {
 /// Parses and validates `source` for `features` and reports the entry point's workgroup size and the resources it
 /// uses. This is also how the catalog's own kernels are held to their declared bindings.
 pub fn inspect(source: &str, entry_point: &str, features: ShaderFeatures) -> Result<EntryPointInfo, RejectError> {
+    if source.len() > MAX_SOURCE_BYTES {
+        return Err(RejectError::SourceTooLarge { actual: source.len() });
+    }
+    // What naga recurses on is bounded before naga sees it: a stack overflow cannot be caught.
+    let operators = statement_operators(source);
+    if operators > MAX_STATEMENT_OPERATORS {
+        return Err(RejectError::StatementTooLong { operators });
+    }
     // A front end bug must not take the node down with it: hostile input is exactly what finds such bugs.
-    std::panic::catch_unwind(|| inspect_unguarded(source, entry_point, features)).unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
-        Err(RejectError::Crashed(message))
+    let run = || {
+        std::panic::catch_unwind(|| inspect_unguarded(source, entry_point, features)).unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(RejectError::Crashed(message))
+        })
+    };
+    std::thread::scope(|scope| {
+        match std::thread::Builder::new().stack_size(NAGA_STACK_BYTES).spawn_scoped(scope, run) {
+            Ok(handle) => handle.join().unwrap_or_else(|_| Err(RejectError::Crashed("front end thread".into()))),
+            Err(e) => Err(RejectError::Crashed(format!("no thread for the front end: {e}"))),
+        }
     })
+}
+
+/// The most operator tokens (runs of `+-*/%&|^<>!=~`) between two statement boundaries (`;`, `{`, `}`), comments
+/// skipped: an upper bound on how deep one expression's tree can be.
+pub fn statement_operators(source: &str) -> usize {
+    let bytes = source.as_bytes();
+    let (mut i, mut most, mut here, mut in_run) = (0, 0, 0usize, false);
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1)) {
+            (b'/', Some(b'/')) => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            (b'/', Some(b'*')) => {
+                // Block comments nest in WGSL.
+                let mut depth = 0usize;
+                while i < bytes.len() {
+                    match (bytes[i], bytes.get(i + 1)) {
+                        (b'/', Some(b'*')) => {
+                            depth += 1;
+                            i += 2;
+                        }
+                        (b'*', Some(b'/')) => {
+                            depth -= 1;
+                            i += 2;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        _ => i += 1,
+                    }
+                }
+                continue;
+            }
+            (b';' | b'{' | b'}', _) => {
+                most = most.max(here);
+                here = 0;
+                in_run = false;
+            }
+            (c, _) if b"+-*/%&|^<>!=~".contains(&c) => {
+                if !in_run {
+                    here += 1;
+                }
+                in_run = true;
+            }
+            _ => in_run = false,
+        }
+        i += 1;
+    }
+    most.max(here)
 }
 
 fn inspect_unguarded(source: &str, entry_point: &str, features: ShaderFeatures) -> Result<EntryPointInfo, RejectError> {

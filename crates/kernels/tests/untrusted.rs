@@ -335,3 +335,27 @@ fn job_with_values(values: &[f32]) -> WgslJob {
         ..job(DOUBLE)
     }
 }
+
+/// Issue 9 §3: a 64 KiB source of one long sum (`x+x+…`, 20,000 terms) overflowed naga's stack and aborted the
+/// process — a coordinator validating a job, or a node. It is refused before naga sees it; a long but reasonable
+/// statement (1,000 terms) still validates; comments do not count.
+#[test]
+fn statements_too_long_for_the_front_end_are_refused_before_it_runs() {
+    let sum = |terms: usize| {
+        DOUBLE.replace(
+            "data[id.x] = data[id.x] * 2.0",
+            &format!("let v = data[id.x]; data[id.x] = {}", vec!["v"; terms].join("+")),
+        )
+    };
+    check(
+        "20,000-term sum",
+        job(&sum(20_000)),
+        ShaderFeatures::default(),
+        |e| matches!(e, RejectError::StatementTooLong { operators } if *operators >= 19_999),
+        "1024",
+    );
+    validate(&job(&sum(1_000)), ShaderFeatures::default()).expect("a 1,000-term sum is fine");
+    let commented = format!("{DOUBLE}\n/* {} /* nested */ */\n// {}", "+".repeat(5_000), "- ".repeat(5_000));
+    validate(&job(&commented), ShaderFeatures::default()).expect("operators in comments do not count");
+    assert_eq!(neurolov_kernels::untrusted::statement_operators("a = b + -c; d = e;"), 3);
+}
