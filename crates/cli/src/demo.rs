@@ -251,10 +251,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         }
         verified += 1;
         flops_done += flops;
-        let bytes = rt.block_on(async {
-            let resp = reqwest::get(format!("{url}/v1/jobs/{id}/result")).await?.error_for_status()?;
-            anyhow::Ok(resp.bytes().await?)
-        })?;
+        let bytes = rt.block_on(crate::net::job_result(&url, &client, *id))?;
         let right = match expect {
             Expect::Matmul { m, n, k, seed_a, seed_b } => {
                 let a = seeded_f32(*seed_a, m * k);

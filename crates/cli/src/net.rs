@@ -134,10 +134,13 @@ pub enum JobCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Download a finished job's result (little-endian f32 bytes for matmul).
+    /// Download a finished job's result (little-endian f32 bytes for matmul); only its client may.
     Result {
         #[arg(long, default_value = DEFAULT_COORDINATOR)]
         coordinator: String,
+        /// The job's client identity file; default: the user's key.
+        #[arg(long)]
+        key: Option<PathBuf>,
         id: u64,
         #[arg(long)]
         out: PathBuf,
@@ -382,6 +385,22 @@ pub(crate) async fn signed_post(
     Ok(reply)
 }
 
+/// A finished job's result, read with its client's signed request.
+pub(crate) async fn job_result(base: &str, kp: &Keypair, id: u64) -> anyhow::Result<Vec<u8>> {
+    let path = format!("/v1/jobs/{id}/result");
+    let mut req = reqwest::Client::new().get(format!("{base}{path}"));
+    for (h, v) in auth::sign(kp, "GET", &path, now_ms(), b"") {
+        req = req.header(h, v);
+    }
+    let resp = req.send().await.with_context(|| format!("GET {path}"))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        bail!("{status}: {}", body["error"].as_str().unwrap_or(""));
+    }
+    Ok(resp.bytes().await?.to_vec())
+}
+
 pub(crate) async fn get_json(url: String) -> anyhow::Result<serde_json::Value> {
     let resp = reqwest::get(&url).await.with_context(|| format!("GET {url}"))?;
     let status = resp.status();
@@ -463,17 +482,9 @@ pub fn job(cmd: JobCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        JobCommand::Result { coordinator, id, out } => {
-            let bytes = runtime()?.block_on(async {
-                let url = format!("{}/v1/jobs/{id}/result", coordinator.trim_end_matches('/'));
-                let resp = reqwest::get(&url).await?;
-                if !resp.status().is_success() {
-                    let status = resp.status();
-                    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-                    bail!("{status}: {}", body["error"].as_str().unwrap_or(""));
-                }
-                Ok(resp.bytes().await?.to_vec())
-            })?;
+        JobCommand::Result { coordinator, key, id, out } => {
+            let kp = load_or_create_key(key)?;
+            let bytes = runtime()?.block_on(job_result(coordinator.trim_end_matches('/'), &kp, id))?;
             std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
             println!("{} bytes written to {} (blake3 {})", bytes.len(), out.display(), blake3::hash(&bytes).to_hex());
             Ok(())

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Procs, get_bytes, get_json, post_signed, serve, start_node, submit, temp_dir, wait_for};
+use common::{Procs, get_json, post_signed, serve, start_node, submit, temp_dir, wait_for};
 
 fn chromium() -> Option<PathBuf> {
     let found = ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|name| {
@@ -211,7 +211,8 @@ fn a_browser_tab_shares_a_job_is_paid_and_a_forging_tab_is_caught() {
         .flat_map(|i| i.wrapping_mul(i).wrapping_mul(2_654_435_761).wrapping_add(7).to_le_bytes())
         .collect();
     for job in &jobs {
-        assert_eq!(get_bytes(&format!("{url}/v1/jobs/{job}/result")), want, "job {job}'s result is wrong");
+        let (status, bytes) = common::get_result(&url, Some(&dir.join("client.json")), *job);
+        assert_eq!((status, bytes), (200, want.clone()), "job {job}'s result is wrong");
     }
     let after =
         browser_nodes(&url).into_iter().find(|n| n["id"] == id.as_str()).unwrap()["tasks_verified"].as_u64().unwrap();

@@ -20,10 +20,17 @@ use neurolov_protocol::{Envelope, FromNode, Keypair};
 use tokio_tungstenite::tungstenite::Message;
 
 fn check_result(dir: &std::path::Path, url: &str, id: u64, m: usize, n: usize, k: usize) {
+    // Only the job's client reads its result (ids are sequential: anyone could guess them).
+    assert_eq!(common::get_result(url, None, id).0, 401, "an unsigned read");
+    let stranger = dir.join("stranger.json");
+    neurolov().args(["keygen", "--out"]).arg(&stranger).output().expect("keygen");
+    assert_eq!(common::get_result(url, Some(&stranger), id).0, 403, "another key's read");
     let file = dir.join(format!("result-{id}.bin"));
     let out = neurolov()
         .args(["job", "result", "--coordinator", url, &id.to_string(), "--out"])
         .arg(&file)
+        .arg("--key")
+        .arg(dir.join("client.json"))
         .output()
         .expect("result");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -404,4 +411,36 @@ fn refused_jobs_cost_the_coordinator_nothing() {
     let (status, reply) = common::post_signed_status(&url, &client, "/v1/jobs", &free);
     assert_eq!(status, 400, "{reply}");
     assert!(reply["error"].as_str().unwrap_or_default().contains("at least"), "{reply}");
+}
+
+/// Issue 9 §3: another site cannot turn a visitor's tab into a node (a WebSocket whose Origin is not the
+/// coordinator's own is refused; a native node sends none) nor frame the provider page.
+#[test]
+fn foreign_pages_can_neither_open_node_sockets_nor_frame_the_provider() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let dir = temp_dir("origin");
+    let mut procs = Procs(Vec::new());
+    let url = serve(&mut procs, &dir);
+    let host = url.trim_start_matches("http://").to_string();
+    let ws_url = format!("ws://{host}/v1/nodes/ws");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let status = |origin: Option<&str>| {
+        let mut req = ws_url.as_str().into_client_request().expect("request");
+        if let Some(o) = origin {
+            req.headers_mut().insert("origin", o.parse().expect("header"));
+        }
+        rt.block_on(async {
+            match tokio_tungstenite::connect_async(req).await {
+                Ok((_, resp)) => resp.status().as_u16(),
+                Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+                Err(e) => panic!("{e}"),
+            }
+        })
+    };
+    assert_eq!(status(Some("https://evil.example")), 403, "a foreign origin");
+    assert_eq!(status(Some(&format!("http://{host}"))), 101, "the coordinator's own page");
+    assert_eq!(status(None), 101, "a native node");
+    let headers = std::process::Command::new("curl").args(["-sI", &format!("{url}/provide")]).output().expect("curl");
+    let headers = String::from_utf8_lossy(&headers.stdout).to_lowercase();
+    assert!(headers.contains("frame-ancestors 'none'"), "{headers}");
 }

@@ -105,7 +105,20 @@ async fn nodes(State(app): Shared) -> Json<Vec<NodeJson>> {
     )
 }
 
-async fn node_socket(State(app): Shared, ws: WebSocketUpgrade) -> Response {
+/// A browser's WebSocket carries its page's origin: only the coordinator's own pages (`/provide`) may open one, so no
+/// other site a visitor opens can turn that visitor's tab into a node. Native nodes send no `Origin`.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(axum::http::header::ORIGIN) else { return true };
+    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    let origin = origin.to_str().unwrap_or_default();
+    !host.is_empty()
+        && origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")).is_some_and(|rest| rest == host)
+}
+
+async fn node_socket(State(app): Shared, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    if !same_origin(&headers) {
+        return error(StatusCode::FORBIDDEN, "node sockets are opened by nodes or by this coordinator's own pages");
+    }
     let coordinator = Arc::clone(&app.coordinator);
     ws.max_message_size(neurolov_protocol::envelope::MAX_PAYLOAD_BYTES * 2 + 1024)
         .on_upgrade(move |socket| node_session(coordinator, socket))
@@ -484,9 +497,20 @@ async fn job_status(State(app): Shared, Path(id): Path<u64>) -> Response {
     .into_response()
 }
 
-async fn job_result(State(app): Shared, Path(id): Path<u64>) -> Response {
-    let found = app.coordinator.read_core(|c| c.job(id).map(|j| (j.state, c.job_result(id))));
-    match found {
+/// `GET /v1/jobs/{id}/result`: only the job's client may read its result (a signed GET with an empty body); job ids
+/// are sequential, so anyone could otherwise read everyone's results.
+async fn job_result(State(app): Shared, Path(id): Path<u64>, headers: HeaderMap) -> Response {
+    let header = |name: &'static str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let path = format!("/v1/jobs/{id}/result");
+    let reader = match app.replay.verify(header, "GET", &path, b"", now_ms()) {
+        Ok(reader) => reader,
+        Err(e) => return error(e.status(), format!("a result is read by its client's signed request: {e}")),
+    };
+    let found = app.coordinator.read_core(|c| c.job(id).map(|j| (j.client, j.state, c.job_result(id))));
+    if found.as_ref().is_some_and(|(client, _, _)| *client != reader) {
+        return error(StatusCode::FORBIDDEN, "only the job's client may read its result");
+    }
+    match found.map(|(_, state, result)| (state, result)) {
         None => error(StatusCode::NOT_FOUND, "no such job"),
         Some((_, Some(bytes))) => ([("content-type", "application/octet-stream")], bytes.to_vec()).into_response(),
         Some((JobState::Failed { reason }, None)) => error(StatusCode::CONFLICT, format!("job failed: {reason}")),

@@ -18,7 +18,17 @@ const INDEX: &str = include_str!("../web/index.html");
 const PROVIDE: &str = include_str!("../web/provide.html");
 
 fn page(body: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+    // No other site may frame a page: a framed /provide could be made to provide, or be clickjacked.
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 pub(crate) async fn index() -> Response {

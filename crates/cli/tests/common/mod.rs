@@ -182,3 +182,23 @@ pub fn get_bytes(url: &str) -> Vec<u8> {
         _ => Vec::new(),
     }
 }
+
+/// A job's result read with a signed GET by the keypair file `key` (or unsigned): the status and the body.
+pub fn get_result(url: &str, key: Option<&std::path::Path>, job: u64) -> (u16, Vec<u8>) {
+    let path = format!("/v1/jobs/{job}/result");
+    let kp = key.map(|k| {
+        neurolov_protocol::Keypair::from_solana_json(&std::fs::read_to_string(k).expect("key file")).expect("key")
+    });
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let mut req = reqwest::Client::new().get(format!("{url}{path}"));
+        if let Some(kp) = &kp {
+            for (h, v) in neurolov_coordinator::auth::sign(kp, "GET", &path, neurolov_coordinator::now_ms(), b"") {
+                req = req.header(h, v);
+            }
+        }
+        let resp = req.send().await.expect("get");
+        let status = resp.status().as_u16();
+        (status, resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default())
+    })
+}
