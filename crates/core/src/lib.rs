@@ -771,6 +771,7 @@ impl Core {
         };
         let env = Envelope::from_frame(text).map_err(code)?;
         let msg: FromNode = env.open().map_err(code)?;
+        msg.check_limits().map_err(|e| (ErrorCode::Malformed, e))?;
         let (session, seq) = msg.session_seq();
         if session != c.nonce {
             return Err((ErrorCode::WrongSession, "session does not match this connection's challenge".into()));

@@ -203,6 +203,11 @@ fn bad_frames_get_typed_errors_and_change_nothing() {
     if let FromNode::Register { version, .. } = &mut old_version {
         *version = 0;
     }
+    // 60 KiB of adapter name fits a frame, but would be kept and shown on every `GET /v1/nodes`.
+    let mut long_adapter = reg.clone();
+    if let FromNode::Register { claimed, .. } = &mut long_adapter {
+        claimed.adapter = "a".repeat(60 * 1024);
+    }
     let cases: Vec<(&str, String, ErrorCode)> = vec![
         ("not json", "{{{".into(), ErrorCode::Malformed),
         ("oversized", format!("{{\"x\":\"{}\"}}", "a".repeat(300_000)), ErrorCode::TooLarge),
@@ -211,6 +216,11 @@ fn bad_frames_get_typed_errors_and_change_nothing() {
             "wrong session",
             serde_json::to_string(&Envelope::seal(&one.kp, &wrong_session)).unwrap(),
             ErrorCode::WrongSession,
+        ),
+        (
+            "60 KiB adapter name",
+            serde_json::to_string(&Envelope::seal(&one.kp, &long_adapter)).unwrap(),
+            ErrorCode::Malformed,
         ),
         (
             "old version",

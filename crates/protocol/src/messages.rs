@@ -16,6 +16,11 @@ pub const MAX_FRAME_BYTES: usize = 256 * 1024;
 pub const MAX_SLOTS: u32 = 64;
 /// Longest free-text field (reasons, adapter names).
 pub const MAX_TEXT_BYTES: usize = 1024;
+/// Most feature names a node may claim, and the longest one: the coordinator keeps and shows them.
+pub const MAX_CLAIMED_FEATURES: usize = 16;
+pub const MAX_FEATURE_NAME_BYTES: usize = 64;
+/// Longest session nonce or result hash a node may echo.
+pub const MAX_TOKEN_BYTES: usize = 128;
 
 /// What kind of provider a node is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -183,6 +188,35 @@ pub enum FromNode {
 }
 
 impl FromNode {
+    /// Checks every field a coordinator keeps or shows against its limit: a register frame can carry 60 KiB of
+    /// adapter name, which would be cloned on every `GET /v1/nodes`. `Err` names the field.
+    pub fn check_limits(&self) -> Result<(), String> {
+        let text = |name: &str, value: &str, limit: usize| {
+            if value.len() > limit {
+                Err(format!("{name} is {} bytes, the limit is {limit}", value.len()))
+            } else {
+                Ok(())
+            }
+        };
+        let (session, _) = self.session_seq();
+        text("session", session, MAX_TOKEN_BYTES)?;
+        match self {
+            FromNode::Register { claimed, .. } => {
+                text("claimed.adapter", &claimed.adapter, MAX_TEXT_BYTES)?;
+                text("claimed.backend", &claimed.backend, MAX_TEXT_BYTES)?;
+                if claimed.features.len() > MAX_CLAIMED_FEATURES {
+                    return Err(format!("more than {MAX_CLAIMED_FEATURES} claimed features"));
+                }
+                claimed.features.iter().try_for_each(|f| text("a claimed feature", f, MAX_FEATURE_NAME_BYTES))
+            }
+            FromNode::Commit { result_hash, .. } | FromNode::Result { result_hash, .. } => {
+                text("result_hash", result_hash, MAX_TOKEN_BYTES)
+            }
+            FromNode::Failed { reason, .. } => text("reason", reason, MAX_TEXT_BYTES),
+            FromNode::Heartbeat { .. } | FromNode::Goodbye { .. } => Ok(()),
+        }
+    }
+
     /// The session nonce and sequence number every node message carries.
     pub fn session_seq(&self) -> (&str, u64) {
         match self {
