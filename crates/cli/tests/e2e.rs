@@ -444,3 +444,45 @@ fn foreign_pages_can_neither_open_node_sockets_nor_frame_the_provider() {
     let headers = String::from_utf8_lossy(&headers.stdout).to_lowercase();
     assert!(headers.contains("frame-ancestors 'none'"), "{headers}");
 }
+
+/// The coordinator's resident memory, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+/// Issue 9 §3: slow readers of a big blob cost the coordinator a chunk each, not the blob: 16 readers that do not
+/// read a 64 MiB blob used to make it hold 16 copies (≈ 1 GiB); streamed, it holds what the sockets buffer.
+#[test]
+fn slow_readers_of_a_big_blob_cost_the_coordinator_little_memory() {
+    use std::io::Write;
+    let dir = temp_dir("slow-readers");
+    let mut procs = Procs(Vec::new());
+    let url = serve(&mut procs, &dir);
+    let pid = procs.0[0].id();
+    let client = Keypair::from_seed([79; 32]);
+    post_signed_kp(&url, &client, "/v1/faucet", &serde_json::json!({}));
+    let blob: Vec<u8> = (0..16u32 << 20).flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()).collect();
+    assert_eq!(put_blob(&url, Some(&client), &blob, None), 201);
+    let hash = blake3::hash(&blob).to_hex().to_string();
+    drop(blob);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rss_bytes(pid);
+    let host = url.trim_start_matches("http://");
+    let readers: Vec<std::net::TcpStream> = (0..16)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(host).expect("connect");
+            write!(s, "GET /v1/blobs/{hash} HTTP/1.1\r\nHost: {host}\r\n\r\n").expect("request");
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let grew = rss_bytes(pid).saturating_sub(before);
+    drop(readers);
+    assert!(grew < 256 << 20, "16 slow readers of a 64 MiB blob grew the coordinator by {} MiB", grew >> 20);
+}

@@ -83,6 +83,12 @@ impl BlobDir {
         let _ = self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| Some(used.saturating_sub(len)));
     }
 
+    /// Where a stored blob's file is (for streaming it); `None` for a bad name or a blob not stored.
+    pub fn path(&self, hash: &str) -> Option<PathBuf> {
+        let path = self.dir.join(hash);
+        (is_hash(hash) && path.is_file()).then_some(path)
+    }
+
     pub fn read(&self, hash: &str) -> Option<Vec<u8>> {
         if !is_hash(hash) {
             return None;

@@ -170,12 +170,35 @@ async fn get_blob(State(app): Shared, Path(hash): Path<String>) -> Response {
     if !is_hash(&hash) {
         return error(StatusCode::BAD_REQUEST, "a blob is named by its blake3 hash (64 lowercase hex characters)");
     }
-    let blobs = app.coordinator.blobs.clone();
-    match tokio::task::spawn_blocking(move || blobs.read(&hash)).await {
-        Ok(Some(bytes)) => ([("content-type", "application/octet-stream")], bytes).into_response(),
-        _ => error(StatusCode::NOT_FOUND, "no such blob"),
-    }
+    let Some(path) = app.coordinator.blobs.path(&hash) else {
+        return error(StatusCode::NOT_FOUND, "no such blob");
+    };
+    let Ok(file) = tokio::fs::File::open(&path).await else {
+        return error(StatusCode::NOT_FOUND, "no such blob");
+    };
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    // Streamed in chunks: up to 256 MiB per blob, and a slow reader holds one chunk, not the whole blob.
+    let chunks = futures_util::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; BLOB_CHUNK_BYTES];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(axum::body::Bytes::from(buf)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    });
+    (
+        [("content-type", "application/octet-stream".to_string()), ("content-length", len.to_string())],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response()
 }
+
+/// What a blob read holds in memory at a time.
+const BLOB_CHUNK_BYTES: usize = 1 << 20;
 
 /// Who may store a blob (the request signed as in [`crate::auth`]): a node uploading the result of an attempt it holds
 /// (one blob of that attempt's result size), or a client that holds NLOV, within its daily allowance (inputs for its
@@ -506,13 +529,20 @@ async fn job_result(State(app): Shared, Path(id): Path<u64>, headers: HeaderMap)
         Ok(reader) => reader,
         Err(e) => return error(e.status(), format!("a result is read by its client's signed request: {e}")),
     };
-    let found = app.coordinator.read_core(|c| c.job(id).map(|j| (j.client, j.state, c.job_result(id))));
+    let found = app.coordinator.read_core(|c| c.job(id).map(|j| (j.client, j.state, c.job_result_parts(id))));
     if found.as_ref().is_some_and(|(client, _, _)| *client != reader) {
         return error(StatusCode::FORBIDDEN, "only the job's client may read its result");
     }
     match found.map(|(_, state, result)| (state, result)) {
         None => error(StatusCode::NOT_FOUND, "no such job"),
-        Some((_, Some(bytes))) => ([("content-type", "application/octet-stream")], bytes.to_vec()).into_response(),
+        Some((_, Some(parts))) => {
+            // Streamed from the shared task results: a slow reader holds no copy of the whole result.
+            let len: usize = parts.iter().map(|p| p.len()).sum();
+            let chunks = parts.into_iter().map(|p| Ok::<_, std::convert::Infallible>(axum::body::Bytes::from_owner(p)));
+            let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+            ([("content-type", "application/octet-stream".to_string()), ("content-length", len.to_string())], body)
+                .into_response()
+        }
         Some((JobState::Failed { reason }, None)) => error(StatusCode::CONFLICT, format!("job failed: {reason}")),
         Some((_, None)) => error(StatusCode::CONFLICT, "job is not done yet"),
     }

@@ -304,14 +304,15 @@ impl Job {
     /// Task results in task order: C's row blocks in row order (tasks are created in row order), or the single
     /// WGSL output.
     pub fn result(&self) -> Option<Arc<[u8]>> {
+        Some(self.result_parts()?.concat().into())
+    }
+
+    /// [`Job::result`] as its task results in order, shared rather than copied: what a reader streams.
+    pub fn result_parts(&self) -> Option<Vec<Arc<[u8]>>> {
         if self.state != JobState::Done {
             return None;
         }
-        let mut out = Vec::new();
-        for t in &self.tasks {
-            out.extend_from_slice(self.results.get(t)?);
-        }
-        Some(out.into())
+        self.tasks.iter().map(|t| self.results.get(t).cloned()).collect()
     }
 
     pub fn view(&self, task: impl Fn(TaskId) -> Option<(Option<Id>, bool, u32)>) -> JobView {

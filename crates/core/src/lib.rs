@@ -636,6 +636,12 @@ impl Core {
         self.jobs.get(&id)?.result()
     }
 
+    /// A finished job's result as its task results in order, shared: the shell streams them without copying the
+    /// whole result (up to 256 MiB) per reader, and without holding the core while it does.
+    pub fn job_result_parts(&self, id: JobId) -> Option<Vec<Arc<[u8]>>> {
+        self.jobs.get(&id)?.result_parts()
+    }
+
     pub fn nodes(&self) -> Vec<NodeView> {
         self.nodes
             .iter()
