@@ -2,7 +2,12 @@
 //! The known answers are real work: a WGSL task whose replicas on different operators agreed. Replaying it to
 //! another node costs that node the same effort and looks exactly like a spot-check replica of a real task, so a node
 //! cannot tell a canary from paid work and cannot skip one safely. A wrong canary answer is proven fraud (the node
-//! committed to it) and is slashed like any other; a right one is paid, like a spot-check replica, from the escrow of
+//! committed to it) and is slashed like any other — but only on two independent opinions: a known answer is itself
+//! only the agreement of two operators, who could have agreed on a wrong value for their own bait job to get honest
+//! nodes convicted. So a node that disagrees with a known answer it did not help make is convicted only once a
+//! third operator, unrelated to both, agrees with the known answer; if the third agrees with the node instead, the
+//! known answer was poisoned and is dropped, and nobody is convicted. (A node that disagrees with an answer it helped
+//! make contradicts its own signed result and is convicted at once.) A right one is paid, like a spot-check replica, from the escrow of
 //! the job whose placement brought it along — never more than that placed task's own price, and only a known answer
 //! of comparable work is sent. So a client cannot bait a known answer of huge declared work and have the treasury (or
 //! anyone else) pay its own nodes for it: a canary costs the job that brought it at most one more copy of its task.
@@ -31,6 +36,8 @@ pub(crate) struct KnownAnswer {
     pub work_mflop: u64,
     pub output: Arc<[u8]>,
     pub tolerance: Tolerance,
+    /// Operators whose agreeing replicas made it.
+    pub producers: Vec<Id>,
 }
 
 #[derive(Default)]
@@ -40,7 +47,13 @@ pub(crate) struct Canaries {
 
 impl Core {
     /// Keeps a replicated, agreed WGSL result as a future canary.
-    pub(crate) fn remember_known_answer(&mut self, tid: TaskId, output: Arc<[u8]>, tolerance: Tolerance) {
+    pub(crate) fn remember_known_answer(
+        &mut self,
+        tid: TaskId,
+        output: Arc<[u8]>,
+        tolerance: Tolerance,
+        producers: Vec<Id>,
+    ) {
         let Some(t) = self.tasks.get(&tid) else { return };
         if !matches!(t.work, Work::Wgsl { .. }) {
             return;
@@ -51,7 +64,7 @@ impl Core {
         {
             return;
         }
-        let answer = KnownAnswer { work: t.work.clone(), work_mflop: t.work_mflop, output, tolerance };
+        let answer = KnownAnswer { work: t.work.clone(), work_mflop: t.work_mflop, output, tolerance, producers };
         if self.canaries.known.len() >= MAX_KNOWN_ANSWERS {
             self.canaries.known.pop_front();
         }
@@ -84,18 +97,25 @@ impl Core {
         }
         let pick = fits[self.rng.usize(..fits.len())];
         let Some(answer) = self.canaries.known.get(pick).cloned() else { return };
-        let purpose =
-            Purpose::Canary { node, expected: answer.output, tolerance: answer.tolerance, payer, max_pay_nano };
+        let purpose = Purpose::Canary {
+            node,
+            expected: answer.output,
+            tolerance: answer.tolerance,
+            payer,
+            max_pay_nano,
+            producers: answer.producers,
+            disputed: None,
+        };
         let tid = self.new_task(purpose, answer.work, None, answer.work_mflop, 1);
         self.persist_ids();
         self.assign(tid, node);
     }
 
-    /// A canary's result: the node's answer against the known one.
+    /// A canary's result: the node's answer against the known one, or a third opinion on a disputed answer.
     pub(crate) fn evaluate_canary(&mut self, tid: TaskId) {
         let Some(t) = self.tasks.get(&tid) else { return };
-        let Purpose::Canary { expected, tolerance, .. } = &t.purpose else { return };
-        let (expected, tolerance) = (Arc::clone(expected), *tolerance);
+        let Purpose::Canary { expected, tolerance, producers, disputed, .. } = &t.purpose else { return };
+        let (expected, tolerance, disputed) = (Arc::clone(expected), *tolerance, disputed.clone());
         let Some((attempt, node, bytes, ask)) = t
             .assignments
             .iter()
@@ -104,28 +124,98 @@ impl Core {
         else {
             return;
         };
+        let producer = self.nodes.get(&node).is_some_and(|n| producers.contains(&n.operator));
         let (price, payer) = (self.task_price(&t.purpose, t.work_mflop, ask), t.purpose.payer());
-        match replicas::agree(&expected, &bytes, tolerance) {
-            Ok(()) => {
-                if let Some(t) = self.tasks.get_mut(&tid) {
-                    t.done = true;
-                }
-                self.finish_assignment(tid, attempt, node);
-                self.check_passed(node);
-                if let Some(operator) = self.nodes.get(&node).map(|n| n.operator) {
-                    self.pay_task(tid, attempt, operator, price);
-                }
-                self.sync_scheduler(node);
+        let right = replicas::agree(&expected, &bytes, tolerance).is_ok();
+        match disputed {
+            None if right => self.canary_passed(tid, attempt, node, price),
+            // Its own signed answer said otherwise: no second opinion is needed.
+            None if producer => self.canary_failed(tid, attempt, node, "contradicts the answer it gave before"),
+            None => {
+                self.ask_third_opinion(tid, attempt, node, bytes);
+                return;
             }
-            Err(e) => {
-                if let Some(t) = self.tasks.get_mut(&tid) {
-                    t.done = true;
+            Some((first_attempt, first, first_bytes)) => {
+                let first_ask = self
+                    .tasks
+                    .get(&tid)
+                    .and_then(|t| t.assignments.iter().find(|a| a.attempt == first_attempt))
+                    .map_or(0, |a| a.price_nano_per_gflop);
+                let first_price =
+                    self.tasks.get(&tid).map_or(0, |t| self.task_price(&t.purpose, t.work_mflop, first_ask));
+                let agrees_with_first = replicas::agree(&first_bytes, &bytes, tolerance).is_ok();
+                if right && !agrees_with_first {
+                    self.canary_passed(tid, attempt, node, price);
+                    self.canary_failed(tid, first_attempt, first, "a third operator agreed with the known answer");
+                } else if agrees_with_first {
+                    // The known answer was wrong: its producers agreed on a lie, or the kernel is not deterministic.
+                    tracing::warn!(task = tid, "a known answer was contradicted by two operators: dropped");
+                    self.canaries.known.retain(|k| !Arc::ptr_eq(&k.output, &expected));
+                    self.canary_passed(tid, attempt, node, price);
+                    self.canary_passed(tid, first_attempt, first, first_price);
+                } else {
+                    // Three different answers: nobody is shown wrong, nobody is paid.
+                    self.canaries.known.retain(|k| !Arc::ptr_eq(&k.output, &expected));
+                    self.release_hold(tid, first_attempt);
+                    self.finish_unpaid(tid, attempt, node);
                 }
-                self.reject(tid, attempt, node, format!("wrong answer to a known-answer task: {e:?}"));
             }
         }
         self.tasks.remove(&tid);
         self.canary_settled(payer);
+    }
+
+    /// A canary answered right: paid from its payer's escrow, and a passed check for its node.
+    fn canary_passed(&mut self, tid: TaskId, attempt: u32, node: Id, price: u64) {
+        if let Some(t) = self.tasks.get_mut(&tid) {
+            t.done = true;
+        }
+        self.finish_assignment(tid, attempt, node);
+        self.check_passed(node);
+        if let Some(operator) = self.nodes.get(&node).map(|n| n.operator) {
+            self.pay_task(tid, attempt, operator, price);
+        }
+        self.sync_scheduler(node);
+    }
+
+    /// A canary answer shown wrong: proven fraud, with the node's signed commitment as evidence.
+    fn canary_failed(&mut self, tid: TaskId, attempt: u32, node: Id, why: &str) {
+        if let Some(t) = self.tasks.get_mut(&tid) {
+            t.done = true;
+        }
+        self.release_hold(tid, attempt);
+        self.reject(tid, attempt, node, format!("wrong answer to a known-answer task: {why}"));
+    }
+
+    /// A canary answer ends with no verdict: the slot is freed, nothing is paid.
+    fn finish_unpaid(&mut self, tid: TaskId, attempt: u32, node: Id) {
+        if let Some(t) = self.tasks.get_mut(&tid) {
+            t.done = true;
+            if let Some(a) = t.assignments.iter_mut().find(|a| a.attempt == attempt && a.node == node) {
+                a.dropped = true;
+            }
+        }
+        self.release_hold(tid, attempt);
+        self.vacate(tid, attempt, node);
+        self.sync_scheduler(node);
+    }
+
+    /// `node`, which did not help make the known answer, disagrees with it: its answer is held (neither paid nor
+    /// convicted) while the canary goes to one more operator, unrelated to it and to the answer's producers.
+    fn ask_third_opinion(&mut self, tid: TaskId, attempt: u32, node: Id, bytes: Arc<[u8]>) {
+        let Some(t) = self.tasks.get_mut(&tid) else { return };
+        if let Purpose::Canary { disputed, .. } = &mut t.purpose {
+            *disputed = Some((attempt, node, bytes));
+        }
+        if let Some(a) = t.assignments.iter_mut().find(|a| a.attempt == attempt && a.node == node) {
+            // Out of the live count, but its result (and commitment) stay: the operator is excluded from the next
+            // placement, and the commitment is the evidence if the third opinion goes against it.
+            a.dropped = true;
+        }
+        t.replicas_wanted = 1;
+        self.vacate(tid, attempt, node);
+        self.sync_scheduler(node);
+        self.enqueue(tid);
     }
 
     /// A canary's reservation was posted or let go: a job that ended meanwhile gets back what it did not spend.

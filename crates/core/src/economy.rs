@@ -162,7 +162,7 @@ impl Core {
     }
 
     /// The escrow a job needs: each task at the client's price cap plus the fee on it, as many times as the task may
-    /// be paid: `(work_mflop, copies)` per task (a WGSL task pays every replica it may need and one canary).
+    /// be paid: `(work_mflop, copies)` per task (see [`Core::paid_copies`]).
     pub(crate) fn escrow_needed(&self, tasks: &[(u64, u32)], max_price_nano_per_gflop: u64) -> Option<u64> {
         tasks.iter().try_fold(0u64, |sum, &(w, copies)| {
             let p = price_nano(w, max_price_nano_per_gflop)?;
@@ -172,9 +172,9 @@ impl Core {
     }
 
     /// How many times a task of this work may be paid: once for a matmul (Freivalds checks it), and for a WGSL task
-    /// every replica it may need plus one canary.
+    /// every replica it may need plus one canary and the canary's possible third opinion.
     pub(crate) fn paid_copies(&self, wgsl: bool) -> u32 {
-        if wgsl { self.cfg.wgsl_max_replicas.max(self.cfg.wgsl_replicas).saturating_add(1) } else { 1 }
+        if wgsl { self.cfg.wgsl_max_replicas.max(self.cfg.wgsl_replicas).saturating_add(2) } else { 1 }
     }
 
     /// Moves the job's escrow from the client's wallet. Checked before the job exists: refusal changes nothing.

@@ -341,6 +341,11 @@ enum Purpose {
         payer: JobId,
         /// The most the canary may be paid: the price of the task it came with.
         max_pay_nano: u64,
+        /// Operators whose agreeing replicas made the known answer: never asked for the third opinion.
+        producers: Vec<Id>,
+        /// A first answer that disagreed with the known one, from a node that did not help make it: (attempt, node,
+        /// answer), held until another operator gives a third opinion (see `canary.rs`).
+        disputed: Option<(u32, Id, Arc<[u8]>)>,
     },
 }
 
@@ -1265,6 +1270,9 @@ impl Core {
                 .filter(|a| !a.dropped || a.result.is_some())
                 .filter_map(|a| self.nodes.get(&a.node).map(|n| operator_key(&n.operator)))
                 .collect();
+            if let Purpose::Canary { producers, .. } = &t.purpose {
+                exclude.extend(producers.iter().map(operator_key));
+            }
             exclude.sort_unstable();
             exclude.dedup();
             exclude.truncate(neurolov_scheduler::MAX_EXCLUDED_OPERATORS);
@@ -1346,21 +1354,28 @@ impl Core {
             return;
         }
         let mut next = u64::MAX;
-        let mut expired = Vec::new();
+        let (mut expired, mut canaries) = (Vec::new(), Vec::new());
         for &tid in &self.queue {
             if let Some(t) = self.tasks.get_mut(&tid)
                 && !t.done
             {
                 let since = *t.waiting_since_ms.get_or_insert(now);
                 next = next.min(since.saturating_add(self.cfg.max_queue_wait_ms));
-                if now.saturating_sub(since) >= self.cfg.max_queue_wait_ms
-                    && let Purpose::Job(job) = t.purpose
-                {
-                    expired.push((job, tid, now - since));
+                if now.saturating_sub(since) >= self.cfg.max_queue_wait_ms {
+                    match t.purpose {
+                        Purpose::Job(job) => expired.push((job, tid, now - since)),
+                        // A disputed canary that found no third operator convicts nobody.
+                        Purpose::Canary { payer, .. } => canaries.push((tid, payer)),
+                        Purpose::Attestation(_) => {}
+                    }
                 }
             }
         }
         self.next_wait_check_ms = next;
+        for (tid, payer) in canaries {
+            self.tasks.remove(&tid);
+            self.canary_settled(Some(payer));
+        }
         for (job, tid, waited) in expired {
             self.fail_job(job, format!("task {tid} found no eligible node for {waited} ms"));
         }
@@ -1618,7 +1633,9 @@ impl Core {
                 }
                 // Operators that agree independently make a known answer: a future canary.
                 if let (true, Some(&i)) = (winners.len() >= 2, winners.first()) {
-                    self.remember_known_answer(tid, Arc::clone(&results[i].2), tol);
+                    let producers: Vec<Id> =
+                        winners.iter().filter_map(|&w| self.nodes.get(&results[w].1).map(|n| n.operator)).collect();
+                    self.remember_known_answer(tid, Arc::clone(&results[i].2), tol, producers);
                 }
             }
             None => {

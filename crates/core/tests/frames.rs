@@ -1423,3 +1423,66 @@ fn funds_are_checked_before_any_operand_is_read() {
     core.faucet(2, client).unwrap();
     assert!(matches!(core.submit(3, client, free, &store), Err(neurolov_core::SubmitError::PriceTooLow(1))));
 }
+
+/// Issue 9 §2: two colluding operators agree on a wrong value for their own bait job, which becomes a known answer.
+/// An honest node that later gets it as a canary and answers right is not convicted on the colluders' word: a third
+/// operator is asked, agrees with the honest node, and the poisoned answer is dropped. (It used to be slashed and
+/// lose its attestation and its provisional results.)
+#[test]
+fn a_poisoned_known_answer_convicts_no_honest_node() {
+    use neurolov_verify::spotcheck::SpotCheckPolicy;
+    let config = Config { canary_rate: 1.0, spot_check: SpotCheckPolicy::new(1.0, 3, 0.001, 3).unwrap(), ..cfg() };
+    let mut core = Core::new(config, 13, 0);
+    let mut store = Store::default();
+    let client = Keypair::from_seed([92; 32]).id();
+    core.faucet(0, client).unwrap();
+    let mut nodes: Vec<(Keypair, String, u64)> =
+        (1..=2).map(|c| attested_node(&mut core, &mut store, c, 100 + c as u8, 0)).collect();
+    let mut now = 100;
+    let mut slashed = Vec::new();
+    let mut sent: std::collections::BTreeMap<u64, std::collections::BTreeSet<u64>> = Default::default();
+    // Connections 1 and 2 collude (a poisoned value), 3 and 4 are honest.
+    let mut run_job = |core: &mut Core, store: &mut Store, nodes: &mut Vec<(Keypair, String, u64)>, now: &mut u64| {
+        let (_, mut effects) = core.submit(*now, client, small_wgsl_job(store), store).unwrap();
+        effects.extend(core.tick(*now + 1));
+        let mut pending = tasks_in(&effects);
+        while let Some((conn, task)) = pending.pop() {
+            *now += 1;
+            sent.entry(task.task_id).or_default().insert(conn);
+            // Results of the small job are 12 bytes.
+            let answer: &[u8] = if conn <= 2 { b"poison value" } else { b"right answer" };
+            let (kp, nonce, seq) = &mut nodes[conn as usize - 1];
+            let effects = deliver_bytes(core, store, conn, kp, nonce, *seq, &task, answer, *now);
+            *seq += 2;
+            slashed.extend(
+                effects.iter().filter_map(|e| if let Effect::Slash { node, .. } = e { Some(*node) } else { None }),
+            );
+            pending.extend(tasks_in(&effects));
+            pending.extend(tasks_in(&core.tick(*now)));
+        }
+        *now += 5;
+    };
+    for _ in 0..4 {
+        run_job(&mut core, &mut store, &mut nodes, &mut now);
+    }
+    core.disconnected(now, 1);
+    core.disconnected(now, 2);
+    for c in 3..=4u64 {
+        nodes.push(attested_node(&mut core, &mut store, c, 100 + c as u8, now));
+    }
+    let jobs_before = core.recent_jobs(1000).len();
+    for _ in 0..40 {
+        run_job(&mut core, &mut store, &mut nodes, &mut now);
+    }
+    let in_jobs: std::collections::BTreeSet<u64> =
+        core.recent_jobs(1000).iter().flat_map(|(j, _)| j.tasks.iter().map(|t| t.task)).collect();
+    let disputed =
+        sent.iter().filter(|(t, conns)| !in_jobs.contains(t) && conns.contains(&3) && conns.contains(&4)).count();
+    assert!(core.recent_jobs(1000).len() > jobs_before);
+    let canaries: Vec<_> = sent.iter().filter(|(t, _)| !in_jobs.contains(t)).collect();
+    assert!(disputed > 0, "no poisoned canary reached an honest node in 40 jobs: {canaries:?} {slashed:?}");
+    let honest: Vec<_> = nodes[2..].iter().map(|(kp, _, _)| kp.id()).collect();
+    assert!(slashed.iter().all(|n| !honest.contains(n)), "an honest node was convicted: {slashed:?}");
+    assert!(core.evidence().is_empty(), "{:?}", core.evidence());
+    core.ledger().check_full().unwrap();
+}
