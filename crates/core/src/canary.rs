@@ -170,8 +170,9 @@ impl Core {
         if let Some(t) = self.tasks.get_mut(&tid) {
             t.done = true;
         }
+        let work = self.tasks.get(&tid).map_or(1, |t| t.work_mflop);
         self.finish_assignment(tid, attempt, node);
-        self.check_passed(node);
+        self.check_passed(node, work);
         if let Some(operator) = self.nodes.get(&node).map(|n| n.operator) {
             self.pay_task(tid, attempt, operator, price);
         }

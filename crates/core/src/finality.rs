@@ -1,6 +1,6 @@
 //! Provisional finality for unreplicated WGSL results. A WGSL result accepted without a replica (the spot-check draw
-//! said no) is delivered at once but stays *provisional* until its node passes `finality_checks` later checks
-//! (an agreeing spot-check replica, a known-answer canary, a re-challenge). If the node is proven to cheat first, each
+//! said no) is delivered at once but stays *provisional* until its node passes later checks (an agreeing spot-check
+//! replica, a known-answer canary, a Freivalds-checked matmul) of `finality_checks` times its own declared work. If the node is proven to cheat first, each
 //! of its provisional results is revoked: the job is reopened and the task runs again on other operators with a
 //! replica. The re-run is paid from the job's escrow, refilled with what the convicted node was paid for the revoked
 //! result and, where its wallet no longer holds that, from what this conviction's slash brought the treasury — never
@@ -29,16 +29,26 @@ impl Core {
         self.persist_node(node);
     }
 
-    /// `node` passed a check: results it delivered `finality_checks` checks ago become final.
-    pub(crate) fn check_passed(&mut self, node: Id) {
+    /// `node` passed a check of `work_mflop` declared work. Checks count by their work: a result becomes final only
+    /// once the node has passed `finality_checks` times that result's own work in later checks, so a few tiny checks
+    /// (three 1×1×1 matmuls used to do it) cannot make a big forgery final.
+    pub(crate) fn check_passed(&mut self, node: Id, work_mflop: u64) {
         let needed = u64::from(self.cfg.spot_check.finality_checks());
+        let Some(n) = self.nodes.get(&node) else { return };
+        let passed = n.checks_passed.saturating_add(work_mflop.max(1));
+        let weight = |tid: TaskId| self.tasks.get(&tid).map_or(1, |t| t.work_mflop.max(1));
+        let keep: Vec<(TaskId, u64)> = n
+            .provisional
+            .iter()
+            .copied()
+            .filter(|&(tid, at)| at.saturating_add(needed.saturating_mul(weight(tid))) > passed)
+            .collect();
         let Some(n) = self.nodes.get_mut(&node) else { return };
-        n.checks_passed += 1;
-        let passed = n.checks_passed;
-        let before = n.provisional.len();
-        n.provisional.retain(|&(_, at)| at + needed > passed);
+        n.checks_passed = passed;
+        let changed = keep.len() != n.provisional.len();
+        n.provisional = keep;
         // A stored count that lags only delays finality (safe); results turning final must be written.
-        if n.provisional.len() != before {
+        if changed {
             self.persist_node(node);
         }
     }

@@ -125,6 +125,8 @@ pub struct Config {
     pub faucet_grant_nano: u64,
     /// How long after an attempt's deadline its pay reservation expires on its own.
     pub hold_grace_ms: u64,
+    /// How long a node proven to cheat waits before it is challenged again (and so before any paid work).
+    pub conviction_cooldown_ms: u64,
 }
 
 impl Default for Config {
@@ -161,6 +163,7 @@ impl Default for Config {
             stake_for_full_discount_nano: 10_000 * neurolov_ledger::NANO_PER_NLOV,
             faucet_grant_nano: 0,
             hold_grace_ms: 60_000,
+            conviction_cooldown_ms: 3_600_000,
         }
     }
 }
@@ -322,7 +325,8 @@ struct Node {
     next_challenge_ms: u64,
     /// (task, attempt) this node holds.
     running: BTreeSet<(TaskId, u32)>,
-    /// Checks passed (agreeing replicas, canaries, re-challenges): what makes provisional results final.
+    /// Declared work (MFLOP) of the checks passed (agreeing replicas, canaries, Freivalds-checked matmuls): what makes
+    /// provisional results final (see `finality.rs`).
     checks_passed: u64,
     /// Results accepted from this node without a replica, with `checks_passed` at the time (see `finality.rs`).
     provisional: Vec<(TaskId, u64)>,
@@ -1677,7 +1681,7 @@ impl Core {
         }
         let gflops = elapsed_ms.map_or(0.0, |ms| flops / (ms as f64 * 1e6));
         // A matmul result passed Freivalds' check: that counts toward the finality of the node's other results.
-        self.check_passed(node);
+        self.check_passed(node, work_mflop);
         self.settle_accepted(tid, attempt, node, &purpose, work_mflop, gflops, bytes);
     }
 
@@ -1690,7 +1694,7 @@ impl Core {
         self.finish_assignment(tid, attempt, node);
         if matches!(purpose, Purpose::Job(_)) {
             if replicated {
-                self.check_passed(node);
+                self.check_passed(node, work_mflop);
             } else {
                 self.mark_provisional(tid, node);
             }
@@ -1835,13 +1839,16 @@ impl Core {
         if let Some(conn) = self.nodes.get(&node).and_then(|n| n.conn) {
             self.send(conn, ToNode::Verdict { task_id: tid, attempt, accepted: false, reason });
         }
-        // Proven fraud costs the node its attestation: it gets no paid work until it passes a new challenge.
+        // Proven fraud costs the node its attestation and its history: no paid work until it passes a new challenge,
+        // which it is not given before the cooldown, and then it is spot-checked like a newcomer (a caught node used
+        // to keep its floor spot-check rate and be re-attested seconds later).
         if let Some(n) = self.nodes.get_mut(&node) {
             n.attested = false;
             if n.state == NodeState::Active {
                 n.state = NodeState::Attesting;
             }
-            n.next_challenge_ms = self.now_ms.saturating_add(self.cfg.heartbeat_interval_ms);
+            n.history.verified = 0;
+            n.next_challenge_ms = self.now_ms.saturating_add(self.cfg.conviction_cooldown_ms);
         }
         self.drop_assignment(tid, attempt, node, Outcome::Wrong);
         // Its other work is not trusted either: running attempts and delivered replicas still awaiting agreement.

@@ -57,8 +57,8 @@ pub struct NodeRecord {
     pub history: WorkHistory,
     pub up_ms: u64,
     pub first_seen_ms: u64,
-    /// Checks passed so far, and the results still provisional with the count each was delivered at: a result
-    /// delivered before a restart must not turn final because the coordinator restarted.
+    /// Declared work of the checks passed so far, and the results still provisional with that sum at the time each
+    /// was delivered: a result delivered before a restart must not turn final because the coordinator restarted.
     pub checks_passed: u64,
     pub provisional: Vec<(TaskId, u64)>,
 }

@@ -1486,3 +1486,74 @@ fn a_poisoned_known_answer_convicts_no_honest_node() {
     assert!(core.evidence().is_empty(), "{:?}", core.evidence());
     core.ledger().check_full().unwrap();
 }
+
+/// Issue 9 §2: cheap checks do not buy finality, and a conviction costs a node its history. A node holding a
+/// provisional WGSL result of 1,000 MFLOP passes three 1×1×1 matmul checks (which used to make the result final)
+/// and is then caught: the result is still revoked, the node's verified history is gone (it is spot-checked like a
+/// newcomer again) and it is not challenged again before the cooldown (it used to be re-attested seconds later).
+#[test]
+fn tiny_checks_buy_no_finality_and_a_conviction_costs_the_history() {
+    use neurolov_verify::spotcheck::SpotCheckPolicy;
+    let config = Config { canary_rate: 0.0, spot_check: SpotCheckPolicy::new(1.0, 3, 0.001, 3).unwrap(), ..cfg() };
+    let mut core = Core::new(config, 14, 0);
+    let mut store = Store::default();
+    let mut nodes: Vec<(Keypair, String, u64)> =
+        (1..=2).map(|c| attested_node(&mut core, &mut store, c, 110 + c as u8, 0)).collect();
+    let client = Keypair::from_seed([93; 32]).id();
+    core.faucet(0, client).unwrap();
+    let mut now = 100;
+    let answer_all = |core: &mut Core,
+                      store: &mut Store,
+                      nodes: &mut Vec<(Keypair, String, u64)>,
+                      effects: Vec<Effect>,
+                      now: &mut u64,
+                      corrupt: bool| {
+        let mut pending = tasks_in(&effects);
+        let mut all = effects;
+        while let Some((conn, task)) = pending.pop() {
+            *now += 1;
+            let bytes = match &task.work {
+                Work::Wgsl { .. } => b"right answer".to_vec(),
+                work => matmul_answer(store, work, corrupt),
+            };
+            let (kp, nonce, seq) = &mut nodes[conn as usize - 1];
+            let effects = deliver_bytes(core, store, conn, kp, nonce, *seq, &task, &bytes, *now);
+            *seq += 2;
+            pending.extend(tasks_in(&effects));
+            all.extend(effects);
+        }
+        all
+    };
+    while !core.nodes().iter().any(|n| n.results_provisional > 0) {
+        assert!(now < 1_000, "no unreplicated result");
+        let spec = wgsl_job(&mut store, 1_000, 10_000_000);
+        let (_, mut effects) = core.submit(now, client, spec, &store).unwrap();
+        effects.extend(core.tick(now + 1));
+        answer_all(&mut core, &mut store, &mut nodes, effects, &mut now, false);
+        now += 5;
+    }
+    let node = core.nodes().iter().find(|n| n.results_provisional > 0).unwrap().id;
+    let conn = if nodes[0].0.id() == node { 1 } else { 2 };
+    core.disconnected(now, 3 - conn);
+    for seed in 0..3 {
+        let effects = core.submit(now, client, matmul_spec(1, 1, 1, seed, seed + 1), &store).unwrap().1;
+        answer_all(&mut core, &mut store, &mut nodes, effects, &mut now, false);
+    }
+    let view = |core: &Core| core.nodes().into_iter().find(|n| n.id == node).unwrap();
+    assert!(view(&core).results_provisional > 0, "three 1-MFLOP checks made a 1,000-MFLOP result final");
+    let effects = core.submit(now, client, matmul_spec(4, 4, 4, 7, 8), &store).unwrap().1;
+    let effects = answer_all(&mut core, &mut store, &mut nodes, effects, &mut now, true);
+    assert!(effects.iter().any(|e| matches!(e, Effect::Slash { node: n, .. } if *n == node)), "{effects:?}");
+    assert!(effects.iter().any(|e| matches!(e, Effect::JobReopened { .. })), "the provisional result was not revoked");
+    assert_eq!(view(&core).tasks_verified, 0, "a convicted node kept its verified history");
+    // Within the cooldown it gets no challenge, however long it keeps beating.
+    let (kp, nonce, seq) = &mut nodes[conn as usize - 1];
+    for _ in 0..20 {
+        now += 1_000;
+        *seq += 1;
+        let hb = FromNode::Heartbeat { session: nonce.clone(), seq: *seq };
+        let mut effects = core.frame_now(now, conn, &serde_json::to_string(&Envelope::seal(kp, &hb)).unwrap(), &store);
+        effects.extend(core.tick(now));
+        assert!(tasks_in(&effects).iter().all(|(c, _)| *c != conn), "re-challenged within the cooldown");
+    }
+}
