@@ -1,7 +1,10 @@
 //! Canary tasks for WGSL work: tasks whose answer the coordinator already knows, sent to nodes as ordinary tasks.
 //! The known answers are real work: a WGSL task whose replicas on different operators agreed. Replaying it to
-//! another node costs that node the same effort and looks exactly like a spot-check replica of a real task, so a node
-//! cannot tell a canary from paid work and cannot skip one safely. A wrong canary answer is proven fraud (the node
+//! another node costs that node the same effort and looks like a spot-check replica of a real task (a fresh task id
+//! from the same sequence, attempt 1 as a replica's, work comparable to the task it comes with), and it goes only to
+//! nodes that were never given the original, so a node cannot tell a canary from paid work by its bytes. (Operators
+//! that pool what their nodes saw can still recognise replays among themselves: canaries are one check among
+//! spot-check replication and Freivalds, not the only one.) A wrong canary answer is proven fraud (the node
 //! committed to it) and is slashed like any other — but only on two independent opinions: a known answer is itself
 //! only the agreement of two operators, who could have agreed on a wrong value for their own bait job to get honest
 //! nodes convicted. So a node that disagrees with a known answer it did not help make is convicted only once a
@@ -38,6 +41,8 @@ pub(crate) struct KnownAnswer {
     pub tolerance: Tolerance,
     /// Operators whose agreeing replicas made it.
     pub producers: Vec<Id>,
+    /// Nodes that were given the original task: they could recognise the replay, so they never get it as a canary.
+    pub seen_by: Vec<Id>,
 }
 
 #[derive(Default)]
@@ -64,7 +69,9 @@ impl Core {
         {
             return;
         }
-        let answer = KnownAnswer { work: t.work.clone(), work_mflop: t.work_mflop, output, tolerance, producers };
+        let seen_by = t.assignments.iter().map(|a| a.node).collect();
+        let answer =
+            KnownAnswer { work: t.work.clone(), work_mflop: t.work_mflop, output, tolerance, producers, seen_by };
         if self.canaries.known.len() >= MAX_KNOWN_ANSWERS {
             self.canaries.known.pop_front();
         }
@@ -91,6 +98,7 @@ impl Core {
         let fits: Vec<usize> = (0..self.canaries.known.len())
             .filter(|&i| memory == 0 || crate::jobs::task_bytes(&self.canaries.known[i].work) <= memory)
             .filter(|&i| comparable(self.canaries.known[i].work_mflop))
+            .filter(|&i| !self.canaries.known[i].seen_by.contains(&node))
             .collect();
         if fits.is_empty() {
             return;
@@ -107,6 +115,10 @@ impl Core {
             disputed: None,
         };
         let tid = self.new_task(purpose, answer.work, None, answer.work_mflop, 1);
+        // On the wire a canary is a spot-check replica of a task this node never saw: attempt 1, as a replica's is.
+        if let Some(t) = self.tasks.get_mut(&tid) {
+            t.next_attempt = 1;
+        }
         self.persist_ids();
         self.assign(tid, node);
     }
