@@ -33,9 +33,12 @@ pub struct ServeArgs {
     /// Heartbeat interval nodes are asked to keep.
     #[arg(long, default_value_t = 30_000)]
     heartbeat_ms: u64,
-    /// n of the attestation matmul (n×n·n×n).
+    /// n of a node's first attestation matmul (n×n·n×n).
     #[arg(long, default_value_t = 256)]
     attestation_size: u32,
+    /// Largest n a node's challenges grow to until compute dominates the round trip.
+    #[arg(long, default_value_t = 4096)]
+    max_attestation_size: u32,
     /// Rows of C per matmul task.
     #[arg(long, default_value_t = 256)]
     tile_rows: u32,
@@ -225,6 +228,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let core = Config {
         heartbeat_interval_ms: args.heartbeat_ms.max(100),
         attestation_size: args.attestation_size.clamp(8, 4096),
+        max_attestation_size: args.max_attestation_size.clamp(8, 8192),
         tile_rows: args.tile_rows.max(1),
         faucet_grant_nano: if args.dev { DEV_FAUCET_GRANT_NANO } else { 0 },
         ..Config::default()

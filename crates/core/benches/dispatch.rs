@@ -35,6 +35,7 @@ fn frame(core: &mut Core, store: &Store, now: u64, conn: u64, kp: &Keypair, msg:
 fn main() {
     let cfg = Config {
         attestation_size: 8,
+        max_attestation_size: 8,
         tile_rows: 1,
         faucet_grant_nano: 1_000 * neurolov_ledger::NANO_PER_NLOV,
         ..Config::default()

@@ -74,8 +74,13 @@ pub struct Config {
     pub stale_after_missed: u64,
     /// Missed intervals after which a node is offline and its tasks go back to the queue.
     pub offline_after_missed: u64,
-    /// n of the n×n·n×n attestation product.
+    /// n of a node's first n×n·n×n attestation product.
     pub attestation_size: u32,
+    /// Largest n a challenge grows to (see `attestation_passed`).
+    pub max_attestation_size: u32,
+    /// A challenge should take about this long: one that comes back in under a quarter of it is followed at once
+    /// by one twice the size.
+    pub attestation_target_ms: u64,
     /// Chance that a WGSL task placed without a spot check brings its node a known-answer canary as well.
     pub canary_rate: f64,
     /// Mean time between unannounced re-challenges of an attested node.
@@ -136,6 +141,8 @@ impl Default for Config {
             stale_after_missed: 1,
             offline_after_missed: 3,
             attestation_size: 256,
+            max_attestation_size: 4096,
+            attestation_target_ms: 2_000,
             canary_rate: 0.1,
             rechallenge_mean_ms: 3_600_000,
             rechallenge_min_share: 0.5,
@@ -330,6 +337,10 @@ struct Node {
     checks_passed: u64,
     /// Results accepted from this node without a replica, with `checks_passed` at the time (see `finality.rs`).
     provisional: Vec<(TaskId, u64)>,
+    /// n of this node's next n×n·n×n challenge: grown until compute dominates the round trip.
+    challenge_size: u32,
+    /// n of the challenge that set `gflops_verified`: a bigger one may raise it.
+    measured_size: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -979,6 +990,8 @@ impl Core {
             running: BTreeSet::new(),
             checks_passed: 0,
             provisional: Vec::new(),
+            challenge_size: 0,
+            measured_size: 0,
         });
         if n.operator != operator {
             return Err((ErrorCode::Malformed, "a node's operator cannot change".into()));
@@ -1102,7 +1115,7 @@ impl Core {
         if self.nodes.get(&id).is_none_or(|n| n.challenge.is_some() || n.conn.is_none()) {
             return;
         }
-        let size = self.cfg.attestation_size;
+        let size = self.nodes.get(&id).map_or(0, |n| n.challenge_size).max(self.cfg.attestation_size);
         let (seed_a, seed_b) = (self.rng.u64(..), self.rng.u64(..));
         let verify_seed = self.rng.u64(..);
         let (work, operands) = jobs::seeded_matmul(size, size, size, seed_a, seed_b, verify_seed);
@@ -1114,6 +1127,48 @@ impl Core {
             n.challenge = Some(tid);
         }
         self.assign(tid, id);
+    }
+
+    /// A challenge passed at `measured` GFLOP/s. A challenge that came back in under a quarter of
+    /// `attestation_target_ms` measured the round trip more than the node: the next one, twice the size (eight times
+    /// the work, within `max_attestation_size` and the node's memory claim), goes out at once, until compute
+    /// dominates; the figure rises with each. (At a fixed 256³ a 380 GFLOP/s CPU was listed at 3–7 GFLOP/s.)
+    fn attestation_passed(&mut self, n: Id, tid: TaskId, measured: f64) {
+        let size = match self.tasks.get(&tid).map(|t| &t.work) {
+            Some(Work::Matmul { k, .. }) => *k,
+            _ => self.cfg.attestation_size,
+        };
+        let took_ms = 2.0 * f64::from(size).powi(3) / (measured.max(1e-9) * 1e6);
+        let next = size.saturating_mul(2).min(self.cfg.max_attestation_size);
+        let fits = |memory: u64| memory == 0 || 12 * u64::from(next).pow(2) <= memory;
+        let target = self.cfg.attestation_target_ms as f64;
+        let Some(rec) = self.nodes.get_mut(&n) else { return };
+        rec.challenge = None;
+        let first = !rec.attested;
+        let growing = size > rec.measured_size;
+        let grow = took_ms < target / 4.0 && next > size && fits(rec.claimed.memory_bytes);
+        // A re-measured node that has slowed down far below its record is re-rated at its real speed; a bigger
+        // challenge measures more of the node and less of the network.
+        let slowed = measured < rec.gflops_verified * self.cfg.rechallenge_min_share;
+        if first || slowed || (growing && measured > rec.gflops_verified) {
+            rec.gflops_verified = measured;
+            rec.measured_size = size;
+        }
+        rec.challenge_size = size;
+        rec.attested = true;
+        if rec.state == NodeState::Attesting {
+            rec.state = NodeState::Active;
+        }
+        tracing::info!(node = %n, gflops = measured, size, "attestation passed");
+        if grow {
+            rec.challenge_size = next;
+            rec.next_challenge_ms = self.now_ms;
+        } else {
+            self.schedule_rechallenge(n);
+        }
+        self.sync_scheduler(n);
+        // A passed challenge has nothing more to say: its operands go.
+        self.tasks.remove(&tid);
     }
 
     fn schedule_rechallenge(&mut self, id: Id) {
@@ -1516,9 +1571,11 @@ impl Core {
         }
         match purpose {
             Purpose::Attestation(n) => {
-                // A failed challenge is not retried at once: the node waits for the next round.
+                // A failed challenge is not retried at once: the node waits for the next round, at the size it last
+                // passed (a bigger one may have been more than it can hold).
                 if let Some(node) = self.nodes.get_mut(&n) {
                     node.challenge = None;
+                    node.challenge_size = node.measured_size;
                 }
                 if let Some(t) = self.tasks.get_mut(&tid) {
                     t.done = true;
@@ -1738,26 +1795,7 @@ impl Core {
         match *purpose {
             // Canaries settle in `evaluate_canary`.
             Purpose::Canary { .. } => {}
-            Purpose::Attestation(n) => {
-                let measured = measured_gflops;
-                if let Some(rec) = self.nodes.get_mut(&n) {
-                    rec.challenge = None;
-                    let first = !rec.attested;
-                    // A re-measured node that has slowed down far below its record is re-rated at its real speed.
-                    if first || measured < rec.gflops_verified * self.cfg.rechallenge_min_share {
-                        rec.gflops_verified = measured;
-                    }
-                    rec.attested = true;
-                    if rec.state == NodeState::Attesting {
-                        rec.state = NodeState::Active;
-                    }
-                    tracing::info!(node = %n, gflops = measured, "attestation passed");
-                }
-                self.schedule_rechallenge(n);
-                self.sync_scheduler(n);
-                // A passed challenge has nothing more to say: its operands go.
-                self.tasks.remove(&tid);
-            }
+            Purpose::Attestation(n) => self.attestation_passed(n, tid, measured_gflops),
             Purpose::Job(job) => {
                 if let Some(j) = self.jobs.get_mut(&job) {
                     let result_hash = blob_hash(&bytes);

@@ -200,6 +200,8 @@ impl Core {
                     running: Default::default(),
                     checks_passed: r.checks_passed,
                     provisional: r.provisional,
+                    challenge_size: 0,
+                    measured_size: 0,
                 },
             );
             core.sync_scheduler(r.id);

@@ -26,6 +26,7 @@ fn cfg() -> Config {
     Config {
         heartbeat_interval_ms: 1_000,
         attestation_size: 8,
+        max_attestation_size: 8,
         tile_rows: 4,
         faucet_grant_nano: 1_000 * neurolov_ledger::NANO_PER_NLOV,
         ..Config::default()
@@ -1581,4 +1582,30 @@ fn tiny_checks_buy_no_finality_and_a_conviction_costs_the_history() {
         effects.extend(core.tick(now));
         assert!(tasks_in(&effects).iter().all(|(c, _)| *c != conn), "re-challenged within the cooldown");
     }
+}
+
+/// Issue 9 §5: a challenge that comes back much faster than `attestation_target_ms` measured the round trip, not the
+/// node: the next one, twice the size, goes out at once, up to `max_attestation_size`, and the verified figure rises
+/// with each (at a fixed 256³ a 380 GFLOP/s CPU was listed at 3–7 GFLOP/s).
+#[test]
+fn challenges_grow_until_compute_dominates_the_round_trip() {
+    let mut one = One::with(Config { max_attestation_size: 64, ..cfg() });
+    let reg = one.register_msg();
+    one.send(&reg);
+    let mut sizes = Vec::new();
+    let mut figures = Vec::new();
+    for _ in 0..6 {
+        let Some(task) = one.inbox.drain(..).find_map(|m| if let ToNode::Task(t) = m { Some(t) } else { None }) else {
+            break;
+        };
+        let Work::Matmul { k, .. } = task.work else { panic!("a challenge is a matmul") };
+        sizes.push(k);
+        one.deliver(&task, false);
+        figures.push(one.core.nodes()[0].gflops_verified);
+        one.now += 1;
+        let effects = one.core.tick(one.now);
+        one.absorb(&effects);
+    }
+    assert_eq!(sizes, vec![8, 16, 32, 64], "challenge sizes");
+    assert!(figures.windows(2).all(|w| w[1] > w[0]), "the figure rises with the size: {figures:?}");
 }

@@ -82,6 +82,7 @@ fn config() -> Config {
     Config {
         heartbeat_interval_ms: 1_000,
         attestation_size: 8,
+        max_attestation_size: 32,
         rechallenge_mean_ms: 20_000,
         tile_rows: 4,
         min_task_deadline_ms: 5_000,

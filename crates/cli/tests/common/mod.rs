@@ -48,6 +48,8 @@ pub fn serve_on(procs: &mut Procs, dir: &std::path::Path, listen: &str) -> Strin
             "500",
             "--attestation-size",
             "64",
+            "--max-attestation-size",
+            "256",
             "--tile-rows",
             "32",
         ])
