@@ -234,9 +234,14 @@ pub(crate) async fn stats(State(app): Shared) -> Response {
     let l = &s.ledger;
     Json(serde_json::json!({
         "active_nodes": s.active_nodes,
+        "active_gpu_nodes": s.active_gpu_nodes,
+        "active_software_nodes": s.active_software_nodes,
+        "active_cpu_nodes": s.active_cpu_nodes,
         "nodes_total": s.nodes_total,
         "verified_tflops": s.verified_tflops,
+        "network_availability": s.network_availability,
         "utilization": s.utilization,
+        "utilization_now": s.utilization_now,
         "network_uptime_s": s.network_uptime_s,
         "coordinator_uptime_s": s.coordinator_uptime_s,
         "operational_hours": s.operational_hours,

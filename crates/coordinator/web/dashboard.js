@@ -10,13 +10,6 @@ function text(id, value) {
   $(id).textContent = value;
 }
 
-function duration(s) {
-  if (s < 120) return `${s} s`;
-  if (s < 7200) return `${Math.round(s / 60)} min`;
-  if (s < 172800) return `${(s / 3600).toFixed(1)} h`;
-  return `${(s / 86400).toFixed(1)} d`;
-}
-
 function cell(row, value, cls) {
   const td = document.createElement("td");
   td.textContent = value;
@@ -59,10 +52,14 @@ async function poll() {
     const [stats, nodes, jobs] = await Promise.all(
       ["/v1/stats", "/v1/nodes", "/v1/jobs?limit=20"].map((u) => fetch(u).then((r) => r.json())),
     );
-    text("active-nodes", stats.active_nodes);
+    // The whitepaper's figures: GPU nodes apart from software adapters and CPUs; uptime and utilization as averages
+    // over time (crates/core/src/usage.rs), not seconds since genesis or this instant's load.
+    text("active-gpu-nodes", stats.active_gpu_nodes);
+    text("other-nodes", `+ ${stats.active_software_nodes} software, ${stats.active_cpu_nodes} CPU`);
     text("verified-tflops", Number(stats.verified_tflops).toFixed(4));
-    text("utilization", `${Math.round(Number(stats.utilization) * 100)}%`);
-    text("uptime", duration(Number(stats.network_uptime_s)));
+    text("utilization", `${(Number(stats.utilization) * 100).toFixed(1)}%`);
+    text("availability", `${(Number(stats.network_availability) * 100).toFixed(2)}%`);
+    text("operational-hours", Number(stats.operational_hours).toFixed(1));
     text("jobs-done", stats.jobs_done);
     text("tasks-verified", stats.tasks_verified);
     text("frauds", stats.frauds_proven);

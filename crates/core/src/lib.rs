@@ -10,6 +10,7 @@ mod finality;
 mod jobs;
 mod persist;
 mod secrets;
+mod usage;
 mod verification;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -270,10 +271,19 @@ pub struct NetworkStats {
     pub nodes_total: u64,
     /// Attested nodes online now.
     pub active_nodes: u64,
+    /// Of which with a hardware GPU ("Active GPU Nodes"), a software adapter (lavapipe, SwiftShader), or the CPU —
+    /// as the nodes claim their adapters.
+    pub active_gpu_nodes: u64,
+    pub active_software_nodes: u64,
+    pub active_cpu_nodes: u64,
     /// Sum of the active nodes' verified throughput.
     pub verified_tflops: f64,
-    /// Busy task slots over all slots of the active nodes.
+    /// Share of observed time with at least one active node ("Network Uptime", see `usage.rs`).
+    pub network_availability: f64,
+    /// Busy share of active slot-time, averaged over time ("Average Resource Utilization").
     pub utilization: f64,
+    /// Busy task slots over all slots of the active nodes, now.
+    pub utilization_now: f64,
     /// Since the ledger's genesis.
     pub network_uptime_s: u64,
     pub coordinator_uptime_s: u64,
@@ -450,6 +460,8 @@ pub struct Core {
     checking: BTreeSet<(u64, TaskId, u32, Id)>,
     /// When a queued task's wait can first run out (see `expire_waiting`).
     next_wait_check_ms: u64,
+    /// Availability and utilization over time (see `usage.rs`).
+    usage: usage::Usage,
 }
 
 impl Core {
@@ -496,6 +508,7 @@ impl Core {
             dispatched_at: 0,
             checking: BTreeSet::new(),
             next_wait_check_ms: 0,
+            usage: usage::Usage::default(),
         }
     }
 
@@ -685,6 +698,9 @@ impl Core {
     /// The network's key statistics, measured live.
     pub fn stats(&self) -> NetworkStats {
         let active: Vec<&Node> = self.nodes.values().filter(|n| n.state == NodeState::Active && n.attested).collect();
+        let cpu = |n: &&&Node| n.claimed.backend == "cpu" || n.claimed.adapter == "cpu";
+        let active_cpu_nodes = active.iter().filter(cpu).count() as u64;
+        let active_software_nodes = active.iter().filter(|n| !cpu(n) && n.claimed.software).count() as u64;
         let slots: u64 = active.iter().map(|n| u64::from(n.slots)).sum();
         let busy: u64 = active.iter().map(|n| n.running.len() as u64).sum();
         let genesis_ms = self
@@ -697,7 +713,12 @@ impl Core {
             nodes_total: self.nodes.len() as u64,
             active_nodes: active.len() as u64,
             verified_tflops: active.iter().map(|n| n.gflops_verified).sum::<f64>() / 1000.0,
-            utilization: if slots == 0 { 0.0 } else { busy as f64 / slots as f64 },
+            active_gpu_nodes: active.len() as u64 - active_cpu_nodes - active_software_nodes,
+            active_software_nodes,
+            active_cpu_nodes,
+            network_availability: self.usage.availability(),
+            utilization: self.usage.utilization(),
+            utilization_now: if slots == 0 { 0.0 } else { busy as f64 / slots as f64 },
             network_uptime_s: self.now_ms.saturating_sub(genesis_ms) / 1000,
             coordinator_uptime_s: self.now_ms.saturating_sub(self.started_ms) / 1000,
             operational_hours: self.nodes.values().map(|n| n.up_ms as f64).sum::<f64>() / 3_600_000.0,
@@ -1443,6 +1464,13 @@ impl Core {
     fn supervise(&mut self) {
         self.expire_checks();
         let now = self.now_ms;
+        let active = self.nodes.values().filter(|n| n.state == NodeState::Active && n.attested);
+        let seen = active.fold(usage::Sample::default(), |s, n| usage::Sample {
+            active_nodes: s.active_nodes + 1,
+            slots: s.slots + u64::from(n.slots),
+            busy: s.busy + n.running.len() as u64,
+        });
+        self.usage.sample(now, seen);
         let interval = self.cfg.heartbeat_interval_ms.max(1);
         // A connection that has not registered within the offline window is dead weight.
         let silent: Vec<ConnId> = self

@@ -1609,3 +1609,29 @@ fn challenges_grow_until_compute_dominates_the_round_trip() {
     assert_eq!(sizes, vec![8, 16, 32, 64], "challenge sizes");
     assert!(figures.windows(2).all(|w| w[1] > w[0]), "the figure rises with the size: {figures:?}");
 }
+
+/// Issue 9 §5: the statistics mean what the whitepaper means. Active GPU nodes are counted apart from software
+/// adapters and CPUs; network uptime is the share of time with an active node and utilization an average over time.
+#[test]
+fn statistics_are_averages_over_time_and_count_gpus_apart() {
+    let mut core = Core::new(cfg(), 15, 0);
+    let mut store = Store::default();
+    let claim = |adapter: &str, backend: &str, software: bool| ClaimedHardware {
+        adapter: adapter.into(),
+        backend: backend.into(),
+        software,
+        ..ClaimedHardware::default()
+    };
+    core.tick(0);
+    core.tick(500); // no node at all until the tick at 600
+    let claims = [claim("NVIDIA H200", "vulkan", false), claim("llvmpipe", "vulkan", true), claim("cpu", "cpu", false)];
+    for (conn, claimed) in (1..).zip(claims) {
+        attest(&mut core, &mut store, conn, 120 + conn as u8, 500, &mut Vec::new(), claimed, ASK);
+    }
+    core.tick(600);
+    core.tick(1_000);
+    let s = core.stats();
+    assert_eq!((s.active_gpu_nodes, s.active_software_nodes, s.active_cpu_nodes), (1, 1, 1));
+    assert!((s.network_availability - 0.4).abs() < 1e-9, "{}", s.network_availability);
+    assert!(s.utilization.abs() < 1e-9 && s.utilization_now.abs() < 1e-9);
+}
