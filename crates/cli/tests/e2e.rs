@@ -486,3 +486,99 @@ fn slow_readers_of_a_big_blob_cost_the_coordinator_little_memory() {
     drop(readers);
     assert!(grew < 256 << 20, "16 slow readers of a 64 MiB blob grew the coordinator by {} MiB", grew >> 20);
 }
+
+/// Issue 9 §5: a node speaks `wss://` and `https://` to a coordinator behind TLS (here a TLS terminator in front of
+/// it, with a certificate the node trusts through `SSL_CERT_FILE`): it registers, uploads its challenge's result
+/// over HTTPS and is attested. The node's WebSocket client used to be built without TLS.
+#[test]
+fn a_node_reaches_a_coordinator_behind_tls() {
+    use std::io::BufRead;
+    let dir = temp_dir("tls");
+    let mut procs = Procs(Vec::new());
+    let url = serve(&mut procs, &dir);
+    // A test CA and a certificate for localhost signed by it (webpki refuses a CA certificate as the server's own).
+    let (ca, cert, key) = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(dir.join("leaf.ext"), "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n").expect("ext");
+    let openssl = |args: &[&str]| {
+        let made = std::process::Command::new("openssl").current_dir(&dir).args(args).output().expect("openssl");
+        assert!(made.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&made.stderr));
+    };
+    openssl(
+        &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca"]
+            .into_iter()
+            .chain(["-keyout", "ca.key", "-out", "ca.pem"])
+            .collect::<Vec<_>>(),
+    );
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "leaf.csr",
+    ]);
+    openssl(
+        &["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1"]
+            .into_iter()
+            .chain(["-extfile", "leaf.ext", "-out", "cert.pem"])
+            .collect::<Vec<_>>(),
+    );
+    let port = url.rsplit(':').next().expect("port");
+    let mut proxy = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/tls_proxy.py"))
+        .args([&cert, &key])
+        .arg(port)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs the TLS terminator");
+    let mut line = String::new();
+    std::io::BufReader::new(proxy.stdout.take().expect("stdout")).read_line(&mut line).expect("port line");
+    procs.0.push(proxy);
+    let tls_url = format!("https://localhost:{}", line.trim());
+    let node_key = dir.join("node.json");
+    neurolov().args(["keygen", "--out"]).arg(&node_key).output().expect("keygen");
+    let node = neurolov()
+        .args(["node", "--coordinator", &tls_url, "--backend", "cpu", "--key"])
+        .arg(&node_key)
+        .env("SSL_CERT_FILE", &ca)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("node starts");
+    procs.0.push(node);
+    wait_for("the node behind TLS to be attested", Duration::from_secs(60), || active_nodes(&url) == 1);
+}
+
+/// Issue 9 §3: one address cannot take every node slot (there were 10,000, with no limit per address): from
+/// 127.0.0.2 the 65th socket is refused while the first 64 stay open.
+#[test]
+fn one_address_cannot_take_every_node_slot() {
+    let dir = temp_dir("per-address");
+    let mut procs = Procs(Vec::new());
+    let url = serve(&mut procs, &dir);
+    let host = url.trim_start_matches("http://").to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let open = |from: &'static str| {
+            let host = host.clone();
+            async move {
+                let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+                socket.bind(format!("{from}:0").parse().expect("address")).expect("bind");
+                let stream = socket.connect(host.parse().expect("address")).await.expect("connect");
+                tokio_tungstenite::client_async(format!("ws://{host}/v1/nodes/ws"), stream).await
+            }
+        };
+        let mut held = Vec::new();
+        for i in 0..64 {
+            held.push(open("127.0.0.2").await.unwrap_or_else(|e| panic!("socket {i}: {e}")));
+        }
+        match open("127.0.0.2").await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 429),
+            other => panic!("the 65th socket from one address: {:?}", other.map(|_| ())),
+        }
+        assert!(open("127.0.0.3").await.is_ok(), "another address is refused too");
+    });
+}

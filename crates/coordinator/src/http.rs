@@ -68,6 +68,7 @@ struct NodeJson {
     adapter: String,
     backend: String,
     software: bool,
+    wgsl: bool,
     gflops_verified: f64,
     reliability: f64,
     price: u64,
@@ -93,6 +94,7 @@ async fn nodes(State(app): Shared) -> Json<Vec<NodeJson>> {
                 adapter: v.claimed.adapter,
                 backend: v.claimed.backend,
                 software: v.claimed.software,
+                wgsl: v.claimed.wgsl,
                 gflops_verified: v.gflops_verified,
                 reliability: v.reliability,
                 price: v.price_nano_per_gflop,
@@ -115,30 +117,62 @@ fn same_origin(headers: &HeaderMap) -> bool {
         && origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")).is_some_and(|rest| rest == host)
 }
 
-async fn node_socket(State(app): Shared, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+async fn node_socket(
+    State(app): Shared,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
     if !same_origin(&headers) {
         return error(StatusCode::FORBIDDEN, "node sockets are opened by nodes or by this coordinator's own pages");
     }
+    if !app.coordinator.admit_address(peer.ip()) {
+        let why = format!("at most {} node connections per address", crate::MAX_CONNECTIONS_PER_ADDRESS);
+        return error(StatusCode::TOO_MANY_REQUESTS, why);
+    }
     let coordinator = Arc::clone(&app.coordinator);
+    let failed = Arc::clone(&app.coordinator);
     ws.max_message_size(neurolov_protocol::envelope::MAX_PAYLOAD_BYTES * 2 + 1024)
-        .on_upgrade(move |socket| node_session(coordinator, socket))
+        .on_failed_upgrade(move |_| failed.release_address(peer.ip()))
+        .on_upgrade(move |socket| async move {
+            node_session(Arc::clone(&coordinator), socket).await;
+            coordinator.release_address(peer.ip());
+        })
 }
 
 async fn node_session(coordinator: Arc<Coordinator>, socket: WebSocket) {
     let Some((conn, mut outbound)) = coordinator.open_conn() else {
-        tracing::warn!("connection limit reached; refusing a node");
+        tracing::warn!("refusing a node: the connection limit is reached or the coordinator is stopping");
         return;
     };
     let (mut sink, mut stream) = socket.split();
     coordinator.with_core(|core, _| ((), core.connected(now_ms(), conn)));
+    let mut budget = FrameBudget::new();
     loop {
         tokio::select! {
             incoming = stream.next() => match incoming {
                 Some(Ok(Message::Text(text))) => {
+                    if !budget.take(std::time::Instant::now()) {
+                        if budget.refused > MAX_FRAMES_REFUSED {
+                            tracing::warn!(conn, "node connection closed: it kept sending past its frame rate");
+                            break;
+                        }
+                        let refusal = neurolov_protocol::messages::ToNode::Error {
+                            code: neurolov_protocol::messages::ErrorCode::RateLimited,
+                            message: format!("more than {MAX_FRAMES_PER_SECOND} frames a second"),
+                        };
+                        let text = serde_json::to_string(&refusal).unwrap_or_default();
+                        if sink.send(Message::Text(text.into())).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
                     let c = Arc::clone(&coordinator);
-                    // Verification (Freivalds on a result) can take a while: keep it off the async workers.
+                    // Parsing and the signature check need no state: they run before the core is locked. Results
+                    // are checked off the lock too (see `Effect::Verify`).
                     let done = tokio::task::spawn_blocking(move || {
-                        c.with_core(|core, blobs| ((), core.frame(now_ms(), conn, text.as_str(), blobs)));
+                        let opened = neurolov_core::open_frame(text.as_str());
+                        c.with_core(|core, blobs| ((), core.frame_opened(now_ms(), conn, opened, blobs)));
                     })
                     .await;
                     if done.is_err() {
@@ -166,9 +200,49 @@ async fn node_session(coordinator: Arc<Coordinator>, socket: WebSocket) {
     coordinator.close_conn(conn);
 }
 
+/// Frames a node may send per second, on average, and in a burst.
+pub const MAX_FRAMES_PER_SECOND: u32 = 200;
+const FRAME_BURST: f64 = 400.0;
+/// Frames past the rate a connection may send before it is closed.
+const MAX_FRAMES_REFUSED: u32 = 1_000;
+
+/// A token bucket per node connection: frames past the rate never reach the core.
+struct FrameBudget {
+    tokens: f64,
+    at: std::time::Instant,
+    /// Frames refused so far.
+    refused: u32,
+}
+
+impl FrameBudget {
+    fn new() -> FrameBudget {
+        FrameBudget { tokens: FRAME_BURST, at: std::time::Instant::now(), refused: 0 }
+    }
+
+    fn take(&mut self, now: std::time::Instant) -> bool {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * f64::from(MAX_FRAMES_PER_SECOND);
+        self.tokens = (self.tokens + refill).min(FRAME_BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.refused += 1;
+            false
+        }
+    }
+}
+
 async fn get_blob(State(app): Shared, Path(hash): Path<String>) -> Response {
     if !is_hash(&hash) {
         return error(StatusCode::BAD_REQUEST, "a blob is named by its blake3 hash (64 lowercase hex characters)");
+    }
+    if let Some(bytes) = app.coordinator.blobs.staged(&hash) {
+        // Ordered stored a moment ago, its file not yet written (a task that names it may already be out).
+        let len = bytes.len();
+        let body = axum::body::Body::from(axum::body::Bytes::from_owner(bytes));
+        return ([("content-type", "application/octet-stream".to_string()), ("content-length", len.to_string())], body)
+            .into_response();
     }
     let Some(path) = app.coordinator.blobs.path(&hash) else {
         return error(StatusCode::NOT_FOUND, "no such blob");
@@ -545,5 +619,23 @@ async fn job_result(State(app): Shared, Path(id): Path<u64>, headers: HeaderMap)
         }
         Some((JobState::Failed { reason }, None)) => error(StatusCode::CONFLICT, format!("job failed: {reason}")),
         Some((_, None)) => error(StatusCode::CONFLICT, "job is not done yet"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FRAME_BURST, FrameBudget, MAX_FRAMES_PER_SECOND};
+
+    /// A node gets a burst and then its rate: frames past it are refused before they reach the core.
+    #[test]
+    fn a_node_connection_has_a_frame_budget() {
+        let start = std::time::Instant::now();
+        let mut budget = FrameBudget { tokens: FRAME_BURST, at: start, refused: 0 };
+        let burst = (0..1_000).filter(|_| budget.take(start)).count();
+        assert_eq!(burst, FRAME_BURST as usize);
+        assert_eq!(budget.refused, 1_000 - FRAME_BURST as u32);
+        let later = start + std::time::Duration::from_secs(1);
+        let refilled = (0..1_000).filter(|_| budget.take(later)).count();
+        assert_eq!(refilled, MAX_FRAMES_PER_SECOND as usize);
     }
 }

@@ -15,7 +15,7 @@ mod web;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +32,9 @@ pub const MAX_OUTBOUND_FRAMES: usize = 256;
 pub const MAX_BLOB_BYTES: usize = 256 << 20;
 /// Most node connections at once.
 pub const MAX_CONNECTIONS: usize = 10_000;
+/// Node connections one network address may hold at once: one host cannot take every slot. 127.0.0.1 and ::1 are
+/// exempt, because a TLS proxy in front of the coordinator connects from there (limit per address in the proxy).
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
 /// Default quota of the blob directory.
 pub const DEFAULT_BLOB_STORE_BYTES: u64 = 64 << 30;
 /// How often the core's timers run.
@@ -63,11 +66,19 @@ pub(crate) enum Outbound {
 pub struct Coordinator {
     core: Mutex<Core>,
     conns: Mutex<HashMap<ConnId, mpsc::Sender<Outbound>>>,
+    /// Open node connections per peer address (see [`MAX_CONNECTIONS_PER_ADDRESS`]).
+    per_address: Mutex<HashMap<std::net::IpAddr, usize>>,
     next_conn: AtomicU64,
     pub(crate) blobs: BlobDir,
     store: mpsc::UnboundedSender<StoreMsg>,
     /// Delivered results to check off the core's lock (see [`verifier`]).
     verify: mpsc::UnboundedSender<Box<Verification>>,
+    /// One permit per result check that may run at once.
+    checks: Arc<tokio::sync::Semaphore>,
+    /// Node sessions that have not yet told the core they ended.
+    sessions: AtomicUsize,
+    /// Set once the coordinator is stopping: no new node session opens.
+    stopping: AtomicBool,
     /// Read access to the database (the writer task owns the writes).
     pub(crate) db: sqlx::SqlitePool,
 }
@@ -95,10 +106,14 @@ impl Coordinator {
         let coordinator = Arc::new(Coordinator {
             core: Mutex::new(core),
             conns: Mutex::new(HashMap::new()),
+            per_address: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             blobs,
             store: tx,
             verify,
+            checks: Arc::new(tokio::sync::Semaphore::new(MAX_PARALLEL_VERIFICATIONS)),
+            sessions: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
             db: pool,
         });
         tokio::spawn(verifier(Arc::clone(&coordinator), checks));
@@ -131,13 +146,18 @@ impl Coordinator {
         value
     }
 
-    /// Sends the records among `effects` to the writer as one group; returns the other effects.
+    /// Sends the records among `effects` to the writer as one group and stages the blobs to store (readable at once,
+    /// though their files are written only in [`Coordinator::apply`]); returns the other effects.
     fn persist(&self, effects: Vec<Effect>) -> Vec<Effect> {
         let mut records = Vec::new();
         let mut rest = Vec::with_capacity(effects.len());
         for effect in effects {
             match effect {
                 Effect::Persist(record) => records.push(record),
+                Effect::StoreBlob { hash, bytes } => {
+                    self.blobs.stage(&hash, Arc::clone(&bytes));
+                    rest.push(Effect::StoreBlob { hash, bytes });
+                }
                 Effect::Halt { reason } => {
                     // Money is wrong somewhere: stop before anything else is committed.
                     tracing::error!(%reason, "ledger invariant broken; stopping");
@@ -178,7 +198,7 @@ impl Coordinator {
                 }
                 Effect::Close { conn, reason } => self.push(conn, Outbound::Close(reason)),
                 Effect::StoreBlob { hash, bytes } => {
-                    if let Err(e) = self.blobs.put(&hash, &bytes) {
+                    if let Err(e) = self.blobs.put_staged(&hash, &bytes) {
                         tracing::error!(%hash, error = %e, "could not store a blob");
                     }
                 }
@@ -217,14 +237,42 @@ impl Coordinator {
         }
     }
 
+    /// Whether `peer` may open another node connection; counts it if so (given back by [`Coordinator::release_address`]).
+    pub(crate) fn admit_address(&self, peer: std::net::IpAddr) -> bool {
+        let exempt = matches!(peer, std::net::IpAddr::V4(v4) if v4 == std::net::Ipv4Addr::LOCALHOST)
+            || peer == std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+        let mut counts = match self.per_address.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let open = counts.entry(peer).or_insert(0);
+        if *open >= MAX_CONNECTIONS_PER_ADDRESS && !exempt {
+            return false;
+        }
+        *open += 1;
+        true
+    }
+
+    pub(crate) fn release_address(&self, peer: std::net::IpAddr) {
+        if let Ok(mut counts) = self.per_address.lock()
+            && let Some(open) = counts.get_mut(&peer)
+        {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                counts.remove(&peer);
+            }
+        }
+    }
+
     pub(crate) fn open_conn(&self) -> Option<(ConnId, mpsc::Receiver<Outbound>)> {
         let mut conns = match self.conns.lock() {
             Ok(c) => c,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if conns.len() >= MAX_CONNECTIONS {
+        if conns.len() >= MAX_CONNECTIONS || self.stopping.load(Ordering::SeqCst) {
             return None;
         }
+        self.sessions.fetch_add(1, Ordering::SeqCst);
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(MAX_OUTBOUND_FRAMES);
         conns.insert(id, tx);
@@ -236,6 +284,35 @@ impl Coordinator {
             conns.remove(&conn);
         }
         self.with_core(|core, _| ((), core.disconnected(now_ms(), conn)));
+        self.sessions.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Refuses new node sessions and asks every open one to close.
+    fn close_sessions(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let open: Vec<ConnId> = match self.conns.lock() {
+            Ok(c) => c.keys().copied().collect(),
+            Err(poisoned) => poisoned.into_inner().keys().copied().collect(),
+        };
+        for conn in open {
+            self.push(conn, Outbound::Close("the coordinator is stopping".into()));
+        }
+    }
+
+    /// The end of a clean stop, once no request can arrive: waits until every node session has told the core it
+    /// ended, then for the result checks in flight (those still queued are dropped: a restart checks them again),
+    /// then until the writer has committed every record. After it nothing touches the core or the database, so the
+    /// runtime can go without cutting an event in half.
+    async fn finish(&self) {
+        self.close_sessions();
+        while self.sessions.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Ok(running) = self.checks.acquire_many(MAX_PARALLEL_VERIFICATIONS as u32).await {
+            running.forget();
+        }
+        self.checks.close();
+        self.flush().await;
     }
 }
 
@@ -243,9 +320,9 @@ impl Coordinator {
 /// milliseconds on large tiles, and the core's lock must not be held meanwhile — and hands each outcome back to the
 /// core.
 async fn verifier(coordinator: Arc<Coordinator>, mut checks: mpsc::UnboundedReceiver<Box<Verification>>) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_PARALLEL_VERIFICATIONS));
     while let Some(check) = checks.recv().await {
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
+        // Closed when the coordinator stops.
+        let Ok(permit) = Arc::clone(&coordinator.checks).acquire_owned().await else { return };
         let coordinator = Arc::clone(&coordinator);
         tokio::task::spawn_blocking(move || {
             // A check that panics still answers, so its attempt does not wait for the core's timeout.
@@ -259,9 +336,21 @@ async fn verifier(coordinator: Arc<Coordinator>, mut checks: mpsc::UnboundedRece
 
 /// Serves the coordinator on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, cfg: ServeConfig) -> anyhow::Result<()> {
+    serve_until(listener, cfg, std::future::pending()).await
+}
+
+/// Serves the coordinator on `listener` until `stop` resolves, then stops cleanly: no new connection, node sessions
+/// closed, requests and result checks in flight finished, the timer stopped and every record committed. When it
+/// returns, the runtime can be dropped without anything logged as an error (an embedded coordinator, as in
+/// `neurolov demo`).
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    cfg: ServeConfig,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let coordinator = Coordinator::open(cfg).await?;
     let ticker = Arc::clone(&coordinator);
-    tokio::spawn(async move {
+    let timer = tokio::spawn(async move {
         let mut interval = tokio::time::interval(TICK_INTERVAL);
         loop {
             interval.tick().await;
@@ -275,6 +364,17 @@ pub async fn serve(listener: tokio::net::TcpListener, cfg: ServeConfig) -> anyho
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    axum::serve(listener, http::router(coordinator)).await?;
+    // Node sessions outlive their HTTP upgrade: they are asked to close as soon as the stop comes.
+    let closing = Arc::clone(&coordinator);
+    let stop = async move {
+        stop.await;
+        closing.close_sessions();
+    };
+    let app = http::router(Arc::clone(&coordinator)).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = axum::serve(listener, app).with_graceful_shutdown(stop).await;
+    timer.abort();
+    let _ = timer.await;
+    coordinator.finish().await;
+    served?;
     Ok(())
 }
