@@ -422,6 +422,8 @@ pub(crate) fn plan(
     blobs: &dyn Blobs,
     verify_seed: u64,
 ) -> Result<(Job, Vec<PlannedTask>), SubmitError> {
+    // The cheap checks are `task_works`'s, the same that `Core::admit` ran before funds were looked at.
+    task_works(&spec, cfg)?;
     let spec_copy = spec.clone();
     let features = feature_bits(match &spec {
         JobSpec::Matmul { .. } => &[],
@@ -442,20 +444,8 @@ pub(crate) fn plan(
     };
     match spec {
         JobSpec::Matmul { m, n, k, a, b, max_price_nano_per_gflop, min_reliability } => {
-            if [m, n, k].iter().any(|&d| d == 0 || d > MAX_MATMUL_DIM) {
-                return Err(SubmitError::BadDimensions { m, n, k });
-            }
-            if !(0.0..=1.0).contains(&min_reliability) {
-                return Err(SubmitError::BadReliability);
-            }
             let (mu, nu, ku) = (u64::from(m), u64::from(n), u64::from(k));
-            if mu * ku > MAX_OPERAND_ELEMENTS || ku * nu > MAX_OPERAND_ELEMENTS || mu * nu > MAX_OPERAND_ELEMENTS {
-                return Err(SubmitError::TooLarge);
-            }
             let tile = cfg.tile_rows.max(1);
-            if m.div_ceil(tile) as usize > MAX_TASKS_PER_JOB {
-                return Err(SubmitError::TooManyTasks);
-            }
             let a_all = load(&a, mu * ku, blobs)?;
             let b_all = load(&b, ku * nu, blobs)?;
             let b_ref = match &b {
@@ -509,12 +499,6 @@ pub(crate) fn plan(
             min_reliability,
             features: _,
         } => {
-            if !(0.0..=1.0).contains(&min_reliability) {
-                return Err(SubmitError::BadReliability);
-            }
-            if work_mflop > MAX_WGSL_WORK_MFLOP {
-                return Err(SubmitError::TooLarge);
-            }
             if blobs.get(&source_hash).is_none() {
                 return Err(SubmitError::MissingBlob(source_hash));
             }
