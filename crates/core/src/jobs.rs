@@ -12,6 +12,7 @@ use neurolov_scheduler::Features;
 use neurolov_verify::freivalds;
 use neurolov_verify::replicas::Tolerance;
 
+use crate::verification::Verdict;
 use crate::{Blobs, Config, JobId, TaskId, blob_hash};
 
 /// Largest matmul dimension accepted.
@@ -161,23 +162,31 @@ pub(crate) struct MatmulOperands {
 }
 
 impl MatmulOperands {
-    /// Freivalds' check of a result's bytes; `Err` says why it is wrong.
-    pub(crate) fn check(&self, bytes: &[u8], rounds: u32) -> Result<(), String> {
+    /// Freivalds' check of a result's bytes.
+    pub(crate) fn check(&self, bytes: &[u8], rounds: u32) -> Verdict {
         let expected = self.rows * self.n * 4;
         if bytes.len() != expected {
-            return Err(format!("result has {} bytes, C needs {expected}", bytes.len()));
+            return Verdict::Wrong(format!("result has {} bytes, C needs {expected}", bytes.len()));
         }
         let c = f32s(bytes);
         let prepared = self.prepared.get_or_init(|| {
             freivalds::Prepared::new(&self.b, self.k, self.n, rounds, self.verify_seed).map_err(|e| e.to_string())
         });
-        let prepared = prepared.as_ref().map_err(Clone::clone)?;
+        let prepared = match prepared.as_ref() {
+            Ok(p) => p,
+            Err(e) => return Verdict::Wrong(e.clone()),
+        };
         match prepared.check(&self.a, &c, self.rows) {
-            Ok(r) if r.accepted => Ok(()),
-            Ok(r) => {
-                Err(format!("freivalds check failed at row {} ({:.3e}× the tolerance)", r.worst_row, r.worst_ratio))
-            }
-            Err(e) => Err(e.to_string()),
+            Ok(r) if r.accepted => Verdict::Accepted,
+            Ok(r) if r.proven_wrong => Verdict::Wrong(format!(
+                "freivalds check failed at row {}: {:.3e}× the bound no honest fp32 product exceeds",
+                r.worst_row, r.conviction_ratio
+            )),
+            Ok(r) => Verdict::Doubtful(format!(
+                "freivalds check failed at row {} ({:.3e}× the tolerance), within what rounding could explain",
+                r.worst_row, r.worst_ratio
+            )),
+            Err(e) => Verdict::Wrong(e.to_string()),
         }
     }
 }

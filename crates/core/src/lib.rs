@@ -1673,11 +1673,12 @@ impl Core {
             .collect();
         for r in ready {
             match r.verdict {
-                Ok(()) => {
+                verification::Verdict::Accepted => {
                     self.accept(tid, r.attempt, r.node, r.bytes, Some(r.took_ms.max(1)));
                     return;
                 }
-                Err(reason) => self.reject(tid, r.attempt, r.node, reason),
+                verification::Verdict::Doubtful(reason) => self.doubt(tid, r.attempt, r.node, reason),
+                verification::Verdict::Wrong(reason) => self.reject(tid, r.attempt, r.node, reason),
             }
         }
     }
@@ -1883,6 +1884,16 @@ impl Core {
             paid_nano,
             fee_nano,
         });
+    }
+
+    /// A result outside the tight tolerance that rounding could still explain: not taken, not paid, counted as a
+    /// failure of the node (its reliability falls), run again elsewhere; no evidence and no slash.
+    fn doubt(&mut self, tid: TaskId, attempt: u32, node: Id, reason: String) {
+        tracing::warn!(%node, task = tid, attempt, %reason, "result doubtful");
+        if let Some(conn) = self.nodes.get(&node).and_then(|n| n.conn) {
+            self.send(conn, ToNode::Verdict { task_id: tid, attempt, accepted: false, reason });
+        }
+        self.drop_assignment(tid, attempt, node, Outcome::Failed);
     }
 
     /// A result failed verification: keep the node's signed commitment as evidence, penalize, requeue.

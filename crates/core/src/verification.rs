@@ -14,8 +14,18 @@ use neurolov_protocol::messages::ErrorCode;
 use crate::jobs::MatmulOperands;
 use crate::{Blobs, ConnId, Core, Effect, TaskId};
 
-/// Freivalds' verdict on a matmul result: `Err` says why it is wrong.
-pub(crate) type Verdict = Result<(), String>;
+/// Freivalds' verdict on a matmul result (see `neurolov_verify::freivalds`: a tight tolerance to accept, a rigorous
+/// bound to convict).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Verdict {
+    /// Within the tight tolerance: taken and paid.
+    Accepted,
+    /// Outside the tight tolerance but within what some honest fp32 summation order could give on these operands:
+    /// not taken, not paid, run again elsewhere — and nobody convicted.
+    Doubtful(String),
+    /// Beyond the rigorous bound (or not even the right shape): proven wrong.
+    Wrong(String),
+}
 
 /// A delivered result to check: its blob must hash to the node's commitment, and a matmul result must pass
 /// Freivalds' check against the task's operands.
@@ -55,7 +65,7 @@ pub struct Verified {
     task: TaskId,
     attempt: u32,
     node: Id,
-    /// The result's bytes and, for a matmul, Freivalds' verdict (`Err` says why it is wrong); or why the bytes
+    /// The result's bytes and, for a matmul, Freivalds' verdict; or why the bytes
     /// could not be read as committed.
     outcome: Result<(Arc<[u8]>, Option<Verdict>), String>,
 }

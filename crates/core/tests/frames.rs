@@ -1635,3 +1635,51 @@ fn statistics_are_averages_over_time_and_count_gpus_apart() {
     assert!((s.network_availability - 0.4).abs() < 1e-9, "{}", s.network_availability);
     assert!(s.utilization.abs() < 1e-9 && s.utilization_now.abs() < 1e-9);
 }
+
+/// Issue 9 §2: Freivalds' tight tolerance decides what is taken, its rigorous bound what is convicted. Constant
+/// operands summed in order give honest rounding errors past the tight tolerance (they all point the same way): such
+/// a result is not taken and runs again elsewhere, but its node is not convicted (it would have been slashed had
+/// every rejection been fraud).
+#[test]
+fn a_doubtful_matmul_result_runs_again_and_convicts_nobody() {
+    let mut core = Core::new(cfg(), 16, 0);
+    let mut store = Store::default();
+    let nodes: Vec<(Keypair, String, u64)> =
+        (1..=2).map(|c| attested_node(&mut core, &mut store, c, 130 + c as u8, 0)).collect();
+    let client = Keypair::from_seed([94; 32]).id();
+    core.faucet(0, client).unwrap();
+    let (m, n, k) = (2usize, 32usize, 16_384usize);
+    let mut blob = |len: usize| {
+        let bytes: Vec<u8> = std::iter::repeat_n(0.1f32, len).flat_map(|x| x.to_le_bytes()).collect();
+        let hash = blake3::hash(&bytes).to_hex().to_string();
+        store.0.insert(hash.clone(), bytes.into());
+        InputData::Blob { hash }
+    };
+    let (a, b) = (blob(m * k), blob(k * n));
+    let spec = JobSpec::Matmul {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        a,
+        b,
+        max_price_nano_per_gflop: 10_000_000,
+        min_reliability: 0.0,
+    };
+    let (job, effects) = core.submit(10, client, spec, &store).unwrap();
+    let (conn, task) = tasks_in(&effects).remove(0);
+    // Every entry the plain in-order fp32 sum of K products 0.1·0.1: honest, and 1.6% off the exact value.
+    let entry = (0..k).fold(0.0f32, |s, _| s + 0.1f32 * 0.1f32);
+    let bytes: Vec<u8> = std::iter::repeat_n(entry, m * n).flat_map(|x| x.to_le_bytes()).collect();
+    let (kp, nonce, seq) = &nodes[conn as usize - 1];
+    let mut effects = deliver_bytes(&mut core, &mut store, conn, kp, nonce, *seq, &task, &bytes, 20);
+    effects.extend(core.tick(30));
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Slash { .. })), "an honest rounding was convicted");
+    assert!(core.evidence().is_empty());
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Send { msg: ToNode::Verdict { accepted: false, .. }, .. })),
+        "the doubtful result was taken: {effects:?}"
+    );
+    assert!(matches!(core.job(job).unwrap().state, JobState::Running { .. }));
+    let again = tasks_in(&effects);
+    assert!(again.iter().any(|(c, t)| t.task_id == task.task_id && *c != conn), "not run again elsewhere: {again:?}");
+}
