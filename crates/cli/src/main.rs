@@ -83,7 +83,14 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Bench { .. } | Command::Adapters { .. } | Command::Node(_) | Command::KernelWorker
+    ) {
+        quiet_vulkan_layers();
+    }
+    match cli.command {
         Command::Bench { json, sizes, runs, no_calibrate } => run_bench(json, &sizes, runs, !no_calibrate),
         Command::Adapters { json } => {
             let reports = gpu::discover();
@@ -120,6 +127,35 @@ fn main() -> anyhow::Result<()> {
             // Exit at once: dropping a device whose queue still runs a kernel would wait for that kernel.
             std::process::exit(0)
         }
+    }
+}
+
+/// Commands that look for GPU adapters run without Mesa's Vulkan device-selection layer when there is no desktop
+/// session. That layer (an implicit layer, loaded into every Vulkan program) connects to the Wayland display whenever
+/// adapters are enumerated, and with `XDG_RUNTIME_DIR` unset libwayland prints "error: XDG_RUNTIME_DIR is invalid
+/// or not set in the environment." to stderr, twice per enumeration: noise, not an error. Without a session there is
+/// no display to pick a device for, and adapters are ordered here anyway ([`gpu::adapters`]), so the layer is
+/// switched off the way it declares (`NODEVICE_SELECT=1`). Setting a variable in this process's own environment is
+/// `unsafe` in edition 2024, which the workspace forbids, and the Vulkan loader reads it only at start-up anyway: so
+/// the command executes itself again, once, with the variable set (`exec`: same process id, arguments, streams).
+/// Children (a node's kernel workers) inherit it.
+fn quiet_vulkan_layers() {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let session = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_absolute());
+        if session || std::env::var_os("NODEVICE_SELECT").is_some() {
+            return;
+        }
+        let Ok(exe) = std::env::current_exe() else { return };
+        let mut args = std::env::args_os();
+        let mut cmd = std::process::Command::new(exe);
+        if let Some(arg0) = args.next() {
+            cmd.arg0(arg0);
+        }
+        // `exec` returns only if it failed; then the command runs here, noise and all.
+        let error = cmd.args(args).env("NODEVICE_SELECT", "1").exec();
+        tracing::debug!(%error, "could not re-execute without the device-selection layer");
     }
 }
 

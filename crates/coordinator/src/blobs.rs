@@ -1,10 +1,12 @@
 //! Content-addressed blob files: `<dir>/<blake3 hex>`. A blob is written to a temporary file and renamed into
 //! place, so a reader never sees half a blob, and its hash is checked before it is accepted. The directory has a
-//! quota: past it, new blobs are refused (`StorageFull`) rather than filling the disk.
+//! quota: past it, new blobs are refused (`StorageFull`) rather than filling the disk. A blob the core has ordered
+//! stored is readable from memory until its file is written ([`BlobDir::stage`]).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Makes temporary file names unique within this process (concurrent uploads of the same blob).
 static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
@@ -16,6 +18,8 @@ pub struct BlobDir {
     /// Bytes stored (an estimate kept in step with every write).
     used: Arc<AtomicU64>,
     quota: u64,
+    /// Blobs ordered stored whose files are not written yet.
+    staged: Arc<Mutex<HashMap<String, Arc<[u8]>>>>,
 }
 
 /// Whether `hash` is a blake3 hex digest (64 lowercase hex characters) — which also keeps it a plain file name.
@@ -34,7 +38,7 @@ impl BlobDir {
                 used = used.saturating_add(entry.metadata()?.len());
             }
         }
-        Ok(BlobDir { dir, used: Arc::new(AtomicU64::new(used)), quota })
+        Ok(BlobDir { dir, used: Arc::new(AtomicU64::new(used)), quota, staged: Arc::default() })
     }
 
     /// Bytes of blobs stored.
@@ -78,6 +82,26 @@ impl BlobDir {
         written
     }
 
+    /// Makes `bytes` readable under `hash` before their file is written. The shell stages what the core orders stored
+    /// while it still holds the core's lock and writes it after ([`BlobDir::put_staged`]): an event handled in between
+    /// may already send a task that names the blob, and the node that fetches it must find it (task inputs used to be
+    /// fetched in that gap and refused with 404, failing the task).
+    pub fn stage(&self, hash: &str, bytes: Arc<[u8]>) {
+        self.staged.lock().unwrap_or_else(|p| p.into_inner()).insert(hash.to_string(), bytes);
+    }
+
+    /// Writes a staged blob's file ([`BlobDir::put`]), then drops it from memory.
+    pub fn put_staged(&self, hash: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let written = self.put(hash, bytes);
+        self.staged.lock().unwrap_or_else(|p| p.into_inner()).remove(hash);
+        written
+    }
+
+    /// A blob staged and not yet written.
+    pub fn staged(&self, hash: &str) -> Option<Arc<[u8]>> {
+        self.staged.lock().unwrap_or_else(|p| p.into_inner()).get(hash).cloned()
+    }
+
     /// Gives back the space reserved for a write that failed.
     fn unreserve(&self, len: u64) {
         let _ = self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| Some(used.saturating_sub(len)));
@@ -93,18 +117,24 @@ impl BlobDir {
         if !is_hash(hash) {
             return None;
         }
+        if let Some(bytes) = self.staged(hash) {
+            return Some(bytes.to_vec());
+        }
         std::fs::read(self.dir.join(hash)).ok()
     }
 }
 
 impl neurolov_core::Blobs for BlobDir {
     fn get(&self, hash: &str) -> Option<Arc<[u8]>> {
-        self.read(hash).map(Into::into)
+        self.staged(hash).or_else(|| self.read(hash).map(Into::into))
     }
 
     fn size(&self, hash: &str) -> Option<u64> {
         if !is_hash(hash) {
             return None;
+        }
+        if let Some(bytes) = self.staged(hash) {
+            return Some(bytes.len() as u64);
         }
         std::fs::metadata(self.dir.join(hash)).ok().map(|m| m.len())
     }

@@ -470,6 +470,8 @@ async function onFrame(msg) {
           software: state.backend.software,
           memory_bytes: 0,
           features: [],
+          // Only the WebGPU tier runs clients' WGSL: the coordinator sends WGSL tasks only to nodes that claim it.
+          wgsl: state.backend.tier === "webgpu",
         },
         price_nano_per_gflop: PRICE_NANO_PER_GFLOP,
         slots: 1,

@@ -86,6 +86,10 @@ impl Core {
         }
         let Some(t) = self.tasks.get(&placed) else { return };
         let Purpose::Job(payer) = t.purpose else { return };
+        // Known answers are WGSL work: only for a node that runs it.
+        if !self.nodes.get(&node).is_some_and(|n| n.claimed.wgsl) {
+            return;
+        }
         let work = t.work_mflop;
         let ask = t.assignments.iter().rev().find(|a| a.node == node).map_or(0, |a| a.price_nano_per_gflop);
         let max_pay_nano = self.task_price(&t.purpose, work, ask);

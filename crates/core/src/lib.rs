@@ -1090,10 +1090,13 @@ impl Core {
             price_nano_per_gflop: n.price_nano_per_gflop,
             // Claims, not measurements: a node that claims a feature or memory it lacks fails those tasks and loses
             // reliability. Unknown feature names are ignored; memory 0 means "not stated".
-            features: n.claimed.features.iter().fold(neurolov_scheduler::Features::NONE, |acc, name| {
-                jobs::feature_bits(std::slice::from_ref(name))
-                    .map_or(acc, |f| neurolov_scheduler::Features(acc.0 | f.0))
-            }),
+            features: n.claimed.features.iter().fold(
+                if n.claimed.wgsl { RUNS_WGSL } else { neurolov_scheduler::Features::NONE },
+                |acc, name| {
+                    jobs::feature_bits(std::slice::from_ref(name))
+                        .map_or(acc, |f| neurolov_scheduler::Features(acc.0 | f.0))
+                },
+            ),
             memory_bytes: if n.claimed.memory_bytes == 0 { u64::MAX } else { n.claimed.memory_bytes },
             slots: n.slots,
             stake_share: self.stake_share(&n.operator),
@@ -1345,6 +1348,12 @@ impl Core {
                     .get(j)
                     .map_or((0.0, u64::MAX, none), |j| (j.min_reliability, j.max_price_nano_per_gflop, j.features)),
                 Purpose::Attestation(_) | Purpose::Canary { .. } => (0.0, u64::MAX, none),
+            };
+            // WGSL work of any purpose (a job's task, its replicas, a canary, a third opinion) goes only to nodes
+            // that run WGSL.
+            let features = match t.work {
+                Work::Wgsl { .. } => neurolov_scheduler::Features(features.0 | RUNS_WGSL.0),
+                Work::Matmul { .. } => features,
             };
             let min_memory_bytes = jobs::task_bytes(&t.work);
             // Replicas of one task go to distinct operators: those holding a live attempt or that delivered a result
@@ -2018,6 +2027,10 @@ pub fn open_frame(text: &str) -> Opened {
     msg.check_limits().map_err(|e| (ErrorCode::Malformed, e))?;
     Ok((env, msg))
 }
+
+/// The scheduler's bit for a node that runs clients' WGSL (`ClaimedHardware::wgsl`), which every WGSL task needs. The
+/// top bit, apart from the optional WebGPU features a job may name (`jobs::FEATURE_NAMES`, from bit 0 up).
+const RUNS_WGSL: neurolov_scheduler::Features = neurolov_scheduler::Features(1 << 63);
 
 /// The scheduler's key for an operator: the first eight bytes of its public key.
 fn operator_key(id: &Id) -> u64 {

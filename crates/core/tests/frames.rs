@@ -90,7 +90,7 @@ impl One {
             seq: 0,
             operator: self.kp.id(),
             kind: NodeKind::Native,
-            claimed: ClaimedHardware::default(),
+            claimed: runs_wgsl(),
             price_nano_per_gflop: 3,
             slots: 1,
             operator_delegation: None,
@@ -315,7 +315,12 @@ fn missed_heartbeats_make_a_node_stale_then_offline() {
 /// Connects `kp` on `conn` and registers it (its own operator, 1 NLOV/TFLOP, 4 slots): the session nonce and the
 /// effects of the register frame.
 fn connect_and_register(core: &mut Core, store: &Store, conn: u64, kp: &Keypair, now: u64) -> (String, Vec<Effect>) {
-    connect_and_register_claiming(core, store, conn, kp, now, ClaimedHardware::default(), ASK)
+    connect_and_register_claiming(core, store, conn, kp, now, runs_wgsl(), ASK)
+}
+
+/// What a test node claims unless its test says otherwise: nothing but that it runs WGSL.
+fn runs_wgsl() -> ClaimedHardware {
+    ClaimedHardware { wgsl: true, ..ClaimedHardware::default() }
 }
 
 /// What the test nodes ask, nano-NLOV per GFLOP.
@@ -373,7 +378,7 @@ fn attested_node_logged(
     now: u64,
     log: &mut Vec<Effect>,
 ) -> (Keypair, String, u64) {
-    attest(core, store, conn, seed, now, log, ClaimedHardware::default(), ASK)
+    attest(core, store, conn, seed, now, log, runs_wgsl(), ASK)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -452,8 +457,8 @@ fn small_wgsl_job(store: &mut Store) -> JobSpec {
 fn tasks_go_only_to_nodes_that_claim_what_they_need() {
     let mut core = Core::new(cfg(), 4, 0);
     let mut store = Store::default();
-    let small = ClaimedHardware { memory_bytes: 1_000, ..ClaimedHardware::default() };
-    let f16 = ClaimedHardware { features: vec!["shader-f16".into()], ..ClaimedHardware::default() };
+    let small = ClaimedHardware { memory_bytes: 1_000, ..runs_wgsl() };
+    let f16 = ClaimedHardware { features: vec!["shader-f16".into()], ..runs_wgsl() };
     attested_node_claiming(&mut core, &mut store, 1, 31, small);
     attested_node_claiming(&mut core, &mut store, 2, 32, f16);
     let client = Keypair::from_seed([9; 32]).id();
@@ -486,6 +491,74 @@ fn tasks_go_only_to_nodes_that_claim_what_they_need() {
         core.submit(700, client, unknown, &store).unwrap_err(),
         neurolov_core::SubmitError::UnknownFeature("ray-tracing".into())
     );
+}
+
+/// Issue 9 §4: a node that cannot run WGSL (no GPU adapter or no sandbox worker, so `claimed.wgsl` is false, as it is
+/// for a node too old to send it) never gets WGSL work — a job's task, its spot-check replica, a canary — even when
+/// it is the cheapest node; the nodes that claim WGSL get all of it, and the other still gets matmul work. (Nodes
+/// without an adapter used to take WGSL tasks and fail them until their jobs failed.)
+#[test]
+fn wgsl_tasks_go_only_to_nodes_that_run_wgsl() {
+    use neurolov_verify::spotcheck::SpotCheckPolicy;
+    // As in the canary test: early jobs are replicated (known answers), later ones bring canaries along.
+    let config = Config { canary_rate: 1.0, spot_check: SpotCheckPolicy::new(1.0, 3, 0.001, 3).unwrap(), ..cfg() };
+    let mut core = Core::new(config, 16, 0);
+    let mut store = Store::default();
+    // Node 1 claims no WGSL and asks the least: the scheduler's first choice for anything it may take.
+    let mut nodes: Vec<(Keypair, String, u64)> = (1..=4)
+        .map(|c| {
+            let (claimed, ask) = if c == 1 { (ClaimedHardware::default(), 1) } else { (runs_wgsl(), ASK) };
+            attest(&mut core, &mut store, c, 140 + c as u8, 0, &mut Vec::new(), claimed, ask)
+        })
+        .collect();
+    assert!(core.nodes().iter().all(|n| n.state == NodeState::Active));
+    let client = Keypair::from_seed([9; 32]).id();
+    core.faucet(100, client).unwrap();
+    let (mut now, mut jobs, mut job_tasks) = (100, Vec::new(), std::collections::BTreeSet::new());
+    let (mut wgsl_to, mut replicas, mut canaries) = (std::collections::BTreeSet::new(), 0, 0);
+    for _ in 0..20 {
+        let mut effects = Vec::new();
+        for _ in 0..6 {
+            let (job, e) = core.submit(now, client, small_wgsl_job(&mut store), &store).unwrap();
+            job_tasks.extend(core.job(job).unwrap().tasks.iter().map(|t| t.task));
+            jobs.push(job);
+            effects.extend(e);
+        }
+        effects.extend(core.tick(now + 1));
+        let mut pending = tasks_in(&effects);
+        while let Some((conn, task)) = pending.pop() {
+            now += 1;
+            let (kp, nonce, seq) = &mut nodes[conn as usize - 1];
+            let answer = match &task.work {
+                Work::Wgsl { .. } => {
+                    assert_ne!(conn, 1, "a WGSL task went to the node that runs no WGSL: {task:?}");
+                    wgsl_to.insert(conn);
+                    if !job_tasks.contains(&task.task_id) {
+                        canaries += 1;
+                    } else if task.attempt > 0 {
+                        replicas += 1;
+                    }
+                    b"right answer".to_vec()
+                }
+                // A re-challenge: answered right.
+                work @ Work::Matmul { .. } => matmul_answer(&store, work, false),
+            };
+            let effects = deliver_bytes(&mut core, &mut store, conn, kp, nonce, *seq, &task, &answer, now);
+            *seq += 2;
+            pending.extend(tasks_in(&effects));
+            pending.extend(tasks_in(&core.tick(now)));
+        }
+        now += 5;
+    }
+    assert_eq!(wgsl_to, [2, 3, 4].into_iter().collect());
+    assert!(replicas > 0 && canaries > 0, "{replicas} replicas, {canaries} canaries");
+    for job in jobs {
+        assert_eq!(core.job(job).unwrap().state, JobState::Done, "job {job}");
+    }
+    // Matmul work still goes to node 1: sixteen 4-row tasks fill every node's four slots.
+    let (_, mut effects) = core.submit(now, client, matmul_spec(64, 4, 4, 1, 2), &store).unwrap();
+    effects.extend(core.tick(now + 1));
+    assert!(tasks_in(&effects).iter().any(|(conn, _)| *conn == 1), "{effects:?}");
 }
 
 /// One client cannot take the whole queue: past its quota of unfinished jobs it is refused (and nothing is
@@ -1333,7 +1406,7 @@ fn check_attack(strategy: Strategy) {
     let nodes: Vec<(Keypair, String, u64)> = (1..=4)
         .map(|c| {
             let ask = if c == 4 { 1_000_000_000 } else { 1 };
-            attest(&mut core, &mut store, c, 80 + c as u8, 0, &mut Vec::new(), ClaimedHardware::default(), ask)
+            attest(&mut core, &mut store, c, 80 + c as u8, 0, &mut Vec::new(), runs_wgsl(), ask)
         })
         .collect();
     let mut attack =

@@ -366,7 +366,7 @@ impl Sim {
                         seq: 0,
                         operator: n.operator.id(),
                         kind: NodeKind::Native,
-                        claimed: ClaimedHardware { adapter: "sim".into(), ..ClaimedHardware::default() },
+                        claimed: ClaimedHardware { adapter: "sim".into(), wgsl: true, ..ClaimedHardware::default() },
                         price_nano_per_gflop: 1 + (i as u64 % 5),
                         slots: 2,
                         operator_delegation: Some(neurolov_protocol::identity::delegate(&n.operator, &n.kp.id())),

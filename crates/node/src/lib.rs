@@ -64,12 +64,15 @@ pub struct Settings {
 /// Runs the node until `shutdown` turns true.
 pub async fn run(settings: Settings, compute: Arc<Compute>, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().timeout(BLOB_TIMEOUT).build().context("building the http client")?;
+    // Decided once: finding adapters takes a moment, and the answer does not change while the node runs.
+    let wgsl = runs_wgsl(&settings, &compute);
+    tracing::info!(wgsl, "takes client WGSL tasks: {}", if wgsl { "yes" } else { "no (no gpu adapter or no worker)" });
     let mut backoff = MIN_BACKOFF;
     loop {
         if *shutdown.borrow() {
             return Ok(());
         }
-        match session(&settings, &compute, &http, &mut shutdown).await {
+        match session(&settings, &compute, wgsl, &http, &mut shutdown).await {
             Ok(Ended::Shutdown) => return Ok(()),
             Ok(Ended::Dropped) => {
                 tracing::warn!("coordinator closed the connection; reconnecting");
@@ -121,6 +124,7 @@ impl Signer {
 async fn session(
     settings: &Settings,
     compute: &Arc<Compute>,
+    wgsl: bool,
     http: &reqwest::Client,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<Ended> {
@@ -137,7 +141,7 @@ async fn session(
         other => bail!("expected a challenge, got {other:?}"),
     };
     let signer = Arc::new(Signer { keypair: settings.keypair.clone(), session: nonce, seq: AtomicU64::new(0) });
-    let claimed = claimed_hardware(compute, settings.max_task_bytes);
+    let claimed = claimed_hardware(compute, settings.max_task_bytes, wgsl);
     let register = signer.frame(|session, seq| FromNode::Register {
         version: PROTOCOL_VERSION,
         session,
@@ -277,9 +281,17 @@ where
     }
 }
 
+/// Whether this node can run clients' WGSL: that takes its sandbox worker (`Settings::worker`), which opens the
+/// machine's default wgpu adapter — the node's own GPU, or, for a node whose kernels run on the CPU, one wgpu finds.
+/// Without either the node does not claim WGSL, so it is never given a WGSL task it would fail.
+pub fn runs_wgsl(settings: &Settings, compute: &Compute) -> bool {
+    settings.worker.is_some() && (compute.gpu().is_some() || !neurolov_kernels::gpu::adapters().is_empty())
+}
+
 /// What the node tells the coordinator about its hardware (a claim; attestation measures the truth). The memory claim
-/// is the largest task it takes (`max_task_bytes`), so the scheduler never sends it one it would refuse.
-pub fn claimed_hardware(compute: &Compute, max_task_bytes: u64) -> ClaimedHardware {
+/// is the largest task it takes (`max_task_bytes`), so the scheduler never sends it one it would refuse; `wgsl` is
+/// [`runs_wgsl`].
+pub fn claimed_hardware(compute: &Compute, max_task_bytes: u64, wgsl: bool) -> ClaimedHardware {
     match compute.gpu() {
         Some(gpu) => {
             let r = gpu.report();
@@ -296,6 +308,7 @@ pub fn claimed_hardware(compute: &Compute, max_task_bytes: u64) -> ClaimedHardwa
                 software: r.software,
                 memory_bytes: max_task_bytes,
                 features,
+                wgsl,
             }
         }
         None => ClaimedHardware {
@@ -304,6 +317,7 @@ pub fn claimed_hardware(compute: &Compute, max_task_bytes: u64) -> ClaimedHardwa
             software: false,
             memory_bytes: max_task_bytes,
             features: Vec::new(),
+            wgsl,
         },
     }
 }

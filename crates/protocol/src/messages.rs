@@ -41,6 +41,12 @@ pub struct ClaimedHardware {
     /// Optional WGSL features the node's adapter has (`shader-f16`, `subgroups`).
     #[serde(default)]
     pub features: Vec<String>,
+    /// Whether the node runs clients' WGSL kernels (`Work::Wgsl`): it has a GPU adapter and a way to run a stranger's
+    /// kernel (a native node's sandbox worker, a browser's WebGPU). WGSL tasks — jobs, replicas, canaries — go only
+    /// to nodes that claim it. Absent (an older node) means `false`: such a node gets matmul tasks only, because a
+    /// node that cannot run WGSL would fail every WGSL task it took until the job failed.
+    #[serde(default)]
+    pub wgsl: bool,
 }
 
 /// Where a task's input comes from.
