@@ -256,6 +256,68 @@ fn the_demo_without_a_gpu_adapter_runs_no_wgsl_on_nodes_that_cannot() {
     assert_eq!(r["audit_ok"], true, "{r}");
 }
 
+/// Issue 9 §4 on real processes: a node that finds no GPU adapter (no Vulkan driver visible to it) claims no WGSL and
+/// is given no WGSL task, beside two nodes that have an adapter and do all the WGSL work; it fails nothing. (Nodes
+/// without an adapter used to take WGSL tasks and fail them, "no gpu adapter found", until their jobs failed.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_node_without_a_gpu_adapter_is_given_no_wgsl_task() {
+    let dir = temp_dir("no-adapter-node");
+    let mut procs = Procs(Vec::new());
+    let url = serve(&mut procs, &dir);
+    let bare_key = dir.join("bare.json");
+    neurolov().args(["keygen", "--out"]).arg(&bare_key).output().expect("keygen");
+    let bare = neurolov()
+        .args(["node", "--coordinator", &url, "--slots", "4", "--key"])
+        .arg(&bare_key)
+        .env("VK_ICD_FILENAMES", dir.join("no-such-icd.json"))
+        .env("VK_DRIVER_FILES", dir.join("no-such-icd.json"))
+        .env_remove(neurolov_kernels::gpu::REQUIRE_GPU_ENV)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("node starts");
+    procs.0.push(bare);
+    wait_for("the adapter-less node to be attested", Duration::from_secs(60), || active_nodes(&url) == 1);
+    let nodes = get_json(&format!("{url}/v1/nodes"));
+    let bare_id = nodes[0]["id"].as_str().expect("id").to_string();
+    assert_eq!(nodes[0]["wgsl"], false, "{nodes}");
+    if !neurolov_kernels::gpu::gpu_required() {
+        return; // Whether this machine has an adapter for the other two is not known here: the claim is the check.
+    }
+    start_node(&mut procs, &dir, &url, "gpu1", "auto");
+    start_node(&mut procs, &dir, &url, "gpu2", "auto");
+    wait_for("three nodes", Duration::from_secs(60), || active_nodes(&url) == 3);
+    let client = Keypair::from_seed([94; 32]);
+    post_signed_kp(&url, &client, "/v1/faucet", &serde_json::json!({}));
+    let source = "@group(0) @binding(0) var<storage, read_write> out: array<u32>;\n\
+                  @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) id: vec3<u32>) {\n\
+                  if (id.x < arrayLength(&out)) { out[id.x] = id.x * 3u + 1u; } }";
+    let jobs: Vec<u64> = (0..4)
+        .map(|_| {
+            let job = serde_json::json!({
+                "kind": "wgsl", "source": source, "entry_point": "main",
+                "buffers": [{"binding": 0, "access": "read_write", "size_bytes": 4096}],
+                "dispatch": [16, 1, 1], "work_mflop": 1,
+            });
+            post_signed_kp(&url, &client, "/v1/jobs", &job)["id"].as_u64().expect("job id")
+        })
+        .collect();
+    for id in jobs {
+        let job = format!("{url}/v1/jobs/{id}");
+        wait_for("a WGSL job", Duration::from_secs(120), || get_json(&job)["state"] != "running");
+        let j = get_json(&job);
+        assert_eq!(j["state"], "done", "{j}");
+        for t in j["tasks"].as_array().expect("tasks") {
+            assert_ne!(t["node"], bare_id.as_str(), "a WGSL task went to the node without an adapter: {j}");
+        }
+    }
+    let nodes = get_json(&format!("{url}/v1/nodes"));
+    for n in nodes.as_array().expect("nodes") {
+        assert_eq!(n["wgsl"], n["id"] != bare_id.as_str(), "{n}");
+        assert_eq!(n["tasks_failed"], 0, "{n}");
+    }
+}
+
 #[test]
 fn bad_frames_on_a_real_socket_get_errors_and_the_server_keeps_serving() {
     let dir = temp_dir("frames");
