@@ -1378,22 +1378,11 @@ fn matmul_answer(store: &Store, work: &Work, corrupt: bool) -> Vec<u8> {
 
 /// A WGSL job of `work_mflop` declared work at `cap` nano-NLOV per GFLOP.
 fn wgsl_job(store: &mut Store, work_mflop: u64, cap: u64) -> JobSpec {
-    match small_wgsl_job(store) {
-        JobSpec::Wgsl { source_hash, entry_point, buffers, dispatch, tolerance, min_reliability, features, .. } => {
-            JobSpec::Wgsl {
-                source_hash,
-                entry_point,
-                buffers,
-                dispatch,
-                tolerance,
-                work_mflop,
-                max_price_nano_per_gflop: cap,
-                min_reliability,
-                features,
-            }
-        }
-        other => other,
+    let mut spec = small_wgsl_job(store);
+    if let JobSpec::Wgsl { work_mflop: work, max_price_nano_per_gflop: price, .. } = &mut spec {
+        (*work, *price) = (work_mflop, cap);
     }
+    spec
 }
 
 fn check_attack(strategy: Strategy) {

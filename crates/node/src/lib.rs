@@ -78,7 +78,9 @@ pub async fn run(settings: Settings, compute: Arc<Compute>, mut shutdown: watch:
                 tracing::warn!("coordinator closed the connection; reconnecting");
                 backoff = MIN_BACKOFF;
             }
-            Err(e) => tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "session failed"),
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "session failed")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
