@@ -1551,21 +1551,24 @@ impl Core {
         self.expire_waiting();
     }
 
-    /// A full registry forgets the offline node that never had work verified and was seen least recently, so
-    /// throwaway keys cannot lock newcomers out; nodes with a verified history are never forgotten this way.
+    /// A full registry forgets the idle offline node with the least verified work (the least recently seen among
+    /// equals) — but never one whose operator has stake, or that holds provisional results (they must stay
+    /// revocable). So throwaway keys cannot lock newcomers out — not even Sybils that once passed a check, which used
+    /// to be kept forever.
     fn make_room(&mut self) -> bool {
         let victim = self
             .nodes
             .iter()
-            .filter(|(_, n)| n.state == NodeState::Offline && n.history.verified == 0 && n.running.is_empty())
-            .min_by_key(|(_, n)| n.last_seen_ms)
+            .filter(|(_, n)| n.state == NodeState::Offline && n.running.is_empty() && n.provisional.is_empty())
+            .filter(|(_, n)| self.stake_share(&n.operator) == 0.0)
+            .min_by_key(|(_, n)| (n.history.verified, n.last_seen_ms))
             .map(|(&id, _)| id);
         let Some(id) = victim else { return false };
         if let Some(n) = self.nodes.remove(&id) {
             self.keys.remove(&n.key);
             let _ = self.sched.remove(n.key);
         }
-        tracing::info!(node = %id, "registry full: forgot an offline node with no verified work");
+        tracing::info!(node = %id, "registry full: forgot the least proven idle offline node");
         self.effects.push(Effect::Persist(Record::NodeForgotten { id }));
         true
     }

@@ -1162,38 +1162,48 @@ fn provisional_results_survive_a_restart_and_are_revoked_when_their_node_cheats(
 }
 
 #[test]
-fn a_full_registry_forgets_idle_unproven_nodes_but_never_proven_ones() {
-    let config = Config { max_nodes: 2, ..cfg() };
+fn a_full_registry_forgets_the_least_proven_idle_node_but_never_a_staked_one() {
+    let config = Config { max_nodes: 3, ..cfg() };
     let mut core = Core::new(config, 6, 0);
     let mut store = Store::default();
-    // Node 1 passes attestation (verified history); node 2 only connects, registers and leaves.
-    let (kp1, _, _) = attested_node(&mut core, &mut store, 1, 51, 0);
-    let kp2 = Keypair::from_seed([52; 32]);
     let register = |core: &mut Core, conn: u64, kp: &Keypair, now: u64| -> Vec<Effect> {
         connect_and_register(core, &Store::default(), conn, kp, now).1
     };
-    register(&mut core, 2, &kp2, 10);
-    core.disconnected(20, 2);
-    assert_eq!(core.nodes().len(), 2);
-    // A third node makes room by forgetting node 2 (offline, nothing verified), never node 1.
-    let kp3 = Keypair::from_seed([53; 32]);
-    let effects = register(&mut core, 3, &kp3, 30);
-    assert!(
+    let forgot = |effects: &[Effect]| -> Vec<neurolov_protocol::Id> {
         effects
             .iter()
-            .any(|e| matches!(e, Effect::Persist(neurolov_core::Record::NodeForgotten { id }) if *id == kp2.id()))
-    );
+            .filter_map(|e| match e {
+                Effect::Persist(neurolov_core::Record::NodeForgotten { id }) => Some(*id),
+                _ => None,
+            })
+            .collect()
+    };
+    // Node 1 passed a check (a Sybil that once verified something), node 2 too and its operator staked, node 3 only
+    // registered; all three leave.
+    let (kp1, _, _) = attested_node(&mut core, &mut store, 1, 51, 0);
+    let (kp2, _, _) = attested_node(&mut core, &mut store, 2, 52, 0);
+    core.faucet(5, kp2.id()).unwrap();
+    core.stake(5, kp2.id(), 100 * neurolov_ledger::NANO_PER_NLOV, 1).unwrap();
+    let kp3 = Keypair::from_seed([53; 32]);
+    register(&mut core, 3, &kp3, 10);
+    for conn in 1..=3 {
+        core.disconnected(20, conn);
+    }
+    // Newcomers make room: first the node with nothing verified, then the once-verified Sybil (it used to be kept
+    // forever), never the staked node.
+    assert_eq!(forgot(&register(&mut core, 4, &Keypair::from_seed([54; 32]), 30)), vec![kp3.id()]);
+    assert_eq!(forgot(&register(&mut core, 5, &Keypair::from_seed([55; 32]), 40)), vec![kp1.id()]);
     let ids: Vec<_> = core.nodes().iter().map(|n| n.id).collect();
-    assert!(ids.contains(&kp1.id()) && ids.contains(&kp3.id()) && !ids.contains(&kp2.id()), "{ids:?}");
-    // Both remaining nodes are online or proven: a fourth is refused.
-    let effects = register(&mut core, 4, &Keypair::from_seed([54; 32]), 40);
+    assert!(ids.contains(&kp2.id()), "{ids:?}");
+    // Now every node is online or staked: a sixth is refused.
+    let effects = register(&mut core, 6, &Keypair::from_seed([56; 32]), 50);
     assert!(
         effects
             .iter()
             .any(|e| matches!(e, Effect::Send { msg: ToNode::Error { code: ErrorCode::RateLimited, .. }, .. })),
         "{effects:?}"
     );
-    assert_eq!(core.nodes().len(), 2);
+    assert_eq!(core.nodes().len(), 3);
 }
 
 #[test]
