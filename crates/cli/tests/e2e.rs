@@ -680,3 +680,21 @@ fn one_address_cannot_take_every_node_slot() {
         assert!(open("127.0.0.3").await.is_ok(), "another address is refused too");
     });
 }
+
+/// Issue 9 §3: a submission retried with its idempotency key (a fresh signature, so the replay cache lets it in) is
+/// answered with the job it made: 201, then 200 with the same id.
+#[test]
+fn a_retried_submission_is_one_job() {
+    let dir = temp_dir("idempotent");
+    let mut procs = Procs(Vec::new());
+    let url = serve(&mut procs, &dir);
+    let client = Keypair::from_seed([80; 32]);
+    post_signed_kp(&url, &client, "/v1/faucet", &serde_json::json!({}));
+    let job = serde_json::json!({"kind": "matmul", "m": 8, "n": 8, "k": 8, "a": {"seed": 1}, "b": {"seed": 2},
+                                 "idempotency_key": "order-42"});
+    let (first, reply) = common::post_signed_status(&url, &client, "/v1/jobs", &job);
+    assert_eq!(first, 201, "{reply}");
+    std::thread::sleep(Duration::from_millis(5)); // another timestamp, another signature
+    let (again, reply2) = common::post_signed_status(&url, &client, "/v1/jobs", &job);
+    assert_eq!((again, &reply2["id"]), (200, &reply["id"]), "{reply2}");
+}

@@ -364,6 +364,13 @@ enum JobJson {
     Wgsl(WgslJson),
 }
 
+/// The optional `idempotency_key` of a `POST /v1/jobs` body, whatever its kind.
+#[derive(serde::Deserialize)]
+struct KeyJson {
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
 /// The body of a WGSL job.
 #[derive(serde::Deserialize)]
 struct WgslJson {
@@ -401,6 +408,11 @@ async fn submit_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Resp
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed job: {e}")),
     };
+    // A retried submission (same client, same key) gets its job back: 200 with its id, nothing escrowed again.
+    let key = serde_json::from_slice::<KeyJson>(&body).ok().and_then(|k| k.idempotency_key);
+    if let Some(id) = key.as_ref().and_then(|k| app.coordinator.read_core(|c| c.job_for_key(&client, k))) {
+        return (StatusCode::OK, Json(serde_json::json!({ "id": id }))).into_response();
+    }
     // Cheap checks and the client's funds come first: nothing is read, generated or stored for a request that would
     // be refused (an unfunded key listing one blob a thousand times used to make the coordinator read it a thousand
     // times, and got its kernel source stored).
@@ -415,7 +427,7 @@ async fn submit_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Resp
             }
             JobJson::Wgsl(w) => wgsl_spec(&coordinator, w)?,
         };
-        coordinator.with_core(|core, blobs| match core.submit(now_ms(), client, spec, blobs) {
+        coordinator.with_core(|core, blobs| match core.submit_keyed(now_ms(), client, spec, key, blobs) {
             Ok((id, effects)) => (Ok(id), effects),
             Err(e) => (Err(e.to_string()), Vec::new()),
         })

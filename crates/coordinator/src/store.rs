@@ -114,6 +114,8 @@ struct JobDoc {
     #[serde(default)]
     reason: Option<String>,
     tasks: Vec<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<String>,
 }
 
 fn input_doc(i: &InputData) -> InputDoc {
@@ -173,6 +175,7 @@ fn job_doc(r: &JobRecord) -> JobDoc {
         state: r.state.name().into(),
         reason: r.state.reason().map(str::to_string),
         tasks: r.tasks.clone(),
+        idempotency_key: r.idempotency_key.clone(),
     }
 }
 
@@ -208,7 +211,7 @@ fn job_record(d: JobDoc) -> JobRecord {
         "failed" => JobState::Failed { reason: d.reason.unwrap_or_default() },
         _ => JobState::Running { tasks_done: 0, tasks: d.tasks.len() },
     };
-    JobRecord { id: d.id, client: d.client, spec, state, tasks: d.tasks }
+    JobRecord { id: d.id, client: d.client, spec, state, tasks: d.tasks, idempotency_key: d.idempotency_key }
 }
 
 /// The writer's handle on the database: the pool, and each ledger account's number.

@@ -21,6 +21,8 @@ pub const MAX_MATMUL_DIM: u32 = 16_384;
 pub const MAX_OPERAND_ELEMENTS: u64 = 64 << 20;
 /// Largest declared work of a WGSL job (1 PFLOP): bounds deadlines and pay.
 pub const MAX_WGSL_WORK_MFLOP: u64 = 1_000_000_000;
+/// Longest idempotency key a client may name a submission with.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 64;
 /// Most tasks one job may be cut into.
 pub const MAX_TASKS_PER_JOB: usize = 4096;
 
@@ -96,6 +98,8 @@ pub enum SubmitError {
     InsufficientFunds { available_nano: u64, needed_nano: u64 },
     #[error("the ledger refused the escrow: {0}")]
     Ledger(String),
+    #[error("an idempotency key is 1..={MAX_IDEMPOTENCY_KEY_BYTES} bytes")]
+    BadIdempotencyKey,
 }
 
 /// Where a job stands.
@@ -235,6 +239,9 @@ pub(crate) struct Job {
     pub tolerance: Tolerance,
     /// What a node must have to run the job's tasks.
     pub features: Features,
+    /// The client's name for this submission: the same key from the same client names the same job, so a retried
+    /// request never escrows twice.
+    pub idempotency_key: Option<String>,
     results: BTreeMap<TaskId, Arc<[u8]>>,
 }
 
@@ -260,6 +267,7 @@ impl Job {
             max_price_nano_per_gflop,
             tolerance,
             features,
+            idempotency_key: None,
             results: BTreeMap::new(),
         }
     }
@@ -449,6 +457,7 @@ pub(crate) fn plan(
         max_price_nano_per_gflop,
         tolerance,
         features,
+        idempotency_key: None,
         results: BTreeMap::new(),
     };
     match spec {

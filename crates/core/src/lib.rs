@@ -462,6 +462,8 @@ pub struct Core {
     next_wait_check_ms: u64,
     /// Availability and utilization over time (see `usage.rs`).
     usage: usage::Usage,
+    /// Jobs by their client's idempotency key (see `submit_keyed`).
+    idempotency: HashMap<(Id, String), JobId>,
 }
 
 impl Core {
@@ -509,6 +511,7 @@ impl Core {
             checking: BTreeSet::new(),
             next_wait_check_ms: 0,
             usage: usage::Usage::default(),
+            idempotency: HashMap::new(),
         }
     }
 
@@ -611,6 +614,51 @@ impl Core {
 
     /// A client's job. Inputs given as blobs are read from `blobs` now, after [`Core::admit`] let it in.
     pub fn submit(
+        &mut self,
+        now_ms: u64,
+        client: Id,
+        spec: JobSpec,
+        blobs: &dyn Blobs,
+    ) -> Result<(JobId, Vec<Effect>), SubmitError> {
+        self.submit_keyed(now_ms, client, spec, None, blobs)
+    }
+
+    /// The job `client` submitted under `key`, if any: a retried submission gets it back instead of a second job.
+    pub fn job_for_key(&self, client: &Id, key: &str) -> Option<JobId> {
+        self.idempotency.get(&(*client, key.to_string())).copied()
+    }
+
+    /// [`Core::submit`] under the client's idempotency key: the same key from the same client always names the same
+    /// job (a request replayed or retried after the replay window escrows nothing twice); it is answered with that
+    /// job's id and no effects.
+    pub fn submit_keyed(
+        &mut self,
+        now_ms: u64,
+        client: Id,
+        spec: JobSpec,
+        key: Option<String>,
+        blobs: &dyn Blobs,
+    ) -> Result<(JobId, Vec<Effect>), SubmitError> {
+        if let Some(k) = &key {
+            if k.is_empty() || k.len() > jobs::MAX_IDEMPOTENCY_KEY_BYTES {
+                return Err(SubmitError::BadIdempotencyKey);
+            }
+            if let Some(id) = self.job_for_key(&client, k) {
+                return Ok((id, Vec::new()));
+            }
+        }
+        let (id, effects) = self.submit_new(now_ms, client, spec, blobs)?;
+        if let Some(k) = key {
+            if let Some(j) = self.jobs.get_mut(&id) {
+                j.idempotency_key = Some(k.clone());
+            }
+            self.idempotency.insert((client, k), id);
+            self.persist_job(id);
+        }
+        Ok((id, effects.into_iter().chain(self.take_effects()).collect()))
+    }
+
+    fn submit_new(
         &mut self,
         now_ms: u64,
         client: Id,

@@ -71,6 +71,8 @@ pub struct JobRecord {
     pub spec: JobSpec,
     pub state: JobState,
     pub tasks: Vec<TaskId>,
+    /// The client's name for the submission, if it gave one (see `Core::submit_keyed`).
+    pub idempotency_key: Option<String>,
 }
 
 /// Everything a shell loaded from storage.
@@ -111,8 +113,14 @@ impl Core {
 
     pub(crate) fn persist_job(&mut self, id: JobId) {
         let Some(j) = self.jobs.get(&id) else { return };
-        let record =
-            JobRecord { id, client: j.client, spec: j.spec.clone(), state: j.state.clone(), tasks: j.tasks.clone() };
+        let record = JobRecord {
+            id,
+            client: j.client,
+            spec: j.spec.clone(),
+            state: j.state.clone(),
+            tasks: j.tasks.clone(),
+            idempotency_key: j.idempotency_key.clone(),
+        };
         self.effects.push(Effect::Persist(Record::Job(record)));
     }
 
@@ -239,11 +247,15 @@ impl Core {
         provisional: &std::collections::HashSet<TaskId>,
     ) {
         let id = record.id;
+        if let Some(key) = &record.idempotency_key {
+            self.idempotency.insert((record.client, key.clone()), id);
+        }
         if record.state.is_final() {
             // A finished job needs no tasks (nor its operands), only its results — except those still provisional,
             // which must be able to run again if their node is caught cheating.
             let mut job =
                 jobs::Job::finished(id, record.client, record.spec.clone(), record.state.clone(), record.tasks.clone());
+            job.idempotency_key = record.idempotency_key.clone();
             for (task, hash) in results {
                 if let Some(bytes) = blobs.get(&hash) {
                     job.restore_result(task, bytes);
@@ -279,6 +291,7 @@ impl Core {
         };
         let mut job = job.with_tasks(record.tasks.clone());
         job.state = record.state.clone();
+        job.idempotency_key = record.idempotency_key.clone();
         let done: std::collections::HashMap<TaskId, Arc<[u8]>> =
             results.into_iter().filter_map(|(t, h)| blobs.get(&h).map(|b| (t, b))).collect();
         for (&tid, planned) in record.tasks.iter().zip(tasks) {

@@ -1755,3 +1755,35 @@ fn a_doubtful_matmul_result_runs_again_and_convicts_nobody() {
     let again = tasks_in(&effects);
     assert!(again.iter().any(|(c, t)| t.task_id == task.task_id && *c != conn), "not run again elsewhere: {again:?}");
 }
+
+/// Issue 9 §3: job submission has an idempotency key. The same key from the same client names the same job — no
+/// second job, no second escrow — and still does after a restart; another key or another client makes a new job.
+#[test]
+fn a_submission_retried_under_its_key_is_one_job_even_after_a_restart() {
+    let store = Store::default();
+    let (mut core, mut log) = Core::restore(cfg(), 17, 0, Default::default(), &store);
+    let client = Keypair::from_seed([95; 32]).id();
+    log.extend(core.faucet(1, client).unwrap().1);
+    let key = Some("retry-1".to_string());
+    let (first, effects) = core.submit_keyed(2, client, matmul_spec(4, 4, 4, 1, 2), key.clone(), &store).unwrap();
+    log.extend(effects);
+    let balance = core.wallet_view(&client).balance_nano;
+    let (again, effects) = core.submit_keyed(3, client, matmul_spec(4, 4, 4, 1, 2), key.clone(), &store).unwrap();
+    assert_eq!(again, first);
+    assert!(effects.is_empty(), "{effects:?}");
+    assert_eq!(core.wallet_view(&client).balance_nano, balance, "escrowed twice");
+    let mut db = Db::default();
+    db.absorb(&log);
+    let (mut core, _) = Core::restore(cfg(), 18, 10, db.restored(), &store);
+    let (after, _) = core.submit_keyed(11, client, matmul_spec(4, 4, 4, 1, 2), key.clone(), &store).unwrap();
+    assert_eq!(after, first, "the key was forgotten in the restart");
+    let (other, _) = core.submit_keyed(12, client, matmul_spec(4, 4, 4, 1, 2), Some("retry-2".into()), &store).unwrap();
+    assert_ne!(other, first);
+    let stranger = Keypair::from_seed([96; 32]).id();
+    core.faucet(13, stranger).unwrap();
+    let (theirs, _) = core.submit_keyed(14, stranger, matmul_spec(4, 4, 4, 1, 2), key, &store).unwrap();
+    assert_ne!(theirs, first);
+    let too_long = Some("k".repeat(65));
+    let refused = core.submit_keyed(15, client, matmul_spec(4, 4, 4, 1, 2), too_long, &store).unwrap_err();
+    assert_eq!(refused, neurolov_core::SubmitError::BadIdempotencyKey);
+}
