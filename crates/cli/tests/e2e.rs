@@ -473,7 +473,8 @@ fn blob_uploads_need_a_signer_with_work_or_funds() {
     assert_eq!(put_blob(&url, Some(&client), &blob, None), 403, "signed by a client with an empty wallet");
     post_signed_kp(&url, &client, "/v1/faucet", &serde_json::json!({}));
     let wrong_name = blake3::hash(b"something else").to_hex().to_string();
-    assert_eq!(put_blob(&url, Some(&client), &blob, Some(&wrong_name)), 400, "body does not hash to its name");
+    // An upload is signed over its name; a body that does not hash to that name fails the signature check.
+    assert_eq!(put_blob(&url, Some(&client), &blob, Some(&wrong_name)), 401, "body does not hash to its name");
     assert_eq!(put_blob(&url, Some(&client), &blob, None), 201, "a funded client");
     assert_eq!(common::get_bytes(&format!("{url}/v1/blobs/{}", blake3::hash(&blob).to_hex())), blob);
     assert_eq!(put_blob(&url, None, &blob, None), 200, "already stored");
@@ -697,4 +698,24 @@ fn a_retried_submission_is_one_job() {
     std::thread::sleep(Duration::from_millis(5)); // another timestamp, another signature
     let (again, reply2) = common::post_signed_status(&url, &client, "/v1/jobs", &job);
     assert_eq!((again, &reply2["id"]), (200, &reply["id"]), "{reply2}");
+}
+
+/// Issue 9 §3: an upload is judged before its body is read. A stranger announcing a 200 MiB blob gets its 401 at
+/// once, without sending a byte of it (the body used to be buffered whole before the signature was checked).
+#[test]
+fn an_unsigned_upload_is_refused_before_its_body_is_read() {
+    use std::io::{Read, Write};
+    let dir = temp_dir("upload-first");
+    let mut procs = Procs(Vec::new());
+    let url = serve(&mut procs, &dir);
+    let host = url.trim_start_matches("http://");
+    let hash = blake3::hash(b"never sent").to_hex();
+    let mut s = std::net::TcpStream::connect(host).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(s, "PUT /v1/blobs/{hash} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n", 200u64 << 20)
+        .expect("headers");
+    let mut reply = [0u8; 64];
+    let n = s.read(&mut reply).expect("an answer before the body");
+    let head = String::from_utf8_lossy(&reply[..n]);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
 }

@@ -12,7 +12,9 @@ use std::sync::Mutex;
 
 use neurolov_protocol::identity::{Id, Signature, verify};
 
-pub use neurolov_protocol::request::{DOMAIN, HEADER_CLIENT, HEADER_SIGNATURE, HEADER_TIMESTAMP, message, sign};
+pub use neurolov_protocol::request::{
+    DOMAIN, HEADER_CLIENT, HEADER_SIGNATURE, HEADER_TIMESTAMP, message, message_for_body_hash, sign,
+};
 
 /// How far a request's timestamp may be from the coordinator's clock.
 pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
@@ -84,16 +86,30 @@ impl ReplayCache {
         body: &[u8],
         now_ms: u64,
     ) -> Result<Id, AuthError> {
-        self.verify_within(header, method, path, body, now_ms, (REPLAY_CACHE, REPLAY_CACHE_PER_CLIENT))
+        let body_hash = blake3::hash(body).to_hex();
+        self.verify_within(header, method, path, body_hash.as_str(), now_ms, (REPLAY_CACHE, REPLAY_CACHE_PER_CLIENT))
     }
 
-    /// [`ReplayCache::verify`] with the cache's bounds (total, per client) given.
+    /// [`ReplayCache::verify`] for a body known by its blake3 hash (hex) before it is read: a blob upload, whose name
+    /// is its hash. The caller must still check that the body it then reads hashes to `body_hash_hex`.
+    pub fn verify_hashed(
+        &self,
+        header: impl Fn(&'static str) -> Option<String>,
+        method: &str,
+        path: &str,
+        body_hash_hex: &str,
+        now_ms: u64,
+    ) -> Result<Id, AuthError> {
+        self.verify_within(header, method, path, body_hash_hex, now_ms, (REPLAY_CACHE, REPLAY_CACHE_PER_CLIENT))
+    }
+
+    /// [`ReplayCache::verify_hashed`] with the cache's bounds (total, per client) given.
     fn verify_within(
         &self,
         header: impl Fn(&'static str) -> Option<String>,
         method: &str,
         path: &str,
-        body: &[u8],
+        body_hash_hex: &str,
         now_ms: u64,
         (total, per_client): (usize, usize),
     ) -> Result<Id, AuthError> {
@@ -106,7 +122,7 @@ impl ReplayCache {
         }
         let sig = header(HEADER_SIGNATURE).ok_or(AuthError::Missing(HEADER_SIGNATURE))?;
         let sig = Signature::from_base58(&sig).map_err(|_| AuthError::Malformed(HEADER_SIGNATURE))?;
-        verify(&client, DOMAIN, &message(method, path, timestamp_ms, body), &sig)
+        verify(&client, DOMAIN, &message_for_body_hash(method, path, timestamp_ms, body_hash_hex), &sig)
             .map_err(|_| AuthError::BadSignature)?;
         let mut guard = match self.seen.lock() {
             Ok(g) => g,
@@ -177,7 +193,7 @@ mod tests {
         let check = |kp: &Keypair, body: &[u8], ts: u64, now: u64| {
             let headers = sign(kp, "POST", "/v1/jobs", ts, body);
             let get = |name: &'static str| headers.iter().find(|(h, _)| *h == name).map(|(_, v)| v.clone());
-            cache.verify_within(get, "POST", "/v1/jobs", body, now, bounds)
+            cache.verify_within(get, "POST", "/v1/jobs", blake3::hash(body).to_hex().as_str(), now, bounds)
         };
         let (victim, flooder, third) =
             (Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]), Keypair::from_seed([4; 32]));

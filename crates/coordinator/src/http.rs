@@ -277,24 +277,33 @@ const BLOB_CHUNK_BYTES: usize = 1 << 20;
 /// Who may store a blob (the request signed as in [`crate::auth`]): a node uploading the result of an attempt it holds
 /// (one blob of that attempt's result size), or a client that holds NLOV, within its daily allowance (inputs for its
 /// jobs; [`crate::uploads`]). Storing a blob that is already there changes nothing and needs no signature.
-async fn put_blob(State(app): Shared, Path(hash): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn put_blob(
+    State(app): Shared,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
     if !is_hash(&hash) {
         return error(StatusCode::BAD_REQUEST, "a blob is named by its blake3 hash (64 lowercase hex characters)");
     }
-    let actual = blake3::hash(&body).to_hex().to_string();
-    if actual != hash {
-        return error(StatusCode::BAD_REQUEST, format!("body hashes to {actual}, not {hash}"));
+    // Everything about the upload is decided before its body is read: its size from Content-Length, its signer from
+    // a signature over its name (its hash) — so a stranger cannot make the coordinator buffer 256 MiB for nothing.
+    let Some(len) = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    else {
+        return error(StatusCode::LENGTH_REQUIRED, "a blob upload states its Content-Length");
+    };
+    if len > MAX_BLOB_BYTES as u64 {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, format!("a blob is at most {MAX_BLOB_BYTES} bytes"));
     }
     let blobs = app.coordinator.blobs.clone();
-    let len = body.len() as u64;
     if neurolov_core::Blobs::size(&blobs, &hash) == Some(len) {
         return StatusCode::OK.into_response();
     }
     let header = |name: &'static str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let path = format!("/v1/blobs/{hash}");
-    let signer = match app.replay.verify(header, "PUT", &path, &body, now_ms()) {
+    let signer = match app.replay.verify_hashed(header, "PUT", &path, &hash, now_ms()) {
         Ok(signer) => signer,
-        Err(e) => return error(e.status(), format!("an upload must be signed: {e}")),
+        Err(e) => return error(e.status(), format!("an upload must be signed over its name (its hash): {e}")),
     };
     let node_result = app.coordinator.with_core(|c, _| (c.claim_upload(&signer, len, &hash), Vec::new()));
     if !node_result {
@@ -310,6 +319,15 @@ async fn put_blob(State(app): Shared, Path(hash): Path<String>, headers: HeaderM
             );
             return error(StatusCode::TOO_MANY_REQUESTS, why);
         }
+    }
+    let body = match axum::body::to_bytes(body, len as usize).await {
+        Ok(body) if body.len() as u64 == len => body,
+        Ok(body) => return error(StatusCode::BAD_REQUEST, format!("body has {} bytes, not {len}", body.len())),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
+    };
+    let actual = blake3::hash(&body).to_hex().to_string();
+    if actual != hash {
+        return error(StatusCode::BAD_REQUEST, format!("body hashes to {actual}, not {hash}"));
     }
     match tokio::task::spawn_blocking(move || blobs.put(&hash, &body)).await {
         Ok(Ok(())) => StatusCode::CREATED.into_response(),

@@ -12,7 +12,13 @@ pub const HEADER_SIGNATURE: &str = "x-neurolov-signature";
 
 /// The bytes a request's signer signs.
 pub fn message(method: &str, path: &str, timestamp_ms: u64, body: &[u8]) -> Vec<u8> {
-    format!("{method}\n{path}\n{timestamp_ms}\n{}", blake3::hash(body).to_hex()).into_bytes()
+    message_for_body_hash(method, path, timestamp_ms, blake3::hash(body).to_hex().as_str())
+}
+
+/// [`message`] given the body's blake3 hash (hex) instead of the body: a blob upload's body is named by its hash, so
+/// its signature can be checked before the body is read.
+pub fn message_for_body_hash(method: &str, path: &str, timestamp_ms: u64, body_hash_hex: &str) -> Vec<u8> {
+    format!("{method}\n{path}\n{timestamp_ms}\n{body_hash_hex}").into_bytes()
 }
 
 /// The three headers for a request.
