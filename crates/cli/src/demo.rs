@@ -313,6 +313,8 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             wrong_accepted += 1;
         }
     }
+    // `/v1/stats` may be up to STATS_MAX_AGE old: the report reads it once the last job's settlement is in.
+    std::thread::sleep(neurolov_coordinator::STATS_MAX_AGE + Duration::from_millis(50));
     let stats = rt.block_on(get_json(format!("{url}/v1/stats")))?;
     let nodes = rt.block_on(get_json(format!("{url}/v1/nodes")))?;
     let mut provider_rows = Vec::new();

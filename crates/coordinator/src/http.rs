@@ -27,12 +27,20 @@ pub(crate) struct App {
     pub(crate) coordinator: Arc<Coordinator>,
     pub(crate) replay: ReplayCache,
     pub(crate) uploads: crate::uploads::UploadBudget,
+    /// The last `/v1/stats` and when it was computed: it walks every node and account under the core's lock, so it
+    /// is computed at most once per [`crate::STATS_MAX_AGE`], however often it is asked for.
+    pub(crate) stats: std::sync::Mutex<Option<(std::time::Instant, neurolov_core::NetworkStats)>>,
 }
 
 type Shared = State<Arc<App>>;
 
 pub(crate) fn router(coordinator: Arc<Coordinator>) -> Router {
-    let app = Arc::new(App { coordinator, replay: ReplayCache::default(), uploads: Default::default() });
+    let app = Arc::new(App {
+        coordinator,
+        replay: ReplayCache::default(),
+        uploads: Default::default(),
+        stats: Default::default(),
+    });
     Router::new()
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/ws", get(node_socket))

@@ -35,6 +35,8 @@ pub const MAX_CONNECTIONS: usize = 10_000;
 /// Node connections one network address may hold at once: one host cannot take every slot. 127.0.0.1 and ::1 are
 /// exempt, because a TLS proxy in front of the coordinator connects from there (limit per address in the proxy).
 pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
+/// How old a served `/v1/stats` may be (it is computed at most this often).
+pub use money::STATS_MAX_AGE;
 /// Default quota of the blob directory.
 pub const DEFAULT_BLOB_STORE_BYTES: u64 = 64 << 30;
 /// How often the core's timers run.

@@ -229,8 +229,24 @@ pub(crate) async fn evidence(State(app): Shared) -> Response {
     Json(list).into_response()
 }
 
+/// How old a served `/v1/stats` may be.
+pub const STATS_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(250);
+
 pub(crate) async fn stats(State(app): Shared) -> Response {
-    let s = app.coordinator.read_core(|c| c.stats());
+    let now = std::time::Instant::now();
+    let mut cached = match app.stats.lock() {
+        Ok(c) => c,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let s = match cached.as_ref().filter(|(at, _)| now.saturating_duration_since(*at) < STATS_MAX_AGE) {
+        Some((_, s)) => s.clone(),
+        None => {
+            let s = app.coordinator.read_core(|c| c.stats());
+            *cached = Some((now, s.clone()));
+            s
+        }
+    };
+    drop(cached);
     let l = &s.ledger;
     Json(serde_json::json!({
         "active_nodes": s.active_nodes,
