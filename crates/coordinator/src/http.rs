@@ -453,7 +453,9 @@ async fn submit_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Resp
             }
             JobJson::Wgsl(w) => wgsl_spec(&coordinator, w)?,
         };
-        coordinator.with_core(|core, blobs| match core.submit_keyed(now_ms(), client, spec, key, blobs) {
+        // Operands are read or generated here, before the core is locked (seconds for a big seeded matmul).
+        let inputs = neurolov_core::load_inputs(&spec, &coordinator.blobs).map_err(|e| e.to_string())?;
+        coordinator.with_core(|core, blobs| match core.submit_loaded(now_ms(), client, spec, key, inputs, blobs) {
             Ok((id, effects)) => (Ok(id), effects),
             Err(e) => (Err(e.to_string()), Vec::new()),
         })

@@ -430,6 +430,25 @@ pub(crate) fn operand_bytes(spec: &JobSpec) -> u64 {
     }
 }
 
+/// A matmul job's operands, read or generated: the costly part of a submission (an 8192² seeded pair is 512 MiB
+/// and seconds of work), which the shell does before it locks the core ([`load_inputs`], [`crate::Core::submit_loaded`]).
+#[derive(Clone, Debug)]
+pub struct Inputs {
+    a: Arc<[f32]>,
+    b: Arc<[f32]>,
+}
+
+/// Reads or generates a matmul job's operands (nothing for WGSL), checking sizes and finiteness. Pure over `blobs`:
+/// safe on any thread, without the core.
+pub fn load_inputs(spec: &JobSpec, blobs: &dyn Blobs) -> Result<Option<Inputs>, SubmitError> {
+    let JobSpec::Matmul { m, n, k, a, b, .. } = spec else { return Ok(None) };
+    let (mu, nu, ku) = (u64::from(*m), u64::from(*n), u64::from(*k));
+    if mu * ku > MAX_OPERAND_ELEMENTS || ku * nu > MAX_OPERAND_ELEMENTS {
+        return Err(SubmitError::TooLarge);
+    }
+    Ok(Some(Inputs { a: load(a, mu * ku, blobs)?, b: load(b, ku * nu, blobs)? }))
+}
+
 /// Validates a job and cuts it into tasks.
 pub(crate) fn plan(
     id: JobId,
@@ -438,6 +457,7 @@ pub(crate) fn plan(
     cfg: &Config,
     blobs: &dyn Blobs,
     verify_seed: u64,
+    inputs: Option<Inputs>,
 ) -> Result<(Job, Vec<PlannedTask>), SubmitError> {
     // The cheap checks are `task_works`'s, the same that `Core::admit` ran before funds were looked at.
     task_works(&spec, cfg)?;
@@ -464,8 +484,10 @@ pub(crate) fn plan(
         JobSpec::Matmul { m, n, k, a, b, max_price_nano_per_gflop, min_reliability } => {
             let (mu, nu, ku) = (u64::from(m), u64::from(n), u64::from(k));
             let tile = cfg.tile_rows.max(1);
-            let a_all = load(&a, mu * ku, blobs)?;
-            let b_all = load(&b, ku * nu, blobs)?;
+            let Inputs { a: a_all, b: b_all } = match inputs {
+                Some(inputs) if inputs.a.len() as u64 == mu * ku && inputs.b.len() as u64 == ku * nu => inputs,
+                _ => Inputs { a: load(&a, mu * ku, blobs)?, b: load(&b, ku * nu, blobs)? },
+            };
             let b_ref = match &b {
                 InputData::Seeded { seed } => DataRef::Seeded { seed: *seed, len: ku * nu },
                 InputData::Blob { hash } => DataRef::Blob { hash: hash.clone() },

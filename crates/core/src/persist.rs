@@ -264,7 +264,7 @@ impl Core {
             self.jobs.insert(id, job);
             if record.state == JobState::Done && record.tasks.iter().any(|t| provisional.contains(t)) {
                 let verify_seed = self.rng.u64(..);
-                let planned = jobs::plan(id, record.client, record.spec, &self.cfg, blobs, verify_seed);
+                let planned = jobs::plan(id, record.client, record.spec, &self.cfg, blobs, verify_seed, None);
                 // The same cut into the same tasks, or the marks cannot be trusted to name the right work.
                 if let Some((_, planned)) = planned.ok().filter(|(_, tasks)| tasks.len() == record.tasks.len()) {
                     for (&tid, planned) in record.tasks.iter().zip(planned).filter(|(t, _)| provisional.contains(t)) {
@@ -277,7 +277,7 @@ impl Core {
             return;
         }
         let verify_seed = self.rng.u64(..);
-        let planned = jobs::plan(id, record.client, record.spec.clone(), &self.cfg, blobs, verify_seed);
+        let planned = jobs::plan(id, record.client, record.spec.clone(), &self.cfg, blobs, verify_seed, None);
         let (job, tasks) = match planned {
             Ok((job, tasks)) if tasks.len() == record.tasks.len() => (job, tasks),
             Ok(_) => {

@@ -1787,3 +1787,27 @@ fn a_submission_retried_under_its_key_is_one_job_even_after_a_restart() {
     let refused = core.submit_keyed(15, client, matmul_spec(4, 4, 4, 1, 2), too_long, &store).unwrap_err();
     assert_eq!(refused, neurolov_core::SubmitError::BadIdempotencyKey);
 }
+
+/// Issue 9 §3: a job's operands are read or generated before the core is locked (`load_inputs`); given them, the
+/// core reads nothing — here the blobs they came from are not even in the core's store any more.
+#[test]
+fn operands_loaded_outside_the_core_are_not_read_again() {
+    let mut core = Core::new(cfg(), 19, 0);
+    let mut loaded_from = Store::default();
+    let client = Keypair::from_seed([97; 32]).id();
+    core.faucet(1, client).unwrap();
+    let mut blob = |len: usize, seed: u64| {
+        let bytes: Vec<u8> = seeded_f32(seed, len).iter().flat_map(|x| x.to_le_bytes()).collect();
+        let hash = blake3::hash(&bytes).to_hex().to_string();
+        loaded_from.0.insert(hash.clone(), bytes.into());
+        InputData::Blob { hash }
+    };
+    let (a, b) = (blob(8 * 8, 1), blob(8 * 8, 2));
+    let spec = JobSpec::Matmul { m: 8, n: 8, k: 8, a, b, max_price_nano_per_gflop: 10_000_000, min_reliability: 0.0 };
+    let inputs = neurolov_core::load_inputs(&spec, &loaded_from).unwrap();
+    let empty = Store::default();
+    let missing = core.submit(2, client, spec.clone(), &empty).unwrap_err();
+    assert!(matches!(missing, neurolov_core::SubmitError::MissingBlob(_)), "{missing}");
+    let (job, _) = core.submit_loaded(3, client, spec, None, inputs, &empty).unwrap();
+    assert!(matches!(core.job(job).unwrap().state, JobState::Running { .. }));
+}
