@@ -21,6 +21,11 @@ pub const MAX_MATMUL_DIM: u32 = 16_384;
 pub const MAX_OPERAND_ELEMENTS: u64 = 64 << 20;
 /// Largest declared work of a WGSL job (1 PFLOP): bounds deadlines and pay.
 pub const MAX_WGSL_WORK_MFLOP: u64 = 1_000_000_000;
+/// Most declared work one invocation of a client's kernel may account for (1 GFLOP: about a second of one GPU
+/// thread), with at most 256 invocations per workgroup: what a dispatch can do bounds the work a client may claim.
+pub const MAX_MFLOP_PER_INVOCATION: u64 = 1_000;
+/// Invocations per workgroup a kernel may have (`untrusted::MAX_WORKGROUP_INVOCATIONS` in the kernels crate).
+pub const MAX_INVOCATIONS_PER_WORKGROUP: u64 = 256;
 /// Longest idempotency key a client may name a submission with.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 64;
 /// Most tasks one job may be cut into.
@@ -100,6 +105,8 @@ pub enum SubmitError {
     Ledger(String),
     #[error("an idempotency key is 1..={MAX_IDEMPOTENCY_KEY_BYTES} bytes")]
     BadIdempotencyKey,
+    #[error("declared work {work_mflop} MFLOP is more than this dispatch can do ({most} MFLOP)")]
+    WorkBeyondDispatch { work_mflop: u64, most: u64 },
 }
 
 /// Where a job stands.
@@ -412,10 +419,15 @@ pub(crate) fn task_works(spec: &JobSpec, cfg: &Config) -> Result<Vec<(u64, bool)
             let rows = (0..m.div_ceil(tile)).map(|i| u64::from(tile.min(m - i * tile)));
             Ok(rows.map(|r| ((2 * r * nu * ku).div_ceil(1_000_000), false)).collect())
         }
-        JobSpec::Wgsl { work_mflop, features, .. } => {
+        JobSpec::Wgsl { work_mflop, features, dispatch, .. } => {
             feature_bits(features).map_err(SubmitError::UnknownFeature)?;
             if *work_mflop > MAX_WGSL_WORK_MFLOP {
                 return Err(SubmitError::TooLarge);
+            }
+            let workgroups = dispatch.iter().map(|&d| u64::from(d)).product::<u64>();
+            let most = workgroups.saturating_mul(MAX_INVOCATIONS_PER_WORKGROUP * MAX_MFLOP_PER_INVOCATION);
+            if *work_mflop > most {
+                return Err(SubmitError::WorkBeyondDispatch { work_mflop: *work_mflop, most });
             }
             Ok(vec![((*work_mflop).max(1), true)])
         }

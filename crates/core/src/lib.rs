@@ -28,7 +28,10 @@ pub use economy::{
     BPS, LedgerTotals, WalletError, WalletView, escrow, fee_nano, price_nano, rebuild_ledger, stake_account, treasury,
     wallet,
 };
-pub use jobs::{InputData, Inputs, JobSpec, JobState, JobView, SubmitError, TaskView, load_inputs};
+pub use jobs::{
+    InputData, Inputs, JobSpec, JobState, JobView, MAX_INVOCATIONS_PER_WORKGROUP, MAX_MFLOP_PER_INVOCATION,
+    SubmitError, TaskView, load_inputs,
+};
 pub use persist::{JobRecord, NodeRecord, Record, Restored};
 pub use verification::{Verification, Verified};
 

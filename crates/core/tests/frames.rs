@@ -1438,7 +1438,8 @@ fn check_attack(strategy: Strategy) {
             for _ in 0..8 {
                 let mut effects = Vec::new();
                 for _ in 0..6 {
-                    let spec = wgsl_job(&mut attack.store, 1_000_000_000, 1);
+                    let most = neurolov_core::MAX_INVOCATIONS_PER_WORKGROUP * neurolov_core::MAX_MFLOP_PER_INVOCATION;
+                    let spec = wgsl_job(&mut attack.store, most, 1);
                     let (job, e) = attack.core.submit(attack.now, client, spec, &attack.store).unwrap();
                     jobs.push(job);
                     effects.extend(e);
@@ -1810,4 +1811,26 @@ fn operands_loaded_outside_the_core_are_not_read_again() {
     assert!(matches!(missing, neurolov_core::SubmitError::MissingBlob(_)), "{missing}");
     let (job, _) = core.submit_loaded(3, client, spec, None, inputs, &empty).unwrap();
     assert!(matches!(core.job(job).unwrap().state, JobState::Running { .. }));
+}
+
+/// Issue 9 §1: declared work is a claim, bounded by what the dispatch can do: at most 1 GFLOP per invocation and 256
+/// invocations per workgroup (the kernels crate's limit, held equal here). A 10⁹-MFLOP claim on one workgroup — the
+/// canary bait of the review — is refused.
+#[test]
+fn declared_work_is_bounded_by_the_dispatch() {
+    assert_eq!(
+        neurolov_core::MAX_INVOCATIONS_PER_WORKGROUP,
+        u64::from(neurolov_kernels::untrusted::MAX_WORKGROUP_INVOCATIONS)
+    );
+    let mut core = Core::new(cfg(), 20, 0);
+    let mut store = Store::default();
+    let client = Keypair::from_seed([98; 32]).id();
+    core.faucet(1, client).unwrap();
+    let most = neurolov_core::MAX_INVOCATIONS_PER_WORKGROUP * neurolov_core::MAX_MFLOP_PER_INVOCATION;
+    let bait = wgsl_job(&mut store, 1_000_000_000, 1);
+    assert_eq!(
+        core.admit(&client, &bait),
+        Err(neurolov_core::SubmitError::WorkBeyondDispatch { work_mflop: 1_000_000_000, most })
+    );
+    assert!(core.admit(&client, &wgsl_job(&mut store, most, 1)).is_ok());
 }
