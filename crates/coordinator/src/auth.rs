@@ -86,8 +86,7 @@ impl ReplayCache {
         body: &[u8],
         now_ms: u64,
     ) -> Result<Id, AuthError> {
-        let body_hash = blake3::hash(body).to_hex();
-        self.verify_within(header, method, path, body_hash.as_str(), now_ms, (REPLAY_CACHE, REPLAY_CACHE_PER_CLIENT))
+        self.verify_hashed(header, method, path, blake3::hash(body).to_hex().as_str(), now_ms)
     }
 
     /// [`ReplayCache::verify`] for a body known by its blake3 hash (hex) before it is read: a blob upload, whose name
