@@ -278,8 +278,8 @@ impl Core {
     }
 
     /// Returns what a finished job did not spend to its client. A canary its placements brought along keeps its
-    /// reservation until it is answered (then this runs again). The refund's id carries the time: a job reopened
-    /// after a revocation is refunded again when it ends again.
+    /// reservation until it is answered (then this runs again). The refund's id carries the time and the ledger's
+    /// transfer count: a job reopened after a revocation is refunded again when it ends again.
     pub(crate) fn refund(&mut self, job: JobId) {
         let Some(client) = self.jobs.get(&job).map(|j| j.client) else { return };
         // No reservation outlives its job: whatever is still held goes back too. The scan covers every open pending
@@ -301,7 +301,9 @@ impl Core {
         if left == 0 {
             return;
         }
-        let id = tid(&[b"refund", &job.to_le_bytes(), &self.now_ms.to_le_bytes()]);
+        // Unique per refund: a job can be refunded twice in one event (its end, then a canary hold let go).
+        let seq = self.ledger.transfer_count() as u64;
+        let id = tid(&[b"refund", &job.to_le_bytes(), &self.now_ms.to_le_bytes(), &seq.to_le_bytes()]);
         let t = Transfer::new(id, escrow(job), wallet(&client), left, codes::REFUND).with_user_data(job);
         let _ = self.order(&[t]);
     }
