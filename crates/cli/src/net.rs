@@ -39,6 +39,12 @@ pub struct ServeArgs {
     /// Largest n a node's challenges grow to until compute dominates the round trip.
     #[arg(long, default_value_t = 4096)]
     max_attestation_size: u32,
+    /// How often blobs nothing names are collected, in ms (tests shorten it).
+    #[arg(long, default_value_t = neurolov_coordinator::BLOB_GC_INTERVAL.as_millis() as u64, hide = true)]
+    blob_gc_interval_ms: u64,
+    /// How old an unnamed blob must be before it is collected, in ms.
+    #[arg(long, default_value_t = neurolov_coordinator::BLOB_GC_GRACE.as_millis() as u64, hide = true)]
+    blob_gc_grace_ms: u64,
     /// Rows of C per matmul task.
     #[arg(long, default_value_t = 256)]
     tile_rows: u32,
@@ -244,8 +250,15 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             println!("listening on {url}");
         }
         let max_blob_store_bytes = parse_bytes(&args.max_blob_store)?;
-        neurolov_coordinator::serve(listener, ServeConfig { data_dir: data, core, secret_key, max_blob_store_bytes })
-            .await
+        let cfg = ServeConfig {
+            data_dir: data,
+            core,
+            secret_key,
+            max_blob_store_bytes,
+            blob_gc_interval: std::time::Duration::from_millis(args.blob_gc_interval_ms),
+            blob_gc_grace: std::time::Duration::from_millis(args.blob_gc_grace_ms),
+        };
+        neurolov_coordinator::serve(listener, cfg).await
     })
 }
 

@@ -96,12 +96,19 @@ fn three_nodes_complete_a_job_and_survive_a_killed_node() {
     }
 }
 
+/// Also the blob collector's test (issue 9 §3): it runs every 200 ms with no grace, and must collect an upload nothing
+/// names while every blob the job, its results and the restart need survives.
 #[test]
 fn a_coordinator_killed_mid_job_resumes_from_its_database() {
     let dir = temp_dir("restart");
     let mut procs = Procs(Vec::new());
-    let url = serve(&mut procs, &dir);
+    let gc = ["--blob-gc-interval-ms", "200", "--blob-gc-grace-ms", "0"];
+    let url = common::serve_with(&mut procs, &dir, "127.0.0.1:0", &gc);
     let coordinator = procs.0.len() - 1;
+    let uploader = Keypair::from_seed([81; 32]);
+    post_signed_kp(&url, &uploader, "/v1/faucet", &serde_json::json!({}));
+    let orphan = b"an input no job ever names".to_vec();
+    assert_eq!(put_blob(&url, Some(&uploader), &orphan, None), 201);
     start_node(&mut procs, &dir, &url, "r1", "cpu");
     start_node(&mut procs, &dir, &url, "r2", "cpu");
     wait_for("two attested nodes", Duration::from_secs(120), || active_nodes(&url) == 2);
@@ -114,7 +121,7 @@ fn a_coordinator_killed_mid_job_resumes_from_its_database() {
     procs.0[coordinator].kill().expect("kill");
     let _ = procs.0[coordinator].wait();
     let listen = url.trim_start_matches("http://").to_string();
-    let again = serve_on(&mut procs, &dir, &listen);
+    let again = common::serve_with(&mut procs, &dir, &listen, &gc);
     assert_eq!(again, url);
     // The job and the nodes' reputations are back before any node reconnects.
     let status = get_json(&format!("{url}/v1/jobs/{id}"));
@@ -128,6 +135,20 @@ fn a_coordinator_killed_mid_job_resumes_from_its_database() {
         s["state"] == "done"
     });
     check_result(&dir, &url, id, 4096, 256, 256);
+    let orphan_url = format!("{url}/v1/blobs/{}", blake3::hash(&orphan).to_hex());
+    wait_for("the orphan upload to be collected", Duration::from_secs(30), || {
+        common::get_bytes(&orphan_url).is_empty()
+    });
+    // The collector kept every task result: after another restart the whole result is read back from them.
+    let last = procs.0.len() - 1;
+    procs.0[last].kill().expect("kill");
+    let _ = procs.0[last].wait();
+    assert_eq!(common::serve_with(&mut procs, &dir, &listen, &gc), url);
+    check_result(&dir, &url, id, 4096, 256, 256);
+    // Restored as finished, the job names its 128 task results only through the database: they stay on disk.
+    std::thread::sleep(Duration::from_millis(1_000));
+    let files = std::fs::read_dir(dir.join("coordinator").join("blobs")).expect("blob dir").count();
+    assert!(files >= 4096 / 32, "only {files} blob files left after collection");
 }
 
 fn audit(dir: &std::path::Path) -> serde_json::Value {

@@ -102,7 +102,33 @@ impl BlobDir {
         self.staged.lock().unwrap_or_else(|p| p.into_inner()).get(hash).cloned()
     }
 
-    /// Gives back the space reserved for a write that failed.
+    /// Deletes every blob file not in `keep`, not staged, and not written within `grace` (an upload that a job or a
+    /// result frame has not named yet). Returns how many files and bytes went.
+    pub fn collect(&self, keep: &std::collections::HashSet<String>, grace: std::time::Duration) -> (usize, u64) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return (0, 0) };
+        let now = std::time::SystemTime::now();
+        let (mut files, mut bytes) = (0, 0);
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(hash) = name.to_str().filter(|n| is_hash(n)) else { continue };
+            if keep.contains(hash) || self.staged(hash).is_some() {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            let age = meta.modified().ok().and_then(|m| now.duration_since(m).ok());
+            if age.is_none_or(|a| a < grace) {
+                continue;
+            }
+            if std::fs::remove_file(entry.path()).is_ok() {
+                self.unreserve(meta.len());
+                files += 1;
+                bytes += meta.len();
+            }
+        }
+        (files, bytes)
+    }
+
+    /// Gives back the space reserved for a write that failed (or of a blob collected).
     fn unreserve(&self, len: u64) {
         let _ = self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| Some(used.saturating_sub(len)));
     }
@@ -143,6 +169,32 @@ impl neurolov_core::Blobs for BlobDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The collector deletes old blobs nobody names and gives their space back; it keeps named, staged and recent
+    /// ones.
+    #[test]
+    fn collection_keeps_what_is_named_staged_or_recent() {
+        let dir = std::env::temp_dir().join(format!("neurolov-blobs-gc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let blobs = BlobDir::open(dir.clone(), 1 << 20).expect("open");
+        let put = |bytes: &[u8]| {
+            let hash = blake3::hash(bytes).to_hex().to_string();
+            blobs.put(&hash, bytes).expect("put");
+            hash
+        };
+        let (named, orphan) = (put(b"named by a job"), put(b"named by nothing"));
+        let staged: Arc<[u8]> = Arc::from(&b"staged, not yet written"[..]);
+        let staged_hash = blake3::hash(&staged).to_hex().to_string();
+        blobs.stage(&staged_hash, staged);
+        let keep: std::collections::HashSet<String> = [named.clone()].into_iter().collect();
+        assert_eq!(blobs.collect(&keep, std::time::Duration::from_secs(3600)), (0, 0), "recent blobs stay");
+        let before = blobs.used();
+        assert_eq!(blobs.collect(&keep, std::time::Duration::ZERO), (1, 16));
+        assert_eq!(blobs.used(), before - 16);
+        assert!(blobs.path(&named).is_some() && blobs.path(&orphan).is_none());
+        assert!(blobs.staged(&staged_hash).is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn the_quota_holds_across_reopening() {

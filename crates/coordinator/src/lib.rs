@@ -55,7 +55,15 @@ pub struct ServeConfig {
     pub secret_key: [u8; 32],
     /// Most bytes of blobs (inputs, results) kept on disk.
     pub max_blob_store_bytes: u64,
+    /// How often blobs nothing names are collected ([`collect_blobs`]), and how old an unnamed blob must be to go
+    /// (an upload the job or result frame naming it has not reached yet must stay).
+    pub blob_gc_interval: Duration,
+    pub blob_gc_grace: Duration,
 }
+
+/// Defaults of [`ServeConfig::blob_gc_interval`] and [`ServeConfig::blob_gc_grace`].
+pub const BLOB_GC_INTERVAL: Duration = Duration::from_secs(600);
+pub const BLOB_GC_GRACE: Duration = Duration::from_secs(3600);
 
 /// What goes out on a node's socket.
 #[derive(Debug)]
@@ -341,6 +349,18 @@ pub async fn serve(listener: tokio::net::TcpListener, cfg: ServeConfig) -> anyho
     serve_until(listener, cfg, std::future::pending()).await
 }
 
+/// Deletes the blob files nothing names any more — not the core's state (inputs of known work, results being
+/// checked, uploads of live attempts, known answers, evidence), not the database (task results, evidence) — once
+/// they are older than `grace`: results of replicas that lost, uploads of failed attempts, inputs nobody submitted.
+/// Without it the store's quota filled up for good. Returns the files and bytes collected.
+pub async fn collect_blobs(coordinator: &Arc<Coordinator>, grace: Duration) -> anyhow::Result<(usize, u64)> {
+    // The database first: a result recorded after it was read is still named by the core's state read next.
+    let mut keep = store::recorded_blobs(&coordinator.db).await?;
+    keep.extend(coordinator.read_core(|c| c.live_blobs()));
+    let blobs = coordinator.blobs.clone();
+    Ok(tokio::task::spawn_blocking(move || blobs.collect(&keep, grace)).await?)
+}
+
 /// Serves the coordinator on `listener` until `stop` resolves, then stops cleanly: no new connection, node sessions
 /// closed, requests and result checks in flight finished, the timer stopped and every record committed. When it
 /// returns, the runtime can be dropped without anything logged as an error (an embedded coordinator, as in
@@ -350,6 +370,7 @@ pub async fn serve_until(
     cfg: ServeConfig,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let cfg_gc = (cfg.blob_gc_interval.max(Duration::from_millis(10)), cfg.blob_gc_grace);
     let coordinator = Coordinator::open(cfg).await?;
     let ticker = Arc::clone(&coordinator);
     let timer = tokio::spawn(async move {
@@ -357,6 +378,20 @@ pub async fn serve_until(
         loop {
             interval.tick().await;
             ticker.with_core(|core, _| ((), core.tick(now_ms())));
+        }
+    });
+    let collector = Arc::clone(&coordinator);
+    let (gc_interval, gc_grace) = (cfg_gc.0, cfg_gc.1);
+    let gc = tokio::spawn(async move {
+        let mut interval = tokio::time::interval(gc_interval);
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            match collect_blobs(&collector, gc_grace).await {
+                Ok((0, _)) => {}
+                Ok((files, bytes)) => tracing::info!(files, bytes, "collected blobs nothing names"),
+                Err(e) => tracing::warn!(error = %e, "blob collection failed"),
+            }
         }
     });
     use axum::serve::ListenerExt;
@@ -376,6 +411,8 @@ pub async fn serve_until(
     let served = axum::serve(listener, app).with_graceful_shutdown(stop).await;
     timer.abort();
     let _ = timer.await;
+    gc.abort();
+    let _ = gc.await;
     coordinator.finish().await;
     served?;
     Ok(())

@@ -326,6 +326,29 @@ pub async fn open(path: &Path) -> anyhow::Result<(Store, Restored)> {
     Ok((Store { pool, nums, next_seq: last_seq + 1 }, restored))
 }
 
+/// The blobs the database names: every recorded task result, and what each piece of evidence needs to be checked
+/// again (the blob collector keeps them).
+pub async fn recorded_blobs(pool: &SqlitePool) -> anyhow::Result<std::collections::HashSet<String>> {
+    let mut blobs: std::collections::HashSet<String> = sqlx::query_as::<_, (String,)>("SELECT hash FROM task_results")
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|(h,)| h)
+        .collect();
+    for (doc,) in sqlx::query_as::<_, (String,)>("SELECT doc FROM evidence").fetch_all(pool).await? {
+        let d: EvidenceDoc = serde_json::from_str(&doc)?;
+        let e = neurolov_core::Evidence {
+            task: d.task,
+            attempt: d.attempt,
+            commit: d.commit,
+            work: d.work,
+            reason: d.reason,
+        };
+        neurolov_core::evidence_blobs(&e, &mut blobs);
+    }
+    Ok(blobs)
+}
+
 /// A database from before `ledger_history` kept the history in two indexes on the transfer log: they become the
 /// history table, once.
 async fn migrate_history(pool: &SqlitePool) -> anyhow::Result<()> {

@@ -50,6 +50,13 @@ pub(crate) struct Canaries {
     known: VecDeque<KnownAnswer>,
 }
 
+impl Canaries {
+    /// The work of every known answer (its blobs must stay while it may be sent).
+    pub(crate) fn works(&self) -> impl Iterator<Item = &Work> {
+        self.known.iter().map(|k| &k.work)
+    }
+}
+
 impl Core {
     /// Keeps a replicated, agreed WGSL result as a future canary.
     pub(crate) fn remember_known_answer(

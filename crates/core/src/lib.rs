@@ -16,7 +16,7 @@ mod verification;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use neurolov_protocol::messages::{ClaimedHardware, ErrorCode, NodeKind, Task, ToNode, Work};
+use neurolov_protocol::messages::{ClaimedHardware, DataRef, ErrorCode, NodeKind, Task, ToNode, Work};
 use neurolov_protocol::{Envelope, FromNode, Id, PROTOCOL_VERSION};
 use neurolov_scheduler::{NodeInfo, Requirements, Scheduler, Weights, WorkHistory, reliability};
 use neurolov_verify::freivalds;
@@ -801,6 +801,45 @@ impl Core {
             frauds_proven: self.frauds_proven,
             ledger: self.ledger_totals(),
         }
+    }
+
+    /// Every blob the core's state still names: inputs of the work it knows (tasks, jobs' specs, known answers,
+    /// evidence), results delivered and committed to, and what attempts uploaded. The shell's collector keeps these,
+    /// the task results and evidence on record, and anything recent; everything else may go.
+    pub fn live_blobs(&self) -> HashSet<String> {
+        let mut live = HashSet::new();
+        for t in self.tasks.values() {
+            work_blobs(&t.work, &mut live);
+            for a in &t.assignments {
+                live.extend(a.commit.as_ref().map(|(hash, _)| hash.clone()));
+                live.extend(a.uploaded.clone());
+            }
+        }
+        for j in self.jobs.values() {
+            match &j.spec {
+                JobSpec::Matmul { a, b, .. } => {
+                    for input in [a, b] {
+                        if let InputData::Blob { hash } = input {
+                            live.insert(hash.clone());
+                        }
+                    }
+                }
+                JobSpec::Wgsl { source_hash, buffers, .. } => {
+                    live.insert(source_hash.clone());
+                    live.extend(buffers.iter().filter_map(|b| match &b.init {
+                        Some(DataRef::Blob { hash }) => Some(hash.clone()),
+                        _ => None,
+                    }));
+                }
+            }
+        }
+        for answer in self.canaries.works() {
+            work_blobs(answer, &mut live);
+        }
+        for e in &self.evidence {
+            evidence_blobs(e, &mut live);
+        }
+        live
     }
 
     /// A task's attempts, for diagnostics: (node, attempt, committed, has result, dropped).
@@ -2079,6 +2118,29 @@ pub(crate) enum Outcome {
     TimedOut,
     /// Taken back through no fault of the node (it went offline, the job ended, another replica won).
     Released,
+}
+
+/// The blobs a piece of work reads.
+fn work_blobs(work: &Work, out: &mut HashSet<String>) {
+    let blob = |r: &DataRef| match r {
+        DataRef::Blob { hash } => Some(hash.clone()),
+        DataRef::Seeded { .. } => None,
+    };
+    match work {
+        Work::Matmul { a, b, .. } => out.extend([a, b].into_iter().filter_map(blob)),
+        Work::Wgsl { source, buffers, .. } => {
+            out.extend(blob(source));
+            out.extend(buffers.iter().filter_map(|b| b.init.as_ref().and_then(blob)));
+        }
+    }
+}
+
+/// The blobs a piece of evidence needs to be checked again: its work's inputs and the result its node committed to.
+pub fn evidence_blobs(e: &Evidence, out: &mut HashSet<String>) {
+    work_blobs(&e.work, out);
+    if let Ok(FromNode::Commit { result_hash, .. }) = e.commit.open::<FromNode>() {
+        out.insert(result_hash);
+    }
 }
 
 /// A node frame parsed, its signature checked and its fields held to their limits — or why not.

@@ -38,6 +38,11 @@ pub fn serve(procs: &mut Procs, dir: &std::path::Path) -> String {
 }
 
 pub fn serve_on(procs: &mut Procs, dir: &std::path::Path, listen: &str) -> String {
+    serve_with(procs, dir, listen, &[])
+}
+
+/// [`serve_on`] with more `serve` arguments.
+pub fn serve_with(procs: &mut Procs, dir: &std::path::Path, listen: &str, extra: &[&str]) -> String {
     let mut child = neurolov()
         .args([
             "serve",
@@ -53,6 +58,7 @@ pub fn serve_on(procs: &mut Procs, dir: &std::path::Path, listen: &str) -> Strin
             "--tile-rows",
             "32",
         ])
+        .args(extra)
         .arg("--data")
         .arg(dir.join("coordinator"))
         .stdout(Stdio::piped())
