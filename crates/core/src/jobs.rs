@@ -598,10 +598,13 @@ fn spec_features(spec: &JobSpec) -> Features {
 /// Bytes a task moves through a node: its operands and its result (what a node's memory claim must cover).
 pub(crate) fn task_bytes(work: &Work) -> u64 {
     match work {
-        Work::Matmul { m, n, k, .. } => {
-            let (m, n, k) = (u64::from(*m), u64::from(*n), u64::from(*k));
-            4 * (m * k + k * n + m * n)
-        }
+        Work::Matmul { m, n, k, .. } => matmul_bytes(*m, *n, *k),
         Work::Wgsl { buffers, .. } => buffers.iter().map(|b| b.size_bytes).fold(0u64, u64::saturating_add),
     }
+}
+
+/// Bytes of an m×k·k×n product's operands and result, as f32.
+pub(crate) fn matmul_bytes(m: u32, n: u32, k: u32) -> u64 {
+    let (m, n, k) = (u64::from(m), u64::from(n), u64::from(k));
+    4 * (m * k + k * n + m * n)
 }

@@ -1274,7 +1274,7 @@ impl Core {
         };
         let took_ms = 2.0 * f64::from(size).powi(3) / (measured.max(1e-9) * 1e6);
         let next = size.saturating_mul(2).min(self.cfg.max_attestation_size);
-        let fits = |memory: u64| memory == 0 || 12 * u64::from(next).pow(2) <= memory;
+        let fits = |memory: u64| memory == 0 || jobs::matmul_bytes(next, next, next) <= memory;
         let target = self.cfg.attestation_target_ms as f64;
         let Some(rec) = self.nodes.get_mut(&n) else { return };
         rec.challenge = None;
