@@ -45,6 +45,9 @@ pub struct ServeArgs {
     /// How old an unnamed blob must be before it is collected, in ms.
     #[arg(long, default_value_t = neurolov_coordinator::BLOB_GC_GRACE.as_millis() as u64, hide = true)]
     blob_gc_grace_ms: u64,
+    /// How long a finished job stays in the coordinator's memory before it is served from the database, in ms.
+    #[arg(long, default_value_t = Config::default().finished_job_memory_ms, hide = true)]
+    finished_job_memory_ms: u64,
     /// Rows of C per matmul task.
     #[arg(long, default_value_t = 256)]
     tile_rows: u32,
@@ -237,6 +240,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_attestation_size: args.max_attestation_size.clamp(8, 8192),
         tile_rows: args.tile_rows.max(1),
         faucet_grant_nano: if args.dev { DEV_FAUCET_GRANT_NANO } else { 0 },
+        finished_job_memory_ms: args.finished_job_memory_ms,
         ..Config::default()
     };
     runtime()?.block_on(async move {

@@ -97,12 +97,14 @@ fn three_nodes_complete_a_job_and_survive_a_killed_node() {
 }
 
 /// Also the blob collector's test (issue 9 §3): it runs every 200 ms with no grace, and must collect an upload nothing
-/// names while every blob the job, its results and the restart need survives.
+/// names while every blob the job, its results and the restart need survives. And the retention test: finished jobs
+/// leave the coordinator's memory at once here, and are served from the database — status, result, idempotency key
+/// — before and after a restart, which does not load them back.
 #[test]
 fn a_coordinator_killed_mid_job_resumes_from_its_database() {
     let dir = temp_dir("restart");
     let mut procs = Procs(Vec::new());
-    let gc = ["--blob-gc-interval-ms", "200", "--blob-gc-grace-ms", "0"];
+    let gc = ["--blob-gc-interval-ms", "200", "--blob-gc-grace-ms", "0", "--finished-job-memory-ms", "0"];
     let url = common::serve_with(&mut procs, &dir, "127.0.0.1:0", &gc);
     let coordinator = procs.0.len() - 1;
     let uploader = Keypair::from_seed([81; 32]);
@@ -135,6 +137,28 @@ fn a_coordinator_killed_mid_job_resumes_from_its_database() {
         s["state"] == "done"
     });
     check_result(&dir, &url, id, 4096, 256, 256);
+    // A keyed job, finished and archived, is still the job its key names.
+    let keyed = serde_json::json!({"kind": "matmul", "m": 8, "n": 8, "k": 8, "a": {"seed": 1}, "b": {"seed": 2},
+                                   "idempotency_key": "archived-42"});
+    let (status, reply) = common::post_signed_status(&url, &uploader, "/v1/jobs", &keyed);
+    assert_eq!(status, 201, "{reply}");
+    let keyed_id = reply["id"].as_u64().expect("id");
+    wait_for("both jobs to leave memory", Duration::from_secs(60), || {
+        let stats = get_json(&format!("{url}/v1/stats"));
+        stats["jobs_in_memory"] == 0 && stats["jobs_done"] == 2
+    });
+    let archived = |url: &str| {
+        let s = get_json(&format!("{url}/v1/jobs/{id}"));
+        assert_eq!((&s["state"], &s["tasks_done"]), (&serde_json::json!("done"), &serde_json::json!(128)), "{s}");
+        let tasks = s["tasks"].as_array().expect("tasks");
+        assert!(tasks.iter().all(|t| t["verified"] == true), "{s}");
+        // Tasks verified before the first restart lost their node (assignments are not stored); the others keep it.
+        assert!(tasks.iter().any(|t| t["node"].is_string()), "{s}");
+        let (again, reply) = common::post_signed_status(url, &uploader, "/v1/jobs", &keyed);
+        assert_eq!((again, reply["id"].as_u64()), (200, Some(keyed_id)), "{reply}");
+    };
+    archived(&url);
+    check_result(&dir, &url, id, 4096, 256, 256);
     let orphan_url = format!("{url}/v1/blobs/{}", blake3::hash(&orphan).to_hex());
     wait_for("the orphan upload to be collected", Duration::from_secs(30), || {
         common::get_bytes(&orphan_url).is_empty()
@@ -144,8 +168,11 @@ fn a_coordinator_killed_mid_job_resumes_from_its_database() {
     procs.0[last].kill().expect("kill");
     let _ = procs.0[last].wait();
     assert_eq!(common::serve_with(&mut procs, &dir, &listen, &gc), url);
+    let stats = get_json(&format!("{url}/v1/stats"));
+    assert_eq!((&stats["jobs_in_memory"], &stats["jobs_done"]), (&serde_json::json!(0), &serde_json::json!(2)));
+    archived(&url);
     check_result(&dir, &url, id, 4096, 256, 256);
-    // Restored as finished, the job names its 128 task results only through the database: they stay on disk.
+    // Archived, the job names its 128 task results only through the database: they stay on disk.
     std::thread::sleep(Duration::from_millis(1_000));
     let files = std::fs::read_dir(dir.join("coordinator").join("blobs")).expect("blob dir").count();
     assert!(files >= 4096 / 32, "only {files} blob files left after collection");

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::{SinkExt, StreamExt};
-use neurolov_core::{InputData, JobSpec, JobState};
+use neurolov_core::{InputData, JobSpec, JobState, JobView};
 use neurolov_kernels::untrusted::{self, JobAccess, JobBuffer, WgslJob};
 use neurolov_protocol::messages::{DataRef, WgslBuffer};
 use neurolov_verify::replicas::{self, Tolerance};
@@ -245,38 +245,10 @@ async fn get_blob(State(app): Shared, Path(hash): Path<String>) -> Response {
     if !is_hash(&hash) {
         return error(StatusCode::BAD_REQUEST, "a blob is named by its blake3 hash (64 lowercase hex characters)");
     }
-    if let Some(bytes) = app.coordinator.blobs.staged(&hash) {
-        // Ordered stored a moment ago, its file not yet written (a task that names it may already be out).
-        let len = bytes.len();
-        let body = axum::body::Body::from(axum::body::Bytes::from_owner(bytes));
-        return ([("content-type", "application/octet-stream".to_string()), ("content-length", len.to_string())], body)
-            .into_response();
+    if neurolov_core::Blobs::size(&app.coordinator.blobs, &hash).is_none() {
+        return error(StatusCode::NOT_FOUND, "no such blob");
     }
-    let Some(path) = app.coordinator.blobs.path(&hash) else {
-        return error(StatusCode::NOT_FOUND, "no such blob");
-    };
-    let Ok(file) = tokio::fs::File::open(&path).await else {
-        return error(StatusCode::NOT_FOUND, "no such blob");
-    };
-    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-    // Streamed in chunks: up to 256 MiB per blob, and a slow reader holds one chunk, not the whole blob.
-    let chunks = futures_util::stream::unfold(file, |mut file| async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = vec![0u8; BLOB_CHUNK_BYTES];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(axum::body::Bytes::from(buf)), file))
-            }
-            Err(e) => Some((Err(e), file)),
-        }
-    });
-    (
-        [("content-type", "application/octet-stream".to_string()), ("content-length", len.to_string())],
-        axum::body::Body::from_stream(chunks),
-    )
-        .into_response()
+    stream_blobs(&app.coordinator.blobs, vec![hash])
 }
 
 /// What a blob read holds in memory at a time.
@@ -436,8 +408,18 @@ async fn submit_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Resp
     };
     // A retried submission (same client, same key) gets its job back: 200 with its id, nothing escrowed again.
     let key = serde_json::from_slice::<KeyJson>(&body).ok().and_then(|k| k.idempotency_key);
-    if let Some(id) = key.as_ref().and_then(|k| app.coordinator.read_core(|c| c.job_for_key(&client, k))) {
-        return (StatusCode::OK, Json(serde_json::json!({ "id": id }))).into_response();
+    if let Some(k) = &key {
+        // In memory while the job is (the core answers again at submission), in the store once it was archived.
+        let known = match app.coordinator.read_core(|c| c.job_for_key(&client, k)) {
+            Some(id) => Some(id),
+            None => match crate::store::job_for_key(&app.coordinator.db, &client, k).await {
+                Ok(found) => found,
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading jobs from storage: {e}")),
+            },
+        };
+        if let Some(id) = known {
+            return (StatusCode::OK, Json(serde_json::json!({ "id": id }))).into_response();
+        }
     }
     // Cheap checks and the client's funds come first: nothing is read, generated or stored for a request that would
     // be refused (an unfunded key listing one blob a thousand times used to make the coordinator read it a thousand
@@ -605,9 +587,23 @@ fn wgsl_spec(
     })
 }
 
+/// A job from the core's memory, or else from the store (a finished job the core archived), with its result's blobs
+/// when it is done.
+async fn find_job(app: &App, id: u64) -> Result<Option<(JobView, Option<Vec<String>>)>, Response> {
+    if let Some(found) = app.coordinator.read_core(|c| c.job(id).map(|j| (j, c.job_result_hashes(id)))) {
+        return Ok(Some(found));
+    }
+    match crate::store::stored_job(&app.coordinator.db, id).await {
+        Ok(stored) => Ok(stored.map(|s| (s.view, s.result))),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the job from storage: {e}"))),
+    }
+}
+
 async fn job_status(State(app): Shared, Path(id): Path<u64>) -> Response {
-    let Some(view) = app.coordinator.read_core(|c| c.job(id)) else {
-        return error(StatusCode::NOT_FOUND, "no such job");
+    let view = match find_job(&app, id).await {
+        Ok(Some((view, _))) => view,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "no such job"),
+        Err(response) => return response,
     };
     let (state, reason, done, total) = match &view.state {
         JobState::Running { tasks_done, tasks } => ("running", None, *tasks_done, *tasks),
@@ -643,23 +639,84 @@ async fn job_result(State(app): Shared, Path(id): Path<u64>, headers: HeaderMap)
         Ok(reader) => reader,
         Err(e) => return error(e.status(), format!("a result is read by its client's signed request: {e}")),
     };
-    let found = app.coordinator.read_core(|c| c.job(id).map(|j| (j.client, j.state, c.job_result_parts(id))));
-    if found.as_ref().is_some_and(|(client, _, _)| *client != reader) {
+    let (view, result) = match find_job(&app, id).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "no such job"),
+        Err(response) => return response,
+    };
+    if view.client != reader {
         return error(StatusCode::FORBIDDEN, "only the job's client may read its result");
     }
-    match found.map(|(_, state, result)| (state, result)) {
-        None => error(StatusCode::NOT_FOUND, "no such job"),
-        Some((_, Some(parts))) => {
-            // Streamed from the shared task results: a slow reader holds no copy of the whole result.
-            let len: usize = parts.iter().map(|p| p.len()).sum();
-            let chunks = parts.into_iter().map(|p| Ok::<_, std::convert::Infallible>(axum::body::Bytes::from_owner(p)));
-            let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
-            ([("content-type", "application/octet-stream".to_string()), ("content-length", len.to_string())], body)
-                .into_response()
-        }
-        Some((JobState::Failed { reason }, None)) => error(StatusCode::CONFLICT, format!("job failed: {reason}")),
-        Some((_, None)) => error(StatusCode::CONFLICT, "job is not done yet"),
+    match (view.state, result) {
+        (_, Some(hashes)) => stream_blobs(&app.coordinator.blobs, hashes),
+        (JobState::Failed { reason }, None) => error(StatusCode::CONFLICT, format!("job failed: {reason}")),
+        (_, None) => error(StatusCode::CONFLICT, "job is not done yet"),
     }
+}
+
+/// The blobs `hashes` one after the other as one body (a job's result from its task results), read a chunk at a
+/// time: a slow reader holds one chunk, never the whole result (up to 256 MiB).
+fn stream_blobs(blobs: &crate::blobs::BlobDir, hashes: Vec<String>) -> Response {
+    let mut len = 0u64;
+    for hash in &hashes {
+        match neurolov_core::Blobs::size(blobs, hash) {
+            Some(size) => len += size,
+            None => return error(StatusCode::GONE, "the job's result is no longer stored"),
+        }
+    }
+    let parts: Vec<BlobSource> = hashes
+        .into_iter()
+        .map(|hash| match blobs.staged(&hash) {
+            Some(bytes) => BlobSource::Staged(bytes),
+            None => BlobSource::File(blobs.path(&hash)),
+        })
+        .collect();
+    let chunks = futures_util::stream::iter(parts).flat_map(|part| match part {
+        BlobSource::Staged(bytes) => {
+            futures_util::stream::once(async move { Ok(axum::body::Bytes::from_owner(bytes)) }).boxed()
+        }
+        BlobSource::File(path) => file_chunks(path).boxed(),
+    });
+    (
+        [("content-type", "application/octet-stream".to_string()), ("content-length", len.to_string())],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response()
+}
+
+/// Where one blob of a streamed body comes from.
+enum BlobSource {
+    /// Ordered stored a moment ago, its file not yet written.
+    Staged(std::sync::Arc<[u8]>),
+    File(Option<std::path::PathBuf>),
+}
+
+/// A blob file's bytes in chunks of [`BLOB_CHUNK_BYTES`]; an error if it cannot be opened (collected meanwhile).
+fn file_chunks(
+    path: Option<std::path::PathBuf>,
+) -> impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> + Send {
+    futures_util::stream::unfold((path, None::<tokio::fs::File>), |(path, file)| async move {
+        use tokio::io::AsyncReadExt;
+        let mut file = match file {
+            Some(f) => f,
+            None => match path.as_ref() {
+                Some(p) => match tokio::fs::File::open(p).await {
+                    Ok(f) => f,
+                    Err(e) => return Some((Err(e), (None, None))),
+                },
+                None => return None,
+            },
+        };
+        let mut buf = vec![0u8; BLOB_CHUNK_BYTES];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(axum::body::Bytes::from(buf)), (path, Some(file))))
+            }
+            Err(e) => Some((Err(e), (None, None))),
+        }
+    })
 }
 
 #[cfg(test)]

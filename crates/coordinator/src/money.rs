@@ -266,6 +266,8 @@ pub(crate) async fn stats(State(app): Shared) -> Response {
         "jobs_failed": s.jobs_failed,
         "jobs_running": s.jobs_running,
         "frauds_proven": s.frauds_proven,
+        "jobs_in_memory": s.jobs_in_memory,
+        "tasks_in_memory": s.tasks_in_memory,
         "ledger": {
             "total_supply_nano": l.total_supply_nano,
             "treasury_nano": l.treasury_nano,

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 
-use neurolov_core::{InputData, JobRecord, JobSpec, JobState, NodeRecord, Record, Restored};
+use neurolov_core::{InputData, JobRecord, JobSpec, JobState, JobView, NodeRecord, Record, Restored, TaskView};
 use neurolov_ledger::{Account, AccountId, Changes, Kind, Transfer, TransferId};
 use neurolov_protocol::Id;
 use neurolov_protocol::messages::{ClaimedHardware, NodeKind, WgslBuffer};
@@ -116,6 +116,17 @@ struct JobDoc {
     tasks: Vec<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     idempotency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    finished_ms: Option<u64>,
+}
+
+/// What an archived job keeps of each task (`jobs.archive`): what its status page showed when it left memory.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ArchivedTaskDoc {
+    task: u64,
+    node: Option<Id>,
+    verified: bool,
+    attempts: u32,
 }
 
 fn input_doc(i: &InputData) -> InputDoc {
@@ -176,6 +187,7 @@ fn job_doc(r: &JobRecord) -> JobDoc {
         reason: r.state.reason().map(str::to_string),
         tasks: r.tasks.clone(),
         idempotency_key: r.idempotency_key.clone(),
+        finished_ms: r.finished_ms,
     }
 }
 
@@ -211,7 +223,15 @@ fn job_record(d: JobDoc) -> JobRecord {
         "failed" => JobState::Failed { reason: d.reason.unwrap_or_default() },
         _ => JobState::Running { tasks_done: 0, tasks: d.tasks.len() },
     };
-    JobRecord { id: d.id, client: d.client, spec, state, tasks: d.tasks, idempotency_key: d.idempotency_key }
+    JobRecord {
+        id: d.id,
+        client: d.client,
+        spec,
+        state,
+        tasks: d.tasks,
+        idempotency_key: d.idempotency_key,
+        finished_ms: d.finished_ms,
+    }
 }
 
 /// The writer's handle on the database: the pool, and each ledger account's number.
@@ -230,8 +250,9 @@ pub async fn open(path: &Path) -> anyhow::Result<(Store, Restored)> {
         .synchronous(SqliteSynchronous::Full)
         // The transfer indexes grow with random keys: a larger page cache keeps their inserts off the disk.
         .pragma("cache_size", format!("-{}", CACHE_KIB));
-    // One connection: the writer is the only one writing, and reads happen once at start.
-    let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+    // Two connections: the writer's, and one for the reads of requests (account histories, archived jobs), which WAL
+    // lets run beside the writer's transactions instead of waiting for them.
+    let pool = SqlitePoolOptions::new().max_connections(2).connect_with(options).await?;
     for ddl in [
         "CREATE TABLE IF NOT EXISTS nodes (id TEXT PRIMARY KEY, doc TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
@@ -253,6 +274,7 @@ pub async fn open(path: &Path) -> anyhow::Result<(Store, Restored)> {
     ] {
         sqlx::query(ddl).execute(&pool).await?;
     }
+    migrate_jobs(&pool).await?;
     // A database from before accounts had numbers cannot be read; say so rather than fail half-way.
     let columns: Vec<(String,)> =
         sqlx::query_as("SELECT name FROM pragma_table_info('ledger_accounts')").fetch_all(&pool).await?;
@@ -287,7 +309,21 @@ pub async fn open(path: &Path) -> anyhow::Result<(Store, Restored)> {
             provisional: d.provisional,
         });
     }
-    for (id, doc) in sqlx::query_as::<_, (i64, String)>("SELECT id, doc FROM jobs ORDER BY id").fetch_all(&pool).await?
+    // Archived jobs stay here: the core gets only what it holds in memory, and the counts of the rest.
+    for (state, count) in sqlx::query_as::<_, (String, i64)>(
+        "SELECT json_extract(doc, '$.state'), COUNT(*) FROM jobs WHERE archive IS NOT NULL GROUP BY 1",
+    )
+    .fetch_all(&pool)
+    .await?
+    {
+        match state.as_str() {
+            "done" => restored.archived.done = count as u64,
+            _ => restored.archived.failed += count as u64,
+        }
+    }
+    for (id, doc) in sqlx::query_as::<_, (i64, String)>("SELECT id, doc FROM jobs WHERE archive IS NULL ORDER BY id")
+        .fetch_all(&pool)
+        .await?
     {
         let record = job_record(serde_json::from_str(&doc)?);
         let results: Vec<(u64, String)> =
@@ -324,6 +360,81 @@ pub async fn open(path: &Path) -> anyhow::Result<(Store, Restored)> {
     let (last_seq,) =
         sqlx::query_as::<_, (i64,)>("SELECT COALESCE(MAX(seq), 0) FROM ledger_transfers").fetch_one(&pool).await?;
     Ok((Store { pool, nums, next_seq: last_seq + 1 }, restored))
+}
+
+/// Adds what archiving jobs needs to a database from before it: the `archive` column (NULL while the job is in
+/// the core's memory) and an index to find a job by its client's idempotency key.
+async fn migrate_jobs(pool: &SqlitePool) -> anyhow::Result<()> {
+    let columns: Vec<(String,)> = sqlx::query_as("SELECT name FROM pragma_table_info('jobs')").fetch_all(pool).await?;
+    if !columns.iter().any(|(c,)| c == "archive") {
+        sqlx::query("ALTER TABLE jobs ADD COLUMN archive TEXT").execute(pool).await?;
+    }
+    sqlx::query(
+        "CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs (json_extract(doc, '$.client'), \
+         json_extract(doc, '$.idempotency_key')) WHERE json_extract(doc, '$.idempotency_key') IS NOT NULL",
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A job as the store has it, for one that left the core's memory.
+pub struct StoredJob {
+    pub view: JobView,
+    /// Its result as the blobs of its task results in task order, when every task has one.
+    pub result: Option<Vec<String>>,
+}
+
+/// A job from the database (`GET /v1/jobs/{id}` of a job the core archived): its status as it was archived, and
+/// its result's blobs.
+pub async fn stored_job(pool: &SqlitePool, id: u64) -> anyhow::Result<Option<StoredJob>> {
+    let Some((doc, archive)) =
+        sqlx::query_as::<_, (String, Option<String>)>("SELECT doc, archive FROM jobs WHERE id = ?")
+            .bind(id as i64)
+            .fetch_optional(pool)
+            .await?
+    else {
+        return Ok(None);
+    };
+    let record = job_record(serde_json::from_str(&doc)?);
+    let hashes: HashMap<u64, String> =
+        sqlx::query_as::<_, (i64, String)>("SELECT task, hash FROM task_results WHERE job = ?")
+            .bind(id as i64)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|(t, h)| (t as u64, h))
+            .collect();
+    let tasks: Vec<TaskView> = match archive {
+        Some(archive) => serde_json::from_str::<Vec<ArchivedTaskDoc>>(&archive)?
+            .into_iter()
+            .map(|t| TaskView { task: t.task, node: t.node, verified: t.verified, attempts: t.attempts })
+            .collect(),
+        // Left memory a moment ago, its archive record not yet written: what the results say.
+        None => record
+            .tasks
+            .iter()
+            .map(|&t| TaskView { task: t, node: None, verified: hashes.contains_key(&t), attempts: 0 })
+            .collect(),
+    };
+    let result = (record.state == JobState::Done)
+        .then(|| record.tasks.iter().map(|t| hashes.get(t).cloned()).collect::<Option<Vec<String>>>())
+        .flatten();
+    let view = JobView { id: record.id, client: record.client, state: record.state, tasks };
+    Ok(Some(StoredJob { view, result }))
+}
+
+/// The job `client` submitted under `key`, looked up in the database (the core forgets keys of archived jobs).
+pub async fn job_for_key(pool: &SqlitePool, client: &Id, key: &str) -> anyhow::Result<Option<u64>> {
+    let found: Option<(i64,)> = sqlx::query_as(
+        "SELECT id FROM jobs WHERE json_extract(doc, '$.client') = ? AND json_extract(doc, '$.idempotency_key') = ? \
+         AND json_extract(doc, '$.idempotency_key') IS NOT NULL",
+    )
+    .bind(client.to_string())
+    .bind(key)
+    .fetch_optional(pool)
+    .await?;
+    Ok(found.map(|(id,)| id as u64))
 }
 
 /// The blobs the database names: every recorded task result, and what each piece of evidence needs to be checked
@@ -679,6 +790,17 @@ async fn commit(
             Record::Ledger(changes) => ledger.push(&**changes),
             Record::NodeForgotten { id } => {
                 sqlx::query("DELETE FROM nodes WHERE id = ?").bind(id.to_string()).execute(&mut *tx).await?;
+            }
+            Record::JobArchived { job, tasks } => {
+                let archive: Vec<ArchivedTaskDoc> = tasks
+                    .iter()
+                    .map(|t| ArchivedTaskDoc { task: t.task, node: t.node, verified: t.verified, attempts: t.attempts })
+                    .collect();
+                sqlx::query("UPDATE jobs SET archive = ? WHERE id = ?")
+                    .bind(serde_json::to_string(&archive)?)
+                    .bind(*job as i64)
+                    .execute(&mut *tx)
+                    .await?;
             }
             Record::TaskResultRevoked { job, task } => {
                 sqlx::query("DELETE FROM task_results WHERE task = ? AND job = ?")

@@ -22,11 +22,18 @@ impl Core {
     /// Marks `tid`, just accepted from `node` without a replica, as provisional.
     pub(crate) fn mark_provisional(&mut self, tid: TaskId, node: Id) {
         let Some(n) = self.nodes.get_mut(&node) else { return };
-        if n.provisional.len() >= MAX_PROVISIONAL_PER_NODE {
-            n.provisional.remove(0);
-        }
+        let evicted = (n.provisional.len() >= MAX_PROVISIONAL_PER_NODE).then(|| n.provisional.remove(0).0);
         n.provisional.push((tid, n.checks_passed));
         self.persist_node(node);
+        self.set_provisional(evicted, false);
+        self.set_provisional(Some(tid), true);
+    }
+
+    /// Keeps a task's `provisional` flag in step with the nodes' marks.
+    fn set_provisional(&mut self, tid: Option<TaskId>, provisional: bool) {
+        if let Some(t) = tid.and_then(|tid| self.tasks.get_mut(&tid)) {
+            t.provisional = provisional;
+        }
     }
 
     /// `node` passed a check of `work_mflop` declared work. Checks count by their work: a result becomes final only
@@ -46,7 +53,12 @@ impl Core {
         let Some(n) = self.nodes.get_mut(&node) else { return };
         n.checks_passed = passed;
         let changed = keep.len() != n.provisional.len();
+        let turned_final: Vec<TaskId> =
+            n.provisional.iter().map(|&(t, _)| t).filter(|t| !keep.iter().any(|(k, _)| k == t)).collect();
         n.provisional = keep;
+        for tid in turned_final {
+            self.set_provisional(Some(tid), false);
+        }
         // A stored count that lags only delays finality (safe); results turning final must be written.
         if changed {
             self.persist_node(node);
@@ -65,6 +77,7 @@ impl Core {
         }
         let mut budget = slashed_nano;
         for (tid, _) in revoked {
+            self.set_provisional(Some(tid), false);
             let paid = self.tasks.get(&tid).map_or(0, |t| {
                 let asked = t.assignments.iter().find(|a| a.node == node).map_or(ask, |a| a.price_nano_per_gflop);
                 self.task_price(&t.purpose, t.work_mflop, asked)
@@ -92,6 +105,7 @@ impl Core {
         if !j.revoke_result(tid) {
             return false;
         }
+        self.job_reopened(job);
         tracing::warn!(job, task = tid, "provisional result revoked: its node was caught cheating");
         self.effects.push(Effect::Persist(Record::TaskResultRevoked { job, task: tid }));
         self.persist_job(job);

@@ -249,7 +249,12 @@ pub(crate) struct Job {
     /// The client's name for this submission: the same key from the same client names the same job, so a retried
     /// request never escrows twice.
     pub idempotency_key: Option<String>,
-    results: BTreeMap<TaskId, Arc<[u8]>>,
+    /// When the job last became final (None while it runs): how long it has been finished decides when it leaves
+    /// the core's memory (see `retention.rs`).
+    pub finished_ms: Option<u64>,
+    /// Each verified task's result, by the hash of its blob: the bytes live in the blob store, never in the core,
+    /// so a finished job costs the core a few bytes per task however large its result.
+    results: BTreeMap<TaskId, String>,
 }
 
 impl Job {
@@ -275,14 +280,15 @@ impl Job {
             tolerance,
             features,
             idempotency_key: None,
+            finished_ms: None,
             results: BTreeMap::new(),
         }
     }
 
     /// A verified result reloaded after a restart.
-    pub fn restore_result(&mut self, task: TaskId, bytes: Arc<[u8]>) {
+    pub fn restore_result(&mut self, task: TaskId, hash: String) {
         if self.tasks.contains(&task) {
-            self.results.insert(task, bytes);
+            self.results.insert(task, hash);
         }
     }
 
@@ -303,11 +309,11 @@ impl Job {
         self
     }
 
-    pub fn task_done(&mut self, task: TaskId, bytes: Arc<[u8]>) {
+    pub fn task_done(&mut self, task: TaskId, hash: String) {
         if self.state.is_final() || !self.tasks.contains(&task) {
             return;
         }
-        self.results.insert(task, bytes);
+        self.results.insert(task, hash);
         self.state = if self.results.len() == self.tasks.len() {
             JobState::Done
         } else {
@@ -325,14 +331,9 @@ impl Job {
         true
     }
 
-    /// Task results in task order: C's row blocks in row order (tasks are created in row order), or the single
-    /// WGSL output.
-    pub fn result(&self) -> Option<Arc<[u8]>> {
-        Some(self.result_parts()?.concat().into())
-    }
-
-    /// [`Job::result`] as its task results in order, shared rather than copied: what a reader streams.
-    pub fn result_parts(&self) -> Option<Vec<Arc<[u8]>>> {
+    /// A done job's result as the blobs of its task results in task order: C's row blocks in row order (tasks are
+    /// created in row order), or the single WGSL output.
+    pub fn result_hashes(&self) -> Option<Vec<String>> {
         if self.state != JobState::Done {
             return None;
         }
@@ -490,6 +491,7 @@ pub(crate) fn plan(
         tolerance,
         features,
         idempotency_key: None,
+        finished_ms: None,
         results: BTreeMap::new(),
     };
     match spec {

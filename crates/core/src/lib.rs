@@ -9,6 +9,7 @@ mod economy;
 mod finality;
 mod jobs;
 mod persist;
+mod retention;
 mod secrets;
 mod usage;
 mod verification;
@@ -33,6 +34,7 @@ pub use jobs::{
     SubmitError, TaskView, load_inputs,
 };
 pub use persist::{JobRecord, NodeRecord, Record, Restored};
+pub use retention::{ARCHIVE_INTERVAL_MS, Archived};
 pub use verification::{Verification, Verified};
 
 /// Fraud evidence kept in memory for `GET /v1/evidence` (the store keeps all of it).
@@ -136,6 +138,11 @@ pub struct Config {
     pub hold_grace_ms: u64,
     /// How long a node proven to cheat waits before it is challenged again (and so before any paid work).
     pub conviction_cooldown_ms: u64,
+    /// How long a finished job stays in memory before it is archived to storage (see `retention.rs`): its status
+    /// and its idempotency key are answered from memory meanwhile.
+    pub finished_job_memory_ms: u64,
+    /// Most finished jobs kept in memory: past it the oldest are archived sooner.
+    pub max_finished_jobs_in_memory: usize,
 }
 
 impl Default for Config {
@@ -175,6 +182,8 @@ impl Default for Config {
             faucet_grant_nano: 0,
             hold_grace_ms: 60_000,
             conviction_cooldown_ms: 3_600_000,
+            finished_job_memory_ms: 3_600_000,
+            max_finished_jobs_in_memory: 10_000,
         }
     }
 }
@@ -297,6 +306,9 @@ pub struct NetworkStats {
     pub jobs_failed: u64,
     pub jobs_running: u64,
     pub frauds_proven: u64,
+    /// Jobs and tasks the core holds in memory (running, and finished ones not yet archived): what it costs.
+    pub jobs_in_memory: u64,
+    pub tasks_in_memory: u64,
     pub ledger: LedgerTotals,
 }
 
@@ -429,6 +441,9 @@ struct TaskRec {
     hold: Option<(u32, neurolov_ledger::TransferId)>,
     /// A provisional result was revoked: the re-run is paid from the escrow, refilled from the convicted node.
     reopened: bool,
+    /// Some node's provisional marks name this task (see `finality.rs`): it may still be revoked and run again, so
+    /// its job stays in memory (see `retention.rs`). Kept in step with the nodes' marks.
+    provisional: bool,
 }
 
 /// The coordinator's state.
@@ -467,6 +482,12 @@ pub struct Core {
     usage: usage::Usage,
     /// Jobs by their client's idempotency key (see `submit_keyed`).
     idempotency: HashMap<(Id, String), JobId>,
+    /// Finished jobs still in memory, by when they finished: the oldest are archived first (see `retention.rs`).
+    finished: BTreeSet<(u64, JobId)>,
+    /// When the next look for jobs to archive is due.
+    next_archive_ms: u64,
+    /// Jobs archived, by outcome: the statistics count jobs no longer in memory.
+    archived: Archived,
 }
 
 impl Core {
@@ -515,6 +536,9 @@ impl Core {
             next_wait_check_ms: 0,
             usage: usage::Usage::default(),
             idempotency: HashMap::new(),
+            finished: BTreeSet::new(),
+            next_archive_ms: 0,
+            archived: Archived::default(),
         }
     }
 
@@ -575,6 +599,7 @@ impl Core {
         self.supervise();
         self.settle_timers();
         self.dispatch();
+        self.archive_finished();
         self.take_effects()
     }
 
@@ -736,15 +761,17 @@ impl Core {
             .collect()
     }
 
-    /// The assembled result of a finished job: C's bytes for matmul, the agreed buffers for WGSL.
-    pub fn job_result(&self, id: JobId) -> Option<Arc<[u8]>> {
-        self.jobs.get(&id)?.result()
+    /// A done job's result as the blobs of its task results, in order: the shell streams them from the blob store
+    /// (up to 256 MiB), neither copying them per reader nor holding the core while it does.
+    pub fn job_result_hashes(&self, id: JobId) -> Option<Vec<String>> {
+        self.jobs.get(&id)?.result_hashes()
     }
 
-    /// A finished job's result as its task results in order, shared: the shell streams them without copying the
-    /// whole result (up to 256 MiB) per reader, and without holding the core while it does.
-    pub fn job_result_parts(&self, id: JobId) -> Option<Vec<Arc<[u8]>>> {
-        self.jobs.get(&id)?.result_parts()
+    /// A done job's assembled result read from `blobs`: C's bytes for matmul, the agreed buffers for WGSL (tests and
+    /// tools; the shell streams [`Core::job_result_hashes`]).
+    pub fn job_result(&self, id: JobId, blobs: &dyn Blobs) -> Option<Vec<u8>> {
+        let parts: Option<Vec<Arc<[u8]>>> = self.job_result_hashes(id)?.iter().map(|h| blobs.get(h)).collect();
+        Some(parts?.concat())
     }
 
     pub fn nodes(&self) -> Vec<NodeView> {
@@ -795,10 +822,12 @@ impl Core {
             coordinator_uptime_s: self.now_ms.saturating_sub(self.started_ms) / 1000,
             operational_hours: self.nodes.values().map(|n| n.up_ms as f64).sum::<f64>() / 3_600_000.0,
             tasks_verified: self.nodes.values().map(|n| n.history.verified).sum(),
-            jobs_done: count(|s| matches!(s, JobState::Done)),
-            jobs_failed: count(|s| matches!(s, JobState::Failed { .. })),
+            jobs_done: count(|s| matches!(s, JobState::Done)) + self.archived.done,
+            jobs_failed: count(|s| matches!(s, JobState::Failed { .. })) + self.archived.failed,
             jobs_running: count(|s| !s.is_final()),
             frauds_proven: self.frauds_proven,
+            jobs_in_memory: self.jobs.len() as u64,
+            tasks_in_memory: self.tasks.len() as u64,
             ledger: self.ledger_totals(),
         }
     }
@@ -1238,6 +1267,7 @@ impl Core {
                 quorum: replicas,
                 hold: None,
                 reopened: false,
+                provisional: false,
             },
         );
         id
@@ -1950,24 +1980,15 @@ impl Core {
             Purpose::Job(job) => {
                 if let Some(j) = self.jobs.get_mut(&job) {
                     let result_hash = blob_hash(&bytes);
-                    j.task_done(tid, bytes);
+                    j.task_done(tid, result_hash.clone());
                     // Recorded before the reward is ordered: after a crash a paid task is never run (and paid) again.
                     self.effects.push(Effect::Persist(Record::TaskResult { job, task: tid, result_hash }));
                     self.pay(tid, attempt, node, purpose, work_mflop);
-                    let Some(j) = self.jobs.get(&job) else { return };
-                    let finished = j.state.is_final();
-                    if finished {
+                    if let Some(state) = self.jobs.get(&job).map(|j| j.state.clone()).filter(JobState::is_final) {
+                        self.job_ended(job);
                         self.persist_job(job);
                         self.refund(job);
                         self.retire_tasks(job);
-                    }
-                    let Some(j) = self.jobs.get(&job) else { return };
-                    if finished {
-                        let state = j.state.clone();
-                        if let Some(result) = j.result() {
-                            let hash = blake3::hash(&result).to_hex().to_string();
-                            self.effects.push(Effect::StoreBlob { hash, bytes: result });
-                        }
                         self.effects.push(Effect::JobFinished { job, state });
                     }
                 }
@@ -2072,6 +2093,7 @@ impl Core {
         j.state = JobState::Failed { reason };
         let state = j.state.clone();
         let tasks = j.tasks.clone();
+        self.job_ended(job);
         self.persist_job(job);
         for tid in tasks {
             let live: Vec<(u32, Id)> = self

@@ -3,8 +3,6 @@
 //! and task ids, and which tasks have a verified result (the bytes are blobs). Assignments in flight are not kept:
 //! after a restart the nodes reconnect and the unfinished tasks are handed out again.
 
-use std::sync::Arc;
-
 use neurolov_protocol::Id;
 use neurolov_protocol::messages::{ClaimedHardware, NodeKind};
 use neurolov_scheduler::WorkHistory;
@@ -41,6 +39,12 @@ pub enum Record {
     },
     /// Proof of a fraud (kept for anyone to re-check).
     Evidence(Box<crate::Evidence>),
+    /// A finished job left the core's memory (see `retention.rs`): the store serves it from now on, with these task
+    /// summaries, and does not hand it back at a restart.
+    JobArchived {
+        job: JobId,
+        tasks: Vec<crate::TaskView>,
+    },
 }
 
 /// A node's durable state: its reputation.
@@ -73,6 +77,8 @@ pub struct JobRecord {
     pub tasks: Vec<TaskId>,
     /// The client's name for the submission, if it gave one (see `Core::submit_keyed`).
     pub idempotency_key: Option<String>,
+    /// When it last became final (None while it runs).
+    pub finished_ms: Option<u64>,
 }
 
 /// Everything a shell loaded from storage.
@@ -89,6 +95,8 @@ pub struct Restored {
     pub ledger_transfers: Vec<neurolov_ledger::Transfer>,
     /// Every piece of fraud evidence, oldest first.
     pub evidence: Vec<crate::Evidence>,
+    /// Jobs archived (not among `jobs`), by outcome.
+    pub archived: crate::Archived,
 }
 
 impl Core {
@@ -120,6 +128,7 @@ impl Core {
             state: j.state.clone(),
             tasks: j.tasks.clone(),
             idempotency_key: j.idempotency_key.clone(),
+            finished_ms: j.finished_ms,
         };
         self.effects.push(Effect::Persist(Record::Job(record)));
     }
@@ -180,6 +189,7 @@ impl Core {
         for e in restored.evidence {
             core.remember_evidence(e);
         }
+        core.archived = restored.archived;
         let provisional: std::collections::HashSet<TaskId> =
             restored.nodes.iter().flat_map(|n| n.provisional.iter().map(|&(t, _)| t)).collect();
         for r in restored.nodes {
@@ -257,11 +267,14 @@ impl Core {
                 jobs::Job::finished(id, record.client, record.spec.clone(), record.state.clone(), record.tasks.clone());
             job.idempotency_key = record.idempotency_key.clone();
             for (task, hash) in results {
-                if let Some(bytes) = blobs.get(&hash) {
-                    job.restore_result(task, bytes);
-                }
+                job.restore_result(task, hash);
             }
             self.jobs.insert(id, job);
+            // A job stored before jobs had an end time starts its time in memory now.
+            if let Some(j) = self.jobs.get_mut(&id) {
+                let ended = *j.finished_ms.insert(record.finished_ms.unwrap_or(self.now_ms));
+                self.finished.insert((ended, id));
+            }
             if record.state == JobState::Done && record.tasks.iter().any(|t| provisional.contains(t)) {
                 let verify_seed = self.rng.u64(..);
                 let planned = jobs::plan(id, record.client, record.spec, &self.cfg, blobs, verify_seed, None);
@@ -292,28 +305,40 @@ impl Core {
         let mut job = job.with_tasks(record.tasks.clone());
         job.state = record.state.clone();
         job.idempotency_key = record.idempotency_key.clone();
-        let done: std::collections::HashMap<TaskId, Arc<[u8]>> =
-            results.into_iter().filter_map(|(t, h)| blobs.get(&h).map(|b| (t, b))).collect();
+        // A result whose blob is gone is run again.
+        let done: std::collections::HashMap<TaskId, String> =
+            results.into_iter().filter(|(_, h)| blobs.size(h).is_some()).collect();
         for (&tid, planned) in record.tasks.iter().zip(tasks) {
             let result = done.get(&tid).cloned();
             self.tasks.insert(tid, restored_task(id, planned, result.is_some()));
             match result {
-                Some(bytes) => job.restore_result(tid, bytes),
+                Some(hash) => job.restore_result(tid, hash),
                 None if !record.state.is_final() => self.enqueue(tid),
                 None => {}
             }
         }
         job.refresh_state();
+        let ended = job.state.is_final();
         self.jobs.insert(id, job);
+        if ended {
+            self.job_ended(id);
+        }
     }
 
     /// A provisional result whose task could not be rebuilt (its inputs are gone) can no longer be re-run: it stands.
+    /// The others' tasks are marked provisional again.
     fn forget_unrestorable_provisional(&mut self) {
-        let tasks = &self.tasks;
+        let tasks = &mut self.tasks;
         let mut changed = Vec::new();
         for (id, n) in &mut self.nodes {
             let before = n.provisional.len();
-            n.provisional.retain(|(t, _)| tasks.contains_key(t));
+            n.provisional.retain(|(t, _)| match tasks.get_mut(t) {
+                Some(task) => {
+                    task.provisional = true;
+                    true
+                }
+                None => false,
+            });
             if n.provisional.len() != before {
                 changed.push(*id);
             }
@@ -328,6 +353,7 @@ impl Core {
         let state = JobState::Failed { reason: format!("job {id}: {reason}") };
         let job = jobs::Job::finished(id, record.client, record.spec, state.clone(), record.tasks);
         self.jobs.insert(id, job);
+        self.job_ended(id);
         self.persist_job(id);
         self.refund(id);
         self.effects.push(Effect::JobFinished { job: id, state });
@@ -350,5 +376,6 @@ fn restored_task(job: JobId, planned: jobs::PlannedTask, done: bool) -> crate::T
         quorum: planned.replicas,
         hold: None,
         reopened: false,
+        provisional: false,
     }
 }

@@ -292,7 +292,7 @@ fn attestation_gates_paid_work_and_a_wrong_answer_fails_it() {
     let effects = one.deliver(&task, false);
     assert!(effects.iter().any(|e| matches!(e, Effect::Reward { .. })), "{effects:?}");
     assert!(effects.iter().any(|e| matches!(e, Effect::JobFinished { .. })));
-    assert_eq!(one.core.job_result(job).map(|r| r.len()), Some(64));
+    assert_eq!(one.core.job_result(job, &one.store).map(|r| r.len()), Some(64));
 }
 
 #[test]
@@ -683,7 +683,7 @@ fn a_disagreeing_replica_is_outvoted_by_a_tie_breaker_and_slashed() {
     assert_eq!(slashed, vec![nodes[c_bad as usize - 1].0.id()]);
     let paid = effects.iter().filter(|e| matches!(e, Effect::Reward { .. })).count();
     assert_eq!(paid, 2, "both agreeing replicas are paid");
-    assert_eq!(core.job_result(job).as_deref(), Some(&b"right answer"[..]));
+    assert_eq!(core.job_result(job, &store).as_deref(), Some(&b"right answer"[..]));
 }
 
 #[test]
@@ -1072,7 +1072,7 @@ fn known_answer_canaries_pay_when_right_and_slash_when_wrong() {
     assert!(!reopened.is_empty(), "{effects:?}");
     for job in reopened {
         assert!(matches!(core.job(job).unwrap().state, neurolov_core::JobState::Running { .. }));
-        assert_eq!(core.job_result(job), None);
+        assert_eq!(core.job_result(job, &store), None);
     }
 }
 
@@ -1091,7 +1091,14 @@ fn tasks_in(effects: &[Effect]) -> Vec<(u64, Task)> {
 #[test]
 fn provisional_results_survive_a_restart_and_are_revoked_when_their_node_cheats() {
     use neurolov_verify::spotcheck::SpotCheckPolicy;
-    let config = || Config { canary_rate: 0.0, spot_check: SpotCheckPolicy::new(1.0, 3, 0.001, 3).unwrap(), ..cfg() };
+    // Finished jobs leave memory at once, except those standing on a provisional result: they must still be there
+    // to run again.
+    let config = || Config {
+        canary_rate: 0.0,
+        spot_check: SpotCheckPolicy::new(1.0, 3, 0.001, 3).unwrap(),
+        finished_job_memory_ms: 0,
+        ..cfg()
+    };
     let mut store = Store::default();
     let (mut core, mut log) = Core::restore(config(), 7, 0, Default::default(), &store);
     let mut nodes: Vec<(Keypair, String, u64)> =
@@ -1126,6 +1133,11 @@ fn provisional_results_survive_a_restart_and_are_revoked_when_their_node_cheats(
         v
     };
     let before = provisional(&core);
+    now += 2 * neurolov_core::ARCHIVE_INTERVAL_MS;
+    log.extend(core.tick(now));
+    let standing: usize = before.iter().map(|(_, c)| c).sum();
+    assert_eq!(core.jobs_in_memory(), standing, "only the jobs standing on a provisional result stay in memory");
+    assert_eq!(core.stats().jobs_done, done_jobs.len() as u64, "archived jobs still count");
     // The coordinator restarts from what it asked to persist.
     let mut db = Db::default();
     db.absorb(&log);
@@ -1153,7 +1165,7 @@ fn provisional_results_survive_a_restart_and_are_revoked_when_their_node_cheats(
     for job in reopened {
         assert!(done_jobs.contains(&job));
         assert!(matches!(core.job(job).unwrap().state, JobState::Running { .. }));
-        assert_eq!(core.job_result(job), None);
+        assert_eq!(core.job_result(job, &store), None);
     }
     // The stored record no longer holds the revoked marks (they would later revoke other nodes' re-runs).
     db.absorb(&effects);

@@ -13,6 +13,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
 use common::{Db, Store};
 
@@ -89,6 +90,10 @@ fn config() -> Config {
         max_attempts: 8,
         max_queue_wait_ms: 60_000,
         faucet_grant_nano: 1_000_000 * neurolov_ledger::NANO_PER_NLOV,
+        // Finished jobs leave memory within the run (and across its restarts): their results are read from the
+        // simulated store then.
+        finished_job_memory_ms: 3_000,
+        max_finished_jobs_in_memory: 4,
         ..Config::default()
     }
 }
@@ -523,6 +528,8 @@ impl Sim {
             self.step(false);
         }
         self.check();
+        self.check_retention();
+        self.check();
     }
 
     /// WGSL jobs done, and how many of them stand on a forged result (spot checks are probabilistic: this is
@@ -535,12 +542,48 @@ impl Sim {
                 let source = &self.store.0[source_hash];
                 let floats: Vec<f32> =
                     source.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * 2.0).collect();
-                if self.core.job_result(id).as_deref() != Some(&bytes(&floats)[..]) {
+                if self.result(id).as_deref() != Some(&bytes(&floats)[..]) {
                     forged += 1;
                 }
             }
         }
         (done, forged)
+    }
+
+    /// A done job's result: from the core while the job is in memory, else from the store it was archived to.
+    fn result(&self, id: JobId) -> Option<Vec<u8>> {
+        if self.core.job(id).is_some() {
+            return self.core.job_result(id, &self.store);
+        }
+
+        let (record, _) = self.db.archived.get(&id)?;
+        let parts: Option<Vec<Arc<[u8]>>> = record
+            .tasks
+            .iter()
+            .map(|t| self.db.results.get(t).and_then(|(_, hash)| self.store.0.get(hash).cloned()))
+            .collect();
+        Some(parts?.concat())
+    }
+
+    /// Finished jobs leave memory: long after the run, only running jobs, jobs with a result still provisional
+    /// (revocable), and at most the configured number of others are left; every other job is in the store's archive
+    /// with the state it finished in.
+    fn check_retention(&mut self) {
+        self.now += 10 * self.core.config().finished_job_memory_ms;
+        let effects = self.core.tick(self.now);
+        self.apply(effects);
+        let running = self.jobs.values().filter(|(_, st)| st.is_none()).count();
+        let provisional: usize = self.core.nodes().iter().map(|v| v.results_provisional).sum();
+        let bound = running + provisional + self.core.config().max_finished_jobs_in_memory;
+        if self.core.jobs_in_memory() > bound {
+            self.fail(&format!("{} jobs still in memory, at most {bound} may be", self.core.jobs_in_memory()));
+        }
+        for (id, (record, _)) in &self.db.archived {
+            match self.jobs.get(id) {
+                Some((_, Some(state))) if *state == record.state => {}
+                other => self.fail(&format!("job {id} archived as {:?}, it finished {other:?}", record.state)),
+            }
+        }
     }
 
     fn check(&self) {
@@ -584,8 +627,7 @@ impl Sim {
                 let (InputData::Seeded { seed: sa }, InputData::Seeded { seed: sb }) = (a, b) else { unreachable!() };
                 let (m, n, k) = (*m as usize, *n as usize, *k as usize);
                 let want = matmul(&seeded_f32(*sa, m * k), &seeded_f32(*sb, k * n), m, n, k);
-                let got =
-                    self.core.job_result(id).unwrap_or_else(|| self.fail(&format!("job {id} done without a result")));
+                let got = self.result(id).unwrap_or_else(|| self.fail(&format!("job {id} done without a result")));
                 let got: Vec<f32> = got.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
                 if got.len() != want.len() || got.iter().zip(&want).any(|(g, w)| (g - w).abs() > 1e-4) {
                     self.fail(&format!("job {id}: a wrong matmul result was accepted"));
@@ -665,6 +707,7 @@ fn seeded_networks_with_churn_and_cheaters_keep_the_invariants() {
     let runs: u64 = std::env::var("NEUROLOV_SIM_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
     let mut slashed = 0;
     let mut reopened = 0;
+    let mut archived = 0;
     let (mut wgsl_done, mut wgsl_forged) = (0, 0);
     let mut cheaters_present = 0;
     for seed in 0..runs {
@@ -673,13 +716,15 @@ fn seeded_networks_with_churn_and_cheaters_keep_the_invariants() {
         sim.run();
         slashed += sim.slashed;
         reopened += sim.reopened;
+        archived += sim.db.archived.len();
         let (done, forged) = sim.wgsl_outcomes();
         wgsl_done += done;
         wgsl_forged += forged;
     }
     eprintln!(
         "{runs} runs, {cheaters_present} with cheaters, {slashed} slashes, {reopened} provisional results revoked, \
-         {wgsl_forged} of {wgsl_done} finished WGSL jobs stand on a forged result"
+         {wgsl_forged} of {wgsl_done} finished WGSL jobs stand on a forged result, {archived} finished jobs archived"
     );
+    assert!(archived > 0, "no finished job ever left memory");
     assert!(slashed > 0, "no cheater was ever caught");
 }

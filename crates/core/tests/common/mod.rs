@@ -22,6 +22,8 @@ pub struct Db {
     pub accounts: BTreeMap<neurolov_ledger::AccountId, neurolov_ledger::Account>,
     pub transfers: Vec<neurolov_ledger::Transfer>,
     pub evidence: Vec<neurolov_core::Evidence>,
+    /// Jobs archived: out of `jobs`, as the store keeps them apart, with their task summaries.
+    pub archived: BTreeMap<JobId, (JobRecord, Vec<neurolov_core::TaskView>)>,
 }
 
 impl Db {
@@ -46,6 +48,11 @@ impl Db {
             }
             Record::TaskResultRevoked { task, .. } => {
                 self.results.remove(&task);
+            }
+            Record::JobArchived { job, tasks } => {
+                if let Some(record) = self.jobs.remove(&job) {
+                    self.archived.insert(job, (record, tasks));
+                }
             }
             Record::Ledger(changes) => {
                 for a in changes.created.into_iter().chain(changes.accounts) {
@@ -77,6 +84,13 @@ impl Db {
             ledger_accounts: self.accounts.values().cloned().collect(),
             ledger_transfers: self.transfers.clone(),
             evidence: self.evidence.clone(),
+            archived: self.archived.values().fold(neurolov_core::Archived::default(), |mut a, (j, _)| {
+                match j.state {
+                    neurolov_core::JobState::Done => a.done += 1,
+                    _ => a.failed += 1,
+                }
+                a
+            }),
         }
     }
 }
