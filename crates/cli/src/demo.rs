@@ -153,6 +153,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         max_blob_store_bytes: neurolov_coordinator::DEFAULT_BLOB_STORE_BYTES,
         blob_gc_interval: neurolov_coordinator::BLOB_GC_INTERVAL,
         blob_gc_grace: neurolov_coordinator::BLOB_GC_GRACE,
+        result_retention: neurolov_coordinator::RESULT_RETENTION,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = rt.spawn(async move {

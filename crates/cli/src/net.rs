@@ -45,6 +45,9 @@ pub struct ServeArgs {
     /// How old an unnamed blob must be before it is collected, in ms.
     #[arg(long, default_value_t = neurolov_coordinator::BLOB_GC_GRACE.as_millis() as u64, hide = true)]
     blob_gc_grace_ms: u64,
+    /// How long a finished job's result is kept, in ms (then reading it gets 410 and its blobs are collected).
+    #[arg(long, default_value_t = neurolov_coordinator::RESULT_RETENTION.as_millis() as u64, hide = true)]
+    result_retention_ms: u64,
     /// How long a finished job stays in the coordinator's memory before it is served from the database, in ms.
     #[arg(long, default_value_t = Config::default().finished_job_memory_ms, hide = true)]
     finished_job_memory_ms: u64,
@@ -261,6 +264,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_blob_store_bytes,
             blob_gc_interval: std::time::Duration::from_millis(args.blob_gc_interval_ms),
             blob_gc_grace: std::time::Duration::from_millis(args.blob_gc_grace_ms),
+            result_retention: std::time::Duration::from_millis(args.result_retention_ms),
         };
         neurolov_coordinator::serve(listener, cfg).await
     })

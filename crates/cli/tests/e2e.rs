@@ -174,8 +174,19 @@ fn a_coordinator_killed_mid_job_resumes_from_its_database() {
     check_result(&dir, &url, id, 4096, 256, 256);
     // Archived, the job names its 128 task results only through the database: they stay on disk.
     std::thread::sleep(Duration::from_millis(1_000));
-    let files = std::fs::read_dir(dir.join("coordinator").join("blobs")).expect("blob dir").count();
+    let blob_files = || std::fs::read_dir(dir.join("coordinator").join("blobs")).expect("blob dir").count();
+    let files = blob_files();
     assert!(files >= 4096 / 32, "only {files} blob files left after collection");
+    // Until their retention ends: restarted with none, the results are forgotten (410) and their blobs collected.
+    let last = procs.0.len() - 1;
+    procs.0[last].kill().expect("kill");
+    let _ = procs.0[last].wait();
+    let expiring = [&gc[..], &["--result-retention-ms", "0"]].concat();
+    assert_eq!(common::serve_with(&mut procs, &dir, &listen, &expiring), url);
+    wait_for("the expired results' blobs to be collected", Duration::from_secs(30), || blob_files() < 4096 / 32);
+    let (status, body) = common::get_result(&url, Some(&dir.join("client.json")), id);
+    assert_eq!(status, 410, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(get_json(&format!("{url}/v1/jobs/{id}"))["state"], "done");
 }
 
 fn audit(dir: &std::path::Path) -> serde_json::Value {

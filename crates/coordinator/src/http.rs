@@ -650,6 +650,7 @@ async fn job_result(State(app): Shared, Path(id): Path<u64>, headers: HeaderMap)
     match (view.state, result) {
         (_, Some(hashes)) => stream_blobs(&app.coordinator.blobs, hashes),
         (JobState::Failed { reason }, None) => error(StatusCode::CONFLICT, format!("job failed: {reason}")),
+        (JobState::Done, None) => error(StatusCode::GONE, "the job's result is no longer kept"),
         (_, None) => error(StatusCode::CONFLICT, "job is not done yet"),
     }
 }

@@ -59,11 +59,16 @@ pub struct ServeConfig {
     /// (an upload the job or result frame naming it has not reached yet must stay).
     pub blob_gc_interval: Duration,
     pub blob_gc_grace: Duration,
+    /// How long a finished job's result is kept: then its task results are forgotten and their blobs collected (a
+    /// read gets 410). Without a limit the blob store's quota fills for good.
+    pub result_retention: Duration,
 }
 
-/// Defaults of [`ServeConfig::blob_gc_interval`] and [`ServeConfig::blob_gc_grace`].
+/// Defaults of [`ServeConfig::blob_gc_interval`], [`ServeConfig::blob_gc_grace`] and
+/// [`ServeConfig::result_retention`].
 pub const BLOB_GC_INTERVAL: Duration = Duration::from_secs(600);
 pub const BLOB_GC_GRACE: Duration = Duration::from_secs(3600);
+pub const RESULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// What goes out on a node's socket.
 #[derive(Debug)]
@@ -353,7 +358,20 @@ pub async fn serve(listener: tokio::net::TcpListener, cfg: ServeConfig) -> anyho
 /// checked, uploads of live attempts, known answers, evidence), not the database (task results, evidence) — once
 /// they are older than `grace`: results of replicas that lost, uploads of failed attempts, inputs nobody submitted.
 /// Without it the store's quota filled up for good. Returns the files and bytes collected.
-pub async fn collect_blobs(coordinator: &Arc<Coordinator>, grace: Duration) -> anyhow::Result<(usize, u64)> {
+pub async fn collect_blobs(
+    coordinator: &Arc<Coordinator>,
+    grace: Duration,
+    retention: Duration,
+) -> anyhow::Result<(usize, u64)> {
+    // Results past their retention are forgotten first (by the writer, the database's only writer).
+    let (tx, rx) = oneshot::channel();
+    let before_ms = now_ms().saturating_sub(retention.as_millis() as u64);
+    if coordinator.store.send(StoreMsg::ExpireResults(before_ms, tx)).is_ok()
+        && let Ok(expired) = rx.await
+        && expired > 0
+    {
+        tracing::info!(task_results = expired, "results past their retention forgotten");
+    }
     // The database first: a result recorded after it was read is still named by the core's state read next.
     let mut keep = store::recorded_blobs(&coordinator.db).await?;
     keep.extend(coordinator.read_core(|c| c.live_blobs()));
@@ -370,7 +388,7 @@ pub async fn serve_until(
     cfg: ServeConfig,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let cfg_gc = (cfg.blob_gc_interval.max(Duration::from_millis(10)), cfg.blob_gc_grace);
+    let cfg_gc = (cfg.blob_gc_interval.max(Duration::from_millis(10)), cfg.blob_gc_grace, cfg.result_retention);
     let coordinator = Coordinator::open(cfg).await?;
     let ticker = Arc::clone(&coordinator);
     let timer = tokio::spawn(async move {
@@ -381,13 +399,13 @@ pub async fn serve_until(
         }
     });
     let collector = Arc::clone(&coordinator);
-    let (gc_interval, gc_grace) = (cfg_gc.0, cfg_gc.1);
+    let (gc_interval, gc_grace, retention) = cfg_gc;
     let gc = tokio::spawn(async move {
         let mut interval = tokio::time::interval(gc_interval);
         interval.tick().await;
         loop {
             interval.tick().await;
-            match collect_blobs(&collector, gc_grace).await {
+            match collect_blobs(&collector, gc_grace, retention).await {
                 Ok((0, _)) => {}
                 Ok((files, bytes)) => tracing::info!(files, bytes, "collected blobs nothing names"),
                 Err(e) => tracing::warn!(error = %e, "blob collection failed"),

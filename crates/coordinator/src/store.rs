@@ -38,6 +38,9 @@ pub enum StoreMsg {
     Records(Vec<Record>),
     /// Answered once every record sent before it is committed.
     Flush(oneshot::Sender<()>),
+    /// Forget the results of archived jobs that finished before this time (ms): answered with how many task results
+    /// went (their blobs are then collected, see `collect_blobs`).
+    ExpireResults(u64, oneshot::Sender<u64>),
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -703,10 +706,12 @@ pub async fn writer(mut store: Store, mut rx: mpsc::UnboundedReceiver<StoreMsg>)
         }
         let mut flushes = Vec::new();
         let mut records = Vec::new();
+        let mut expiries = Vec::new();
         for m in batch {
             match m {
                 StoreMsg::Records(r) => records.extend(r),
                 StoreMsg::Flush(tx) => flushes.push(tx),
+                StoreMsg::ExpireResults(before_ms, tx) => expiries.push((before_ms, tx)),
             }
         }
         if let Err(e) = store.commit(&records).await {
@@ -717,7 +722,28 @@ pub async fn writer(mut store: Store, mut rx: mpsc::UnboundedReceiver<StoreMsg>)
         for f in flushes {
             let _ = f.send(());
         }
+        // After the batch's records: a job archived in it has its end time on record.
+        for (before_ms, tx) in expiries {
+            match expire_results(&store.pool, before_ms).await {
+                Ok(n) => {
+                    let _ = tx.send(n);
+                }
+                Err(e) => tracing::warn!(error = %e, "expiring old results failed"),
+            }
+        }
     }
+}
+
+/// Deletes the task results of archived jobs that finished before `before_ms`; returns how many went.
+async fn expire_results(pool: &SqlitePool, before_ms: u64) -> anyhow::Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM task_results WHERE job IN (SELECT id FROM jobs WHERE archive IS NOT NULL \
+         AND json_extract(doc, '$.finished_ms') < ?)",
+    )
+    .bind(i64::try_from(before_ms).unwrap_or(i64::MAX))
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 impl Store {
