@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use neurolov_kernels::gpu::{self, REQUIRE_GPU_ENV};
 use neurolov_kernels::sandbox::{SandboxError, run_isolated};
-use neurolov_kernels::untrusted::{JobAccess, JobBuffer, ShaderFeatures, WgslJob};
+use neurolov_kernels::untrusted::{JobBuffer, ShaderFeatures, WgslJob};
+use neurolov_protocol::messages::Access;
 
 fn neurolov() -> Command {
     Command::new(env!("CARGO_BIN_EXE_neurolov"))
@@ -124,7 +125,7 @@ fn job(source: &str, values: &[f32]) -> WgslJob {
         entry_point: "main".into(),
         buffers: vec![JobBuffer {
             binding: 0,
-            access: JobAccess::ReadWrite,
+            access: Access::ReadWrite,
             size_bytes: values.len() as u64 * 4,
             init: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         }],

@@ -12,8 +12,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::{SinkExt, StreamExt};
 use neurolov_core::{InputData, JobSpec, JobState, JobView};
-use neurolov_kernels::untrusted::{self, JobAccess, JobBuffer, WgslJob};
-use neurolov_protocol::messages::{DataRef, WgslBuffer};
+use neurolov_kernels::untrusted::{self, JobBuffer, WgslJob};
+use neurolov_protocol::messages::{Access, DataRef, WgslBuffer};
 use neurolov_verify::replicas::{self, Tolerance};
 
 use crate::auth::ReplayCache;
@@ -44,7 +44,7 @@ pub(crate) fn router(coordinator: Arc<Coordinator>) -> Router {
     Router::new()
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/ws", get(node_socket))
-        .route("/v1/blobs/{hash}", get(get_blob).put(put_blob).layer(DefaultBodyLimit::max(MAX_BLOB_BYTES)))
+        .route("/v1/blobs/{hash}", get(get_blob).put(put_blob).layer(DefaultBodyLimit::max(MAX_BLOB_BYTES as usize)))
         .route("/", get(web::index))
         .route("/provide", get(web::provide))
         .route("/static/{file}", get(web::static_file))
@@ -272,7 +272,7 @@ async fn put_blob(
     else {
         return error(StatusCode::LENGTH_REQUIRED, "a blob upload states its Content-Length");
     };
-    if len > MAX_BLOB_BYTES as u64 {
+    if len > MAX_BLOB_BYTES {
         return error(StatusCode::PAYLOAD_TOO_LARGE, format!("a blob is at most {MAX_BLOB_BYTES} bytes"));
     }
     let blobs = app.coordinator.blobs.clone();
@@ -337,7 +337,7 @@ impl From<InputJson> for InputData {
 #[derive(serde::Deserialize)]
 struct BufferJson {
     binding: u32,
-    access: JobAccess,
+    access: Access,
     size_bytes: u64,
     /// Initial contents: a blob hash.
     #[serde(default)]
@@ -561,11 +561,6 @@ fn wgsl_spec(
     };
     let source_hash = blake3::hash(source.as_bytes()).to_hex().to_string();
     coordinator.blobs.put(&source_hash, source.as_bytes()).map_err(|e| e.to_string())?;
-    let access = |a: JobAccess| match a {
-        JobAccess::Uniform => "uniform",
-        JobAccess::Read => "read",
-        JobAccess::ReadWrite => "read_write",
-    };
     Ok(JobSpec::Wgsl {
         source_hash,
         entry_point,
@@ -573,7 +568,7 @@ fn wgsl_spec(
             .into_iter()
             .map(|b| WgslBuffer {
                 binding: b.binding,
-                access: access(b.access).into(),
+                access: b.access,
                 size_bytes: b.size_bytes,
                 init: b.init.map(|hash| DataRef::Blob { hash }),
             })

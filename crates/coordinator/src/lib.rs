@@ -28,8 +28,7 @@ pub use blobs::BlobDir;
 
 /// Frames queued for one node before it counts as too slow and is disconnected.
 pub const MAX_OUTBOUND_FRAMES: usize = 256;
-/// Largest blob accepted by `PUT /v1/blobs/{hash}`.
-pub const MAX_BLOB_BYTES: usize = 256 << 20;
+pub use neurolov_protocol::messages::MAX_BLOB_BYTES;
 /// Most node connections at once.
 pub const MAX_CONNECTIONS: usize = 10_000;
 /// Node connections one network address may hold at once: one host cannot take every slot. 127.0.0.1 and ::1 are

@@ -99,8 +99,58 @@ pub fn treasury() -> AccountId {
     Bucket::Treasury.account()
 }
 
-fn tid(parts: &[&[u8]]) -> TransferId {
+fn transfer_id(parts: &[&[u8]]) -> TransferId {
     TransferId::derive(parts)
+}
+
+/// What a transfer's `user_data` names, by its code: the job of an escrow or a refund, the task of a hold, a pay, a
+/// fee, a clawback or a re-run fund, the release time of an unstaking. The ledger keeps a bare `u64`; the core
+/// writes and reads it only through these, so one field never means two things for one code.
+trait Subject: Sized {
+    fn of_job(self, job: JobId) -> Self;
+    fn of_task(self, task: TaskId) -> Self;
+    fn released_at(self, release_ms: u64) -> Self;
+}
+
+impl Subject for Transfer {
+    fn of_job(self, job: JobId) -> Transfer {
+        debug_assert!(matches!(self.code, codes::ESCROW | codes::REFUND), "code {} names no job", self.code);
+        self.with_user_data(job)
+    }
+
+    fn of_task(self, task: TaskId) -> Transfer {
+        debug_assert!(
+            matches!(
+                self.code,
+                codes::TASK_HOLD
+                    | codes::TASK_PAY
+                    | codes::FEE
+                    | codes::VERIFICATION_PAY
+                    | codes::CLAWBACK
+                    | codes::RERUN_FUND
+            ),
+            "code {} names no task",
+            self.code
+        );
+        self.with_user_data(task)
+    }
+
+    fn released_at(self, release_ms: u64) -> Transfer {
+        debug_assert_eq!(self.code, codes::UNSTAKE, "only an unstaking has a release time");
+        self.with_user_data(release_ms)
+    }
+}
+
+/// The task a hold names (see [`Subject`]).
+fn held_task(t: &Transfer) -> TaskId {
+    debug_assert_eq!(t.code, codes::TASK_HOLD);
+    t.user_data
+}
+
+/// When an unstaking's stake is released (see [`Subject`]).
+fn release_ms(t: &Transfer) -> u64 {
+    debug_assert_eq!(t.code, codes::UNSTAKE);
+    t.user_data
 }
 
 /// Price of `work_mflop` at `nano_per_gflop`, rounded up; `None` beyond the total supply.
@@ -109,9 +159,10 @@ pub fn price_nano(work_mflop: u64, nano_per_gflop: u64) -> Option<u64> {
     u64::try_from(p).ok().filter(|&p| p <= TOTAL_SUPPLY_NANO)
 }
 
-/// The protocol fee on a price (rounded down).
-pub fn fee_nano(price: u64, fee_bps: u64) -> u64 {
-    (u128::from(price) * u128::from(fee_bps) / u128::from(BPS)) as u64
+/// `bps` basis points of `amount` (rounded down): the protocol fee on a price, the slashed share of a stake.
+pub fn share_nano(amount: u64, bps: u64) -> u64 {
+    debug_assert!(bps <= BPS, "a share is at most the whole");
+    (u128::from(amount) * u128::from(bps.min(BPS)) / u128::from(BPS)) as u64
 }
 
 fn nano(v: i128) -> u64 {
@@ -166,7 +217,7 @@ impl Core {
     pub(crate) fn escrow_needed(&self, tasks: &[(u64, u32)], max_price_nano_per_gflop: u64) -> Option<u64> {
         tasks.iter().try_fold(0u64, |sum, &(w, copies)| {
             let p = price_nano(w, max_price_nano_per_gflop)?;
-            let once = p.checked_add(fee_nano(p, self.cfg.fee_bps))?;
+            let once = p.checked_add(share_nano(p, self.cfg.fee_bps))?;
             sum.checked_add(once.checked_mul(u64::from(copies))?)
         })
     }
@@ -190,8 +241,8 @@ impl Core {
         if amount == 0 {
             return Ok(());
         }
-        let t = Transfer::new(tid(&[b"escrow", &job.to_le_bytes()]), from, escrow(job), amount, codes::ESCROW)
-            .with_user_data(job);
+        let t = Transfer::new(transfer_id(&[b"escrow", &job.to_le_bytes()]), from, escrow(job), amount, codes::ESCROW)
+            .of_job(job);
         self.order(&[t])
     }
 
@@ -205,10 +256,10 @@ impl Core {
         if t.hold.is_some() || price == 0 {
             return;
         }
-        let id = tid(&[b"hold", &task.to_le_bytes(), &attempt.to_le_bytes(), &self.now_ms.to_le_bytes()]);
+        let id = transfer_id(&[b"hold", &task.to_le_bytes(), &attempt.to_le_bytes(), &self.now_ms.to_le_bytes()]);
         let timeout = deadline_ms.saturating_add(self.cfg.hold_grace_ms);
-        let hold = Transfer::pending(id, escrow(job), wallet(&operator), price, codes::TASK_HOLD, timeout)
-            .with_user_data(task);
+        let hold =
+            Transfer::pending(id, escrow(job), wallet(&operator), price, codes::TASK_HOLD, timeout).of_task(task);
         if self.order(&[hold]).is_ok()
             && let Some(t) = self.tasks.get_mut(&task)
         {
@@ -219,7 +270,7 @@ impl Core {
     /// Voids a pending transfer if it is still open.
     pub(crate) fn void_pending(&mut self, pending: TransferId, code: u16) {
         if self.ledger.is_open_pending(pending) {
-            let void = Transfer::void(tid(&[b"void", &pending.0.to_le_bytes()]), pending, code);
+            let void = Transfer::void(transfer_id(&[b"void", &pending.0.to_le_bytes()]), pending, code);
             let _ = self.order(&[void]);
         }
     }
@@ -257,14 +308,15 @@ impl Core {
         };
         let to = wallet(&operator);
         let key = [&task.to_le_bytes()[..], &attempt.to_le_bytes(), &self.now_ms.to_le_bytes()];
-        let pay_id = tid(&[b"pay", key[0], key[1], key[2]]);
-        let fee = fee_nano(price, self.cfg.fee_bps);
+        let pay_id = transfer_id(&[b"pay", key[0], key[1], key[2]]);
+        let fee = share_nano(price, self.cfg.fee_bps);
         let with_fee = |pay: Transfer| -> Vec<Transfer> {
             if fee == 0 {
-                return vec![pay.with_user_data(task)];
+                return vec![pay.of_task(task)];
             }
-            let fee_t = Transfer::new(tid(&[b"fee", key[0], key[1], key[2]]), escrow(job), treasury(), fee, codes::FEE);
-            vec![pay.with_user_data(task).linked(), fee_t.with_user_data(task)]
+            let fee_t =
+                Transfer::new(transfer_id(&[b"fee", key[0], key[1], key[2]]), escrow(job), treasury(), fee, codes::FEE);
+            vec![pay.of_task(task).linked(), fee_t.of_task(task)]
         };
         if let Some(h) = hold.filter(|&h| self.ledger.is_open_pending(h)) {
             if self.order(&with_fee(Transfer::post(pay_id, h, price, codes::TASK_PAY))).is_ok() {
@@ -290,7 +342,7 @@ impl Core {
                 .ledger
                 .open_pending()
                 .filter(|t| t.debit == escrow(job))
-                .filter(|t| !self.tasks.get(&t.user_data).is_some_and(|c| matches!(c.purpose, Purpose::Canary { .. })))
+                .filter(|t| !self.tasks.get(&held_task(t)).is_some_and(|c| matches!(c.purpose, Purpose::Canary { .. })))
                 .map(|t| t.id)
                 .collect();
             for pending in held {
@@ -303,8 +355,8 @@ impl Core {
         }
         // Unique per refund: a job can be refunded twice in one event (its end, then a canary hold let go).
         let seq = self.ledger.transfer_count() as u64;
-        let id = tid(&[b"refund", &job.to_le_bytes(), &self.now_ms.to_le_bytes(), &seq.to_le_bytes()]);
-        let t = Transfer::new(id, escrow(job), wallet(&client), left, codes::REFUND).with_user_data(job);
+        let id = transfer_id(&[b"refund", &job.to_le_bytes(), &self.now_ms.to_le_bytes(), &seq.to_le_bytes()]);
+        let t = Transfer::new(id, escrow(job), wallet(&client), left, codes::REFUND).of_job(job);
         let _ = self.order(&[t]);
     }
 
@@ -323,21 +375,27 @@ impl Core {
         let back = paid.min(available).min(needed);
         if back > 0 {
             let t = Transfer::new(
-                tid(&[b"clawback", key[0], key[1]]),
+                transfer_id(&[b"clawback", key[0], key[1]]),
                 wallet(&operator),
                 escrow(job),
                 back,
                 codes::CLAWBACK,
             )
-            .with_user_data(task);
+            .of_task(task);
             if self.order(&[t]).is_ok() {
                 funded = back;
             }
         }
         let top = needed.saturating_sub(funded).min(budget);
         if top > 0 {
-            let t = Transfer::new(tid(&[b"rerun", key[0], key[1]]), treasury(), escrow(job), top, codes::RERUN_FUND)
-                .with_user_data(task);
+            let t = Transfer::new(
+                transfer_id(&[b"rerun", key[0], key[1]]),
+                treasury(),
+                escrow(job),
+                top,
+                codes::RERUN_FUND,
+            )
+            .of_task(task);
             if self.order(&[t]).is_ok() {
                 return top;
             }
@@ -355,12 +413,12 @@ impl Core {
             self.void_pending(pending, codes::UNSTAKE);
         }
         let Some(balance) = self.ledger.account(stake).map(|a| nano(a.available())) else { return 0 };
-        let amount = fee_nano(balance, self.cfg.slash_bps);
+        let amount = share_nano(balance, self.cfg.slash_bps);
         if amount == 0 {
             return 0;
         }
         let t = Transfer::new(
-            tid(&[b"slash", &task.to_le_bytes(), &attempt.to_le_bytes(), &self.now_ms.to_le_bytes()]),
+            transfer_id(&[b"slash", &task.to_le_bytes(), &attempt.to_le_bytes(), &self.now_ms.to_le_bytes()]),
             stake,
             treasury(),
             amount,
@@ -380,12 +438,13 @@ impl Core {
         let matured: Vec<TransferId> = self
             .ledger
             .open_pending()
-            .filter(|t| t.code == codes::UNSTAKE && t.user_data <= now)
+            .filter(|t| t.code == codes::UNSTAKE && release_ms(t) <= now)
             .map(|t| t.id)
             .collect();
         for pending in matured {
             let amount = self.ledger.open_pending_transfer(pending).map_or(0, |t| t.amount);
-            let post = Transfer::post(tid(&[b"release", &pending.0.to_le_bytes()]), pending, amount, codes::UNSTAKE);
+            let post =
+                Transfer::post(transfer_id(&[b"release", &pending.0.to_le_bytes()]), pending, amount, codes::UNSTAKE);
             let _ = self.order(&[post]);
         }
     }
@@ -404,7 +463,7 @@ impl Core {
             return Err(WalletError::ZeroAmount);
         }
         self.open_account(wallet(&to), Kind::User, &to.to_string());
-        let id = tid(&[b"wallet", from.as_bytes(), &client_id.to_le_bytes()]);
+        let id = transfer_id(&[b"wallet", from.as_bytes(), &client_id.to_le_bytes()]);
         let result =
             self.ledger.submit(&[Transfer::new(id, wallet(&from), wallet(&to), amount, codes::WALLET)], now_ms);
         let outcome = result.into_iter().next().unwrap_or(Err(TransferError::BatchTooLarge))?;
@@ -418,7 +477,7 @@ impl Core {
         if grant == 0 {
             return Err(WalletError::FaucetDisabled);
         }
-        let id = tid(&[b"faucet", to.as_bytes()]);
+        let id = transfer_id(&[b"faucet", to.as_bytes()]);
         if self.ledger.contains(id) {
             return Err(WalletError::FaucetUsed);
         }
@@ -441,7 +500,7 @@ impl Core {
             return Err(WalletError::ZeroAmount);
         }
         self.open_account(stake_account(&operator), Kind::Stake, &operator.to_string());
-        let id = tid(&[b"stake", operator.as_bytes(), &client_id.to_le_bytes()]);
+        let id = transfer_id(&[b"stake", operator.as_bytes(), &client_id.to_le_bytes()]);
         let result =
             self.order(&[Transfer::new(id, wallet(&operator), stake_account(&operator), amount, codes::STAKE)]);
         self.restake(operator);
@@ -461,15 +520,15 @@ impl Core {
         if amount == 0 {
             return Err(WalletError::ZeroAmount);
         }
-        let id = tid(&[b"unstake", operator.as_bytes(), &client_id.to_le_bytes()]);
+        let id = transfer_id(&[b"unstake", operator.as_bytes(), &client_id.to_le_bytes()]);
         if self.ledger.contains(id) {
             // A retried request: applied once, answered with the release time it got then.
-            let release_ms = self.ledger.open_pending_transfer(id).map_or(self.now_ms, |t| t.user_data);
+            let release_ms = self.ledger.open_pending_transfer(id).map_or(self.now_ms, release_ms);
             return Ok((release_ms, self.take_effects()));
         }
         let release_ms = self.now_ms.saturating_add(self.cfg.unstake_delay_ms);
         let t = Transfer::pending(id, stake_account(&operator), wallet(&operator), amount, codes::UNSTAKE, 0)
-            .with_user_data(release_ms);
+            .released_at(release_ms);
         let result = self.order(&[t]);
         self.restake(operator);
         result?;

@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use neurolov_protocol::Id;
-use neurolov_protocol::messages::{DataRef, WgslBuffer, Work, seeded_f32};
+use neurolov_protocol::messages::{DataRef, Feature, WgslBuffer, Work, seeded_f32};
 use neurolov_scheduler::Features;
 use neurolov_verify::freivalds;
 use neurolov_verify::replicas::Tolerance;
 
-use crate::verification::Verdict;
+use crate::verification::MatmulVerdict;
 use crate::{Blobs, Config, JobId, TaskId, blob_hash};
 
 /// Largest matmul dimension accepted.
@@ -174,10 +174,10 @@ pub(crate) struct MatmulOperands {
 
 impl MatmulOperands {
     /// Freivalds' check of a result's bytes.
-    pub(crate) fn check(&self, bytes: &[u8], rounds: u32) -> Verdict {
+    pub(crate) fn check(&self, bytes: &[u8], rounds: u32) -> MatmulVerdict {
         let expected = self.rows * self.n * 4;
         if bytes.len() != expected {
-            return Verdict::Wrong(format!("result has {} bytes, C needs {expected}", bytes.len()));
+            return MatmulVerdict::Wrong(format!("result has {} bytes, C needs {expected}", bytes.len()));
         }
         let c = f32s(bytes);
         let prepared = self.prepared.get_or_init(|| {
@@ -185,19 +185,19 @@ impl MatmulOperands {
         });
         let prepared = match prepared.as_ref() {
             Ok(p) => p,
-            Err(e) => return Verdict::Wrong(e.clone()),
+            Err(e) => return MatmulVerdict::Wrong(e.clone()),
         };
         match prepared.check(&self.a, &c, self.rows) {
-            Ok(r) if r.accepted => Verdict::Accepted,
-            Ok(r) if r.proven_wrong => Verdict::Wrong(format!(
+            Ok(r) if r.accepted => MatmulVerdict::Accepted,
+            Ok(r) if r.proven_wrong => MatmulVerdict::Wrong(format!(
                 "freivalds check failed at row {}: {:.3e}× the bound no honest fp32 product exceeds",
                 r.worst_row, r.conviction_ratio
             )),
-            Ok(r) => Verdict::Doubtful(format!(
+            Ok(r) => MatmulVerdict::Doubtful(format!(
                 "freivalds check failed at row {} ({:.3e}× the tolerance), within what rounding could explain",
                 r.worst_row, r.worst_ratio
             )),
-            Err(e) => Verdict::Wrong(e.to_string()),
+            Err(e) => MatmulVerdict::Wrong(e.to_string()),
         }
     }
 }
@@ -576,14 +576,11 @@ pub(crate) fn plan(
     }
 }
 
-/// Optional WebGPU features by name, as the scheduler's bits: bit i is `FEATURE_NAMES[i]`.
-pub const FEATURE_NAMES: [&str; 2] = ["shader-f16", "subgroups"];
-
-/// The scheduler's bits for feature names; `Err` names the first unknown one.
+/// The scheduler's bits for feature names (bit i is `Feature::ALL[i]`); `Err` names the first unknown one.
 pub fn feature_bits(names: &[String]) -> Result<Features, String> {
     let mut bits = 0u64;
     for name in names {
-        let i = FEATURE_NAMES.iter().position(|n| n == name).ok_or_else(|| name.clone())?;
+        let i = Feature::ALL.iter().position(|f| f.name() == name).ok_or_else(|| name.clone())?;
         bits |= 1 << i;
     }
     Ok(Features(bits))

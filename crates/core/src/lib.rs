@@ -17,7 +17,7 @@ mod verification;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use neurolov_protocol::messages::{ClaimedHardware, DataRef, ErrorCode, NodeKind, Task, ToNode, Work};
+use neurolov_protocol::messages::{Access, ClaimedHardware, DataRef, ErrorCode, NodeKind, Task, ToNode, Work};
 use neurolov_protocol::{Envelope, FromNode, Id, PROTOCOL_VERSION};
 use neurolov_scheduler::{NodeInfo, Requirements, Scheduler, Weights, WorkHistory, reliability};
 use neurolov_verify::freivalds;
@@ -26,8 +26,8 @@ use neurolov_verify::spotcheck::SpotCheckPolicy;
 
 pub use canary::MAX_KNOWN_ANSWERS;
 pub use economy::{
-    BPS, LedgerTotals, WalletError, WalletView, escrow, fee_nano, price_nano, rebuild_ledger, stake_account, treasury,
-    wallet,
+    BPS, LedgerTotals, WalletError, WalletView, escrow, price_nano, rebuild_ledger, share_nano, stake_account,
+    treasury, wallet,
 };
 pub use jobs::{
     InputData, Inputs, JobSpec, JobState, JobView, MAX_INVOCATIONS_PER_WORKGROUP, MAX_MFLOP_PER_INVOCATION,
@@ -66,9 +66,11 @@ type RequirementKind = (u64, u64, u32, u64, u64, Vec<u64>);
 fn result_bytes(work: &Work) -> u64 {
     match work {
         Work::Matmul { m, n, .. } => 4 * u64::from(*m) * u64::from(*n),
-        Work::Wgsl { buffers, .. } => {
-            buffers.iter().filter(|b| b.access == "read_write").map(|b| b.size_bytes).fold(0u64, u64::saturating_add)
-        }
+        Work::Wgsl { buffers, .. } => buffers
+            .iter()
+            .filter(|b| b.access == Access::ReadWrite)
+            .map(|b| b.size_bytes)
+            .fold(0u64, u64::saturating_add),
     }
 }
 
@@ -413,7 +415,7 @@ struct Assignment {
     verifying: bool,
     delivered_ms: u64,
     /// A matmul result's Freivalds verdict, from its verification.
-    verdict: Option<verification::Verdict>,
+    verdict: Option<verification::MatmulVerdict>,
     /// The blob this attempt stored (`claim_upload`): one per attempt.
     uploaded: Option<String>,
     /// Set once this assignment no longer counts (failed, timed out, cancelled).
@@ -1089,7 +1091,7 @@ impl Core {
                     return Err((ErrorCode::Malformed, "result already delivered".into()));
                 }
                 tracing::info!(%node, task_id, %reason, "node gave a task back");
-                self.drop_assignment(task_id, attempt, node, Outcome::Failed);
+                self.drop_assignment(task_id, attempt, node, AttemptEnd::Failed);
                 Ok(())
             }
             FromNode::Goodbye { .. } => {
@@ -1680,7 +1682,7 @@ impl Core {
                     })
             });
             if late {
-                self.drop_assignment(tid, attempt, node, Outcome::TimedOut);
+                self.drop_assignment(tid, attempt, node, AttemptEnd::TimedOut);
             }
         }
         self.expire_waiting();
@@ -1716,12 +1718,12 @@ impl Core {
         let running: Vec<(TaskId, u32)> = n.running.iter().copied().collect();
         self.sync_scheduler(id);
         for (tid, attempt) in running {
-            self.drop_assignment(tid, attempt, id, Outcome::Released);
+            self.drop_assignment(tid, attempt, id, AttemptEnd::Released);
         }
     }
 
     /// An assignment ends without an accepted result; the task goes back to the queue.
-    fn drop_assignment(&mut self, tid: TaskId, attempt: u32, node: Id, outcome: Outcome) {
+    fn drop_assignment(&mut self, tid: TaskId, attempt: u32, node: Id, outcome: AttemptEnd) {
         let Some(t) = self.tasks.get_mut(&tid) else { return };
         let Some(a) = t.assignments.iter_mut().find(|a| a.attempt == attempt && a.node == node && !a.dropped) else {
             return;
@@ -1735,13 +1737,13 @@ impl Core {
         self.release_hold(tid, attempt);
         if let Some(n) = self.nodes.get_mut(&node) {
             match outcome {
-                Outcome::Failed | Outcome::Wrong => n.history.failed += 1,
-                Outcome::TimedOut => n.history.timed_out += 1,
-                Outcome::Released => {}
+                AttemptEnd::Failed | AttemptEnd::Wrong => n.history.failed += 1,
+                AttemptEnd::TimedOut => n.history.timed_out += 1,
+                AttemptEnd::Released => {}
             }
         }
         self.sync_scheduler(node);
-        if outcome != Outcome::Released
+        if outcome != AttemptEnd::Released
             && let Some(conn) = conn
         {
             self.send(conn, ToNode::Cancel { task_id: tid, attempt });
@@ -1802,7 +1804,7 @@ impl Core {
             node: Id,
             bytes: Arc<[u8]>,
             took_ms: u64,
-            verdict: verification::Verdict,
+            verdict: verification::MatmulVerdict,
         }
         let ready: Vec<Ready> = t
             .assignments
@@ -1820,12 +1822,12 @@ impl Core {
             .collect();
         for r in ready {
             match r.verdict {
-                verification::Verdict::Accepted => {
+                verification::MatmulVerdict::Accepted => {
                     self.accept(tid, r.attempt, r.node, r.bytes, Some(r.took_ms.max(1)));
                     return;
                 }
-                verification::Verdict::Doubtful(reason) => self.doubt(tid, r.attempt, r.node, reason),
-                verification::Verdict::Wrong(reason) => self.reject(tid, r.attempt, r.node, reason),
+                verification::MatmulVerdict::Doubtful(reason) => self.doubt(tid, r.attempt, r.node, reason),
+                verification::MatmulVerdict::Wrong(reason) => self.reject(tid, r.attempt, r.node, reason),
             }
         }
     }
@@ -1915,7 +1917,7 @@ impl Core {
         self.finish_assignment(tid, attempt, node);
         for (other_attempt, other) in others {
             // Replicas still running are no longer needed.
-            self.drop_assignment(tid, other_attempt, other, Outcome::Released);
+            self.drop_assignment(tid, other_attempt, other, AttemptEnd::Released);
         }
         let gflops = elapsed_ms.map_or(0.0, |ms| flops / (ms as f64 * 1e6));
         // A matmul result passed Freivalds' check: that counts toward the finality of the node's other results.
@@ -2031,7 +2033,7 @@ impl Core {
         if let Some(conn) = self.nodes.get(&node).and_then(|n| n.conn) {
             self.send(conn, ToNode::Verdict { task_id: tid, attempt, accepted: false, reason });
         }
-        self.drop_assignment(tid, attempt, node, Outcome::Failed);
+        self.drop_assignment(tid, attempt, node, AttemptEnd::Failed);
     }
 
     /// A result failed verification: keep the node's signed commitment as evidence, penalize, requeue.
@@ -2070,7 +2072,7 @@ impl Core {
             n.history.verified = 0;
             n.next_challenge_ms = self.now_ms.saturating_add(self.cfg.conviction_cooldown_ms);
         }
-        self.drop_assignment(tid, attempt, node, Outcome::Wrong);
+        self.drop_assignment(tid, attempt, node, AttemptEnd::Wrong);
         // Its other work is not trusted either: running attempts and delivered replicas still awaiting agreement.
         let others: Vec<(TaskId, u32)> = self
             .tasks
@@ -2081,7 +2083,7 @@ impl Core {
             })
             .collect();
         for (other, other_attempt) in others {
-            self.drop_assignment(other, other_attempt, node, Outcome::Released);
+            self.drop_assignment(other, other_attempt, node, AttemptEnd::Released);
         }
     }
 
@@ -2105,7 +2107,7 @@ impl Core {
                 t.done = true;
             }
             for (attempt, node) in live {
-                self.drop_assignment(tid, attempt, node, Outcome::Released);
+                self.drop_assignment(tid, attempt, node, AttemptEnd::Released);
                 if let Some(conn) = self.nodes.get(&node).and_then(|n| n.conn) {
                     self.send(conn, ToNode::Cancel { task_id: tid, attempt });
                 }
@@ -2132,7 +2134,7 @@ impl Core {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Outcome {
+pub(crate) enum AttemptEnd {
     /// The node said it could not do it.
     Failed,
     /// The node's result was wrong.
@@ -2182,7 +2184,7 @@ pub fn open_frame(text: &str) -> Opened {
 }
 
 /// The scheduler's bit for a node that runs clients' WGSL (`ClaimedHardware::wgsl`), which every WGSL task needs. The
-/// top bit, apart from the optional WebGPU features a job may name (`jobs::FEATURE_NAMES`, from bit 0 up).
+/// top bit, apart from the optional WebGPU features a job may name (`Feature::ALL`, from bit 0 up).
 const RUNS_WGSL: neurolov_scheduler::Features = neurolov_scheduler::Features(1 << 63);
 
 /// The scheduler's key for an operator: the first eight bytes of its public key.

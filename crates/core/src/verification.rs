@@ -17,7 +17,7 @@ use crate::{Blobs, ConnId, Core, Effect, TaskId};
 /// Freivalds' verdict on a matmul result (see `neurolov_verify::freivalds`: a tight tolerance to accept, a rigorous
 /// bound to convict).
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Verdict {
+pub(crate) enum MatmulVerdict {
     /// Within the tight tolerance: taken and paid.
     Accepted,
     /// Outside the tight tolerance but within what some honest fp32 summation order could give on these operands:
@@ -67,7 +67,7 @@ pub struct Verified {
     node: Id,
     /// The result's bytes and, for a matmul, Freivalds' verdict; or why the bytes
     /// could not be read as committed.
-    outcome: Result<(Arc<[u8]>, Option<Verdict>), String>,
+    outcome: Result<(Arc<[u8]>, Option<MatmulVerdict>), String>,
 }
 
 impl Verification {
@@ -155,7 +155,7 @@ impl Core {
                 neurolov_protocol::messages::ToNode::Error { code: ErrorCode::CommitmentMismatch, message: reason },
             );
         }
-        self.drop_assignment(task, attempt, node, crate::Outcome::Failed);
+        self.drop_assignment(task, attempt, node, crate::AttemptEnd::Failed);
     }
 
     /// Runs every [`Effect::Verify`] among `effects` here and now (and those its outcomes cause), returning the

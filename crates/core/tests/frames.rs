@@ -438,7 +438,7 @@ fn small_wgsl_job(store: &mut Store) -> JobSpec {
         entry_point: "main".into(),
         buffers: vec![neurolov_protocol::messages::WgslBuffer {
             binding: 0,
-            access: "read_write".into(),
+            access: neurolov_protocol::messages::Access::ReadWrite,
             size_bytes: 12,
             init: None,
         }],

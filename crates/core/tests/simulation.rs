@@ -488,7 +488,12 @@ impl Sim {
             JobSpec::Wgsl {
                 source_hash: hash,
                 entry_point: "main".into(),
-                buffers: vec![WgslBuffer { binding: 0, access: "read_write".into(), size_bytes: 32, init: None }],
+                buffers: vec![WgslBuffer {
+                    binding: 0,
+                    access: neurolov_protocol::messages::Access::ReadWrite,
+                    size_bytes: 32,
+                    init: None,
+                }],
                 dispatch: [1, 1, 1],
                 tolerance: DEFAULT_FLOAT,
                 work_mflop: 1,

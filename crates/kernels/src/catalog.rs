@@ -2,16 +2,7 @@
 //! count. The WGSL files in `crates/kernels/wgsl/` are the only copy of each kernel; they are embedded here
 //! verbatim so the node compiles them and, later, the coordinator serves the very same bytes to browsers.
 
-/// How a kernel binding is accessed, as declared in its WGSL.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Access {
-    /// `var<uniform>`.
-    Uniform,
-    /// `var<storage, read>`.
-    Read,
-    /// `var<storage, read_write>`.
-    ReadWrite,
-}
+pub use neurolov_protocol::messages::Access;
 
 /// One `@group(0) @binding(n)` resource a kernel's entry point uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

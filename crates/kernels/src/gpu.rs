@@ -372,7 +372,7 @@ impl GpuExecutor {
             .iter()
             .map(|b| BufferSpec {
                 binding: b.binding,
-                access: b.access.into(),
+                access: b.access,
                 size_bytes: b.size_bytes,
                 init: &b.init,
             })

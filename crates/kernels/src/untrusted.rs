@@ -3,7 +3,7 @@
 //! the sandbox process around it, see [`crate::sandbox`]) accepts. WGSL is memory-safe once wgpu's runtime bounds
 //! checks are on, which is why untrusted modules are never compiled with them off.
 
-use crate::catalog::Access;
+use neurolov_protocol::messages::{Access, Feature};
 
 /// Largest WGSL source a job may carry.
 pub const MAX_SOURCE_BYTES: usize = 64 * 1024;
@@ -40,30 +40,11 @@ pub const MAX_DISPATCH_WORKGROUPS: u64 = 1 << 24;
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JobBuffer {
     pub binding: u32,
-    pub access: JobAccess,
+    pub access: Access,
     pub size_bytes: u64,
     /// Initial contents; shorter than `size_bytes` means the rest starts zeroed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub init: Vec<u8>,
-}
-
-/// Serializable mirror of [`Access`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobAccess {
-    Uniform,
-    Read,
-    ReadWrite,
-}
-
-impl From<JobAccess> for Access {
-    fn from(a: JobAccess) -> Access {
-        match a {
-            JobAccess::Uniform => Access::Uniform,
-            JobAccess::Read => Access::Read,
-            JobAccess::ReadWrite => Access::ReadWrite,
-        }
-    }
 }
 
 /// A client's own kernel: WGSL source, entry point, buffers and dispatch size.
@@ -148,7 +129,7 @@ pub struct ShaderFeatures {
 impl ShaderFeatures {
     /// The WebGPU names of the features (`shader-f16`, `subgroups`), as nodes claim them in the protocol.
     pub fn names(&self) -> Vec<String> {
-        [(self.f16, "shader-f16"), (self.subgroups, "subgroups")]
+        [(self.f16, Feature::ShaderF16.name()), (self.subgroups, Feature::Subgroups.name())]
             .into_iter()
             .filter(|(on, _)| *on)
             .map(|(_, name)| name.to_string())
@@ -367,7 +348,7 @@ pub fn validate(job: &WgslJob, features: ShaderFeatures) -> Result<EntryPointInf
     {
         return Err(RejectError::DispatchTooLarge { dispatch });
     }
-    let uniforms = job.buffers.iter().filter(|b| b.access == JobAccess::Uniform).count();
+    let uniforms = job.buffers.iter().filter(|b| b.access == Access::Uniform).count();
     if job.buffers.len() > MAX_BUFFERS
         || uniforms > MAX_UNIFORM_BUFFERS
         || job.buffers.len() - uniforms > MAX_STORAGE_BUFFERS
@@ -379,7 +360,7 @@ pub fn validate(job: &WgslJob, features: ShaderFeatures) -> Result<EntryPointInf
         if job.buffers[..i].iter().any(|b| b.binding == buf.binding) {
             return Err(RejectError::DuplicateBinding { binding: buf.binding });
         }
-        let limit = if buf.access == JobAccess::Uniform { MAX_UNIFORM_BYTES } else { MAX_BUFFER_BYTES };
+        let limit = if buf.access == Access::Uniform { MAX_UNIFORM_BYTES } else { MAX_BUFFER_BYTES };
         if buf.size_bytes == 0 || buf.size_bytes % 4 != 0 || buf.size_bytes > limit {
             return Err(RejectError::BadBufferSize { binding: buf.binding, size_bytes: buf.size_bytes, limit });
         }
@@ -404,7 +385,7 @@ pub fn validate(job: &WgslJob, features: ShaderFeatures) -> Result<EntryPointInf
             .iter()
             .find(|b| b.binding == used.binding)
             .ok_or_else(|| RejectError::MissingBuffer { binding: used.binding, name: used.name.clone() })?;
-        let job_access = Access::from(buf.access);
+        let job_access = buf.access;
         if job_access != used.access {
             return Err(RejectError::AccessMismatch {
                 binding: used.binding,
@@ -425,7 +406,7 @@ pub fn validate(job: &WgslJob, features: ShaderFeatures) -> Result<EntryPointInf
     if let Some(unused) = job.buffers.iter().find(|b| !info.bindings.iter().any(|u| u.binding == b.binding)) {
         return Err(RejectError::UnusedBuffer { binding: unused.binding, entry_point: job.entry_point.clone() });
     }
-    if !job.buffers.iter().any(|b| b.access == JobAccess::ReadWrite) {
+    if !job.buffers.iter().any(|b| b.access == Access::ReadWrite) {
         return Err(RejectError::NoOutput);
     }
     Ok(info)

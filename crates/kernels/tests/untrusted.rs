@@ -5,7 +5,7 @@ mod common;
 
 use neurolov_kernels::catalog::Access;
 use neurolov_kernels::untrusted::{
-    JobAccess, JobBuffer, MAX_SOURCE_BYTES, RejectError, ShaderFeatures, WgslJob, needed_features, validate,
+    JobBuffer, MAX_SOURCE_BYTES, RejectError, ShaderFeatures, WgslJob, needed_features, validate,
 };
 
 /// Doubles `data` in place: the well-formed job every rejection case below is a variation of.
@@ -17,7 +17,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 }
 "#;
 
-fn buffer(binding: u32, access: JobAccess, size_bytes: u64) -> JobBuffer {
+fn buffer(binding: u32, access: Access, size_bytes: u64) -> JobBuffer {
     JobBuffer { binding, access, size_bytes, init: Vec::new() }
 }
 
@@ -25,7 +25,7 @@ fn job(source: &str) -> WgslJob {
     WgslJob {
         source: source.to_string(),
         entry_point: "main".into(),
-        buffers: vec![buffer(0, JobAccess::ReadWrite, 256)],
+        buffers: vec![buffer(0, Access::ReadWrite, 256)],
         dispatch: [1, 1, 1],
     }
 }
@@ -97,31 +97,28 @@ fn malformed_and_mismatched_kernels_are_rejected_precisely() {
     );
     check(
         "missing buffer",
-        WgslJob { buffers: vec![buffer(1, JobAccess::ReadWrite, 256)], ..job(DOUBLE) },
+        WgslJob { buffers: vec![buffer(1, Access::ReadWrite, 256)], ..job(DOUBLE) },
         none,
         |e| matches!(e, RejectError::MissingBuffer { binding: 0, .. }),
         "`data`",
     );
     check(
         "extra buffer",
-        WgslJob { buffers: vec![buffer(0, JobAccess::ReadWrite, 256), buffer(1, JobAccess::Read, 16)], ..job(DOUBLE) },
+        WgslJob { buffers: vec![buffer(0, Access::ReadWrite, 256), buffer(1, Access::Read, 16)], ..job(DOUBLE) },
         none,
         |e| matches!(e, RejectError::UnusedBuffer { binding: 1, .. }),
         "binding 1",
     );
     check(
         "wrong access",
-        WgslJob { buffers: vec![buffer(0, JobAccess::Read, 256)], ..job(DOUBLE) },
+        WgslJob { buffers: vec![buffer(0, Access::Read, 256)], ..job(DOUBLE) },
         none,
         |e| matches!(e, RejectError::AccessMismatch { shader: Access::ReadWrite, job: Access::Read, .. }),
         "binding 0",
     );
     check(
         "duplicate binding",
-        WgslJob {
-            buffers: vec![buffer(0, JobAccess::ReadWrite, 256), buffer(0, JobAccess::ReadWrite, 256)],
-            ..job(DOUBLE)
-        },
+        WgslJob { buffers: vec![buffer(0, Access::ReadWrite, 256), buffer(0, Access::ReadWrite, 256)], ..job(DOUBLE) },
         none,
         |e| matches!(e, RejectError::DuplicateBinding { binding: 0 }),
         "twice",
@@ -129,7 +126,7 @@ fn malformed_and_mismatched_kernels_are_rejected_precisely() {
     check(
         "fixed array larger than its buffer",
         WgslJob {
-            buffers: vec![buffer(0, JobAccess::ReadWrite, 16)],
+            buffers: vec![buffer(0, Access::ReadWrite, 16)],
             ..job(&DOUBLE.replace("array<f32>", "array<f32, 64>").replace("arrayLength(&data)", "64u"))
         },
         none,
@@ -203,7 +200,7 @@ fn limits_are_enforced() {
     for size in [0, 6, 1 << 40] {
         check(
             "bad buffer size",
-            WgslJob { buffers: vec![buffer(0, JobAccess::ReadWrite, size)], ..job(DOUBLE) },
+            WgslJob { buffers: vec![buffer(0, Access::ReadWrite, size)], ..job(DOUBLE) },
             none,
             |e| matches!(e, RejectError::BadBufferSize { .. }),
             "multiple of 4",
@@ -211,14 +208,14 @@ fn limits_are_enforced() {
     }
     check(
         "too many buffers",
-        WgslJob { buffers: (0..20).map(|b| buffer(b, JobAccess::Read, 4)).collect(), ..job(DOUBLE) },
+        WgslJob { buffers: (0..20).map(|b| buffer(b, Access::Read, 4)).collect(), ..job(DOUBLE) },
         none,
         |e| matches!(e, RejectError::TooManyBuffers { actual: 20 }),
         "limit",
     );
     check(
         "nine storage buffers",
-        WgslJob { buffers: (0..9).map(|b| buffer(b, JobAccess::ReadWrite, 4)).collect(), ..job(DOUBLE) },
+        WgslJob { buffers: (0..9).map(|b| buffer(b, Access::ReadWrite, 4)).collect(), ..job(DOUBLE) },
         none,
         |e| matches!(e, RejectError::TooManyBuffers { actual: 9 }),
         "8 storage",
@@ -227,7 +224,7 @@ fn limits_are_enforced() {
         "no output",
         job("@group(0) @binding(0) var<storage, read> data: array<f32>;\n\
              @compute @workgroup_size(1) fn main() { let x = data[0]; }")
-        .with_buffers(vec![buffer(0, JobAccess::Read, 16)]),
+        .with_buffers(vec![buffer(0, Access::Read, 16)]),
         none,
         |e| matches!(e, RejectError::NoOutput),
         "no read-write buffer",
@@ -243,10 +240,7 @@ fn limits_are_enforced() {
     );
     check(
         "initial data longer than the buffer",
-        WgslJob {
-            buffers: vec![JobBuffer { init: vec![0; 512], ..buffer(0, JobAccess::ReadWrite, 256) }],
-            ..job(DOUBLE)
-        },
+        WgslJob { buffers: vec![JobBuffer { init: vec![0; 512], ..buffer(0, Access::ReadWrite, 256) }], ..job(DOUBLE) },
         none,
         |e| matches!(e, RejectError::InitTooLong { .. }),
         "512 bytes",
@@ -310,9 +304,9 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
         source: hostile.into(),
         entry_point: "main".into(),
         buffers: vec![
-            JobBuffer { init: f32_bytes(&[5.0; 64]), ..buffer(0, JobAccess::Read, 256) },
-            buffer(1, JobAccess::ReadWrite, 256),
-            JobBuffer { init: f32_bytes(&victim), ..buffer(2, JobAccess::ReadWrite, 256) },
+            JobBuffer { init: f32_bytes(&[5.0; 64]), ..buffer(0, Access::Read, 256) },
+            buffer(1, Access::ReadWrite, 256),
+            JobBuffer { init: f32_bytes(&victim), ..buffer(2, Access::ReadWrite, 256) },
         ],
         dispatch: [64, 1, 1],
     };
@@ -328,10 +322,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 
 fn job_with_values(values: &[f32]) -> WgslJob {
     WgslJob {
-        buffers: vec![JobBuffer {
-            init: f32_bytes(values),
-            ..buffer(0, JobAccess::ReadWrite, values.len() as u64 * 4)
-        }],
+        buffers: vec![JobBuffer { init: f32_bytes(values), ..buffer(0, Access::ReadWrite, values.len() as u64 * 4) }],
         ..job(DOUBLE)
     }
 }

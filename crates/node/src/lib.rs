@@ -13,8 +13,10 @@ use anyhow::{Context, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
 use neurolov_kernels::backend::Compute;
 use neurolov_kernels::ops::Op;
-use neurolov_kernels::untrusted::{JobAccess, JobBuffer, WgslJob};
-use neurolov_protocol::messages::{ClaimedHardware, DataRef, NodeKind, Task, ToNode, Work, seeded_f32};
+use neurolov_kernels::untrusted::{JobBuffer, WgslJob};
+use neurolov_protocol::messages::{
+    ClaimedHardware, DataRef, Feature, MAX_BLOB_BYTES, NodeKind, Task, ToNode, Work, seeded_f32,
+};
 use neurolov_protocol::{Envelope, FromNode, Id, Keypair, PROTOCOL_VERSION};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
@@ -26,8 +28,6 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Timeout of one blob transfer.
 pub const BLOB_TIMEOUT: Duration = Duration::from_secs(120);
-/// Largest blob a node downloads.
-pub const MAX_BLOB_BYTES: u64 = 256 << 20;
 /// Time limit of a client's WGSL kernel on this node.
 pub const WGSL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Frames queued for the coordinator before task senders wait.
@@ -299,10 +299,10 @@ pub fn claimed_hardware(compute: &Compute, max_task_bytes: u64, wgsl: bool) -> C
             let r = gpu.report();
             let mut features = Vec::new();
             if r.shader_f16 {
-                features.push("shader-f16".into());
+                features.push(Feature::ShaderF16.name().into());
             }
             if r.subgroups {
-                features.push("subgroups".into());
+                features.push(Feature::Subgroups.name().into());
             }
             ClaimedHardware {
                 adapter: r.name.clone(),
@@ -370,17 +370,16 @@ impl TaskRun {
                 let source = String::from_utf8(self.bytes(source).await?).context("kernel source is not utf-8")?;
                 let mut job_buffers = Vec::new();
                 for b in buffers {
-                    let access = match b.access.as_str() {
-                        "uniform" => JobAccess::Uniform,
-                        "read" => JobAccess::Read,
-                        "read_write" => JobAccess::ReadWrite,
-                        other => bail!("unknown buffer access {other}"),
-                    };
                     let init = match &b.init {
                         Some(r) => self.bytes(r).await?,
                         None => Vec::new(),
                     };
-                    job_buffers.push(JobBuffer { binding: b.binding, access, size_bytes: b.size_bytes, init });
+                    job_buffers.push(JobBuffer {
+                        binding: b.binding,
+                        access: b.access,
+                        size_bytes: b.size_bytes,
+                        init,
+                    });
                 }
                 let job =
                     WgslJob { source, entry_point: entry_point.clone(), buffers: job_buffers, dispatch: *dispatch };

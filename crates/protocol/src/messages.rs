@@ -21,6 +21,46 @@ pub const MAX_CLAIMED_FEATURES: usize = 16;
 pub const MAX_FEATURE_NAME_BYTES: usize = 64;
 /// Longest session nonce or result hash a node may echo.
 pub const MAX_TOKEN_BYTES: usize = 128;
+/// Largest blob (a task's input or result) a coordinator stores or a node fetches.
+pub const MAX_BLOB_BYTES: u64 = 256 << 20;
+
+/// How a kernel binding is accessed, as its WGSL declares it: the one word for it on the wire (`uniform`, `read`,
+/// `read_write`), in the kernels, the core and the coordinator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    /// `var<uniform>`.
+    Uniform,
+    /// `var<storage, read>`.
+    Read,
+    /// `var<storage, read_write>`: the task's result is these buffers, in binding order.
+    ReadWrite,
+}
+
+/// An optional WebGPU feature a kernel may need and an adapter may have. On the wire a feature is its WebGPU name
+/// (a string, so a node may claim features this coordinator does not know yet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Feature {
+    ShaderF16,
+    Subgroups,
+}
+
+impl Feature {
+    /// Every feature, in the order of the scheduler's feature bits.
+    pub const ALL: [Feature; 2] = [Feature::ShaderF16, Feature::Subgroups];
+
+    /// The WebGPU name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::ShaderF16 => "shader-f16",
+            Feature::Subgroups => "subgroups",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Feature> {
+        Feature::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
 
 /// What kind of provider a node is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -73,8 +113,7 @@ pub enum Work {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WgslBuffer {
     pub binding: u32,
-    /// `uniform`, `read` or `read_write`.
-    pub access: String,
+    pub access: Access,
     pub size_bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<DataRef>,

@@ -31,8 +31,8 @@ pub type OperatorKey = u64;
 pub const MAX_REPLICAS: u32 = 16;
 /// Most operators one request may exclude.
 pub const MAX_EXCLUDED_OPERATORS: usize = 64;
-/// Most concurrent task slots one node may offer.
-pub const MAX_SLOTS: u32 = 1024;
+/// Most concurrent task slots one node may offer: the protocol's limit, the one number for it.
+pub use neurolov_protocol::messages::MAX_SLOTS;
 /// Prior for the uptime part of [`reliability`]: a node is taken to have been up for this long before it was seen.
 pub const UPTIME_PRIOR_S: u64 = 3600;
 
