@@ -94,7 +94,7 @@ impl Core {
         let Some(t) = self.tasks.get(&placed) else { return };
         let Purpose::Job(payer) = t.purpose else { return };
         // Known answers are WGSL work: only for a node that runs it.
-        if !self.nodes.get(&node).is_some_and(|n| n.claimed.wgsl) {
+        if !self.registry.get(&node).is_some_and(|n| n.claimed.wgsl) {
             return;
         }
         let work = t.work_mflop;
@@ -102,7 +102,7 @@ impl Core {
         let max_pay_nano = self.task_price(&t.purpose, work, ask);
         // A canary must look like work this node could be given: nothing above its memory claim (the scheduler never
         // sends it bigger tasks, so a bigger one would give itself away).
-        let memory = self.nodes.get(&node).map_or(0, |n| n.claimed.memory_bytes);
+        let memory = self.registry.get(&node).map_or(0, |n| n.claimed.memory_bytes);
         let comparable = |w: u64| {
             w <= work.saturating_mul(COMPARABLE_WORK_FACTOR) && w.saturating_mul(COMPARABLE_WORK_FACTOR) >= work
         };
@@ -147,7 +147,7 @@ impl Core {
         else {
             return;
         };
-        let producer = self.nodes.get(&node).is_some_and(|n| producers.contains(&n.operator));
+        let producer = self.registry.get(&node).is_some_and(|n| producers.contains(&n.operator));
         let (price, payer) = (self.task_price(&t.purpose, t.work_mflop, ask), t.purpose.payer());
         let right = replicas::agree(&expected, &bytes, tolerance).is_ok();
         match disputed {
@@ -196,7 +196,7 @@ impl Core {
         let work = self.tasks.get(&tid).map_or(1, |t| t.work_mflop);
         self.finish_assignment(tid, attempt, node);
         self.check_passed(node, work);
-        if let Some(operator) = self.nodes.get(&node).map(|n| n.operator) {
+        if let Some(operator) = self.registry.get(&node).map(|n| n.operator) {
             self.pay_task(tid, attempt, operator, price);
         }
         self.sync_scheduler(node);

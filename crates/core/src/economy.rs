@@ -548,7 +548,7 @@ impl Core {
 
     /// Rescores an operator's nodes after its stake changed (stake buys scheduling priority).
     pub(crate) fn restake(&mut self, operator: Id) {
-        let nodes: Vec<Id> = self.nodes.iter().filter(|(_, n)| n.operator == operator).map(|(&id, _)| id).collect();
+        let nodes: Vec<Id> = self.registry.iter().filter(|(_, n)| n.operator == operator).map(|(&id, _)| id).collect();
         for id in nodes {
             self.sync_scheduler(id);
         }

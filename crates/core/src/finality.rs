@@ -21,7 +21,7 @@ pub const MAX_PROVISIONAL_PER_NODE: usize = 1_024;
 impl Core {
     /// Marks `tid`, just accepted from `node` without a replica, as provisional.
     pub(crate) fn mark_provisional(&mut self, tid: TaskId, node: Id) {
-        let Some(n) = self.nodes.get_mut(&node) else { return };
+        let Some(n) = self.registry.get_mut(&node) else { return };
         let evicted = (n.provisional.len() >= MAX_PROVISIONAL_PER_NODE).then(|| n.provisional.remove(0).0);
         n.provisional.push((tid, n.checks_passed));
         self.persist_node(node);
@@ -41,7 +41,7 @@ impl Core {
     /// (three 1×1×1 matmuls used to do it) cannot make a big forgery final.
     pub(crate) fn check_passed(&mut self, node: Id, work_mflop: u64) {
         let needed = u64::from(self.cfg.spot_check.finality_checks());
-        let Some(n) = self.nodes.get(&node) else { return };
+        let Some(n) = self.registry.get(&node) else { return };
         let passed = n.checks_passed.saturating_add(work_mflop.max(1));
         let weight = |tid: TaskId| self.tasks.get(&tid).map_or(1, |t| t.work_mflop.max(1));
         let keep: Vec<(TaskId, u64)> = n
@@ -50,7 +50,7 @@ impl Core {
             .copied()
             .filter(|&(tid, at)| at.saturating_add(needed.saturating_mul(weight(tid))) > passed)
             .collect();
-        let Some(n) = self.nodes.get_mut(&node) else { return };
+        let Some(n) = self.registry.get_mut(&node) else { return };
         n.checks_passed = passed;
         let changed = keep.len() != n.provisional.len();
         let turned_final: Vec<TaskId> =
@@ -68,7 +68,7 @@ impl Core {
     /// `node` is proven to cheat: every result it delivered that is still provisional is revoked and run again, its
     /// re-run funded from the node's pay for it and then from `slashed_nano`, this conviction's slash.
     pub(crate) fn revoke_provisional(&mut self, node: Id, slashed_nano: u64) {
-        let Some(n) = self.nodes.get_mut(&node) else { return };
+        let Some(n) = self.registry.get_mut(&node) else { return };
         let revoked = std::mem::take(&mut n.provisional);
         let (operator, ask) = (n.operator, n.price_nano_per_gflop);
         if !revoked.is_empty() {

@@ -9,6 +9,7 @@ mod economy;
 mod finality;
 mod jobs;
 mod persist;
+mod registry;
 mod retention;
 mod secrets;
 mod usage;
@@ -23,6 +24,7 @@ use neurolov_scheduler::{NodeInfo, Requirements, Scheduler, Weights, WorkHistory
 use neurolov_verify::freivalds;
 use neurolov_verify::replicas::{self, Tolerance};
 use neurolov_verify::spotcheck::SpotCheckPolicy;
+use registry::{Node, Registry};
 
 pub use canary::MAX_KNOWN_ANSWERS;
 pub use economy::{
@@ -332,44 +334,6 @@ pub struct NodeView {
     pub results_provisional: usize,
 }
 
-struct Conn {
-    opened_ms: u64,
-    nonce: String,
-    node: Option<Id>,
-    last_seq: Option<u64>,
-    strikes: u32,
-}
-
-struct Node {
-    key: u64,
-    operator: Id,
-    kind: NodeKind,
-    claimed: ClaimedHardware,
-    price_nano_per_gflop: u64,
-    slots: u32,
-    conn: Option<ConnId>,
-    state: NodeState,
-    last_seen_ms: u64,
-    first_seen_ms: u64,
-    up_ms: u64,
-    history: WorkHistory,
-    gflops_verified: f64,
-    attested: bool,
-    challenge: Option<TaskId>,
-    next_challenge_ms: u64,
-    /// (task, attempt) this node holds.
-    running: BTreeSet<(TaskId, u32)>,
-    /// Declared work (MFLOP) of the checks passed (agreeing replicas, canaries, Freivalds-checked matmuls): what makes
-    /// provisional results final (see `finality.rs`).
-    checks_passed: u64,
-    /// Results accepted from this node without a replica, with `checks_passed` at the time (see `finality.rs`).
-    provisional: Vec<(TaskId, u64)>,
-    /// n of this node's next n×n·n×n challenge: grown until compute dominates the round trip.
-    challenge_size: u32,
-    /// n of the challenge that set `gflops_verified`: a bigger one may raise it.
-    measured_size: u32,
-}
-
 #[derive(Clone, Debug, PartialEq)]
 enum Purpose {
     Job(JobId),
@@ -454,10 +418,8 @@ pub struct Core {
     /// Every random draw, secrets included (see `secrets.rs`).
     rng: secrets::SecretRng,
     now_ms: u64,
-    conns: HashMap<ConnId, Conn>,
-    nodes: BTreeMap<Id, Node>,
-    keys: HashMap<u64, Id>,
-    next_key: u64,
+    /// Sockets, nodes and their scheduler keys (see `registry.rs`).
+    registry: Registry,
     sched: Scheduler,
     jobs: BTreeMap<JobId, jobs::Job>,
     tasks: BTreeMap<TaskId, TaskRec>,
@@ -515,10 +477,7 @@ impl Core {
             cfg,
             rng,
             now_ms,
-            conns: HashMap::new(),
-            nodes: BTreeMap::new(),
-            keys: HashMap::new(),
-            next_key: 1,
+            registry: Registry::default(),
             jobs: BTreeMap::new(),
             tasks: BTreeMap::new(),
             queue: VecDeque::new(),
@@ -558,10 +517,7 @@ impl Core {
         let mut nonce = [0u8; 16];
         self.rng.fill(&mut nonce);
         let nonce = bs58::encode(nonce).into_string();
-        self.conns.insert(
-            conn,
-            Conn { opened_ms: self.now_ms, nonce: nonce.clone(), node: None, last_seq: None, strikes: 0 },
-        );
+        self.registry.open(conn, nonce.clone(), self.now_ms);
         self.send(conn, ToNode::Challenge { version: PROTOCOL_VERSION, nonce });
         self.take_effects()
     }
@@ -569,10 +525,7 @@ impl Core {
     /// A connection closed (by the node, the network or the shell).
     pub fn disconnected(&mut self, now_ms: u64, conn: ConnId) -> Vec<Effect> {
         self.advance(now_ms);
-        if let Some(c) = self.conns.remove(&conn)
-            && let Some(id) = c.node
-            && self.nodes.get(&id).is_some_and(|n| n.conn == Some(conn))
-        {
+        if let Some(id) = self.registry.close(conn) {
             self.go_offline(id, "connection closed");
         }
         self.dispatch();
@@ -777,7 +730,7 @@ impl Core {
     }
 
     pub fn nodes(&self) -> Vec<NodeView> {
-        self.nodes
+        self.registry
             .iter()
             .map(|(&id, n)| NodeView {
                 id,
@@ -798,7 +751,8 @@ impl Core {
 
     /// The network's key statistics, measured live.
     pub fn stats(&self) -> NetworkStats {
-        let active: Vec<&Node> = self.nodes.values().filter(|n| n.state == NodeState::Active && n.attested).collect();
+        let active: Vec<&Node> =
+            self.registry.values().filter(|n| n.state == NodeState::Active && n.attested).collect();
         let cpu = |n: &&&Node| n.claimed.backend == "cpu" || n.claimed.adapter == "cpu";
         let active_cpu_nodes = active.iter().filter(cpu).count() as u64;
         let active_software_nodes = active.iter().filter(|n| !cpu(n) && n.claimed.software).count() as u64;
@@ -811,7 +765,7 @@ impl Core {
             .map_or(self.started_ms, |a| a.created_ms);
         let count = |f: fn(&JobState) -> bool| self.jobs.values().filter(|j| f(&j.state)).count() as u64;
         NetworkStats {
-            nodes_total: self.nodes.len() as u64,
+            nodes_total: self.registry.len() as u64,
             active_nodes: active.len() as u64,
             verified_tflops: active.iter().map(|n| n.gflops_verified).sum::<f64>() / 1000.0,
             active_gpu_nodes: active.len() as u64 - active_cpu_nodes - active_software_nodes,
@@ -822,8 +776,8 @@ impl Core {
             utilization_now: if slots == 0 { 0.0 } else { busy as f64 / slots as f64 },
             network_uptime_s: self.now_ms.saturating_sub(genesis_ms) / 1000,
             coordinator_uptime_s: self.now_ms.saturating_sub(self.started_ms) / 1000,
-            operational_hours: self.nodes.values().map(|n| n.up_ms as f64).sum::<f64>() / 3_600_000.0,
-            tasks_verified: self.nodes.values().map(|n| n.history.verified).sum(),
+            operational_hours: self.registry.values().map(|n| n.up_ms as f64).sum::<f64>() / 3_600_000.0,
+            tasks_verified: self.registry.values().map(|n| n.history.verified).sum(),
             jobs_done: count(|s| matches!(s, JobState::Done)) + self.archived.done,
             jobs_failed: count(|s| matches!(s, JobState::Failed { .. })) + self.archived.failed,
             jobs_running: count(|s| !s.is_final()),
@@ -910,7 +864,7 @@ impl Core {
         for (&tid, t) in &self.tasks {
             // Held = handed out and not yet delivered.
             for a in t.assignments.iter().filter(|a| !a.dropped && a.result.is_none() && !a.verifying && !t.done) {
-                let Some(n) = self.nodes.get(&a.node) else { return Err(format!("task {tid} on unknown node")) };
+                let Some(n) = self.registry.get(&a.node) else { return Err(format!("task {tid} on unknown node")) };
                 if n.state == NodeState::Offline {
                     return Err(format!("task {tid} held by offline node {}", a.node));
                 }
@@ -941,7 +895,7 @@ impl Core {
     fn strike(&mut self, conn: ConnId, code: ErrorCode, message: String) {
         tracing::debug!(conn, ?code, %message, "frame refused");
         self.send(conn, ToNode::Error { code, message });
-        if let Some(c) = self.conns.get_mut(&conn) {
+        if let Some(c) = self.registry.conn_mut(conn) {
             c.strikes += 1;
             if c.strikes >= self.cfg.max_strikes {
                 self.effects.push(Effect::Close { conn, reason: "too many refused frames".into() });
@@ -956,7 +910,7 @@ impl Core {
         msg: FromNode,
         blobs: &dyn Blobs,
     ) -> Result<(), (ErrorCode, String)> {
-        let Some(c) = self.conns.get(&conn) else {
+        let Some(c) = self.registry.conn(conn) else {
             return Err((ErrorCode::NotRegistered, "unknown connection".into()));
         };
         let (session, seq) = msg.session_seq();
@@ -967,7 +921,7 @@ impl Core {
             return Err((ErrorCode::Replayed, format!("sequence number {seq} already used")));
         }
         if let Some(node) = c.node
-            && self.nodes.get(&node).and_then(|n| n.conn) != Some(conn)
+            && self.registry.get(&node).and_then(|n| n.conn) != Some(conn)
         {
             return Err((ErrorCode::WrongSession, "this session was superseded by a newer one".into()));
         }
@@ -984,7 +938,7 @@ impl Core {
         // A refused frame changes nothing, its sequence number included.
         let handled = self.handle_message(conn, node, env, msg, blobs);
         if handled.is_ok()
-            && let Some(c) = self.conns.get_mut(&conn)
+            && let Some(c) = self.registry.conn_mut(conn)
         {
             c.last_seq = Some(seq);
         }
@@ -1113,47 +1067,16 @@ impl Core {
         price_nano_per_gflop: u64,
         slots: u32,
     ) -> Result<(), (ErrorCode, String)> {
-        if !self.nodes.contains_key(&id) && self.nodes.len() >= self.cfg.max_nodes && !self.make_room() {
+        if !self.registry.contains(&id) && self.registry.len() >= self.cfg.max_nodes && !self.make_room() {
             return Err((ErrorCode::RateLimited, format!("the network is full ({} nodes)", self.cfg.max_nodes)));
         }
         let now = self.now_ms;
         // A node that registers again on a new connection leaves its old session behind.
-        if let Some(old) = self.nodes.get(&id).and_then(|n| n.conn).filter(|&c| c != conn) {
+        if let Some(old) = self.registry.get(&id).and_then(|n| n.conn).filter(|&c| c != conn) {
             self.go_offline(id, "registered on a new connection");
             self.effects.push(Effect::Close { conn: old, reason: "superseded by a new session".into() });
         }
-        let key = match self.nodes.get(&id) {
-            Some(n) => n.key,
-            None => {
-                let key = self.next_key;
-                self.next_key += 1;
-                self.keys.insert(key, id);
-                key
-            }
-        };
-        let n = self.nodes.entry(id).or_insert_with(|| Node {
-            key,
-            operator,
-            kind,
-            claimed: ClaimedHardware::default(),
-            price_nano_per_gflop,
-            slots,
-            conn: None,
-            state: NodeState::Offline,
-            last_seen_ms: now,
-            first_seen_ms: now,
-            up_ms: 0,
-            history: WorkHistory::default(),
-            gflops_verified: 0.0,
-            attested: false,
-            challenge: None,
-            next_challenge_ms: 0,
-            running: BTreeSet::new(),
-            checks_passed: 0,
-            provisional: Vec::new(),
-            challenge_size: 0,
-            measured_size: 0,
-        });
+        let n = self.registry.entry(id, |key| Node::new(key, operator, kind, now));
         if n.operator != operator {
             return Err((ErrorCode::Malformed, "a node's operator cannot change".into()));
         }
@@ -1165,7 +1088,7 @@ impl Core {
         n.last_seen_ms = now;
         n.state = if n.attested { NodeState::Active } else { NodeState::Attesting };
         let attested = n.attested;
-        if let Some(c) = self.conns.get_mut(&conn) {
+        if let Some(c) = self.registry.conn_mut(conn) {
             c.node = Some(id);
         }
         self.open_account(wallet(&operator), neurolov_ledger::Kind::Provider, &operator.to_string());
@@ -1181,7 +1104,7 @@ impl Core {
 
     fn heard_from(&mut self, id: Id) {
         let now = self.now_ms;
-        let Some(n) = self.nodes.get_mut(&id) else { return };
+        let Some(n) = self.registry.get_mut(&id) else { return };
         n.up_ms += now.saturating_sub(n.last_seen_ms).min(self.cfg.heartbeat_interval_ms);
         n.last_seen_ms = now;
         if n.state == NodeState::Stale {
@@ -1202,7 +1125,7 @@ impl Core {
     fn vacate(&mut self, tid: TaskId, attempt: u32, node: Id) {
         // Only job tasks took a scheduler slot; challenges are sent outside the scheduler.
         let holds_slot = self.tasks.get(&tid).is_some_and(|t| matches!(t.purpose, Purpose::Job(_)));
-        let Some(n) = self.nodes.get_mut(&node) else { return };
+        let Some(n) = self.registry.get_mut(&node) else { return };
         if n.running.remove(&(tid, attempt)) && holds_slot {
             let key = n.key;
             let _ = self.sched.release(key);
@@ -1217,7 +1140,7 @@ impl Core {
     /// Tells the scheduler what is now true of a node.
     fn sync_scheduler(&mut self, id: Id) {
         self.persist_node(id);
-        let Some(n) = self.nodes.get(&id) else { return };
+        let Some(n) = self.registry.get(&id) else { return };
         let info = NodeInfo {
             operator: operator_key(&n.operator),
             eligible: n.attested && n.state == NodeState::Active,
@@ -1277,10 +1200,10 @@ impl Core {
 
     /// Sends a node its (re-)attestation: a matmul from a secret seed, timed and checked with Freivalds.
     fn challenge(&mut self, id: Id) {
-        if self.nodes.get(&id).is_none_or(|n| n.challenge.is_some() || n.conn.is_none()) {
+        if self.registry.get(&id).is_none_or(|n| n.challenge.is_some() || n.conn.is_none()) {
             return;
         }
-        let size = self.nodes.get(&id).map_or(0, |n| n.challenge_size).max(self.cfg.attestation_size);
+        let size = self.registry.get(&id).map_or(0, |n| n.challenge_size).max(self.cfg.attestation_size);
         let (seed_a, seed_b) = (self.rng.u64(..), self.rng.u64(..));
         let verify_seed = self.rng.u64(..);
         let (work, operands) = jobs::seeded_matmul(size, size, size, seed_a, seed_b, verify_seed);
@@ -1288,7 +1211,7 @@ impl Core {
         let tid = self.new_task(Purpose::Attestation(id), work, Some(operands), mflop, 1);
         // Challenge ids are recorded too, so a restarted coordinator never hands out the same task id twice.
         self.persist_ids();
-        if let Some(n) = self.nodes.get_mut(&id) {
+        if let Some(n) = self.registry.get_mut(&id) {
             n.challenge = Some(tid);
         }
         self.assign(tid, id);
@@ -1308,7 +1231,7 @@ impl Core {
         let next = size.saturating_mul(2).min(self.cfg.max_attestation_size);
         let fits = |memory: u64| memory == 0 || jobs::matmul_bytes(next, next, next) <= memory;
         let target = self.cfg.attestation_target_ms as f64;
-        let Some(rec) = self.nodes.get_mut(&n) else { return };
+        let Some(rec) = self.registry.get_mut(&n) else { return };
         rec.challenge = None;
         let first = !rec.attested;
         let growing = size > rec.measured_size;
@@ -1342,15 +1265,24 @@ impl Core {
         let u = self.rng.f64().max(1e-12);
         let wait = (-(u.ln()) * self.cfg.rechallenge_mean_ms as f64) as u64;
         let now = self.now_ms;
-        if let Some(n) = self.nodes.get_mut(&id) {
+        if let Some(n) = self.registry.get_mut(&id) {
             n.next_challenge_ms = now.saturating_add(wait.max(1));
         }
     }
 
     fn assign(&mut self, tid: TaskId, node: Id) {
         let now = self.now_ms;
-        let Some(n) = self.nodes.get(&node) else { return };
-        let Some(conn) = n.conn else { return };
+        // Only connected nodes are eligible and only connected nodes are challenged: a job task sent here holds a
+        // scheduler slot that an early return would leak.
+        let Some(n) = self.registry.get(&node) else {
+            debug_assert!(false, "task {tid} assigned to unknown node {node}");
+            return;
+        };
+        let Some(conn) = n.conn else {
+            debug_assert!(false, "task {tid} assigned to node {node}, which has no connection");
+            return;
+        };
+        debug_assert!(self.tasks.contains_key(&tid), "task {tid} assigned but not in the book");
         let gflops = n.gflops_verified.max(0.1);
         let price = n.price_nano_per_gflop;
         let Some(t) = self.tasks.get_mut(&tid) else { return };
@@ -1378,10 +1310,10 @@ impl Core {
         let msg = ToNode::Task(Task { task_id: tid, attempt, deadline_ms, work: t.work.clone() });
         let (purpose, work_mflop) = (t.purpose.clone(), t.work_mflop);
         let p = self.task_price(&purpose, work_mflop, price);
-        if let Some(n) = self.nodes.get_mut(&node) {
+        if let Some(n) = self.registry.get_mut(&node) {
             n.running.insert((tid, attempt));
         }
-        let operator = self.nodes.get(&node).map(|n| n.operator);
+        let operator = self.registry.get(&node).map(|n| n.operator);
         if let Some(operator) = operator {
             self.hold(tid, attempt, operator, p, deadline_ms);
         }
@@ -1405,7 +1337,7 @@ impl Core {
     /// node can store no more than the work it was given. The commitment, checked when the result is delivered,
     /// says which bytes count.
     pub fn claim_upload(&mut self, node: &Id, len: u64, hash: &str) -> bool {
-        let Some(n) = self.nodes.get(node) else { return false };
+        let Some(n) = self.registry.get(node) else { return false };
         for &(tid, attempt) in &n.running {
             let Some(t) = self.tasks.get_mut(&tid) else { continue };
             if t.done || result_bytes(&t.work) != len {
@@ -1499,7 +1431,7 @@ impl Core {
                 .assignments
                 .iter()
                 .filter(|a| !a.dropped || a.result.is_some())
-                .filter_map(|a| self.nodes.get(&a.node).map(|n| operator_key(&n.operator)))
+                .filter_map(|a| self.registry.get(&a.node).map(|n| operator_key(&n.operator)))
                 .collect();
             if let Purpose::Canary { producers, .. } = &t.purpose {
                 exclude.extend(producers.iter().map(operator_key));
@@ -1527,9 +1459,9 @@ impl Core {
                     if let Some(t) = self.tasks.get_mut(&tid) {
                         t.waiting_since_ms = None;
                     }
-                    let first = allocation.placements.first().and_then(|p| self.keys.get(&p.node).copied());
+                    let first = allocation.placements.first().and_then(|p| self.registry.id_of(p.node));
                     for p in allocation.placements {
-                        if let Some(&id) = self.keys.get(&p.node) {
+                        if let Some(id) = self.registry.id_of(p.node) {
                             self.assign(tid, id);
                         }
                     }
@@ -1558,7 +1490,7 @@ impl Core {
     /// Returns whether a replica is now wanted.
     fn spot_check(&mut self, tid: TaskId, node: Id) -> bool {
         let (verified, share) =
-            self.nodes.get(&node).map_or((0, 0.0), |n| (n.history.verified, self.stake_share(&n.operator)));
+            self.registry.get(&node).map_or((0, 0.0), |n| (n.history.verified, self.stake_share(&n.operator)));
         let rate = self.cfg.spot_check.rate(verified, share);
         let draw = self.rng.f64();
         let Some(t) = self.tasks.get_mut(&tid) else { return false };
@@ -1615,7 +1547,7 @@ impl Core {
     fn supervise(&mut self) {
         self.expire_checks();
         let now = self.now_ms;
-        let active = self.nodes.values().filter(|n| n.state == NodeState::Active && n.attested);
+        let active = self.registry.values().filter(|n| n.state == NodeState::Active && n.attested);
         let seen = active.fold(usage::Sample::default(), |s, n| usage::Sample {
             active_nodes: s.active_nodes + 1,
             slots: s.slots + u64::from(n.slots),
@@ -1624,21 +1556,14 @@ impl Core {
         self.usage.sample(now, seen);
         let interval = self.cfg.heartbeat_interval_ms.max(1);
         // A connection that has not registered within the offline window is dead weight.
-        let silent: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                c.node.is_none() && now.saturating_sub(c.opened_ms) >= interval * self.cfg.offline_after_missed
-            })
-            .map(|(&id, _)| id)
-            .collect();
+        let silent = self.registry.unregistered_for(now, interval * self.cfg.offline_after_missed);
         for conn in silent {
-            self.conns.remove(&conn);
+            self.registry.close(conn);
             self.effects.push(Effect::Close { conn, reason: "did not register".into() });
         }
-        let ids: Vec<Id> = self.nodes.keys().copied().collect();
+        let ids = self.registry.ids();
         for id in ids {
-            let Some(n) = self.nodes.get(&id) else { continue };
+            let Some(n) = self.registry.get(&id) else { continue };
             if n.conn.is_none() {
                 continue;
             }
@@ -1653,13 +1578,13 @@ impl Core {
             }
             if missed >= self.cfg.stale_after_missed && matches!(n.state, NodeState::Active | NodeState::Attesting) {
                 tracing::warn!(node = %id, missed, "heartbeat missed");
-                if let Some(n) = self.nodes.get_mut(&id) {
+                if let Some(n) = self.registry.get_mut(&id) {
                     n.state = NodeState::Stale;
                 }
                 self.sync_scheduler(id);
             }
             // Unannounced re-challenges of attested nodes, and new tries for nodes not yet attested.
-            if let Some(n) = self.nodes.get(&id)
+            if let Some(n) = self.registry.get(&id)
                 && n.challenge.is_none()
                 && n.next_challenge_ms <= now
                 && ((n.attested && n.state == NodeState::Active) || n.state == NodeState::Attesting)
@@ -1669,7 +1594,7 @@ impl Core {
         }
         // Deadlines: only attempts nodes are holding can be late.
         let held: Vec<(TaskId, u32, Id)> =
-            self.nodes.iter().flat_map(|(&id, n)| n.running.iter().map(move |&(t, a)| (t, a, id))).collect();
+            self.registry.iter().flat_map(|(&id, n)| n.running.iter().map(move |&(t, a)| (t, a, id))).collect();
         for (tid, attempt, node) in held {
             let late = self.tasks.get(&tid).is_some_and(|t| {
                 !t.done
@@ -1694,15 +1619,14 @@ impl Core {
     /// to be kept forever.
     fn make_room(&mut self) -> bool {
         let victim = self
-            .nodes
+            .registry
             .iter()
             .filter(|(_, n)| n.state == NodeState::Offline && n.running.is_empty() && n.provisional.is_empty())
             .filter(|(_, n)| self.stake_share(&n.operator) == 0.0)
             .min_by_key(|(_, n)| (n.history.verified, n.last_seen_ms))
             .map(|(&id, _)| id);
         let Some(id) = victim else { return false };
-        if let Some(n) = self.nodes.remove(&id) {
-            self.keys.remove(&n.key);
+        if let Some(n) = self.registry.forget(&id) {
             let _ = self.sched.remove(n.key);
         }
         tracing::info!(node = %id, "registry full: forgot the least proven idle offline node");
@@ -1711,7 +1635,7 @@ impl Core {
     }
 
     fn go_offline(&mut self, id: Id, why: &str) {
-        let Some(n) = self.nodes.get_mut(&id) else { return };
+        let Some(n) = self.registry.get_mut(&id) else { return };
         tracing::info!(node = %id, why, "node offline");
         n.state = NodeState::Offline;
         n.conn = None;
@@ -1732,10 +1656,10 @@ impl Core {
         let purpose = t.purpose.clone();
         let done = t.done;
         let attempts = t.next_attempt;
-        let conn = self.nodes.get(&node).and_then(|n| n.conn);
+        let conn = self.registry.get(&node).and_then(|n| n.conn);
         self.vacate(tid, attempt, node);
         self.release_hold(tid, attempt);
-        if let Some(n) = self.nodes.get_mut(&node) {
+        if let Some(n) = self.registry.get_mut(&node) {
             match outcome {
                 AttemptEnd::Failed | AttemptEnd::Wrong => n.history.failed += 1,
                 AttemptEnd::TimedOut => n.history.timed_out += 1,
@@ -1755,7 +1679,7 @@ impl Core {
             Purpose::Attestation(n) => {
                 // A failed challenge is not retried at once: the node waits for the next round, at the size it last
                 // passed (a bigger one may have been more than it can hold).
-                if let Some(node) = self.nodes.get_mut(&n) {
+                if let Some(node) = self.registry.get_mut(&n) {
                     node.challenge = None;
                     node.challenge_size = node.measured_size;
                 }
@@ -1763,7 +1687,7 @@ impl Core {
                     t.done = true;
                 }
                 self.schedule_rechallenge(n);
-                if let Some(node) = self.nodes.get_mut(&n)
+                if let Some(node) = self.registry.get_mut(&n)
                     && !node.attested
                 {
                     // Unattested nodes are retried after a short pause rather than the long re-challenge mean.
@@ -1878,7 +1802,7 @@ impl Core {
                 // Operators that agree independently make a known answer: a future canary.
                 if let (true, Some(&i)) = (winners.len() >= 2, winners.first()) {
                     let producers: Vec<Id> =
-                        winners.iter().filter_map(|&w| self.nodes.get(&results[w].1).map(|n| n.operator)).collect();
+                        winners.iter().filter_map(|&w| self.registry.get(&results[w].1).map(|n| n.operator)).collect();
                     self.remember_known_answer(tid, Arc::clone(&results[i].2), tol, producers);
                 }
             }
@@ -1953,9 +1877,9 @@ impl Core {
         {
             a.dropped = true;
         }
-        let conn = self.nodes.get(&node).and_then(|n| n.conn);
+        let conn = self.registry.get(&node).and_then(|n| n.conn);
         self.vacate(tid, attempt, node);
-        if let Some(n) = self.nodes.get_mut(&node) {
+        if let Some(n) = self.registry.get_mut(&node) {
             n.history.verified += 1;
         }
         if let Some(conn) = conn {
@@ -2003,7 +1927,7 @@ impl Core {
     /// the job's limit, whatever the node asks by the time it is paid), from the job's escrow.
     fn pay(&mut self, tid: TaskId, attempt: u32, node: Id, purpose: &Purpose, work_mflop: u64) {
         let Purpose::Job(job) = *purpose else { return };
-        let Some(n) = self.nodes.get(&node) else { return };
+        let Some(n) = self.registry.get(&node) else { return };
         let operator = n.operator;
         let asked = self
             .tasks
@@ -2030,7 +1954,7 @@ impl Core {
     /// failure of the node (its reliability falls), run again elsewhere; no evidence and no slash.
     fn doubt(&mut self, tid: TaskId, attempt: u32, node: Id, reason: String) {
         tracing::warn!(%node, task = tid, attempt, %reason, "result doubtful");
-        if let Some(conn) = self.nodes.get(&node).and_then(|n| n.conn) {
+        if let Some(conn) = self.registry.get(&node).and_then(|n| n.conn) {
             self.send(conn, ToNode::Verdict { task_id: tid, attempt, accepted: false, reason });
         }
         self.drop_assignment(tid, attempt, node, AttemptEnd::Failed);
@@ -2052,19 +1976,19 @@ impl Core {
             self.effects.push(Effect::Persist(Record::Evidence(Box::new(evidence.clone()))));
             self.remember_evidence(evidence.clone());
             let mut slashed_nano = 0;
-            if let Some(operator) = self.nodes.get(&node).map(|n| n.operator) {
+            if let Some(operator) = self.registry.get(&node).map(|n| n.operator) {
                 slashed_nano = self.slash(operator, tid, attempt);
                 self.effects.push(Effect::Slash { node, operator, evidence, slashed_nano });
             }
             self.revoke_provisional(node, slashed_nano);
         }
-        if let Some(conn) = self.nodes.get(&node).and_then(|n| n.conn) {
+        if let Some(conn) = self.registry.get(&node).and_then(|n| n.conn) {
             self.send(conn, ToNode::Verdict { task_id: tid, attempt, accepted: false, reason });
         }
         // Proven fraud costs the node its attestation and its history: no paid work until it passes a new challenge,
         // which it is not given before the cooldown, and then it is spot-checked like a newcomer (a caught node used
         // to keep its floor spot-check rate and be re-attested seconds later).
-        if let Some(n) = self.nodes.get_mut(&node) {
+        if let Some(n) = self.registry.get_mut(&node) {
             n.attested = false;
             if n.state == NodeState::Active {
                 n.state = NodeState::Attesting;
@@ -2108,7 +2032,7 @@ impl Core {
             }
             for (attempt, node) in live {
                 self.drop_assignment(tid, attempt, node, AttemptEnd::Released);
-                if let Some(conn) = self.nodes.get(&node).and_then(|n| n.conn) {
+                if let Some(conn) = self.registry.get(&node).and_then(|n| n.conn) {
                     self.send(conn, ToNode::Cancel { task_id: tid, attempt });
                 }
             }

@@ -101,7 +101,7 @@ pub struct Restored {
 
 impl Core {
     pub(crate) fn persist_node(&mut self, id: Id) {
-        let Some(n) = self.nodes.get(&id) else { return };
+        let Some(n) = self.registry.get(&id) else { return };
         self.effects.push(Effect::Persist(Record::Node(NodeRecord {
             id,
             operator: n.operator,
@@ -193,35 +193,29 @@ impl Core {
         let provisional: std::collections::HashSet<TaskId> =
             restored.nodes.iter().flat_map(|n| n.provisional.iter().map(|&(t, _)| t)).collect();
         for r in restored.nodes {
-            let key = core.next_key;
-            core.next_key += 1;
-            core.keys.insert(key, r.id);
-            core.nodes.insert(
-                r.id,
-                crate::Node {
-                    key,
-                    operator: r.operator,
-                    kind: r.kind,
-                    claimed: r.claimed,
-                    price_nano_per_gflop: r.price_nano_per_gflop,
-                    slots: r.slots,
-                    conn: None,
-                    state: crate::NodeState::Offline,
-                    last_seen_ms: now_ms,
-                    first_seen_ms: r.first_seen_ms,
-                    up_ms: r.up_ms,
-                    history: r.history,
-                    gflops_verified: r.gflops_verified,
-                    attested: r.attested,
-                    challenge: None,
-                    next_challenge_ms: 0,
-                    running: Default::default(),
-                    checks_passed: r.checks_passed,
-                    provisional: r.provisional,
-                    challenge_size: 0,
-                    measured_size: 0,
-                },
-            );
+            core.registry.entry(r.id, |key| crate::registry::Node {
+                key,
+                operator: r.operator,
+                kind: r.kind,
+                claimed: r.claimed,
+                price_nano_per_gflop: r.price_nano_per_gflop,
+                slots: r.slots,
+                conn: None,
+                state: crate::NodeState::Offline,
+                last_seen_ms: now_ms,
+                first_seen_ms: r.first_seen_ms,
+                up_ms: r.up_ms,
+                history: r.history,
+                gflops_verified: r.gflops_verified,
+                attested: r.attested,
+                challenge: None,
+                next_challenge_ms: 0,
+                running: Default::default(),
+                checks_passed: r.checks_passed,
+                provisional: r.provisional,
+                challenge_size: 0,
+                measured_size: 0,
+            });
             core.sync_scheduler(r.id);
         }
         let max_task = restored.jobs.iter().flat_map(|(j, _)| j.tasks.iter().copied()).max().unwrap_or(0);
@@ -330,7 +324,7 @@ impl Core {
     fn forget_unrestorable_provisional(&mut self) {
         let tasks = &mut self.tasks;
         let mut changed = Vec::new();
-        for (id, n) in &mut self.nodes {
+        for (id, n) in self.registry.iter_mut() {
             let before = n.provisional.len();
             n.provisional.retain(|(t, _)| match tasks.get_mut(t) {
                 Some(task) => {

@@ -76,7 +76,7 @@ impl Core {
         let held = t
             .assignments
             .iter()
-            .any(|a| a.verifying || self.nodes.get(&a.node).is_some_and(|n| n.running.contains(&(tid, a.attempt))));
+            .any(|a| a.verifying || self.registry.get(&a.node).is_some_and(|n| n.running.contains(&(tid, a.attempt))));
         debug_assert!(!t.provisional || matches!(t.work, Work::Wgsl { .. }), "a matmul result is never provisional");
         !held && !t.provisional && t.hold.is_none() && (t.done || t.assignments.is_empty())
     }

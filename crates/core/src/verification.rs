@@ -115,7 +115,7 @@ impl Core {
 
     fn settle_check(&mut self, v: Verified) {
         self.checking.retain(|&(_, t, a, n)| (t, a, n) != (v.task, v.attempt, v.node));
-        let conn = self.nodes.get(&v.node).and_then(|n| n.conn);
+        let conn = self.registry.get(&v.node).and_then(|n| n.conn);
         let open = self.tasks.get_mut(&v.task).filter(|t| !t.done).and_then(|t| {
             t.assignments.iter_mut().find(|a| a.attempt == v.attempt && a.node == v.node && !a.dropped && a.verifying)
         });

@@ -370,12 +370,7 @@ impl GpuExecutor {
         let buffers: Vec<BufferSpec> = job
             .buffers
             .iter()
-            .map(|b| BufferSpec {
-                binding: b.binding,
-                access: b.access,
-                size_bytes: b.size_bytes,
-                init: &b.init,
-            })
+            .map(|b| BufferSpec { binding: b.binding, access: b.access, size_bytes: b.size_bytes, init: &b.init })
             .collect();
         self.dispatch(&pipeline, &buffers, job.dispatch, timeout)
     }
