@@ -11,10 +11,14 @@
 //! taken back from the convicted node (its pay for the revoked task) and then topped up by the treasury from that
 //! same conviction's slash, never from anything else. So the treasury pays out nothing a client and its own nodes
 //! could farm: whatever a client pays its own Sybil nodes came from its own escrow, less the fee.
+//!
+//! **Who orders.** [`Economy`] owns the ledger and is the only place transfers are made; its methods take accounts,
+//! ids and amounts. The `impl Core` below is the orchestration: it looks up which job pays for a task, what the task
+//! holds, what the config says, and asks the economy.
 
 use neurolov_ledger::{
-    AccountId, Bucket, Kind, Ledger, Outcome, TOTAL_SUPPLY_NANO, Transfer, TransferError, TransferId, account_flags,
-    codes,
+    AccountId, Bucket, Kind, Ledger, LedgerError, Outcome, TOTAL_SUPPLY_NANO, Transfer, TransferError, TransferId,
+    account_flags, codes,
 };
 use neurolov_protocol::Id;
 
@@ -169,16 +173,53 @@ fn nano(v: i128) -> u64 {
     u64::try_from(v.max(0)).unwrap_or(u64::MAX)
 }
 
-// The wallet operations below answer a refusal without taking the core's effects: whatever the attempt changed (an
-// account it opened) stays queued and is committed with the next event, so nothing the core did is ever dropped.
-impl Core {
+/// The economy: the ledger and the running totals of what flowed through it. Every order to the ledger is made
+/// here, by methods that say what they settle (an escrow, a hold, a pay, a refund, a slash) and take what they need
+/// as arguments — the economy knows accounts and amounts, never tasks or jobs as the core keeps them.
+pub(crate) struct Economy {
+    /// The NLOV ledger: accounts, transfers applied once, pending reservations.
+    ledger: Ledger,
+    /// Pay, fees and slashes so far, so the statistics need no walk of the transfer log.
+    flows: Flows,
+}
+
+impl Economy {
+    pub fn new(ledger: Ledger, flows: Flows) -> Economy {
+        Economy { ledger, flows }
+    }
+
+    /// The economy a stored ledger describes: its log replayed and checked against the stored balances, its flows
+    /// summed again.
+    pub fn restore(accounts: &[neurolov_ledger::Account], transfers: Vec<Transfer>) -> Result<Economy, LedgerError> {
+        let mut flows = Flows::default();
+        for t in &transfers {
+            flows.count(t);
+        }
+        Ok(Economy { ledger: rebuild_ledger(accounts, transfers)?, flows })
+    }
+
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }
 
+    /// Mints the total supply into the genesis buckets of a new network; the changes to store.
+    pub fn genesis(&mut self, now_ms: u64) -> Result<neurolov_ledger::Changes, neurolov_ledger::LedgerError> {
+        self.ledger.genesis(now_ms)?;
+        self.ledger.take_changes()
+    }
+
+    pub fn account(&self, id: AccountId) -> Option<&neurolov_ledger::Account> {
+        self.ledger.account(id)
+    }
+
+    /// What `id` can spend now (0 for an account that does not exist).
+    pub fn available_nano(&self, id: AccountId) -> u64 {
+        self.ledger.account(id).map_or(0, |a| nano(a.available()))
+    }
+
     /// Applies `batch` (one linked chain or single transfers); logs and returns the first refusal.
-    pub(crate) fn order(&mut self, batch: &[Transfer]) -> Result<(), TransferError> {
-        let results = self.ledger.submit(batch, self.now_ms);
+    pub fn order(&mut self, batch: &[Transfer], now_ms: u64) -> Result<(), TransferError> {
+        let results = self.ledger.submit(batch, now_ms);
         for (t, r) in batch.iter().zip(&results) {
             match r {
                 Ok(Outcome::Applied) => self.flows.count(t),
@@ -192,20 +233,264 @@ impl Core {
         Ok(())
     }
 
-    pub(crate) fn open_account(&mut self, id: AccountId, kind: Kind, owner: &str) {
+    /// Applies one transfer and says whether it was new (a client's wallet transfer, answered either way).
+    pub fn order_once(&mut self, t: Transfer, now_ms: u64) -> Result<Outcome, TransferError> {
+        let result = self.ledger.submit(std::slice::from_ref(&t), now_ms);
+        let outcome = result.into_iter().next().unwrap_or(Err(TransferError::BatchTooLarge));
+        if outcome == Ok(Outcome::Applied) {
+            self.flows.count(&t);
+        }
+        outcome
+    }
+
+    pub fn open_account(&mut self, id: AccountId, kind: Kind, owner: &str, now_ms: u64) {
         // A wallet opened as a client's may later be an operator's too: the kind it was opened with stays.
         if self.ledger.account(id).is_some() {
             return;
         }
         let flags = account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS;
-        if let Err(e) = self.ledger.create_account(id, kind, flags, owner, self.now_ms) {
+        if let Err(e) = self.ledger.create_account(id, kind, flags, owner, now_ms) {
             tracing::error!(account = %id, error = %e, "could not open an account");
         }
     }
 
+    /// Every change since the last call, checked (see `Ledger::take_changes`).
+    pub fn take_changes(&mut self) -> Result<neurolov_ledger::Changes, neurolov_ledger::LedgerError> {
+        self.ledger.take_changes()
+    }
+
+    /// Moves a job's escrow from its client's wallet; a refusal changes nothing but the escrow account it opened.
+    pub fn fund_escrow(&mut self, job: JobId, client: Id, amount: u64, now_ms: u64) -> Result<(), TransferError> {
+        let from = wallet(&client);
+        let Some(available) = self.ledger.account(from).map(|a| a.available()) else {
+            return Err(TransferError::InsufficientFunds { account: from, available: 0, needed: amount });
+        };
+        if available < i128::from(amount) {
+            return Err(TransferError::InsufficientFunds { account: from, available, needed: amount });
+        }
+        self.open_account(escrow(job), Kind::Escrow, &format!("job {job}"), now_ms);
+        if amount == 0 {
+            return Ok(());
+        }
+        let t = Transfer::new(transfer_id(&[b"escrow", &job.to_le_bytes()]), from, escrow(job), amount, codes::ESCROW)
+            .of_job(job);
+        self.order(&[t], now_ms)
+    }
+
+    /// Reserves `price` of `payer`'s escrow for an attempt, until `timeout_ms`; the reservation's id, if the escrow
+    /// could cover it. The id carries the time, so an attempt number reused after a restart never meets an old hold.
+    #[allow(clippy::too_many_arguments)]
+    pub fn hold(
+        &mut self,
+        payer: JobId,
+        task: TaskId,
+        attempt: u32,
+        operator: Id,
+        price: u64,
+        timeout_ms: u64,
+        now_ms: u64,
+    ) -> Option<TransferId> {
+        let id = transfer_id(&[b"hold", &task.to_le_bytes(), &attempt.to_le_bytes(), &now_ms.to_le_bytes()]);
+        let hold =
+            Transfer::pending(id, escrow(payer), wallet(&operator), price, codes::TASK_HOLD, timeout_ms).of_task(task);
+        self.order(&[hold], now_ms).ok().map(|()| id)
+    }
+
+    /// Voids a pending transfer if it is still open.
+    pub fn void_pending(&mut self, pending: TransferId, code: u16, now_ms: u64) {
+        if self.ledger.is_open_pending(pending) {
+            let void = Transfer::void(transfer_id(&[b"void", &pending.0.to_le_bytes()]), pending, code);
+            let _ = self.order(&[void], now_ms);
+        }
+    }
+
+    /// Pays `price` for a verified attempt from `payer`'s escrow, with `fee` to the treasury: by posting the
+    /// attempt's `hold`, or directly when it had none or the hold lapsed. The ids carry the attempt and the time, so
+    /// every agreeing replica and every re-run is paid once; the ledger refuses what the escrow cannot cover (logged,
+    /// paid nothing). Returns (paid to the provider, fee).
+    #[allow(clippy::too_many_arguments)]
+    pub fn pay(
+        &mut self,
+        payer: JobId,
+        task: TaskId,
+        attempt: u32,
+        operator: Id,
+        (price, fee): (u64, u64),
+        hold: Option<TransferId>,
+        now_ms: u64,
+    ) -> (u64, u64) {
+        let key = [&task.to_le_bytes()[..], &attempt.to_le_bytes(), &now_ms.to_le_bytes()];
+        let pay_id = transfer_id(&[b"pay", key[0], key[1], key[2]]);
+        let with_fee = |pay: Transfer| -> Vec<Transfer> {
+            if fee == 0 {
+                return vec![pay.of_task(task)];
+            }
+            let fee_t = Transfer::new(
+                transfer_id(&[b"fee", key[0], key[1], key[2]]),
+                escrow(payer),
+                treasury(),
+                fee,
+                codes::FEE,
+            );
+            vec![pay.of_task(task).linked(), fee_t.of_task(task)]
+        };
+        if let Some(h) = hold.filter(|&h| self.ledger.is_open_pending(h)) {
+            if self.order(&with_fee(Transfer::post(pay_id, h, price, codes::TASK_PAY)), now_ms).is_ok() {
+                return (price, fee);
+            }
+            // The hold could not be posted (it lapsed at its timeout): let it go and pay directly.
+            self.void_pending(h, codes::TASK_HOLD, now_ms);
+        }
+        let direct = Transfer::new(pay_id, escrow(payer), wallet(&operator), price, codes::TASK_PAY);
+        if self.order(&with_fee(direct), now_ms).is_ok() { (price, fee) } else { (0, 0) }
+    }
+
+    /// Voids the holds on `job`'s escrow except those `keep` names (by the task they are for), then returns what the
+    /// escrow still holds to `client`. The refund's id carries the time and the ledger's transfer count: a job can
+    /// be refunded more than once (reopened, or once more when a canary's hold is let go in the same event).
+    pub fn refund(&mut self, job: JobId, client: Id, keep: impl Fn(TaskId) -> bool, now_ms: u64) {
+        // The scan covers every open pending transfer (the attempts in flight), so it runs only when this escrow
+        // holds something — normally nothing is held by now.
+        if self.ledger.account(escrow(job)).is_some_and(|a| a.debits_pending > 0) {
+            let held: Vec<TransferId> = self
+                .ledger
+                .open_pending()
+                .filter(|t| t.debit == escrow(job) && !keep(held_task(t)))
+                .map(|t| t.id)
+                .collect();
+            for pending in held {
+                self.void_pending(pending, codes::TASK_HOLD, now_ms);
+            }
+        }
+        let left = self.available_nano(escrow(job));
+        if left == 0 {
+            return;
+        }
+        let seq = self.ledger.transfer_count() as u64;
+        let id = transfer_id(&[b"refund", &job.to_le_bytes(), &now_ms.to_le_bytes(), &seq.to_le_bytes()]);
+        let t = Transfer::new(id, escrow(job), wallet(&client), left, codes::REFUND).of_job(job);
+        let _ = self.order(&[t], now_ms);
+    }
+
+    /// Refills `job`'s escrow for the re-run of `task`, a revoked result of `operator`'s node, up to `needed`: first
+    /// what the operator was `paid` for it (as far as its wallet still holds it), then from `budget` — what this
+    /// conviction's slash brought the treasury. Returns what was taken from the budget.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fund_rerun(
+        &mut self,
+        job: JobId,
+        task: TaskId,
+        operator: Id,
+        paid: u64,
+        needed: u64,
+        budget: u64,
+        now_ms: u64,
+    ) -> u64 {
+        let key = [&task.to_le_bytes()[..], &now_ms.to_le_bytes()];
+        let mut funded = 0u64;
+        let back = paid.min(self.available_nano(wallet(&operator))).min(needed);
+        if back > 0 {
+            let id = transfer_id(&[b"clawback", key[0], key[1]]);
+            let t = Transfer::new(id, wallet(&operator), escrow(job), back, codes::CLAWBACK).of_task(task);
+            if self.order(&[t], now_ms).is_ok() {
+                funded = back;
+            }
+        }
+        let top = needed.saturating_sub(funded).min(budget);
+        if top > 0 {
+            let id = transfer_id(&[b"rerun", key[0], key[1]]);
+            let t = Transfer::new(id, treasury(), escrow(job), top, codes::RERUN_FUND).of_task(task);
+            if self.order(&[t], now_ms).is_ok() {
+                return top;
+            }
+        }
+        0
+    }
+
+    /// Slashes `slash_bps` of the operator's stake to the treasury for proven fraud, after cancelling its pending
+    /// unstakes (stake on its way out is still at stake). Returns the amount slashed.
+    pub fn slash(&mut self, operator: Id, (task, attempt): (TaskId, u32), slash_bps: u64, now_ms: u64) -> u64 {
+        let stake = stake_account(&operator);
+        let unstakes: Vec<TransferId> =
+            self.ledger.open_pending().filter(|t| t.debit == stake && t.code == codes::UNSTAKE).map(|t| t.id).collect();
+        for pending in unstakes {
+            self.void_pending(pending, codes::UNSTAKE, now_ms);
+        }
+        let amount = share_nano(self.available_nano(stake), slash_bps);
+        if amount == 0 {
+            return 0;
+        }
+        let id = transfer_id(&[b"slash", &task.to_le_bytes(), &attempt.to_le_bytes(), &now_ms.to_le_bytes()]);
+        let t = Transfer::new(id, stake, treasury(), amount, codes::SLASH);
+        if self.order(&[t], now_ms).is_ok() { amount } else { 0 }
+    }
+
+    /// Voids reservations past their timeout and releases matured unstakes.
+    pub fn settle_timers(&mut self, now_ms: u64) {
+        for pid in self.ledger.expire(now_ms) {
+            tracing::debug!(pending = %pid, "reservation expired");
+        }
+        let matured: Vec<TransferId> = self
+            .ledger
+            .open_pending()
+            .filter(|t| t.code == codes::UNSTAKE && release_ms(t) <= now_ms)
+            .map(|t| t.id)
+            .collect();
+        for pending in matured {
+            let amount = self.ledger.open_pending_transfer(pending).map_or(0, |t| t.amount);
+            let post =
+                Transfer::post(transfer_id(&[b"release", &pending.0.to_le_bytes()]), pending, amount, codes::UNSTAKE);
+            let _ = self.order(&[post], now_ms);
+        }
+    }
+
+    pub fn wallet_view(&self, id: &Id) -> WalletView {
+        let w = self.ledger.account(wallet(id));
+        let s = self.ledger.account(stake_account(id));
+        WalletView {
+            balance_nano: w.map_or(0, |a| nano(a.balance())),
+            pending_nano: w.map_or(0, |a| a.debits_pending as u64),
+            staked_nano: s.map_or(0, |a| nano(a.balance())),
+            unstaking_nano: s.map_or(0, |a| a.debits_pending as u64),
+        }
+    }
+
+    pub fn totals(&self) -> LedgerTotals {
+        let sum = |kind: Kind| -> u64 {
+            nano(self.ledger.accounts().filter(|a| a.kind == kind).map(|a| a.balance()).sum::<i128>())
+        };
+        LedgerTotals {
+            total_supply_nano: nano(self.ledger.circulating()),
+            treasury_nano: self.ledger.account(treasury()).map_or(0, |a| nano(a.balance())),
+            escrow_nano: sum(Kind::Escrow),
+            staked_nano: sum(Kind::Stake),
+            transfers: self.ledger.transfer_count() as u64,
+            fees_nano: self.flows.fees_nano,
+            paid_to_providers_nano: self.flows.paid_nano,
+            slashed_nano: self.flows.slashed_nano,
+        }
+    }
+}
+
+// The wallet operations below answer a refusal without taking the core's effects: whatever the attempt changed (an
+// account it opened) stays queued and is committed with the next event, so nothing the core did is ever dropped.
+impl Core {
+    pub fn ledger(&self) -> &Ledger {
+        self.economy.ledger()
+    }
+
+    /// Applies `batch` now (see [`Economy::order`]).
+    pub(crate) fn order(&mut self, batch: &[Transfer]) -> Result<(), TransferError> {
+        self.economy.order(batch, self.now_ms)
+    }
+
+    pub(crate) fn open_account(&mut self, id: AccountId, kind: Kind, owner: &str) {
+        self.economy.open_account(id, kind, owner, self.now_ms);
+    }
+
     /// Every ledger change of this event as one durable record (or a halt, if an invariant broke).
     pub(crate) fn commit_ledger(&mut self) {
-        match self.ledger.take_changes() {
+        match self.economy.take_changes() {
             Ok(changes) if changes.is_empty() => {}
             Ok(changes) => self.effects.push(Effect::Persist(Record::Ledger(Box::new(changes)))),
             Err(e) => self.effects.push(Effect::Halt { reason: e.to_string() }),
@@ -230,49 +515,28 @@ impl Core {
 
     /// Moves the job's escrow from the client's wallet. Checked before the job exists: refusal changes nothing.
     pub(crate) fn fund_escrow(&mut self, job: JobId, client: Id, amount: u64) -> Result<(), TransferError> {
-        let from = wallet(&client);
-        let Some(available) = self.ledger.account(from).map(|a| a.available()) else {
-            return Err(TransferError::InsufficientFunds { account: from, available: 0, needed: amount });
-        };
-        if available < i128::from(amount) {
-            return Err(TransferError::InsufficientFunds { account: from, available, needed: amount });
-        }
-        self.open_account(escrow(job), Kind::Escrow, &format!("job {job}"));
-        if amount == 0 {
-            return Ok(());
-        }
-        let t = Transfer::new(transfer_id(&[b"escrow", &job.to_le_bytes()]), from, escrow(job), amount, codes::ESCROW)
-            .of_job(job);
-        self.order(&[t])
+        self.economy.fund_escrow(job, client, amount, self.now_ms)
     }
 
     /// Reserves an attempt's pay from the escrow that pays for it (its job's, or for a canary the job whose
     /// placement brought it), unless another attempt of the task holds the reservation (a spot-check replica: it is
-    /// paid from the same escrow when it agrees). The hold's id carries the time it was made, so an attempt number
-    /// reused after a restart never meets an old hold.
+    /// paid from the same escrow when it agrees).
     pub(crate) fn hold(&mut self, task: TaskId, attempt: u32, operator: Id, price: u64, deadline_ms: u64) {
         let Some(t) = self.tasks.get(&task) else { return };
-        let Some(job) = t.purpose.payer() else { return };
+        let Some(payer) = t.purpose.payer() else { return };
         if t.hold.is_some() || price == 0 {
             return;
         }
-        let id = transfer_id(&[b"hold", &task.to_le_bytes(), &attempt.to_le_bytes(), &self.now_ms.to_le_bytes()]);
-        let timeout = deadline_ms.saturating_add(self.cfg.hold_grace_ms);
-        let hold =
-            Transfer::pending(id, escrow(job), wallet(&operator), price, codes::TASK_HOLD, timeout).of_task(task);
-        if self.order(&[hold]).is_ok()
-            && let Some(t) = self.tasks.get_mut(&task)
-        {
+        let timeout_ms = deadline_ms.saturating_add(self.cfg.hold_grace_ms);
+        let held = self.economy.hold(payer, task, attempt, operator, price, timeout_ms, self.now_ms);
+        if let (Some(id), Some(t)) = (held, self.tasks.get_mut(&task)) {
             t.hold = Some((attempt, id));
         }
     }
 
     /// Voids a pending transfer if it is still open.
     pub(crate) fn void_pending(&mut self, pending: TransferId, code: u16) {
-        if self.ledger.is_open_pending(pending) {
-            let void = Transfer::void(transfer_id(&[b"void", &pending.0.to_le_bytes()]), pending, code);
-            let _ = self.order(&[void]);
-        }
+        self.economy.void_pending(pending, code, self.now_ms);
     }
 
     /// Releases an attempt's reservation, if it holds one.
@@ -286,13 +550,10 @@ impl Core {
         self.void_pending(pending, codes::TASK_HOLD);
     }
 
-    /// Pays a verified attempt from the escrow that pays for it (see [`Purpose::payer`]): by posting the attempt's
-    /// reservation, or directly when another attempt held it or the hold lapsed, with the fee to the treasury. The
-    /// ids carry the attempt and the time, so every agreeing replica and every re-run is paid once; the ledger
-    /// refuses what the escrow cannot cover (logged, paid nothing). Returns (paid to the provider, fee).
+    /// Pays a verified attempt `price` from the escrow that pays for it (see [`Purpose::payer`]), settling the
+    /// attempt's hold one way or the other. Returns (paid to the provider, fee).
     pub(crate) fn pay_task(&mut self, task: TaskId, attempt: u32, operator: Id, price: u64) -> (u64, u64) {
         let Some(t) = self.tasks.get_mut(&task) else { return (0, 0) };
-        // This attempt's hold, if it has one, is settled here one way or the other.
         let hold = match t.hold {
             Some((held_by, id)) if held_by == attempt => {
                 t.hold = None;
@@ -300,153 +561,46 @@ impl Core {
             }
             _ => None,
         };
-        let Some(job) = t.purpose.payer().filter(|_| price > 0) else {
+        let Some(payer) = t.purpose.payer().filter(|_| price > 0) else {
             if let Some(h) = hold {
                 self.void_pending(h, codes::TASK_HOLD);
             }
             return (0, 0);
         };
-        let to = wallet(&operator);
-        let key = [&task.to_le_bytes()[..], &attempt.to_le_bytes(), &self.now_ms.to_le_bytes()];
-        let pay_id = transfer_id(&[b"pay", key[0], key[1], key[2]]);
         let fee = share_nano(price, self.cfg.fee_bps);
-        let with_fee = |pay: Transfer| -> Vec<Transfer> {
-            if fee == 0 {
-                return vec![pay.of_task(task)];
-            }
-            let fee_t =
-                Transfer::new(transfer_id(&[b"fee", key[0], key[1], key[2]]), escrow(job), treasury(), fee, codes::FEE);
-            vec![pay.of_task(task).linked(), fee_t.of_task(task)]
-        };
-        if let Some(h) = hold.filter(|&h| self.ledger.is_open_pending(h)) {
-            if self.order(&with_fee(Transfer::post(pay_id, h, price, codes::TASK_PAY))).is_ok() {
-                return (price, fee);
-            }
-            // The hold could not be posted (it lapsed at its timeout): let it go and pay directly.
-            self.void_pending(h, codes::TASK_HOLD);
-        }
-        let direct = Transfer::new(pay_id, escrow(job), to, price, codes::TASK_PAY);
-        if self.order(&with_fee(direct)).is_ok() { (price, fee) } else { (0, 0) }
+        self.economy.pay(payer, task, attempt, operator, (price, fee), hold, self.now_ms)
     }
 
     /// Returns what a finished job did not spend to its client. A canary its placements brought along keeps its
-    /// reservation until it is answered (then this runs again). The refund's id carries the time and the ledger's
-    /// transfer count: a job reopened after a revocation is refunded again when it ends again.
+    /// reservation until it is answered (then this runs again); every other reservation goes back too.
     pub(crate) fn refund(&mut self, job: JobId) {
         let Some(client) = self.jobs.get(&job).map(|j| j.client) else { return };
-        // No reservation outlives its job: whatever is still held goes back too. The scan covers every open pending
-        // transfer (the attempts in flight), so it runs only when this escrow holds something — normally nothing is
-        // held by now.
-        if self.ledger.account(escrow(job)).is_some_and(|a| a.debits_pending > 0) {
-            let held: Vec<TransferId> = self
-                .ledger
-                .open_pending()
-                .filter(|t| t.debit == escrow(job))
-                .filter(|t| !self.tasks.get(&held_task(t)).is_some_and(|c| matches!(c.purpose, Purpose::Canary { .. })))
-                .map(|t| t.id)
-                .collect();
-            for pending in held {
-                self.void_pending(pending, codes::TASK_HOLD);
-            }
-        }
-        let Some(left) = self.ledger.account(escrow(job)).map(|a| nano(a.available())) else { return };
-        if left == 0 {
-            return;
-        }
-        // Unique per refund: a job can be refunded twice in one event (its end, then a canary hold let go).
-        let seq = self.ledger.transfer_count() as u64;
-        let id = transfer_id(&[b"refund", &job.to_le_bytes(), &self.now_ms.to_le_bytes(), &seq.to_le_bytes()]);
-        let t = Transfer::new(id, escrow(job), wallet(&client), left, codes::REFUND).of_job(job);
-        let _ = self.order(&[t]);
+        let tasks = &self.tasks;
+        let canary = |task: TaskId| tasks.get(&task).is_some_and(|c| matches!(c.purpose, Purpose::Canary { .. }));
+        self.economy.refund(job, client, canary, self.now_ms);
     }
 
-    /// Funds the re-run of `task`, a revoked result of `cheat`'s operator: takes back what the operator was paid for
-    /// it (as far as its wallet still holds it), then tops the escrow up from `budget` — what this conviction's slash
-    /// brought the treasury — to what a fresh task would escrow. Returns what was taken from the budget.
+    /// Funds the re-run of `task`, a revoked result of `operator`'s node, to what a fresh task would escrow (see
+    /// [`Economy::fund_rerun`]). Returns what was taken from `budget`, this conviction's slash.
     pub(crate) fn fund_rerun(&mut self, task: TaskId, operator: Id, paid: u64, budget: u64) -> u64 {
         let Some(t) = self.tasks.get(&task) else { return 0 };
         let Purpose::Job(job) = t.purpose else { return 0 };
         let wgsl = matches!(t.work, neurolov_protocol::messages::Work::Wgsl { .. });
         let cap = self.jobs.get(&job).map_or(0, |j| j.max_price_nano_per_gflop);
         let needed = self.escrow_needed(&[(t.work_mflop, self.paid_copies(wgsl))], cap).unwrap_or(0);
-        let key = [&task.to_le_bytes()[..], &self.now_ms.to_le_bytes()];
-        let mut funded = 0u64;
-        let available = self.ledger.account(wallet(&operator)).map_or(0, |a| nano(a.available()));
-        let back = paid.min(available).min(needed);
-        if back > 0 {
-            let t = Transfer::new(
-                transfer_id(&[b"clawback", key[0], key[1]]),
-                wallet(&operator),
-                escrow(job),
-                back,
-                codes::CLAWBACK,
-            )
-            .of_task(task);
-            if self.order(&[t]).is_ok() {
-                funded = back;
-            }
-        }
-        let top = needed.saturating_sub(funded).min(budget);
-        if top > 0 {
-            let t = Transfer::new(
-                transfer_id(&[b"rerun", key[0], key[1]]),
-                treasury(),
-                escrow(job),
-                top,
-                codes::RERUN_FUND,
-            )
-            .of_task(task);
-            if self.order(&[t]).is_ok() {
-                return top;
-            }
-        }
-        0
+        self.economy.fund_rerun(job, task, operator, paid, needed, budget, self.now_ms)
     }
 
-    /// Slashes a share of the operator's stake for proven fraud. A slash cancels the operator's pending unstakes
-    /// first, so stake on its way out is still at stake. Returns the amount slashed.
+    /// Slashes a share of the operator's stake for proven fraud and rescores its nodes. Returns the amount slashed.
     pub(crate) fn slash(&mut self, operator: Id, task: TaskId, attempt: u32) -> u64 {
-        let stake = stake_account(&operator);
-        let unstakes: Vec<TransferId> =
-            self.ledger.open_pending().filter(|t| t.debit == stake && t.code == codes::UNSTAKE).map(|t| t.id).collect();
-        for pending in unstakes {
-            self.void_pending(pending, codes::UNSTAKE);
-        }
-        let Some(balance) = self.ledger.account(stake).map(|a| nano(a.available())) else { return 0 };
-        let amount = share_nano(balance, self.cfg.slash_bps);
-        if amount == 0 {
-            return 0;
-        }
-        let t = Transfer::new(
-            transfer_id(&[b"slash", &task.to_le_bytes(), &attempt.to_le_bytes(), &self.now_ms.to_le_bytes()]),
-            stake,
-            treasury(),
-            amount,
-            codes::SLASH,
-        );
-        let slashed = if self.order(&[t]).is_ok() { amount } else { 0 };
+        let slashed = self.economy.slash(operator, (task, attempt), self.cfg.slash_bps, self.now_ms);
         self.restake(operator);
         slashed
     }
 
     /// Voids reservations past their timeout and releases matured unstakes.
     pub(crate) fn settle_timers(&mut self) {
-        let now = self.now_ms;
-        for pid in self.ledger.expire(now) {
-            tracing::debug!(pending = %pid, "reservation expired");
-        }
-        let matured: Vec<TransferId> = self
-            .ledger
-            .open_pending()
-            .filter(|t| t.code == codes::UNSTAKE && release_ms(t) <= now)
-            .map(|t| t.id)
-            .collect();
-        for pending in matured {
-            let amount = self.ledger.open_pending_transfer(pending).map_or(0, |t| t.amount);
-            let post =
-                Transfer::post(transfer_id(&[b"release", &pending.0.to_le_bytes()]), pending, amount, codes::UNSTAKE);
-            let _ = self.order(&[post]);
-        }
+        self.economy.settle_timers(self.now_ms);
     }
 
     /// A wallet transfer signed by `from`; `client_id` is the client's own id for it (retrying it is harmless).
@@ -464,9 +618,8 @@ impl Core {
         }
         self.open_account(wallet(&to), Kind::User, &to.to_string());
         let id = transfer_id(&[b"wallet", from.as_bytes(), &client_id.to_le_bytes()]);
-        let result =
-            self.ledger.submit(&[Transfer::new(id, wallet(&from), wallet(&to), amount, codes::WALLET)], now_ms);
-        let outcome = result.into_iter().next().unwrap_or(Err(TransferError::BatchTooLarge))?;
+        let t = Transfer::new(id, wallet(&from), wallet(&to), amount, codes::WALLET);
+        let outcome = self.economy.order_once(t, now_ms)?;
         Ok((outcome, self.take_effects()))
     }
 
@@ -478,7 +631,7 @@ impl Core {
             return Err(WalletError::FaucetDisabled);
         }
         let id = transfer_id(&[b"faucet", to.as_bytes()]);
-        if self.ledger.contains(id) {
+        if self.economy.ledger().contains(id) {
             return Err(WalletError::FaucetUsed);
         }
         self.open_account(wallet(&to), Kind::User, &to.to_string());
@@ -521,9 +674,9 @@ impl Core {
             return Err(WalletError::ZeroAmount);
         }
         let id = transfer_id(&[b"unstake", operator.as_bytes(), &client_id.to_le_bytes()]);
-        if self.ledger.contains(id) {
+        if self.economy.ledger().contains(id) {
             // A retried request: applied once, answered with the release time it got then.
-            let release_ms = self.ledger.open_pending_transfer(id).map_or(self.now_ms, release_ms);
+            let release_ms = self.economy.ledger().open_pending_transfer(id).map_or(self.now_ms, release_ms);
             return Ok((release_ms, self.take_effects()));
         }
         let release_ms = self.now_ms.saturating_add(self.cfg.unstake_delay_ms);
@@ -536,14 +689,7 @@ impl Core {
     }
 
     pub fn wallet_view(&self, id: &Id) -> WalletView {
-        let w = self.ledger.account(wallet(id));
-        let s = self.ledger.account(stake_account(id));
-        WalletView {
-            balance_nano: w.map_or(0, |a| nano(a.balance())),
-            pending_nano: w.map_or(0, |a| a.debits_pending as u64),
-            staked_nano: s.map_or(0, |a| nano(a.balance())),
-            unstaking_nano: s.map_or(0, |a| a.debits_pending as u64),
-        }
+        self.economy.wallet_view(id)
     }
 
     /// Rescores an operator's nodes after its stake changed (stake buys scheduling priority).
@@ -557,24 +703,11 @@ impl Core {
     /// The share of the spot-check discount and scheduling priority an operator's stake earns, in [0, 1].
     pub(crate) fn stake_share(&self, operator: &Id) -> f64 {
         let full = self.cfg.stake_for_full_discount_nano.max(1) as f64;
-        let staked = self.ledger.account(stake_account(operator)).map_or(0, |a| nano(a.available()));
-        (staked as f64 / full).min(1.0)
+        (self.economy.available_nano(stake_account(operator)) as f64 / full).min(1.0)
     }
 
     pub fn ledger_totals(&self) -> LedgerTotals {
-        let sum = |kind: Kind| -> u64 {
-            nano(self.ledger.accounts().filter(|a| a.kind == kind).map(|a| a.balance()).sum::<i128>())
-        };
-        LedgerTotals {
-            total_supply_nano: nano(self.ledger.circulating()),
-            treasury_nano: self.ledger.account(treasury()).map_or(0, |a| nano(a.balance())),
-            escrow_nano: sum(Kind::Escrow),
-            staked_nano: sum(Kind::Stake),
-            transfers: self.ledger.transfer_count() as u64,
-            fees_nano: self.flows.fees_nano,
-            paid_to_providers_nano: self.flows.paid_nano,
-            slashed_nano: self.flows.slashed_nano,
-        }
+        self.economy.totals()
     }
 }
 

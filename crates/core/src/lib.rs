@@ -18,6 +18,7 @@ mod verification;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+use economy::Economy;
 use neurolov_protocol::messages::{Access, ClaimedHardware, DataRef, ErrorCode, NodeKind, Task, ToNode, Work};
 use neurolov_protocol::{Envelope, FromNode, Id, PROTOCOL_VERSION};
 use neurolov_scheduler::{NodeInfo, Requirements, Scheduler, Weights, WorkHistory, reliability};
@@ -429,10 +430,12 @@ pub struct Core {
     evidence: Vec<Evidence>,
     frauds_proven: u64,
     effects: Vec<Effect>,
-    ledger: neurolov_ledger::Ledger,
-    flows: economy::Flows,
+    /// The ledger and what flowed through it: every order to the ledger goes through it (see `economy.rs`).
+    economy: Economy,
     canaries: canary::Canaries,
     started_ms: u64,
+    /// The genesis of a core made by `Core::new` (tests, simulations): kept out of its first event's effects, and
+    /// handed to the store by `Core::restore` on a new network.
     unsaved_genesis: Option<Box<neurolov_ledger::Changes>>,
     /// Whether the queue may hold something a dispatch pass has not tried since the scheduler last changed (see
     /// `dispatch`), and the scheduler's change count at the last pass.
@@ -464,7 +467,7 @@ impl Core {
         let mut core = Core::without_ledger(cfg, rng, now_ms);
         // Genesis is persisted by `Core::restore` on a new network (the shell's only way in); a core made here for a
         // test keeps it out of the effects of its first event.
-        match core.ledger.genesis(now_ms).and_then(|()| core.ledger.take_changes()) {
+        match core.economy.genesis(now_ms) {
             Ok(changes) => core.unsaved_genesis = Some(Box::new(changes)),
             Err(e) => core.effects.push(Effect::Halt { reason: e.to_string() }),
         }
@@ -486,8 +489,7 @@ impl Core {
             evidence: Vec::new(),
             frauds_proven: 0,
             effects: Vec::new(),
-            ledger: neurolov_ledger::Ledger::new(),
-            flows: economy::Flows::default(),
+            economy: Economy::new(neurolov_ledger::Ledger::new(), economy::Flows::default()),
             canaries: canary::Canaries::default(),
             started_ms: now_ms,
             unsaved_genesis: None,
@@ -585,7 +587,7 @@ impl Core {
         };
         let copies: Vec<(u64, u32)> = works.iter().map(|&(w, wgsl)| (w, self.paid_copies(wgsl))).collect();
         let needed = self.escrow_needed(&copies, cap).ok_or(SubmitError::PriceTooHigh)?;
-        let available = self.ledger.account(economy::wallet(client)).map_or(0, |a| a.available());
+        let available = self.economy.account(economy::wallet(client)).map_or(0, |a| a.available());
         if available < i128::from(needed) {
             return Err(SubmitError::InsufficientFunds {
                 available_nano: available.max(0) as u64,
@@ -759,7 +761,8 @@ impl Core {
         let slots: u64 = active.iter().map(|n| u64::from(n.slots)).sum();
         let busy: u64 = active.iter().map(|n| n.running.len() as u64).sum();
         let genesis_ms = self
-            .ledger
+            .economy
+            .ledger()
             .accounts()
             .find(|a| a.kind == neurolov_ledger::Kind::Mint)
             .map_or(self.started_ms, |a| a.created_ms);

@@ -171,18 +171,20 @@ impl Core {
             core
         } else {
             let mut core = Core::without_ledger(cfg, rng, now_ms);
-            for t in &restored.ledger_transfers {
-                core.flows.count(t);
-            }
-            match crate::economy::rebuild_ledger(&restored.ledger_accounts, restored.ledger_transfers) {
-                Ok(ledger) => core.ledger = ledger,
+            match crate::economy::Economy::restore(&restored.ledger_accounts, restored.ledger_transfers) {
+                Ok(economy) => core.economy = economy,
                 Err(e) => core.effects.push(Effect::Halt { reason: format!("stored ledger does not audit: {e}") }),
             }
             core
         };
         // Assignments are not kept across a restart, so no reservation made for one can still be posted.
-        let holds: Vec<neurolov_ledger::TransferId> =
-            core.ledger.open_pending().filter(|t| t.code == neurolov_ledger::codes::TASK_HOLD).map(|t| t.id).collect();
+        let holds: Vec<neurolov_ledger::TransferId> = core
+            .economy
+            .ledger()
+            .open_pending()
+            .filter(|t| t.code == neurolov_ledger::codes::TASK_HOLD)
+            .map(|t| t.id)
+            .collect();
         for pending in holds {
             core.void_pending(pending, neurolov_ledger::codes::TASK_HOLD);
         }
@@ -230,7 +232,7 @@ impl Core {
             .jobs
             .iter()
             .filter(|(id, j)| {
-                j.state.is_final() && core.ledger.account(crate::escrow(**id)).is_some_and(|a| a.available() > 0)
+                j.state.is_final() && core.economy.account(crate::escrow(**id)).is_some_and(|a| a.available() > 0)
             })
             .map(|(&id, _)| id)
             .collect();

@@ -64,7 +64,7 @@ impl Core {
     fn may_archive(&self, job: JobId) -> bool {
         let Some(j) = self.jobs.get(&job) else { return false };
         let escrow_settled = self
-            .ledger
+            .economy
             .account(crate::escrow(job))
             .is_none_or(|a| a.debits_pending == 0 && a.credits_pending == 0 && a.available() == 0);
         escrow_settled && j.state.is_final() && j.tasks.iter().all(|&tid| self.task_is_settled(tid))
