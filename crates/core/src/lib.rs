@@ -12,6 +12,7 @@ mod persist;
 mod registry;
 mod retention;
 mod secrets;
+mod taskbook;
 mod usage;
 mod verification;
 
@@ -26,6 +27,7 @@ use neurolov_verify::freivalds;
 use neurolov_verify::replicas::{self, Tolerance};
 use neurolov_verify::spotcheck::SpotCheckPolicy;
 use registry::{Node, Registry};
+use taskbook::{Assignment, Purpose, TaskBook, TaskRec};
 
 pub use canary::MAX_KNOWN_ANSWERS;
 pub use economy::{
@@ -335,84 +337,6 @@ pub struct NodeView {
     pub results_provisional: usize,
 }
 
-#[derive(Clone, Debug, PartialEq)]
-enum Purpose {
-    Job(JobId),
-    Attestation(Id),
-    /// A known-answer task sent to `node` (see `canary.rs`).
-    Canary {
-        node: Id,
-        expected: Arc<[u8]>,
-        tolerance: Tolerance,
-        /// The job whose placement brought the canary along: its escrow pays for it.
-        payer: JobId,
-        /// The most the canary may be paid: the price of the task it came with.
-        max_pay_nano: u64,
-        /// Operators whose agreeing replicas made the known answer: never asked for the third opinion.
-        producers: Vec<Id>,
-        /// A first answer that disagreed with the known one, from a node that did not help make it: (attempt, node,
-        /// answer), held until another operator gives a third opinion (see `canary.rs`).
-        disputed: Option<(u32, Id, Arc<[u8]>)>,
-    },
-}
-
-impl Purpose {
-    /// The job whose escrow pays for this task: its own, or for a canary the job that brought it along.
-    fn payer(&self) -> Option<JobId> {
-        match *self {
-            Purpose::Job(job) | Purpose::Canary { payer: job, .. } => Some(job),
-            Purpose::Attestation(_) => None,
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-struct Assignment {
-    node: Id,
-    attempt: u32,
-    /// The node's ask when it took the task: what it is paid, whatever it asks later.
-    price_nano_per_gflop: u64,
-    sent_ms: u64,
-    deadline_ms: u64,
-    commit: Option<(String, Envelope)>,
-    result: Option<Arc<[u8]>>,
-    /// Delivered and being checked (see `verification.rs`); `delivered_ms` is when the result arrived.
-    verifying: bool,
-    delivered_ms: u64,
-    /// A matmul result's Freivalds verdict, from its verification.
-    verdict: Option<verification::MatmulVerdict>,
-    /// The blob this attempt stored (`claim_upload`): one per attempt.
-    uploaded: Option<String>,
-    /// Set once this assignment no longer counts (failed, timed out, cancelled).
-    dropped: bool,
-}
-
-struct TaskRec {
-    purpose: Purpose,
-    work: Work,
-    /// Matmul: the operands the verifier checks against (A rows, B, and C's shape).
-    operands: Option<jobs::MatmulOperands>,
-    work_mflop: u64,
-    next_attempt: u32,
-    replicas_wanted: u32,
-    assignments: Vec<Assignment>,
-    done: bool,
-    /// Since when the task has waited for a node (None while it has all its replicas placed).
-    waiting_since_ms: Option<u64>,
-    /// WGSL tasks: whether the spot-check draw was made (at the first placement).
-    spot_decided: bool,
-    /// Agreeing results needed to accept (1 unless spot-checked); tie-breaking replicas raise `replicas_wanted`,
-    /// never this.
-    quorum: u32,
-    /// The attempt holding this task's pay reservation in its job's escrow, and the reservation's transfer id.
-    hold: Option<(u32, neurolov_ledger::TransferId)>,
-    /// A provisional result was revoked: the re-run is paid from the escrow, refilled from the convicted node.
-    reopened: bool,
-    /// Some node's provisional marks name this task (see `finality.rs`): it may still be revoked and run again, so
-    /// its job stays in memory (see `retention.rs`). Kept in step with the nodes' marks.
-    provisional: bool,
-}
-
 /// The coordinator's state.
 pub struct Core {
     cfg: Config,
@@ -423,10 +347,9 @@ pub struct Core {
     registry: Registry,
     sched: Scheduler,
     jobs: BTreeMap<JobId, jobs::Job>,
-    tasks: BTreeMap<TaskId, TaskRec>,
-    queue: VecDeque<TaskId>,
+    /// Tasks, the queue and the checks in flight (see `taskbook.rs`).
+    tasks: TaskBook,
     next_job: JobId,
-    next_task: TaskId,
     evidence: Vec<Evidence>,
     frauds_proven: u64,
     effects: Vec<Effect>,
@@ -437,14 +360,6 @@ pub struct Core {
     /// The genesis of a core made by `Core::new` (tests, simulations): kept out of its first event's effects, and
     /// handed to the store by `Core::restore` on a new network.
     unsaved_genesis: Option<Box<neurolov_ledger::Changes>>,
-    /// Whether the queue may hold something a dispatch pass has not tried since the scheduler last changed (see
-    /// `dispatch`), and the scheduler's change count at the last pass.
-    queue_changed: bool,
-    dispatched_at: u64,
-    /// Results out for checking, by when they were delivered (see `verification.rs`).
-    checking: BTreeSet<(u64, TaskId, u32, Id)>,
-    /// When a queued task's wait can first run out (see `expire_waiting`).
-    next_wait_check_ms: u64,
     /// Availability and utilization over time (see `usage.rs`).
     usage: usage::Usage,
     /// Jobs by their client's idempotency key (see `submit_keyed`).
@@ -482,10 +397,8 @@ impl Core {
             now_ms,
             registry: Registry::default(),
             jobs: BTreeMap::new(),
-            tasks: BTreeMap::new(),
-            queue: VecDeque::new(),
+            tasks: TaskBook::default(),
             next_job: 1,
-            next_task: 1,
             evidence: Vec::new(),
             frauds_proven: 0,
             effects: Vec::new(),
@@ -493,10 +406,6 @@ impl Core {
             canaries: canary::Canaries::default(),
             started_ms: now_ms,
             unsaved_genesis: None,
-            queue_changed: true,
-            dispatched_at: 0,
-            checking: BTreeSet::new(),
-            next_wait_check_ms: 0,
             usage: usage::Usage::default(),
             idempotency: HashMap::new(),
             finished: BTreeSet::new(),
@@ -574,7 +483,7 @@ impl Core {
             return Err(SubmitError::TooManyJobsForClient(self.cfg.max_jobs_per_client));
         }
         let works = jobs::task_works(spec, &self.cfg)?;
-        if self.queue.len() + works.len() > self.cfg.max_queued_tasks {
+        if self.tasks.queued() + works.len() > self.cfg.max_queued_tasks {
             return Err(SubmitError::QueueFull(self.cfg.max_queued_tasks));
         }
         if held.saturating_add(jobs::operand_bytes(spec)) > self.cfg.max_operand_bytes {
@@ -858,13 +767,13 @@ impl Core {
 
     /// Queued tasks not yet placed.
     pub fn queued(&self) -> usize {
-        self.queue.len()
+        self.tasks.queued()
     }
 
     /// For the simulation's invariant: is the node holding `task` eligible for it (attested and online), or is it
     /// an attestation challenge sent to that node?
     pub fn assignments_are_sound(&self) -> Result<(), String> {
-        for (&tid, t) in &self.tasks {
+        for (&tid, t) in self.tasks.iter() {
             // Held = handed out and not yet delivered.
             for a in t.assignments.iter().filter(|a| !a.dropped && a.result.is_none() && !a.verifying && !t.done) {
                 let Some(n) = self.registry.get(&a.node) else { return Err(format!("task {tid} on unknown node")) };
@@ -1030,7 +939,7 @@ impl Core {
                 }
                 a.verifying = true;
                 a.delivered_ms = now;
-                self.checking.insert((now, task_id, attempt, node));
+                self.tasks.begin_check(now, task_id, attempt, node);
                 // Delivered: the node's slot is free, and the result stands even if the node goes away now. It is
                 // read and checked off the core's lock; `verified` settles it.
                 self.vacate(task_id, attempt, node);
@@ -1177,28 +1086,22 @@ impl Core {
         work_mflop: u64,
         replicas: u32,
     ) -> TaskId {
-        let id = self.next_task;
-        self.next_task += 1;
-        self.tasks.insert(
-            id,
-            TaskRec {
-                purpose,
-                work,
-                operands,
-                work_mflop,
-                next_attempt: 0,
-                replicas_wanted: replicas,
-                assignments: Vec::new(),
-                done: false,
-                waiting_since_ms: None,
-                spot_decided: false,
-                quorum: replicas,
-                hold: None,
-                reopened: false,
-                provisional: false,
-            },
-        );
-        id
+        self.tasks.create(TaskRec {
+            purpose,
+            work,
+            operands,
+            work_mflop,
+            next_attempt: 0,
+            replicas_wanted: replicas,
+            assignments: Vec::new(),
+            done: false,
+            waiting_since_ms: None,
+            spot_decided: false,
+            quorum: replicas,
+            hold: None,
+            reopened: false,
+            provisional: false,
+        })
     }
 
     /// Sends a node its (re-)attestation: a matmul from a secret seed, timed and checked with Freivalds.
@@ -1285,7 +1188,7 @@ impl Core {
             debug_assert!(false, "task {tid} assigned to node {node}, which has no connection");
             return;
         };
-        debug_assert!(self.tasks.contains_key(&tid), "task {tid} assigned but not in the book");
+        debug_assert!(self.tasks.contains(&tid), "task {tid} assigned but not in the book");
         let gflops = n.gflops_verified.max(0.1);
         let price = n.price_nano_per_gflop;
         let Some(t) = self.tasks.get_mut(&tid) else { return };
@@ -1364,8 +1267,7 @@ impl Core {
 
     /// Queues a task for the next dispatch pass.
     pub(crate) fn enqueue(&mut self, tid: TaskId) {
-        self.queue.push_back(tid);
-        self.queue_changed = true;
+        self.tasks.enqueue(tid);
         self.start_waiting(tid);
     }
 
@@ -1376,7 +1278,7 @@ impl Core {
         let Some(t) = self.tasks.get_mut(&tid) else { return };
         let since = *t.waiting_since_ms.get_or_insert(now);
         let due = since.saturating_add(self.cfg.max_queue_wait_ms);
-        self.next_wait_check_ms = self.next_wait_check_ms.min(due);
+        self.tasks.check_waits_by(due);
     }
 
     /// Places queued tasks on nodes; tasks that cannot be placed now stay queued in order. Stops as soon as no
@@ -1385,20 +1287,20 @@ impl Core {
         // A pass that placed nothing leaves a queue that fails the same way until the scheduler changes (a slot is
         // given back, a node joins or changes) or a task is queued: most events (commits, heartbeats of busy nodes,
         // ticks) then cost nothing here, however many queued tasks nobody can take.
-        if !self.queue_changed && self.sched.changes() == self.dispatched_at {
+        if !self.tasks.needs_dispatch(self.sched.changes()) {
             return;
         }
         let mut placed = false;
-        let mut waiting = VecDeque::with_capacity(self.queue.len());
-        let mut seen = HashSet::with_capacity(self.queue.len());
+        let mut waiting = VecDeque::with_capacity(self.tasks.queued());
+        let mut seen = HashSet::with_capacity(self.tasks.queued());
         // Requirements no free slot met in this pass. A pass only takes slots, so they stay unmet until it ends: the
         // other tasks that share them (usually a whole job's) wait without asking the scheduler again, and a queue of
         // tasks nobody can serve costs one allocation attempt per kind, not one per task, on every event.
         let mut unmet: HashSet<RequirementKind> = HashSet::new();
-        while let Some(tid) = self.queue.pop_front() {
+        while let Some(tid) = self.tasks.pop_queued() {
             if !self.sched.has_available() {
                 waiting.push_back(tid);
-                waiting.extend(self.queue.drain(..));
+                waiting.extend(self.tasks.drain_queue());
                 break;
             }
             if !seen.insert(tid) {
@@ -1482,10 +1384,9 @@ impl Core {
                 }
             }
         }
-        self.queue = waiting;
         // Placing took slots and may have queued spot-check replicas: look again at the next event.
-        self.queue_changed = placed;
-        self.dispatched_at = self.sched.changes();
+        let changes = self.sched.changes();
+        self.tasks.dispatched(waiting, placed, changes);
     }
 
     /// Adaptive spot checking of a WGSL task at its first placement: with the probability the policy gives for the
@@ -1516,12 +1417,13 @@ impl Core {
     /// every tick: a long queue would otherwise hold the core for a walk four times a second.
     fn expire_waiting(&mut self) {
         let now = self.now_ms;
-        if now < self.next_wait_check_ms {
+        if now < self.tasks.next_wait_check_ms() {
             return;
         }
         let mut next = u64::MAX;
         let (mut expired, mut canaries) = (Vec::new(), Vec::new());
-        for &tid in &self.queue {
+        let queued: Vec<TaskId> = self.tasks.queue().copied().collect();
+        for tid in queued {
             if let Some(t) = self.tasks.get_mut(&tid)
                 && !t.done
             {
@@ -1537,7 +1439,7 @@ impl Core {
                 }
             }
         }
-        self.next_wait_check_ms = next;
+        self.tasks.set_next_wait_check_ms(next);
         for (tid, payer) in canaries {
             self.tasks.remove(&tid);
             self.canary_settled(Some(payer));

@@ -134,7 +134,7 @@ impl Core {
     }
 
     pub(crate) fn persist_ids(&mut self) {
-        self.effects.push(Effect::Persist(Record::Ids { next_job: self.next_job, next_task: self.next_task }));
+        self.effects.push(Effect::Persist(Record::Ids { next_job: self.next_job, next_task: self.tasks.next_id() }));
     }
 
     /// Rebuilds a core from what its shell stored. Nodes come back offline (they reconnect); unfinished jobs are
@@ -223,7 +223,7 @@ impl Core {
         let max_task = restored.jobs.iter().flat_map(|(j, _)| j.tasks.iter().copied()).max().unwrap_or(0);
         let max_job = restored.jobs.iter().map(|(j, _)| j.id).max().unwrap_or(0);
         core.next_job = restored.next_job.max(max_job + 1);
-        core.next_task = restored.next_task.max(max_task + 1);
+        core.tasks.set_next_id(restored.next_task.max(max_task + 1));
         for (record, results) in restored.jobs {
             core.restore_job(record, results, blobs, &provisional);
         }
@@ -279,7 +279,7 @@ impl Core {
                     for (&tid, planned) in record.tasks.iter().zip(planned).filter(|(t, _)| provisional.contains(t)) {
                         let task = restored_task(id, planned, true);
                         // A WGSL task re-runs from its work alone; matmul results are never provisional.
-                        self.tasks.insert(tid, crate::TaskRec { operands: None, ..task });
+                        self.tasks.restore(tid, crate::TaskRec { operands: None, ..task });
                     }
                 }
             }
@@ -306,7 +306,7 @@ impl Core {
             results.into_iter().filter(|(_, h)| blobs.size(h).is_some()).collect();
         for (&tid, planned) in record.tasks.iter().zip(tasks) {
             let result = done.get(&tid).cloned();
-            self.tasks.insert(tid, restored_task(id, planned, result.is_some()));
+            self.tasks.restore(tid, restored_task(id, planned, result.is_some()));
             match result {
                 Some(hash) => job.restore_result(tid, hash),
                 None if !record.state.is_final() => self.enqueue(tid),

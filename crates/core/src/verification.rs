@@ -114,7 +114,7 @@ impl Core {
     }
 
     fn settle_check(&mut self, v: Verified) {
-        self.checking.retain(|&(_, t, a, n)| (t, a, n) != (v.task, v.attempt, v.node));
+        self.tasks.end_check(v.task, v.attempt, v.node);
         let conn = self.registry.get(&v.node).and_then(|n| n.conn);
         let open = self.tasks.get_mut(&v.task).filter(|t| !t.done).and_then(|t| {
             t.assignments.iter_mut().find(|a| a.attempt == v.attempt && a.node == v.node && !a.dropped && a.verifying)
@@ -136,7 +136,7 @@ impl Core {
     /// attempt waits for a verdict forever.
     pub(crate) fn expire_checks(&mut self) {
         let cutoff = self.now_ms.saturating_sub(self.cfg.verify_timeout_ms);
-        while let Some(&(at, task, attempt, node)) = self.checking.first() {
+        while let Some((at, task, attempt, node)) = self.tasks.oldest_check() {
             if at > cutoff {
                 break;
             }
