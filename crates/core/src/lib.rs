@@ -7,6 +7,7 @@
 mod canary;
 mod economy;
 mod finality;
+mod jobbook;
 mod jobs;
 mod persist;
 mod registry;
@@ -16,10 +17,11 @@ mod taskbook;
 mod usage;
 mod verification;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use economy::Economy;
+use jobbook::JobBook;
 use neurolov_protocol::messages::{Access, ClaimedHardware, DataRef, ErrorCode, NodeKind, Task, ToNode, Work};
 use neurolov_protocol::{Envelope, FromNode, Id, PROTOCOL_VERSION};
 use neurolov_scheduler::{NodeInfo, Requirements, Scheduler, Weights, WorkHistory, reliability};
@@ -337,39 +339,42 @@ pub struct NodeView {
     pub results_provisional: usize,
 }
 
-/// The coordinator's state.
+/// The coordinator's state, by owner: each part keeps its own invariants, and the methods of `Core` (this file and
+/// the files named below) route each event through them.
 pub struct Core {
+    /// Network parameters, fixed for the core's life.
     cfg: Config,
     /// Every random draw, secrets included (see `secrets.rs`).
     rng: secrets::SecretRng,
+    /// The clock as the shell last passed it (never runs backwards).
     now_ms: u64,
     /// Sockets, nodes and their scheduler keys (see `registry.rs`).
     registry: Registry,
+    /// Who gets the next task: eligible nodes with free slots, scored (see `neurolov_scheduler`).
     sched: Scheduler,
-    jobs: BTreeMap<JobId, jobs::Job>,
+    /// Jobs in memory, their ids, idempotency keys and finish times (see `jobbook.rs`).
+    jobs: JobBook,
     /// Tasks, the queue and the checks in flight (see `taskbook.rs`).
     tasks: TaskBook,
-    next_job: JobId,
+    /// The most recent fraud evidence, for `GET /v1/evidence` (all of it is stored).
     evidence: Vec<Evidence>,
+    /// Frauds proven since genesis (the evidence in memory is capped).
     frauds_proven: u64,
+    /// What the current event asks the shell to do; handed over by `take_effects`.
     effects: Vec<Effect>,
     /// The ledger and what flowed through it: every order to the ledger goes through it (see `economy.rs`).
     economy: Economy,
+    /// Known answers for canaries (see `canary.rs`).
     canaries: canary::Canaries,
+    /// When this core started (the coordinator's uptime).
     started_ms: u64,
     /// The genesis of a core made by `Core::new` (tests, simulations): kept out of its first event's effects, and
     /// handed to the store by `Core::restore` on a new network.
     unsaved_genesis: Option<Box<neurolov_ledger::Changes>>,
     /// Availability and utilization over time (see `usage.rs`).
     usage: usage::Usage,
-    /// Jobs by their client's idempotency key (see `submit_keyed`).
-    idempotency: HashMap<(Id, String), JobId>,
-    /// Finished jobs still in memory, by when they finished: the oldest are archived first (see `retention.rs`).
-    finished: BTreeSet<(u64, JobId)>,
-    /// When the next look for jobs to archive is due.
+    /// When the next look for jobs to archive is due (see `retention.rs`).
     next_archive_ms: u64,
-    /// Jobs archived, by outcome: the statistics count jobs no longer in memory.
-    archived: Archived,
 }
 
 impl Core {
@@ -396,9 +401,8 @@ impl Core {
             rng,
             now_ms,
             registry: Registry::default(),
-            jobs: BTreeMap::new(),
+            jobs: JobBook::default(),
             tasks: TaskBook::default(),
-            next_job: 1,
             evidence: Vec::new(),
             frauds_proven: 0,
             effects: Vec::new(),
@@ -407,10 +411,7 @@ impl Core {
             started_ms: now_ms,
             unsaved_genesis: None,
             usage: usage::Usage::default(),
-            idempotency: HashMap::new(),
-            finished: BTreeSet::new(),
             next_archive_ms: 0,
-            archived: Archived::default(),
         }
     }
 
@@ -519,7 +520,7 @@ impl Core {
 
     /// The job `client` submitted under `key`, if any: a retried submission gets it back instead of a second job.
     pub fn job_for_key(&self, client: &Id, key: &str) -> Option<JobId> {
-        self.idempotency.get(&(*client, key.to_string())).copied()
+        self.jobs.by_key(client, key)
     }
 
     /// [`Core::submit`] under the client's idempotency key: the same key from the same client always names the same
@@ -557,10 +558,7 @@ impl Core {
         }
         let (id, effects) = self.submit_new(now_ms, client, spec, inputs, blobs)?;
         if let Some(k) = key {
-            if let Some(j) = self.jobs.get_mut(&id) {
-                j.idempotency_key = Some(k.clone());
-            }
-            self.idempotency.insert((client, k), id);
+            self.jobs.name(id, k);
             self.persist_job(id);
         }
         Ok((id, effects.into_iter().chain(self.take_effects()).collect()))
@@ -576,7 +574,7 @@ impl Core {
     ) -> Result<(JobId, Vec<Effect>), SubmitError> {
         self.advance(now_ms);
         let needed = self.admit(&client, &spec)?;
-        let id = self.next_job;
+        let id = self.jobs.next_id();
         let verify_seed = self.rng.u64(..);
         let (job, tasks) = jobs::plan(id, client, spec, &self.cfg, blobs, verify_seed, inputs)?;
         self.fund_escrow(id, client, needed).map_err(|e| match e {
@@ -585,7 +583,6 @@ impl Core {
             }
             other => SubmitError::Ledger(other.to_string()),
         })?;
-        self.next_job += 1;
         let mut task_ids = Vec::with_capacity(tasks.len());
         for t in tasks {
             for (hash, bytes) in t.blobs {
@@ -595,7 +592,7 @@ impl Core {
             task_ids.push(tid);
             self.enqueue(tid);
         }
-        self.jobs.insert(id, job.with_tasks(task_ids));
+        self.jobs.insert(job.with_tasks(task_ids));
         self.persist_ids();
         self.persist_job(id);
         self.dispatch();
@@ -614,10 +611,9 @@ impl Core {
     /// The newest `limit` jobs, newest first, with their kind (`matmul` or `wgsl`).
     pub fn recent_jobs(&self, limit: usize) -> Vec<(JobView, &'static str)> {
         self.jobs
-            .keys()
-            .rev()
+            .newest_first()
             .take(limit)
-            .filter_map(|&id| {
+            .filter_map(|id| {
                 let kind = match self.jobs.get(&id)?.spec {
                     JobSpec::Matmul { .. } => "matmul",
                     JobSpec::Wgsl { .. } => "wgsl",
@@ -690,8 +686,8 @@ impl Core {
             coordinator_uptime_s: self.now_ms.saturating_sub(self.started_ms) / 1000,
             operational_hours: self.registry.values().map(|n| n.up_ms as f64).sum::<f64>() / 3_600_000.0,
             tasks_verified: self.registry.values().map(|n| n.history.verified).sum(),
-            jobs_done: count(|s| matches!(s, JobState::Done)) + self.archived.done,
-            jobs_failed: count(|s| matches!(s, JobState::Failed { .. })) + self.archived.failed,
+            jobs_done: count(|s| matches!(s, JobState::Done)) + self.jobs.archived().done,
+            jobs_failed: count(|s| matches!(s, JobState::Failed { .. })) + self.jobs.archived().failed,
             jobs_running: count(|s| !s.is_final()),
             frauds_proven: self.frauds_proven,
             jobs_in_memory: self.jobs.len() as u64,

@@ -134,7 +134,8 @@ impl Core {
     }
 
     pub(crate) fn persist_ids(&mut self) {
-        self.effects.push(Effect::Persist(Record::Ids { next_job: self.next_job, next_task: self.tasks.next_id() }));
+        self.effects
+            .push(Effect::Persist(Record::Ids { next_job: self.jobs.next_id(), next_task: self.tasks.next_id() }));
     }
 
     /// Rebuilds a core from what its shell stored. Nodes come back offline (they reconnect); unfinished jobs are
@@ -191,7 +192,7 @@ impl Core {
         for e in restored.evidence {
             core.remember_evidence(e);
         }
-        core.archived = restored.archived;
+        core.jobs.set_archived(restored.archived);
         let provisional: std::collections::HashSet<TaskId> =
             restored.nodes.iter().flat_map(|n| n.provisional.iter().map(|&(t, _)| t)).collect();
         for r in restored.nodes {
@@ -222,7 +223,7 @@ impl Core {
         }
         let max_task = restored.jobs.iter().flat_map(|(j, _)| j.tasks.iter().copied()).max().unwrap_or(0);
         let max_job = restored.jobs.iter().map(|(j, _)| j.id).max().unwrap_or(0);
-        core.next_job = restored.next_job.max(max_job + 1);
+        core.jobs.set_next_id(restored.next_job.max(max_job + 1));
         core.tasks.set_next_id(restored.next_task.max(max_task + 1));
         for (record, results) in restored.jobs {
             core.restore_job(record, results, blobs, &provisional);
@@ -253,9 +254,6 @@ impl Core {
         provisional: &std::collections::HashSet<TaskId>,
     ) {
         let id = record.id;
-        if let Some(key) = &record.idempotency_key {
-            self.idempotency.insert((record.client, key.clone()), id);
-        }
         if record.state.is_final() {
             // A finished job needs no tasks (nor its operands), only its results — except those still provisional,
             // which must be able to run again if their node is caught cheating.
@@ -265,12 +263,9 @@ impl Core {
             for (task, hash) in results {
                 job.restore_result(task, hash);
             }
-            self.jobs.insert(id, job);
             // A job stored before jobs had an end time starts its time in memory now.
-            if let Some(j) = self.jobs.get_mut(&id) {
-                let ended = *j.finished_ms.insert(record.finished_ms.unwrap_or(self.now_ms));
-                self.finished.insert((ended, id));
-            }
+            job.finished_ms = Some(record.finished_ms.unwrap_or(self.now_ms));
+            self.jobs.insert(job);
             if record.state == JobState::Done && record.tasks.iter().any(|t| provisional.contains(t)) {
                 let verify_seed = self.rng.u64(..);
                 let planned = jobs::plan(id, record.client, record.spec, &self.cfg, blobs, verify_seed, None);
@@ -315,7 +310,7 @@ impl Core {
         }
         job.refresh_state();
         let ended = job.state.is_final();
-        self.jobs.insert(id, job);
+        self.jobs.insert(job);
         if ended {
             self.job_ended(id);
         }
@@ -348,7 +343,7 @@ impl Core {
     fn fail_restored(&mut self, id: JobId, record: JobRecord, reason: &str) {
         let state = JobState::Failed { reason: format!("job {id}: {reason}") };
         let job = jobs::Job::finished(id, record.client, record.spec, state.clone(), record.tasks);
-        self.jobs.insert(id, job);
+        self.jobs.insert(job);
         self.job_ended(id);
         self.persist_job(id);
         self.refund(id);

@@ -11,7 +11,7 @@
 
 use neurolov_protocol::messages::Work;
 
-use crate::{Core, Effect, JobId, JobState, Record, TaskId};
+use crate::{Core, Effect, JobId, Record, TaskId};
 
 /// How often the core looks for jobs to archive.
 pub const ARCHIVE_INTERVAL_MS: u64 = 1_000;
@@ -19,20 +19,12 @@ pub const ARCHIVE_INTERVAL_MS: u64 = 1_000;
 impl Core {
     /// `job` just became final (done or failed): its time in memory starts.
     pub(crate) fn job_ended(&mut self, job: JobId) {
-        let now = self.now_ms;
-        let Some(j) = self.jobs.get_mut(&job) else { return };
-        debug_assert!(j.state.is_final(), "job {job} ended while still running");
-        if let Some(before) = j.finished_ms.replace(now) {
-            self.finished.remove(&(before, job));
-        }
-        self.finished.insert((now, job));
+        self.jobs.ended(job, self.now_ms);
     }
 
     /// `job` runs again (a provisional result of it was revoked): it is no longer finished.
     pub(crate) fn job_reopened(&mut self, job: JobId) {
-        if let Some(before) = self.jobs.get_mut(&job).and_then(|j| j.finished_ms.take()) {
-            self.finished.remove(&(before, job));
-        }
+        self.jobs.reopened(job);
     }
 
     /// Archives, oldest first, the finished jobs whose time in memory is up or that are beyond the count kept.
@@ -41,18 +33,7 @@ impl Core {
             return;
         }
         self.next_archive_ms = self.now_ms.saturating_add(ARCHIVE_INTERVAL_MS);
-        let (keep_ms, keep_count) = (self.cfg.finished_job_memory_ms, self.cfg.max_finished_jobs_in_memory);
-        let mut over = self.finished.len().saturating_sub(keep_count);
-        let due: Vec<JobId> = self
-            .finished
-            .iter()
-            .take_while(|&&(ended, _)| {
-                let keep = ended.saturating_add(keep_ms) > self.now_ms && over == 0;
-                over = over.saturating_sub(1);
-                !keep
-            })
-            .map(|&(_, job)| job)
-            .collect();
+        let due = self.jobs.due(self.now_ms, self.cfg.finished_job_memory_ms, self.cfg.max_finished_jobs_in_memory);
         for job in due {
             if self.may_archive(job) {
                 self.archive(job);
@@ -84,20 +65,9 @@ impl Core {
     /// Lets `job` and its tasks go from memory; the store keeps what its status page shows.
     fn archive(&mut self, job: JobId) {
         let Some(view) = self.job(job) else { return };
-        let Some(j) = self.jobs.remove(&job) else { return };
-        if let Some(ended) = j.finished_ms {
-            self.finished.remove(&(ended, job));
-        }
-        if let Some(key) = j.idempotency_key {
-            self.idempotency.remove(&(j.client, key));
-        }
+        let Some(j) = self.jobs.archive(job) else { return };
         for tid in &j.tasks {
             self.tasks.remove(tid);
-        }
-        match j.state {
-            JobState::Done => self.archived.done += 1,
-            JobState::Failed { .. } => self.archived.failed += 1,
-            JobState::Running { .. } => debug_assert!(false, "job {job} archived while running"),
         }
         self.effects.push(Effect::Persist(Record::JobArchived { job, tasks: view.tasks }));
     }
