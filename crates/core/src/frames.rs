@@ -1,0 +1,264 @@
+//! A node's frames: the session rules every signed frame must pass (its connection's nonce, rising sequence numbers,
+//! the registered signer), then what each message does — register, heartbeat, commit, result, failed, goodbye. A
+//! refused frame changes nothing, its sequence number included. Parsing and the signature check need no state and run
+//! before the core is locked ([`open_frame`]).
+
+use neurolov_protocol::messages::{ClaimedHardware, ErrorCode, NodeKind, ToNode};
+use neurolov_protocol::{Envelope, FromNode, Id, PROTOCOL_VERSION};
+
+use crate::registry::Node;
+use crate::settle::{AttemptEnd, result_bytes};
+use crate::taskbook::Assignment;
+use crate::{Blobs, ConnId, Core, Effect, NodeState, TaskId, Verification, wallet};
+
+/// A node frame parsed, its signature checked and its fields held to their limits — or why not.
+pub type Opened = Result<(Envelope, FromNode), (ErrorCode, String)>;
+
+/// Opens a node frame: pure and stateless, so the shell runs it before it locks the core.
+pub fn open_frame(text: &str) -> Opened {
+    let code = |e: neurolov_protocol::EnvelopeError| match e {
+        neurolov_protocol::EnvelopeError::TooLarge(_) => (ErrorCode::TooLarge, e.to_string()),
+        neurolov_protocol::EnvelopeError::Signature(_) => (ErrorCode::BadSignature, e.to_string()),
+        neurolov_protocol::EnvelopeError::Malformed(_) => (ErrorCode::Malformed, e.to_string()),
+    };
+    let env = Envelope::from_frame(text).map_err(code)?;
+    let msg: FromNode = env.open().map_err(code)?;
+    msg.check_limits().map_err(|e| (ErrorCode::Malformed, e))?;
+    Ok((env, msg))
+}
+
+impl Core {
+    pub(crate) fn strike(&mut self, conn: ConnId, code: ErrorCode, message: String) {
+        tracing::debug!(conn, ?code, %message, "frame refused");
+        self.send(conn, ToNode::Error { code, message });
+        if let Some(c) = self.registry.conn_mut(conn) {
+            c.strikes += 1;
+            if c.strikes >= self.cfg.max_strikes {
+                self.effects.push(Effect::Close { conn, reason: "too many refused frames".into() });
+            }
+        }
+    }
+
+    pub(crate) fn handle_frame(
+        &mut self,
+        conn: ConnId,
+        env: Envelope,
+        msg: FromNode,
+        blobs: &dyn Blobs,
+    ) -> Result<(), (ErrorCode, String)> {
+        let Some(c) = self.registry.conn(conn) else {
+            return Err((ErrorCode::NotRegistered, "unknown connection".into()));
+        };
+        let (session, seq) = msg.session_seq();
+        if session != c.nonce {
+            return Err((ErrorCode::WrongSession, "session does not match this connection's challenge".into()));
+        }
+        if c.last_seq.is_some_and(|last| seq <= last) {
+            return Err((ErrorCode::Replayed, format!("sequence number {seq} already used")));
+        }
+        if let Some(node) = c.node
+            && self.registry.get(&node).and_then(|n| n.conn) != Some(conn)
+        {
+            return Err((ErrorCode::WrongSession, "this session was superseded by a newer one".into()));
+        }
+        match (c.node, &msg) {
+            (None, FromNode::Register { .. }) => {}
+            (None, _) => return Err((ErrorCode::NotRegistered, "register first".into())),
+            (Some(_), FromNode::Register { .. }) => return Err((ErrorCode::Malformed, "already registered".into())),
+            (Some(node), _) if node != env.signer => {
+                return Err((ErrorCode::BadSignature, "signed by another node than the one registered".into()));
+            }
+            _ => {}
+        }
+        let node = env.signer;
+        // A refused frame changes nothing, its sequence number included.
+        let handled = self.handle_message(conn, node, env, msg, blobs);
+        if handled.is_ok()
+            && let Some(c) = self.registry.conn_mut(conn)
+        {
+            c.last_seq = Some(seq);
+        }
+        handled
+    }
+
+    pub(crate) fn handle_message(
+        &mut self,
+        conn: ConnId,
+        node: Id,
+        env: Envelope,
+        msg: FromNode,
+        blobs: &dyn Blobs,
+    ) -> Result<(), (ErrorCode, String)> {
+        match msg {
+            FromNode::Register {
+                version,
+                operator,
+                kind,
+                claimed,
+                price_nano_per_gflop,
+                slots,
+                operator_delegation,
+                ..
+            } => {
+                // An operator is paid for a node's work and slashed for its fraud, so it must have said yes.
+                neurolov_protocol::identity::check_delegation(&operator, &node, operator_delegation.as_ref()).map_err(
+                    |_| {
+                        (
+                            ErrorCode::BadSignature,
+                            "the operator has not delegated to this node (operator_delegation)".into(),
+                        )
+                    },
+                )?;
+                if version != PROTOCOL_VERSION {
+                    return Err((
+                        ErrorCode::UnsupportedVersion,
+                        format!("this coordinator speaks version {PROTOCOL_VERSION}"),
+                    ));
+                }
+                if slots == 0 || slots > neurolov_protocol::messages::MAX_SLOTS {
+                    return Err((
+                        ErrorCode::Malformed,
+                        format!("slots must be 1..={}", neurolov_protocol::messages::MAX_SLOTS),
+                    ));
+                }
+                self.register(conn, node, operator, kind, claimed, price_nano_per_gflop, slots)
+            }
+            FromNode::Heartbeat { .. } => {
+                self.heard_from(node);
+                Ok(())
+            }
+            FromNode::Commit { task_id, attempt, result_hash, .. } => {
+                self.heard_from(node);
+                let a = self.assignment_mut(task_id, attempt, node)?;
+                if a.commit.is_some() {
+                    return Err((ErrorCode::Malformed, "attempt already committed".into()));
+                }
+                a.commit = Some((result_hash, env));
+                Ok(())
+            }
+            FromNode::Result { task_id, attempt, result_hash, .. } => {
+                self.heard_from(node);
+                let (expected_bytes, operands) =
+                    self.tasks.get(&task_id).map_or((0, None), |t| (result_bytes(&t.work), t.operands.clone()));
+                let now = self.now_ms;
+                let a = self.assignment_mut(task_id, attempt, node)?;
+                if a.verifying || a.result.is_some() {
+                    return Err((ErrorCode::Malformed, "result already delivered".into()));
+                }
+                match &a.commit {
+                    Some((committed, _)) if *committed == result_hash => {}
+                    Some(_) => {
+                        return Err((ErrorCode::CommitmentMismatch, "result hash differs from the commitment".into()));
+                    }
+                    None => return Err((ErrorCode::CommitmentMismatch, "commit before sending a result".into())),
+                }
+                // The size is checked before anything is read: a node cannot make the coordinator load a huge blob.
+                let size =
+                    blobs.size(&result_hash).ok_or((ErrorCode::UnknownTask, "result blob not uploaded".into()))?;
+                if size != expected_bytes {
+                    return Err((
+                        ErrorCode::Malformed,
+                        format!("result is {size} bytes, the task produces {expected_bytes}"),
+                    ));
+                }
+                a.verifying = true;
+                a.delivered_ms = now;
+                self.tasks.begin_check(now, task_id, attempt, node);
+                // Delivered: the node's slot is free, and the result stands even if the node goes away now. It is
+                // read and checked off the core's lock; `verified` settles it.
+                self.vacate(task_id, attempt, node);
+                let rounds = self.cfg.freivalds_rounds;
+                let check = Verification::new(task_id, attempt, node, result_hash, operands, rounds);
+                self.effects.push(Effect::Verify(Box::new(check)));
+                Ok(())
+            }
+            FromNode::Failed { task_id, attempt, reason, .. } => {
+                self.heard_from(node);
+                let a = self.assignment_mut(task_id, attempt, node)?;
+                // A delivered result is judged, whatever the node says next: taking it back would dodge the check
+                // of its signed commitment.
+                if a.verifying || a.result.is_some() {
+                    return Err((ErrorCode::Malformed, "result already delivered".into()));
+                }
+                tracing::info!(%node, task_id, %reason, "node gave a task back");
+                self.drop_assignment(task_id, attempt, node, AttemptEnd::Failed);
+                Ok(())
+            }
+            FromNode::Goodbye { .. } => {
+                self.go_offline(node, "goodbye");
+                self.effects.push(Effect::Close { conn, reason: "goodbye".into() });
+                Ok(())
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn register(
+        &mut self,
+        conn: ConnId,
+        id: Id,
+        operator: Id,
+        kind: NodeKind,
+        claimed: ClaimedHardware,
+        price_nano_per_gflop: u64,
+        slots: u32,
+    ) -> Result<(), (ErrorCode, String)> {
+        if !self.registry.contains(&id) && self.registry.len() >= self.cfg.max_nodes && !self.make_room() {
+            return Err((ErrorCode::RateLimited, format!("the network is full ({} nodes)", self.cfg.max_nodes)));
+        }
+        let now = self.now_ms;
+        // A node that registers again on a new connection leaves its old session behind.
+        if let Some(old) = self.registry.get(&id).and_then(|n| n.conn).filter(|&c| c != conn) {
+            self.go_offline(id, "registered on a new connection");
+            self.effects.push(Effect::Close { conn: old, reason: "superseded by a new session".into() });
+        }
+        let n = self.registry.entry(id, |key| Node::new(key, operator, kind, now));
+        if n.operator != operator {
+            return Err((ErrorCode::Malformed, "a node's operator cannot change".into()));
+        }
+        n.kind = kind;
+        n.claimed = claimed;
+        n.price_nano_per_gflop = price_nano_per_gflop;
+        n.slots = slots;
+        n.conn = Some(conn);
+        n.last_seen_ms = now;
+        n.state = if n.attested { NodeState::Active } else { NodeState::Attesting };
+        let attested = n.attested;
+        if let Some(c) = self.registry.conn_mut(conn) {
+            c.node = Some(id);
+        }
+        self.open_account(wallet(&operator), neurolov_ledger::Kind::Provider, &operator.to_string());
+        self.send(conn, ToNode::Registered { node: id, heartbeat_interval_ms: self.cfg.heartbeat_interval_ms });
+        self.sync_scheduler(id);
+        if attested {
+            self.schedule_rechallenge(id);
+        } else {
+            self.challenge(id);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn heard_from(&mut self, id: Id) {
+        let now = self.now_ms;
+        let Some(n) = self.registry.get_mut(&id) else { return };
+        n.up_ms += now.saturating_sub(n.last_seen_ms).min(self.cfg.heartbeat_interval_ms);
+        n.last_seen_ms = now;
+        if n.state == NodeState::Stale {
+            n.state = if n.attested { NodeState::Active } else { NodeState::Attesting };
+            self.sync_scheduler(id);
+        }
+    }
+
+    pub(crate) fn assignment_mut(
+        &mut self,
+        task: TaskId,
+        attempt: u32,
+        node: Id,
+    ) -> Result<&mut Assignment, (ErrorCode, String)> {
+        self.tasks
+            .get_mut(&task)
+            .filter(|t| !t.done)
+            .and_then(|t| t.assignments.iter_mut().find(|a| a.attempt == attempt && a.node == node && !a.dropped))
+            .ok_or((ErrorCode::UnknownTask, format!("no open attempt {attempt} of task {task} for this node")))
+    }
+}
