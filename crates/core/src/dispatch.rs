@@ -174,73 +174,15 @@ impl Core {
             if !seen.insert(tid) {
                 continue;
             }
-            let Some(t) = self.tasks.get(&tid) else { continue };
-            if t.done {
-                continue;
-            }
-            let live = t.assignments.iter().filter(|a| !a.dropped).count() as u32;
-            let missing = t.replicas_wanted.saturating_sub(live);
-            if missing == 0 {
-                continue;
-            }
-            let none = neurolov_scheduler::Features::NONE;
-            let (min_reliability, max_price, features) = match &t.purpose {
-                Purpose::Job(j) => self
-                    .jobs
-                    .get(j)
-                    .map_or((0.0, u64::MAX, none), |j| (j.min_reliability, j.max_price_nano_per_gflop, j.features)),
-                Purpose::Attestation(_) | Purpose::Canary { .. } => (0.0, u64::MAX, none),
-            };
-            // WGSL work of any purpose (a job's task, its replicas, a canary, a third opinion) goes only to nodes
-            // that run WGSL.
-            let features = match t.work {
-                Work::Wgsl { .. } => neurolov_scheduler::Features(features.0 | RUNS_WGSL.0),
-                Work::Matmul { .. } => features,
-            };
-            let min_memory_bytes = jobs::task_bytes(&t.work);
-            // Replicas of one task go to distinct operators: those holding a live attempt or that delivered a result
-            // (a replica, or a wrong one) are excluded. A node that failed or timed out may get the task again.
-            let mut exclude: Vec<u64> = t
-                .assignments
-                .iter()
-                .filter(|a| !a.dropped || a.result.is_some())
-                .filter_map(|a| self.registry.get(&a.node).map(|n| operator_key(&n.operator)))
-                .collect();
-            if let Purpose::Canary { producers, .. } = &t.purpose {
-                exclude.extend(producers.iter().map(operator_key));
-            }
-            exclude.sort_unstable();
-            exclude.dedup();
-            exclude.truncate(neurolov_scheduler::MAX_EXCLUDED_OPERATORS);
-            let kind = (min_reliability.to_bits(), max_price, missing, features.0, min_memory_bytes, exclude);
+            let Some((kind, req)) = self.requirements(tid) else { continue };
             if unmet.contains(&kind) {
                 waiting.push_back(tid);
                 continue;
             }
-            let req = Requirements {
-                min_reliability,
-                max_price_nano_per_gflop: max_price,
-                replicas: missing,
-                work_mflop: t.work_mflop,
-                exclude_operators: kind.5.clone(),
-                features,
-                min_memory_bytes,
-            };
             match self.sched.allocate(&req) {
                 Ok(allocation) => {
                     placed = true;
-                    if let Some(t) = self.tasks.get_mut(&tid) {
-                        t.waiting_since_ms = None;
-                    }
-                    let first = allocation.placements.first().and_then(|p| self.registry.id_of(p.node));
-                    for p in allocation.placements {
-                        if let Some(id) = self.registry.id_of(p.node) {
-                            self.assign(tid, id);
-                        }
-                    }
-                    if let Some(node) = first
-                        && self.spot_check(tid, node)
-                    {
+                    if self.place(tid, allocation) {
                         // The replica goes out on the next pass, to another operator; it waits from now.
                         self.start_waiting(tid);
                         waiting.push_back(tid);
@@ -255,6 +197,73 @@ impl Core {
         // Placing took slots and may have queued spot-check replicas: look again at the next event.
         let changes = self.sched.changes();
         self.tasks.dispatched(waiting, placed, changes);
+    }
+
+    /// What placing the rest of `tid` asks of a node, and the kind of request it is (tasks of one kind succeed or
+    /// fail together within a pass); `None` when the task needs no placement (done, or all its replicas out).
+    fn requirements(&self, tid: TaskId) -> Option<(RequirementKind, Requirements)> {
+        let t = self.tasks.get(&tid).filter(|t| !t.done)?;
+        let live = t.assignments.iter().filter(|a| !a.dropped).count() as u32;
+        let missing = t.replicas_wanted.saturating_sub(live);
+        if missing == 0 {
+            return None;
+        }
+        let none = neurolov_scheduler::Features::NONE;
+        let (min_reliability, max_price, features) = match &t.purpose {
+            Purpose::Job(j) => self
+                .jobs
+                .get(j)
+                .map_or((0.0, u64::MAX, none), |j| (j.min_reliability, j.max_price_nano_per_gflop, j.features)),
+            Purpose::Attestation(_) | Purpose::Canary { .. } => (0.0, u64::MAX, none),
+        };
+        // WGSL work of any purpose (a job's task, its replicas, a canary, a third opinion) goes only to nodes that
+        // run WGSL.
+        let features = match t.work {
+            Work::Wgsl { .. } => neurolov_scheduler::Features(features.0 | RUNS_WGSL.0),
+            Work::Matmul { .. } => features,
+        };
+        let min_memory_bytes = jobs::task_bytes(&t.work);
+        // Replicas of one task go to distinct operators: those holding a live attempt or that delivered a result (a
+        // replica, or a wrong one) are excluded. A node that failed or timed out may get the task again.
+        let mut exclude: Vec<u64> = t
+            .assignments
+            .iter()
+            .filter(|a| !a.dropped || a.result.is_some())
+            .filter_map(|a| self.registry.get(&a.node).map(|n| operator_key(&n.operator)))
+            .collect();
+        if let Purpose::Canary { producers, .. } = &t.purpose {
+            exclude.extend(producers.iter().map(operator_key));
+        }
+        exclude.sort_unstable();
+        exclude.dedup();
+        exclude.truncate(neurolov_scheduler::MAX_EXCLUDED_OPERATORS);
+        let kind = (min_reliability.to_bits(), max_price, missing, features.0, min_memory_bytes, exclude);
+        let req = Requirements {
+            min_reliability,
+            max_price_nano_per_gflop: max_price,
+            replicas: missing,
+            work_mflop: t.work_mflop,
+            exclude_operators: kind.5.clone(),
+            features,
+            min_memory_bytes,
+        };
+        Some((kind, req))
+    }
+
+    /// Sends `tid` to the nodes the scheduler chose; whether a spot-check replica is now wanted as well.
+    fn place(&mut self, tid: TaskId, allocation: neurolov_scheduler::Allocation) -> bool {
+        if let Some(t) = self.tasks.get_mut(&tid) {
+            t.waiting_since_ms = None;
+        }
+        let first = allocation.placements.first().and_then(|p| self.registry.id_of(p.node));
+        for p in allocation.placements {
+            let id = self.registry.id_of(p.node);
+            debug_assert!(id.is_some(), "the scheduler placed task {tid} on unknown key {}", p.node);
+            if let Some(id) = id {
+                self.assign(tid, id);
+            }
+        }
+        first.is_some_and(|node| self.spot_check(tid, node))
     }
 
     /// Adaptive spot checking of a WGSL task at its first placement: with the probability the policy gives for the

@@ -3,7 +3,7 @@
 //! refused frame changes nothing, its sequence number included. Parsing and the signature check need no state and run
 //! before the core is locked ([`open_frame`]).
 
-use neurolov_protocol::messages::{ClaimedHardware, ErrorCode, NodeKind, ToNode};
+use neurolov_protocol::messages::{ClaimedHardware, ErrorCode, MAX_SLOTS, NodeKind, ToNode};
 use neurolov_protocol::{Envelope, FromNode, Id, PROTOCOL_VERSION};
 
 use crate::registry::Node;
@@ -81,6 +81,7 @@ impl Core {
         handled
     }
 
+    /// What a frame that passed the session rules does.
     pub(crate) fn handle_message(
         &mut self,
         conn: ConnId,
@@ -89,6 +90,9 @@ impl Core {
         msg: FromNode,
         blobs: &dyn Blobs,
     ) -> Result<(), (ErrorCode, String)> {
+        if !matches!(msg, FromNode::Register { .. } | FromNode::Goodbye { .. }) {
+            self.heard_from(node);
+        }
         match msg {
             FromNode::Register {
                 version,
@@ -100,35 +104,11 @@ impl Core {
                 operator_delegation,
                 ..
             } => {
-                // An operator is paid for a node's work and slashed for its fraud, so it must have said yes.
-                neurolov_protocol::identity::check_delegation(&operator, &node, operator_delegation.as_ref()).map_err(
-                    |_| {
-                        (
-                            ErrorCode::BadSignature,
-                            "the operator has not delegated to this node (operator_delegation)".into(),
-                        )
-                    },
-                )?;
-                if version != PROTOCOL_VERSION {
-                    return Err((
-                        ErrorCode::UnsupportedVersion,
-                        format!("this coordinator speaks version {PROTOCOL_VERSION}"),
-                    ));
-                }
-                if slots == 0 || slots > neurolov_protocol::messages::MAX_SLOTS {
-                    return Err((
-                        ErrorCode::Malformed,
-                        format!("slots must be 1..={}", neurolov_protocol::messages::MAX_SLOTS),
-                    ));
-                }
+                check_registration(&node, &operator, operator_delegation.as_ref(), version, slots)?;
                 self.register(conn, node, operator, kind, claimed, price_nano_per_gflop, slots)
             }
-            FromNode::Heartbeat { .. } => {
-                self.heard_from(node);
-                Ok(())
-            }
+            FromNode::Heartbeat { .. } => Ok(()),
             FromNode::Commit { task_id, attempt, result_hash, .. } => {
-                self.heard_from(node);
                 let a = self.assignment_mut(task_id, attempt, node)?;
                 if a.commit.is_some() {
                     return Err((ErrorCode::Malformed, "attempt already committed".into()));
@@ -137,43 +117,9 @@ impl Core {
                 Ok(())
             }
             FromNode::Result { task_id, attempt, result_hash, .. } => {
-                self.heard_from(node);
-                let (expected_bytes, operands) =
-                    self.tasks.get(&task_id).map_or((0, None), |t| (result_bytes(&t.work), t.operands.clone()));
-                let now = self.now_ms;
-                let a = self.assignment_mut(task_id, attempt, node)?;
-                if a.verifying || a.result.is_some() {
-                    return Err((ErrorCode::Malformed, "result already delivered".into()));
-                }
-                match &a.commit {
-                    Some((committed, _)) if *committed == result_hash => {}
-                    Some(_) => {
-                        return Err((ErrorCode::CommitmentMismatch, "result hash differs from the commitment".into()));
-                    }
-                    None => return Err((ErrorCode::CommitmentMismatch, "commit before sending a result".into())),
-                }
-                // The size is checked before anything is read: a node cannot make the coordinator load a huge blob.
-                let size =
-                    blobs.size(&result_hash).ok_or((ErrorCode::UnknownTask, "result blob not uploaded".into()))?;
-                if size != expected_bytes {
-                    return Err((
-                        ErrorCode::Malformed,
-                        format!("result is {size} bytes, the task produces {expected_bytes}"),
-                    ));
-                }
-                a.verifying = true;
-                a.delivered_ms = now;
-                self.tasks.begin_check(now, task_id, attempt, node);
-                // Delivered: the node's slot is free, and the result stands even if the node goes away now. It is
-                // read and checked off the core's lock; `verified` settles it.
-                self.vacate(task_id, attempt, node);
-                let rounds = self.cfg.freivalds_rounds;
-                let check = Verification::new(task_id, attempt, node, result_hash, operands, rounds);
-                self.effects.push(Effect::Verify(Box::new(check)));
-                Ok(())
+                self.result_delivered(node, task_id, attempt, result_hash, blobs)
             }
             FromNode::Failed { task_id, attempt, reason, .. } => {
-                self.heard_from(node);
                 let a = self.assignment_mut(task_id, attempt, node)?;
                 // A delivered result is judged, whatever the node says next: taking it back would dodge the check
                 // of its signed commitment.
@@ -190,6 +136,43 @@ impl Core {
                 Ok(())
             }
         }
+    }
+
+    /// A result delivered as committed: its size is checked before anything is read (a node cannot make the
+    /// coordinator load a huge blob), then it goes out for checking off the core's lock ([`Core::verified`] settles
+    /// it). Delivered, the attempt frees the node's slot, and the result stands even if the node goes away now.
+    fn result_delivered(
+        &mut self,
+        node: Id,
+        task_id: TaskId,
+        attempt: u32,
+        result_hash: String,
+        blobs: &dyn Blobs,
+    ) -> Result<(), (ErrorCode, String)> {
+        let (expected_bytes, operands) =
+            self.tasks.get(&task_id).map_or((0, None), |t| (result_bytes(&t.work), t.operands.clone()));
+        let now = self.now_ms;
+        let a = self.assignment_mut(task_id, attempt, node)?;
+        if a.verifying || a.result.is_some() {
+            return Err((ErrorCode::Malformed, "result already delivered".into()));
+        }
+        match &a.commit {
+            Some((committed, _)) if *committed == result_hash => {}
+            Some(_) => return Err((ErrorCode::CommitmentMismatch, "result hash differs from the commitment".into())),
+            None => return Err((ErrorCode::CommitmentMismatch, "commit before sending a result".into())),
+        }
+        let size = blobs.size(&result_hash).ok_or((ErrorCode::UnknownTask, "result blob not uploaded".into()))?;
+        if size != expected_bytes {
+            return Err((ErrorCode::Malformed, format!("result is {size} bytes, the task produces {expected_bytes}")));
+        }
+        a.verifying = true;
+        a.delivered_ms = now;
+        self.tasks.begin_check(now, task_id, attempt, node);
+        self.vacate(task_id, attempt, node);
+        let rounds = self.cfg.freivalds_rounds;
+        let check = Verification::new(task_id, attempt, node, result_hash, operands, rounds);
+        self.effects.push(Effect::Verify(Box::new(check)));
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -261,4 +244,26 @@ impl Core {
             .and_then(|t| t.assignments.iter_mut().find(|a| a.attempt == attempt && a.node == node && !a.dropped))
             .ok_or((ErrorCode::UnknownTask, format!("no open attempt {attempt} of task {task} for this node")))
     }
+}
+
+/// What a registration must say before the registry is touched: an operator that delegated to this node (it is
+/// paid for the node's work and slashed for its fraud, so it must have said yes), our protocol version, and a slot
+/// count within the protocol's limit.
+fn check_registration(
+    node: &Id,
+    operator: &Id,
+    delegation: Option<&neurolov_protocol::Signature>,
+    version: u32,
+    slots: u32,
+) -> Result<(), (ErrorCode, String)> {
+    neurolov_protocol::identity::check_delegation(operator, node, delegation).map_err(|_| {
+        (ErrorCode::BadSignature, "the operator has not delegated to this node (operator_delegation)".into())
+    })?;
+    if version != PROTOCOL_VERSION {
+        return Err((ErrorCode::UnsupportedVersion, format!("this coordinator speaks version {PROTOCOL_VERSION}")));
+    }
+    if slots == 0 || slots > MAX_SLOTS {
+        return Err((ErrorCode::Malformed, format!("slots must be 1..={MAX_SLOTS}")));
+    }
+    Ok(())
 }

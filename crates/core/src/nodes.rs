@@ -140,36 +140,8 @@ impl Core {
             self.registry.close(conn);
             self.effects.push(Effect::Close { conn, reason: "did not register".into() });
         }
-        let ids = self.registry.ids();
-        for id in ids {
-            let Some(n) = self.registry.get(&id) else { continue };
-            if n.conn.is_none() {
-                continue;
-            }
-            let missed = now.saturating_sub(n.last_seen_ms) / interval;
-            if missed >= self.cfg.offline_after_missed {
-                let conn = n.conn;
-                self.go_offline(id, "missed heartbeats");
-                if let Some(conn) = conn {
-                    self.effects.push(Effect::Close { conn, reason: "missed heartbeats".into() });
-                }
-                continue;
-            }
-            if missed >= self.cfg.stale_after_missed && matches!(n.state, NodeState::Active | NodeState::Attesting) {
-                tracing::warn!(node = %id, missed, "heartbeat missed");
-                if let Some(n) = self.registry.get_mut(&id) {
-                    n.state = NodeState::Stale;
-                }
-                self.sync_scheduler(id);
-            }
-            // Unannounced re-challenges of attested nodes, and new tries for nodes not yet attested.
-            if let Some(n) = self.registry.get(&id)
-                && n.challenge.is_none()
-                && n.next_challenge_ms <= now
-                && ((n.attested && n.state == NodeState::Active) || n.state == NodeState::Attesting)
-            {
-                self.challenge(id);
-            }
+        for id in self.registry.ids() {
+            self.watch(id, now, interval);
         }
         // Deadlines: only attempts nodes are holding can be late.
         let held: Vec<(TaskId, u32, Id)> =
@@ -190,6 +162,39 @@ impl Core {
             }
         }
         self.expire_waiting();
+    }
+
+    /// One node's heartbeats at `now_ms`: offline after `offline_after_missed` intervals of silence (its socket
+    /// closed), stale after `stale_after_missed` (no new work); and its re-challenge when one is due.
+    fn watch(&mut self, id: Id, now: u64, interval: u64) {
+        let Some(n) = self.registry.get(&id) else { return };
+        if n.conn.is_none() {
+            return;
+        }
+        let missed = now.saturating_sub(n.last_seen_ms) / interval;
+        if missed >= self.cfg.offline_after_missed {
+            let conn = n.conn;
+            self.go_offline(id, "missed heartbeats");
+            if let Some(conn) = conn {
+                self.effects.push(Effect::Close { conn, reason: "missed heartbeats".into() });
+            }
+            return;
+        }
+        if missed >= self.cfg.stale_after_missed && matches!(n.state, NodeState::Active | NodeState::Attesting) {
+            tracing::warn!(node = %id, missed, "heartbeat missed");
+            if let Some(n) = self.registry.get_mut(&id) {
+                n.state = NodeState::Stale;
+            }
+            self.sync_scheduler(id);
+        }
+        // Unannounced re-challenges of attested nodes, and new tries for nodes not yet attested.
+        if let Some(n) = self.registry.get(&id)
+            && n.challenge.is_none()
+            && n.next_challenge_ms <= now
+            && ((n.attested && n.state == NodeState::Active) || n.state == NodeState::Attesting)
+        {
+            self.challenge(id);
+        }
     }
 
     /// A full registry forgets the idle offline node with the least verified work (the least recently seen among
