@@ -181,16 +181,25 @@ pub(crate) fn random_seed() -> anyhow::Result<[u8; 32]> {
     Ok(seed)
 }
 
-fn write_key(path: &Path, kp: &Keypair) -> anyhow::Result<()> {
+/// Writes a key file readable by its owner only — from its creation, not after a chmod that leaves a window.
+pub(crate) fn write_key(path: &Path, kp: &Keypair) -> anyhow::Result<()> {
+    use std::io::Write;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(path, kp.to_solana_json()).with_context(|| format!("writing {}", path.display()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        // An existing file keeps its mode on open: make it the owner's only as well.
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
     }
+    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(kp.to_solana_json().as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -514,5 +523,28 @@ pub fn job(cmd: JobCommand) -> anyhow::Result<()> {
             println!("{} bytes written to {} (blake3 {})", bytes.len(), out.display(), blake3::hash(&bytes).to_hex());
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // A panic is the failure report.
+
+    /// A key file is its owner's only, whether it is new or written over one that was not.
+    #[cfg(unix)]
+    #[test]
+    fn key_files_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("neurolov-keyfile-{}", std::process::id()));
+        let path = dir.join("sub").join("key.json");
+        let kp = neurolov_protocol::Keypair::from_seed([3; 32]);
+        super::write_key(&path, &kp).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        super::write_key(&path, &kp).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(super::read_key(&path).unwrap().id(), kp.id());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -32,7 +32,7 @@ fn chromium() -> Option<PathBuf> {
     found
 }
 
-/// Chromium's headless flags that give WebGPU on SwiftShader (see ../shared/FACTS.md).
+/// Chromium's headless flags that give WebGPU on SwiftShader.
 fn browser(chromium: &Path, profile: &Path) -> Command {
     let mut c = Command::new(chromium);
     c.args([
