@@ -18,6 +18,8 @@ use neurolov_ledger::{NANO_PER_NLOV, format_nlov};
 use neurolov_protocol::Keypair;
 use neurolov_protocol::messages::seeded_f32;
 
+use neurolov_api as api;
+
 use crate::net::{get_json, runtime, signed_post};
 
 /// Longest the demo waits for nodes to attest and for its jobs to end.
@@ -143,7 +145,8 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     say(&format!("{} nodes attested in {:.1} s", args.nodes, started.elapsed().as_secs_f64()));
     let wgsl_jobs = wgsl_jobs_to_run(&rt, &url, args.wgsl_jobs);
     let client = fresh_key()?;
-    rt.block_on(signed_post(&url, &client, "/v1/faucet", b"{}".to_vec())).context("funding the client")?;
+    let _: api::FaucetReply =
+        rt.block_on(signed_post(&url, &client, "/v1/faucet", b"{}".to_vec())).context("funding the client")?;
     let submitted_at = Instant::now();
     let jobs = submit_jobs(&rt, &url, &client, wgsl_jobs)?;
     let states = wait_for_jobs(&rt, &url, &jobs, quiet, submitted_at)?;
@@ -151,7 +154,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let checked = check_results(&rt, &url, &client, &jobs, &states)?;
     // `/v1/stats` may be up to STATS_MAX_AGE old: the report reads it once the last job's settlement is in.
     std::thread::sleep(neurolov_coordinator::STATS_MAX_AGE + Duration::from_millis(50));
-    let stats = rt.block_on(get_json(format!("{url}/v1/stats")))?;
+    let stats: api::Stats = rt.block_on(get_json(format!("{url}/v1/stats")))?;
     let (provider_rows, cheaters_slashed) = provider_rows(&rt, &url, &providers)?;
     let audit = rt.block_on(neurolov_coordinator::audit::audit(&data.join("coordinator")))?;
     let report = serde_json::json!({
@@ -162,14 +165,14 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         "jobs_failed": states.iter().filter(|s| *s == "failed").count(),
         "wgsl_jobs_skipped": args.wgsl_jobs - wgsl_jobs,
         "wrong_results_accepted": checked.wrong_accepted,
-        "wrong_results_caught": stats["frauds_proven"],
+        "wrong_results_caught": stats.frauds_proven,
         "cheaters": args.cheaters,
         "cheaters_slashed": cheaters_slashed,
         "providers": provider_rows,
-        "treasury_fee_nano": stats["ledger"]["fees_nano"],
-        "slashed_nano": stats["ledger"]["slashed_nano"],
-        "paid_to_providers_nano": stats["ledger"]["paid_to_providers_nano"],
-        "verified_tflops": stats["verified_tflops"],
+        "treasury_fee_nano": stats.ledger.fees_nano,
+        "slashed_nano": stats.ledger.slashed_nano,
+        "paid_to_providers_nano": stats.ledger.paid_to_providers_nano,
+        "verified_tflops": stats.verified_tflops,
         "job_tflops": checked.flops / elapsed_s / 1e12,
         "elapsed_s": elapsed_s,
         "total_supply_nano": audit.total_supply_nano,
@@ -243,9 +246,9 @@ fn start_providers(
         let cheater = i >= args.nodes;
         let kp = fresh_key()?;
         rt.block_on(async {
-            signed_post(url, &kp, "/v1/faucet", b"{}".to_vec()).await?;
-            let body = serde_json::to_vec(&serde_json::json!({ "amount_nano": STAKE_NANO, "id": 1 }))?;
-            signed_post(url, &kp, "/v1/wallet/stake", body).await
+            let _: api::FaucetReply = signed_post(url, &kp, "/v1/faucet", b"{}".to_vec()).await?;
+            let body = serde_json::to_vec(&api::StakeRequest { amount_nano: STAKE_NANO, id: 1 })?;
+            signed_post::<api::StakeReply>(url, &kp, "/v1/wallet/stake", body).await
         })
         .context("funding a provider")?;
         let start_nano = crate::net::DEV_FAUCET_GRANT_NANO - STAKE_NANO;
@@ -275,8 +278,8 @@ fn wait_for_attestation(rt: &tokio::runtime::Runtime, url: &str, honest: usize, 
     bar.set_message(format!("waiting for {honest} honest nodes to pass attestation"));
     let started = Instant::now();
     loop {
-        let nodes = rt.block_on(get_json(format!("{url}/v1/nodes"))).unwrap_or_default();
-        let active = nodes.as_array().map_or(0, |n| n.iter().filter(|n| n["state"] == "active").count());
+        let nodes: Vec<api::NodeEntry> = rt.block_on(get_json(format!("{url}/v1/nodes"))).unwrap_or_default();
+        let active = nodes.iter().filter(|n| n.state == "active").count();
         bar.tick();
         if active >= honest {
             bar.finish_and_clear();
@@ -292,8 +295,8 @@ fn wait_for_attestation(rt: &tokio::runtime::Runtime, url: &str, honest: usize, 
 /// How many of the `wanted` WGSL jobs to run: WGSL tasks go only to nodes that run WGSL (a GPU adapter, even a
 /// software one); with none here they could only wait, so they are left out, and the report says so.
 fn wgsl_jobs_to_run(rt: &tokio::runtime::Runtime, url: &str, wanted: usize) -> usize {
-    let nodes = rt.block_on(get_json(format!("{url}/v1/nodes"))).unwrap_or_default();
-    let wgsl_nodes = nodes.as_array().map_or(0, |n| n.iter().filter(|n| n["wgsl"] == true).count());
+    let nodes: Vec<api::NodeEntry> = rt.block_on(get_json(format!("{url}/v1/nodes"))).unwrap_or_default();
+    let wgsl_nodes = nodes.iter().filter(|n| n.wgsl).count();
     if wgsl_nodes > 0 {
         return wanted;
     }
@@ -314,22 +317,41 @@ fn submit_jobs(
     let mut jobs = Vec::new();
     for (i, &(m, n, k)) in MATMULS.iter().enumerate() {
         let (seed_a, seed_b) = (100 + i as u64, 200 + i as u64);
-        let body = serde_json::to_vec(&serde_json::json!({
-            "kind": "matmul", "m": m, "n": n, "k": k, "a": {"seed": seed_a}, "b": {"seed": seed_b},
+        let body = serde_json::to_vec(&api::JobRequest::Matmul(api::MatmulJob {
+            m,
+            n,
+            k,
+            a: api::Operand::Seed { seed: seed_a },
+            b: api::Operand::Seed { seed: seed_b },
+            max_price_nano_per_gflop: api::DEFAULT_MAX_PRICE_NANO_PER_GFLOP,
+            min_reliability: 0.0,
+            idempotency_key: None,
         }))?;
-        let reply = rt.block_on(signed_post(url, client, "/v1/jobs", body)).context("submitting a matmul job")?;
-        let id = reply["id"].as_u64().context("no job id")?;
+        let api::JobCreated { id } =
+            rt.block_on(signed_post(url, client, "/v1/jobs", body)).context("submitting a matmul job")?;
         let flops = 2.0 * f64::from(m) * f64::from(n) * f64::from(k);
         jobs.push((id, Expect::Matmul { m: m as usize, n: n as usize, k: k as usize, seed_a, seed_b }, flops));
     }
     for _ in 0..wgsl_jobs {
-        let body = serde_json::to_vec(&serde_json::json!({
-            "kind": "wgsl", "source": WGSL_DEMO, "entry_point": "main",
-            "buffers": [{"binding": 0, "access": "read_write", "size_bytes": 4 * WGSL_ELEMENTS}],
-            "dispatch": [WGSL_ELEMENTS / 64, 1, 1], "work_mflop": 1,
+        let body = serde_json::to_vec(&api::JobRequest::Wgsl(api::WgslJob {
+            source: WGSL_DEMO.into(),
+            entry_point: "main".into(),
+            buffers: vec![api::BufferSpec {
+                binding: 0,
+                access: neurolov_protocol::messages::Access::ReadWrite,
+                size_bytes: 4 * u64::from(WGSL_ELEMENTS),
+                init: None,
+            }],
+            dispatch: [WGSL_ELEMENTS / 64, 1, 1],
+            float_tolerance: None,
+            work_mflop: 1,
+            max_price_nano_per_gflop: api::DEFAULT_MAX_PRICE_NANO_PER_GFLOP,
+            min_reliability: 0.0,
+            idempotency_key: None,
         }))?;
-        let reply = rt.block_on(signed_post(url, client, "/v1/jobs", body)).context("submitting a WGSL job")?;
-        jobs.push((reply["id"].as_u64().context("no job id")?, Expect::Wgsl, 1e6));
+        let api::JobCreated { id } =
+            rt.block_on(signed_post(url, client, "/v1/jobs", body)).context("submitting a WGSL job")?;
+        jobs.push((id, Expect::Wgsl, 1e6));
     }
     Ok(jobs)
 }
@@ -352,16 +374,16 @@ fn wait_for_jobs(
     loop {
         for (i, (id, _, _)) in jobs.iter().enumerate() {
             if !ended(&states[i]) {
-                let s = rt.block_on(get_json(format!("{url}/v1/jobs/{id}"))).unwrap_or_default();
-                states[i] = s["state"].as_str().unwrap_or("").to_string();
+                let s: Option<api::JobStatus> = rt.block_on(get_json(format!("{url}/v1/jobs/{id}"))).ok();
+                states[i] = s.map_or("", |s| crate::net::state_word(s.state)).to_string();
             }
         }
         let finished = states.iter().filter(|s| ended(s)).count();
         bar.set_position(finished as u64);
-        if let Ok(stats) = rt.block_on(get_json(format!("{url}/v1/stats"))) {
+        if let Ok(stats) = rt.block_on(get_json::<api::Stats>(format!("{url}/v1/stats"))) {
             bar.set_message(format!(
                 "· {} tasks verified · {} frauds caught",
-                stats["tasks_verified"], stats["frauds_proven"]
+                stats.tasks_verified, stats.frauds_proven
             ));
         }
         if finished == jobs.len() {
@@ -428,22 +450,17 @@ fn provider_rows(
     url: &str,
     providers: &[Provider],
 ) -> anyhow::Result<(Vec<serde_json::Value>, usize)> {
-    let nodes = rt.block_on(get_json(format!("{url}/v1/nodes")))?;
+    let nodes: Vec<api::NodeEntry> = rt.block_on(get_json(format!("{url}/v1/nodes")))?;
     let mut rows = Vec::new();
     let mut cheaters_slashed = 0;
     for p in providers {
         let id = p.kp.id().to_string();
-        let wallet = rt.block_on(get_json(format!("{url}/v1/accounts/{id}")))?;
-        let balance = wallet["balance_nano"].as_u64().unwrap_or(0);
-        let staked = wallet["staked_nano"].as_u64().unwrap_or(0);
+        let wallet: api::Account = rt.block_on(get_json(format!("{url}/v1/accounts/{id}")))?;
+        let (balance, staked) = (wallet.balance_nano, wallet.staked_nano);
         if p.cheater && staked < STAKE_NANO {
             cheaters_slashed += 1;
         }
-        let tasks = nodes
-            .as_array()
-            .and_then(|ns| ns.iter().find(|n| n["id"] == id.as_str()))
-            .and_then(|n| n["tasks_verified"].as_u64())
-            .unwrap_or(0);
+        let tasks = nodes.iter().find(|n| n.id == id).map_or(0, |n| n.tasks_verified);
         rows.push(serde_json::json!({
             "id": id,
             "cheater": p.cheater,

@@ -1,6 +1,7 @@
 //! The networked commands: `serve`, `keygen`, `node` and `job`. Each builds its own tokio runtime; the benchmark
 //! and the kernel worker stay synchronous.
 
+use neurolov_api as api;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -376,22 +377,15 @@ async fn shutdown_signal() {
 
 fn node_status(coordinator: &str, key: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     let id = load_or_create_key(key)?.id().to_string();
-    let nodes: Vec<serde_json::Value> = runtime()?
-        .block_on(async {
-            let url = format!("{}/v1/nodes", coordinator.trim_end_matches('/'));
-            reqwest::get(url).await?.error_for_status()?.json().await
-        })
+    let nodes: Vec<api::NodeEntry> = runtime()?
+        .block_on(get_json(format!("{}/v1/nodes", coordinator.trim_end_matches('/'))))
         .context("asking the coordinator")?;
-    let me = nodes.into_iter().find(|n| n["id"] == id.as_str());
+    let me = nodes.into_iter().find(|n| n.id == id);
     match (me, json) {
-        (Some(n), true) => println!("{n}"),
+        (Some(n), true) => println!("{}", serde_json::to_string(&n)?),
         (Some(n), false) => println!(
             "{id}: {} on {}, {:.2} GFLOP/s verified, reliability {:.3}, {} tasks verified",
-            n["state"].as_str().unwrap_or("?"),
-            n["adapter"].as_str().unwrap_or("?"),
-            n["gflops_verified"].as_f64().unwrap_or(0.0),
-            n["reliability"].as_f64().unwrap_or(0.0),
-            n["tasks_verified"]
+            n.state, n.adapter, n.gflops_verified, n.reliability, n.tasks_verified
         ),
         (None, true) => println!("{}", serde_json::json!({ "id": id, "state": "unknown" })),
         (None, false) => println!("{id} is not known to {coordinator}"),
@@ -399,24 +393,30 @@ fn node_status(coordinator: &str, key: Option<PathBuf>, json: bool) -> anyhow::R
     Ok(())
 }
 
-/// POSTs `body` to `path` signed with `kp`; the reply's JSON, or its error as an error.
-pub(crate) async fn signed_post(
+/// POSTs `body` to `path` signed with `kp`; the reply as the API's type for it, or its error as an error.
+pub(crate) async fn signed_post<T: serde::de::DeserializeOwned>(
     base: &str,
     kp: &Keypair,
     path: &str,
     body: Vec<u8>,
-) -> anyhow::Result<serde_json::Value> {
+) -> anyhow::Result<T> {
     let mut req = reqwest::Client::new().post(format!("{base}{path}")).body(body.clone());
     for (h, v) in auth::sign(kp, "POST", path, now_ms(), &body) {
         req = req.header(h, v);
     }
     let resp = req.header("content-type", "application/json").send().await.with_context(|| format!("POST {path}"))?;
+    reply(resp, &format!("POST {path}")).await
+}
+
+/// A reply's body as `T`, or the API's error as an error.
+async fn reply<T: serde::de::DeserializeOwned>(resp: reqwest::Response, what: &str) -> anyhow::Result<T> {
     let status = resp.status();
-    let reply: serde_json::Value = resp.json().await.unwrap_or_default();
+    let bytes = resp.bytes().await.with_context(|| format!("{what}: reading the reply"))?;
     if !status.is_success() {
-        bail!("{status}: {}", reply["error"].as_str().unwrap_or(""));
+        let refused = serde_json::from_slice::<neurolov_api::ErrorReply>(&bytes).map(|e| e.error).unwrap_or_default();
+        bail!("{status}: {refused}");
     }
-    Ok(reply)
+    serde_json::from_slice(&bytes).with_context(|| format!("{what}: the reply is not what the API promises"))
 }
 
 /// A finished job's result, read with its client's signed request.
@@ -429,20 +429,25 @@ pub(crate) async fn job_result(base: &str, kp: &Keypair, id: u64) -> anyhow::Res
     let resp = req.send().await.with_context(|| format!("GET {path}"))?;
     if !resp.status().is_success() {
         let status = resp.status();
-        let body: serde_json::Value = resp.json().await.unwrap_or_default();
-        bail!("{status}: {}", body["error"].as_str().unwrap_or(""));
+        let refused = resp.json::<neurolov_api::ErrorReply>().await.map(|e| e.error).unwrap_or_default();
+        bail!("{status}: {refused}");
     }
     Ok(resp.bytes().await?.to_vec())
 }
 
-pub(crate) async fn get_json(url: String) -> anyhow::Result<serde_json::Value> {
+/// GETs `url`; the reply as the API's type for it.
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(url: String) -> anyhow::Result<T> {
     let resp = reqwest::get(&url).await.with_context(|| format!("GET {url}"))?;
-    let status = resp.status();
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-    if !status.is_success() {
-        bail!("{status}: {}", body["error"].as_str().unwrap_or(""));
+    reply(resp, &format!("GET {url}")).await
+}
+
+/// The word for a job's state.
+pub(crate) fn state_word(state: api::JobState) -> &'static str {
+    match state {
+        api::JobState::Running => "running",
+        api::JobState::Done => "done",
+        api::JobState::Failed => "failed",
     }
-    Ok(body)
 }
 
 pub fn job(cmd: JobCommand) -> anyhow::Result<()> {
@@ -452,13 +457,20 @@ pub fn job(cmd: JobCommand) -> anyhow::Result<()> {
                 matmul.split('x').map(|d| d.trim().parse()).collect::<Result<_, _>>().context("--matmul is MxNxK")?;
             let [m, n, k] = dims[..] else { bail!("--matmul is MxNxK") };
             let kp = load_or_create_key(key)?;
-            let body = serde_json::to_vec(&serde_json::json!({
-                "kind": "matmul", "m": m, "n": n, "k": k, "a": {"seed": seed_a}, "b": {"seed": seed_b},
-            }))?;
+            let request = api::JobRequest::Matmul(api::MatmulJob {
+                m,
+                n,
+                k,
+                a: api::Operand::Seed { seed: seed_a },
+                b: api::Operand::Seed { seed: seed_b },
+                max_price_nano_per_gflop: api::DEFAULT_MAX_PRICE_NANO_PER_GFLOP,
+                min_reliability: 0.0,
+                idempotency_key: None,
+            });
+            let body = serde_json::to_vec(&request)?;
             let base = coordinator.trim_end_matches('/').to_string();
             runtime()?.block_on(async move {
-                let reply = signed_post(&base, &kp, "/v1/jobs", body).await.context("job refused")?;
-                let id = reply["id"].as_u64().context("no job id in the reply")?;
+                let api::JobCreated { id } = signed_post(&base, &kp, "/v1/jobs", body).await.context("job refused")?;
                 if !wait {
                     if json {
                         println!("{}", serde_json::json!({ "id": id }));
@@ -478,10 +490,10 @@ pub fn job(cmd: JobCommand) -> anyhow::Result<()> {
                 );
                 let started = std::time::Instant::now();
                 let status = loop {
-                    let status = get_json(format!("{base}/v1/jobs/{id}")).await?;
-                    bar.set_position((status["progress"].as_f64().unwrap_or(0.0) * 100.0) as u64);
-                    bar.set_message(format!("job {id} {}", status["state"].as_str().unwrap_or("?")));
-                    if status["state"] != "running" {
+                    let status: api::JobStatus = get_json(format!("{base}/v1/jobs/{id}")).await?;
+                    bar.set_position((status.progress * 100.0) as u64);
+                    bar.set_message(format!("job {id} {}", state_word(status.state)));
+                    if status.state.is_final() {
                         break status;
                     }
                     if started.elapsed() > MAX_WAIT {
@@ -491,27 +503,27 @@ pub fn job(cmd: JobCommand) -> anyhow::Result<()> {
                 };
                 bar.finish_and_clear();
                 if json {
-                    println!("{status}");
+                    println!("{}", serde_json::to_string(&status)?);
                 } else {
-                    println!("job {id} {}", status["state"].as_str().unwrap_or("?"));
+                    println!("job {id} {}", state_word(status.state));
                 }
-                if status["state"] != "done" {
-                    bail!("job {id} did not complete: {}", status["reason"].as_str().unwrap_or(""));
+                if status.state != api::JobState::Done {
+                    bail!("job {id} did not complete: {}", status.reason.unwrap_or_default());
                 }
                 Ok(())
             })
         }
         JobCommand::Status { coordinator, id, json } => {
-            let status =
+            let status: api::JobStatus =
                 runtime()?.block_on(get_json(format!("{}/v1/jobs/{id}", coordinator.trim_end_matches('/'))))?;
             if json {
-                println!("{status}");
+                println!("{}", serde_json::to_string(&status)?);
             } else {
                 println!(
                     "job {id}: {} ({}/{} tasks verified)",
-                    status["state"].as_str().unwrap_or("?"),
-                    status["tasks_done"],
-                    status["tasks_total"]
+                    state_word(status.state),
+                    status.tasks_done,
+                    status.tasks_total
                 );
             }
             Ok(())

@@ -2,6 +2,7 @@
 //! `neurolov ledger audit` against a coordinator's data directory. Amounts are typed in NLOV and sent as integer
 //! nano-NLOV.
 
+use neurolov_api as api;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -88,23 +89,23 @@ fn request_id(id: Option<u64>) -> u64 {
     id.unwrap_or_else(|| fastrand::u64(..))
 }
 
-fn show(json: bool, reply: &serde_json::Value, human: String) {
+fn show(json: bool, reply: &impl serde::Serialize, human: String) -> anyhow::Result<()> {
     if json {
-        println!("{reply}");
+        println!("{}", serde_json::to_string(reply)?);
     } else {
         println!("{human}");
     }
+    Ok(())
 }
 
-fn nlov_field(v: &serde_json::Value, field: &str) -> String {
-    format_nlov(u128::from(v[field].as_u64().unwrap_or(0)))
+fn nlov(nano: u64) -> String {
+    format_nlov(u128::from(nano))
 }
 
 /// A signed stake or unstake of `amount` NLOV.
-async fn stake_request(args: StakeArgs, path: &str) -> anyhow::Result<serde_json::Value> {
+async fn stake_request<T: serde::de::DeserializeOwned>(args: StakeArgs, path: &str) -> anyhow::Result<T> {
     let kp = load_or_create_key(args.client.key)?;
-    let body =
-        serde_json::to_vec(&serde_json::json!({ "amount_nano": nano(&args.amount)?, "id": request_id(args.id) }))?;
+    let body = serde_json::to_vec(&api::StakeRequest { amount_nano: nano(&args.amount)?, id: request_id(args.id) })?;
     signed_post(args.client.coordinator.trim_end_matches('/'), &kp, path, body).await
 }
 
@@ -117,23 +118,23 @@ pub fn wallet(cmd: WalletCommand) -> anyhow::Result<()> {
                 None => load_or_create_key(key)?.id().to_string(),
             };
             let base = coordinator.trim_end_matches('/');
-            let v = rt.block_on(get_json(format!("{base}/v1/accounts/{address}")))?;
+            let v: api::Account = rt.block_on(get_json(format!("{base}/v1/accounts/{address}")))?;
             let human = format!(
                 "{address}: {} NLOV ({} reserved), {} staked, {} unstaking",
-                nlov_field(&v, "balance_nano"),
-                nlov_field(&v, "pending_nano"),
-                nlov_field(&v, "staked_nano"),
-                nlov_field(&v, "unstaking_nano")
+                nlov(v.balance_nano),
+                nlov(v.pending_nano),
+                nlov(v.staked_nano),
+                nlov(v.unstaking_nano)
             );
-            show(json, &v, human);
+            show(json, &v, human)?;
         }
         WalletCommand::Transfer { client: ClientArgs { coordinator, key, json }, to, amount, id } => {
             let kp = load_or_create_key(key)?;
             let amount_nano = nano(&amount)?;
-            let body =
-                serde_json::to_vec(&serde_json::json!({ "to": to, "amount_nano": amount_nano, "id": request_id(id) }))?;
-            let v = rt.block_on(signed_post(coordinator.trim_end_matches('/'), &kp, "/v1/wallet/transfer", body))?;
-            show(json, &v, format!("sent {} NLOV to {to} ({})", format_nlov(u128::from(amount_nano)), v["outcome"]));
+            let body = serde_json::to_vec(&api::TransferRequest { to: to.clone(), amount_nano, id: request_id(id) })?;
+            let v: api::TransferReply =
+                rt.block_on(signed_post(coordinator.trim_end_matches('/'), &kp, "/v1/wallet/transfer", body))?;
+            show(json, &v, format!("sent {} NLOV to {to} ({})", nlov(amount_nano), v.outcome))?;
         }
         WalletCommand::History { client: ClientArgs { coordinator, key, json }, address, limit } => {
             let address = match address {
@@ -141,40 +142,38 @@ pub fn wallet(cmd: WalletCommand) -> anyhow::Result<()> {
                 None => load_or_create_key(key)?.id().to_string(),
             };
             let base = coordinator.trim_end_matches('/');
-            let v = rt.block_on(get_json(format!("{base}/v1/accounts/{address}/transfers?limit={limit}")))?;
+            let v: Vec<api::HistoryEntry> =
+                rt.block_on(get_json(format!("{base}/v1/accounts/{address}/transfers?limit={limit}")))?;
             if json {
-                println!("{v}");
+                println!("{}", serde_json::to_string(&v)?);
             } else {
-                for t in v.as_array().into_iter().flatten() {
-                    let sign = if t["direction"] == "in" { "+" } else { "-" };
+                for t in &v {
+                    let sign = if t.direction == "in" { "+" } else { "-" };
                     println!(
                         "{:>14} {sign}{:>20} NLOV  {:<22} {}",
-                        t["timestamp_ms"],
-                        nlov_field(t, "amount_nano"),
-                        t["code"].as_str().unwrap_or(""),
-                        t["account"].as_str().unwrap_or("")
+                        t.transfer.timestamp_ms,
+                        nlov(t.transfer.amount_nano),
+                        t.transfer.code,
+                        t.account
                     );
                 }
             }
         }
         WalletCommand::Faucet { client: ClientArgs { coordinator, key, json } } => {
             let kp = load_or_create_key(key)?;
-            let v = rt.block_on(signed_post(coordinator.trim_end_matches('/'), &kp, "/v1/faucet", b"{}".to_vec()))?;
-            show(json, &v, format!("{} received {} NLOV", kp.id(), nlov_field(&v, "granted_nano")));
+            let v: api::FaucetReply =
+                rt.block_on(signed_post(coordinator.trim_end_matches('/'), &kp, "/v1/faucet", b"{}".to_vec()))?;
+            show(json, &v, format!("{} received {} NLOV", kp.id(), nlov(v.granted_nano)))?;
         }
         WalletCommand::Stake(args) => {
             let json = args.client.json;
-            let v = rt.block_on(stake_request(args, "/v1/wallet/stake"))?;
-            show(json, &v, format!("staked {} NLOV", nlov_field(&v, "staked_nano")));
+            let v: api::StakeReply = rt.block_on(stake_request(args, "/v1/wallet/stake"))?;
+            show(json, &v, format!("staked {} NLOV", nlov(v.staked_nano)))?;
         }
         WalletCommand::Unstake(args) => {
             let json = args.client.json;
-            let v = rt.block_on(stake_request(args, "/v1/wallet/unstake"))?;
-            show(
-                json,
-                &v,
-                format!("unstaking {} NLOV; released at {} ms", nlov_field(&v, "unstaking_nano"), v["release_ms"]),
-            );
+            let v: api::UnstakeReply = rt.block_on(stake_request(args, "/v1/wallet/unstake"))?;
+            show(json, &v, format!("unstaking {} NLOV; released at {} ms", nlov(v.unstaking_nano), v.release_ms))?;
         }
     }
     Ok(())

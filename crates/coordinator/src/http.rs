@@ -11,9 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::{SinkExt, StreamExt};
+use neurolov_api as api;
 use neurolov_core::{InputData, JobSpec, JobState, JobView};
 use neurolov_kernels::untrusted::{self, JobBuffer, WgslJob};
-use neurolov_protocol::messages::{Access, DataRef, WgslBuffer};
+use neurolov_protocol::messages::{DataRef, WgslBuffer};
 use neurolov_verify::replicas::{self, Tolerance};
 
 use crate::auth::ReplayCache;
@@ -60,45 +61,29 @@ pub(crate) fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/v1/faucet", post(money::faucet).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
         .route("/v1/evidence", get(money::evidence))
         .route("/v1/stats", get(money::stats))
+        .route("/openapi.json", get(crate::openapi::serve))
         .with_state(app)
 }
 
 pub(crate) fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (status, Json(serde_json::json!({ "error": message.to_string() }))).into_response()
+    (status, Json(api::ErrorReply { error: message.to_string() })).into_response()
 }
 
-#[derive(serde::Serialize)]
-struct NodeJson {
-    id: String,
-    operator: String,
-    kind: &'static str,
-    state: &'static str,
-    adapter: String,
-    backend: String,
-    software: bool,
-    wgsl: bool,
-    gflops_verified: f64,
-    reliability: f64,
-    price: u64,
-    score: Option<f64>,
-    tasks_verified: u64,
-    tasks_failed: u64,
-    results_provisional: usize,
-}
-
-async fn nodes(State(app): Shared) -> Json<Vec<NodeJson>> {
+#[utoipa::path(get, path = "/v1/nodes", tag = "nodes", responses((status = 200, description = "every node known", body = Vec<api::NodeEntry>)))]
+pub(crate) async fn nodes(State(app): Shared) -> Json<Vec<api::NodeEntry>> {
     let views = app.coordinator.read_core(|c| c.nodes());
     Json(
         views
             .into_iter()
-            .map(|v| NodeJson {
+            .map(|v| api::NodeEntry {
                 id: v.id.to_string(),
                 operator: v.operator.to_string(),
                 kind: match v.kind {
                     neurolov_protocol::messages::NodeKind::Native => "native",
                     neurolov_protocol::messages::NodeKind::Browser => "browser",
-                },
-                state: v.state.as_str(),
+                }
+                .into(),
+                state: v.state.as_str().into(),
                 adapter: v.claimed.adapter,
                 backend: v.claimed.backend,
                 software: v.claimed.software,
@@ -241,7 +226,8 @@ impl FrameBudget {
     }
 }
 
-async fn get_blob(State(app): Shared, Path(hash): Path<String>) -> Response {
+#[utoipa::path(get, path = "/v1/blobs/{hash}", tag = "blobs", params(("hash" = String, Path, description = "blake3 hex")), responses((status = 200, description = "the blob's bytes", content_type = "application/octet-stream"), (status = 404, body = api::ErrorReply)))]
+pub(crate) async fn get_blob(State(app): Shared, Path(hash): Path<String>) -> Response {
     if !is_hash(&hash) {
         return error(StatusCode::BAD_REQUEST, "a blob is named by its blake3 hash (64 lowercase hex characters)");
     }
@@ -257,7 +243,8 @@ const BLOB_CHUNK_BYTES: usize = 1 << 20;
 /// Who may store a blob (the request signed as in [`crate::auth`]): a node uploading the result of an attempt it holds
 /// (one blob of that attempt's result size), or a client that holds NLOV, within its daily allowance (inputs for its
 /// jobs; [`crate::uploads`]). Storing a blob that is already there changes nothing and needs no signature.
-async fn put_blob(
+#[utoipa::path(put, path = "/v1/blobs/{hash}", tag = "blobs", params(("hash" = String, Path, description = "blake3 hex of the body")), request_body(content_type = "application/octet-stream", description = "signed request (headers x-neurolov-client, x-neurolov-timestamp, x-neurolov-signature; see docs/API.md)"), responses((status = 201, description = "stored"), (status = 401, body = api::ErrorReply), (status = 413, body = api::ErrorReply), (status = 507, body = api::ErrorReply)))]
+pub(crate) async fn put_blob(
     State(app): Shared,
     Path(hash): Path<String>,
     headers: HeaderMap,
@@ -317,97 +304,27 @@ async fn put_blob(
     }
 }
 
-/// An operand: `{"seed": n}` or `{"blob": "<hash>"}`.
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum InputJson {
-    Seed { seed: u64 },
-    Blob { blob: String },
-}
-
-impl From<InputJson> for InputData {
-    fn from(i: InputJson) -> InputData {
-        match i {
-            InputJson::Seed { seed } => InputData::Seeded { seed },
-            InputJson::Blob { blob } => InputData::Blob { hash: blob },
-        }
+/// Where a matmul operand comes from, in the core's words.
+fn operand(o: api::Operand) -> InputData {
+    match o {
+        api::Operand::Seed { seed } => InputData::Seeded { seed },
+        api::Operand::Blob { blob } => InputData::Blob { hash: blob },
     }
 }
 
-#[derive(serde::Deserialize)]
-struct BufferJson {
-    binding: u32,
-    access: Access,
-    size_bytes: u64,
-    /// Initial contents: a blob hash.
-    #[serde(default)]
-    init: Option<String>,
-}
-
-/// `POST /v1/jobs` body.
-#[derive(serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum JobJson {
-    Matmul {
-        m: u32,
-        n: u32,
-        k: u32,
-        a: InputJson,
-        b: InputJson,
-        #[serde(default = "no_price_limit")]
-        max_price_nano_per_gflop: u64,
-        #[serde(default)]
-        min_reliability: f64,
-    },
-    Wgsl(WgslJson),
-}
-
-/// The optional `idempotency_key` of a `POST /v1/jobs` body, whatever its kind.
-#[derive(serde::Deserialize)]
-struct KeyJson {
-    #[serde(default)]
-    idempotency_key: Option<String>,
-}
-
-/// The body of a WGSL job.
-#[derive(serde::Deserialize)]
-struct WgslJson {
-    source: String,
-    entry_point: String,
-    buffers: Vec<BufferJson>,
-    dispatch: [u32; 3],
-    /// Relative tolerance for float outputs; absent means bitwise agreement.
-    #[serde(default)]
-    float_tolerance: Option<f32>,
-    #[serde(default = "one")]
-    work_mflop: u64,
-    #[serde(default = "no_price_limit")]
-    max_price_nano_per_gflop: u64,
-    #[serde(default)]
-    min_reliability: f64,
-}
-
-/// A client that names no price cap pays at most 10 NLOV per TFLOP (nodes ask 1 by default).
-fn no_price_limit() -> u64 {
-    neurolov_core::DEFAULT_MAX_PRICE_NANO_PER_GFLOP
-}
-
-fn one() -> u64 {
-    1
-}
-
-async fn submit_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Response {
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body(content = api::JobRequest, description = "signed request (headers x-neurolov-client, x-neurolov-timestamp, x-neurolov-signature; see docs/API.md)"), responses((status = 201, body = api::JobCreated), (status = 200, description = "a retry under the same idempotency key", body = api::JobCreated), (status = 400, body = api::ErrorReply), (status = 401, body = api::ErrorReply)))]
+pub(crate) async fn submit_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Response {
     let header = |name: &'static str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let client = match app.replay.verify(header, "POST", "/v1/jobs", &body, now_ms()) {
         Ok(id) => id,
         Err(e) => return error(e.status(), e),
     };
-    let request: JobJson = match serde_json::from_slice(&body) {
+    let request: api::JobRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed job: {e}")),
     };
     // A retried submission (same client, same key) gets its job back: 200 with its id, nothing escrowed again.
-    let key = serde_json::from_slice::<KeyJson>(&body).ok().and_then(|k| k.idempotency_key);
+    let key = request.idempotency_key().map(str::to_string);
     if let Some(k) = &key {
         // In memory while the job is (the core answers again at submission), in the store once it was archived.
         let known = match app.coordinator.read_core(|c| c.job_for_key(&client, k)) {
@@ -418,7 +335,7 @@ async fn submit_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Resp
             },
         };
         if let Some(id) = known {
-            return (StatusCode::OK, Json(serde_json::json!({ "id": id }))).into_response();
+            return (StatusCode::OK, Json(api::JobCreated { id })).into_response();
         }
     }
     // Cheap checks and the client's funds come first: nothing is read, generated or stored for a request that would
@@ -430,10 +347,16 @@ async fn submit_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Resp
     let coordinator = Arc::clone(&app.coordinator);
     let outcome = tokio::task::spawn_blocking(move || {
         let spec = match request {
-            JobJson::Matmul { m, n, k, a, b, max_price_nano_per_gflop, min_reliability } => {
-                JobSpec::Matmul { m, n, k, a: a.into(), b: b.into(), max_price_nano_per_gflop, min_reliability }
-            }
-            JobJson::Wgsl(w) => wgsl_spec(&coordinator, w)?,
+            api::JobRequest::Matmul(j) => JobSpec::Matmul {
+                m: j.m,
+                n: j.n,
+                k: j.k,
+                a: operand(j.a),
+                b: operand(j.b),
+                max_price_nano_per_gflop: j.max_price_nano_per_gflop,
+                min_reliability: j.min_reliability,
+            },
+            api::JobRequest::Wgsl(w) => wgsl_spec(&coordinator, w)?,
         };
         // Operands are read or generated here, before the core is locked (seconds for a big seeded matmul).
         let inputs = neurolov_core::load_inputs(&spec, &coordinator.blobs).map_err(|e| e.to_string())?;
@@ -447,7 +370,7 @@ async fn submit_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Resp
         Ok(Ok(id)) => {
             // The job is acknowledged only once it is durable.
             app.coordinator.flush().await;
-            (StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response()
+            (StatusCode::CREATED, Json(api::JobCreated { id })).into_response()
         }
         Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -456,18 +379,20 @@ async fn submit_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Resp
 
 /// What [`neurolov_core::Core::admit`] says of a request before its kernel is validated or any input read: bounds on
 /// the request's size first, then the job's cheap checks and the client's funds.
-fn admit(coordinator: &Coordinator, client: &neurolov_protocol::Id, request: &JobJson) -> Result<u64, String> {
+fn admit(coordinator: &Coordinator, client: &neurolov_protocol::Id, request: &api::JobRequest) -> Result<u64, String> {
     let spec = match request {
-        JobJson::Matmul { m, n, k, max_price_nano_per_gflop, min_reliability, .. } => JobSpec::Matmul {
-            m: *m,
-            n: *n,
-            k: *k,
-            a: InputData::Seeded { seed: 0 },
-            b: InputData::Seeded { seed: 0 },
-            max_price_nano_per_gflop: *max_price_nano_per_gflop,
-            min_reliability: *min_reliability,
-        },
-        JobJson::Wgsl(w) => {
+        api::JobRequest::Matmul(api::MatmulJob { m, n, k, max_price_nano_per_gflop, min_reliability, .. }) => {
+            JobSpec::Matmul {
+                m: *m,
+                n: *n,
+                k: *k,
+                a: InputData::Seeded { seed: 0 },
+                b: InputData::Seeded { seed: 0 },
+                max_price_nano_per_gflop: *max_price_nano_per_gflop,
+                min_reliability: *min_reliability,
+            }
+        }
+        api::JobRequest::Wgsl(w) => {
             if w.buffers.len() > untrusted::MAX_BUFFERS {
                 return Err(format!(
                     "a kernel may bind at most {} buffers (got {})",
@@ -495,7 +420,7 @@ fn admit(coordinator: &Coordinator, client: &neurolov_protocol::Id, request: &Jo
 }
 
 #[derive(serde::Deserialize)]
-struct RecentQuery {
+pub(crate) struct RecentQuery {
     #[serde(default = "twenty")]
     limit: usize,
 }
@@ -508,32 +433,41 @@ fn twenty() -> usize {
 const MAX_RECENT_JOBS: usize = 200;
 
 /// `GET /v1/jobs`: the newest jobs, newest first, with their progress and verification.
-async fn recent_jobs(State(app): Shared, axum::extract::Query(q): axum::extract::Query<RecentQuery>) -> Response {
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(("limit" = Option<usize>, Query, description = "at most 200")), responses((status = 200, body = Vec<api::JobSummary>)))]
+pub(crate) async fn recent_jobs(
+    State(app): Shared,
+    axum::extract::Query(q): axum::extract::Query<RecentQuery>,
+) -> Json<Vec<api::JobSummary>> {
     let jobs = app.coordinator.read_core(|c| c.recent_jobs(q.limit.min(MAX_RECENT_JOBS)));
     Json(
         jobs.into_iter()
-            .map(|(view, kind)| {
-                let verified = view.tasks.iter().filter(|t| t.verified).count();
-                serde_json::json!({
-                    "id": view.id,
-                    "kind": kind,
-                    "client": view.client.to_string(),
-                    "state": view.state.name(),
-                    "reason": view.state.reason(),
-                    "tasks_done": verified,
-                    "tasks_total": view.tasks.len(),
-                })
+            .map(|(view, kind)| api::JobSummary {
+                id: view.id,
+                kind: kind.into(),
+                client: view.client.to_string(),
+                state: state_name(&view.state),
+                reason: view.state.reason().map(str::to_string),
+                tasks_done: view.tasks.iter().filter(|t| t.verified).count(),
+                tasks_total: view.tasks.len(),
             })
-            .collect::<Vec<_>>(),
+            .collect(),
     )
-    .into_response()
+}
+
+/// The API's word for a job's state.
+fn state_name(state: &JobState) -> api::JobState {
+    match state {
+        JobState::Running { .. } => api::JobState::Running,
+        JobState::Done => api::JobState::Done,
+        JobState::Failed { .. } => api::JobState::Failed,
+    }
 }
 
 /// Validates a client's kernel with naga, finds the optional WebGPU features it needs (only nodes that claim them get
 /// it) and stores its source.
 fn wgsl_spec(
     coordinator: &Coordinator,
-    WgslJson {
+    api::WgslJob {
         source,
         entry_point,
         buffers,
@@ -542,7 +476,8 @@ fn wgsl_spec(
         work_mflop,
         max_price_nano_per_gflop,
         min_reliability,
-    }: WgslJson,
+        ..
+    }: api::WgslJob,
 ) -> Result<JobSpec, String> {
     let mut job_buffers = Vec::new();
     for b in &buffers {
@@ -594,40 +529,44 @@ async fn find_job(app: &App, id: u64) -> Result<Option<(JobView, Option<Vec<Stri
     }
 }
 
-async fn job_status(State(app): Shared, Path(id): Path<u64>) -> Response {
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = u64, Path)), responses((status = 200, body = api::JobStatus), (status = 404, body = api::ErrorReply)))]
+pub(crate) async fn job_status(State(app): Shared, Path(id): Path<u64>) -> Response {
     let view = match find_job(&app, id).await {
         Ok(Some((view, _))) => view,
         Ok(None) => return error(StatusCode::NOT_FOUND, "no such job"),
         Err(response) => return response,
     };
-    let (state, reason, done, total) = match &view.state {
-        JobState::Running { tasks_done, tasks } => ("running", None, *tasks_done, *tasks),
-        JobState::Done => ("done", None, view.tasks.len(), view.tasks.len()),
-        JobState::Failed { reason } => {
-            ("failed", Some(reason.clone()), view.tasks.iter().filter(|t| t.verified).count(), view.tasks.len())
-        }
+    let (done, total) = match &view.state {
+        JobState::Running { tasks_done, tasks } => (*tasks_done, *tasks),
+        JobState::Done => (view.tasks.len(), view.tasks.len()),
+        JobState::Failed { .. } => (view.tasks.iter().filter(|t| t.verified).count(), view.tasks.len()),
     };
-    Json(serde_json::json!({
-        "id": view.id,
-        "client": view.client.to_string(),
-        "state": state,
-        "reason": reason,
-        "tasks_done": done,
-        "tasks_total": total,
-        "progress": if total == 0 { 0.0 } else { done as f64 / total as f64 },
-        "tasks": view.tasks.iter().map(|t| serde_json::json!({
-            "task": t.task,
-            "node": t.node.map(|n| n.to_string()),
-            "verified": t.verified,
-            "attempts": t.attempts,
-        })).collect::<Vec<_>>(),
-    }))
+    Json(api::JobStatus {
+        id: view.id,
+        client: view.client.to_string(),
+        state: state_name(&view.state),
+        reason: view.state.reason().map(str::to_string),
+        tasks_done: done,
+        tasks_total: total,
+        progress: if total == 0 { 0.0 } else { done as f64 / total as f64 },
+        tasks: view
+            .tasks
+            .iter()
+            .map(|t| api::TaskStatus {
+                task: t.task,
+                node: t.node.map(|n| n.to_string()),
+                verified: t.verified,
+                attempts: t.attempts,
+            })
+            .collect(),
+    })
     .into_response()
 }
 
 /// `GET /v1/jobs/{id}/result`: only the job's client may read its result (a signed GET with an empty body); job ids
 /// are sequential, so anyone could otherwise read everyone's results.
-async fn job_result(State(app): Shared, Path(id): Path<u64>, headers: HeaderMap) -> Response {
+#[utoipa::path(get, path = "/v1/jobs/{id}/result", tag = "jobs", params(("id" = u64, Path)), responses((status = 200, description = "the result bytes (signed request (headers x-neurolov-client, x-neurolov-timestamp, x-neurolov-signature; see docs/API.md) by the job's client)", content_type = "application/octet-stream"), (status = 401, body = api::ErrorReply), (status = 403, body = api::ErrorReply), (status = 404, body = api::ErrorReply), (status = 409, body = api::ErrorReply), (status = 410, body = api::ErrorReply)))]
+pub(crate) async fn job_result(State(app): Shared, Path(id): Path<u64>, headers: HeaderMap) -> Response {
     let header = |name: &'static str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let path = format!("/v1/jobs/{id}/result");
     let reader = match app.replay.verify(header, "GET", &path, b"", now_ms()) {

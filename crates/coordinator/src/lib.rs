@@ -9,6 +9,7 @@ pub mod auth;
 mod blobs;
 mod http;
 mod money;
+pub mod openapi;
 pub mod store;
 pub mod uploads;
 mod web;

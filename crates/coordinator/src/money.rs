@@ -8,6 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use neurolov_api as api;
 use neurolov_core::WalletError;
 use neurolov_ledger::{Outcome, Transfer, TransferError, codes};
 use neurolov_protocol::Id;
@@ -48,7 +49,7 @@ fn wallet_error(e: WalletError) -> Response {
 }
 
 /// Commits the effects, waits until they are durable, then answers.
-async fn durable(app: &App, body: serde_json::Value) -> Response {
+async fn durable(app: &App, body: impl serde::Serialize) -> Response {
     app.coordinator.flush().await;
     Json(body).into_response()
 }
@@ -60,17 +61,18 @@ fn outcome_name(o: Outcome) -> &'static str {
     }
 }
 
+#[utoipa::path(get, path = "/v1/accounts/{address}", tag = "money", params(("address" = String, Path)), responses((status = 200, body = api::Account), (status = 400, body = api::ErrorReply)))]
 pub(crate) async fn account(State(app): Shared, Path(address): Path<String>) -> Response {
     let Ok(id) = address.parse::<Id>() else { return error(StatusCode::BAD_REQUEST, "not an address") };
     let v = app.coordinator.read_core(|c| c.wallet_view(&id));
-    Json(serde_json::json!({
-        "address": id.to_string(),
-        "balance_nano": v.balance_nano,
-        "pending_nano": v.pending_nano,
-        "available_nano": v.balance_nano.saturating_sub(v.pending_nano),
-        "staked_nano": v.staked_nano,
-        "unstaking_nano": v.unstaking_nano,
-    }))
+    Json(api::Account {
+        address: id.to_string(),
+        balance_nano: v.balance_nano,
+        pending_nano: v.pending_nano,
+        available_nano: v.balance_nano.saturating_sub(v.pending_nano),
+        staked_nano: v.staked_nano,
+        unstaking_nano: v.unstaking_nano,
+    })
     .into_response()
 }
 
@@ -84,21 +86,22 @@ fn default_history() -> u32 {
     100
 }
 
-pub(crate) fn transfer_json(t: &Transfer) -> serde_json::Value {
-    serde_json::json!({
-        "id": t.id.to_string(),
-        "debit": t.debit.to_string(),
-        "credit": t.credit.to_string(),
-        "amount_nano": t.amount,
-        "code": codes::name(t.code),
-        "pending": t.is(neurolov_ledger::transfer_flags::PENDING),
-        "posts": t.is(neurolov_ledger::transfer_flags::POST_PENDING).then(|| t.pending_id.map(|p| p.to_string())),
-        "voids": t.is(neurolov_ledger::transfer_flags::VOID_PENDING).then(|| t.pending_id.map(|p| p.to_string())),
-        "user_data": t.user_data,
-        "timestamp_ms": t.timestamp_ms,
-    })
+pub(crate) fn transfer_view(t: &Transfer) -> api::TransferView {
+    api::TransferView {
+        id: t.id.to_string(),
+        debit: t.debit.to_string(),
+        credit: t.credit.to_string(),
+        amount_nano: t.amount,
+        code: codes::name(t.code).into(),
+        pending: t.is(neurolov_ledger::transfer_flags::PENDING),
+        posts: t.is(neurolov_ledger::transfer_flags::POST_PENDING).then(|| t.pending_id.map(|p| p.to_string())),
+        voids: t.is(neurolov_ledger::transfer_flags::VOID_PENDING).then(|| t.pending_id.map(|p| p.to_string())),
+        user_data: t.user_data,
+        timestamp_ms: t.timestamp_ms,
+    }
 }
 
+#[utoipa::path(get, path = "/v1/accounts/{address}/transfers", tag = "money", params(("address" = String, Path), ("limit" = Option<u32>, Query, description = "at most 1000")), responses((status = 200, body = Vec<api::HistoryEntry>)))]
 pub(crate) async fn history(
     State(app): Shared,
     Path(address): Path<String>,
@@ -113,30 +116,22 @@ pub(crate) async fn history(
     let mut out = Vec::new();
     for (account, label) in [(wallet, "wallet"), (stake, "stake")] {
         match crate::store::account_history(&app.coordinator.db, account, limit).await {
-            Ok(ts) => out.extend(ts.iter().map(|t| {
-                let mut j = transfer_json(t);
-                j["account"] = label.into();
-                j["direction"] = if t.debit == account { "out" } else { "in" }.into();
-                j
+            Ok(ts) => out.extend(ts.iter().map(|t| api::HistoryEntry {
+                transfer: transfer_view(t),
+                account: label.into(),
+                direction: if t.debit == account { "out" } else { "in" }.into(),
             })),
             Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
         }
     }
-    out.sort_by_key(|j| std::cmp::Reverse(j["timestamp_ms"].as_u64().unwrap_or(0)));
+    out.sort_by_key(|e| std::cmp::Reverse(e.transfer.timestamp_ms));
     out.truncate(limit as usize);
     Json(out).into_response()
 }
 
-#[derive(serde::Deserialize)]
-struct TransferRequest {
-    to: String,
-    amount_nano: u64,
-    /// The client's id for this transfer: sending the same request again is applied once.
-    id: u64,
-}
-
+#[utoipa::path(post, path = "/v1/wallet/transfer", tag = "money", request_body(content = api::TransferRequest, description = "signed request (headers x-neurolov-client, x-neurolov-timestamp, x-neurolov-signature; see docs/API.md)"), responses((status = 200, body = api::TransferReply), (status = 402, body = api::ErrorReply)))]
 pub(crate) async fn transfer(State(app): Shared, headers: HeaderMap, body: Bytes) -> Response {
-    let (from, req) = match signed::<TransferRequest>(&app, &headers, "/v1/wallet/transfer", &body) {
+    let (from, req) = match signed::<api::TransferRequest>(&app, &headers, "/v1/wallet/transfer", &body) {
         Ok(v) => v,
         Err(r) => return *r,
     };
@@ -148,19 +143,14 @@ pub(crate) async fn transfer(State(app): Shared, headers: HeaderMap, body: Bytes
         }
     });
     match result {
-        Ok(o) => durable(&app, serde_json::json!({ "outcome": outcome_name(o) })).await,
+        Ok(o) => durable(&app, api::TransferReply { outcome: outcome_name(o).into() }).await,
         Err(e) => wallet_error(e),
     }
 }
 
-#[derive(serde::Deserialize)]
-struct StakeRequest {
-    amount_nano: u64,
-    id: u64,
-}
-
+#[utoipa::path(post, path = "/v1/wallet/stake", tag = "money", request_body(content = api::StakeRequest, description = "signed request (headers x-neurolov-client, x-neurolov-timestamp, x-neurolov-signature; see docs/API.md)"), responses((status = 200, body = api::StakeReply), (status = 402, body = api::ErrorReply)))]
 pub(crate) async fn stake(State(app): Shared, headers: HeaderMap, body: Bytes) -> Response {
-    let (op, req) = match signed::<StakeRequest>(&app, &headers, "/v1/wallet/stake", &body) {
+    let (op, req) = match signed::<api::StakeRequest>(&app, &headers, "/v1/wallet/stake", &body) {
         Ok(v) => v,
         Err(r) => return *r,
     };
@@ -170,13 +160,14 @@ pub(crate) async fn stake(State(app): Shared, headers: HeaderMap, body: Bytes) -
             Err(e) => (Err(e), Vec::new()),
         });
     match result {
-        Ok(()) => durable(&app, serde_json::json!({ "staked_nano": req.amount_nano })).await,
+        Ok(()) => durable(&app, api::StakeReply { staked_nano: req.amount_nano }).await,
         Err(e) => wallet_error(e),
     }
 }
 
+#[utoipa::path(post, path = "/v1/wallet/unstake", tag = "money", request_body(content = api::StakeRequest, description = "signed request (headers x-neurolov-client, x-neurolov-timestamp, x-neurolov-signature; see docs/API.md)"), responses((status = 200, body = api::UnstakeReply), (status = 402, body = api::ErrorReply)))]
 pub(crate) async fn unstake(State(app): Shared, headers: HeaderMap, body: Bytes) -> Response {
-    let (op, req) = match signed::<StakeRequest>(&app, &headers, "/v1/wallet/unstake", &body) {
+    let (op, req) = match signed::<api::StakeRequest>(&app, &headers, "/v1/wallet/unstake", &body) {
         Ok(v) => v,
         Err(r) => return *r,
     };
@@ -186,13 +177,12 @@ pub(crate) async fn unstake(State(app): Shared, headers: HeaderMap, body: Bytes)
             Err(e) => (Err(e), Vec::new()),
         });
     match result {
-        Ok(release_ms) => {
-            durable(&app, serde_json::json!({ "unstaking_nano": req.amount_nano, "release_ms": release_ms })).await
-        }
+        Ok(release_ms) => durable(&app, api::UnstakeReply { unstaking_nano: req.amount_nano, release_ms }).await,
         Err(e) => wallet_error(e),
     }
 }
 
+#[utoipa::path(post, path = "/v1/faucet", tag = "money", request_body(content = Object, description = "signed request (headers x-neurolov-client, x-neurolov-timestamp, x-neurolov-signature; see docs/API.md), body {}"), responses((status = 200, body = api::FaucetReply), (status = 403, body = api::ErrorReply), (status = 409, body = api::ErrorReply)))]
 pub(crate) async fn faucet(State(app): Shared, headers: HeaderMap, body: Bytes) -> Response {
     let (to, _): (Id, serde_json::Value) = match signed(&app, &headers, "/v1/faucet", &body) {
         Ok(v) => v,
@@ -203,26 +193,23 @@ pub(crate) async fn faucet(State(app): Shared, headers: HeaderMap, body: Bytes) 
         Err(e) => (Err(e), Vec::new()),
     });
     match result {
-        Ok(granted) => durable(&app, serde_json::json!({ "granted_nano": granted })).await,
+        Ok(granted) => durable(&app, api::FaucetReply { granted_nano: granted }).await,
         Err(e) => wallet_error(e),
     }
 }
 
+#[utoipa::path(get, path = "/v1/evidence", tag = "money", responses((status = 200, body = Vec<api::EvidenceEntry>)))]
 pub(crate) async fn evidence(State(app): Shared) -> Response {
     let list = app.coordinator.read_core(|c| {
         c.evidence()
             .iter()
-            .map(|e| {
-                serde_json::json!({
-                    "task": e.task,
-                    "attempt": e.attempt,
-                    "reason": e.reason,
-                    "node": e.commit.signer.to_string(),
-                    // The node's own signed commitment: anyone can check the signature and the task it names.
-                    "commit": e.commit,
-                    // The task's inputs; the committed result is the blob named by the commit's `result_hash`.
-                    "work": e.work,
-                })
+            .map(|e| api::EvidenceEntry {
+                task: e.task,
+                attempt: e.attempt,
+                reason: e.reason.clone(),
+                node: e.commit.signer.to_string(),
+                commit: e.commit.clone(),
+                work: e.work.clone(),
             })
             .collect::<Vec<_>>()
     });
@@ -232,6 +219,7 @@ pub(crate) async fn evidence(State(app): Shared) -> Response {
 /// How old a served `/v1/stats` may be.
 pub const STATS_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(250);
 
+#[utoipa::path(get, path = "/v1/stats", tag = "network", responses((status = 200, body = api::Stats)))]
 pub(crate) async fn stats(State(app): Shared) -> Response {
     let now = std::time::Instant::now();
     let mut cached = match app.stats.lock() {
@@ -248,36 +236,36 @@ pub(crate) async fn stats(State(app): Shared) -> Response {
     };
     drop(cached);
     let l = &s.ledger;
-    Json(serde_json::json!({
-        "active_nodes": s.active_nodes,
-        "active_gpu_nodes": s.active_gpu_nodes,
-        "active_software_nodes": s.active_software_nodes,
-        "active_cpu_nodes": s.active_cpu_nodes,
-        "nodes_total": s.nodes_total,
-        "verified_tflops": s.verified_tflops,
-        "network_availability": s.network_availability,
-        "utilization": s.utilization,
-        "utilization_now": s.utilization_now,
-        "network_uptime_s": s.network_uptime_s,
-        "coordinator_uptime_s": s.coordinator_uptime_s,
-        "operational_hours": s.operational_hours,
-        "tasks_verified": s.tasks_verified,
-        "jobs_done": s.jobs_done,
-        "jobs_failed": s.jobs_failed,
-        "jobs_running": s.jobs_running,
-        "frauds_proven": s.frauds_proven,
-        "jobs_in_memory": s.jobs_in_memory,
-        "tasks_in_memory": s.tasks_in_memory,
-        "ledger": {
-            "total_supply_nano": l.total_supply_nano,
-            "treasury_nano": l.treasury_nano,
-            "escrow_nano": l.escrow_nano,
-            "staked_nano": l.staked_nano,
-            "transfers": l.transfers,
-            "fees_nano": l.fees_nano,
-            "paid_to_providers_nano": l.paid_to_providers_nano,
-            "slashed_nano": l.slashed_nano,
+    Json(api::Stats {
+        active_nodes: s.active_nodes,
+        active_gpu_nodes: s.active_gpu_nodes,
+        active_software_nodes: s.active_software_nodes,
+        active_cpu_nodes: s.active_cpu_nodes,
+        nodes_total: s.nodes_total,
+        verified_tflops: s.verified_tflops,
+        network_availability: s.network_availability,
+        utilization: s.utilization,
+        utilization_now: s.utilization_now,
+        network_uptime_s: s.network_uptime_s,
+        coordinator_uptime_s: s.coordinator_uptime_s,
+        operational_hours: s.operational_hours,
+        tasks_verified: s.tasks_verified,
+        jobs_done: s.jobs_done,
+        jobs_failed: s.jobs_failed,
+        jobs_running: s.jobs_running,
+        frauds_proven: s.frauds_proven,
+        jobs_in_memory: s.jobs_in_memory,
+        tasks_in_memory: s.tasks_in_memory,
+        ledger: api::LedgerStats {
+            total_supply_nano: l.total_supply_nano,
+            treasury_nano: l.treasury_nano,
+            escrow_nano: l.escrow_nano,
+            staked_nano: l.staked_nano,
+            transfers: l.transfers,
+            fees_nano: l.fees_nano,
+            paid_to_providers_nano: l.paid_to_providers_nano,
+            slashed_nano: l.slashed_nano,
         },
-    }))
+    })
     .into_response()
 }
