@@ -147,6 +147,9 @@ pub struct JobStatus {
     pub tasks_total: usize,
     pub progress: f64,
     pub tasks: Vec<TaskStatus>,
+    /// A matmul's result C: [rows, columns] (its result bytes are C row-major, little-endian f32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_shape: Option<[u32; 2]>,
 }
 
 /// One entry of `GET /v1/jobs` (the newest jobs in memory, newest first).

@@ -3,7 +3,9 @@
 //! runs untrusted WGSL in.
 
 mod demo;
+mod jobs;
 mod net;
+mod npy;
 mod wallet;
 
 use std::io::IsTerminal;
@@ -60,7 +62,7 @@ enum Command {
     Node(net::NodeArgs),
     /// Submit jobs and fetch their status and results.
     #[command(subcommand)]
-    Job(net::JobCommand),
+    Job(jobs::JobCommand),
     /// The whole network on this machine: a coordinator, provider nodes (optionally cheaters), a client's jobs,
     /// and a report of what was verified, paid and slashed.
     Demo(demo::DemoArgs),
@@ -117,7 +119,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => net::serve(args),
         Command::Keygen { out, force, json } => net::keygen(&out, force, json),
         Command::Node(args) => net::node(args),
-        Command::Job(cmd) => net::job(cmd),
+        Command::Job(cmd) => jobs::job(cmd),
         Command::Wallet(cmd) => wallet::wallet(cmd),
         Command::Demo(args) => demo::demo(args),
         Command::Ledger(cmd) => wallet::ledger(cmd),

@@ -1,15 +1,13 @@
-//! The networked commands: `serve`, `keygen`, `node` and `job`. Each builds its own tokio runtime; the benchmark
-//! and the kernel worker stay synchronous.
+//! The networked commands `serve`, `keygen` and `node`, and what every client command shares: keys, the runtime,
+//! signed requests and typed replies. Each command builds its own tokio runtime; the benchmark and the kernel worker
+//! stay synchronous.
 
-use neurolov_api as api;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use neurolov_api as api;
 use neurolov_coordinator::{ServeConfig, auth, now_ms};
 use neurolov_core::Config;
 use neurolov_kernels::backend::Compute;
@@ -19,10 +17,6 @@ use neurolov_protocol::Keypair;
 pub const DEV_FAUCET_GRANT_NANO: u64 = 1_000 * neurolov_ledger::NANO_PER_NLOV;
 /// Default coordinator address.
 pub(crate) const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7070";
-/// How often `job submit --wait` polls.
-const POLL_INTERVAL: Duration = Duration::from_millis(250);
-/// Longest `job submit --wait` waits.
-const MAX_WAIT: Duration = Duration::from_secs(3600);
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -119,48 +113,6 @@ pub struct ClientArgs {
     pub key: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Subcommand)]
-pub enum JobCommand {
-    /// Submit a matmul job (C = A·B with seeded inputs) and optionally wait for it.
-    Submit {
-        #[arg(long, default_value = DEFAULT_COORDINATOR)]
-        coordinator: String,
-        /// Client identity file; default: the user's key.
-        #[arg(long)]
-        key: Option<PathBuf>,
-        /// Shape as MxNxK.
-        #[arg(long)]
-        matmul: String,
-        #[arg(long, default_value_t = 1)]
-        seed_a: u64,
-        #[arg(long, default_value_t = 2)]
-        seed_b: u64,
-        /// Wait for the job to end, with a progress bar.
-        #[arg(long)]
-        wait: bool,
-        #[arg(long)]
-        json: bool,
-    },
-    Status {
-        #[arg(long, default_value = DEFAULT_COORDINATOR)]
-        coordinator: String,
-        id: u64,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Download a finished job's result (little-endian f32 bytes for matmul); only its client may.
-    Result {
-        #[arg(long, default_value = DEFAULT_COORDINATOR)]
-        coordinator: String,
-        /// The job's client identity file; default: the user's key.
-        #[arg(long)]
-        key: Option<PathBuf>,
-        id: u64,
-        #[arg(long)]
-        out: PathBuf,
-    },
 }
 
 /// Seconds since the Unix epoch (for unique directory names).
@@ -447,94 +399,6 @@ pub(crate) fn state_word(state: api::JobState) -> &'static str {
         api::JobState::Running => "running",
         api::JobState::Done => "done",
         api::JobState::Failed => "failed",
-    }
-}
-
-pub fn job(cmd: JobCommand) -> anyhow::Result<()> {
-    match cmd {
-        JobCommand::Submit { coordinator, key, matmul, seed_a, seed_b, wait, json } => {
-            let dims: Vec<u32> =
-                matmul.split('x').map(|d| d.trim().parse()).collect::<Result<_, _>>().context("--matmul is MxNxK")?;
-            let [m, n, k] = dims[..] else { bail!("--matmul is MxNxK") };
-            let kp = load_or_create_key(key)?;
-            let request = api::JobRequest::Matmul(api::MatmulJob {
-                m,
-                n,
-                k,
-                a: api::Operand::Seed { seed: seed_a },
-                b: api::Operand::Seed { seed: seed_b },
-                max_price_nano_per_gflop: api::DEFAULT_MAX_PRICE_NANO_PER_GFLOP,
-                min_reliability: 0.0,
-                idempotency_key: None,
-            });
-            let body = serde_json::to_vec(&request)?;
-            let base = coordinator.trim_end_matches('/').to_string();
-            runtime()?.block_on(async move {
-                let api::JobCreated { id } = signed_post(&base, &kp, "/v1/jobs", body).await.context("job refused")?;
-                if !wait {
-                    if json {
-                        println!("{}", serde_json::json!({ "id": id }));
-                    } else {
-                        println!("job {id} submitted");
-                    }
-                    return Ok(());
-                }
-                let bar = if json || !std::io::stderr().is_terminal() {
-                    ProgressBar::hidden()
-                } else {
-                    ProgressBar::new(100)
-                };
-                bar.set_style(
-                    ProgressStyle::with_template("{bar:30} {pos}% {msg} [{elapsed}]")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                );
-                let started = std::time::Instant::now();
-                let status = loop {
-                    let status: api::JobStatus = get_json(format!("{base}/v1/jobs/{id}")).await?;
-                    bar.set_position((status.progress * 100.0) as u64);
-                    bar.set_message(format!("job {id} {}", state_word(status.state)));
-                    if status.state.is_final() {
-                        break status;
-                    }
-                    if started.elapsed() > MAX_WAIT {
-                        bail!("job {id} still running after {} s", MAX_WAIT.as_secs());
-                    }
-                    tokio::time::sleep(POLL_INTERVAL).await;
-                };
-                bar.finish_and_clear();
-                if json {
-                    println!("{}", serde_json::to_string(&status)?);
-                } else {
-                    println!("job {id} {}", state_word(status.state));
-                }
-                if status.state != api::JobState::Done {
-                    bail!("job {id} did not complete: {}", status.reason.unwrap_or_default());
-                }
-                Ok(())
-            })
-        }
-        JobCommand::Status { coordinator, id, json } => {
-            let status: api::JobStatus =
-                runtime()?.block_on(get_json(format!("{}/v1/jobs/{id}", coordinator.trim_end_matches('/'))))?;
-            if json {
-                println!("{}", serde_json::to_string(&status)?);
-            } else {
-                println!(
-                    "job {id}: {} ({}/{} tasks verified)",
-                    state_word(status.state),
-                    status.tasks_done,
-                    status.tasks_total
-                );
-            }
-            Ok(())
-        }
-        JobCommand::Result { coordinator, key, id, out } => {
-            let kp = load_or_create_key(key)?;
-            let bytes = runtime()?.block_on(job_result(coordinator.trim_end_matches('/'), &kp, id))?;
-            std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
-            println!("{} bytes written to {} (blake3 {})", bytes.len(), out.display(), blake3::hash(&bytes).to_hex());
-            Ok(())
-        }
     }
 }
 

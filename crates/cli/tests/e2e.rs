@@ -778,3 +778,115 @@ fn an_unsigned_upload_is_refused_before_its_body_is_read() {
     let head = String::from_utf8_lossy(&reply[..n]);
     assert!(head.starts_with("HTTP/1.1 401"), "{head}");
 }
+
+/// Issue 10 §3: the CLI is a real client. A client multiplies its own matrices (A from a NumPy file, B raw f32) and
+/// gets C back as a NumPy file; runs its own WGSL kernel from a file with an input buffer; lists its jobs; cancels
+/// one that cannot be placed and gets its escrow back.
+#[test]
+fn the_cli_runs_a_clients_own_matrices_and_kernel_and_cancels_a_job() {
+    let dir = temp_dir("cli-client");
+    let mut procs = Procs(Vec::new());
+    let url = serve(&mut procs, &dir);
+    start_node(&mut procs, &dir, &url, "k1", "auto");
+    start_node(&mut procs, &dir, &url, "k2", "auto");
+    wait_for("two attested nodes", Duration::from_secs(120), || active_nodes(&url) == 2);
+    let key = dir.join("me.json");
+    assert!(neurolov().args(["keygen", "--out"]).arg(&key).output().expect("keygen").status.success());
+    let cli = |args: &[&str]| {
+        let out = neurolov().args(args).args(["--coordinator", &url, "--key"]).arg(&key).output().expect("neurolov");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    cli(&["wallet", "faucet"]);
+    let funded = cli(&["wallet", "balance", "--json"]);
+    // A = [[0, .5, 1], [1.5, 2, 2.5]] written by numpy; B (3×2) raw little-endian f32.
+    let a = dir.join("a.npy");
+    std::fs::copy(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/a23.npy"), &a).expect("a");
+    let b_values = [1.0f32, -1.0, 2.0, 0.5, -3.0, 4.0];
+    let b = dir.join("b.f32");
+    std::fs::write(&b, b_values.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).expect("b");
+    let a_str = a.to_string_lossy().to_string();
+    let b_str = b.to_string_lossy().to_string();
+    let status: serde_json::Value = serde_json::from_str(&cli(&[
+        "job", "submit", "--a", &a_str, "--b", &b_str, "--matmul", "2x2x3", "--wait", "--json",
+    ]))
+    .expect("status json");
+    assert_eq!((&status["state"], &status["result_shape"]), (&"done".into(), &serde_json::json!([2, 2])), "{status}");
+    let matmul_id = status["id"].as_u64().expect("id");
+    let c = dir.join("c.npy");
+    cli(&["job", "result", &matmul_id.to_string(), "--out", &c.to_string_lossy()]);
+    let c_bytes = std::fs::read(&c).expect("c.npy");
+    assert!(c_bytes.starts_with(b"\x93NUMPY\x01\x00") && c_bytes[10..].starts_with(b"{'descr': '<f4'"));
+    let header_len = usize::from(u16::from_le_bytes([c_bytes[8], c_bytes[9]]));
+    assert!(String::from_utf8_lossy(&c_bytes[10..10 + header_len]).contains("'shape': (2, 2)"));
+    let got: Vec<f32> =
+        c_bytes[10 + header_len..].chunks_exact(4).map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]])).collect();
+    let a_values = [0.0f32, 0.5, 1.0, 1.5, 2.0, 2.5];
+    let want: Vec<f32> = (0..2)
+        .flat_map(|i| (0..2).map(move |j| (0..3).map(|k| a_values[i * 3 + k] * b_values[k * 2 + j]).sum::<f32>()))
+        .collect();
+    assert_eq!(got, want);
+
+    // The client's own kernel: doubles its input buffer into the output.
+    let kernel = dir.join("double.wgsl");
+    std::fs::write(
+        &kernel,
+        "@group(0) @binding(0) var<storage, read> input: array<u32>;\n\
+         @group(0) @binding(1) var<storage, read_write> out: array<u32>;\n\
+         @compute @workgroup_size(16) fn main(@builtin(global_invocation_id) id: vec3<u32>) {\n\
+         if (id.x < arrayLength(&out)) { out[id.x] = input[id.x] * 2u; } }",
+    )
+    .expect("kernel");
+    let input: Vec<u32> = (0..16).map(|i| i * 7 + 1).collect();
+    let input_file = dir.join("input.bin");
+    std::fs::write(&input_file, input.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).expect("input");
+    let read_buffer = format!("0:read:{}", input_file.display());
+    let status: serde_json::Value = serde_json::from_str(&cli(&[
+        "job",
+        "submit",
+        "--kernel",
+        &kernel.to_string_lossy(),
+        "--buffer",
+        &read_buffer,
+        "--buffer",
+        "1:read_write:64",
+        "--dispatch",
+        "1,1,1",
+        "--wait",
+        "--json",
+    ]))
+    .expect("status json");
+    assert_eq!(status["state"], "done", "{status}");
+    let wgsl_id = status["id"].as_u64().expect("id");
+    let out = dir.join("out.bin");
+    cli(&["job", "result", &wgsl_id.to_string(), "--out", &out.to_string_lossy()]);
+    let doubled: Vec<u32> = std::fs::read(&out)
+        .expect("out")
+        .chunks_exact(4)
+        .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+        .collect();
+    assert_eq!(doubled, input.iter().map(|x| x * 2).collect::<Vec<_>>());
+
+    // A job priced below every node's ask waits; its client cancels it and has all its escrow back.
+    let before: serde_json::Value = serde_json::from_str(&cli(&["wallet", "balance", "--json"])).expect("balance");
+    let created: serde_json::Value =
+        serde_json::from_str(&cli(&["job", "submit", "--matmul", "64x64x64", "--max-price", "1", "--json"]))
+            .expect("created");
+    let waiting_id = created["id"].as_u64().expect("id");
+    let cancelled: serde_json::Value =
+        serde_json::from_str(&cli(&["job", "cancel", &waiting_id.to_string(), "--json"])).expect("cancelled");
+    assert_eq!((&cancelled["state"], &cancelled["reason"]), (&"failed".into(), &"cancelled by its client".into()));
+    let after: serde_json::Value = serde_json::from_str(&cli(&["wallet", "balance", "--json"])).expect("balance");
+    assert_eq!(after["balance_nano"], before["balance_nano"], "the escrow did not come back");
+    let again = neurolov()
+        .args(["job", "cancel", &waiting_id.to_string(), "--coordinator", &url, "--key"])
+        .arg(&key)
+        .output()
+        .expect("cancel again");
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("409"));
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&cli(&["job", "list", "--mine", "--json"])).expect("list");
+    let ids: Vec<u64> = listed.iter().filter_map(|j| j["id"].as_u64()).collect();
+    assert_eq!(ids, [waiting_id, wgsl_id, matmul_id], "{listed:?}");
+    assert_ne!(funded, "", "no balance printed");
+}

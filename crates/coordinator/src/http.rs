@@ -53,6 +53,7 @@ pub(crate) fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/v1/jobs", post(submit_job).get(recent_jobs).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
         .route("/v1/jobs/{id}", get(job_status))
         .route("/v1/jobs/{id}/result", get(job_result))
+        .route("/v1/jobs/{id}/cancel", post(cancel_job).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
         .route("/v1/accounts/{address}", get(money::account))
         .route("/v1/accounts/{address}/transfers", get(money::history))
         .route("/v1/wallet/transfer", post(money::transfer).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
@@ -559,8 +560,48 @@ pub(crate) async fn job_status(State(app): Shared, Path(id): Path<u64>) -> Respo
                 attempts: t.attempts,
             })
             .collect(),
+        result_shape: view.result_shape.map(|(rows, cols)| [rows, cols]),
     })
     .into_response()
+}
+
+/// `POST /v1/jobs/{id}/cancel`, signed by the job's client: the job fails as cancelled, its running attempts are
+/// called off and its escrow, less what verified work was paid, goes back.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = u64, Path)),
+    request_body(content = Object, description = "signed request by the job's client, body {}"),
+    responses((status = 200, body = api::JobStatus), (status = 401, body = api::ErrorReply),
+        (status = 403, body = api::ErrorReply), (status = 404, body = api::ErrorReply),
+        (status = 409, body = api::ErrorReply)))]
+pub(crate) async fn cancel_job(State(app): Shared, Path(id): Path<u64>, headers: HeaderMap, body: Bytes) -> Response {
+    let header = |name: &'static str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let path = format!("/v1/jobs/{id}/cancel");
+    let client = match app.replay.verify(header, "POST", &path, &body, now_ms()) {
+        Ok(client) => client,
+        Err(e) => return error(e.status(), e),
+    };
+    let cancelled = app.coordinator.with_core(|core, _| match core.cancel(now_ms(), &client, id) {
+        Ok(effects) => (Ok(()), effects),
+        Err(e) => (Err(e), Vec::new()),
+    });
+    match cancelled {
+        Ok(()) => app.coordinator.flush().await,
+        Err(neurolov_core::CancelError::NotYours) => {
+            return error(StatusCode::FORBIDDEN, "only the job's client may cancel it");
+        }
+        // Not in memory: an archived job has ended; otherwise there is no such job.
+        Err(neurolov_core::CancelError::NoSuchJob) => {
+            return match find_job(&app, id).await {
+                Ok(Some((view, _))) if view.client != client => {
+                    error(StatusCode::FORBIDDEN, "only the job's client may cancel it")
+                }
+                Ok(Some(_)) => error(StatusCode::CONFLICT, "the job has already ended"),
+                Ok(None) => error(StatusCode::NOT_FOUND, "no such job"),
+                Err(response) => response,
+            };
+        }
+        Err(e @ neurolov_core::CancelError::AlreadyEnded) => return error(StatusCode::CONFLICT, e),
+    }
+    job_status(State(app), Path(id)).await
 }
 
 /// `GET /v1/jobs/{id}/result`: only the job's client may read its result (a signed GET with an empty body); job ids

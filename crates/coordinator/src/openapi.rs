@@ -20,6 +20,7 @@ use utoipa::OpenApi;
         crate::http::recent_jobs,
         crate::http::job_status,
         crate::http::job_result,
+        crate::http::cancel_job,
         crate::money::account,
         crate::money::history,
         crate::money::transfer,

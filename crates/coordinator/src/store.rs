@@ -423,7 +423,8 @@ pub async fn stored_job(pool: &SqlitePool, id: u64) -> anyhow::Result<Option<Sto
     let result = (record.state == JobState::Done)
         .then(|| record.tasks.iter().map(|t| hashes.get(t).cloned()).collect::<Option<Vec<String>>>())
         .flatten();
-    let view = JobView { id: record.id, client: record.client, state: record.state, tasks };
+    let result_shape = record.spec.result_shape();
+    let view = JobView { id: record.id, client: record.client, state: record.state, tasks, result_shape };
     Ok(Some(StoredJob { view, result }))
 }
 

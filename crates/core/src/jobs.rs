@@ -69,6 +69,27 @@ pub enum JobSpec {
     },
 }
 
+impl JobSpec {
+    /// Rows and columns of a matmul's result C; `None` for a WGSL job (its result is its read-write buffers).
+    pub fn result_shape(&self) -> Option<(u32, u32)> {
+        match self {
+            JobSpec::Matmul { m, n, .. } => Some((*m, *n)),
+            JobSpec::Wgsl { .. } => None,
+        }
+    }
+}
+
+/// Why a client's request to cancel a job was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CancelError {
+    #[error("no such job")]
+    NoSuchJob,
+    #[error("only the job's client may cancel it")]
+    NotYours,
+    #[error("the job has already ended")]
+    AlreadyEnded,
+}
+
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum SubmitError {
     #[error("unknown WebGPU feature {0:?} (known: shader-f16, subgroups)")]
@@ -156,6 +177,8 @@ pub struct JobView {
     pub client: Id,
     pub state: JobState,
     pub tasks: Vec<TaskView>,
+    /// Rows and columns of a matmul's result C (a client writing it as a matrix needs them).
+    pub result_shape: Option<(u32, u32)>,
 }
 
 /// The operands a matmul task is checked against.
@@ -342,6 +365,7 @@ impl Job {
 
     pub fn view(&self, task: impl Fn(TaskId) -> Option<(Option<Id>, bool, u32)>) -> JobView {
         JobView {
+            result_shape: self.spec.result_shape(),
             id: self.id,
             client: self.client,
             state: self.state.clone(),

@@ -42,8 +42,8 @@ pub use economy::{
 };
 pub use frames::{Opened, open_frame};
 pub use jobs::{
-    InputData, Inputs, JobSpec, JobState, JobView, MAX_INVOCATIONS_PER_WORKGROUP, MAX_MFLOP_PER_INVOCATION,
-    SubmitError, TaskView, load_inputs,
+    CancelError, InputData, Inputs, JobSpec, JobState, JobView, MAX_INVOCATIONS_PER_WORKGROUP,
+    MAX_MFLOP_PER_INVOCATION, SubmitError, TaskView, load_inputs,
 };
 pub use persist::{JobRecord, NodeRecord, Record, Restored};
 pub use retention::{ARCHIVE_INTERVAL_MS, Archived};
@@ -470,6 +470,22 @@ impl Core {
         self.persist_job(id);
         self.dispatch();
         Ok((id, self.take_effects()))
+    }
+
+    /// `client` cancels its job: it fails now ("cancelled by its client"), its running attempts are called off and
+    /// what its escrow did not pay for verified work goes back to the client.
+    pub fn cancel(&mut self, now_ms: u64, client: &Id, job: JobId) -> Result<Vec<Effect>, CancelError> {
+        self.advance(now_ms);
+        let j = self.jobs.get(&job).ok_or(CancelError::NoSuchJob)?;
+        if j.client != *client {
+            return Err(CancelError::NotYours);
+        }
+        if j.state.is_final() {
+            return Err(CancelError::AlreadyEnded);
+        }
+        self.fail_job(job, "cancelled by its client".into());
+        self.dispatch();
+        Ok(self.take_effects())
     }
 
     pub fn job(&self, id: JobId) -> Option<JobView> {

@@ -1846,3 +1846,37 @@ fn declared_work_is_bounded_by_the_dispatch() {
     );
     assert!(core.admit(&client, &wgsl_job(&mut store, most, 1)).is_ok());
 }
+
+/// A client cancels its running job: its attempts are called off (the node is told), the job fails as cancelled,
+/// and the escrow goes back whole (nothing was verified). Only its client may, and only once.
+#[test]
+fn a_client_cancels_its_job_and_gets_its_escrow_back() {
+    use neurolov_core::{CancelError, escrow};
+    let mut one = One::new();
+    let reg = one.register_msg();
+    one.send(&reg);
+    let challenge = one.last_task();
+    one.deliver(&challenge, false);
+    let client = Keypair::from_seed([7; 32]).id();
+    one.core.faucet(one.now, client).unwrap();
+    let before = one.core.wallet_view(&client).balance_nano;
+    let (job, effects) = one.core.submit(one.now, client, matmul_spec(8, 8, 8, 1, 2), &one.store).unwrap();
+    one.absorb(&effects);
+    let held = one.last_task();
+    assert!(one.core.wallet_view(&client).balance_nano < before, "nothing escrowed");
+    let stranger = Keypair::from_seed([8; 32]).id();
+    assert_eq!(one.core.cancel(one.now, &stranger, job).unwrap_err(), CancelError::NotYours);
+    assert_eq!(one.core.cancel(one.now, &client, 999).unwrap_err(), CancelError::NoSuchJob);
+    let effects = one.core.cancel(one.now, &client, job).unwrap();
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Send { msg: ToNode::Cancel { task_id, .. }, .. }
+            if *task_id == held.task_id)),
+        "the node holding the task was not told: {effects:?}"
+    );
+    let state = one.core.job(job).unwrap().state;
+    assert_eq!(state, JobState::Failed { reason: "cancelled by its client".into() });
+    assert_eq!(one.core.wallet_view(&client).balance_nano, before, "the escrow did not come back whole");
+    assert_eq!(one.core.ledger().account(escrow(job)).unwrap().balance(), 0);
+    assert_eq!(one.core.cancel(one.now, &client, job).unwrap_err(), CancelError::AlreadyEnded);
+    one.core.ledger().check_full().unwrap();
+}
