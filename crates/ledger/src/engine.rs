@@ -122,6 +122,65 @@ struct Undo {
     timeouts_removed: Vec<(u64, TransferId)>,
 }
 
+/// What one transfer moves: pending released (a post or void settles its pending transfer), posted, newly
+/// reserved (a pending transfer).
+#[derive(Clone, Copy)]
+struct Moves {
+    released: u128,
+    posted: u128,
+    reserved: u128,
+}
+
+/// Totals after a checked transfer: the debit account's (pending, posted) debits, the credit account's (pending,
+/// posted) credits, and the ledger's.
+struct After {
+    debit: (u128, u128),
+    credit: (u128, u128),
+    totals: Totals,
+}
+
+/// What `t` moves, given the pending transfer it settles (as it stands now); refused if that one is no longer
+/// pending, expired, or asked for more than it holds.
+fn amounts(t: &Transfer, settled: Option<&(Transfer, PendingState)>, now_ms: u64) -> Result<Moves, TransferError> {
+    let (released, posted, reserved) = match settled {
+        Some((p, state)) => {
+            match state {
+                PendingState::Pending => {}
+                PendingState::Posted => return Err(TransferError::PendingAlreadyPosted(p.id)),
+                PendingState::Voided => return Err(TransferError::PendingAlreadyVoided(p.id)),
+                PendingState::Expired => return Err(TransferError::PendingExpired(p.id)),
+            }
+            if t.is(transfer_flags::POST_PENDING) {
+                if p.timeout_ms != 0 && now_ms >= p.timeout_ms {
+                    return Err(TransferError::PendingExpired(p.id));
+                }
+                if t.amount == 0 {
+                    return Err(TransferError::ZeroAmount);
+                }
+                if t.amount > p.amount {
+                    return Err(TransferError::PostExceedsPending { pending: p.amount, amount: t.amount });
+                }
+                (p.amount, t.amount, 0)
+            } else {
+                if t.amount != 0 && t.amount != p.amount {
+                    return Err(TransferError::PostExceedsPending { pending: p.amount, amount: t.amount });
+                }
+                (p.amount, 0, 0)
+            }
+        }
+        None => {
+            if t.amount == 0 {
+                return Err(TransferError::ZeroAmount);
+            }
+            if t.amount > TOTAL_SUPPLY_NANO {
+                return Err(TransferError::AmountTooLarge(t.amount));
+            }
+            if t.is(transfer_flags::PENDING) { (0, 0, t.amount) } else { (0, t.amount, 0) }
+        }
+    };
+    Ok(Moves { released: u128::from(released), posted: u128::from(posted), reserved: u128::from(reserved) })
+}
+
 /// The ledger's state.
 #[derive(Default)]
 pub struct Ledger {
@@ -314,32 +373,7 @@ impl Ledger {
 
     /// One event. Checks everything before changing anything, so a refused event leaves no trace.
     fn apply(&mut self, t: &Transfer, now_ms: u64, undo: Option<&mut Undo>) -> Result<Outcome, TransferError> {
-        if t.id.0 == 0 {
-            return Err(TransferError::IdZero);
-        }
-        let phase_flags =
-            t.flags & (transfer_flags::PENDING | transfer_flags::POST_PENDING | transfer_flags::VOID_PENDING);
-        if phase_flags.count_ones() > 1 {
-            return Err(TransferError::FlagsConflict);
-        }
-        let settles = t.is(transfer_flags::POST_PENDING) || t.is(transfer_flags::VOID_PENDING);
-        // Normalize: a post or void carries its pending transfer's accounts.
-        let mut t = t.clone();
-        let mut pending_before = None;
-        if settles {
-            let pid = t.pending_id.ok_or(TransferError::PendingNotFound(TransferId(0)))?;
-            let (p, state) = self.pending.get(&pid).cloned().ok_or(TransferError::PendingNotFound(pid))?;
-            for (given, actual) in [(&mut t.debit, p.debit), (&mut t.credit, p.credit)] {
-                if given.0 == 0 {
-                    *given = actual;
-                } else if *given != actual {
-                    return Err(TransferError::AccountsMismatch);
-                }
-            }
-            pending_before = Some((p, state));
-        } else if t.pending_id.is_some() {
-            return Err(TransferError::FlagsConflict);
-        }
+        let (mut t, pending_before) = self.normalize(t)?;
         if let Some(&fp) = self.seen.get(&t.id) {
             return if fp == fingerprint(&t) {
                 Ok(Outcome::AlreadyApplied)
@@ -353,52 +387,61 @@ impl Ledger {
         if t.debit == t.credit {
             return Err(TransferError::SameAccount);
         }
+        for account in [t.debit, t.credit] {
+            if !self.accounts.contains_key(&account) {
+                return Err(TransferError::AccountNotFound(account));
+            }
+        }
+        let moves = amounts(&t, pending_before.as_ref(), now_ms)?;
+        let after = self.balances_after(&t, moves)?;
+        // Every check passed: change things now.
+        t.timestamp_ms = now_ms;
+        if let Some(undo) = undo {
+            self.remember(&t, undo);
+        }
+        self.commit(t, after);
+        Ok(Outcome::Applied)
+    }
+
+    /// The transfer as it will be logged — a post or void carries its pending transfer's accounts — with the
+    /// pending transfer it settles, as it stands now.
+    fn normalize(&self, t: &Transfer) -> Result<(Transfer, Option<(Transfer, PendingState)>), TransferError> {
+        if t.id.0 == 0 {
+            return Err(TransferError::IdZero);
+        }
+        let phase_flags =
+            t.flags & (transfer_flags::PENDING | transfer_flags::POST_PENDING | transfer_flags::VOID_PENDING);
+        if phase_flags.count_ones() > 1 {
+            return Err(TransferError::FlagsConflict);
+        }
+        let settles = t.is(transfer_flags::POST_PENDING) || t.is(transfer_flags::VOID_PENDING);
+        if !settles {
+            return if t.pending_id.is_some() { Err(TransferError::FlagsConflict) } else { Ok((t.clone(), None)) };
+        }
+        let mut t = t.clone();
+        let pid = t.pending_id.ok_or(TransferError::PendingNotFound(TransferId(0)))?;
+        let (p, state) = self.pending.get(&pid).cloned().ok_or(TransferError::PendingNotFound(pid))?;
+        for (given, actual) in [(&mut t.debit, p.debit), (&mut t.credit, p.credit)] {
+            if given.0 == 0 {
+                *given = actual;
+            } else if *given != actual {
+                return Err(TransferError::AccountsMismatch);
+            }
+        }
+        Ok((t, Some((p, state))))
+    }
+
+    /// Both accounts' totals and the ledger's after `t` moves `moves`, checked against every account flag and for
+    /// overflow.
+    fn balances_after(&self, t: &Transfer, moves: Moves) -> Result<After, TransferError> {
         let debit = self.accounts.get(&t.debit).ok_or(TransferError::AccountNotFound(t.debit))?;
         let credit = self.accounts.get(&t.credit).ok_or(TransferError::AccountNotFound(t.credit))?;
-        // (pending amount released, amount posted, amount newly reserved)
-        let (released, posted, reserved) = match pending_before {
-            Some((p, state)) => {
-                match state {
-                    PendingState::Pending => {}
-                    PendingState::Posted => return Err(TransferError::PendingAlreadyPosted(p.id)),
-                    PendingState::Voided => return Err(TransferError::PendingAlreadyVoided(p.id)),
-                    PendingState::Expired => return Err(TransferError::PendingExpired(p.id)),
-                }
-                if t.is(transfer_flags::POST_PENDING) {
-                    if p.timeout_ms != 0 && now_ms >= p.timeout_ms {
-                        return Err(TransferError::PendingExpired(p.id));
-                    }
-                    if t.amount == 0 {
-                        return Err(TransferError::ZeroAmount);
-                    }
-                    if t.amount > p.amount {
-                        return Err(TransferError::PostExceedsPending { pending: p.amount, amount: t.amount });
-                    }
-                    (p.amount, t.amount, 0)
-                } else {
-                    if t.amount != 0 && t.amount != p.amount {
-                        return Err(TransferError::PostExceedsPending { pending: p.amount, amount: t.amount });
-                    }
-                    (p.amount, 0, 0)
-                }
-            }
-            None => {
-                if t.amount == 0 {
-                    return Err(TransferError::ZeroAmount);
-                }
-                if t.amount > TOTAL_SUPPLY_NANO {
-                    return Err(TransferError::AmountTooLarge(t.amount));
-                }
-                if t.is(transfer_flags::PENDING) { (0, 0, t.amount) } else { (0, t.amount, 0) }
-            }
-        };
-        let (released, posted, reserved) = (u128::from(released), u128::from(posted), u128::from(reserved));
-        // New totals of both accounts, checked.
+        let Moves { released, posted, reserved } = moves;
         let ovf = || TransferError::Overflow;
-        let d_pending = (debit.debits_pending.checked_sub(released).ok_or(ovf())?).checked_add(reserved).ok_or(ovf())?;
+        let shift = |pending: u128| pending.checked_sub(released).and_then(|p| p.checked_add(reserved)).ok_or(ovf());
+        let d_pending = shift(debit.debits_pending)?;
         let d_posted = debit.debits_posted.checked_add(posted).ok_or(ovf())?;
-        let c_pending =
-            (credit.credits_pending.checked_sub(released).ok_or(ovf())?).checked_add(reserved).ok_or(ovf())?;
+        let c_pending = shift(credit.credits_pending)?;
         let c_posted = credit.credits_posted.checked_add(posted).ok_or(ovf())?;
         if debit.flags & account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS != 0
             && d_pending.checked_add(d_posted).ok_or(ovf())? > debit.credits_posted
@@ -421,46 +464,46 @@ impl Ledger {
             return Err(TransferError::ExceedsSupply);
         }
         let totals = Totals {
-            debits_pending: (self.totals.debits_pending.checked_sub(released).ok_or(ovf())?)
-                .checked_add(reserved)
-                .ok_or(ovf())?,
-            credits_pending: (self.totals.credits_pending.checked_sub(released).ok_or(ovf())?)
-                .checked_add(reserved)
-                .ok_or(ovf())?,
+            debits_pending: shift(self.totals.debits_pending)?,
+            credits_pending: shift(self.totals.credits_pending)?,
             debits_posted: self.totals.debits_posted.checked_add(posted).ok_or(ovf())?,
             credits_posted: self.totals.credits_posted.checked_add(posted).ok_or(ovf())?,
         };
-        // Every check passed: change things now.
-        t.timestamp_ms = now_ms;
-        let (debit_id, credit_id) = (t.debit, t.credit);
-        if let Some(undo) = undo {
-            undo.accounts.push(self.accounts[&debit_id].clone());
-            undo.accounts.push(self.accounts[&credit_id].clone());
-            undo.seen.push(t.id);
-            if let Some(pid) = t.pending_id {
-                undo.pending.push((pid, self.pending.get(&pid).cloned()));
-                if let Some((p, _)) = self.pending.get(&pid)
-                    && p.timeout_ms != 0
-                {
-                    undo.timeouts_removed.push((p.timeout_ms, pid));
-                }
-            }
-            if t.is(transfer_flags::PENDING) {
-                undo.pending.push((t.id, None));
-                if t.timeout_ms != 0 {
-                    undo.timeouts_added.push((t.timeout_ms, t.id));
-                }
+        Ok(After { debit: (d_pending, d_posted), credit: (c_pending, c_posted), totals })
+    }
+
+    /// What a linked chain needs to take `t` back: both accounts as they are, and the pending state it changes.
+    fn remember(&self, t: &Transfer, undo: &mut Undo) {
+        undo.accounts.extend(self.accounts.get(&t.debit).cloned());
+        undo.accounts.extend(self.accounts.get(&t.credit).cloned());
+        undo.seen.push(t.id);
+        if let Some(pid) = t.pending_id {
+            undo.pending.push((pid, self.pending.get(&pid).cloned()));
+            if let Some((p, _)) = self.pending.get(&pid)
+                && p.timeout_ms != 0
+            {
+                undo.timeouts_removed.push((p.timeout_ms, pid));
             }
         }
+        if t.is(transfer_flags::PENDING) {
+            undo.pending.push((t.id, None));
+            if t.timeout_ms != 0 {
+                undo.timeouts_added.push((t.timeout_ms, t.id));
+            }
+        }
+    }
+
+    /// Applies a checked transfer: the accounts' and the ledger's totals, the pending transfer it settles or opens
+    /// (with its timer), and the log.
+    fn commit(&mut self, t: Transfer, after: After) {
+        let (debit_id, credit_id) = (t.debit, t.credit);
         if let Some(d) = self.accounts.get_mut(&debit_id) {
-            d.debits_pending = d_pending;
-            d.debits_posted = d_posted;
+            (d.debits_pending, d.debits_posted) = after.debit;
         }
         if let Some(c) = self.accounts.get_mut(&credit_id) {
-            c.credits_pending = c_pending;
-            c.credits_posted = c_posted;
+            (c.credits_pending, c.credits_posted) = after.credit;
         }
-        self.totals = totals;
+        self.totals = after.totals;
         if let Some(pid) = t.pending_id {
             let state = if t.is(transfer_flags::POST_PENDING) {
                 PendingState::Posted
@@ -488,7 +531,6 @@ impl Ledger {
         self.dirty.insert(debit_id);
         self.dirty.insert(credit_id);
         self.log.push(t);
-        Ok(Outcome::Applied)
     }
 
     /// Voids every pending transfer whose timeout has come; the voids are logged like any transfer. Returns the
