@@ -498,106 +498,112 @@ pub(crate) fn plan(
 ) -> Result<(Job, Vec<PlannedTask>), SubmitError> {
     // The cheap checks are `task_works`'s, the same that `Core::admit` ran before funds were looked at.
     task_works(&spec, cfg)?;
-    let spec_copy = spec.clone();
     let features = feature_bits(match &spec {
         JobSpec::Matmul { .. } => &[],
         JobSpec::Wgsl { features, .. } => &features[..],
     })
     .map_err(SubmitError::UnknownFeature)?;
-    let job = |min_reliability: f64, max_price_nano_per_gflop: u64, tolerance: Tolerance| Job {
-        id,
-        client,
-        spec: spec_copy.clone(),
-        state: JobState::Running { tasks_done: 0, tasks: 0 },
-        tasks: Vec::new(),
-        min_reliability,
-        max_price_nano_per_gflop,
-        tolerance,
-        features,
-        idempotency_key: None,
-        finished_ms: None,
-        results: BTreeMap::new(),
+    let tasks = match &spec {
+        JobSpec::Matmul { m, n, k, a, b, .. } => {
+            plan_matmul([*m, *n, *k], (a, b), cfg.tile_rows, blobs, verify_seed, inputs)?
+        }
+        JobSpec::Wgsl { source_hash, entry_point, buffers, dispatch, work_mflop, .. } => {
+            vec![plan_wgsl(source_hash, entry_point, buffers, *dispatch, *work_mflop, blobs)?]
+        }
     };
-    match spec {
-        JobSpec::Matmul { m, n, k, a, b, max_price_nano_per_gflop, min_reliability } => {
-            let (mu, nu, ku) = (u64::from(m), u64::from(n), u64::from(k));
-            let tile = cfg.tile_rows.max(1);
-            let Inputs { a: a_all, b: b_all } = match inputs {
-                Some(inputs) if inputs.a.len() as u64 == mu * ku && inputs.b.len() as u64 == ku * nu => inputs,
-                _ => Inputs { a: load(&a, mu * ku, blobs)?, b: load(&b, ku * nu, blobs)? },
-            };
-            let b_ref = match &b {
-                InputData::Seeded { seed } => DataRef::Seeded { seed: *seed, len: ku * nu },
-                InputData::Blob { hash } => DataRef::Blob { hash: hash.clone() },
-            };
-            let mut tasks = Vec::new();
-            let mut row = 0u32;
-            let prepared = Arc::new(OnceLock::new());
-            while row < m {
-                let rows = tile.min(m - row);
-                let block: Arc<[f32]> = a_all[(row as usize * k as usize)..((row + rows) as usize * k as usize)].into();
-                let mut stored = Vec::new();
-                let a_ref = match (&a, rows == m) {
-                    (InputData::Seeded { seed }, true) => DataRef::Seeded { seed: *seed, len: mu * ku },
-                    (InputData::Blob { hash }, true) => DataRef::Blob { hash: hash.clone() },
-                    _ => {
-                        let bytes = f32_bytes(&block);
-                        let hash = blob_hash(&bytes);
-                        stored.push((hash.clone(), bytes));
-                        DataRef::Blob { hash }
-                    }
-                };
-                tasks.push(PlannedTask {
-                    work: Work::Matmul { m: rows, n, k, a: a_ref, b: b_ref.clone() },
-                    operands: Some(MatmulOperands {
-                        a: block,
-                        b: Arc::clone(&b_all),
-                        rows: rows as usize,
-                        n: n as usize,
-                        k: k as usize,
-                        prepared: Arc::clone(&prepared),
-                        verify_seed,
-                    }),
-                    work_mflop: (2 * u64::from(rows) * nu * ku).div_ceil(1_000_000),
-                    replicas: 1,
-                    blobs: stored,
-                });
-                row += rows;
+    let mut job = Job::finished(id, client, spec, JobState::Running { tasks_done: 0, tasks: 0 }, Vec::new());
+    job.features = features;
+    Ok((job, tasks))
+}
+
+/// A matmul cut into blocks of `tile_rows` rows of C: each task multiplies its block of A by all of B and is checked
+/// against exactly those operands (already loaded outside the core's lock, or read and generated now).
+fn plan_matmul(
+    [m, n, k]: [u32; 3],
+    (a, b): (&InputData, &InputData),
+    tile_rows: u32,
+    blobs: &dyn Blobs,
+    verify_seed: u64,
+    inputs: Option<Inputs>,
+) -> Result<Vec<PlannedTask>, SubmitError> {
+    let (mu, nu, ku) = (u64::from(m), u64::from(n), u64::from(k));
+    let tile = tile_rows.max(1);
+    let Inputs { a: a_all, b: b_all } = match inputs {
+        Some(inputs) if inputs.a.len() as u64 == mu * ku && inputs.b.len() as u64 == ku * nu => inputs,
+        _ => Inputs { a: load(a, mu * ku, blobs)?, b: load(b, ku * nu, blobs)? },
+    };
+    let b_ref = match b {
+        InputData::Seeded { seed } => DataRef::Seeded { seed: *seed, len: ku * nu },
+        InputData::Blob { hash } => DataRef::Blob { hash: hash.clone() },
+    };
+    let mut tasks = Vec::new();
+    let mut row = 0u32;
+    let prepared = Arc::new(OnceLock::new());
+    while row < m {
+        let rows = tile.min(m - row);
+        let block: Arc<[f32]> = a_all[(row as usize * k as usize)..((row + rows) as usize * k as usize)].into();
+        let mut stored = Vec::new();
+        // A whole A is named as the client gave it; a block of it is stored as a blob of its own.
+        let a_ref = match (a, rows == m) {
+            (InputData::Seeded { seed }, true) => DataRef::Seeded { seed: *seed, len: mu * ku },
+            (InputData::Blob { hash }, true) => DataRef::Blob { hash: hash.clone() },
+            _ => {
+                let bytes = f32_bytes(&block);
+                let hash = blob_hash(&bytes);
+                stored.push((hash.clone(), bytes));
+                DataRef::Blob { hash }
             }
-            Ok((job(min_reliability, max_price_nano_per_gflop, Tolerance::Bitwise), tasks))
-        }
-        JobSpec::Wgsl {
-            source_hash,
-            entry_point,
-            buffers,
-            dispatch,
-            tolerance,
-            work_mflop,
-            max_price_nano_per_gflop,
-            min_reliability,
-            features: _,
-        } => {
-            if blobs.get(&source_hash).is_none() {
-                return Err(SubmitError::MissingBlob(source_hash));
-            }
-            for b in &buffers {
-                if let Some(DataRef::Blob { hash }) = &b.init
-                    && blobs.get(hash).is_none()
-                {
-                    return Err(SubmitError::MissingBlob(hash.clone()));
-                }
-            }
-            let task = PlannedTask {
-                work: Work::Wgsl { source: DataRef::Blob { hash: source_hash }, entry_point, buffers, dispatch },
-                operands: None,
-                work_mflop: work_mflop.max(1),
-                // One replica unless the spot check at its first placement asks for more.
-                replicas: 1,
-                blobs: Vec::new(),
-            };
-            Ok((job(min_reliability, max_price_nano_per_gflop, tolerance), vec![task]))
-        }
+        };
+        tasks.push(PlannedTask {
+            work: Work::Matmul { m: rows, n, k, a: a_ref, b: b_ref.clone() },
+            operands: Some(MatmulOperands {
+                a: block,
+                b: Arc::clone(&b_all),
+                rows: rows as usize,
+                n: n as usize,
+                k: k as usize,
+                prepared: Arc::clone(&prepared),
+                verify_seed,
+            }),
+            work_mflop: (2 * u64::from(rows) * nu * ku).div_ceil(1_000_000),
+            replicas: 1,
+            blobs: stored,
+        });
+        row += rows;
     }
+    Ok(tasks)
+}
+
+/// A WGSL job is one task, whose source and initial buffers must be stored (their sizes are looked at, not their
+/// bytes).
+fn plan_wgsl(
+    source_hash: &str,
+    entry_point: &str,
+    buffers: &[WgslBuffer],
+    dispatch: [u32; 3],
+    work_mflop: u64,
+    blobs: &dyn Blobs,
+) -> Result<PlannedTask, SubmitError> {
+    let inits = buffers.iter().filter_map(|b| match &b.init {
+        Some(DataRef::Blob { hash }) => Some(hash.as_str()),
+        _ => None,
+    });
+    if let Some(missing) = std::iter::once(source_hash).chain(inits).find(|h| blobs.size(h).is_none()) {
+        return Err(SubmitError::MissingBlob(missing.to_string()));
+    }
+    Ok(PlannedTask {
+        work: Work::Wgsl {
+            source: DataRef::Blob { hash: source_hash.to_string() },
+            entry_point: entry_point.to_string(),
+            buffers: buffers.to_vec(),
+            dispatch,
+        },
+        operands: None,
+        work_mflop: work_mflop.max(1),
+        // One replica unless the spot check at its first placement asks for more.
+        replicas: 1,
+        blobs: Vec::new(),
+    })
 }
 
 /// The scheduler's bits for feature names (bit i is `Feature::ALL[i]`); `Err` names the first unknown one.
