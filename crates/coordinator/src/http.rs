@@ -17,23 +17,13 @@ use neurolov_kernels::untrusted::{self, JobBuffer, WgslJob};
 use neurolov_protocol::messages::{DataRef, WgslBuffer};
 use neurolov_verify::replicas::{self, Tolerance};
 
+use crate::app::{App, Shared, error};
 use crate::auth::ReplayCache;
 use crate::blobs::is_hash;
 use crate::{Coordinator, MAX_BLOB_BYTES, Outbound, money, now_ms, web};
 
 /// Largest JSON request body.
 const MAX_JSON_BYTES: usize = 1 << 20;
-
-pub(crate) struct App {
-    pub(crate) coordinator: Arc<Coordinator>,
-    pub(crate) replay: ReplayCache,
-    pub(crate) uploads: crate::uploads::UploadBudget,
-    /// The last `/v1/stats` and when it was computed: it walks every node and account under the core's lock, so it
-    /// is computed at most once per [`crate::STATS_MAX_AGE`], however often it is asked for.
-    pub(crate) stats: std::sync::Mutex<Option<(std::time::Instant, neurolov_core::NetworkStats)>>,
-}
-
-type Shared = State<Arc<App>>;
 
 pub(crate) fn router(coordinator: Arc<Coordinator>) -> Router {
     let app = Arc::new(App {
@@ -62,12 +52,7 @@ pub(crate) fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/v1/faucet", post(money::faucet).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
         .route("/v1/evidence", get(money::evidence))
         .route("/v1/stats", get(money::stats))
-        .route("/openapi.json", get(crate::openapi::serve))
         .with_state(app)
-}
-
-pub(crate) fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (status, Json(api::ErrorReply { error: message.to_string() })).into_response()
 }
 
 #[utoipa::path(get, path = "/v1/nodes", tag = "nodes", responses((status = 200, description = "every node known", body = Vec<api::NodeEntry>)))]

@@ -4,6 +4,7 @@
 //!
 //! Clients authenticate by signing requests with their ed25519 key (see [`auth`]); reads are public.
 
+mod app;
 pub mod audit;
 pub mod auth;
 mod blobs;
@@ -425,7 +426,7 @@ pub async fn serve_until(
         stop.await;
         closing.close_sessions();
     };
-    let app = http::router(Arc::clone(&coordinator)).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = openapi::router(Arc::clone(&coordinator)).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app).with_graceful_shutdown(stop).await;
     timer.abort();
     let _ = timer.await;

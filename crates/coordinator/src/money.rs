@@ -1,8 +1,6 @@
 //! The money endpoints: wallets (`/v1/accounts/{address}`, its history, signed transfers, stake and unstake), the
 //! development faucet, fraud evidence and the network statistics (`/v1/stats`). Amounts are integer nano-NLOV.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -13,10 +11,10 @@ use neurolov_core::WalletError;
 use neurolov_ledger::{Outcome, Transfer, TransferError, codes};
 use neurolov_protocol::Id;
 
-use crate::http::{App, error};
+use crate::app::{App, error};
 use crate::now_ms;
 
-type Shared = State<Arc<App>>;
+use crate::app::Shared;
 
 /// Most history entries one request returns.
 pub const MAX_HISTORY: u32 = 1_000;

@@ -69,8 +69,13 @@ pub fn document() -> String {
     text
 }
 
-pub(crate) async fn serve() -> impl axum::response::IntoResponse {
+async fn serve() -> impl axum::response::IntoResponse {
     ([("content-type", "application/json")], document())
+}
+
+/// The routes with the document that describes them at `/openapi.json`.
+pub(crate) fn router(coordinator: std::sync::Arc<crate::Coordinator>) -> axum::Router {
+    crate::http::router(coordinator).route("/openapi.json", axum::routing::get(serve))
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@ use neurolov_scheduler::Features;
 use neurolov_verify::freivalds;
 use neurolov_verify::replicas::Tolerance;
 
-use crate::verification::MatmulVerdict;
 use crate::{Blobs, Config, JobId, TaskId, blob_hash};
 
 /// Largest matmul dimension accepted.
@@ -179,6 +178,19 @@ pub struct JobView {
     pub tasks: Vec<TaskView>,
     /// Rows and columns of a matmul's result C (a client writing it as a matrix needs them).
     pub result_shape: Option<(u32, u32)>,
+}
+
+/// Freivalds' verdict on a matmul result (see `neurolov_verify::freivalds`: a tight tolerance to accept, a rigorous
+/// bound to convict).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum MatmulVerdict {
+    /// Within the tight tolerance: taken and paid.
+    Accepted,
+    /// Outside the tight tolerance but within what some honest fp32 summation order could give on these operands:
+    /// not taken, not paid, run again elsewhere — and nobody convicted.
+    Doubtful(String),
+    /// Beyond the rigorous bound (or not even the right shape): proven wrong.
+    Wrong(String),
 }
 
 /// The operands a matmul task is checked against.

@@ -12,20 +12,8 @@ use neurolov_protocol::Id;
 use neurolov_protocol::messages::ErrorCode;
 
 use crate::jobs::MatmulOperands;
+pub(crate) use crate::jobs::MatmulVerdict;
 use crate::{Blobs, ConnId, Core, Effect, TaskId};
-
-/// Freivalds' verdict on a matmul result (see `neurolov_verify::freivalds`: a tight tolerance to accept, a rigorous
-/// bound to convict).
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum MatmulVerdict {
-    /// Within the tight tolerance: taken and paid.
-    Accepted,
-    /// Outside the tight tolerance but within what some honest fp32 summation order could give on these operands:
-    /// not taken, not paid, run again elsewhere — and nobody convicted.
-    Doubtful(String),
-    /// Beyond the rigorous bound (or not even the right shape): proven wrong.
-    Wrong(String),
-}
 
 /// A delivered result to check: its blob must hash to the node's commitment, and a matmul result must pass
 /// Freivalds' check against the task's operands.

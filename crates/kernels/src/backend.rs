@@ -3,7 +3,6 @@
 //! memory, a limit exceeded, a timeout — is logged and the op is rerun on the CPU, so a caller always gets a result.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use tracing::{info, warn};
 
@@ -11,6 +10,7 @@ use crate::catalog::{KernelId, Shape};
 use crate::cpu;
 use crate::gpu::{GpuError, GpuExecutor, gpu_required};
 use crate::ops::{Op, Sample, ShapeError};
+pub use crate::timing::{CALIBRATION_RUNS, gflops, median_secs};
 
 /// Where a kernel ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -40,9 +40,6 @@ pub struct Ran {
 pub fn planned_kernels() -> impl Iterator<Item = KernelId> {
     KernelId::ALL.into_iter().filter(|&k| k.family() == k)
 }
-
-/// Timing runs per backend in [`Compute::calibrate`] (the median counts), after one warm-up run.
-pub const CALIBRATION_RUNS: usize = 3;
 
 /// The n of the n³ matmul the vec4 variants are timed at to choose this adapter's tile size.
 pub const MATMUL_TUNING_SIZE: usize = 1024;
@@ -162,26 +159,4 @@ impl Compute {
         cpu::run_into(op, out)?;
         Ok(Backend::Cpu)
     }
-}
-
-/// Median wall time of `runs` timed calls after one warm-up; `None` if any call reports failure.
-pub fn median_secs(runs: usize, mut f: impl FnMut() -> bool) -> Option<f64> {
-    if !f() {
-        return None;
-    }
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs.max(1) {
-        let start = Instant::now();
-        if !f() {
-            return None;
-        }
-        times.push(start.elapsed().as_secs_f64());
-    }
-    times.sort_by(f64::total_cmp);
-    Some(times[times.len() / 2])
-}
-
-/// Throughput of `flops` done in `secs`.
-pub fn gflops(flops: u64, secs: Option<f64>) -> Option<f64> {
-    secs.map(|s| flops as f64 / s.max(1e-9) / 1e9)
 }

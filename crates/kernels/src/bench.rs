@@ -2,11 +2,11 @@
 //! software ones included, and the CPU GEMM), the median of several timed runs after a warm-up, each checked
 //! against the f64 CPU reference.
 
-use crate::backend::{gflops, median_secs};
 use crate::catalog::{KernelId, Shape};
 use crate::cpu;
 use crate::gpu::GpuExecutor;
 use crate::ops::Sample;
+use crate::timing::{gflops, median_secs};
 
 /// The matrix sizes benchmarked by default (square n×n·n×n products).
 pub const DEFAULT_SIZES: [usize; 4] = [256, 512, 1024, 2048];

@@ -131,16 +131,6 @@ impl KernelSpec {
         }
     }
 
-    /// Whether this kernel computes `op` correctly: the vec4 matmuls need K and N to be multiples of 4.
-    pub fn computes(&self, op: &crate::ops::Op) -> bool {
-        match (self.id, op) {
-            (KernelId::MatmulVec4 | KernelId::MatmulVec4Large, crate::ops::Op::Matmul { n, k, .. }) => {
-                n % 4 == 0 && k % 4 == 0
-            }
-            (id, op) => id == op.kernel(),
-        }
-    }
-
     /// Floating-point operations one run performs at `shape`: 2·m·n·k for a matrix product (a fused multiply-add
     /// counts as two), a per-element count otherwise.
     pub fn flops(&self, shape: Shape) -> u64 {

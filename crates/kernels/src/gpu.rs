@@ -1,6 +1,6 @@
 //! The wgpu executor: adapter discovery, one device per adapter, pipelines compiled once and cached, and the
 //! upload → dispatch → read-back cycle with every size checked against the device's limits first. Each failure
-//! is a typed [`GpuError`]; callers (see [`crate::backend`]) log it and fall back to the CPU instead of panicking.
+//! is a typed [`GpuError`]; callers (see `backend`) log it and fall back to the CPU instead of panicking.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -269,14 +269,14 @@ impl GpuExecutor {
         for kernel in [KernelId::MatmulVec4, KernelId::MatmulVec4Large] {
             let mut error = None;
             let secs =
-                crate::backend::median_secs(crate::backend::CALIBRATION_RUNS, || match self.run_kernel(&op, kernel) {
+                crate::timing::median_secs(crate::timing::CALIBRATION_RUNS, || match self.run_kernel(&op, kernel) {
                     Ok(_) => true,
                     Err(e) => {
                         error = Some(e);
                         false
                     }
                 });
-            match (crate::backend::gflops(op.flops(), secs), error) {
+            match (crate::timing::gflops(op.flops(), secs), error) {
                 (Some(g), _) => timings.push((kernel, g)),
                 (None, Some(e)) => return Err(e),
                 (None, None) => return Err(GpuError::Internal("matmul tuning measured nothing".into())),
@@ -322,7 +322,7 @@ impl GpuExecutor {
 
     fn run_kernel_unguarded(&self, op: &Op, kernel: KernelId) -> Result<Vec<f32>, GpuError> {
         op.check()?;
-        if !kernel.spec().computes(op) {
+        if !op.computed_by(kernel.spec()) {
             return Err(GpuError::WrongKernel { kernel, op: op.kernel() });
         }
         let pipeline = self.catalog_pipeline(kernel)?;

@@ -9,6 +9,7 @@ pub mod cpu;
 pub mod gpu;
 pub mod ops;
 pub mod sandbox;
+pub mod timing;
 pub mod untrusted;
 
 pub use catalog::{Access, KernelId, KernelSpec, Shape};

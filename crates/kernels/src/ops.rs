@@ -2,7 +2,7 @@
 //! the WGSL reads, and which input goes to which binding. The GPU executor and the CPU path both take an [`Op`],
 //! so a shape is checked once, in one place, before anything runs.
 
-use crate::catalog::{KernelId, Shape};
+use crate::catalog::{KernelId, KernelSpec, Shape};
 
 /// Largest number of elements one operand may have: keeps every flat index inside WGSL's `u32`.
 pub const MAX_ELEMENTS: usize = (u32::MAX / 4) as usize;
@@ -75,6 +75,14 @@ pub enum Op<'a> {
 
 impl<'a> Op<'a> {
     /// The catalog kernel that computes this op (the generic one; see [`Op::gpu_kernel`]).
+    /// Whether `kernel` computes this op correctly: the vec4 matmuls need K and N to be multiples of 4.
+    pub fn computed_by(&self, kernel: &KernelSpec) -> bool {
+        match (kernel.id, self) {
+            (KernelId::MatmulVec4 | KernelId::MatmulVec4Large, Op::Matmul { n, k, .. }) => n % 4 == 0 && k % 4 == 0,
+            (id, op) => id == op.kernel(),
+        }
+    }
+
     pub fn kernel(&self) -> KernelId {
         match self {
             Op::Matmul { .. } => KernelId::Matmul,

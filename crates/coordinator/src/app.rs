@@ -1,0 +1,28 @@
+//! What every route shares: the coordinator, the replay cache, the upload allowances, the cached statistics, and
+//! the one shape of a refusal.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use neurolov_api as api;
+
+use crate::Coordinator;
+use crate::auth::ReplayCache;
+
+pub(crate) struct App {
+    pub(crate) coordinator: Arc<Coordinator>,
+    pub(crate) replay: ReplayCache,
+    pub(crate) uploads: crate::uploads::UploadBudget,
+    /// The last `/v1/stats` and when it was computed: it walks every node and account under the core's lock, so it
+    /// is computed at most once per [`crate::STATS_MAX_AGE`], however often it is asked for.
+    pub(crate) stats: std::sync::Mutex<Option<(std::time::Instant, neurolov_core::NetworkStats)>>,
+}
+
+pub(crate) type Shared = State<Arc<App>>;
+
+pub(crate) fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(api::ErrorReply { error: message.to_string() })).into_response()
+}
