@@ -284,6 +284,25 @@ pub struct EvidenceEntry {
     pub work: neurolov_protocol::messages::Work,
 }
 
+/// `GET /v1/verification`: the parameters of the tight Freivalds tolerance (`neurolov_verify::freivalds`, whose module
+/// doc derives it) that a provider's own check of its matmul result uses, so a browser tab does not keep copies.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VerificationParams {
+    /// fp32 unit roundoff u.
+    pub unit_roundoff: f64,
+    /// f64 unit roundoff of the checker's own arithmetic.
+    pub checker_unit_roundoff: f64,
+    /// log₂ of the probability that an honest row is rejected.
+    pub false_reject_log2: i32,
+    /// Relative slack on the checker's norms and sums of squares.
+    pub checker_slack: f64,
+    /// Smallest normal f32: below it a GPU may flush to zero.
+    pub flush_below: f64,
+    /// Rounds of the self-check, and its share of the tolerance.
+    pub self_check_rounds: u32,
+    pub self_check_margin: f64,
+}
+
 /// The ledger's part of `GET /v1/stats`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LedgerStats {

@@ -43,6 +43,7 @@ pub(crate) fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/v1/jobs", post(submit_job).get(recent_jobs).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
         .route("/v1/jobs/{id}", get(job_status))
         .route("/v1/jobs/{id}/result", get(job_result))
+        .route("/v1/verification", get(verification))
         .route("/v1/jobs/{id}/cancel", post(cancel_job).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
         .route("/v1/accounts/{address}", get(money::account))
         .route("/v1/accounts/{address}/transfers", get(money::history))
@@ -500,6 +501,21 @@ fn wgsl_spec(
         max_price_nano_per_gflop,
         min_reliability,
         features: features.names(),
+    })
+}
+
+/// The tolerance parameters a provider's self-check uses (see [`api::VerificationParams`]).
+#[utoipa::path(get, path = "/v1/verification", tag = "nodes", responses((status = 200, body = api::VerificationParams)))]
+pub(crate) async fn verification() -> Json<api::VerificationParams> {
+    use neurolov_verify::freivalds;
+    Json(api::VerificationParams {
+        unit_roundoff: freivalds::U32,
+        checker_unit_roundoff: freivalds::U64,
+        false_reject_log2: freivalds::FALSE_REJECT_LOG2,
+        checker_slack: freivalds::VERIFIER_SLACK,
+        flush_below: freivalds::FLUSH,
+        self_check_rounds: freivalds::SELF_CHECK_ROUNDS,
+        self_check_margin: freivalds::SELF_CHECK_MARGIN,
     })
 }
 

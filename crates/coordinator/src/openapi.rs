@@ -21,6 +21,7 @@ use utoipa::OpenApi;
         crate::http::job_status,
         crate::http::job_result,
         crate::http::cancel_job,
+        crate::http::verification,
         crate::money::account,
         crate::money::history,
         crate::money::transfer,
@@ -53,6 +54,7 @@ use utoipa::OpenApi;
         api::UnstakeReply,
         api::FaucetReply,
         api::EvidenceEntry,
+        api::VerificationParams,
         api::LedgerStats,
         api::Stats,
     ))

@@ -49,8 +49,12 @@ pub(crate) async fn static_file(Path(name): Path<String>) -> Response {
 }
 
 pub(crate) async fn kernel(Path(name): Path<String>) -> Response {
-    match neurolov_kernels::catalog::FILES.iter().find(|f| f.name == name) {
-        Some(f) => ([(header::CONTENT_TYPE, "text/wgsl; charset=utf-8")], f.source).into_response(),
+    use neurolov_kernels::catalog::{FILES, GLSL_FILES};
+    if let Some(f) = FILES.iter().find(|f| f.name == name) {
+        return ([(header::CONTENT_TYPE, "text/wgsl; charset=utf-8")], f.source).into_response();
+    }
+    match GLSL_FILES.iter().find(|f| f.name == name) {
+        Some(f) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], f.source).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }

@@ -177,16 +177,24 @@ function concat(parts) {
   return out;
 }
 
-/** Rounds of the tab's own Freivalds check of a matmul result before it commits to it. */
-const SELF_CHECK_ROUNDS = 2;
 /**
- * The self-check's share of the coordinator's tight tolerance (crates/verify/src/freivalds.rs): stricter, so a result
- * the tab passes, the coordinator passes too, while an honest fp32 result (measured: at most ~0.14 of that tolerance)
- * still passes.
+ * The tolerance's parameters, from the coordinator (`GET /v1/verification`, taken from crates/verify/src/freivalds.rs):
+ * fp32 and f64 unit roundoffs, the false-reject probability, the checker's slack, the flush threshold, and the
+ * self-check's rounds and margin (its share of the coordinator's tight tolerance: stricter, so a result the tab
+ * passes, the coordinator passes too, while an honest fp32 result — at most ~0.14 of that tolerance — still passes).
  */
-const SELF_CHECK_MARGIN = 0.5;
+let verification = null;
+
+async function loadVerification() {
+  if (verification) return verification;
+  const r = await fetch("/v1/verification");
+  if (!r.ok) throw new Error(`verification parameters: ${r.status}`);
+  verification = await r.json();
+  return verification;
+}
 
 async function matmulTask(work, run) {
+  await loadVerification();
   const [m, n, k] = [Number(work.m), Number(work.n), Number(work.k)];
   const [a, b] = await Promise.all([floats(work.a), floats(work.b)]);
   const out = await run(m, n, k, a, b);
@@ -207,12 +215,14 @@ async function matmulTask(work, run) {
  * give exact zeros.
  */
 function selfCheck(m, n, k, a, b, c) {
-  const u = 2 ** -24;
+  const tol = verification;
+  const [rounds, margin, flushBelow] = [tol.self_check_rounds, tol.self_check_margin, tol.flush_below];
+  const u = tol.unit_roundoff;
   const ku = k * u;
   const gamma = ku / (1 - ku);
-  const z = Math.sqrt(2 * Math.log((2 * m * SELF_CHECK_ROUNDS) / 2 ** -40));
-  const factor = z * u * (1 + ku) * (1 + 1e-6);
-  const subnormal = (x) => x !== 0 && Math.abs(x) < 2 ** -126;
+  const z = Math.sqrt(2 * Math.log((2 * m * rounds) / 2 ** tol.false_reject_log2));
+  const factor = z * u * (1 + ku) * (1 + tol.checker_slack);
+  const subnormal = (x) => x !== 0 && Math.abs(x) < flushBelow;
   const fail = (i, why) => {
     throw new Error(`self-check failed at row ${i}: ${why}`);
   };
@@ -238,7 +248,7 @@ function selfCheck(m, n, k, a, b, c) {
     rhoSub2 += sub * sub;
   }
   // Flushed subnormals of A (each below 2⁻¹²⁶), flushed products and sums.
-  const flushAll = 2 ** -126 * rhoSum + 2 * k * 2 ** -126 * (1 + gamma) * wSum;
+  const flushAll = flushBelow * rhoSum + 2 * k * flushBelow * (1 + gamma) * wSum;
   // Per row of A and C: the tolerance t_i (times the margin).
   const t = new Float64Array(m);
   for (let i = 0; i < m; i++) {
@@ -259,11 +269,11 @@ function selfCheck(m, n, k, a, b, c) {
     }
     const v = (k / 3) * c2w2 + (k / 2 + 2) * aBeta;
     const flush = Math.sqrt(a2 * rhoSub2) + flushAll;
-    const verifier = 1.01 * 2 ** -53 * ((k + n + 2) * aRho + (n + 1) * cw);
-    t[i] = SELF_CHECK_MARGIN * (factor * Math.sqrt(v) + flush + verifier) + Number.MIN_VALUE;
+    const verifier = 1.01 * tol.checker_unit_roundoff * ((k + n + 2) * aRho + (n + 1) * cw);
+    t[i] = margin * (factor * Math.sqrt(v) + flush + verifier) + Number.MIN_VALUE;
   }
   const r = new Float64Array(n), br = new Float64Array(k);
-  for (let round = 0; round < SELF_CHECK_ROUNDS; round++) {
+  for (let round = 0; round < rounds; round++) {
     for (let j = 0; j < n; j++) r[j] = w[j] * (Math.random() * 2 - 1);
     for (let p = 0; p < k; p++) {
       let s = 0;
@@ -280,24 +290,27 @@ function selfCheck(m, n, k, a, b, c) {
   }
 }
 
+/** The WebGL2 tier's shaders, served by the coordinator from the kernels crate beside the WGSL (one copy of each). */
+let glsl = null;
+
+async function loadGlsl() {
+  if (glsl) return glsl;
+  const text = async (name) => {
+    const r = await fetch(`/v1/kernels/${name}`);
+    if (!r.ok) throw new Error(`kernel ${name}: ${r.status}`);
+    return r.text();
+  };
+  const [vs, fs] = await Promise.all([text("matmul.vert"), text("matmul.frag")]);
+  glsl = { vs, fs };
+  return glsl;
+}
+
 /** A WebGL2 context with the GEMM program, or null where WebGL2 or float render targets are missing. */
 function webglContext() {
   const canvas = document.createElement("canvas");
   const gl = canvas.getContext("webgl2");
   if (!gl || !gl.getExtension("EXT_color_buffer_float")) return null;
-  const vs = `#version 300 es
-in vec2 p; void main() { gl_Position = vec4(p, 0.0, 1.0); }`;
-  // One fragment per element of C: a dot product of a row of A and a column of B, read from float textures.
-  const fs = `#version 300 es
-precision highp float; precision highp int;
-uniform highp sampler2D A; uniform highp sampler2D B; uniform int K;
-out vec4 outColor;
-void main() {
-  int col = int(gl_FragCoord.x); int row = int(gl_FragCoord.y);
-  float acc = 0.0;
-  for (int i = 0; i < K; i++) acc += texelFetch(A, ivec2(i, row), 0).r * texelFetch(B, ivec2(col, i), 0).r;
-  outColor = vec4(acc, 0.0, 0.0, 1.0);
-}`;
+  const { vs, fs } = glsl;
   const compile = (type, src) => {
     const s = gl.createShader(type);
     gl.shaderSource(s, src);
@@ -315,7 +328,8 @@ void main() {
   return { gl, prog, quad, maxTex: gl.getParameter(gl.MAX_TEXTURE_SIZE), renderer: String(gl.getParameter(gl.RENDERER)) };
 }
 
-function webgl2() {
+async function webgl2() {
+  await loadGlsl();
   let ctx = webglContext();
   if (!ctx) return null;
   function runMatmul(m, n, k, a, b) {
@@ -422,7 +436,7 @@ async function detect() {
   }
   if (!forced || forced === "webgl2") {
     try {
-      const b = webgl2();
+      const b = await webgl2();
       if (b) return b;
     } catch (e) {
       log(`WebGL2 unusable: ${e.message}`);
@@ -506,7 +520,7 @@ const FAILURES_BEFORE_FALLBACK = 3;
 
 /** The next tier down, after the current one kept failing (a lost context, a driver fault). */
 async function downgrade() {
-  const next = state.backend.tier === "webgpu" ? webgl2() : null;
+  const next = state.backend.tier === "webgpu" ? await webgl2().catch(() => null) : null;
   state.backend = next ?? cpu();
   state.failures = 0;
   log(`backend failing; now ${state.backend.tier} (${state.backend.adapter})`);

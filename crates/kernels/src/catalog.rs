@@ -28,6 +28,13 @@ pub const FILES: &[KernelFile] = &[
     KernelFile { name: "rows.wgsl", source: include_str!("../wgsl/rows.wgsl") },
 ];
 
+/// The WebGL2 tier's shaders (the browser provider's fallback where WebGPU is missing: no compute shaders, so C is
+/// rendered one fragment per element). Served beside the WGSL; the native node never runs them.
+pub const GLSL_FILES: &[KernelFile] = &[
+    KernelFile { name: "matmul.vert", source: include_str!("../glsl/matmul.vert") },
+    KernelFile { name: "matmul.frag", source: include_str!("../glsl/matmul.frag") },
+];
+
 /// Every kernel in the catalog.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KernelId {

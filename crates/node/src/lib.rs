@@ -32,13 +32,7 @@ pub const BLOB_TIMEOUT: Duration = Duration::from_secs(120);
 pub const WGSL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Frames queued for the coordinator before task senders wait.
 const OUTBOUND_QUEUE: usize = 64;
-/// Rounds of the node's own Freivalds check of each matmul result before it commits to it.
-pub const SELF_CHECK_ROUNDS: u32 = 2;
-/// The self-check's share of the coordinator's tight tolerance (`freivalds::Report::worst_ratio`): stricter than the
-/// coordinator, so what the node passes the coordinator passes too, while an honest fp32 result passes (measured:
-/// honest rows reach at most ~0.14 of that tolerance; an honest row fails this margin with probability ≤ 10⁻¹²,
-/// see the `freivalds` module doc).
-pub const SELF_CHECK_MARGIN: f64 = 0.5;
+pub use neurolov_verify::freivalds::{SELF_CHECK_MARGIN, SELF_CHECK_ROUNDS};
 
 /// How a node runs, in human units.
 #[derive(Clone, Debug)]

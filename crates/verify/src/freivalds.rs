@@ -119,13 +119,19 @@ pub const FALSE_REJECT_LOG2: i32 = -40;
 /// Matrices smaller than this are multiplied on one thread.
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 18;
 /// fp32 unit roundoff.
-const U32: f64 = 1.0 / 16_777_216.0;
+pub const U32: f64 = 1.0 / 16_777_216.0;
 /// f64 unit roundoff.
-const U64: f64 = f64::EPSILON / 2.0;
+pub const U64: f64 = f64::EPSILON / 2.0;
 /// Relative slack on the verifier's f64 norms and sums of squares.
-const VERIFIER_SLACK: f64 = 1e-6;
+pub const VERIFIER_SLACK: f64 = 1e-6;
 /// Smallest normal f32: an operation whose result is below it may be flushed to zero.
-const FLUSH: f64 = f32::MIN_POSITIVE as f64;
+pub const FLUSH: f64 = f32::MIN_POSITIVE as f64;
+/// Rounds of a provider's own check of its matmul result before it commits to it (native nodes and browser tabs).
+pub const SELF_CHECK_ROUNDS: u32 = 2;
+/// The self-check's share of the tight tolerance ([`Report::worst_ratio`]): stricter than the coordinator, so what a
+/// provider passes the coordinator passes too, while an honest fp32 result passes (measured: honest rows reach at
+/// most ~0.14 of that tolerance; an honest row fails this margin with probability ≤ 10⁻¹², see above).
+pub const SELF_CHECK_MARGIN: f64 = 0.5;
 /// Largest inner dimension for which γ_K is meaningful (K·u < ½).
 pub const MAX_INNER: usize = 1 << 23;
 
