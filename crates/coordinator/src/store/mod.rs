@@ -1,0 +1,368 @@
+//! Embedded SQLite storage: one file (`coordinator.db` in the data directory), WAL journal, `synchronous=FULL` so a
+//! committed transaction survives a power cut. The core's [`Record`]s are written by one writer task in batches
+//! (one transaction per batch); a caller that must not answer before its records are durable (a job submission)
+//! waits for a flush. At start the records are read back into a [`Restored`] for [`neurolov_core::Core::restore`].
+//! Records are stored as JSON documents (`docs.rs`; the core's own types stay serde-free), except the ledger's
+//! (`ledger.rs`), which get columns: accounts with their totals (128-bit values as 16-byte big-endian blobs) and the
+//! transfer log in the order it was applied. Each account also gets a small integer number, and transfers name their
+//! accounts by number. Each account's history is a clustered `(account, seq)` table written in key order at every
+//! commit: two indexes on the log, updated at random positions, had cost more than the log itself (175k vs 365k
+//! transfers/s in `cargo bench -p neurolov-coordinator --bench ledger`). All the records of one core event arrive as one message and are
+//! committed in one transaction, so a crash never keeps half an event (a task's verified result without its pay).
+//! Jobs the core has let go of are read back on request (`jobs.rs`).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+
+use neurolov_core::{Record, Restored};
+use neurolov_ledger::{AccountId, Changes};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use tokio::sync::{mpsc, oneshot};
+
+mod docs;
+mod jobs;
+mod ledger;
+
+use docs::{ArchivedTaskDoc, evidence, evidence_doc, job_doc, job_record, node_doc, node_record};
+pub use jobs::{StoredJob, job_for_key, recorded_blobs, stored_job};
+use jobs::{expire_results, migrate_jobs};
+pub use ledger::account_history;
+use ledger::{load_ledger, migrate_history, write_ledger};
+
+/// Records written per transaction at most (one event's records are never split).
+const MAX_BATCH: usize = 4096;
+/// SQLite page cache (KiB).
+const CACHE_KIB: u32 = 64 * 1024;
+
+/// What the writer task receives.
+pub enum StoreMsg {
+    /// The records of one core event, committed together.
+    Records(Vec<Record>),
+    /// Answered once every record sent before it is committed.
+    Flush(oneshot::Sender<()>),
+    /// Forget the results of archived jobs that finished before this time (ms): answered with how many task results
+    /// went (their blobs are then collected, see `collect_blobs`).
+    ExpireResults(u64, oneshot::Sender<u64>),
+}
+
+/// The writer's handle on the database: the pool, and each ledger account's number.
+pub struct Store {
+    pool: SqlitePool,
+    nums: HashMap<AccountId, i64>,
+    /// The next transfer's position in the log (history entries name transfers by it).
+    next_seq: i64,
+}
+
+/// Opens (creating if needed) the database and reads back everything in it.
+pub async fn open(path: &Path) -> anyhow::Result<(Store, Restored)> {
+    let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        // The transfer indexes grow with random keys: a larger page cache keeps their inserts off the disk.
+        .pragma("cache_size", format!("-{}", CACHE_KIB));
+    // Two connections: the writer's, and one for the reads of requests (account histories, archived jobs), which WAL
+    // lets run beside the writer's transactions instead of waiting for them.
+    let pool = SqlitePoolOptions::new().max_connections(2).connect_with(options).await?;
+    create_schema(&pool, path).await?;
+    let mut restored = Restored::default();
+    for (doc,) in sqlx::query_as::<_, (String,)>("SELECT doc FROM nodes").fetch_all(&pool).await? {
+        restored.nodes.push(node_record(serde_json::from_str(&doc)?));
+    }
+    restore_jobs(&pool, &mut restored).await?;
+    for (key, value) in sqlx::query_as::<_, (String, i64)>("SELECT key, value FROM meta").fetch_all(&pool).await? {
+        match key.as_str() {
+            "next_job" => restored.next_job = value as u64,
+            "next_task" => restored.next_task = value as u64,
+            _ => {}
+        }
+    }
+    for (doc,) in sqlx::query_as::<_, (String,)>("SELECT doc FROM evidence ORDER BY seq").fetch_all(&pool).await? {
+        restored.evidence.push(evidence(serde_json::from_str(&doc)?));
+    }
+    migrate_history(&pool).await?;
+    let (accounts, transfers, nums) = load_ledger(&pool).await?;
+    restored.ledger_accounts = accounts;
+    restored.ledger_transfers = transfers;
+    let (last_seq,) =
+        sqlx::query_as::<_, (i64,)>("SELECT COALESCE(MAX(seq), 0) FROM ledger_transfers").fetch_one(&pool).await?;
+    Ok((Store { pool, nums, next_seq: last_seq + 1 }, restored))
+}
+
+/// The tables, created if missing, and what older databases lack added.
+async fn create_schema(pool: &SqlitePool, path: &Path) -> anyhow::Result<()> {
+    for ddl in [
+        "CREATE TABLE IF NOT EXISTS nodes (id TEXT PRIMARY KEY, doc TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS task_results (task INTEGER PRIMARY KEY, job INTEGER NOT NULL, hash TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS ledger_accounts (num INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, \
+         kind INTEGER NOT NULL, flags INTEGER NOT NULL, owner TEXT NOT NULL, created_ms INTEGER NOT NULL, \
+         debits_pending BLOB NOT NULL, debits_posted BLOB NOT NULL, credits_pending BLOB NOT NULL, \
+         credits_posted BLOB NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS ledger_transfers (seq INTEGER PRIMARY KEY, id BLOB NOT NULL, \
+         debit INTEGER NOT NULL, credit INTEGER NOT NULL, amount INTEGER NOT NULL, pending_id BLOB, \
+         timeout_ms INTEGER NOT NULL, flags INTEGER NOT NULL, code INTEGER NOT NULL, user_data INTEGER NOT NULL, \
+         timestamp_ms INTEGER NOT NULL)",
+        // Each account's transfers, for its history: one clustered table written in key order at each commit, instead
+        // of two indexes on the transfer log updated at random positions (which cost more than the log itself).
+        "CREATE TABLE IF NOT EXISTS ledger_history (account INTEGER NOT NULL, seq INTEGER NOT NULL, \
+         PRIMARY KEY (account, seq)) WITHOUT ROWID",
+        "CREATE TABLE IF NOT EXISTS evidence (seq INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
+    ] {
+        sqlx::query(ddl).execute(pool).await?;
+    }
+    migrate_jobs(pool).await?;
+    // A database from before accounts had numbers cannot be read; say so rather than fail half-way.
+    let columns: Vec<(String,)> =
+        sqlx::query_as("SELECT name FROM pragma_table_info('ledger_accounts')").fetch_all(pool).await?;
+    if !columns.iter().any(|(c,)| c == "num") {
+        anyhow::bail!(
+            "{} was written by an older neurolov (its ledger tables lack account numbers); move it away",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The jobs the core holds in memory, with their results; archived jobs stay here, counted by outcome.
+async fn restore_jobs(pool: &SqlitePool, restored: &mut Restored) -> anyhow::Result<()> {
+    for (state, count) in sqlx::query_as::<_, (String, i64)>(
+        "SELECT json_extract(doc, '$.state'), COUNT(*) FROM jobs WHERE archive IS NOT NULL GROUP BY 1",
+    )
+    .fetch_all(pool)
+    .await?
+    {
+        match state.as_str() {
+            "done" => restored.archived.done = count as u64,
+            _ => restored.archived.failed += count as u64,
+        }
+    }
+    for (id, doc) in sqlx::query_as::<_, (i64, String)>("SELECT id, doc FROM jobs WHERE archive IS NULL ORDER BY id")
+        .fetch_all(pool)
+        .await?
+    {
+        let record = job_record(serde_json::from_str(&doc)?);
+        let results: Vec<(u64, String)> =
+            sqlx::query_as::<_, (i64, String)>("SELECT task, hash FROM task_results WHERE job = ?")
+                .bind(id)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|(t, h)| (t as u64, h))
+                .collect();
+        restored.jobs.push((record, results));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// A pool for reads (history); writes go through [`Store::commit`].
+    pub fn pool(&self) -> SqlitePool {
+        self.pool.clone()
+    }
+}
+
+/// The writer task: commits records in batches until every sender is gone.
+pub async fn writer(mut store: Store, mut rx: mpsc::UnboundedReceiver<StoreMsg>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let mut count = 0;
+        while count < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(m) => {
+                    if let StoreMsg::Records(r) = &m {
+                        count += r.len();
+                    }
+                    batch.push(m);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut flushes = Vec::new();
+        let mut records = Vec::new();
+        let mut expiries = Vec::new();
+        for m in batch {
+            match m {
+                StoreMsg::Records(r) => records.extend(r),
+                StoreMsg::Flush(tx) => flushes.push(tx),
+                StoreMsg::ExpireResults(before_ms, tx) => expiries.push((before_ms, tx)),
+            }
+        }
+        if let Err(e) = store.commit(&records).await {
+            // Losing durability silently would be worse than stopping: the coordinator cannot go on.
+            tracing::error!(error = %e, "storage write failed; stopping");
+            std::process::exit(70);
+        }
+        for f in flushes {
+            let _ = f.send(());
+        }
+        // After the batch's records: a job archived in it has its end time on record.
+        for (before_ms, tx) in expiries {
+            match expire_results(&store.pool, before_ms).await {
+                Ok(n) => {
+                    let _ = tx.send(n);
+                }
+                Err(e) => tracing::warn!(error = %e, "expiring old results failed"),
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Commits `records` in one transaction.
+    pub async fn commit(&mut self, records: &[Record]) -> anyhow::Result<()> {
+        let (fresh, next_seq) = commit(&self.pool, &self.nums, self.next_seq, records).await?;
+        self.nums.extend(fresh);
+        self.next_seq = next_seq;
+        Ok(())
+    }
+}
+
+async fn commit(
+    pool: &SqlitePool,
+    nums: &HashMap<AccountId, i64>,
+    next_seq: i64,
+    records: &[Record],
+) -> anyhow::Result<(HashMap<AccountId, i64>, i64)> {
+    if records.is_empty() {
+        return Ok((HashMap::new(), next_seq));
+    }
+    let mut tx = pool.begin().await?;
+    for r in records {
+        write_record(&mut tx, r).await?;
+    }
+    let ledger: Vec<&Changes> =
+        records.iter().filter_map(|r| if let Record::Ledger(c) = r { Some(&**c) } else { None }).collect();
+    let written = write_ledger(&mut tx, nums, next_seq, &ledger).await?;
+    tx.commit().await?;
+    Ok(written)
+}
+
+/// One record's rows (all but the ledger's, which `write_ledger` writes for the whole event).
+async fn write_record(tx: &mut sqlx::SqliteConnection, r: &Record) -> anyhow::Result<()> {
+    match r {
+        Record::Node(n) => {
+            let doc = serde_json::to_string(&node_doc(n))?;
+            sqlx::query("INSERT INTO nodes (id, doc) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc")
+                .bind(n.id.to_string())
+                .bind(doc)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Record::Job(j) => {
+            let doc = serde_json::to_string(&job_doc(j))?;
+            sqlx::query("INSERT INTO jobs (id, doc) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc")
+                .bind(j.id as i64)
+                .bind(doc)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Record::TaskResult { job, task, result_hash } => {
+            sqlx::query("INSERT OR REPLACE INTO task_results (task, job, hash) VALUES (?, ?, ?)")
+                .bind(*task as i64)
+                .bind(*job as i64)
+                .bind(result_hash)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // The ledger's changes are written together after the event's other records (`write_ledger`).
+        Record::Ledger(_) => {}
+        Record::NodeForgotten { id } => {
+            sqlx::query("DELETE FROM nodes WHERE id = ?").bind(id.to_string()).execute(&mut *tx).await?;
+        }
+        Record::JobArchived { job, tasks } => {
+            let archive: Vec<ArchivedTaskDoc> = tasks
+                .iter()
+                .map(|t| ArchivedTaskDoc { task: t.task, node: t.node, verified: t.verified, attempts: t.attempts })
+                .collect();
+            sqlx::query("UPDATE jobs SET archive = ? WHERE id = ?")
+                .bind(serde_json::to_string(&archive)?)
+                .bind(*job as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Record::TaskResultRevoked { job, task } => {
+            sqlx::query("DELETE FROM task_results WHERE task = ? AND job = ?")
+                .bind(*task as i64)
+                .bind(*job as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Record::Evidence(e) => {
+            let doc = serde_json::to_string(&evidence_doc(e))?;
+            sqlx::query("INSERT INTO evidence (doc) VALUES (?)").bind(doc).execute(&mut *tx).await?;
+        }
+        Record::Ids { next_job, next_task } => {
+            for (key, value) in [("next_job", *next_job), ("next_task", *next_task)] {
+                sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)")
+                    .bind(key)
+                    .bind(value as i64)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // A panic is the failure report.
+
+    use neurolov_ledger::{Bucket, Kind, Ledger, Transfer, TransferId, account_flags, codes};
+
+    use super::*;
+
+    /// A database whose history lives in two indexes on the transfer log (before `ledger_history`) is migrated on
+    /// open and serves the same histories, newest first, with both sides of every transfer.
+    #[tokio::test]
+    async fn history_survives_the_move_from_indexes_to_its_own_table() {
+        let dir = std::env::temp_dir().join(format!("neurolov-store-history-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("coordinator.db");
+        let (alice, bob) = (AccountId(1_001), AccountId(1_002));
+        let mut ledger = Ledger::with_genesis(0).unwrap();
+        for a in [alice, bob] {
+            ledger.create_account(a, Kind::User, account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS, "test", 0).unwrap();
+        }
+        let fund = Bucket::EcosystemFund.account();
+        let batch = [
+            Transfer::new(TransferId(1), fund, alice, 1_000, codes::FAUCET),
+            Transfer::new(TransferId(2), alice, bob, 300, codes::WALLET),
+            Transfer::new(TransferId(3), bob, alice, 100, codes::WALLET),
+        ];
+        {
+            let (mut store, _) = open(&path).await.unwrap();
+            store.commit(&[Record::Ledger(Box::new(ledger.take_changes().unwrap()))]).await.unwrap();
+            assert!(ledger.submit(&batch, 1).iter().all(|r| r.is_ok()));
+            store.commit(&[Record::Ledger(Box::new(ledger.take_changes().unwrap()))]).await.unwrap();
+            let ids = |h: Vec<Transfer>| h.into_iter().map(|t| t.id.0).collect::<Vec<_>>();
+            assert_eq!(ids(account_history(&store.pool, alice, 10).await.unwrap()), [3, 2, 1]);
+            assert_eq!(ids(account_history(&store.pool, bob, 10).await.unwrap()), [3, 2]);
+            assert_eq!(ids(account_history(&store.pool, alice, 2).await.unwrap()), [3, 2]);
+            // Back to the old layout.
+            for sql in [
+                "DROP TABLE ledger_history",
+                "CREATE INDEX ledger_transfers_debit ON ledger_transfers (debit)",
+                "CREATE INDEX ledger_transfers_credit ON ledger_transfers (credit)",
+            ] {
+                sqlx::query(sql).execute(&store.pool).await.unwrap();
+            }
+            store.pool.close().await;
+        }
+        let (mut store, restored) = open(&path).await.unwrap();
+        assert_eq!(restored.ledger_transfers.len(), ledger.transfer_count());
+        let history = account_history(&store.pool, alice, 10).await.unwrap();
+        assert_eq!(history.iter().map(|t| t.id.0).collect::<Vec<_>>(), [3, 2, 1]);
+        assert_eq!((history[1].debit, history[1].credit, history[1].amount), (alice, bob, 300));
+        // New transfers go on from the end of the log.
+        assert!(ledger.submit(&[Transfer::new(TransferId(4), alice, bob, 1, codes::WALLET)], 2)[0].is_ok());
+        store.commit(&[Record::Ledger(Box::new(ledger.take_changes().unwrap()))]).await.unwrap();
+        let history = account_history(&store.pool, bob, 10).await.unwrap();
+        assert_eq!(history.iter().map(|t| t.id.0).collect::<Vec<_>>(), [4, 3, 2]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
