@@ -11,6 +11,7 @@ const STATIC: &[(&str, &str, &str)] = &[
     ("style.css", "text/css; charset=utf-8", include_str!("../web/style.css")),
     ("neurolov.js", "text/javascript; charset=utf-8", include_str!("../web/neurolov.js")),
     ("provide.js", "text/javascript; charset=utf-8", include_str!("../web/provide.js")),
+    ("backends.js", "text/javascript; charset=utf-8", include_str!("../web/backends.js")),
     ("dashboard.js", "text/javascript; charset=utf-8", include_str!("../web/dashboard.js")),
 ];
 
