@@ -178,17 +178,7 @@ impl Core {
             }
             core
         };
-        // Assignments are not kept across a restart, so no reservation made for one can still be posted.
-        let holds: Vec<neurolov_ledger::TransferId> = core
-            .economy
-            .ledger()
-            .open_pending()
-            .filter(|t| t.code == neurolov_ledger::codes::TASK_HOLD)
-            .map(|t| t.id)
-            .collect();
-        for pending in holds {
-            core.void_pending(pending, neurolov_ledger::codes::TASK_HOLD);
-        }
+        core.void_restored_holds();
         for e in restored.evidence {
             core.remember_evidence(e);
         }
@@ -196,30 +186,7 @@ impl Core {
         let provisional: std::collections::HashSet<TaskId> =
             restored.nodes.iter().flat_map(|n| n.provisional.iter().map(|&(t, _)| t)).collect();
         for r in restored.nodes {
-            core.registry.entry(r.id, |key| crate::registry::Node {
-                key,
-                operator: r.operator,
-                kind: r.kind,
-                claimed: r.claimed,
-                price_nano_per_gflop: r.price_nano_per_gflop,
-                slots: r.slots,
-                conn: None,
-                state: crate::NodeState::Offline,
-                last_seen_ms: now_ms,
-                first_seen_ms: r.first_seen_ms,
-                up_ms: r.up_ms,
-                history: r.history,
-                gflops_verified: r.gflops_verified,
-                attested: r.attested,
-                challenge: None,
-                next_challenge_ms: 0,
-                running: Default::default(),
-                checks_passed: r.checks_passed,
-                provisional: r.provisional,
-                challenge_size: 0,
-                measured_size: 0,
-            });
-            core.sync_scheduler(r.id);
+            core.restore_node(r);
         }
         let max_task = restored.jobs.iter().flat_map(|(j, _)| j.tasks.iter().copied()).max().unwrap_or(0);
         let max_job = restored.jobs.iter().map(|(j, _)| j.id).max().unwrap_or(0);
@@ -228,22 +195,70 @@ impl Core {
         for (record, results) in restored.jobs {
             core.restore_job(record, results, blobs, &provisional);
         }
-        // A canary's reservation voided above may have been all that an ended job's escrow still held back.
-        let ended: Vec<JobId> = core
-            .jobs
-            .iter()
-            .filter(|(id, j)| {
-                j.state.is_final() && core.economy.account(crate::escrow(**id)).is_some_and(|a| a.available() > 0)
-            })
-            .map(|(&id, _)| id)
-            .collect();
-        for job in ended {
-            core.refund(job);
-        }
+        core.refund_ended_jobs();
         core.forget_unrestorable_provisional();
         // Whatever the restore itself decided (jobs that could not resume) is written back.
         let effects = core.take_effects();
         (core, effects)
+    }
+
+    /// Assignments are not kept across a restart, so no reservation made for one can still be posted: voided.
+    fn void_restored_holds(&mut self) {
+        let holds: Vec<neurolov_ledger::TransferId> = self
+            .economy
+            .ledger()
+            .open_pending()
+            .filter(|t| t.code == neurolov_ledger::codes::TASK_HOLD)
+            .map(|t| t.id)
+            .collect();
+        for pending in holds {
+            self.void_pending(pending, neurolov_ledger::codes::TASK_HOLD);
+        }
+    }
+
+    /// A node as stored: offline until it reconnects, with its reputation.
+    fn restore_node(&mut self, r: NodeRecord) {
+        let now_ms = self.now_ms;
+        let id = r.id;
+        self.registry.entry(id, |key| crate::registry::Node {
+            key,
+            operator: r.operator,
+            kind: r.kind,
+            claimed: r.claimed,
+            price_nano_per_gflop: r.price_nano_per_gflop,
+            slots: r.slots,
+            conn: None,
+            state: crate::NodeState::Offline,
+            last_seen_ms: now_ms,
+            first_seen_ms: r.first_seen_ms,
+            up_ms: r.up_ms,
+            history: r.history,
+            gflops_verified: r.gflops_verified,
+            attested: r.attested,
+            challenge: None,
+            next_challenge_ms: 0,
+            running: Default::default(),
+            checks_passed: r.checks_passed,
+            provisional: r.provisional,
+            challenge_size: 0,
+            measured_size: 0,
+        });
+        self.sync_scheduler(id);
+    }
+
+    /// A canary's reservation voided at the restart may have been all that an ended job's escrow still held back.
+    fn refund_ended_jobs(&mut self) {
+        let ended: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(id, j)| {
+                j.state.is_final() && self.economy.account(crate::escrow(**id)).is_some_and(|a| a.available() > 0)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for job in ended {
+            self.refund(job);
+        }
     }
 
     fn restore_job(
