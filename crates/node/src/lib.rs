@@ -117,6 +117,11 @@ impl Signer {
     }
 }
 
+/// The socket's two halves.
+type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Sink = futures_util::stream::SplitSink<WsStream, Message>;
+type Source = futures_util::stream::SplitStream<WsStream>;
+
 async fn session(
     settings: &Settings,
     compute: &Arc<Compute>,
@@ -129,36 +134,7 @@ async fn session(
         .await
         .context("connecting")?;
     let (mut sink, mut stream) = ws.split();
-    let nonce = match next_message(&mut stream).await? {
-        ToNode::Challenge { version, nonce } if version == PROTOCOL_VERSION => nonce,
-        ToNode::Challenge { version, .. } => {
-            bail!("coordinator speaks protocol version {version}, this node {PROTOCOL_VERSION}")
-        }
-        other => bail!("expected a challenge, got {other:?}"),
-    };
-    let signer = Arc::new(Signer { keypair: settings.keypair.clone(), session: nonce, seq: AtomicU64::new(0) });
-    let claimed = claimed_hardware(compute, settings.max_task_bytes, wgsl);
-    let register = signer.frame(|session, seq| FromNode::Register {
-        version: PROTOCOL_VERSION,
-        session,
-        seq,
-        operator: settings.operator,
-        kind: NodeKind::Native,
-        claimed,
-        price_nano_per_gflop: settings.price_nano_per_gflop,
-        slots: settings.slots,
-        operator_delegation: settings.operator_delegation,
-    });
-    sink.send(Message::Text(register.into())).await.context("registering")?;
-    let heartbeat_ms = match next_message(&mut stream).await? {
-        ToNode::Registered { heartbeat_interval_ms, node } => {
-            tracing::info!(%node, heartbeat_interval_ms, "registered");
-            heartbeat_interval_ms
-        }
-        ToNode::Error { code, message } => bail!("registration refused ({code:?}): {message}"),
-        other => bail!("expected registration, got {other:?}"),
-    };
-
+    let (signer, heartbeat_ms) = handshake(settings, compute, wgsl, &mut sink, &mut stream).await?;
     let (out_tx, mut out_rx) = mpsc::channel::<Pending>(OUTBOUND_QUEUE);
     let mut running = Running::default();
     let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms.clamp(100, 3_600_000) / 2));
@@ -186,52 +162,107 @@ async fn session(
                     Some(Err(e)) => return Err(e.into()),
                     Some(Ok(_)) => continue,
                 };
-                match msg {
-                    ToNode::Task(task) => {
-                        let key = (task.task_id, task.attempt);
-                        let job = TaskRun { settings: settings.clone(), compute: Arc::clone(compute), http: http.clone(), out: out_tx.clone() };
-                        running.insert(key, tokio::spawn(job.run(task)));
-                    }
-                    ToNode::Cancel { task_id, attempt } => {
-                        if let Some(h) = running.remove(&(task_id, attempt)) {
-                            h.abort();
-                        }
-                    }
-                    ToNode::Verdict { task_id, attempt, accepted, reason } => {
-                        tracing::info!(task_id, attempt, accepted, %reason, "verdict");
-                    }
-                    ToNode::Error { code, message } => tracing::warn!(?code, %message, "coordinator refused a frame"),
-                    ToNode::Challenge { .. } | ToNode::Registered { .. } => {}
-                }
+                let run = || TaskRun { settings: settings.clone(), compute: Arc::clone(compute), http: http.clone(), out: out_tx.clone() };
+                on_message(msg, &mut running, run);
             }
             _ = shutdown.changed() => {
-                // Finish what is running (bounded), hand back the rest, say goodbye.
-                let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-                while running.values().any(|h| !h.is_finished()) && tokio::time::Instant::now() < deadline {
-                    tokio::select! {
-                        Some(pending) = out_rx.recv() => {
-                            let _ = sink.send(Message::Text(signer.frame(pending).into())).await;
-                        }
-                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                    }
-                }
-                while let Ok(pending) = out_rx.try_recv() {
-                    let _ = sink.send(Message::Text(signer.frame(pending).into())).await;
-                }
-                for ((task_id, attempt), h) in running.drain() {
-                    if !h.is_finished() {
-                        h.abort();
-                        let frame = signer.frame(|session, seq| FromNode::Failed { session, seq, task_id, attempt, reason: "node shutting down".into() });
-                        let _ = sink.send(Message::Text(frame.into())).await;
-                    }
-                }
-                let bye = signer.frame(|session, seq| FromNode::Goodbye { session, seq });
-                let _ = sink.send(Message::Text(bye.into())).await;
-                let _ = sink.close().await;
+                shut_down(&signer, &mut sink, &mut out_rx, &mut running).await;
                 return Ok(Ended::Shutdown);
             }
         }
     }
+}
+
+/// The session's opening: the coordinator's challenge, the signed registration, its answer. The session's signer
+/// and the heartbeat interval the coordinator asks for.
+async fn handshake(
+    settings: &Settings,
+    compute: &Compute,
+    wgsl: bool,
+    sink: &mut Sink,
+    stream: &mut Source,
+) -> anyhow::Result<(Arc<Signer>, u64)> {
+    let nonce = match next_message(stream).await? {
+        ToNode::Challenge { version, nonce } if version == PROTOCOL_VERSION => nonce,
+        ToNode::Challenge { version, .. } => {
+            bail!("coordinator speaks protocol version {version}, this node {PROTOCOL_VERSION}")
+        }
+        other => bail!("expected a challenge, got {other:?}"),
+    };
+    let signer = Arc::new(Signer { keypair: settings.keypair.clone(), session: nonce, seq: AtomicU64::new(0) });
+    let claimed = claimed_hardware(compute, settings.max_task_bytes, wgsl);
+    let register = signer.frame(|session, seq| FromNode::Register {
+        version: PROTOCOL_VERSION,
+        session,
+        seq,
+        operator: settings.operator,
+        kind: NodeKind::Native,
+        claimed,
+        price_nano_per_gflop: settings.price_nano_per_gflop,
+        slots: settings.slots,
+        operator_delegation: settings.operator_delegation,
+    });
+    sink.send(Message::Text(register.into())).await.context("registering")?;
+    match next_message(stream).await? {
+        ToNode::Registered { heartbeat_interval_ms, node } => {
+            tracing::info!(%node, heartbeat_interval_ms, "registered");
+            Ok((signer, heartbeat_interval_ms))
+        }
+        ToNode::Error { code, message } => bail!("registration refused ({code:?}): {message}"),
+        other => bail!("expected registration, got {other:?}"),
+    }
+}
+
+/// What the coordinator says during a session: a task starts (`run` makes its runner), a cancel aborts one.
+fn on_message(msg: ToNode, running: &mut Running, run: impl FnOnce() -> TaskRun) {
+    match msg {
+        ToNode::Task(task) => {
+            running.insert((task.task_id, task.attempt), tokio::spawn(run().run(task)));
+        }
+        ToNode::Cancel { task_id, attempt } => {
+            if let Some(h) = running.remove(&(task_id, attempt)) {
+                h.abort();
+            }
+        }
+        ToNode::Verdict { task_id, attempt, accepted, reason } => {
+            tracing::info!(task_id, attempt, accepted, %reason, "verdict");
+        }
+        ToNode::Error { code, message } => tracing::warn!(?code, %message, "coordinator refused a frame"),
+        ToNode::Challenge { .. } | ToNode::Registered { .. } => {}
+    }
+}
+
+/// A clean end: what is running gets a bounded time to finish (its frames sent), the rest is handed back as
+/// failed, then goodbye.
+async fn shut_down(signer: &Signer, sink: &mut Sink, out_rx: &mut mpsc::Receiver<Pending>, running: &mut Running) {
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while running.values().any(|h| !h.is_finished()) && tokio::time::Instant::now() < deadline {
+        tokio::select! {
+            Some(pending) = out_rx.recv() => {
+                let _ = sink.send(Message::Text(signer.frame(pending).into())).await;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    while let Ok(pending) = out_rx.try_recv() {
+        let _ = sink.send(Message::Text(signer.frame(pending).into())).await;
+    }
+    for ((task_id, attempt), h) in running.drain() {
+        if !h.is_finished() {
+            h.abort();
+            let frame = signer.frame(|session, seq| FromNode::Failed {
+                session,
+                seq,
+                task_id,
+                attempt,
+                reason: "node shutting down".into(),
+            });
+            let _ = sink.send(Message::Text(frame.into())).await;
+        }
+    }
+    let bye = signer.frame(|session, seq| FromNode::Goodbye { session, seq });
+    let _ = sink.send(Message::Text(bye.into())).await;
+    let _ = sink.close().await;
 }
 
 /// The tasks of one session; dropping it (the session ended, however) aborts any still running, so an orphaned
