@@ -157,28 +157,8 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let stats: api::Stats = rt.block_on(get_json(format!("{url}/v1/stats")))?;
     let (provider_rows, cheaters_slashed) = provider_rows(&rt, &url, &providers)?;
     let audit = rt.block_on(neurolov_coordinator::audit::audit(&data.join("coordinator")))?;
-    let report = serde_json::json!({
-        "coordinator": url,
-        "data_dir": data.display().to_string(),
-        "jobs_submitted": jobs.len(),
-        "jobs_verified": checked.verified,
-        "jobs_failed": states.iter().filter(|s| *s == "failed").count(),
-        "wgsl_jobs_skipped": args.wgsl_jobs - wgsl_jobs,
-        "wrong_results_accepted": checked.wrong_accepted,
-        "wrong_results_caught": stats.frauds_proven,
-        "cheaters": args.cheaters,
-        "cheaters_slashed": cheaters_slashed,
-        "providers": provider_rows,
-        "treasury_fee_nano": stats.ledger.fees_nano,
-        "slashed_nano": stats.ledger.slashed_nano,
-        "paid_to_providers_nano": stats.ledger.paid_to_providers_nano,
-        "verified_tflops": stats.verified_tflops,
-        "job_tflops": checked.flops / elapsed_s / 1e12,
-        "elapsed_s": elapsed_s,
-        "total_supply_nano": audit.total_supply_nano,
-        "audit_ok": audit.audit_ok,
-        "audit_problems": audit.problems,
-    });
+    let run = Run { url: &url, data: &data, jobs: jobs.len(), states: &states, wgsl_jobs, elapsed_s };
+    let report = report(&args, &run, &checked, &stats, (provider_rows, cheaters_slashed), &audit);
     if args.json {
         println!("{report}");
     } else {
@@ -196,6 +176,49 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// What a demo run was, for its report.
+struct Run<'a> {
+    url: &'a str,
+    data: &'a Path,
+    jobs: usize,
+    states: &'a [String],
+    wgsl_jobs: usize,
+    elapsed_s: f64,
+}
+
+/// The demo's report: what was verified, paid and slashed, and whether the ledger's audit holds.
+fn report(
+    args: &DemoArgs,
+    run: &Run,
+    checked: &Checked,
+    stats: &api::Stats,
+    providers: (Vec<serde_json::Value>, usize),
+    audit: &neurolov_coordinator::audit::AuditReport,
+) -> serde_json::Value {
+    serde_json::json!({
+        "coordinator": run.url,
+        "data_dir": run.data.display().to_string(),
+        "jobs_submitted": run.jobs,
+        "jobs_verified": checked.verified,
+        "jobs_failed": run.states.iter().filter(|s| *s == "failed").count(),
+        "wgsl_jobs_skipped": args.wgsl_jobs - run.wgsl_jobs,
+        "wrong_results_accepted": checked.wrong_accepted,
+        "wrong_results_caught": stats.frauds_proven,
+        "cheaters": args.cheaters,
+        "cheaters_slashed": providers.1,
+        "providers": providers.0,
+        "treasury_fee_nano": stats.ledger.fees_nano,
+        "slashed_nano": stats.ledger.slashed_nano,
+        "paid_to_providers_nano": stats.ledger.paid_to_providers_nano,
+        "verified_tflops": stats.verified_tflops,
+        "job_tflops": checked.flops / run.elapsed_s / 1e12,
+        "elapsed_s": run.elapsed_s,
+        "total_supply_nano": audit.total_supply_nano,
+        "audit_ok": audit.audit_ok,
+        "audit_problems": audit.problems,
+    })
 }
 
 /// A coordinator in this process on a free local port, its data under `<data>/coordinator`; stopped cleanly when

@@ -372,53 +372,12 @@ impl TaskRun {
     }
 
     async fn execute(&self, task: &Task) -> anyhow::Result<()> {
-        let result = match &task.work {
-            Work::Matmul { m, n, k, a, b } => {
-                let (m, n, k) = (*m as usize, *n as usize, *k as usize);
-                let bytes_needed = 4 * (m as u64 * k as u64 + k as u64 * n as u64 + m as u64 * n as u64);
-                if bytes_needed > self.settings.max_task_bytes {
-                    bail!("task needs {bytes_needed} bytes, this node takes at most {}", self.settings.max_task_bytes);
-                }
-                let a = self.floats(a).await?;
-                let b = self.floats(b).await?;
-                let compute = Arc::clone(&self.compute);
-                tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
-                    let ran = compute.run(&Op::Matmul { a: &a, b: &b, m, n, k })?;
-                    tracing::debug!(backend = %ran.backend, m, n, k, "matmul done");
-                    self_check(&a, &b, &ran.output, m, n, k).with_context(|| format!("{} backend", ran.backend))?;
-                    Ok(ran.output.iter().flat_map(|v| v.to_le_bytes()).collect())
-                })
-                .await??
-            }
+        let mut result = match &task.work {
+            Work::Matmul { m, n, k, a, b } => self.matmul([*m, *n, *k], a, b).await?,
             Work::Wgsl { source, entry_point, buffers, dispatch } => {
-                let Some(worker) = self.settings.worker.clone() else { bail!("this node runs no wgsl") };
-                let source = String::from_utf8(self.bytes(source).await?).context("kernel source is not utf-8")?;
-                let mut job_buffers = Vec::new();
-                for b in buffers {
-                    let init = match &b.init {
-                        Some(r) => self.bytes(r).await?,
-                        None => Vec::new(),
-                    };
-                    job_buffers.push(JobBuffer {
-                        binding: b.binding,
-                        access: b.access,
-                        size_bytes: b.size_bytes,
-                        init,
-                    });
-                }
-                let job =
-                    WgslJob { source, entry_point: entry_point.clone(), buffers: job_buffers, dispatch: *dispatch };
-                let features = self.compute.gpu().map(|g| g.report().shader_features()).unwrap_or_default();
-                tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
-                    let mut cmd = std::process::Command::new(worker);
-                    cmd.arg("kernel-worker");
-                    let outputs = neurolov_kernels::sandbox::run_isolated(&mut cmd, &job, features, WGSL_TIMEOUT)?;
-                    Ok(outputs.into_iter().flat_map(|(_, b)| b).collect())
-                })
-                .await??
+                self.wgsl(source, entry_point, buffers, *dispatch).await?
             }
         };
-        let mut result = result;
         if self.settings.cheat {
             // A plausible-looking forgery: one value changed (an exponent bit of the first f32), the rest honest.
             let at = 3.min(result.len().saturating_sub(1));
@@ -426,16 +385,67 @@ impl TaskRun {
                 *byte ^= 0x40;
             }
         }
+        self.deliver(task.task_id, task.attempt, result).await
+    }
+
+    /// A matmul block, checked by this node (Freivalds) before it is committed to.
+    async fn matmul(&self, [m, n, k]: [u32; 3], a: &DataRef, b: &DataRef) -> anyhow::Result<Vec<u8>> {
+        let (m, n, k) = (m as usize, n as usize, k as usize);
+        let bytes_needed = 4 * (m as u64 * k as u64 + k as u64 * n as u64 + m as u64 * n as u64);
+        if bytes_needed > self.settings.max_task_bytes {
+            bail!("task needs {bytes_needed} bytes, this node takes at most {}", self.settings.max_task_bytes);
+        }
+        let a = self.floats(a).await?;
+        let b = self.floats(b).await?;
+        let compute = Arc::clone(&self.compute);
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
+            let ran = compute.run(&Op::Matmul { a: &a, b: &b, m, n, k })?;
+            tracing::debug!(backend = %ran.backend, m, n, k, "matmul done");
+            self_check(&a, &b, &ran.output, m, n, k).with_context(|| format!("{} backend", ran.backend))?;
+            Ok(ran.output.iter().flat_map(|v| v.to_le_bytes()).collect())
+        })
+        .await?
+    }
+
+    /// A client's kernel, run in the sandbox worker process: its read-write buffers in binding order.
+    async fn wgsl(
+        &self,
+        source: &DataRef,
+        entry_point: &str,
+        buffers: &[neurolov_protocol::messages::WgslBuffer],
+        dispatch: [u32; 3],
+    ) -> anyhow::Result<Vec<u8>> {
+        let Some(worker) = self.settings.worker.clone() else { bail!("this node runs no wgsl") };
+        let source = String::from_utf8(self.bytes(source).await?).context("kernel source is not utf-8")?;
+        let mut job_buffers = Vec::new();
+        for b in buffers {
+            let init = match &b.init {
+                Some(r) => self.bytes(r).await?,
+                None => Vec::new(),
+            };
+            job_buffers.push(JobBuffer { binding: b.binding, access: b.access, size_bytes: b.size_bytes, init });
+        }
+        let job = WgslJob { source, entry_point: entry_point.to_string(), buffers: job_buffers, dispatch };
+        let features = self.compute.gpu().map(|g| g.report().shader_features()).unwrap_or_default();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
+            let mut cmd = std::process::Command::new(worker);
+            cmd.arg("kernel-worker");
+            let outputs = neurolov_kernels::sandbox::run_isolated(&mut cmd, &job, features, WGSL_TIMEOUT)?;
+            Ok(outputs.into_iter().flat_map(|(_, b)| b).collect())
+        })
+        .await?
+    }
+
+    /// Commit first — the signed hash binds this node to the result before anyone can see it — then upload the
+    /// blob (signed: the coordinator takes uploads only from nodes holding an attempt of that size), then say so.
+    async fn deliver(&self, task_id: u64, attempt: u32, result: Vec<u8>) -> anyhow::Result<()> {
         let hash = blake3::hash(&result).to_hex().to_string();
-        let (task_id, attempt) = (task.task_id, task.attempt);
-        // Commit first: the signed hash binds this node to the result before anyone can see it.
         let committed = hash.clone();
         let commit: Pending =
             Box::new(move |session, seq| FromNode::Commit { session, seq, task_id, attempt, result_hash: committed });
         self.out.send(commit).await.map_err(|_| anyhow!("session closed"))?;
         let path = format!("/v1/blobs/{hash}");
         let url = format!("{}{path}", self.settings.coordinator.trim_end_matches('/'));
-        // Signed by this node: the coordinator takes uploads only from nodes holding an attempt of that size.
         let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
         let mut put = self.http.put(url);
         for (header, value) in
