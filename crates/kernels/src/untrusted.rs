@@ -330,6 +330,14 @@ pub fn needed_features(job: &WgslJob) -> Result<ShaderFeatures, RejectError> {
 /// Checks a job against the limits and its own WGSL; `Ok` means it may be compiled and dispatched.
 pub fn validate(job: &WgslJob, features: ShaderFeatures) -> Result<EntryPointInfo, RejectError> {
     let info = inspect(&job.source, &job.entry_point, features)?;
+    check_shape(&info, job.dispatch)?;
+    check_buffers(&job.buffers)?;
+    check_bindings(&info, job)?;
+    Ok(info)
+}
+
+/// The workgroup and the dispatch within the limits every adapter accepts.
+fn check_shape(info: &EntryPointInfo, dispatch: [u32; 3]) -> Result<(), RejectError> {
     let size = info.workgroup_size;
     if size.iter().zip(MAX_WORKGROUP_SIZE).any(|(&s, max)| s > max)
         || size.iter().map(|&s| u64::from(s)).product::<u64>() > u64::from(MAX_WORKGROUP_INVOCATIONS)
@@ -339,7 +347,6 @@ pub fn validate(job: &WgslJob, features: ShaderFeatures) -> Result<EntryPointInf
     if info.workgroup_memory_bytes > MAX_WORKGROUP_STORAGE_BYTES {
         return Err(RejectError::WorkgroupMemoryTooLarge { bytes: info.workgroup_memory_bytes });
     }
-    let dispatch = job.dispatch;
     if dispatch.contains(&0) {
         return Err(RejectError::EmptyDispatch { dispatch });
     }
@@ -348,16 +355,18 @@ pub fn validate(job: &WgslJob, features: ShaderFeatures) -> Result<EntryPointInf
     {
         return Err(RejectError::DispatchTooLarge { dispatch });
     }
-    let uniforms = job.buffers.iter().filter(|b| b.access == Access::Uniform).count();
-    if job.buffers.len() > MAX_BUFFERS
-        || uniforms > MAX_UNIFORM_BUFFERS
-        || job.buffers.len() - uniforms > MAX_STORAGE_BUFFERS
-    {
-        return Err(RejectError::TooManyBuffers { actual: job.buffers.len() });
+    Ok(())
+}
+
+/// The job's buffers: how many of each kind, distinct bindings, sizes within limits, initial contents that fit.
+fn check_buffers(buffers: &[JobBuffer]) -> Result<(), RejectError> {
+    let uniforms = buffers.iter().filter(|b| b.access == Access::Uniform).count();
+    if buffers.len() > MAX_BUFFERS || uniforms > MAX_UNIFORM_BUFFERS || buffers.len() - uniforms > MAX_STORAGE_BUFFERS {
+        return Err(RejectError::TooManyBuffers { actual: buffers.len() });
     }
     let mut total = 0u64;
-    for (i, buf) in job.buffers.iter().enumerate() {
-        if job.buffers[..i].iter().any(|b| b.binding == buf.binding) {
+    for (i, buf) in buffers.iter().enumerate() {
+        if buffers[..i].iter().any(|b| b.binding == buf.binding) {
             return Err(RejectError::DuplicateBinding { binding: buf.binding });
         }
         let limit = if buf.access == Access::Uniform { MAX_UNIFORM_BYTES } else { MAX_BUFFER_BYTES };
@@ -376,6 +385,12 @@ pub fn validate(job: &WgslJob, features: ShaderFeatures) -> Result<EntryPointInf
     if total > MAX_TOTAL_BUFFER_BYTES {
         return Err(RejectError::TotalTooLarge { total });
     }
+    Ok(())
+}
+
+/// Every binding the shader uses has a buffer of the declared access and a sufficient size, every buffer is used,
+/// and something is written (the result).
+fn check_bindings(info: &EntryPointInfo, job: &WgslJob) -> Result<(), RejectError> {
     for used in &info.bindings {
         if used.group != 0 {
             return Err(RejectError::WrongGroup { name: used.name.clone(), group: used.group });
@@ -385,13 +400,12 @@ pub fn validate(job: &WgslJob, features: ShaderFeatures) -> Result<EntryPointInf
             .iter()
             .find(|b| b.binding == used.binding)
             .ok_or_else(|| RejectError::MissingBuffer { binding: used.binding, name: used.name.clone() })?;
-        let job_access = buf.access;
-        if job_access != used.access {
+        if buf.access != used.access {
             return Err(RejectError::AccessMismatch {
                 binding: used.binding,
                 name: used.name.clone(),
                 shader: used.access,
-                job: job_access,
+                job: buf.access,
             });
         }
         if buf.size_bytes < used.min_size_bytes {
@@ -409,7 +423,7 @@ pub fn validate(job: &WgslJob, features: ShaderFeatures) -> Result<EntryPointInf
     if !job.buffers.iter().any(|b| b.access == Access::ReadWrite) {
         return Err(RejectError::NoOutput);
     }
-    Ok(info)
+    Ok(())
 }
 
 fn first_line(s: &str) -> String {
