@@ -58,22 +58,8 @@ pub fn run_isolated(
     timeout: Duration,
 ) -> Result<Vec<(u32, Vec<u8>)>, SandboxError> {
     untrusted::validate(job, features)?;
-    let mut header_job = job.clone();
-    let init_lens = header_job.buffers.iter().map(|b| b.init.len() as u64).collect();
-    for b in &mut header_job.buffers {
-        b.init = Vec::new();
-    }
     let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-    let header = serde_json::to_vec(&RequestHeader { job: header_job, init_lens, timeout_ms })
-        .map_err(|e| SandboxError::Protocol(e.to_string()))?;
-    // JSON escaping can grow a source several times over; refuse here, not in the worker.
-    if header.len() as u64 > MAX_HEADER_BYTES {
-        return Err(SandboxError::Protocol(format!(
-            "request header is {} bytes after encoding, the limit is {MAX_HEADER_BYTES}",
-            header.len()
-        )));
-    }
-
+    let header = request_header(job, timeout_ms)?;
     let mut child = worker
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -103,18 +89,53 @@ pub fn run_isolated(
         stdout.by_ref().take(reply_limit).read_to_end(&mut reply)?;
         Ok(reply)
     });
+    let status = supervise(&mut child, &ready_rx, timeout)?;
+    let _ = writer.join();
+    let reply = reader.join().map_err(|_| SandboxError::Protocol("reader thread panicked".into()))?;
+    let reply = match reply {
+        Ok(reply) if !reply.is_empty() => reply,
+        _ => return Err(SandboxError::Crashed(status.to_string())),
+    };
+    decode_reply(&reply)
+}
 
-    // The kernel's clock starts when the worker has its device and the job; opening a device is not the job's time.
+/// The request's header: the job without its buffers' contents (they follow it), their lengths and the deadline.
+fn request_header(job: &WgslJob, timeout_ms: u64) -> Result<Vec<u8>, SandboxError> {
+    let mut header_job = job.clone();
+    let init_lens = header_job.buffers.iter().map(|b| b.init.len() as u64).collect();
+    for b in &mut header_job.buffers {
+        b.init = Vec::new();
+    }
+    let header = serde_json::to_vec(&RequestHeader { job: header_job, init_lens, timeout_ms })
+        .map_err(|e| SandboxError::Protocol(e.to_string()))?;
+    // JSON escaping can grow a source several times over; refuse here, not in the worker.
+    if header.len() as u64 > MAX_HEADER_BYTES {
+        return Err(SandboxError::Protocol(format!(
+            "request header is {} bytes after encoding, the limit is {MAX_HEADER_BYTES}",
+            header.len()
+        )));
+    }
+    Ok(header)
+}
+
+/// Waits for the worker to end, and kills it at its deadline: the kernel's clock starts when the worker says it has
+/// its device and the job (opening a device is not the job's time); before that it has the startup allowance.
+fn supervise(
+    child: &mut std::process::Child,
+    ready: &std::sync::mpsc::Receiver<bool>,
+    timeout: Duration,
+) -> Result<std::process::ExitStatus, SandboxError> {
+    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     let later = |d: Duration| Instant::now().checked_add(d).unwrap_or_else(|| Instant::now() + MAX_DEADLINE);
     let mut deadline = later(WORKER_STARTUP_ALLOWANCE);
     let mut running = false;
-    let status = loop {
-        if !running && let Ok(true) = ready_rx.try_recv() {
+    loop {
+        if !running && let Ok(true) = ready.try_recv() {
             running = true;
             deadline = later(timeout);
         }
         match child.try_wait() {
-            Ok(Some(status)) => break status,
+            Ok(Some(status)) => return Ok(status),
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -131,14 +152,7 @@ pub fn run_isolated(
                 return Err(SandboxError::Crashed(e.to_string()));
             }
         }
-    };
-    let _ = writer.join();
-    let reply = reader.join().map_err(|_| SandboxError::Protocol("reader thread panicked".into()))?;
-    let reply = match reply {
-        Ok(reply) if !reply.is_empty() => reply,
-        _ => return Err(SandboxError::Crashed(status.to_string())),
-    };
-    decode_reply(&reply)
+    }
 }
 
 fn decode_reply(reply: &[u8]) -> Result<Vec<(u32, Vec<u8>)>, SandboxError> {
