@@ -503,65 +503,83 @@ impl GpuExecutor {
     ) -> Result<Vec<(u32, Vec<u8>)>, GpuError> {
         self.check_usable()?;
         self.check_limits(buffers, groups)?;
-        let (submission, staging) = self.with_error_scopes(|| {
-            let gpu_buffers: Vec<(u32, Access, wgpu::Buffer)> = buffers
-                .iter()
-                .map(|b| {
-                    let usage = match b.access {
-                        Access::Uniform => wgpu::BufferUsages::UNIFORM,
-                        Access::Read => wgpu::BufferUsages::STORAGE,
-                        Access::ReadWrite => wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                    };
-                    // Not `create_buffer_init`: it panics when the buffer cannot be created (out of memory).
-                    let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-                        label: None,
-                        size: b.size_bytes,
-                        usage: usage | wgpu::BufferUsages::COPY_DST,
-                        mapped_at_creation: false,
-                    });
-                    if !b.init.is_empty() {
-                        self.queue.write_buffer(&buffer, 0, b.init);
-                    }
-                    (b.binding, b.access, buffer)
-                })
-                .collect();
-            let entries: Vec<wgpu::BindGroupEntry> = gpu_buffers
-                .iter()
-                .map(|(binding, _, buffer)| wgpu::BindGroupEntry {
-                    binding: *binding,
-                    resource: buffer.as_entire_binding(),
-                })
-                .collect();
-            let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: None,
-                layout: &pipeline.get_bind_group_layout(0),
-                entries: &entries,
-            });
-            let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-            {
-                let mut pass =
-                    encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-                pass.set_pipeline(pipeline);
-                pass.set_bind_group(0, &bind_group, &[]);
-                pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-            }
-            let mut staging = Vec::new();
-            for (binding, access, buffer) in &gpu_buffers {
-                if *access != Access::ReadWrite {
-                    continue;
-                }
-                let read = self.device.create_buffer(&wgpu::BufferDescriptor {
+        let (submission, staging) = self.with_error_scopes(|| self.submit(pipeline, buffers, groups))?;
+        self.read_back(submission, staging, timeout)
+    }
+
+    /// Creates and fills the buffers, records the dispatch and the copies of the read-write buffers to mappable ones,
+    /// and submits: the submission and the (binding, buffer) pairs to read back.
+    fn submit(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        buffers: &[BufferSpec],
+        groups: [u32; 3],
+    ) -> (wgpu::SubmissionIndex, Vec<(u32, wgpu::Buffer)>) {
+        let gpu_buffers: Vec<(u32, Access, wgpu::Buffer)> = buffers
+            .iter()
+            .map(|b| {
+                let usage = match b.access {
+                    Access::Uniform => wgpu::BufferUsages::UNIFORM,
+                    Access::Read => wgpu::BufferUsages::STORAGE,
+                    Access::ReadWrite => wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                };
+                // Not `create_buffer_init`: it panics when the buffer cannot be created (out of memory).
+                let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
                     label: None,
-                    size: buffer.size(),
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    size: b.size_bytes,
+                    usage: usage | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
                 });
-                encoder.copy_buffer_to_buffer(buffer, 0, &read, 0, buffer.size());
-                staging.push((*binding, read));
+                if !b.init.is_empty() {
+                    self.queue.write_buffer(&buffer, 0, b.init);
+                }
+                (b.binding, b.access, buffer)
+            })
+            .collect();
+        let entries: Vec<wgpu::BindGroupEntry> = gpu_buffers
+            .iter()
+            .map(|(binding, _, buffer)| wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: buffer.as_entire_binding(),
+            })
+            .collect();
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        {
+            let mut pass =
+                encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        }
+        let mut staging = Vec::new();
+        for (binding, access, buffer) in &gpu_buffers {
+            if *access != Access::ReadWrite {
+                continue;
             }
-            (self.queue.submit([encoder.finish()]), staging)
-        })?;
+            let read = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: buffer.size(),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            encoder.copy_buffer_to_buffer(buffer, 0, &read, 0, buffer.size());
+            staging.push((*binding, read));
+        }
+        (self.queue.submit([encoder.finish()]), staging)
+    }
 
+    /// Waits for `submission` (until `timeout`: past it the device counts as wedged) and maps the staging buffers.
+    fn read_back(
+        &self,
+        submission: wgpu::SubmissionIndex,
+        staging: Vec<(u32, wgpu::Buffer)>,
+        timeout: Duration,
+    ) -> Result<Vec<(u32, Vec<u8>)>, GpuError> {
         let (tx, rx) = mpsc::channel();
         for (i, (_, buffer)) in staging.iter().enumerate() {
             let tx = tx.clone();
