@@ -152,11 +152,29 @@ pub(super) async fn write_ledger(
     next_seq: i64,
     changes: &[&Changes],
 ) -> anyhow::Result<(HashMap<AccountId, i64>, i64)> {
-    let transfers: Vec<&Transfer> = changes.iter().flat_map(|c| &c.transfers).collect();
+    let fresh = number_new_accounts(nums, changes);
+    let num = |id: &AccountId| -> anyhow::Result<i64> {
+        nums.get(id).or_else(|| fresh.get(id)).copied().ok_or_else(|| anyhow::anyhow!("account {id} has no number"))
+    };
     let mut latest: HashMap<AccountId, &Account> = HashMap::new();
     for a in changes.iter().flat_map(|c| c.created.iter().chain(&c.accounts)) {
         latest.insert(a.id, a);
     }
+    let accounts: Vec<(i64, &Account)> =
+        latest.into_values().map(|a| Ok((num(&a.id)?, a))).collect::<anyhow::Result<_>>()?;
+    write_accounts(tx, &accounts).await?;
+    let rows: Vec<(i64, i64, i64, &Transfer)> = changes
+        .iter()
+        .flat_map(|c| &c.transfers)
+        .zip(next_seq..)
+        .map(|(t, seq)| Ok((seq, num(&t.debit)?, num(&t.credit)?, t)))
+        .collect::<anyhow::Result<_>>()?;
+    write_transfers(tx, &rows).await?;
+    Ok((fresh, next_seq + rows.len() as i64))
+}
+
+/// Numbers for the accounts these changes create, after the highest in use.
+fn number_new_accounts(nums: &HashMap<AccountId, i64>, changes: &[&Changes]) -> HashMap<AccountId, i64> {
     let mut next = nums.values().max().copied().unwrap_or(0);
     let mut fresh = HashMap::new();
     for a in changes.iter().flat_map(|c| &c.created) {
@@ -165,11 +183,11 @@ pub(super) async fn write_ledger(
             fresh.insert(a.id, next);
         }
     }
-    let num = |id: &AccountId| -> anyhow::Result<i64> {
-        nums.get(id).or_else(|| fresh.get(id)).copied().ok_or_else(|| anyhow::anyhow!("account {id} has no number"))
-    };
-    let accounts: Vec<(i64, &Account)> =
-        latest.into_values().map(|a| Ok((num(&a.id)?, a))).collect::<anyhow::Result<_>>()?;
+    fresh
+}
+
+/// Each touched account once, in its latest state (inserted, or its totals updated).
+async fn write_accounts(tx: &mut sqlx::SqliteConnection, accounts: &[(i64, &Account)]) -> anyhow::Result<()> {
     for chunk in accounts.chunks(TRANSFERS_PER_STATEMENT) {
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO ledger_accounts (num, id, kind, flags, owner, created_ms, debits_pending, debits_posted, \
@@ -194,11 +212,11 @@ pub(super) async fn write_ledger(
         );
         q.build().execute(&mut *tx).await?;
     }
-    let rows: Vec<(i64, i64, i64, &Transfer)> = transfers
-        .into_iter()
-        .zip(next_seq..)
-        .map(|(t, seq)| Ok((seq, num(&t.debit)?, num(&t.credit)?, t)))
-        .collect::<anyhow::Result<_>>()?;
+    Ok(())
+}
+
+/// The transfers in order as (seq, debit number, credit number, transfer), then both sides' history entries.
+async fn write_transfers(tx: &mut sqlx::SqliteConnection, rows: &[(i64, i64, i64, &Transfer)]) -> anyhow::Result<()> {
     for chunk in rows.chunks(TRANSFERS_PER_STATEMENT) {
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO ledger_transfers (seq, id, debit, credit, amount, pending_id, timeout_ms, flags, code, \
@@ -231,5 +249,5 @@ pub(super) async fn write_ledger(
         });
         q.build().execute(&mut *tx).await?;
     }
-    Ok((fresh, next_seq + rows.len() as i64))
+    Ok(())
 }
