@@ -313,17 +313,7 @@ impl Prepared {
         }
         let mut rng = fastrand::Rng::with_seed(seed);
         // The exact entries first: their columns of B are gathered in the same pass as the column norms.
-        let mut columns: Vec<usize> = Vec::new();
-        let mut exact = Vec::with_capacity(EXACT_ENTRIES);
-        for _ in 0..EXACT_ENTRIES {
-            let column = rng.usize(..n);
-            let row_pick = rng.u64(..);
-            let at = columns.iter().position(|&j| j == column).unwrap_or_else(|| {
-                columns.push(column);
-                columns.len() - 1
-            });
-            exact.push((row_pick, at));
-        }
+        let (columns, exact) = pick_exact_entries(&mut rng, n);
         let (norms2, subnormal, gathered) = column_norms2(b, n, &columns);
         let exact_columns: Vec<(usize, Vec<f32>)> = columns.into_iter().zip(gathered).collect();
         if !norms2.iter().all(|v| v.is_finite()) {
@@ -331,41 +321,8 @@ impl Prepared {
         }
         let weights: Vec<f64> = norms2.iter().map(|&s| if s > 0.0 { 1.0 / s.sqrt() } else { 0.0 }).collect();
         let side_c: Vec<[f64; 2]> = weights.iter().map(|&w| [w * w, w]).collect();
-        let rho_sub_norm = if subnormal {
-            let rho_sub = map_row_chunks(b, n, |chunk| {
-                let rows = chunk.chunks_exact(n);
-                let rho = |row: &[f32]| -> f64 {
-                    row.iter()
-                        .zip(&weights)
-                        .filter(|(v, _)| v.is_subnormal())
-                        .map(|(v, w)| f64::from(v.abs()) * w)
-                        .sum()
-                };
-                rows.map(|row| rho(row).powi(2)).sum::<f64>()
-            });
-            rho_sub.iter().sum::<f64>().sqrt()
-        } else {
-            0.0
-        };
-        let mut groups = Vec::new();
-        let mut side_a = Vec::new();
-        let mut done = 0u32;
-        while done < rounds {
-            let lanes = (rounds - done).min(LANES as u32) as usize;
-            let mut r = vec![0.0f64; n * LANES];
-            for (rj, &w) in r.chunks_exact_mut(LANES).zip(&weights) {
-                for v in &mut rj[..lanes] {
-                    *v = w * (rng.f64() * 2.0 - 1.0);
-                }
-            }
-            let first = groups.is_empty();
-            let (br, stats) = rows_pass(b, n, &r, first.then_some(&side_c[..]));
-            if first {
-                side_a = stats.iter().map(|s| [s[1], s[2]]).collect();
-            }
-            groups.push((r, br, lanes));
-            done += lanes as u32;
-        }
+        let rho_sub_norm = if subnormal { subnormal_rho_norm(b, n, &weights) } else { 0.0 };
+        let (groups, side_a) = draw_rounds(&mut rng, b, n, rounds, &weights, &side_c);
         Ok(Prepared {
             n,
             k,
@@ -499,6 +456,67 @@ impl Prepared {
         let big_t = gamma * (1.0 + VERIFIER_SLACK) * abs + flush + verifier + f64::MIN_POSITIVE;
         verdict(diff / t, diff / big_t)
     }
+}
+
+/// The entries of C recomputed exactly: [`EXACT_ENTRIES`] (row pick, index into the distinct columns drawn).
+fn pick_exact_entries(rng: &mut fastrand::Rng, n: usize) -> (Vec<usize>, Vec<(u64, usize)>) {
+    let mut columns: Vec<usize> = Vec::new();
+    let mut exact = Vec::with_capacity(EXACT_ENTRIES);
+    for _ in 0..EXACT_ENTRIES {
+        let column = rng.usize(..n);
+        let row_pick = rng.u64(..);
+        let at = columns.iter().position(|&j| j == column).unwrap_or_else(|| {
+            columns.push(column);
+            columns.len() - 1
+        });
+        exact.push((row_pick, at));
+    }
+    (columns, exact)
+}
+
+/// ‖ρ^sub‖₂: per row of B, the weighted sum of its subnormal entries' magnitudes (what a GPU may flush to zero).
+fn subnormal_rho_norm(b: &[f32], n: usize, weights: &[f64]) -> f64 {
+    let rho_sub = map_row_chunks(b, n, |chunk| {
+        let rows = chunk.chunks_exact(n);
+        let rho = |row: &[f32]| -> f64 {
+            row.iter().zip(weights).filter(|(v, _)| v.is_subnormal()).map(|(v, w)| f64::from(v.abs()) * w).sum()
+        };
+        rows.map(|row| rho(row).powi(2)).sum::<f64>()
+    });
+    rho_sub.iter().sum::<f64>().sqrt()
+}
+
+/// The secret R, [`LANES`] rounds per group, column j weighted by w_j, with B·R for each group; the first pass also
+/// gathers B's per-row statistics the tolerance needs.
+#[allow(clippy::type_complexity)]
+fn draw_rounds(
+    rng: &mut fastrand::Rng,
+    b: &[f32],
+    n: usize,
+    rounds: u32,
+    weights: &[f64],
+    side_c: &[[f64; 2]],
+) -> (Vec<(Vec<f64>, Vec<f64>, usize)>, Vec<[f64; 2]>) {
+    let mut groups = Vec::new();
+    let mut side_a = Vec::new();
+    let mut done = 0u32;
+    while done < rounds {
+        let lanes = (rounds - done).min(LANES as u32) as usize;
+        let mut r = vec![0.0f64; n * LANES];
+        for (rj, &w) in r.chunks_exact_mut(LANES).zip(weights) {
+            for v in &mut rj[..lanes] {
+                *v = w * (rng.f64() * 2.0 - 1.0);
+            }
+        }
+        let first = groups.is_empty();
+        let (br, stats) = rows_pass(b, n, &r, first.then_some(side_c));
+        if first {
+            side_a = stats.iter().map(|s| [s[1], s[2]]).collect();
+        }
+        groups.push((r, br, lanes));
+        done += lanes as u32;
+    }
+    (groups, side_a)
 }
 
 /// Σ_k b_kj² for each column j of B (k × n, row-major), in f64; whether B has a subnormal entry; and the `columns`
