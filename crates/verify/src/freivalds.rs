@@ -357,18 +357,9 @@ impl Prepared {
                 return Err(FreivaldsError::Shape { name, expected, actual });
             }
         }
-        let (k, n) = (self.k as f64, self.n as f64);
-        let gamma = gamma(self.k);
-        let tight = tolerance_factor(m, self.k, self.rounds);
-        let live = self.live_columns as f64;
-        let conviction = conviction_factor(m, self.k, self.rounds);
-        // Flushed subnormal entries of A (each below 2⁻¹²⁶), and flushed products and sums.
-        let flush_all = FLUSH * self.rho_sum + 2.0 * k * FLUSH * (1.0 + gamma) * self.weight_sum;
         // Rows with a non-zero entry where B's column is zero.
-        let mut misplaced = vec![false; m];
-        for (i, row) in c.chunks_exact(self.n).enumerate() {
-            misplaced[i] = self.zero_columns.iter().any(|&j| row[j] != 0.0);
-        }
+        let misplaced: Vec<bool> =
+            c.chunks_exact(self.n).map(|row| self.zero_columns.iter().any(|&j| row[j] != 0.0)).collect();
         let mut rows = vec![RowVerdict { ratio: 0.0, conviction_ratio: 0.0, tolerance: 0.0, conviction_bound: 0.0 }; m];
         // Per row: (t_i, T_i, whether a non-finite entry there proves the result wrong), from the first group.
         let mut bounds = Vec::new();
@@ -380,26 +371,7 @@ impl Prepared {
                 if !a_stats.iter().all(|s| s[0].is_finite()) {
                     return Err(FreivaldsError::NonFiniteInput);
                 }
-                bounds = a_stats
-                    .iter()
-                    .zip(&c_stats)
-                    .zip(&misplaced)
-                    .map(|((sa, sc), &misplaced)| {
-                        // sa = [‖a_i‖², Σ_k a_ik²·β_k, Σ_k |a_ik|·ρ_k], sc = [Σ_j ĉ_ij², Σ_j w_j²·ĉ_ij², Σ_j w_j·|ĉ_ij|].
-                        let a_norm = sa[0].sqrt();
-                        let v = k / 3.0 * sc[1] + (k / 2.0 + 2.0) * sa[1];
-                        let flush = a_norm * self.rho_sub_norm + flush_all;
-                        let verifier = 1.01 * U64 * ((k + n + 2.0) * sa[2] + (n + 1.0) * sc[2]);
-                        let t = tight * v.sqrt() + flush + verifier + f64::MIN_POSITIVE;
-                        let worst = (a_norm * live.sqrt()).min(sa[2]);
-                        let big_t = conviction * worst + flush + verifier + f64::MIN_POSITIVE;
-                        let no_overflow = (1.0 + gamma) * a_norm * self.max_column_norm < f64::from(f32::MAX);
-                        // A non-zero entry in a zero column of B, or a non-finite one, fails the row outright.
-                        let broken = !(sc[0].is_finite() && sc[1].is_finite()) || misplaced;
-                        let proves = misplaced || no_overflow;
-                        (t, big_t, broken, proves)
-                    })
-                    .collect();
+                bounds = self.row_bounds(m, &a_stats, &c_stats, &misplaced);
             }
             for ((verdict, &(t, big_t, broken, proves)), (cri, abri)) in
                 rows.iter_mut().zip(&bounds).zip(cr.chunks_exact(LANES).zip(abr.chunks_exact(LANES)))
@@ -420,6 +392,42 @@ impl Prepared {
         }
         let entries = self.exact.iter().map(|&(row_pick, at)| self.exact_entry(a, c, m, row_pick, at)).collect();
         Ok(Details { rounds: self.rounds, rows, entries })
+    }
+
+    /// Each row's tight tolerance t_i and conviction bound T_i, from the first pass's statistics (sa = [‖a_i‖²,
+    /// Σ_k a_ik²·β_k, Σ_k |a_ik|·ρ_k], sc = [Σ_j ĉ_ij², Σ_j w_j²·ĉ_ij², Σ_j w_j·|ĉ_ij|]), whether the row is broken
+    /// outright (a non-finite entry, or a non-zero one in a zero column of B), and whether that proves it wrong.
+    fn row_bounds(
+        &self,
+        m: usize,
+        a_stats: &[[f64; 3]],
+        c_stats: &[[f64; 3]],
+        misplaced: &[bool],
+    ) -> Vec<(f64, f64, bool, bool)> {
+        let (k, n) = (self.k as f64, self.n as f64);
+        let gamma = gamma(self.k);
+        let tight = tolerance_factor(m, self.k, self.rounds);
+        let live = self.live_columns as f64;
+        let conviction = conviction_factor(m, self.k, self.rounds);
+        // Flushed subnormal entries of A (each below 2⁻¹²⁶), and flushed products and sums.
+        let flush_all = FLUSH * self.rho_sum + 2.0 * k * FLUSH * (1.0 + gamma) * self.weight_sum;
+        a_stats
+            .iter()
+            .zip(c_stats)
+            .zip(misplaced)
+            .map(|((sa, sc), &misplaced)| {
+                let a_norm = sa[0].sqrt();
+                let v = k / 3.0 * sc[1] + (k / 2.0 + 2.0) * sa[1];
+                let flush = a_norm * self.rho_sub_norm + flush_all;
+                let verifier = 1.01 * U64 * ((k + n + 2.0) * sa[2] + (n + 1.0) * sc[2]);
+                let t = tight * v.sqrt() + flush + verifier + f64::MIN_POSITIVE;
+                let worst = (a_norm * live.sqrt()).min(sa[2]);
+                let big_t = conviction * worst + flush + verifier + f64::MIN_POSITIVE;
+                let no_overflow = (1.0 + gamma) * a_norm * self.max_column_norm < f64::from(f32::MAX);
+                let broken = !(sc[0].is_finite() && sc[1].is_finite()) || misplaced;
+                (t, big_t, broken, misplaced || no_overflow)
+            })
+            .collect()
     }
 
     /// Recomputes one entry of C exactly and holds the result's value to both tolerances.
