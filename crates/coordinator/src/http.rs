@@ -181,8 +181,8 @@ async fn node_session(coordinator: Arc<Coordinator>, socket: WebSocket) {
 }
 
 /// Frames a node may send per second, on average, and in a burst.
-pub const MAX_FRAMES_PER_SECOND: u32 = 200;
-const FRAME_BURST: f64 = 400.0;
+pub const MAX_FRAMES_PER_SECOND: u32 = 200_000;
+const FRAME_BURST: f64 = 400_000.0;
 /// Frames past the rate a connection may send before it is closed.
 const MAX_FRAMES_REFUSED: u32 = 1_000;
 
@@ -221,7 +221,7 @@ pub(crate) async fn get_blob(State(app): Shared, Path(hash): Path<String>) -> Re
     if neurolov_core::Blobs::size(&app.coordinator.blobs, &hash).is_none() {
         return error(StatusCode::NOT_FOUND, "no such blob");
     }
-    stream_blobs(&app.coordinator.blobs, vec![hash])
+    stream_blobs(&app.coordinator.blobs, vec![hash], &Default::default())
 }
 
 /// What a blob read holds in memory at a time.
@@ -624,7 +624,10 @@ pub(crate) async fn job_result(State(app): Shared, Path(id): Path<u64>, headers:
         return error(StatusCode::FORBIDDEN, "only the job's client may read its result");
     }
     match (view.state, result) {
-        (_, Some(hashes)) => stream_blobs(&app.coordinator.blobs, hashes),
+        (_, Some(hashes)) => match crate::store::inline_results(&app.coordinator.db, id).await {
+            Ok(inline) => stream_blobs(&app.coordinator.blobs, hashes, &inline),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the result from storage: {e}")),
+        },
         (JobState::Failed { reason }, None) => error(StatusCode::CONFLICT, format!("job failed: {reason}")),
         (JobState::Done, None) => error(StatusCode::GONE, "the job's result is no longer kept"),
         (_, None) => error(StatusCode::CONFLICT, "job is not done yet"),
@@ -632,18 +635,23 @@ pub(crate) async fn job_result(State(app): Shared, Path(id): Path<u64>, headers:
 }
 
 /// The blobs `hashes` one after the other as one body (a job's result from its task results), read a chunk at a
-/// time: a slow reader holds one chunk, never the whole result (up to 256 MiB).
-fn stream_blobs(blobs: &crate::blobs::BlobDir, hashes: Vec<String>) -> Response {
+/// time: a slow reader holds one chunk, never the whole result (up to 256 MiB). Small results kept in the database
+/// come from `inline`.
+fn stream_blobs(
+    blobs: &crate::blobs::BlobDir,
+    hashes: Vec<String>,
+    inline: &std::collections::HashMap<String, std::sync::Arc<[u8]>>,
+) -> Response {
     let mut len = 0u64;
     for hash in &hashes {
-        match neurolov_core::Blobs::size(blobs, hash) {
+        match inline.get(hash).map(|b| b.len() as u64).or_else(|| neurolov_core::Blobs::size(blobs, hash)) {
             Some(size) => len += size,
             None => return error(StatusCode::GONE, "the job's result is no longer stored"),
         }
     }
     let parts: Vec<BlobSource> = hashes
         .into_iter()
-        .map(|hash| match blobs.staged(&hash) {
+        .map(|hash| match inline.get(&hash).cloned().or_else(|| blobs.staged(&hash)) {
             Some(bytes) => BlobSource::Staged(bytes),
             None => BlobSource::File(blobs.path(&hash)),
         })
@@ -663,7 +671,7 @@ fn stream_blobs(blobs: &crate::blobs::BlobDir, hashes: Vec<String>) -> Response 
 
 /// Where one blob of a streamed body comes from.
 enum BlobSource {
-    /// Ordered stored a moment ago, its file not yet written.
+    /// In memory: ordered stored a moment ago (its file not yet written), or read from the database.
     Staged(std::sync::Arc<[u8]>),
     File(Option<std::path::PathBuf>),
 }

@@ -45,6 +45,8 @@ pub const TICK_INTERVAL: Duration = Duration::from_millis(250);
 /// Result checks (blob read, hash, Freivalds) running at once on worker threads; the rest wait in order. The queue
 /// itself is bounded by the attempts in flight: each delivered attempt is checked once.
 pub const MAX_PARALLEL_VERIFICATIONS: usize = 4;
+/// Most result checks run in a row on one worker and settled under one lock.
+pub const MAX_CHECKS_PER_BATCH: usize = 64;
 
 /// How the coordinator is run.
 #[derive(Clone, Debug)]
@@ -333,18 +335,31 @@ impl Coordinator {
 }
 
 /// Checks delivered results on worker threads — reading a result blob, hashing it and Freivalds' check take
-/// milliseconds on large tiles, and the core's lock must not be held meanwhile — and hands each outcome back to the
-/// core.
+/// milliseconds on large tiles, and the core's lock must not be held meanwhile — and hands the outcomes back to the
+/// core. Checks that queued up meanwhile (a `deliver` frame brings many) run as one batch of up to
+/// [`MAX_CHECKS_PER_BATCH`], settled under one lock.
 async fn verifier(coordinator: Arc<Coordinator>, mut checks: mpsc::UnboundedReceiver<Box<Verification>>) {
-    while let Some(check) = checks.recv().await {
+    while let Some(first) = checks.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_CHECKS_PER_BATCH {
+            match checks.try_recv() {
+                Ok(check) => batch.push(check),
+                Err(_) => break,
+            }
+        }
         // Closed when the coordinator stops.
         let Ok(permit) = Arc::clone(&coordinator.checks).acquire_owned().await else { return };
         let coordinator = Arc::clone(&coordinator);
         tokio::task::spawn_blocking(move || {
-            // A check that panics still answers, so its attempt does not wait for the core's timeout.
-            let run = std::panic::AssertUnwindSafe(|| check.run(&coordinator.blobs));
-            let verified = std::panic::catch_unwind(run).unwrap_or_else(|_| check.failed("the result's check crashed"));
-            coordinator.with_core(|core, _| ((), core.verified(now_ms(), verified)));
+            let verified = batch
+                .iter()
+                .map(|check| {
+                    // A check that panics still answers, so its attempt does not wait for the core's timeout.
+                    let run = std::panic::AssertUnwindSafe(|| check.run(&coordinator.blobs));
+                    std::panic::catch_unwind(run).unwrap_or_else(|_| check.failed("the result's check crashed"))
+                })
+                .collect();
+            coordinator.with_core(|core, _| ((), core.verified_all(now_ms(), verified)));
             drop(permit);
         });
     }

@@ -3,15 +3,16 @@
 //! for a node.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
 use neurolov_protocol::Id;
-use neurolov_protocol::messages::{Task, ToNode, Work};
+use neurolov_protocol::messages::{DataRef, Task, ToNode, WgslBuffer, Work};
 use neurolov_scheduler::Requirements;
 
 use crate::nodes::operator_key;
 use crate::settle::result_bytes;
 use crate::taskbook::{Assignment, Purpose, TaskRec};
-use crate::{Core, RUNS_WGSL, TaskId, economy, jobs};
+use crate::{Core, Effect, RUNS_WGSL, TaskId, economy, jobs};
 
 /// What makes two queued tasks equally placeable: minimum reliability (bits), price cap, replicas missing, feature
 /// bits, memory, excluded operators.
@@ -81,7 +82,15 @@ impl Core {
             uploaded: None,
             dropped: false,
         });
-        let msg = ToNode::Task(Task { task_id: tid, attempt, deadline_ms, work: t.work.clone() });
+        let work = if self.registry.conn(conn).is_some_and(|c| c.version < 2) {
+            // A version-1 node knows no inline inputs: it gets them as blobs.
+            let (work, stored) = inline_to_blobs(&t.work);
+            self.effects.extend(stored.into_iter().map(|(hash, bytes)| Effect::StoreBlob { hash, bytes }));
+            work
+        } else {
+            t.work.clone()
+        };
+        let msg = ToNode::Task(Task { task_id: tid, attempt, deadline_ms, work });
         let (purpose, work_mflop) = (t.purpose.clone(), t.work_mflop);
         let p = self.task_price(&purpose, work_mflop, price);
         if let Some(n) = self.registry.get_mut(&node) {
@@ -336,4 +345,30 @@ impl Core {
             let _ = self.sched.release(key);
         }
     }
+}
+
+/// `work` with its inline inputs turned into blob references, and the blobs to store for them.
+fn inline_to_blobs(work: &Work) -> (Work, Vec<(String, Arc<[u8]>)>) {
+    let mut stored = Vec::new();
+    let mut to_blob = |r: &DataRef| match r.inline_bytes() {
+        Some(bytes) => {
+            let hash = crate::blob_hash(&bytes);
+            stored.push((hash.clone(), Arc::from(bytes)));
+            DataRef::Blob { hash }
+        }
+        None => r.clone(),
+    };
+    let work = match work {
+        Work::Matmul { m, n, k, a, b } => Work::Matmul { m: *m, n: *n, k: *k, a: to_blob(a), b: to_blob(b) },
+        Work::Wgsl { source, entry_point, buffers, dispatch } => Work::Wgsl {
+            source: to_blob(source),
+            entry_point: entry_point.clone(),
+            buffers: buffers
+                .iter()
+                .map(|b| WgslBuffer { init: b.init.as_ref().map(&mut to_blob), ..b.clone() })
+                .collect(),
+            dispatch: *dispatch,
+        },
+    };
+    (work, stored)
 }

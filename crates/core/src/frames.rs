@@ -3,7 +3,9 @@
 //! refused frame changes nothing, its sequence number included. Parsing and the signature check need no state and run
 //! before the core is locked ([`open_frame`]).
 
-use neurolov_protocol::messages::{ClaimedHardware, ErrorCode, MAX_SLOTS, NodeKind, ToNode};
+use std::sync::Arc;
+
+use neurolov_protocol::messages::{ClaimedHardware, ErrorCode, MAX_SLOTS, MIN_PROTOCOL_VERSION, NodeKind, ToNode};
 use neurolov_protocol::{Envelope, FromNode, Id, PROTOCOL_VERSION};
 
 use crate::registry::Node;
@@ -105,6 +107,9 @@ impl Core {
                 ..
             } => {
                 check_registration(&node, &operator, operator_delegation.as_ref(), version, slots)?;
+                if let Some(c) = self.registry.conn_mut(conn) {
+                    c.version = version;
+                }
                 self.register(conn, node, operator, kind, claimed, price_nano_per_gflop, slots)
             }
             FromNode::Heartbeat { .. } => Ok(()),
@@ -113,21 +118,16 @@ impl Core {
                 if a.commit.is_some() {
                     return Err((ErrorCode::Malformed, "attempt already committed".into()));
                 }
-                a.commit = Some((result_hash, env));
+                a.commit = Some((result_hash, Arc::new(env)));
                 Ok(())
             }
             FromNode::Result { task_id, attempt, result_hash, .. } => {
-                self.result_delivered(node, task_id, attempt, result_hash, blobs)
+                let size = blobs.size(&result_hash).ok_or((ErrorCode::UnknownTask, "result blob not uploaded".into()));
+                self.result_delivered(node, (task_id, attempt), result_hash, size?, None)
             }
-            FromNode::Failed { task_id, attempt, reason, .. } => {
-                let a = self.assignment_mut(task_id, attempt, node)?;
-                // A delivered result is judged, whatever the node says next: taking it back would dodge the check
-                // of its signed commitment.
-                if a.verifying || a.result.is_some() {
-                    return Err((ErrorCode::Malformed, "result already delivered".into()));
-                }
-                tracing::info!(%node, task_id, %reason, "node gave a task back");
-                self.drop_assignment(task_id, attempt, node, AttemptEnd::Failed);
+            FromNode::Failed { task_id, attempt, reason, .. } => self.gave_back(node, task_id, attempt, &reason),
+            FromNode::Deliver { results, failed, .. } => {
+                self.deliver_batch(conn, node, Arc::new(env), results, failed);
                 Ok(())
             }
             FromNode::Goodbye { .. } => {
@@ -138,16 +138,77 @@ impl Core {
         }
     }
 
-    /// A result delivered as committed: its size is checked before anything is read (a node cannot make the
-    /// coordinator load a huge blob), then it goes out for checking off the core's lock ([`Core::verified`] settles
-    /// it). Delivered, the attempt frees the node's slot, and the result stands even if the node goes away now.
+    /// The node gives an attempt back (`failed`, or a give-back in a `deliver`).
+    fn gave_back(&mut self, node: Id, task_id: TaskId, attempt: u32, reason: &str) -> Result<(), (ErrorCode, String)> {
+        let a = self.assignment_mut(task_id, attempt, node)?;
+        // A delivered result is judged, whatever the node says next: taking it back would dodge the check of its
+        // signed commitment.
+        if a.verifying || a.result.is_some() {
+            return Err((ErrorCode::Malformed, "result already delivered".into()));
+        }
+        tracing::info!(%node, task_id, %reason, "node gave a task back");
+        self.drop_assignment(task_id, attempt, node, AttemptEnd::Failed);
+        Ok(())
+    }
+
+    /// A version-2 `deliver` frame: each item is taken or refused on its own, as the one-item message it replaces
+    /// would be (a refused item is answered with an `error` and counts as a strike; the others stand).
+    fn deliver_batch(
+        &mut self,
+        conn: ConnId,
+        node: Id,
+        env: Arc<Envelope>,
+        results: Vec<neurolov_protocol::messages::InlineResult>,
+        failed: Vec<neurolov_protocol::messages::GiveBack>,
+    ) {
+        for item in results {
+            let (task_id, attempt) = (item.task_id, item.attempt);
+            if let Err((code, message)) = self.inline_delivered(node, &env, item) {
+                self.strike(conn, code, format!("task {task_id} attempt {attempt}: {message}"));
+            }
+        }
+        for item in failed {
+            if let Err((code, message)) = self.gave_back(node, item.task_id, item.attempt, &item.reason) {
+                self.strike(conn, code, format!("task {} attempt {}: {message}", item.task_id, item.attempt));
+            }
+        }
+    }
+
+    /// A result delivered inside a signed `deliver` frame: the frame is both its commitment and its bytes.
+    fn inline_delivered(
+        &mut self,
+        node: Id,
+        env: &Arc<Envelope>,
+        item: neurolov_protocol::messages::InlineResult,
+    ) -> Result<(), (ErrorCode, String)> {
+        let bytes = item.bytes().map_err(|e| (ErrorCode::Malformed, e))?;
+        let a = self.assignment_mut(item.task_id, item.attempt, node)?;
+        if a.commit.is_some() {
+            return Err((ErrorCode::Malformed, "attempt already committed".into()));
+        }
+        a.commit = Some((item.result_hash.clone(), Arc::clone(env)));
+        let size = bytes.len() as u64;
+        let delivered =
+            self.result_delivered(node, (item.task_id, item.attempt), item.result_hash, size, Some(bytes.into()));
+        if delivered.is_err()
+            && let Ok(a) = self.assignment_mut(item.task_id, item.attempt, node)
+        {
+            // Refused as a whole: the attempt stays open, uncommitted, as if the item never came.
+            a.commit = None;
+        }
+        delivered
+    }
+
+    /// A result delivered as committed, `size` bytes: its size is checked before anything is read (a node cannot
+    /// make the coordinator load a huge blob), then it goes out for checking off the core's lock ([`Core::verified`]
+    /// settles it). Delivered, the attempt frees the node's slot, and the result stands even if the node goes away.
     fn result_delivered(
         &mut self,
         node: Id,
-        task_id: TaskId,
-        attempt: u32,
+        (task_id, attempt): (TaskId, u32),
         result_hash: String,
-        blobs: &dyn Blobs,
+        size: u64,
+        inline: Option<Arc<[u8]>>,
     ) -> Result<(), (ErrorCode, String)> {
         let (expected_bytes, operands) =
             self.tasks.get(&task_id).map_or((0, None), |t| (result_bytes(&t.work), t.operands.clone()));
@@ -161,7 +222,6 @@ impl Core {
             Some(_) => return Err((ErrorCode::CommitmentMismatch, "result hash differs from the commitment".into())),
             None => return Err((ErrorCode::CommitmentMismatch, "commit before sending a result".into())),
         }
-        let size = blobs.size(&result_hash).ok_or((ErrorCode::UnknownTask, "result blob not uploaded".into()))?;
         if size != expected_bytes {
             return Err((ErrorCode::Malformed, format!("result is {size} bytes, the task produces {expected_bytes}")));
         }
@@ -170,7 +230,7 @@ impl Core {
         self.tasks.begin_check(now, task_id, attempt, node);
         self.vacate(task_id, attempt, node);
         let rounds = self.cfg.freivalds_rounds;
-        let check = Verification::new(task_id, attempt, node, result_hash, operands, rounds);
+        let check = Verification::new(task_id, attempt, node, result_hash, inline, operands, rounds);
         self.effects.push(Effect::Verify(Box::new(check)));
         Ok(())
     }
@@ -259,8 +319,9 @@ fn check_registration(
     neurolov_protocol::identity::check_delegation(operator, node, delegation).map_err(|_| {
         (ErrorCode::BadSignature, "the operator has not delegated to this node (operator_delegation)".into())
     })?;
-    if version != PROTOCOL_VERSION {
-        return Err((ErrorCode::UnsupportedVersion, format!("this coordinator speaks version {PROTOCOL_VERSION}")));
+    if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
+        let speaks = format!("this coordinator speaks versions {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}");
+        return Err((ErrorCode::UnsupportedVersion, speaks));
     }
     if slots == 0 || slots > MAX_SLOTS {
         return Err((ErrorCode::Malformed, format!("slots must be 1..={MAX_SLOTS}")));

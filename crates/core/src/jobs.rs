@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use neurolov_protocol::Id;
-use neurolov_protocol::messages::{DataRef, Feature, WgslBuffer, Work, seeded_f32};
+use neurolov_protocol::messages::{DataRef, Feature, INLINE_INPUT_BYTES, WgslBuffer, Work, seeded_f32};
 use neurolov_scheduler::Features;
 use neurolov_verify::freivalds;
 use neurolov_verify::replicas::Tolerance;
@@ -555,10 +555,12 @@ fn plan_matmul(
         let rows = tile.min(m - row);
         let block: Arc<[f32]> = a_all[(row as usize * k as usize)..((row + rows) as usize * k as usize)].into();
         let mut stored = Vec::new();
-        // A whole A is named as the client gave it; a block of it is stored as a blob of its own.
+        // A whole A is named as the client gave it; a small block of it travels inside its task frame, a larger one
+        // is stored as a blob of its own.
         let a_ref = match (a, rows == m) {
             (InputData::Seeded { seed }, true) => DataRef::Seeded { seed: *seed, len: mu * ku },
             (InputData::Blob { hash }, true) => DataRef::Blob { hash: hash.clone() },
+            _ if block.len() * 4 <= INLINE_INPUT_BYTES => DataRef::inline(&f32_bytes(&block)),
             _ => {
                 let bytes = f32_bytes(&block);
                 let hash = blob_hash(&bytes);

@@ -22,12 +22,12 @@ mod taskbook;
 mod usage;
 mod verification;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use economy::Economy;
 use jobbook::JobBook;
-use neurolov_protocol::messages::{ClaimedHardware, DataRef, NodeKind, ToNode, Work};
+use neurolov_protocol::messages::{ClaimedHardware, DataRef, MAX_BATCH_ITEMS, MAX_FRAME_BYTES, NodeKind, ToNode, Work};
 use neurolov_protocol::{Envelope, FromNode, Id, PROTOCOL_VERSION};
 use neurolov_scheduler::Scheduler;
 use registry::{Node, Registry};
@@ -682,7 +682,45 @@ impl Core {
 
     fn take_effects(&mut self) -> Vec<Effect> {
         self.commit_ledger();
-        std::mem::take(&mut self.effects)
+        let effects = std::mem::take(&mut self.effects);
+        self.batch_tasks(effects)
+    }
+
+    /// A version-2 node gets the tasks one event hands it in `tasks` frames of up to [`MAX_BATCH_ITEMS`] (and half
+    /// the frame limit of inline inputs), each where its first task was: one frame, one parse and one wake-up
+    /// instead of one per task.
+    fn batch_tasks(&self, effects: Vec<Effect>) -> Vec<Effect> {
+        let tasks = effects.iter().filter(|e| matches!(e, Effect::Send { msg: ToNode::Task(_), .. })).count();
+        if tasks < 2 {
+            return effects;
+        }
+        let batched = |conn: ConnId| self.registry.conn(conn).is_some_and(|c| c.version >= 2);
+        let mut out = Vec::with_capacity(effects.len());
+        // Where each connection's open `tasks` frame is in `out`, and the inline bytes it carries.
+        let mut open: HashMap<ConnId, (usize, usize)> = HashMap::new();
+        for effect in effects {
+            let Effect::Send { conn, msg: ToNode::Task(task) } = effect else {
+                out.push(effect);
+                continue;
+            };
+            if !batched(conn) {
+                out.push(Effect::Send { conn, msg: ToNode::Task(task) });
+                continue;
+            }
+            let size = inline_len(&task.work);
+            if let Some((at, carried)) = open.get_mut(&conn)
+                && let Some(Effect::Send { msg: ToNode::Tasks { tasks }, .. }) = out.get_mut(*at)
+                && tasks.len() < MAX_BATCH_ITEMS
+                && *carried + size <= MAX_FRAME_BYTES / 2
+            {
+                tasks.push(task);
+                *carried += size;
+                continue;
+            }
+            open.insert(conn, (out.len(), size));
+            out.push(Effect::Send { conn, msg: ToNode::Tasks { tasks: vec![task] } });
+        }
+        out
     }
 
     fn send(&mut self, conn: ConnId, msg: ToNode) {
@@ -690,11 +728,22 @@ impl Core {
     }
 }
 
+/// Bytes of inline inputs in `work` (as sent: base64).
+fn inline_len(work: &Work) -> usize {
+    let len = |r: &DataRef| if let DataRef::Inline { data } = r { data.len() } else { 0 };
+    match work {
+        Work::Matmul { a, b, .. } => len(a) + len(b),
+        Work::Wgsl { source, buffers, .. } => {
+            len(source) + buffers.iter().filter_map(|b| b.init.as_ref()).map(len).sum::<usize>()
+        }
+    }
+}
+
 /// The blobs a piece of work reads.
 fn work_blobs(work: &Work, out: &mut HashSet<String>) {
     let blob = |r: &DataRef| match r {
         DataRef::Blob { hash } => Some(hash.clone()),
-        DataRef::Seeded { .. } => None,
+        DataRef::Seeded { .. } | DataRef::Inline { .. } => None,
     };
     match work {
         Work::Matmul { a, b, .. } => out.extend([a, b].into_iter().filter_map(blob)),
@@ -708,7 +757,9 @@ fn work_blobs(work: &Work, out: &mut HashSet<String>) {
 /// The blobs a piece of evidence needs to be checked again: its work's inputs and the result its node committed to.
 pub fn evidence_blobs(e: &Evidence, out: &mut HashSet<String>) {
     work_blobs(&e.work, out);
-    if let Ok(FromNode::Commit { result_hash, .. }) = e.commit.open::<FromNode>() {
+    if let Some(result_hash) =
+        e.commit.open::<FromNode>().ok().and_then(|m| m.commitment(e.task, e.attempt).map(String::from))
+    {
         out.insert(result_hash);
     }
 }

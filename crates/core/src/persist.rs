@@ -8,6 +8,8 @@ use neurolov_protocol::messages::{ClaimedHardware, NodeKind};
 use neurolov_scheduler::WorkHistory;
 
 use crate::jobs::{self, JobSpec, JobState};
+use std::collections::HashSet;
+
 use crate::{Blobs, Config, Core, Effect, JobId, Purpose, TaskId};
 
 /// A durable fact, written by the shell in the order the core emits them.
@@ -15,11 +17,14 @@ use crate::{Blobs, Config, Core, Effect, JobId, Purpose, TaskId};
 pub enum Record {
     Node(NodeRecord),
     Job(JobRecord),
-    /// A task's verified result, stored as the blob `result_hash`.
+    /// A task's verified result, stored as the blob `result_hash` — or, when it is at most
+    /// [`neurolov_protocol::messages::INLINE_RESULT_BYTES`], as `inline` with the record (delivered inside a frame,
+    /// it never was a blob file).
     TaskResult {
         job: JobId,
         task: TaskId,
         result_hash: String,
+        inline: Option<std::sync::Arc<[u8]>>,
     },
     /// Ids handed out so far (never reused after a restart).
     Ids {
@@ -87,6 +92,8 @@ pub struct Restored {
     pub nodes: Vec<NodeRecord>,
     /// Each job with the verified results of its tasks (task, blob hash).
     pub jobs: Vec<(JobRecord, Vec<(TaskId, String)>)>,
+    /// The result hashes among `jobs` whose bytes the store keeps itself (inline results): they need no blob.
+    pub inline_results: HashSet<String>,
     pub next_job: JobId,
     pub next_task: TaskId,
     /// The ledger's accounts as stored (with their totals) and its transfer log in order; both empty on a new
@@ -183,7 +190,7 @@ impl Core {
             core.remember_evidence(e);
         }
         core.jobs.set_archived(restored.archived);
-        let provisional: std::collections::HashSet<TaskId> =
+        let provisional: HashSet<TaskId> =
             restored.nodes.iter().flat_map(|n| n.provisional.iter().map(|&(t, _)| t)).collect();
         for r in restored.nodes {
             core.restore_node(r);
@@ -193,7 +200,7 @@ impl Core {
         core.jobs.set_next_id(restored.next_job.max(max_job + 1));
         core.tasks.set_next_id(restored.next_task.max(max_task + 1));
         for (record, results) in restored.jobs {
-            core.restore_job(record, results, blobs, &provisional);
+            core.restore_job(record, results, (blobs, &restored.inline_results), &provisional);
         }
         core.refund_ended_jobs();
         core.forget_unrestorable_provisional();
@@ -265,8 +272,8 @@ impl Core {
         &mut self,
         record: JobRecord,
         results: Vec<(TaskId, String)>,
-        blobs: &dyn Blobs,
-        provisional: &std::collections::HashSet<TaskId>,
+        (blobs, inline): (&dyn Blobs, &HashSet<String>),
+        provisional: &HashSet<TaskId>,
     ) {
         let id = record.id;
         if record.state.is_final() {
@@ -313,7 +320,7 @@ impl Core {
         job.idempotency_key = record.idempotency_key.clone();
         // A result whose blob is gone is run again.
         let done: std::collections::HashMap<TaskId, String> =
-            results.into_iter().filter(|(_, h)| blobs.size(h).is_some()).collect();
+            results.into_iter().filter(|(_, h)| inline.contains(h) || blobs.size(h).is_some()).collect();
         for (&tid, planned) in record.tasks.iter().zip(tasks) {
             let result = done.get(&tid).cloned();
             self.tasks.restore(tid, restored_task(id, planned, result.is_some()));

@@ -25,6 +25,8 @@ pub(crate) struct Conn {
     pub last_seq: Option<u64>,
     /// Frames refused so far: past `Config::max_strikes` the socket is closed.
     pub strikes: u32,
+    /// The protocol version its node registered with (0 before): version 2 gets its tasks batched.
+    pub version: u32,
 }
 
 /// A node the network knows: what it claims, how it is doing now, and its reputation.
@@ -115,7 +117,7 @@ pub(crate) struct Registry {
 impl Registry {
     /// A socket opened with this session nonce.
     pub fn open(&mut self, conn: ConnId, nonce: String, now_ms: u64) {
-        let c = Conn { opened_ms: now_ms, nonce, node: None, last_seq: None, strikes: 0 };
+        let c = Conn { opened_ms: now_ms, nonce, node: None, last_seq: None, strikes: 0, version: 0 };
         let before = self.conns.insert(conn, c);
         debug_assert!(before.is_none(), "connection {conn} opened twice");
     }

@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
+use neurolov_protocol::Envelope;
 use neurolov_protocol::Id;
-use neurolov_protocol::messages::{Access, ToNode, Work};
+use neurolov_protocol::messages::{Access, INLINE_RESULT_BYTES, ToNode, Work};
 use neurolov_verify::replicas::{self, Tolerance};
 
 use crate::taskbook::Purpose;
@@ -296,8 +297,10 @@ impl Core {
                 if let Some(j) = self.jobs.get_mut(&job) {
                     let result_hash = blob_hash(&bytes);
                     j.task_done(tid, result_hash.clone());
+                    // A small result is kept in the database with its record (it may never have been a blob).
+                    let inline = (bytes.len() <= INLINE_RESULT_BYTES).then(|| Arc::clone(&bytes));
                     // Recorded before the reward is ordered: after a crash a paid task is never run (and paid) again.
-                    self.effects.push(Effect::Persist(Record::TaskResult { job, task: tid, result_hash }));
+                    self.effects.push(Effect::Persist(Record::TaskResult { job, task: tid, result_hash, inline }));
                     self.pay(tid, attempt, node, purpose, work_mflop);
                     if let Some(state) = self.jobs.get(&job).map(|j| j.state.clone()).filter(JobState::is_final) {
                         self.job_ended(job);
@@ -355,7 +358,7 @@ impl Core {
             .tasks
             .get(&tid)
             .and_then(|t| t.assignments.iter().find(|a| a.attempt == attempt && a.node == node))
-            .and_then(|a| a.commit.as_ref().map(|(_, env)| env.clone()));
+            .and_then(|a| a.commit.as_ref().map(|(_, env)| Envelope::clone(env)));
         tracing::warn!(%node, task = tid, attempt, %reason, "result rejected");
         let evidence = commit.and_then(|commit| {
             let work = self.tasks.get(&tid)?.work.clone();

@@ -51,7 +51,9 @@ pub(crate) struct Assignment {
     pub price_nano_per_gflop: u64,
     pub sent_ms: u64,
     pub deadline_ms: u64,
-    pub commit: Option<(String, Envelope)>,
+    /// The hash the node committed to and its signed message saying so (shared: one `deliver` frame commits to
+    /// many attempts).
+    pub commit: Option<(String, Arc<Envelope>)>,
     pub result: Option<Arc<[u8]>>,
     /// Delivered and being checked (see `verification.rs`); `delivered_ms` is when the result arrived.
     pub verifying: bool,

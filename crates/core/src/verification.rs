@@ -23,6 +23,8 @@ pub struct Verification {
     pub attempt: u32,
     pub node: Id,
     pub result_hash: String,
+    /// The bytes, when the node delivered them inside its frame (version 2) rather than as a blob.
+    inline: Option<Arc<[u8]>>,
     operands: Option<MatmulOperands>,
     rounds: u32,
 }
@@ -64,15 +66,17 @@ impl Verification {
         attempt: u32,
         node: Id,
         result_hash: String,
+        inline: Option<Arc<[u8]>>,
         operands: Option<MatmulOperands>,
         rounds: u32,
     ) -> Verification {
-        Verification { task, attempt, node, result_hash, operands, rounds }
+        Verification { task, attempt, node, result_hash, inline, operands, rounds }
     }
 
     /// Reads the result and checks it. Pure computation over `blobs`: safe on any thread.
     pub fn run(&self, blobs: &dyn Blobs) -> Verified {
-        let outcome = match blobs.get(&self.result_hash) {
+        let bytes = self.inline.clone().or_else(|| blobs.get(&self.result_hash));
+        let outcome = match bytes {
             None => Err("result blob not uploaded".to_string()),
             Some(bytes) if blake3::hash(&bytes).to_hex().as_str() != self.result_hash => {
                 Err("stored blob does not hash to the commitment".to_string())
@@ -95,8 +99,16 @@ impl Core {
     /// A verification the shell ran has finished: the result is judged (and the task settled) as if it had just
     /// arrived. Outcomes for attempts that ended meanwhile (the job failed, the node sent `failed`) are ignored.
     pub fn verified(&mut self, now_ms: u64, v: Verified) -> Vec<Effect> {
+        self.verified_all(now_ms, vec![v])
+    }
+
+    /// Several finished verifications settled as one event: the nodes' freed slots are filled in one dispatch pass,
+    /// and each node's new tasks go out together.
+    pub fn verified_all(&mut self, now_ms: u64, checks: Vec<Verified>) -> Vec<Effect> {
         self.advance(now_ms);
-        self.settle_check(v);
+        for v in checks {
+            self.settle_check(v);
+        }
         self.dispatch();
         self.take_effects()
     }

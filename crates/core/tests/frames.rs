@@ -52,7 +52,7 @@ impl One {
         let mut core = Core::new(config, 1, 0);
         let effects = core.connected(0, 1);
         let nonce = match &effects[..] {
-            [Effect::Send { msg: ToNode::Challenge { nonce, version: 1 }, .. }] => nonce.clone(),
+            [Effect::Send { msg: ToNode::Challenge { nonce, version: 2 }, .. }] => nonce.clone(),
             other => panic!("expected a challenge, got {other:?}"),
         };
         One { core, store: Store::default(), kp: Keypair::from_seed([5; 32]), nonce, seq: 0, now: 0, inbox: Vec::new() }
@@ -139,6 +139,12 @@ impl One {
             DataRef::Blob { hash } => {
                 self.store.0[hash].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
             }
+            DataRef::Inline { .. } => r
+                .inline_bytes()
+                .expect("inline")
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
         };
         let (m, n, k) = (*m as usize, *n as usize, *k as usize);
         let mut c = vec![0.0f32; m * n];
@@ -1388,6 +1394,12 @@ fn matmul_answer(store: &Store, work: &Work, corrupt: bool) -> Vec<u8> {
         DataRef::Blob { hash } => {
             store.0[hash].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
         }
+        DataRef::Inline { .. } => r
+            .inline_bytes()
+            .expect("inline")
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
     };
     let (m, n, k) = (*m as usize, *n as usize, *k as usize);
     let mut c = vec![0.0f32; m * n];

@@ -289,6 +289,10 @@ impl Sim {
     fn fetch(&self, r: &DataRef) -> Vec<f32> {
         match r {
             DataRef::Seeded { seed, len } => seeded_f32(*seed, *len as usize),
+            DataRef::Inline { .. } => r
+                .inline_bytes()
+                .map(|b| b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+                .unwrap_or_default(),
             DataRef::Blob { hash } => self
                 .store
                 .get(hash)
@@ -386,6 +390,7 @@ impl Sim {
                     self.nodes[i].working.retain(|(t, _)| !(t.task_id == task_id && t.attempt == attempt));
                 }
                 ToNode::Registered { .. } | ToNode::Verdict { .. } | ToNode::Error { .. } => {}
+                ToNode::Tasks { .. } => panic!("a version-1 node was sent a version-2 tasks frame"),
             }
         }
     }

@@ -14,8 +14,10 @@ use futures_util::{SinkExt, StreamExt};
 use neurolov_kernels::backend::Compute;
 use neurolov_kernels::ops::Op;
 use neurolov_kernels::untrusted::{JobBuffer, WgslJob};
+use neurolov_protocol::envelope::MAX_PAYLOAD_BYTES;
 use neurolov_protocol::messages::{
-    ClaimedHardware, DataRef, Feature, MAX_BLOB_BYTES, NodeKind, Task, ToNode, Work, seeded_f32,
+    ClaimedHardware, DataRef, Feature, GiveBack, INLINE_RESULT_BYTES, InlineResult, MAX_BATCH_ITEMS, MAX_BLOB_BYTES,
+    MIN_PROTOCOL_VERSION, NodeKind, Task, ToNode, Work, seeded_f32,
 };
 use neurolov_protocol::{Envelope, FromNode, Id, Keypair, PROTOCOL_VERSION};
 use tokio::sync::{mpsc, watch};
@@ -102,11 +104,25 @@ fn ws_url(coordinator: &str) -> String {
 /// and be refused as replays.
 type Pending = Box<dyn FnOnce(String, u64) -> FromNode + Send>;
 
+/// What a task sends the coordinator. Small results and give-backs wait for the session loop to batch them into
+/// one signed `deliver` frame (protocol version 2) with whatever else is ready; other messages go alone, in order.
+enum Outgoing {
+    Result(InlineResult),
+    GiveBack(GiveBack),
+    Message(Pending),
+}
+
+/// Bytes of a `deliver` frame's payload this node fills before it starts another (the envelope's limit, less room
+/// for the JSON around the items).
+const DELIVER_PAYLOAD_BUDGET: usize = MAX_PAYLOAD_BYTES - 2048;
+
 /// Signs node messages with the session's nonce and increasing sequence numbers.
 struct Signer {
     keypair: Keypair,
     session: String,
     seq: AtomicU64,
+    /// The protocol version of this session: the lower of the coordinator's and ours.
+    version: u32,
 }
 
 impl Signer {
@@ -135,7 +151,7 @@ async fn session(
         .context("connecting")?;
     let (mut sink, mut stream) = ws.split();
     let (signer, heartbeat_ms) = handshake(settings, compute, wgsl, &mut sink, &mut stream).await?;
-    let (out_tx, mut out_rx) = mpsc::channel::<Pending>(OUTBOUND_QUEUE);
+    let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(OUTBOUND_QUEUE);
     let mut running = Running::default();
     let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms.clamp(100, 3_600_000) / 2));
     loop {
@@ -145,9 +161,10 @@ async fn session(
                 let frame = signer.frame(|session, seq| FromNode::Heartbeat { session, seq });
                 sink.send(Message::Text(frame.into())).await.context("heartbeat")?;
             }
-            Some(pending) = out_rx.recv() => {
-                let frame = signer.frame(pending);
-                sink.send(Message::Text(frame.into())).await.context("sending")?;
+            Some(first) = out_rx.recv() => {
+                for frame in batch_frames(&signer, first, &mut out_rx) {
+                    sink.send(Message::Text(frame.into())).await.context("sending")?;
+                }
             }
             incoming = stream.next() => {
                 let msg = match incoming {
@@ -162,7 +179,13 @@ async fn session(
                     Some(Err(e)) => return Err(e.into()),
                     Some(Ok(_)) => continue,
                 };
-                let run = || TaskRun { settings: settings.clone(), compute: Arc::clone(compute), http: http.clone(), out: out_tx.clone() };
+                let run = || TaskRun {
+                    settings: settings.clone(),
+                    compute: Arc::clone(compute),
+                    http: http.clone(),
+                    out: out_tx.clone(),
+                    version: signer.version,
+                };
                 on_message(msg, &mut running, run);
             }
             _ = shutdown.changed() => {
@@ -171,6 +194,46 @@ async fn session(
             }
         }
     }
+}
+
+/// `first` and whatever else is ready now, as frames in order: consecutive results and give-backs go in one
+/// `deliver` frame (up to [`MAX_BATCH_ITEMS`] and [`DELIVER_PAYLOAD_BUDGET`]), any other message alone. Nothing
+/// waits for company: a lone result leaves at once.
+fn batch_frames(signer: &Signer, first: Outgoing, out_rx: &mut mpsc::Receiver<Outgoing>) -> Vec<String> {
+    let mut frames = Vec::new();
+    let (mut results, mut failed, mut bytes) = (Vec::new(), Vec::new(), 0usize);
+    let flush = |results: &mut Vec<InlineResult>, failed: &mut Vec<GiveBack>, frames: &mut Vec<String>| {
+        if results.is_empty() && failed.is_empty() {
+            return;
+        }
+        let (results, failed) = (std::mem::take(results), std::mem::take(failed));
+        frames.push(signer.frame(|session, seq| FromNode::Deliver { session, seq, results, failed }));
+    };
+    let mut next = Some(first);
+    while let Some(item) = next.take() {
+        let size = match &item {
+            Outgoing::Result(r) => r.data.len() + r.result_hash.len() + 64,
+            Outgoing::GiveBack(g) => g.reason.len() + 64,
+            Outgoing::Message(_) => 0,
+        };
+        if results.len() + failed.len() >= MAX_BATCH_ITEMS || bytes + size > DELIVER_PAYLOAD_BUDGET {
+            flush(&mut results, &mut failed, &mut frames);
+            bytes = 0;
+        }
+        bytes += size;
+        match item {
+            Outgoing::Result(r) => results.push(r),
+            Outgoing::GiveBack(g) => failed.push(g),
+            Outgoing::Message(pending) => {
+                flush(&mut results, &mut failed, &mut frames);
+                bytes = 0;
+                frames.push(signer.frame(pending));
+            }
+        }
+        next = out_rx.try_recv().ok();
+    }
+    flush(&mut results, &mut failed, &mut frames);
+    frames
 }
 
 /// The session's opening: the coordinator's challenge, the signed registration, its answer. The session's signer
@@ -182,17 +245,23 @@ async fn handshake(
     sink: &mut Sink,
     stream: &mut Source,
 ) -> anyhow::Result<(Arc<Signer>, u64)> {
-    let nonce = match next_message(stream).await? {
-        ToNode::Challenge { version, nonce } if version == PROTOCOL_VERSION => nonce,
+    let (nonce, version) = match next_message(stream).await? {
+        // A coordinator that speaks an older version gets that version (down to the oldest this node speaks).
+        ToNode::Challenge { version, nonce } if version >= MIN_PROTOCOL_VERSION => {
+            (nonce, version.min(PROTOCOL_VERSION))
+        }
         ToNode::Challenge { version, .. } => {
-            bail!("coordinator speaks protocol version {version}, this node {PROTOCOL_VERSION}")
+            bail!(
+                "coordinator speaks protocol version {version}, this node {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"
+            )
         }
         other => bail!("expected a challenge, got {other:?}"),
     };
-    let signer = Arc::new(Signer { keypair: settings.keypair.clone(), session: nonce, seq: AtomicU64::new(0) });
+    let signer =
+        Arc::new(Signer { keypair: settings.keypair.clone(), session: nonce, seq: AtomicU64::new(0), version });
     let claimed = claimed_hardware(compute, settings.max_task_bytes, wgsl);
     let register = signer.frame(|session, seq| FromNode::Register {
-        version: PROTOCOL_VERSION,
+        version,
         session,
         seq,
         operator: settings.operator,
@@ -214,10 +283,15 @@ async fn handshake(
 }
 
 /// What the coordinator says during a session: a task starts (`run` makes its runner), a cancel aborts one.
-fn on_message(msg: ToNode, running: &mut Running, run: impl FnOnce() -> TaskRun) {
+fn on_message(msg: ToNode, running: &mut Running, run: impl Fn() -> TaskRun) {
     match msg {
         ToNode::Task(task) => {
             running.insert((task.task_id, task.attempt), tokio::spawn(run().run(task)));
+        }
+        ToNode::Tasks { tasks } => {
+            for task in tasks {
+                running.insert((task.task_id, task.attempt), tokio::spawn(run().run(task)));
+            }
         }
         ToNode::Cancel { task_id, attempt } => {
             if let Some(h) = running.remove(&(task_id, attempt)) {
@@ -234,18 +308,22 @@ fn on_message(msg: ToNode, running: &mut Running, run: impl FnOnce() -> TaskRun)
 
 /// A clean end: what is running gets a bounded time to finish (its frames sent), the rest is handed back as
 /// failed, then goodbye.
-async fn shut_down(signer: &Signer, sink: &mut Sink, out_rx: &mut mpsc::Receiver<Pending>, running: &mut Running) {
+async fn shut_down(signer: &Signer, sink: &mut Sink, out_rx: &mut mpsc::Receiver<Outgoing>, running: &mut Running) {
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
     while running.values().any(|h| !h.is_finished()) && tokio::time::Instant::now() < deadline {
         tokio::select! {
-            Some(pending) = out_rx.recv() => {
-                let _ = sink.send(Message::Text(signer.frame(pending).into())).await;
+            Some(first) = out_rx.recv() => {
+                for frame in batch_frames(signer, first, out_rx) {
+                    let _ = sink.send(Message::Text(frame.into())).await;
+                }
             }
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
     }
-    while let Ok(pending) = out_rx.try_recv() {
-        let _ = sink.send(Message::Text(signer.frame(pending).into())).await;
+    while let Ok(first) = out_rx.try_recv() {
+        for frame in batch_frames(signer, first, out_rx) {
+            let _ = sink.send(Message::Text(frame.into())).await;
+        }
     }
     for ((task_id, attempt), h) in running.drain() {
         if !h.is_finished() {
@@ -353,7 +431,9 @@ struct TaskRun {
     settings: Settings,
     compute: Arc<Compute>,
     http: reqwest::Client,
-    out: mpsc::Sender<Pending>,
+    out: mpsc::Sender<Outgoing>,
+    /// The session's protocol version: from 2, small results and failures go out batched.
+    version: u32,
 }
 
 impl TaskRun {
@@ -364,8 +444,17 @@ impl TaskRun {
             Err(e) => {
                 tracing::warn!(task_id, attempt, error = %e, "task failed");
                 let reason: String = e.to_string().chars().take(neurolov_protocol::messages::MAX_TEXT_BYTES).collect();
-                let failed: Pending =
-                    Box::new(move |session, seq| FromNode::Failed { session, seq, task_id, attempt, reason });
+                let failed = if self.version >= 2 {
+                    Outgoing::GiveBack(GiveBack { task_id, attempt, reason })
+                } else {
+                    Outgoing::Message(Box::new(move |session, seq| FromNode::Failed {
+                        session,
+                        seq,
+                        task_id,
+                        attempt,
+                        reason,
+                    }))
+                };
                 let _ = self.out.send(failed).await;
             }
         }
@@ -436,14 +525,20 @@ impl TaskRun {
         .await?
     }
 
-    /// Commit first — the signed hash binds this node to the result before anyone can see it — then upload the
-    /// blob (signed: the coordinator takes uploads only from nodes holding an attempt of that size), then say so.
+    /// A small result (version 2) rides in a signed `deliver` frame, commitment and bytes together. A large one is
+    /// committed first — the signed hash binds this node to the result before anyone can see it — then uploaded as
+    /// a blob (signed: the coordinator takes uploads only from nodes holding an attempt of that size), then announced.
     async fn deliver(&self, task_id: u64, attempt: u32, result: Vec<u8>) -> anyhow::Result<()> {
+        let closed = |_| anyhow!("session closed");
+        if self.version >= 2 && result.len() <= INLINE_RESULT_BYTES {
+            let inline = InlineResult::new(task_id, attempt, &result);
+            return self.out.send(Outgoing::Result(inline)).await.map_err(closed);
+        }
         let hash = blake3::hash(&result).to_hex().to_string();
         let committed = hash.clone();
         let commit: Pending =
             Box::new(move |session, seq| FromNode::Commit { session, seq, task_id, attempt, result_hash: committed });
-        self.out.send(commit).await.map_err(|_| anyhow!("session closed"))?;
+        self.out.send(Outgoing::Message(commit)).await.map_err(closed)?;
         let path = format!("/v1/blobs/{hash}");
         let url = format!("{}{path}", self.settings.coordinator.trim_end_matches('/'));
         let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
@@ -459,7 +554,7 @@ impl TaskRun {
         }
         let done: Pending =
             Box::new(move |session, seq| FromNode::Result { session, seq, task_id, attempt, result_hash: hash });
-        self.out.send(done).await.map_err(|_| anyhow!("session closed"))?;
+        self.out.send(Outgoing::Message(done)).await.map_err(closed)?;
         Ok(())
     }
 
@@ -471,6 +566,7 @@ impl TaskRun {
                 }
                 Ok(seeded_f32(*seed, *len as usize).iter().flat_map(|v| v.to_le_bytes()).collect())
             }
+            DataRef::Inline { .. } => r.inline_bytes().context("an inline input is not base64 of at most 8 KiB"),
             DataRef::Blob { hash } => {
                 let url = format!("{}/v1/blobs/{hash}", self.settings.coordinator.trim_end_matches('/'));
                 let resp = self.http.get(url).send().await.context("fetching an input")?;

@@ -1,15 +1,28 @@
-//! The node protocol, version 1: what a coordinator and a provider node (native or browser) say to each other over
+//! The node protocol, version 2: what a coordinator and a provider node (native or browser) say to each other over
 //! one WebSocket. `docs/PROTOCOL.md` describes it message by message for people writing their own node.
 //!
 //! Coordinator → node messages ([`ToNode`]) are plain JSON text frames. Node → coordinator messages
 //! ([`FromNode`]) travel inside a signed [`crate::Envelope`] and carry the session nonce and a sequence number, so
 //! a message from another session, or an old one replayed, is refused. Bulk data never rides in messages: inputs
-//! and results are content-addressed blobs (`PUT`/`GET /v1/blobs/{hash}`), or inputs are generated from a seed.
+//! and large results are content-addressed blobs (`PUT`/`GET /v1/blobs/{hash}`), or inputs are generated from a
+//! seed. Version 2 batches for throughput: several tasks per [`ToNode::Tasks`] frame, and several small results
+//! (commitment and bytes in one signed [`FromNode::Deliver`]) and give-backs per node frame.
 
 use crate::identity::Id;
 
 /// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
+/// The oldest version a coordinator still serves: a version-1 node gets one `task` frame per task and delivers
+/// with `commit`, blob upload and `result`.
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
+/// Largest result a node may deliver inside a [`FromNode::Deliver`] frame instead of uploading it as a blob. Below
+/// it the upload (a signed HTTP request, a file) costs more than the bytes.
+pub const INLINE_RESULT_BYTES: usize = 8 * 1024;
+/// Largest task input that travels inside its task frame ([`DataRef::Inline`], version 2) instead of as a blob the
+/// node fetches.
+pub const INLINE_INPUT_BYTES: usize = 8 * 1024;
+/// Most tasks in one [`ToNode::Tasks`] frame, and most results plus give-backs in one [`FromNode::Deliver`].
+pub const MAX_BATCH_ITEMS: usize = 64;
 /// Largest coordinator → node text frame.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024;
 /// Most tasks a node may declare it runs at once.
@@ -97,6 +110,26 @@ pub enum DataRef {
     Blob { hash: String },
     /// `len` f32s from [`seeded_f32`] with this seed.
     Seeded { seed: u64, len: u64 },
+    /// Version 2: the bytes themselves, standard base64 (at most [`INLINE_INPUT_BYTES`] decoded).
+    Inline { data: String },
+}
+
+impl DataRef {
+    pub fn inline(bytes: &[u8]) -> DataRef {
+        use base64::Engine;
+        DataRef::Inline { data: base64::engine::general_purpose::STANDARD.encode(bytes) }
+    }
+
+    /// The bytes of an inline reference (`None` for the others, or for data that is not base64 of at most
+    /// [`INLINE_INPUT_BYTES`]).
+    pub fn inline_bytes(&self) -> Option<Vec<u8>> {
+        use base64::Engine;
+        let DataRef::Inline { data } = self else { return None };
+        if data.len() > INLINE_INPUT_BYTES.div_ceil(3) * 4 {
+            return None;
+        }
+        base64::engine::general_purpose::STANDARD.decode(data).ok()
+    }
 }
 
 /// The work of one task.
@@ -160,6 +193,10 @@ pub enum ToNode {
         heartbeat_interval_ms: u64,
     },
     Task(Task),
+    /// Several tasks at once (version 2): what the coordinator hands one node in one event.
+    Tasks {
+        tasks: Vec<Task>,
+    },
     /// Stop working on this attempt (it was reassigned or the job ended).
     Cancel {
         task_id: u64,
@@ -225,6 +262,16 @@ pub enum FromNode {
         attempt: u32,
         reason: String,
     },
+    /// Version 2: several small results and give-backs in one signed frame. Each result is its own commitment (the
+    /// signature covers the hash and the bytes), so it needs no `commit` before it and no upload.
+    Deliver {
+        session: String,
+        seq: u64,
+        #[serde(default)]
+        results: Vec<InlineResult>,
+        #[serde(default)]
+        failed: Vec<GiveBack>,
+    },
     /// Graceful shutdown: unfinished tasks go back to the queue.
     Goodbye {
         session: String,
@@ -232,7 +279,71 @@ pub enum FromNode {
     },
 }
 
+/// A result delivered inside a [`FromNode::Deliver`] frame.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InlineResult {
+    pub task_id: u64,
+    pub attempt: u32,
+    /// blake3 (hex) of the decoded bytes: what the node stands by.
+    pub result_hash: String,
+    /// The result's bytes, standard base64 (at most [`INLINE_RESULT_BYTES`] decoded).
+    pub data: String,
+}
+
+impl InlineResult {
+    pub fn new(task_id: u64, attempt: u32, bytes: &[u8]) -> InlineResult {
+        use base64::Engine;
+        InlineResult {
+            task_id,
+            attempt,
+            result_hash: blake3::hash(bytes).to_hex().to_string(),
+            data: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
+
+    /// The bytes, if `data` is base64 of at most [`INLINE_RESULT_BYTES`] that hash to `result_hash`.
+    pub fn bytes(&self) -> Result<Vec<u8>, String> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(&self.data).map_err(|e| format!("data: {e}"))?;
+        if bytes.len() > INLINE_RESULT_BYTES {
+            return Err(format!("an inline result is at most {INLINE_RESULT_BYTES} bytes"));
+        }
+        if blake3::hash(&bytes).to_hex().as_str() != self.result_hash {
+            return Err("data does not hash to result_hash".into());
+        }
+        Ok(bytes)
+    }
+}
+
+/// An attempt a node gives back inside a [`FromNode::Deliver`] frame (as [`FromNode::Failed`] would).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GiveBack {
+    pub task_id: u64,
+    pub attempt: u32,
+    pub reason: String,
+}
+
 impl FromNode {
+    /// The result hash this message commits to for `task`'s `attempt`: a `commit`, or a result of a `deliver`. Fraud
+    /// evidence is the signed message; this reads it back.
+    pub fn commitment(&self, task: u64, attempt: u32) -> Option<&str> {
+        match self {
+            FromNode::Commit { task_id, attempt: a, result_hash, .. } if (*task_id, *a) == (task, attempt) => {
+                Some(result_hash)
+            }
+            FromNode::Deliver { results, .. } => {
+                results.iter().find(|r| (r.task_id, r.attempt) == (task, attempt)).map(|r| r.result_hash.as_str())
+            }
+            _ => None,
+        }
+    }
+
+    /// The bytes of an inline result this message carries for `task`'s `attempt`.
+    pub fn inline_result(&self, task: u64, attempt: u32) -> Option<Vec<u8>> {
+        let FromNode::Deliver { results, .. } = self else { return None };
+        results.iter().find(|r| (r.task_id, r.attempt) == (task, attempt)).and_then(|r| r.bytes().ok())
+    }
+
     /// Checks every field a coordinator keeps or shows against its limit: a register frame can carry 60 KiB of
     /// adapter name, which would be cloned on every `GET /v1/nodes`. `Err` names the field.
     pub fn check_limits(&self) -> Result<(), String> {
@@ -258,6 +369,18 @@ impl FromNode {
                 text("result_hash", result_hash, MAX_TOKEN_BYTES)
             }
             FromNode::Failed { reason, .. } => text("reason", reason, MAX_TEXT_BYTES),
+            FromNode::Deliver { results, failed, .. } => {
+                if results.len() + failed.len() > MAX_BATCH_ITEMS {
+                    return Err(format!("more than {MAX_BATCH_ITEMS} results and give-backs in one frame"));
+                }
+                // Base64 is 4 characters per 3 bytes.
+                let data_limit = INLINE_RESULT_BYTES.div_ceil(3) * 4;
+                results.iter().try_for_each(|r| {
+                    text("result_hash", &r.result_hash, MAX_TOKEN_BYTES)?;
+                    text("data", &r.data, data_limit)
+                })?;
+                failed.iter().try_for_each(|f| text("reason", &f.reason, MAX_TEXT_BYTES))
+            }
             FromNode::Heartbeat { .. } | FromNode::Goodbye { .. } => Ok(()),
         }
     }
@@ -270,6 +393,7 @@ impl FromNode {
             | FromNode::Commit { session, seq, .. }
             | FromNode::Result { session, seq, .. }
             | FromNode::Failed { session, seq, .. }
+            | FromNode::Deliver { session, seq, .. }
             | FromNode::Goodbye { session, seq } => (session, *seq),
         }
     }

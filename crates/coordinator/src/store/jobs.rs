@@ -16,6 +16,12 @@ pub(super) async fn migrate_jobs(pool: &SqlitePool) -> anyhow::Result<()> {
     if !columns.iter().any(|(c,)| c == "archive") {
         sqlx::query("ALTER TABLE jobs ADD COLUMN archive TEXT").execute(pool).await?;
     }
+    // Small results live in their row (protocol version 2 delivers them inside frames, never as blob files).
+    let columns: Vec<(String,)> =
+        sqlx::query_as("SELECT name FROM pragma_table_info('task_results')").fetch_all(pool).await?;
+    if !columns.iter().any(|(c,)| c == "bytes") {
+        sqlx::query("ALTER TABLE task_results ADD COLUMN bytes BLOB").execute(pool).await?;
+    }
     sqlx::query(
         "CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs (json_extract(doc, '$.client'), \
          json_extract(doc, '$.idempotency_key')) WHERE json_extract(doc, '$.idempotency_key') IS NOT NULL",
@@ -23,6 +29,17 @@ pub(super) async fn migrate_jobs(pool: &SqlitePool) -> anyhow::Result<()> {
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// The results of `job` kept in the database rather than as blob files, by hash.
+pub async fn inline_results(pool: &SqlitePool, job: u64) -> anyhow::Result<HashMap<String, std::sync::Arc<[u8]>>> {
+    let rows = sqlx::query_as::<_, (String, Vec<u8>)>(
+        "SELECT hash, bytes FROM task_results WHERE job = ? AND bytes IS NOT NULL",
+    )
+    .bind(job as i64)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(hash, bytes)| (hash, bytes.into())).collect())
 }
 
 /// A job as the store has it, for one that left the core's memory.

@@ -25,7 +25,7 @@ mod jobs;
 mod ledger;
 
 use docs::{ArchivedTaskDoc, evidence, evidence_doc, job_doc, job_record, node_doc, node_record};
-pub use jobs::{StoredJob, job_for_key, recorded_blobs, stored_job};
+pub use jobs::{StoredJob, inline_results, job_for_key, recorded_blobs, stored_job};
 use jobs::{expire_results, migrate_jobs};
 pub use ledger::account_history;
 use ledger::{load_ledger, migrate_history, write_ledger};
@@ -144,14 +144,19 @@ async fn restore_jobs(pool: &SqlitePool, restored: &mut Restored) -> anyhow::Res
         .await?
     {
         let record = job_record(serde_json::from_str(&doc)?);
-        let results: Vec<(u64, String)> =
-            sqlx::query_as::<_, (i64, String)>("SELECT task, hash FROM task_results WHERE job = ?")
-                .bind(id)
-                .fetch_all(pool)
-                .await?
-                .into_iter()
-                .map(|(t, h)| (t as u64, h))
-                .collect();
+        let rows = sqlx::query_as::<_, (i64, String, bool)>(
+            "SELECT task, hash, bytes IS NOT NULL FROM task_results WHERE job = ?",
+        )
+        .bind(id)
+        .fetch_all(pool)
+        .await?;
+        let mut results = Vec::with_capacity(rows.len());
+        for (task, hash, inline) in rows {
+            if inline {
+                restored.inline_results.insert(hash.clone());
+            }
+            results.push((task as u64, hash));
+        }
         restored.jobs.push((record, results));
     }
     Ok(())
@@ -259,11 +264,12 @@ async fn write_record(tx: &mut sqlx::SqliteConnection, r: &Record) -> anyhow::Re
                 .execute(&mut *tx)
                 .await?;
         }
-        Record::TaskResult { job, task, result_hash } => {
-            sqlx::query("INSERT OR REPLACE INTO task_results (task, job, hash) VALUES (?, ?, ?)")
+        Record::TaskResult { job, task, result_hash, inline } => {
+            sqlx::query("INSERT OR REPLACE INTO task_results (task, job, hash, bytes) VALUES (?, ?, ?, ?)")
                 .bind(*task as i64)
                 .bind(*job as i64)
                 .bind(result_hash)
+                .bind(inline.as_deref())
                 .execute(&mut *tx)
                 .await?;
         }

@@ -24,6 +24,8 @@ pub struct Db {
     pub evidence: Vec<neurolov_core::Evidence>,
     /// Jobs archived: out of `jobs`, as the store keeps them apart, with their task summaries.
     pub archived: BTreeMap<JobId, (JobRecord, Vec<neurolov_core::TaskView>)>,
+    /// Results recorded with their bytes (small ones): a restore needs no blob for them.
+    pub inline_results: std::collections::HashSet<String>,
 }
 
 impl Db {
@@ -35,7 +37,10 @@ impl Db {
             Record::Job(j) => {
                 self.jobs.insert(j.id, j);
             }
-            Record::TaskResult { job, task, result_hash } => {
+            Record::TaskResult { job, task, result_hash, inline } => {
+                if inline.is_some() {
+                    self.inline_results.insert(result_hash.clone());
+                }
                 self.results.insert(task, (job, result_hash));
             }
             Record::Ids { next_job, next_task } => {
@@ -65,6 +70,7 @@ impl Db {
 
     pub fn restored(&self) -> Restored {
         Restored {
+            inline_results: self.inline_results.clone(),
             nodes: self.nodes.values().cloned().collect(),
             jobs: self
                 .jobs
