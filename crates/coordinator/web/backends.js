@@ -3,7 +3,7 @@
 // Worker. Each tier checks its own matmul results (Freivalds, with the coordinator's tolerance parameters) before the
 // tab commits to them. provide.js runs the session and the page; this file only computes.
 
-import { seeded } from "./neurolov.js";
+import { fromBase64, seeded } from "./neurolov.js";
 
 /** Where the tiers report what happens to them (the page's log, once provide.js sets it). */
 let log = (msg) => console.log(msg);
@@ -20,6 +20,7 @@ async function floats(ref) {
 
 async function bytes(ref) {
   if (ref.from === "seeded") return seeded(ref.seed, Number(ref.len)).buffer;
+  if (ref.from === "inline") return fromBase64(ref.data).buffer;
   const resp = await fetch(`/v1/blobs/${ref.hash}`);
   if (!resp.ok) throw new Error(`blob ${ref.hash}: ${resp.status}`);
   return await resp.arrayBuffer();

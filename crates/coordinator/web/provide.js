@@ -4,7 +4,7 @@
 // backends.js. By default it works only while the page is visible, and at most the duty cycle the user sets.
 
 import { cpu, detect, useLog, webgl2 } from "./backends.js";
-import { blake3Hex, loadOrCreateIdentity, parseJson, seal, signRequest } from "./neurolov.js";
+import { blake3Hex, loadOrCreateIdentity, parseJson, seal, signRequest, toBase64 } from "./neurolov.js";
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
@@ -12,6 +12,10 @@ const HEARTBEAT_FALLBACK_MS = 30000;
 const RECONNECT_MS = 3000;
 /** Price asked, nano-NLOV per GFLOP (1 NLOV per TFLOP, as `neurolov node` by default). */
 const PRICE_NANO_PER_GFLOP = 1000000;
+/** Protocol version 2 (docs/PROTOCOL.md): tasks frames, inline inputs, small results inside a signed deliver frame. */
+const PROTOCOL_VERSION = 2;
+/** Largest result delivered inside its frame rather than uploaded as a blob (the protocol's INLINE_RESULT_BYTES). */
+const INLINE_RESULT_BYTES = 8192;
 
 const state = {
   identity: null,
@@ -79,7 +83,7 @@ async function onFrame(msg) {
       state.session = msg.nonce;
       await send({
         type: "register",
-        version: 1,
+        version: PROTOCOL_VERSION,
         seq: 0,
         operator: state.identity.id,
         kind: "browser",
@@ -103,6 +107,10 @@ async function onFrame(msg) {
       break;
     case "task":
       state.queue.push(msg);
+      work();
+      break;
+    case "tasks":
+      state.queue.push(...msg.tasks);
       work();
       break;
     case "cancel":
@@ -133,6 +141,23 @@ async function downgrade() {
   if (state.ws) state.ws.close();
 }
 
+/** A small result rides in one signed deliver frame (its commitment and bytes together); a large one is committed,
+ * uploaded as a blob and announced. */
+async function deliver(task, result) {
+  const hash = blake3Hex(result);
+  const ids = { task_id: task.task_id, attempt: task.attempt };
+  if (result.byteLength <= INLINE_RESULT_BYTES) {
+    await send({ type: "deliver", results: [{ ...ids, result_hash: hash, data: toBase64(result) }], failed: [] });
+    return;
+  }
+  await send({ type: "commit", ...ids, result_hash: hash });
+  const path = `/v1/blobs/${hash}`;
+  const headers = await signRequest(state.identity, "PUT", path, result);
+  const put = await fetch(path, { method: "PUT", body: result, headers });
+  if (!put.ok) throw new Error(`upload refused: ${put.status} ${await put.text()}`);
+  await send({ type: "result", ...ids, result_hash: hash });
+}
+
 /** Runs queued tasks one at a time, resting between them to keep to the duty cycle. */
 async function work() {
   if (state.working) return;
@@ -148,13 +173,7 @@ async function work() {
           result = result.slice();
           result[3] ^= 0x40;
         }
-        const hash = blake3Hex(result);
-        await send({ type: "commit", task_id: task.task_id, attempt: task.attempt, result_hash: hash });
-        const path = `/v1/blobs/${hash}`;
-        const headers = await signRequest(state.identity, "PUT", path, result);
-        const put = await fetch(path, { method: "PUT", body: result, headers });
-        if (!put.ok) throw new Error(`upload refused: ${put.status} ${await put.text()}`);
-        await send({ type: "result", task_id: task.task_id, attempt: task.attempt, result_hash: hash });
+        await deliver(task, result);
         state.tasksDone++;
         state.failures = 0;
       } catch (e) {
