@@ -18,6 +18,8 @@ pub struct ErrorReply {
 
 /// A client that names no price cap pays at most 10 NLOV per TFLOP (nodes ask 1 by default).
 pub const DEFAULT_MAX_PRICE_NANO_PER_GFLOP: u64 = 10_000_000;
+/// Longest `?wait_ms=` a job request (`GET /v1/jobs/{id}`, `POST /v1/jobs`) waits for the job to end.
+pub const MAX_JOB_WAIT_MS: u64 = 30_000;
 
 fn default_max_price() -> u64 {
     DEFAULT_MAX_PRICE_NANO_PER_GFLOP
@@ -105,9 +107,13 @@ impl JobRequest {
 }
 
 /// `POST /v1/jobs` accepted (201), or a retry under the same idempotency key (200).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobCreated {
     pub id: u64,
+    /// With `?wait_ms=` on the submission: the job's status once it ended (or the wait ran out), saving the client a
+    /// round trip and the coordinator a second commit wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<JobStatus>,
 }
 
 /// Where a job stands.

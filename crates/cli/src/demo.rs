@@ -350,7 +350,7 @@ fn submit_jobs(
             min_reliability: 0.0,
             idempotency_key: None,
         }))?;
-        let api::JobCreated { id } =
+        let api::JobCreated { id, .. } =
             rt.block_on(signed_post(url, client, "/v1/jobs", body)).context("submitting a matmul job")?;
         let flops = 2.0 * f64::from(m) * f64::from(n) * f64::from(k);
         jobs.push((id, Expect::Matmul { m: m as usize, n: n as usize, k: k as usize, seed_a, seed_b }, flops));
@@ -372,7 +372,7 @@ fn submit_jobs(
             min_reliability: 0.0,
             idempotency_key: None,
         }))?;
-        let api::JobCreated { id } =
+        let api::JobCreated { id, .. } =
             rt.block_on(signed_post(url, client, "/v1/jobs", body)).context("submitting a WGSL job")?;
         jobs.push((id, Expect::Wgsl, 1e6));
     }

@@ -346,14 +346,23 @@ fn node_status(coordinator: &str, key: Option<PathBuf>, json: bool) -> anyhow::R
 }
 
 /// POSTs `body` to `path` signed with `kp`; the reply as the API's type for it, or its error as an error.
+/// One HTTP client for the process: its connections are kept and reused (a job's submit, waits and result read
+/// share one), instead of a new connection per request.
+pub(crate) fn http() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(reqwest::Client::new)
+}
+
 pub(crate) async fn signed_post<T: serde::de::DeserializeOwned>(
     base: &str,
     kp: &Keypair,
     path: &str,
     body: Vec<u8>,
 ) -> anyhow::Result<T> {
-    let mut req = reqwest::Client::new().post(format!("{base}{path}")).body(body.clone());
-    for (h, v) in auth::sign(kp, "POST", path, now_ms(), &body) {
+    let mut req = http().post(format!("{base}{path}")).body(body.clone());
+    // The signature covers the path, not the query (`?wait_ms=` only says how long to wait for the reply).
+    let signed_path = path.split('?').next().unwrap_or(path);
+    for (h, v) in auth::sign(kp, "POST", signed_path, now_ms(), &body) {
         req = req.header(h, v);
     }
     let resp = req.header("content-type", "application/json").send().await.with_context(|| format!("POST {path}"))?;
@@ -374,7 +383,7 @@ async fn reply<T: serde::de::DeserializeOwned>(resp: reqwest::Response, what: &s
 /// A finished job's result, read with its client's signed request.
 pub(crate) async fn job_result(base: &str, kp: &Keypair, id: u64) -> anyhow::Result<Vec<u8>> {
     let path = format!("/v1/jobs/{id}/result");
-    let mut req = reqwest::Client::new().get(format!("{base}{path}"));
+    let mut req = http().get(format!("{base}{path}"));
     for (h, v) in auth::sign(kp, "GET", &path, now_ms(), b"") {
         req = req.header(h, v);
     }
@@ -389,7 +398,7 @@ pub(crate) async fn job_result(base: &str, kp: &Keypair, id: u64) -> anyhow::Res
 
 /// GETs `url`; the reply as the API's type for it.
 pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(url: String) -> anyhow::Result<T> {
-    let resp = reqwest::get(&url).await.with_context(|| format!("GET {url}"))?;
+    let resp = http().get(&url).send().await.with_context(|| format!("GET {url}"))?;
     reply(resp, &format!("GET {url}")).await
 }
 

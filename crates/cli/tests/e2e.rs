@@ -201,9 +201,26 @@ fn audit(dir: &std::path::Path) -> serde_json::Value {
 /// fees equals what the tasks are worth).
 #[test]
 fn sigkilled_coordinators_lose_no_money_and_pay_nothing_twice() {
-    let dir = temp_dir("crash");
+    // 1024×256×256 in 32-row tiles: 32 tasks of 4.19 MFLOP (5 MFLOP billed) at the nodes' 1 NLOV/TFLOP ask; results
+    // of 32 KiB travel as blobs.
+    crash_rounds("crash", &[], "1024x256x256", 32, (5_000, 250));
+}
+
+/// The same kills during protocol version 2's batched deliveries: small tasks whose inputs ride in `tasks` frames
+/// and whose 512-byte results come back many to a signed `deliver` frame, checked in batches.
+#[test]
+fn sigkilled_coordinators_during_batched_deliveries_lose_no_money_and_pay_nothing_twice() {
+    // 4096×4×4 in 32-row tiles: 128 tasks of 1,024 flop (1 MFLOP billed) each.
+    crash_rounds("crash-batched", &[], "4096x4x4", 128, (1_000, 50));
+}
+
+/// Two jobs of `shape` per round, the coordinator SIGKILLed at a random moment and restarted (`NEUROLOV_CRASH_KILLS`
+/// rounds, default 4), the ledger audited after each kill; then every job must finish with each task paid exactly
+/// once: `paid` to its node and `fee` to the treasury.
+fn crash_rounds(name: &str, serve_args: &[&str], shape: &str, tasks_per_job: u64, (paid, fee): (u64, u64)) {
+    let dir = temp_dir(name);
     let mut procs = Procs(Vec::new());
-    let url = serve(&mut procs, &dir);
+    let url = common::serve_with(&mut procs, &dir, "127.0.0.1:0", serve_args);
     let listen = url.trim_start_matches("http://").to_string();
     let mut coordinator = procs.0.len() - 1;
     start_node(&mut procs, &dir, &url, "c1", "cpu");
@@ -214,7 +231,7 @@ fn sigkilled_coordinators_lose_no_money_and_pay_nothing_twice() {
     let mut rng = fastrand::Rng::with_seed(std::process::id().into());
     for round in 0..kills {
         for _ in 0..2 {
-            ids.push(submit(&dir, &url, "1024x256x256", false)["id"].as_u64().expect("id"));
+            ids.push(submit(&dir, &url, shape, false)["id"].as_u64().expect("id"));
         }
         // Kill at a random moment: before, during or after payments.
         std::thread::sleep(Duration::from_millis(rng.u64(50..1_500)));
@@ -222,7 +239,7 @@ fn sigkilled_coordinators_lose_no_money_and_pay_nothing_twice() {
         let _ = procs.0[coordinator].wait();
         let report = audit(&dir);
         assert_eq!(report["audit_ok"], true, "after kill {round}: {report}");
-        assert_eq!(serve_on(&mut procs, &dir, &listen), url);
+        assert_eq!(common::serve_with(&mut procs, &dir, &listen, serve_args), url);
         coordinator = procs.0.len() - 1;
     }
     wait_for("every job to finish", Duration::from_secs(300), || {
@@ -231,11 +248,10 @@ fn sigkilled_coordinators_lose_no_money_and_pay_nothing_twice() {
     let report = audit(&dir);
     assert_eq!(report["audit_ok"], true, "{report}");
     assert_eq!(report["total_supply_nano"], 500_000_000u64 * 1_000_000_000, "{report}");
-    // 1024×256×256 in 32-row tiles: 32 tasks of 4.19 MFLOP (5 MFLOP billed) at the nodes' 1 NLOV/TFLOP ask.
-    let tasks = 32 * ids.len() as u64;
+    let tasks = tasks_per_job * ids.len() as u64;
     let stats = get_json(&format!("{url}/v1/stats"));
-    assert_eq!(stats["ledger"]["paid_to_providers_nano"], tasks * 5_000, "{stats}");
-    assert_eq!(stats["ledger"]["fees_nano"], tasks * 250, "{stats}");
+    assert_eq!(stats["ledger"]["paid_to_providers_nano"], tasks * paid, "{stats}");
+    assert_eq!(stats["ledger"]["fees_nano"], tasks * fee, "{stats}");
     assert_eq!(stats["ledger"]["escrow_nano"], 0, "{stats}");
     // The client's history shows each job's escrow and its refund.
     let out = neurolov()

@@ -17,6 +17,8 @@ use neurolov_kernels::untrusted::{self, JobBuffer, WgslJob};
 use neurolov_protocol::messages::{DataRef, WgslBuffer};
 use neurolov_verify::replicas::{self, Tolerance};
 
+use neurolov_api::MAX_JOB_WAIT_MS;
+
 use crate::app::{App, Shared, error};
 use crate::auth::ReplayCache;
 use crate::blobs::is_hash;
@@ -299,8 +301,13 @@ fn operand(o: api::Operand) -> InputData {
     }
 }
 
-#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body(content = api::JobRequest, description = "signed request (headers x-neurolov-client, x-neurolov-timestamp, x-neurolov-signature; see docs/API.md)"), responses((status = 201, body = api::JobCreated), (status = 200, description = "a retry under the same idempotency key", body = api::JobCreated), (status = 400, body = api::ErrorReply), (status = 401, body = api::ErrorReply)))]
-pub(crate) async fn submit_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Response {
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", params(WaitQuery), request_body(content = api::JobRequest, description = "signed request (headers x-neurolov-client, x-neurolov-timestamp, x-neurolov-signature; see docs/API.md)"), responses((status = 201, body = api::JobCreated), (status = 200, description = "a retry under the same idempotency key", body = api::JobCreated), (status = 400, body = api::ErrorReply), (status = 401, body = api::ErrorReply)))]
+pub(crate) async fn submit_job(
+    State(app): Shared,
+    axum::extract::Query(q): axum::extract::Query<WaitQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let header = |name: &'static str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let client = match app.replay.verify(header, "POST", "/v1/jobs", &body, now_ms()) {
         Ok(id) => id,
@@ -322,7 +329,7 @@ pub(crate) async fn submit_job(State(app): Shared, headers: HeaderMap, body: Byt
             },
         };
         if let Some(id) = known {
-            return (StatusCode::OK, Json(api::JobCreated { id })).into_response();
+            return (StatusCode::OK, Json(api::JobCreated { id, status: None })).into_response();
         }
     }
     // Cheap checks and the client's funds come first: nothing is read, generated or stored for a request that would
@@ -332,36 +339,59 @@ pub(crate) async fn submit_job(State(app): Shared, headers: HeaderMap, body: Byt
         return error(StatusCode::BAD_REQUEST, e);
     }
     let coordinator = Arc::clone(&app.coordinator);
-    let outcome = tokio::task::spawn_blocking(move || {
-        let spec = match request {
-            api::JobRequest::Matmul(j) => JobSpec::Matmul {
-                m: j.m,
-                n: j.n,
-                k: j.k,
-                a: operand(j.a),
-                b: operand(j.b),
-                max_price_nano_per_gflop: j.max_price_nano_per_gflop,
-                min_reliability: j.min_reliability,
-            },
-            api::JobRequest::Wgsl(w) => wgsl_spec(&coordinator, w)?,
-        };
-        // Operands are read or generated here, before the core is locked (seconds for a big seeded matmul).
-        let inputs = neurolov_core::load_inputs(&spec, &coordinator.blobs).map_err(|e| e.to_string())?;
-        coordinator.with_core(|core, blobs| match core.submit_loaded(now_ms(), client, spec, key, inputs, blobs) {
-            Ok((id, effects)) => (Ok(id), effects),
-            Err(e) => (Err(e.to_string()), Vec::new()),
-        })
-    })
-    .await;
+    // A small matmul is planned right here; anything that reads blobs or generates much runs off the async
+    // workers (seconds for a big seeded matmul).
+    let small = matches!(&request, api::JobRequest::Matmul(j)
+        if matches!((&j.a, &j.b), (api::Operand::Seed { .. }, api::Operand::Seed { .. }))
+            && u64::from(j.m) * u64::from(j.k) + u64::from(j.k) * u64::from(j.n) <= SMALL_JOB_ELEMENTS);
+    let outcome = if small {
+        Ok(create_job(&coordinator, client, request, key))
+    } else {
+        tokio::task::spawn_blocking(move || create_job(&coordinator, client, request, key)).await
+    };
     match outcome {
+        Ok(Ok(id)) if q.wait_ms > 0 => match status_after(&app, id, q.wait_ms).await {
+            // Durable: the status flushed after the submission's records.
+            Ok(status) => (StatusCode::CREATED, Json(api::JobCreated { id, status: Some(status) })).into_response(),
+            Err(response) => response,
+        },
         Ok(Ok(id)) => {
             // The job is acknowledged only once it is durable.
             app.coordinator.flush().await;
-            (StatusCode::CREATED, Json(api::JobCreated { id })).into_response()
+            (StatusCode::CREATED, Json(api::JobCreated { id, status: None })).into_response()
         }
         Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
+}
+
+/// Operand elements up to which a seeded matmul is planned on the request's own task.
+const SMALL_JOB_ELEMENTS: u64 = 1 << 14;
+
+/// Plans a job (operands read or generated before the core is locked) and submits it to the core.
+fn create_job(
+    coordinator: &Coordinator,
+    client: neurolov_protocol::Id,
+    request: api::JobRequest,
+    key: Option<String>,
+) -> Result<u64, String> {
+    let spec = match request {
+        api::JobRequest::Matmul(j) => JobSpec::Matmul {
+            m: j.m,
+            n: j.n,
+            k: j.k,
+            a: operand(j.a),
+            b: operand(j.b),
+            max_price_nano_per_gflop: j.max_price_nano_per_gflop,
+            min_reliability: j.min_reliability,
+        },
+        api::JobRequest::Wgsl(w) => wgsl_spec(coordinator, w)?,
+    };
+    let inputs = neurolov_core::load_inputs(&spec, &coordinator.blobs).map_err(|e| e.to_string())?;
+    coordinator.with_core(|core, blobs| match core.submit_loaded(now_ms(), client, spec, key, inputs, blobs) {
+        Ok((id, effects)) => (Ok(id), effects),
+        Err(e) => (Err(e.to_string()), Vec::new()),
+    })
 }
 
 /// What [`neurolov_core::Core::admit`] says of a request before its kernel is validated or any input read: bounds on
@@ -531,19 +561,50 @@ async fn find_job(app: &App, id: u64) -> Result<Option<(JobView, Option<Vec<Stri
     }
 }
 
-#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = u64, Path)), responses((status = 200, body = api::JobStatus), (status = 404, body = api::ErrorReply)))]
-pub(crate) async fn job_status(State(app): Shared, Path(id): Path<u64>) -> Response {
-    let view = match find_job(&app, id).await {
-        Ok(Some((view, _))) => view,
-        Ok(None) => return error(StatusCode::NOT_FOUND, "no such job"),
-        Err(response) => return response,
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+pub(crate) struct WaitQuery {
+    /// Wait up to this long (at most 30,000 ms) for a running job to end before answering.
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = u64, Path), WaitQuery), responses((status = 200, body = api::JobStatus), (status = 404, body = api::ErrorReply)))]
+pub(crate) async fn job_status(
+    State(app): Shared,
+    Path(id): Path<u64>,
+    axum::extract::Query(q): axum::extract::Query<WaitQuery>,
+) -> Response {
+    match status_after(&app, id, q.wait_ms).await {
+        Ok(status) => Json(status).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// A job's status once it has ended or `wait_ms` (at most [`MAX_JOB_WAIT_MS`]) has passed; an ended job is reported
+/// only once what it paid is on disk.
+async fn status_after(app: &App, id: u64, wait_ms: u64) -> Result<api::JobStatus, Response> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait_ms.min(MAX_JOB_WAIT_MS));
+    let mut finished = app.coordinator.jobs_finished.subscribe();
+    let view = loop {
+        finished.mark_unchanged();
+        let view = match find_job(app, id).await? {
+            Some((view, _)) => view,
+            None => return Err(error(StatusCode::NOT_FOUND, "no such job")),
+        };
+        if view.state.is_final() {
+            app.coordinator.flush().await;
+            break view;
+        }
+        if tokio::time::timeout_at(deadline, finished.changed()).await.is_err() {
+            break view;
+        }
     };
     let (done, total) = match &view.state {
         JobState::Running { tasks_done, tasks } => (*tasks_done, *tasks),
         JobState::Done => (view.tasks.len(), view.tasks.len()),
         JobState::Failed { .. } => (view.tasks.iter().filter(|t| t.verified).count(), view.tasks.len()),
     };
-    Json(api::JobStatus {
+    Ok(api::JobStatus {
         id: view.id,
         client: view.client.to_string(),
         state: state_name(&view.state),
@@ -563,7 +624,6 @@ pub(crate) async fn job_status(State(app): Shared, Path(id): Path<u64>) -> Respo
             .collect(),
         result_shape: view.result_shape.map(|(rows, cols)| [rows, cols]),
     })
-    .into_response()
 }
 
 /// `POST /v1/jobs/{id}/cancel`, signed by the job's client: the job fails as cancelled, its running attempts are
@@ -602,7 +662,10 @@ pub(crate) async fn cancel_job(State(app): Shared, Path(id): Path<u64>, headers:
         }
         Err(e @ neurolov_core::CancelError::AlreadyEnded) => return error(StatusCode::CONFLICT, e),
     }
-    job_status(State(app), Path(id)).await
+    match status_after(&app, id, 0).await {
+        Ok(status) => Json(status).into_response(),
+        Err(response) => response,
+    }
 }
 
 /// `GET /v1/jobs/{id}/result`: only the job's client may read its result (a signed GET with an empty body); job ids

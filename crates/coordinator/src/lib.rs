@@ -99,6 +99,8 @@ pub struct Coordinator {
     stopping: AtomicBool,
     /// Read access to the database (the writer task owns the writes).
     pub(crate) db: sqlx::SqlitePool,
+    /// Counts jobs finished: a `GET /v1/jobs/{id}?wait_ms=` waits on it instead of polling.
+    pub(crate) jobs_finished: tokio::sync::watch::Sender<u64>,
 }
 
 /// Milliseconds since the Unix epoch: the core's clock (task deadlines are sent to nodes on it).
@@ -133,6 +135,7 @@ impl Coordinator {
             sessions: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             db: pool,
+            jobs_finished: tokio::sync::watch::Sender::new(0),
         });
         tokio::spawn(verifier(Arc::clone(&coordinator), checks));
         coordinator.apply(effects);
@@ -226,7 +229,10 @@ impl Coordinator {
                 Effect::Slash { node, operator, evidence, slashed_nano } => {
                     tracing::warn!(%node, %operator, task = evidence.task, reason = %evidence.reason, slashed_nano, "fraud proven; stake slashed");
                 }
-                Effect::JobFinished { job, state } => tracing::info!(job, ?state, "job finished"),
+                Effect::JobFinished { job, state } => {
+                    tracing::info!(job, ?state, "job finished");
+                    self.jobs_finished.send_modify(|n| *n += 1);
+                }
                 Effect::JobReopened { job, task } => {
                     tracing::warn!(job, task, "job reopened: a provisional result was revoked")
                 }

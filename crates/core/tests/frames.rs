@@ -1892,3 +1892,73 @@ fn a_client_cancels_its_job_and_gets_its_escrow_back() {
     assert_eq!(one.core.cancel(one.now, &client, job).unwrap_err(), CancelError::AlreadyEnded);
     one.core.ledger().check_full().unwrap();
 }
+
+/// Protocol version 2: a node's tasks come in one `tasks` frame with their inputs inline, and its results go back
+/// in one signed `deliver` frame. Each item stands alone: honest results are verified and paid, an item whose bytes
+/// do not hash to its commitment is refused without touching its attempt, and a forged result delivered for that
+/// attempt later is slashed on the evidence of its `deliver` frame.
+#[test]
+fn version_2_batches_tasks_and_deliveries_and_judges_each_item() {
+    use neurolov_protocol::messages::InlineResult;
+    let mut one = One::new();
+    let mut reg = one.register_msg();
+    if let FromNode::Register { version, slots, .. } = &mut reg {
+        *version = 2;
+        *slots = 8;
+    }
+    one.send(&reg);
+    let challenge = one.last_task();
+    one.deliver(&challenge, false);
+    let client = Keypair::from_seed([7; 32]).id();
+    one.core.faucet(one.now, client).unwrap();
+    one.inbox.clear();
+    // 16 rows in 4-row tiles: four tasks, handed out in one event.
+    let (_, effects) = one.core.submit(one.now, client, matmul_spec(16, 4, 4, 1, 2), &one.store).unwrap();
+    one.absorb(&effects);
+    let frames: Vec<&Vec<Task>> =
+        one.inbox.iter().filter_map(|m| if let ToNode::Tasks { tasks } = m { Some(tasks) } else { None }).collect();
+    assert_eq!(frames.len(), 1, "one tasks frame, got {:?}", one.inbox);
+    let tasks = frames[0].clone();
+    assert_eq!(tasks.len(), 4);
+    assert!(tasks.iter().all(|t| matches!(&t.work, Work::Matmul { a: DataRef::Inline { .. }, .. })));
+    assert!(!one.inbox.iter().any(|m| matches!(m, ToNode::Task(_))));
+    let mut results: Vec<InlineResult> = tasks
+        .iter()
+        .map(|t| InlineResult::new(t.task_id, t.attempt, &matmul_answer(&one.store, &t.work, false)))
+        .collect();
+    // The last item's bytes do not hash to its commitment.
+    results[3].result_hash = results[0].result_hash.clone();
+    one.seq += 1;
+    let effects = one.send(&FromNode::Deliver { session: one.nonce.clone(), seq: one.seq, results, failed: vec![] });
+    let refused: Vec<_> = effects
+        .iter()
+        .filter_map(|e| {
+            if let Effect::Send { msg: ToNode::Error { code, message }, .. } = e { Some((code, message)) } else { None }
+        })
+        .collect();
+    assert!(
+        matches!(&refused[..], [(ErrorCode::Malformed, m)] if m.contains(&format!("task {}", tasks[3].task_id))),
+        "{refused:?}"
+    );
+    let accepted = effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Send { msg: ToNode::Verdict { accepted: true, .. }, .. }))
+        .count();
+    assert_eq!(accepted, 3, "{effects:?}");
+    // The refused item's attempt is still open: a forged result delivered for it now is judged, and slashed on the
+    // signed frame that carried it.
+    let forged = matmul_answer(&one.store, &tasks[3].work, true);
+    let item = InlineResult::new(tasks[3].task_id, tasks[3].attempt, &forged);
+    one.seq += 1;
+    let effects =
+        one.send(&FromNode::Deliver { session: one.nonce.clone(), seq: one.seq, results: vec![item], failed: vec![] });
+    let slashed: Vec<_> = effects
+        .iter()
+        .filter_map(|e| if let Effect::Slash { evidence, .. } = e { Some(evidence) } else { None })
+        .collect();
+    assert_eq!(slashed.len(), 1, "{effects:?}");
+    let signed: FromNode = slashed[0].commit.open().unwrap();
+    let forged_hash = blake3::hash(&forged).to_hex().to_string();
+    assert_eq!(signed.commitment(tasks[3].task_id, tasks[3].attempt), Some(forged_hash.as_str()));
+    assert_eq!(signed.inline_result(tasks[3].task_id, tasks[3].attempt), Some(forged));
+}
