@@ -22,6 +22,8 @@ pub(super) async fn migrate_jobs(pool: &SqlitePool) -> anyhow::Result<()> {
     if !columns.iter().any(|(c,)| c == "bytes") {
         sqlx::query("ALTER TABLE task_results ADD COLUMN bytes BLOB").execute(pool).await?;
     }
+    // A job's results are read by job (its result, its restore): without this each read scanned every result.
+    sqlx::query("CREATE INDEX IF NOT EXISTS task_results_by_job ON task_results (job)").execute(pool).await?;
     sqlx::query(
         "CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs (json_extract(doc, '$.client'), \
          json_extract(doc, '$.idempotency_key')) WHERE json_extract(doc, '$.idempotency_key') IS NOT NULL",
