@@ -10,8 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Procs, active_nodes, get_json, neurolov, post_signed_kp, put_blob, serve, serve_on, start_node, submit, temp_dir,
-    wait_for,
+    Procs, active_nodes, get_json, neurolov, post_signed_kp, put_blob, serve, start_node, submit, temp_dir, wait_for,
 };
 
 use futures_util::{SinkExt, StreamExt};

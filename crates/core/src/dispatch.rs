@@ -85,7 +85,7 @@ impl Core {
         let work = if self.registry.conn(conn).is_some_and(|c| c.version < 2) {
             // A version-1 node knows no inline inputs: it gets them as blobs.
             let (work, stored) = inline_to_blobs(&t.work);
-            self.effects.extend(stored.into_iter().map(|(hash, bytes)| Effect::StoreBlob { hash, bytes }));
+            self.effects.extend(stored);
             work
         } else {
             t.work.clone()
@@ -347,13 +347,13 @@ impl Core {
     }
 }
 
-/// `work` with its inline inputs turned into blob references, and the blobs to store for them.
-fn inline_to_blobs(work: &Work) -> (Work, Vec<(String, Arc<[u8]>)>) {
+/// `work` with its inline inputs turned into blob references, and the orders to store those blobs.
+fn inline_to_blobs(work: &Work) -> (Work, Vec<Effect>) {
     let mut stored = Vec::new();
     let mut to_blob = |r: &DataRef| match r.inline_bytes() {
         Some(bytes) => {
             let hash = crate::blob_hash(&bytes);
-            stored.push((hash.clone(), Arc::from(bytes)));
+            stored.push(Effect::StoreBlob { hash: hash.clone(), bytes: Arc::from(bytes) });
             DataRef::Blob { hash }
         }
         None => r.clone(),
