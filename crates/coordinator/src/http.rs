@@ -183,8 +183,8 @@ async fn node_session(coordinator: Arc<Coordinator>, socket: WebSocket) {
 }
 
 /// Frames a node may send per second, on average, and in a burst.
-pub const MAX_FRAMES_PER_SECOND: u32 = 200_000;
-const FRAME_BURST: f64 = 400_000.0;
+pub const MAX_FRAMES_PER_SECOND: u32 = 200;
+const FRAME_BURST: f64 = 400.0;
 /// Frames past the rate a connection may send before it is closed.
 const MAX_FRAMES_REFUSED: u32 = 1_000;
 
