@@ -241,6 +241,8 @@ fn start_coordinator<'a>(rt: &'a tokio::runtime::Runtime, data: &Path) -> anyhow
         blob_gc_interval: neurolov_coordinator::BLOB_GC_INTERVAL,
         blob_gc_grace: neurolov_coordinator::BLOB_GC_GRACE,
         result_retention: neurolov_coordinator::RESULT_RETENTION,
+        max_connections: neurolov_coordinator::MAX_CONNECTIONS,
+        max_connections_per_address: neurolov_coordinator::MAX_CONNECTIONS_PER_ADDRESS,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = rt.spawn(async move {

@@ -4,6 +4,7 @@
 
 mod demo;
 mod jobs;
+mod loadgen;
 mod net;
 mod npy;
 mod wallet;
@@ -72,6 +73,9 @@ enum Command {
     /// The ledger itself: `audit`.
     #[command(subcommand)]
     Ledger(wallet::LedgerCommand),
+    /// Many light node sessions against a coordinator on this machine: admission time, memory per session,
+    /// heartbeat round trips (`scripts/bench-sessions`).
+    Loadgen(loadgen::LoadgenArgs),
     /// Runs one untrusted kernel read from stdin (started by the sandbox; not for people).
     #[command(hide = true)]
     KernelWorker,
@@ -123,6 +127,7 @@ fn main() -> anyhow::Result<()> {
         Command::Wallet(cmd) => wallet::wallet(cmd),
         Command::Demo(args) => demo::demo(args),
         Command::Ledger(cmd) => wallet::ledger(cmd),
+        Command::Loadgen(args) => loadgen::loadgen(args),
         Command::KernelWorker => {
             neurolov_kernels::sandbox::serve_worker(std::io::stdin().lock(), std::io::stdout().lock())
                 .context("kernel worker pipe failed")?;

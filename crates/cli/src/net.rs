@@ -58,6 +58,33 @@ pub struct ServeArgs {
     /// Most disk space for blobs (job inputs and results), e.g. `64GiB`; uploads past it get 507.
     #[arg(long, default_value = "64GiB")]
     max_blob_store: String,
+    /// Most node connections at once. Each needs a file descriptor: the coordinator raises its soft limit as far
+    /// as the hard limit allows and says so when that is too low.
+    #[arg(long, default_value_t = neurolov_coordinator::MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Most node connections from one address (loopback is exempt); a load test from several 127.0.0.x addresses
+    /// raises it.
+    #[arg(long, default_value_t = neurolov_coordinator::MAX_CONNECTIONS_PER_ADDRESS)]
+    max_connections_per_address: usize,
+}
+
+/// File descriptors a coordinator needs beside its node connections: the database, blob files, HTTP clients.
+const RESERVED_FDS: u64 = 1_024;
+
+/// Raises the soft file-descriptor limit towards what `connections` sessions need (never above the hard limit) and
+/// warns when the hard limit is lower: past it connections are refused by the kernel, not by the coordinator.
+fn raise_fd_limit(connections: usize) {
+    let wanted = connections as u64 + RESERVED_FDS;
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(got) if got < wanted => tracing::warn!(
+            fd_limit = got,
+            max_connections = connections,
+            "the file-descriptor limit allows about {} node connections (raise the hard limit: ulimit -Hn)",
+            got.saturating_sub(RESERVED_FDS)
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read or raise the file-descriptor limit"),
+    }
 }
 
 #[derive(Args)]
@@ -227,7 +254,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             blob_gc_interval: std::time::Duration::from_millis(args.blob_gc_interval_ms),
             blob_gc_grace: std::time::Duration::from_millis(args.blob_gc_grace_ms),
             result_retention: std::time::Duration::from_millis(args.result_retention_ms),
+            max_connections: args.max_connections.max(1),
+            max_connections_per_address: args.max_connections_per_address.max(1),
         };
+        raise_fd_limit(cfg.max_connections);
         neurolov_coordinator::serve(listener, cfg).await
     })
 }

@@ -905,3 +905,41 @@ fn the_cli_runs_a_clients_own_matrices_and_kernel_and_cancels_a_job() {
     assert_eq!(ids, [waiting_id, wgsl_id, matmul_id], "{listed:?}");
     assert_ne!(funded, "", "no balance printed");
 }
+
+/// The session-capacity load generator against a real coordinator: sessions from two loopback source addresses
+/// register, pass attestation and heartbeat, and their round trips are measured; the per-address cap refuses the
+/// sessions past it with a clear reason, and a coordinator that is not on loopback is refused by the generator.
+#[test]
+fn the_load_generator_admits_attests_and_measures_sessions_within_the_address_cap() {
+    let dir = temp_dir("loadgen");
+    let mut procs = Procs(Vec::new());
+    // Challenges small enough for the generator to compute (16³; a test network's 64³ is 16 KiB, past inline size).
+    let serve = ["--listen", "127.0.0.1:0", "--heartbeat-ms", "500", "--attestation-size", "16"];
+    let cap = ["--max-attestation-size", "16", "--max-connections-per-address", "30"];
+    let url = common::serve_args(&mut procs, &dir, &[&serve[..], &cap[..]].concat());
+    let run = |sessions: &str, sources: &str| {
+        let out = neurolov()
+            .args(["loadgen", "--coordinator", &url, "--sessions", sessions, "--sources", sources])
+            .args(["--phases", "100:1", "--admit-timeout-s", "20", "--json"])
+            .output()
+            .expect("loadgen runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("a json report")
+    };
+    let report = run("40", "127.0.0.2,127.0.0.3");
+    assert_eq!((report["registered"].as_u64(), report["failed"].as_u64()), (Some(40), Some(0)), "{report}");
+    // `attested` is the coordinator's own count (`/v1/stats`), read while the sessions were open.
+    assert!(report["attested"].as_u64() >= Some(40), "{report}");
+    let phase = &report["phases"][0];
+    assert!(phase["samples"].as_u64() >= Some(40), "every session measured a heartbeat: {phase}");
+    assert!(phase["rtt_p99_ms"].as_f64() > Some(0.0), "{phase}");
+
+    // 35 from one address (the first run's sessions ended with it): 30 fit under the cap, 5 are refused.
+    let capped = run("35", "127.0.0.2");
+    assert_eq!((capped["registered"].as_u64(), capped["failed"].as_u64()), (Some(30), Some(5)), "{capped}");
+    assert!(capped["failure_reasons"].to_string().contains("429"), "{capped}");
+
+    let refused = neurolov().args(["loadgen", "--coordinator", "http://192.0.2.1:7070"]).output().expect("runs");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("loopback"));
+}

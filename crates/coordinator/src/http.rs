@@ -109,18 +109,24 @@ async fn node_socket(
         return error(StatusCode::FORBIDDEN, "node sockets are opened by nodes or by this coordinator's own pages");
     }
     if !app.coordinator.admit_address(peer.ip()) {
-        let why = format!("at most {} node connections per address", crate::MAX_CONNECTIONS_PER_ADDRESS);
+        let why = format!("at most {} node connections per address", app.coordinator.max_connections_per_address);
         return error(StatusCode::TOO_MANY_REQUESTS, why);
     }
     let coordinator = Arc::clone(&app.coordinator);
     let failed = Arc::clone(&app.coordinator);
     ws.max_message_size(neurolov_protocol::envelope::MAX_PAYLOAD_BYTES * 2 + 1024)
+        .read_buffer_size(SESSION_READ_BUFFER_BYTES)
+        .write_buffer_size(0)
         .on_failed_upgrade(move |_| failed.release_address(peer.ip()))
         .on_upgrade(move |socket| async move {
             node_session(Arc::clone(&coordinator), socket).await;
             coordinator.release_address(peer.ip());
         })
 }
+
+/// Bytes read from a node's socket at once. Most frames are a few hundred bytes; tungstenite's default (128 KiB per
+/// connection, allocated up front) cost 150 KiB of memory per idle session (`scripts/bench-sessions`).
+const SESSION_READ_BUFFER_BYTES: usize = 8 * 1024;
 
 async fn node_session(coordinator: Arc<Coordinator>, socket: WebSocket) {
     let Some((conn, mut outbound)) = coordinator.open_conn() else {
@@ -149,15 +155,7 @@ async fn node_session(coordinator: Arc<Coordinator>, socket: WebSocket) {
                         }
                         continue;
                     }
-                    let c = Arc::clone(&coordinator);
-                    // Parsing and the signature check need no state: they run before the core is locked. Results
-                    // are checked off the lock too (see `Effect::Verify`).
-                    let done = tokio::task::spawn_blocking(move || {
-                        let opened = neurolov_core::open_frame(text.as_str());
-                        c.with_core(|core, blobs| ((), core.frame_opened(now_ms(), conn, opened, blobs)));
-                    })
-                    .await;
-                    if done.is_err() {
+                    if handle_frame(&coordinator, conn, text.as_str()).await.is_err() {
                         break;
                     }
                 }
@@ -180,6 +178,43 @@ async fn node_session(coordinator: Arc<Coordinator>, socket: WebSocket) {
         }
     }
     coordinator.close_conn(conn);
+}
+
+/// Frames up to this size are opened (parsed, signature checked: tens of µs) on the session's own task; larger ones
+/// on a blocking thread, so that a 128 KiB delivery does not hold an async worker.
+const OPEN_IN_PLACE_BYTES: usize = 4 * 1024;
+
+/// One node frame, into the core. Parsing and the signature check need no state: they run before the core is locked;
+/// results are checked off the lock too (see `Effect::Verify`). A heartbeat — what tens of thousands of idle nodes
+/// send — is handled in place when the core's lock is free: a hand-off to a blocking thread per heartbeat cost more
+/// CPU in thread wake-ups than the heartbeat itself (`scripts/bench-sessions`). Every other frame, and a heartbeat
+/// that finds the core busy, goes to a blocking thread (a frame may wait on the lock, or dispatch work that writes
+/// blob files). An error means the blocking thread panicked.
+async fn handle_frame(coordinator: &Arc<Coordinator>, conn: neurolov_core::ConnId, text: &str) -> Result<(), ()> {
+    type CoreCall =
+        Box<dyn FnOnce(&mut neurolov_core::Core, &crate::BlobDir) -> ((), Vec<neurolov_core::Effect>) + Send>;
+    let frame = move |opened: neurolov_core::Opened| -> CoreCall {
+        Box::new(move |core, blobs| ((), core.frame_opened(now_ms(), conn, opened, blobs)))
+    };
+    let c = Arc::clone(coordinator);
+    let done = if text.len() <= OPEN_IN_PLACE_BYTES {
+        let opened = neurolov_core::open_frame(text);
+        let heartbeat = matches!(opened, Ok((_, neurolov_protocol::FromNode::Heartbeat { .. })));
+        let call = frame(opened);
+        let call = if heartbeat {
+            match coordinator.try_with_core(call) {
+                Ok(()) => return Ok(()),
+                Err(call) => call,
+            }
+        } else {
+            call
+        };
+        tokio::task::spawn_blocking(move || c.with_core(call)).await
+    } else {
+        let text = text.to_string();
+        tokio::task::spawn_blocking(move || c.with_core(frame(neurolov_core::open_frame(&text)))).await
+    };
+    done.map_err(|_| ())
 }
 
 /// Frames a node may send per second, on average, and in a burst. A busy version-2 node sends about one `deliver`

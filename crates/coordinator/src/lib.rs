@@ -31,10 +31,12 @@ pub use blobs::BlobDir;
 /// Frames queued for one node before it counts as too slow and is disconnected.
 pub const MAX_OUTBOUND_FRAMES: usize = 256;
 pub use neurolov_protocol::messages::MAX_BLOB_BYTES;
-/// Most node connections at once.
+/// Default of [`ServeConfig::max_connections`]: most node connections at once. Each takes a file descriptor (the
+/// process's `RLIMIT_NOFILE` must allow it) and about 30 KiB of memory (`scripts/bench-sessions`).
 pub const MAX_CONNECTIONS: usize = 10_000;
-/// Node connections one network address may hold at once: one host cannot take every slot. 127.0.0.1 and ::1 are
-/// exempt, because a TLS proxy in front of the coordinator connects from there (limit per address in the proxy).
+/// Default of [`ServeConfig::max_connections_per_address`]: node connections one network address may hold at once,
+/// so that one host cannot take every slot. 127.0.0.1 and ::1 are exempt, because a TLS proxy in front of the
+/// coordinator connects from there (limit per address in the proxy).
 pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
 /// How old a served `/v1/stats` may be (it is computed at most this often).
 pub use money::STATS_MAX_AGE;
@@ -65,6 +67,11 @@ pub struct ServeConfig {
     /// How long a finished job's result is kept: then its task results are forgotten and their blobs collected (a
     /// read gets 410). Without a limit the blob store's quota fills for good.
     pub result_retention: Duration,
+    /// Most node connections at once (default [`MAX_CONNECTIONS`]).
+    pub max_connections: usize,
+    /// Most node connections from one address (default [`MAX_CONNECTIONS_PER_ADDRESS`]); a load test from several
+    /// loopback addresses raises it.
+    pub max_connections_per_address: usize,
 }
 
 /// Defaults of [`ServeConfig::blob_gc_interval`], [`ServeConfig::blob_gc_grace`] and
@@ -84,8 +91,11 @@ pub(crate) enum Outbound {
 pub struct Coordinator {
     core: Mutex<Core>,
     conns: Mutex<HashMap<ConnId, mpsc::Sender<Outbound>>>,
-    /// Open node connections per peer address (see [`MAX_CONNECTIONS_PER_ADDRESS`]).
+    /// Open node connections per peer address (see [`ServeConfig::max_connections_per_address`]).
     per_address: Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// [`ServeConfig::max_connections`] and [`ServeConfig::max_connections_per_address`].
+    pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_address: usize,
     next_conn: AtomicU64,
     pub(crate) blobs: BlobDir,
     store: mpsc::UnboundedSender<StoreMsg>,
@@ -127,6 +137,8 @@ impl Coordinator {
             core: Mutex::new(core),
             conns: Mutex::new(HashMap::new()),
             per_address: Mutex::new(HashMap::new()),
+            max_connections: cfg.max_connections,
+            max_connections_per_address: cfg.max_connections_per_address,
             next_conn: AtomicU64::new(1),
             blobs,
             store: tx,
@@ -165,6 +177,25 @@ impl Coordinator {
         };
         self.apply(effects);
         value
+    }
+
+    /// As [`Coordinator::with_core`] when the core's lock is free now; otherwise `f` comes back, for the caller to
+    /// run where waiting on the lock is allowed.
+    pub(crate) fn try_with_core<T, F>(&self, f: F) -> Result<T, F>
+    where
+        F: FnOnce(&mut Core, &BlobDir) -> (T, Vec<Effect>),
+    {
+        let (value, effects) = {
+            let mut core = match self.core.try_lock() {
+                Ok(core) => core,
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return Err(f),
+            };
+            let (value, effects) = f(&mut core, &self.blobs);
+            (value, self.persist(effects))
+        };
+        self.apply(effects);
+        Ok(value)
     }
 
     /// Sends the records among `effects` to the writer as one group and stages the blobs to store (readable at once,
@@ -270,7 +301,7 @@ impl Coordinator {
             Err(poisoned) => poisoned.into_inner(),
         };
         let open = counts.entry(peer).or_insert(0);
-        if *open >= MAX_CONNECTIONS_PER_ADDRESS && !exempt {
+        if *open >= self.max_connections_per_address && !exempt {
             return false;
         }
         *open += 1;
@@ -293,7 +324,7 @@ impl Coordinator {
             Ok(c) => c,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if conns.len() >= MAX_CONNECTIONS || self.stopping.load(Ordering::SeqCst) {
+        if conns.len() >= self.max_connections || self.stopping.load(Ordering::SeqCst) {
             return None;
         }
         self.sessions.fetch_add(1, Ordering::SeqCst);

@@ -43,22 +43,20 @@ pub fn serve_on(procs: &mut Procs, dir: &std::path::Path, listen: &str) -> Strin
 
 /// [`serve_on`] with more `serve` arguments.
 pub fn serve_with(procs: &mut Procs, dir: &std::path::Path, listen: &str, extra: &[&str]) -> String {
+    let test_network = ["--dev", "--heartbeat-ms", "500", "--attestation-size", "64", "--max-attestation-size", "256"];
+    let args: Vec<&str> = test_network
+        .into_iter()
+        .chain(["--tile-rows", "32", "--listen", listen])
+        .chain(extra.iter().copied())
+        .collect();
+    serve_args(procs, dir, &args)
+}
+
+/// A coordinator with exactly these `serve` arguments (and a data directory in `dir`); its URL.
+pub fn serve_args(procs: &mut Procs, dir: &std::path::Path, args: &[&str]) -> String {
     let mut child = neurolov()
-        .args([
-            "serve",
-            "--dev",
-            "--listen",
-            listen,
-            "--heartbeat-ms",
-            "500",
-            "--attestation-size",
-            "64",
-            "--max-attestation-size",
-            "256",
-            "--tile-rows",
-            "32",
-        ])
-        .args(extra)
+        .arg("serve")
+        .args(args)
         .arg("--data")
         .arg(dir.join("coordinator"))
         .stdout(Stdio::piped())
