@@ -243,6 +243,7 @@ fn start_coordinator<'a>(rt: &'a tokio::runtime::Runtime, data: &Path) -> anyhow
         result_retention: neurolov_coordinator::RESULT_RETENTION,
         max_connections: neurolov_coordinator::MAX_CONNECTIONS,
         max_connections_per_address: neurolov_coordinator::MAX_CONNECTIONS_PER_ADDRESS,
+        max_job_waiters: neurolov_coordinator::MAX_JOB_WAITERS,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = rt.spawn(async move {

@@ -66,6 +66,9 @@ pub struct ServeArgs {
     /// raises it.
     #[arg(long, default_value_t = neurolov_coordinator::MAX_CONNECTIONS_PER_ADDRESS)]
     max_connections_per_address: usize,
+    /// Most requests waiting for a job to end at once (`?wait_ms=`); past it a request is answered at once.
+    #[arg(long, default_value_t = neurolov_coordinator::MAX_JOB_WAITERS)]
+    max_job_waiters: usize,
 }
 
 /// File descriptors a coordinator needs beside its node connections: the database, blob files, HTTP clients.
@@ -256,6 +259,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             result_retention: std::time::Duration::from_millis(args.result_retention_ms),
             max_connections: args.max_connections.max(1),
             max_connections_per_address: args.max_connections_per_address.max(1),
+            max_job_waiters: args.max_job_waiters,
         };
         raise_fd_limit(cfg.max_connections);
         neurolov_coordinator::serve(listener, cfg).await

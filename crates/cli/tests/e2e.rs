@@ -943,3 +943,23 @@ fn the_load_generator_admits_attests_and_measures_sessions_within_the_address_ca
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("loopback"));
 }
+
+/// Requests waiting for a job to end are bounded: with room for one waiter, a second `?wait_ms=` request on a job
+/// that cannot end (no nodes) is answered at once with the job still running, while the first still waits.
+#[test]
+fn waiting_requests_past_the_cap_are_answered_at_once() {
+    let dir = temp_dir("waiters");
+    let mut procs = Procs(Vec::new());
+    let url = common::serve_with(&mut procs, &dir, "127.0.0.1:0", &["--max-job-waiters", "1"]);
+    let id = submit(&dir, &url, "2x2x2", false)["id"].as_u64().expect("a job id");
+    let waiting = format!("{url}/v1/jobs/{id}?wait_ms=30000");
+    let first = {
+        let waiting = waiting.clone();
+        std::thread::spawn(move || get_json(&waiting))
+    };
+    // The first request holds the only permit once it is in; the second finds none and is not held.
+    std::thread::sleep(Duration::from_millis(500));
+    let second = get_json(&waiting);
+    assert_eq!(second["state"], "running", "{second}");
+    assert!(!first.is_finished(), "the first request waits for the job (30 s) while the second was answered");
+}

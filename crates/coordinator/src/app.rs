@@ -19,6 +19,10 @@ pub(crate) struct App {
     /// The last `/v1/stats` and when it was computed: it walks every node and account under the core's lock, so it
     /// is computed at most once per [`crate::STATS_MAX_AGE`], however often it is asked for.
     pub(crate) stats: std::sync::Mutex<Option<(std::time::Instant, neurolov_core::NetworkStats)>>,
+    /// One permit per request waiting for a job to end (`?wait_ms=`, [`crate::ServeConfig::max_job_waiters`]): a held request costs its
+    /// sender a connection and the coordinator a task, so their number is bounded; past it a request is answered at
+    /// once, as if it had not asked to wait.
+    pub(crate) waiters: Arc<tokio::sync::Semaphore>,
 }
 
 pub(crate) type Shared = State<Arc<App>>;

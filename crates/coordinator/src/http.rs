@@ -29,6 +29,7 @@ const MAX_JSON_BYTES: usize = 1 << 20;
 
 pub(crate) fn router(coordinator: Arc<Coordinator>) -> Router {
     let app = Arc::new(App {
+        waiters: Arc::new(tokio::sync::Semaphore::new(coordinator.max_job_waiters)),
         coordinator,
         replay: ReplayCache::default(),
         uploads: Default::default(),
@@ -617,10 +618,14 @@ pub(crate) async fn job_status(
     }
 }
 
-/// A job's status once it has ended or `wait_ms` (at most [`MAX_JOB_WAIT_MS`]) has passed; an ended job is reported
-/// only once what it paid is on disk.
+/// A job's status once it has ended or `wait_ms` (at most [`MAX_JOB_WAIT_MS`], and none past
+/// [`crate::ServeConfig::max_job_waiters`] waiting requests) has passed; an ended job is reported only once what it paid is
+/// on disk.
 async fn status_after(app: &App, id: u64, wait_ms: u64) -> Result<api::JobStatus, Response> {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait_ms.min(MAX_JOB_WAIT_MS));
+    // Past the waiter cap a request is answered at once (its wait, a hint, is dropped).
+    let permit = if wait_ms > 0 { Arc::clone(&app.waiters).try_acquire_owned().ok() } else { None };
+    let wait_ms = if permit.is_some() { wait_ms.min(MAX_JOB_WAIT_MS) } else { 0 };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
     let mut finished = app.coordinator.jobs_finished.subscribe();
     let view = loop {
         finished.mark_unchanged();

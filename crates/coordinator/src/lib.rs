@@ -72,7 +72,13 @@ pub struct ServeConfig {
     /// Most node connections from one address (default [`MAX_CONNECTIONS_PER_ADDRESS`]); a load test from several
     /// loopback addresses raises it.
     pub max_connections_per_address: usize,
+    /// Most requests waiting for a job to end at once (`?wait_ms=`; default [`MAX_JOB_WAITERS`]); past it a request
+    /// is answered at once.
+    pub max_job_waiters: usize,
 }
+
+/// Default of [`ServeConfig::max_job_waiters`].
+pub const MAX_JOB_WAITERS: usize = 4_096;
 
 /// Defaults of [`ServeConfig::blob_gc_interval`], [`ServeConfig::blob_gc_grace`] and
 /// [`ServeConfig::result_retention`].
@@ -96,6 +102,7 @@ pub struct Coordinator {
     /// [`ServeConfig::max_connections`] and [`ServeConfig::max_connections_per_address`].
     pub(crate) max_connections: usize,
     pub(crate) max_connections_per_address: usize,
+    pub(crate) max_job_waiters: usize,
     next_conn: AtomicU64,
     pub(crate) blobs: BlobDir,
     store: mpsc::UnboundedSender<StoreMsg>,
@@ -139,6 +146,7 @@ impl Coordinator {
             per_address: Mutex::new(HashMap::new()),
             max_connections: cfg.max_connections,
             max_connections_per_address: cfg.max_connections_per_address,
+            max_job_waiters: cfg.max_job_waiters,
             next_conn: AtomicU64::new(1),
             blobs,
             store: tx,
