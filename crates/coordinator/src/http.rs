@@ -190,7 +190,9 @@ const OPEN_IN_PLACE_BYTES: usize = 4 * 1024;
 /// send — is handled in place when the core's lock is free: a hand-off to a blocking thread per heartbeat cost more
 /// CPU in thread wake-ups than the heartbeat itself (`scripts/bench-sessions`). Every other frame, and a heartbeat
 /// that finds the core busy, goes to a blocking thread (a frame may wait on the lock, or dispatch work that writes
-/// blob files). An error means the blocking thread panicked.
+/// blob files). A heartbeat can dispatch too — to a stale node it makes eligible again, and only a version-1 node's
+/// inline inputs become blob files (≤ 8 KiB each) — a rare, small write accepted on the async worker. An error means
+/// the blocking thread panicked.
 async fn handle_frame(coordinator: &Arc<Coordinator>, conn: neurolov_core::ConnId, text: &str) -> Result<(), ()> {
     type CoreCall =
         Box<dyn FnOnce(&mut neurolov_core::Core, &crate::BlobDir) -> ((), Vec<neurolov_core::Effect>) + Send>;
