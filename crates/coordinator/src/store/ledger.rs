@@ -146,8 +146,8 @@ pub async fn account_history(pool: &SqlitePool, account: AccountId, limit: u32) 
 /// the next numbers), then every transfer in order from `next_seq`, then both accounts' history entries of each,
 /// sorted. Returns the numbers given out and the next free position, for the caller to keep once the transaction
 /// commits.
-pub(super) async fn write_ledger(
-    tx: &mut sqlx::SqliteConnection,
+pub(super) fn write_ledger(
+    q: &mut super::Statements,
     nums: &HashMap<AccountId, i64>,
     next_seq: i64,
     changes: &[&Changes],
@@ -162,14 +162,14 @@ pub(super) async fn write_ledger(
     }
     let accounts: Vec<(i64, &Account)> =
         latest.into_values().map(|a| Ok((num(&a.id)?, a))).collect::<anyhow::Result<_>>()?;
-    write_accounts(tx, &accounts).await?;
+    write_accounts(q, &accounts);
     let rows: Vec<(i64, i64, i64, &Transfer)> = changes
         .iter()
         .flat_map(|c| &c.transfers)
         .zip(next_seq..)
         .map(|(t, seq)| Ok((seq, num(&t.debit)?, num(&t.credit)?, t)))
         .collect::<anyhow::Result<_>>()?;
-    write_transfers(tx, &rows).await?;
+    write_transfers(q, &rows);
     Ok((fresh, next_seq + rows.len() as i64))
 }
 
@@ -187,9 +187,9 @@ fn number_new_accounts(nums: &HashMap<AccountId, i64>, changes: &[&Changes]) -> 
 }
 
 /// Each touched account once, in its latest state (inserted, or its totals updated).
-async fn write_accounts(tx: &mut sqlx::SqliteConnection, accounts: &[(i64, &Account)]) -> anyhow::Result<()> {
+fn write_accounts(q: &mut super::Statements, accounts: &[(i64, &Account)]) {
     for chunk in accounts.chunks(TRANSFERS_PER_STATEMENT) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        q.push(
             "INSERT INTO ledger_accounts (num, id, kind, flags, owner, created_ms, debits_pending, debits_posted, \
              credits_pending, credits_posted) ",
         );
@@ -208,17 +208,15 @@ async fn write_accounts(tx: &mut sqlx::SqliteConnection, accounts: &[(i64, &Acco
         q.push(
             " ON CONFLICT(num) DO UPDATE SET debits_pending = excluded.debits_pending, \
              debits_posted = excluded.debits_posted, credits_pending = excluded.credits_pending, \
-             credits_posted = excluded.credits_posted",
+             credits_posted = excluded.credits_posted;\n",
         );
-        q.build().execute(&mut *tx).await?;
     }
-    Ok(())
 }
 
 /// The transfers in order as (seq, debit number, credit number, transfer), then both sides' history entries.
-async fn write_transfers(tx: &mut sqlx::SqliteConnection, rows: &[(i64, i64, i64, &Transfer)]) -> anyhow::Result<()> {
+fn write_transfers(q: &mut super::Statements, rows: &[(i64, i64, i64, &Transfer)]) {
     for chunk in rows.chunks(TRANSFERS_PER_STATEMENT) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        q.push(
             "INSERT INTO ledger_transfers (seq, id, debit, credit, amount, pending_id, timeout_ms, flags, code, \
              user_data, timestamp_ms) ",
         );
@@ -235,7 +233,7 @@ async fn write_transfers(tx: &mut sqlx::SqliteConnection, rows: &[(i64, i64, i64
                 .push_bind(t.user_data as i64)
                 .push_bind(t.timestamp_ms as i64);
         });
-        q.build().execute(&mut *tx).await?;
+        q.push(";\n");
     }
     // In key order, the entries land in each account's last page one after another instead of all over the tree.
     let mut history: Vec<(i64, i64)> =
@@ -243,11 +241,10 @@ async fn write_transfers(tx: &mut sqlx::SqliteConnection, rows: &[(i64, i64, i64
     history.sort_unstable();
     history.dedup();
     for chunk in history.chunks(HISTORY_PER_STATEMENT) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO ledger_history (account, seq) ");
+        q.push("INSERT INTO ledger_history (account, seq) ");
         q.push_values(chunk, |mut row, (account, seq)| {
             row.push_bind(*account).push_bind(*seq);
         });
-        q.build().execute(&mut *tx).await?;
+        q.push(";\n");
     }
-    Ok(())
 }
