@@ -114,7 +114,15 @@ pub struct JobCreated {
     /// round trip and the coordinator a second commit wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<JobStatus>,
+    /// With `?wait_ms=`, a job that is done and whose result is small (at most [`MAX_RESULT_IN_REPLY_BYTES`], kept in
+    /// the database): the result itself, standard base64 of the bytes `GET /v1/jobs/{id}/result` returns. A sync
+    /// client then has its answer in one request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
 }
+
+/// Largest result that rides in the reply of a waited-for submission ([`JobCreated::result`]).
+pub const MAX_RESULT_IN_REPLY_BYTES: usize = 64 * 1024;
 
 /// Where a job stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

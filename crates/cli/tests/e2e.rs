@@ -963,3 +963,28 @@ fn waiting_requests_past_the_cap_are_answered_at_once() {
     assert_eq!(second["state"], "running", "{second}");
     assert!(!first.is_finished(), "the first request waits for the job (30 s) while the second was answered");
 }
+
+/// A sync client's whole round trip is one request: `POST /v1/jobs?wait_ms=` answers once the job is done and
+/// durable, with a small result inside the reply — the same bytes its client reads with `GET /v1/jobs/{id}/result`.
+#[test]
+fn a_waited_submission_carries_its_small_result() {
+    let dir = temp_dir("waited");
+    let mut procs = Procs(Vec::new());
+    let url = serve(&mut procs, &dir);
+    start_node(&mut procs, &dir, &url, "n", "cpu");
+    wait_for("the node's attestation", Duration::from_secs(60), || active_nodes(&url) >= 1);
+    submit(&dir, &url, "1x1x1", true); // funds the client key
+    let client = dir.join("client.json");
+    let kp = Keypair::from_solana_json(&std::fs::read_to_string(&client).unwrap()).unwrap();
+    let job = serde_json::json!({"kind": "matmul", "m": 3, "n": 5, "k": 4, "a": {"seed": 11}, "b": {"seed": 12}});
+    let reply = post_signed_kp(&url, &kp, "/v1/jobs?wait_ms=30000", &job);
+    assert_eq!(reply["status"]["state"], "done", "{reply}");
+    use base64::Engine;
+    let inline = base64::engine::general_purpose::STANDARD.decode(reply["result"].as_str().expect("a result")).unwrap();
+    let id = reply["id"].as_u64().unwrap();
+    assert_eq!(common::get_result(&url, Some(&client), id), (200, inline.clone()));
+    check_result(&dir, &url, id, 3, 5, 4);
+    // Without waiting there is nothing to carry.
+    let reply = post_signed_kp(&url, &kp, "/v1/jobs", &job);
+    assert!(reply.get("result").is_none(), "{reply}");
+}

@@ -369,7 +369,7 @@ pub(crate) async fn submit_job(
             },
         };
         if let Some(id) = known {
-            return (StatusCode::OK, Json(api::JobCreated { id, status: None })).into_response();
+            return (StatusCode::OK, Json(api::JobCreated { id, status: None, result: None })).into_response();
         }
     }
     // Cheap checks and the client's funds come first: nothing is read, generated or stored for a request that would
@@ -392,13 +392,16 @@ pub(crate) async fn submit_job(
     match outcome {
         Ok(Ok(id)) if q.wait_ms > 0 => match status_after(&app, id, q.wait_ms).await {
             // Durable: the status flushed after the submission's records.
-            Ok(status) => (StatusCode::CREATED, Json(api::JobCreated { id, status: Some(status) })).into_response(),
+            Ok(status) => {
+                let result = small_result(&app, id, &status).await;
+                (StatusCode::CREATED, Json(api::JobCreated { id, status: Some(status), result })).into_response()
+            }
             Err(response) => response,
         },
         Ok(Ok(id)) => {
             // The job is acknowledged only once it is durable.
             app.coordinator.flush().await;
-            (StatusCode::CREATED, Json(api::JobCreated { id, status: None })).into_response()
+            (StatusCode::CREATED, Json(api::JobCreated { id, status: None, result: None })).into_response()
         }
         Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -599,6 +602,26 @@ async fn find_job(app: &App, id: u64) -> Result<Option<(JobView, Option<Vec<Stri
         Ok(stored) => Ok(stored.map(|s| (s.view, s.result))),
         Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the job from storage: {e}"))),
     }
+}
+
+/// A done job's result, base64, when every part of it is kept in the database and it is at most
+/// [`api::MAX_RESULT_IN_REPLY_BYTES`] (see [`api::JobCreated::result`]); `None` otherwise, and the client reads it
+/// with `GET /v1/jobs/{id}/result` as for any result.
+async fn small_result(app: &App, id: u64, status: &api::JobStatus) -> Option<String> {
+    use base64::Engine;
+    if status.state != api::JobState::Done {
+        return None;
+    }
+    let hashes = find_job(app, id).await.ok().flatten()?.1?;
+    let inline = crate::store::inline_results(&app.coordinator.db, id).await.ok()?;
+    let mut bytes = Vec::new();
+    for hash in &hashes {
+        bytes.extend_from_slice(inline.get(hash)?);
+        if bytes.len() > api::MAX_RESULT_IN_REPLY_BYTES {
+            return None;
+        }
+    }
+    Some(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
 #[derive(serde::Deserialize, utoipa::IntoParams)]

@@ -156,7 +156,9 @@ pub fn post_signed_status(
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
         let mut req = reqwest::Client::new().post(format!("{url}{path}")).body(body.clone());
-        for (h, v) in neurolov_coordinator::auth::sign(kp, "POST", path, now, &body) {
+        // The path is signed without its query (`?wait_ms=`), as clients sign.
+        let signed = path.split('?').next().unwrap_or(path);
+        for (h, v) in neurolov_coordinator::auth::sign(kp, "POST", signed, now, &body) {
             req = req.header(h, v);
         }
         let resp = req.header("content-type", "application/json").send().await.expect("post");

@@ -1,7 +1,10 @@
-//! Embedded SQLite storage: one file (`coordinator.db` in the data directory), WAL journal, `synchronous=FULL` so a
-//! committed transaction survives a power cut. The core's [`Record`]s are written by one writer task in batches
-//! (one transaction per batch); a caller that must not answer before its records are durable (a job submission)
-//! waits for a flush. At start the records are read back into a [`Restored`] for [`neurolov_core::Core::restore`].
+//! Embedded SQLite storage: one file (`coordinator.db` in the data directory), WAL journal. The core's [`Record`]s
+//! are written by one writer task in batches (one transaction per batch, its statements in one call). A commit is
+//! written at once (`synchronous=NORMAL`: it survives the process being killed) and forced to disk — an fsync of the
+//! WAL, which covers every earlier commit too — before anyone is told of it: a caller that must not answer before its
+//! records are durable (a job submission, a transfer) waits for a flush, and a batch in which a job ends is synced
+//! (its client is told next). Nothing stays off the disk longer than [`MAX_UNSYNCED`]: a power cut loses at most
+//! that much of what nobody was told, where an fsync per commit had cost every commit 300 µs here. At start the records are read back into a [`Restored`] for [`neurolov_core::Core::restore`].
 //! Records are stored as JSON documents (`docs.rs`; the core's own types stay serde-free), except the ledger's
 //! (`ledger.rs`), which get columns: accounts with their totals (128-bit values as 16-byte big-endian blobs) and the
 //! transfer log in the order it was applied. Each account also gets a small integer number, and transfers name their
@@ -32,6 +35,9 @@ use ledger::{load_ledger, migrate_history, write_ledger};
 
 /// Records written per transaction at most (one event's records are never split).
 const MAX_BATCH: usize = 4096;
+/// Longest a commit nobody waits on stays off the disk (in the OS's cache: safe from the process being killed, not
+/// from a power cut) before the writer forces it there.
+const MAX_UNSYNCED: std::time::Duration = std::time::Duration::from_millis(200);
 /// SQLite page cache (KiB).
 const CACHE_KIB: u32 = 64 * 1024;
 
@@ -46,9 +52,17 @@ pub enum StoreMsg {
     ExpireResults(u64, oneshot::Sender<u64>),
 }
 
-/// The writer's handle on the database: the pool, and each ledger account's number.
+/// The writer's handle on the database: the pool, its own connection, and each ledger account's number.
 pub struct Store {
     pool: SqlitePool,
+    /// The writer's own connection. It commits with `synchronous=NORMAL` (the WAL is written, which survives the
+    /// process being killed, but not forced to disk); a commit someone waits on then forces the WAL to disk with one
+    /// fsync, which covers every earlier commit's frames too (`Store::commit_with`).
+    conn: sqlx::SqliteConnection,
+    /// The WAL file, to fsync.
+    wal: std::path::PathBuf,
+    /// When the oldest commit not yet forced to disk was made.
+    unsynced_since: Option<std::time::Instant>,
     nums: HashMap<AccountId, i64>,
     /// The next transfer's position in the log (history entries name transfers by it).
     next_seq: i64,
@@ -62,9 +76,9 @@ pub async fn open(path: &Path) -> anyhow::Result<(Store, Restored)> {
         .synchronous(SqliteSynchronous::Full)
         // The transfer indexes grow with random keys: a larger page cache keeps their inserts off the disk.
         .pragma("cache_size", format!("-{}", CACHE_KIB));
-    // Two connections: the writer's, and one for the reads of requests (account histories, archived jobs), which WAL
-    // lets run beside the writer's transactions instead of waiting for them.
-    let pool = SqlitePoolOptions::new().max_connections(2).connect_with(options).await?;
+    // The writer has a connection of its own (`Store::conn`); the pool serves the reads of requests (account
+    // histories, archived jobs), which WAL lets run beside the writer's transactions instead of waiting for them.
+    let pool = SqlitePoolOptions::new().max_connections(2).connect_with(options.clone()).await?;
     create_schema(&pool, path).await?;
     let mut restored = Restored::default();
     for (doc,) in sqlx::query_as::<_, (String,)>("SELECT doc FROM nodes").fetch_all(&pool).await? {
@@ -87,7 +101,9 @@ pub async fn open(path: &Path) -> anyhow::Result<(Store, Restored)> {
     restored.ledger_transfers = transfers;
     let (last_seq,) =
         sqlx::query_as::<_, (i64,)>("SELECT COALESCE(MAX(seq), 0) FROM ledger_transfers").fetch_one(&pool).await?;
-    Ok((Store { pool, nums, next_seq: last_seq + 1 }, restored))
+    let conn = sqlx::ConnectOptions::connect(&options.synchronous(SqliteSynchronous::Normal)).await?;
+    let wal = path.with_file_name(format!("{}-wal", path.file_name().and_then(|n| n.to_str()).unwrap_or_default()));
+    Ok((Store { pool, conn, wal, unsynced_since: None, nums, next_seq: last_seq + 1 }, restored))
 }
 
 /// The tables, created if missing, and what older databases lack added.
@@ -171,7 +187,19 @@ impl Store {
 
 /// The writer task: commits records in batches until every sender is gone.
 pub async fn writer(mut store: Store, mut rx: mpsc::UnboundedReceiver<StoreMsg>) {
-    while let Some(first) = rx.recv().await {
+    loop {
+        // Commits nobody waits on reach the disk within MAX_UNSYNCED_MS even when nothing else comes.
+        let first = match store.unsynced_since {
+            Some(since) => match tokio::time::timeout_at((since + MAX_UNSYNCED).into(), rx.recv()).await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(_) => StoreMsg::Records(Vec::new()),
+            },
+            None => match rx.recv().await {
+                Some(m) => m,
+                None => break,
+            },
+        };
         let mut batch = vec![first];
         let mut count = 0;
         while count < MAX_BATCH {
@@ -196,7 +224,15 @@ pub async fn writer(mut store: Store, mut rx: mpsc::UnboundedReceiver<StoreMsg>)
             }
         }
         let started = std::time::Instant::now();
-        if let Err(e) = store.commit(&records).await {
+        // Someone waits on these records (a job's client, a transfer's sender), or soon will (a job ended: its
+        // client is told once it is on disk): they, and every commit before them, go to disk now. Otherwise the
+        // fsync waits for the next such commit, at most MAX_UNSYNCED.
+        let job_ended = records.iter().any(|r| matches!(r, Record::Job(j) if j.finished_ms.is_some()));
+        let durable = job_ended
+            || !flushes.is_empty()
+            || !expiries.is_empty()
+            || store.unsynced_since.is_some_and(|since| since.elapsed() >= MAX_UNSYNCED);
+        if let Err(e) = store.commit_with(&records, durable).await {
             // Losing durability silently would be worse than stopping: the coordinator cannot go on.
             tracing::error!(error = %e, "storage write failed; stopping");
             std::process::exit(70);
@@ -204,6 +240,7 @@ pub async fn writer(mut store: Store, mut rx: mpsc::UnboundedReceiver<StoreMsg>)
         tracing::debug!(
             records = records.len(),
             flushes = flushes.len(),
+            durable,
             commit_us = started.elapsed().as_micros() as u64,
             "committed"
         );
@@ -220,21 +257,41 @@ pub async fn writer(mut store: Store, mut rx: mpsc::UnboundedReceiver<StoreMsg>)
             }
         }
     }
+    if let Err(e) = store.commit_with(&[], true).await {
+        tracing::error!(error = %e, "last storage sync failed");
+    }
 }
 
 impl Store {
-    /// Commits `records` in one transaction.
+    /// Commits `records` in one transaction, on disk when this returns.
     pub async fn commit(&mut self, records: &[Record]) -> anyhow::Result<()> {
-        let (fresh, next_seq) = commit(&self.pool, &self.nums, self.next_seq, records).await?;
-        self.nums.extend(fresh);
-        self.next_seq = next_seq;
+        self.commit_with(records, true).await
+    }
+
+    /// Commits `records` in one transaction. `durable`: this commit and every earlier one are on disk when this
+    /// returns (the WAL is fsynced, which covers the frames of earlier commits too); otherwise they survive the
+    /// process being killed and reach the disk with the next durable commit.
+    pub async fn commit_with(&mut self, records: &[Record], durable: bool) -> anyhow::Result<()> {
+        if !records.is_empty() {
+            let (fresh, next_seq) = commit(&mut self.conn, &self.nums, self.next_seq, records).await?;
+            self.nums.extend(fresh);
+            self.next_seq = next_seq;
+            self.unsynced_since.get_or_insert_with(std::time::Instant::now);
+        }
+        if durable && self.unsynced_since.is_some() {
+            let wal = self.wal.clone();
+            tokio::task::spawn_blocking(move || std::fs::File::open(&wal)?.sync_data())
+                .await?
+                .map_err(|e| anyhow::anyhow!("syncing {}: {e}", self.wal.display()))?;
+            self.unsynced_since = None;
+        }
         Ok(())
     }
 }
 
-/// The statements of one commit with their arguments, handed to SQLite in one call. Run one at a time, each
-/// statement cost a round trip to sqlx's worker thread (30–40 µs here): half of a small commit, and with a sync job's
-/// two commits a third of its latency (`scripts/bench-e2e`).
+/// The statements of one commit with their arguments, handed to SQLite in one call, transaction and all. Run one at a
+/// time, each statement cost a round trip to sqlx's worker thread (40–80 µs here): most of a small commit, and with
+/// a sync job's two commits a third of its latency (`scripts/bench-e2e`).
 pub(super) type Statements = sqlx::QueryBuilder<sqlx::Sqlite>;
 
 /// Appends one statement to `q`: `sql` with each `?` bound to the next value.
@@ -251,28 +308,28 @@ macro_rules! statement {
     }};
 }
 
+/// Writes `records` in one transaction on the writer's connection: the account numbers it gave new accounts, and
+/// the next transfer position.
 async fn commit(
-    pool: &SqlitePool,
+    conn: &mut sqlx::SqliteConnection,
     nums: &HashMap<AccountId, i64>,
     next_seq: i64,
     records: &[Record],
 ) -> anyhow::Result<(HashMap<AccountId, i64>, i64)> {
-    if records.is_empty() {
-        return Ok((HashMap::new(), next_seq));
-    }
-    let mut q = Statements::new("");
+    let mut q = Statements::new("BEGIN IMMEDIATE;\n");
     for r in records {
         write_record(&mut q, r)?;
     }
     let ledger: Vec<&Changes> =
         records.iter().filter_map(|r| if let Record::Ledger(c) = r { Some(&**c) } else { None }).collect();
     let written = write_ledger(&mut q, nums, next_seq, &ledger)?;
-    let mut tx = pool.begin().await?;
-    if !q.sql().as_str().is_empty() {
-        // Not kept in the prepared-statement cache: each commit's text is its own.
-        q.build().persistent(false).execute(&mut *tx).await?;
+    q.push("COMMIT;");
+    // Not kept in the prepared-statement cache: each commit's text is its own.
+    if let Err(e) = q.build().persistent(false).execute(&mut *conn).await {
+        // A statement failed inside the transaction: undo the rest of it, so the connection can be used again.
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        return Err(e.into());
     }
-    tx.commit().await?;
     Ok(written)
 }
 
@@ -326,6 +383,34 @@ mod tests {
     use neurolov_ledger::{Bucket, Kind, Ledger, Transfer, TransferId, account_flags, codes};
 
     use super::*;
+
+    /// A commit nobody waits on is left for the next durable one to force to disk (a durable call with nothing to
+    /// write still syncs what waits), and a failed commit leaves nothing of itself and the connection usable.
+    #[tokio::test]
+    async fn deferred_commits_reach_the_disk_with_the_next_durable_one_and_failed_ones_leave_nothing() {
+        let dir = std::env::temp_dir().join(format!("neurolov-store-sync-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("coordinator.db");
+        let (mut store, _) = open(&path).await.unwrap();
+        assert!(store.wal.exists(), "{}", store.wal.display());
+        store.commit_with(&[Record::Ids { next_job: 5, next_task: 7 }], false).await.unwrap();
+        assert!(store.unsynced_since.is_some());
+        store.commit_with(&[], true).await.unwrap();
+        assert!(store.unsynced_since.is_none());
+        // A commit whose second statement fails (its table is gone) leaves its first undone.
+        sqlx::query("ALTER TABLE nodes RENAME TO nodes_away").execute(&store.pool).await.unwrap();
+        let gone = neurolov_protocol::Keypair::from_seed([4; 32]).id();
+        let failing = [Record::Ids { next_job: 9, next_task: 9 }, Record::NodeForgotten { id: gone }];
+        assert!(store.commit_with(&failing, true).await.is_err());
+        sqlx::query("ALTER TABLE nodes_away RENAME TO nodes").execute(&store.pool).await.unwrap();
+        store.commit_with(&[Record::Ids { next_job: 6, next_task: 8 }], true).await.unwrap();
+        store.pool.close().await;
+        drop(store);
+        let (_, restored) = open(&path).await.unwrap();
+        assert_eq!((restored.next_job, restored.next_task), (6, 8));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// A database whose history lives in two indexes on the transfer log (before `ledger_history`) is migrated on
     /// open and serves the same histories, newest first, with both sides of every transfer.
