@@ -317,9 +317,35 @@ async fn commit(
     records: &[Record],
 ) -> anyhow::Result<(HashMap<AccountId, i64>, i64)> {
     let mut q = Statements::new("BEGIN IMMEDIATE;\n");
-    for r in records {
+    // A node's or a job's document is written whole, so only its last version in the batch (or the node's removal)
+    // needs writing: a batch of verified results held one per result, each parsed and written for nothing.
+    let mut last_node = HashMap::new();
+    let mut last_job = HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        match r {
+            Record::Node(n) => last_node.insert(n.id, i),
+            Record::NodeForgotten { id } => last_node.insert(*id, i),
+            Record::Job(j) => last_job.insert(j.id, i),
+            _ => None,
+        };
+    }
+    let mut results = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        match r {
+            Record::Node(n) if last_node.get(&n.id) != Some(&i) => continue,
+            Record::Job(j) if last_job.get(&j.id) != Some(&i) => continue,
+            // Task results in a row become one multi-row statement.
+            Record::TaskResult { job, task, result_hash, inline } => {
+                results.push((*task, *job, result_hash, inline));
+                continue;
+            }
+            Record::Ledger(_) => continue,
+            _ => {}
+        }
+        write_task_results(&mut q, &mut results);
         write_record(&mut q, r)?;
     }
+    write_task_results(&mut q, &mut results);
     let ledger: Vec<&Changes> =
         records.iter().filter_map(|r| if let Record::Ledger(c) = r { Some(&**c) } else { None }).collect();
     let written = write_ledger(&mut q, nums, next_seq, &ledger)?;
@@ -331,6 +357,26 @@ async fn commit(
         return Err(e.into());
     }
     Ok(written)
+}
+
+/// Task results per multi-row INSERT (4 parameters each, well under SQLite's 32,766).
+const TASK_RESULTS_PER_STATEMENT: usize = 4_000;
+
+/// A run of task results (task, job, hash, bytes kept inline), in order, as multi-row statements; `results` is left
+/// empty.
+#[allow(clippy::type_complexity)]
+fn write_task_results(q: &mut Statements, results: &mut Vec<(u64, u64, &String, &Option<std::sync::Arc<[u8]>>)>) {
+    for chunk in results.chunks(TASK_RESULTS_PER_STATEMENT) {
+        q.push("INSERT OR REPLACE INTO task_results (task, job, hash, bytes) ");
+        q.push_values(chunk, |mut row, (task, job, hash, inline)| {
+            row.push_bind(*task as i64)
+                .push_bind(*job as i64)
+                .push_bind((*hash).clone())
+                .push_bind(inline.as_deref().map(<[u8]>::to_vec));
+        });
+        q.push(";\n");
+    }
+    results.clear();
 }
 
 /// One record's rows (all but the ledger's, which `write_ledger` writes for the whole event).
@@ -347,8 +393,7 @@ fn write_record(q: &mut Statements, r: &Record) -> anyhow::Result<()> {
             statement!(q, sql, j.id as i64, doc);
         }
         Record::TaskResult { job, task, result_hash, inline } => {
-            let sql = "INSERT OR REPLACE INTO task_results (task, job, hash, bytes) VALUES (?, ?, ?, ?)";
-            statement!(q, sql, *task as i64, *job as i64, result_hash.clone(), inline.as_deref().map(<[u8]>::to_vec));
+            write_task_results(q, &mut vec![(*task, *job, result_hash, inline)]);
         }
         // The ledger's changes are written together after the event's other records (`write_ledger`).
         Record::Ledger(_) => {}
