@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
 use neurolov_protocol::messages::{
-    ClaimedHardware, DataRef, GiveBack, InlineResult, NodeKind, Task, ToNode, Work, seeded_f32,
+    ClaimedHardware, DataRef, GiveBack, InlineResult, NodeKind, Task, ToNode, Work, seeded_f32_at,
 };
 use neurolov_protocol::{Envelope, FromNode, Keypair, PROTOCOL_VERSION};
 use tokio::sync::watch;
@@ -478,7 +478,13 @@ fn answer(tally: &Tally, text: &str) -> Vec<Reply> {
 
 /// C = A·B of a small seeded matmul task, as little-endian bytes.
 fn product(task: &Task) -> Option<Vec<u8>> {
-    let Work::Matmul { m, n, k, a: DataRef::Seeded { seed: sa, .. }, b: DataRef::Seeded { seed: sb, .. } } = &task.work
+    let Work::Matmul {
+        m,
+        n,
+        k,
+        a: DataRef::Seeded { seed: sa, offset: oa, .. },
+        b: DataRef::Seeded { seed: sb, offset: ob, .. },
+    } = &task.work
     else {
         return None;
     };
@@ -486,7 +492,7 @@ fn product(task: &Task) -> Option<Vec<u8>> {
     if (m * n) as u64 * k as u64 > MAX_CHALLENGE_MACS || m * n * 4 > neurolov_protocol::messages::INLINE_RESULT_BYTES {
         return None;
     }
-    let (a, b) = (seeded_f32(*sa, m * k), seeded_f32(*sb, k * n));
+    let (a, b) = (seeded_f32_at(*sa, *oa, m * k), seeded_f32_at(*sb, *ob, k * n));
     let mut c = vec![0f32; m * n];
     for i in 0..m {
         for p in 0..k {
@@ -581,12 +587,12 @@ mod tests {
                 m: n,
                 n,
                 k: n,
-                a: DataRef::Seeded { seed: 3, len: (n * n) as u64 },
-                b: DataRef::Seeded { seed: 4, len: (n * n) as u64 },
+                a: DataRef::Seeded { seed: 3, len: (n * n) as u64, offset: 0 },
+                b: DataRef::Seeded { seed: 4, len: (n * n) as u64, offset: 0 },
             },
         };
         let c = product(&task(16)).expect("small products are computed");
-        let (a, b) = (seeded_f32(3, 256), seeded_f32(4, 256));
+        let (a, b) = (seeded_f32_at(3, 0, 256), seeded_f32_at(4, 0, 256));
         let c01: f32 = (0..16).map(|p| a[p] * b[p * 16 + 1]).sum();
         let got = f32::from_le_bytes([c[4], c[5], c[6], c[7]]);
         assert!((got - c01).abs() <= 1e-4 * c01.abs().max(1.0), "{got} vs {c01}");

@@ -14,12 +14,12 @@ export function useLog(fn) {
 
 // ---- data ----
 async function floats(ref) {
-  if (ref.from === "seeded") return seeded(ref.seed, Number(ref.len));
+  if (ref.from === "seeded") return seeded(ref.seed, Number(ref.len), Number(ref.offset ?? 0));
   return new Float32Array(await bytes(ref));
 }
 
 async function bytes(ref) {
-  if (ref.from === "seeded") return seeded(ref.seed, Number(ref.len)).buffer;
+  if (ref.from === "seeded") return seeded(ref.seed, Number(ref.len), Number(ref.offset ?? 0)).buffer;
   if (ref.from === "inline") return fromBase64(ref.data).buffer;
   const resp = await fetch(`/v1/blobs/${ref.hash}`);
   if (!resp.ok) throw new Error(`blob ${ref.hash}: ${resp.status}`);

@@ -121,9 +121,12 @@ export function blake3Hex(bytes) {
 }
 
 // ---- the protocol's seeded generator (Mulberry32), bit for bit ----
-export function seeded(seed, len) {
+// `offset` values of the stream are skipped (protocol version 3: a row block of a seeded matrix): the state advances
+// by a constant per value, so the block starts from state0 + offset * 0x6d2b79f5 (mod 2^32).
+export function seeded(seed, len, offset = 0) {
   seed = BigInt(seed);
-  let s = Number(seed & 0xffffffffn) ^ Number((seed >> 32n) & 0xffffffffn);
+  const s0 = (Number(seed & 0xffffffffn) ^ Number((seed >> 32n) & 0xffffffffn)) >>> 0;
+  let s = Number((BigInt(s0) + BigInt(offset) * 0x6d2b79f5n) & 0xffffffffn);
   const out = new Float32Array(len);
   for (let i = 0; i < len; i++) {
     s = (s + 0x6d2b79f5) >>> 0;

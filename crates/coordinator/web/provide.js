@@ -12,8 +12,9 @@ const HEARTBEAT_FALLBACK_MS = 30000;
 const RECONNECT_MS = 3000;
 /** Price asked, nano-NLOV per GFLOP (1 NLOV per TFLOP, as `neurolov node` by default). */
 const PRICE_NANO_PER_GFLOP = 1000000;
-/** Protocol version 2 (docs/PROTOCOL.md): tasks frames, inline inputs, small results inside a signed deliver frame. */
-const PROTOCOL_VERSION = 2;
+/** Protocol version 3 (docs/PROTOCOL.md): tasks frames, inline inputs, small results inside a signed deliver frame,
+ * blocks of seeded matrices (`offset`). */
+const PROTOCOL_VERSION = 3;
 /** Largest result delivered inside its frame rather than uploaded as a blob (the protocol's INLINE_RESULT_BYTES). */
 const INLINE_RESULT_BYTES = 8192;
 

@@ -6,7 +6,9 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use neurolov_protocol::Id;
-use neurolov_protocol::messages::{DataRef, Task, ToNode, WgslBuffer, Work};
+use neurolov_protocol::messages::{
+    DataRef, INLINE_INPUT_BYTES, PROTOCOL_VERSION, SEEDED_OFFSET_VERSION, Task, ToNode, WgslBuffer, Work,
+};
 use neurolov_scheduler::Requirements;
 
 use crate::nodes::operator_key;
@@ -82,9 +84,9 @@ impl Core {
             uploaded: None,
             dropped: false,
         });
-        let work = if self.registry.conn(conn).is_some_and(|c| c.version < 2) {
-            // A version-1 node knows no inline inputs: it gets them as blobs.
-            let (work, stored) = inline_to_blobs(&t.work);
+        let version = self.registry.conn(conn).map_or(PROTOCOL_VERSION, |c| c.version);
+        let work = if version < PROTOCOL_VERSION {
+            let (work, stored) = for_version(&t.work, version);
             self.effects.extend(stored);
             work
         } else {
@@ -347,16 +349,30 @@ impl Core {
     }
 }
 
-/// `work` with its inline inputs turned into blob references, and the orders to store those blobs.
-fn inline_to_blobs(work: &Work) -> (Work, Vec<Effect>) {
+/// `work` as a node of protocol `version` reads it, and the orders to store the blobs that takes: a block of a seeded
+/// matrix (`offset`, version 3) becomes its values — inline for version 2, a blob for version 1 — and inline inputs
+/// become blobs for version 1.
+fn for_version(work: &Work, version: u32) -> (Work, Vec<Effect>) {
     let mut stored = Vec::new();
-    let mut to_blob = |r: &DataRef| match r.inline_bytes() {
-        Some(bytes) => {
-            let hash = crate::blob_hash(&bytes);
-            stored.push(Effect::StoreBlob { hash: hash.clone(), bytes: Arc::from(bytes) });
-            DataRef::Blob { hash }
-        }
-        None => r.clone(),
+    let mut to_blob = |r: &DataRef| {
+        let bytes = match r {
+            DataRef::Seeded { seed, len, offset } if *offset > 0 && version < SEEDED_OFFSET_VERSION => {
+                let values = neurolov_protocol::messages::seeded_f32_at(*seed, *offset, *len as usize);
+                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                if version >= 2 && bytes.len() <= INLINE_INPUT_BYTES {
+                    return DataRef::inline(&bytes);
+                }
+                bytes
+            }
+            DataRef::Inline { .. } if version < 2 => match r.inline_bytes() {
+                Some(bytes) => bytes,
+                None => return r.clone(),
+            },
+            _ => return r.clone(),
+        };
+        let hash = crate::blob_hash(&bytes);
+        stored.push(Effect::StoreBlob { hash: hash.clone(), bytes: Arc::from(bytes) });
+        DataRef::Blob { hash }
     };
     let work = match work {
         Work::Matmul { m, n, k, a, b } => Work::Matmul { m: *m, n: *n, k: *k, a: to_blob(a), b: to_blob(b) },

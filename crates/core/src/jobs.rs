@@ -253,8 +253,8 @@ pub(crate) fn seeded_matmul(
         m,
         n,
         k,
-        a: DataRef::Seeded { seed: seed_a, len: (mu * ku) as u64 },
-        b: DataRef::Seeded { seed: seed_b, len: (ku * nu) as u64 },
+        a: DataRef::Seeded { seed: seed_a, len: (mu * ku) as u64, offset: 0 },
+        b: DataRef::Seeded { seed: seed_b, len: (ku * nu) as u64, offset: 0 },
     };
     let prepared = Arc::new(OnceLock::new());
     (work, MatmulOperands { a, b, rows: mu, n: nu, k: ku, prepared, verify_seed })
@@ -545,7 +545,7 @@ fn plan_matmul(
         _ => Inputs { a: load(a, mu * ku, blobs)?, b: load(b, ku * nu, blobs)? },
     };
     let b_ref = match b {
-        InputData::Seeded { seed } => DataRef::Seeded { seed: *seed, len: ku * nu },
+        InputData::Seeded { seed } => DataRef::Seeded { seed: *seed, len: ku * nu, offset: 0 },
         InputData::Blob { hash } => DataRef::Blob { hash: hash.clone() },
     };
     let mut tasks = Vec::new();
@@ -555,10 +555,13 @@ fn plan_matmul(
         let rows = tile.min(m - row);
         let block: Arc<[f32]> = a_all[(row as usize * k as usize)..((row + rows) as usize * k as usize)].into();
         let mut stored = Vec::new();
-        // A whole A is named as the client gave it; a small block of it travels inside its task frame, a larger one
-        // is stored as a blob of its own.
+        // A whole A is named as the client gave it, a block of a seeded A by its place in the seed's stream (nodes
+        // older than version 3 get it as data, see `dispatch::for_version`); a small block of a client's A travels
+        // inside its task frame, a larger one is stored as a blob of its own.
         let a_ref = match (a, rows == m) {
-            (InputData::Seeded { seed }, true) => DataRef::Seeded { seed: *seed, len: mu * ku },
+            (InputData::Seeded { seed }, _) => {
+                DataRef::Seeded { seed: *seed, len: u64::from(rows) * ku, offset: u64::from(row) * ku }
+            }
             (InputData::Blob { hash }, true) => DataRef::Blob { hash: hash.clone() },
             _ if block.len() * 4 <= INLINE_INPUT_BYTES => DataRef::inline(&f32_bytes(&block)),
             _ => {

@@ -19,8 +19,10 @@ impl FrameNow for Core {
 
 use common::{Db, Store};
 use neurolov_core::{Config, Core, Effect, InputData, JobSpec, JobState, NodeState};
-use neurolov_protocol::messages::{ClaimedHardware, DataRef, ErrorCode, NodeKind, Task, ToNode, Work, seeded_f32};
-use neurolov_protocol::{Envelope, FromNode, Keypair};
+use neurolov_protocol::messages::{
+    ClaimedHardware, DataRef, ErrorCode, NodeKind, Task, ToNode, Work, seeded_f32, seeded_f32_at,
+};
+use neurolov_protocol::{Envelope, FromNode, Keypair, PROTOCOL_VERSION};
 
 fn cfg() -> Config {
     Config {
@@ -52,7 +54,7 @@ impl One {
         let mut core = Core::new(config, 1, 0);
         let effects = core.connected(0, 1);
         let nonce = match &effects[..] {
-            [Effect::Send { msg: ToNode::Challenge { nonce, version: 2 }, .. }] => nonce.clone(),
+            [Effect::Send { msg: ToNode::Challenge { nonce, version: PROTOCOL_VERSION }, .. }] => nonce.clone(),
             other => panic!("expected a challenge, got {other:?}"),
         };
         One { core, store: Store::default(), kp: Keypair::from_seed([5; 32]), nonce, seq: 0, now: 0, inbox: Vec::new() }
@@ -135,7 +137,7 @@ impl One {
     fn commit_answer(&mut self, task: &Task, corrupt: bool) -> FromNode {
         let Work::Matmul { m, n, k, a, b } = &task.work else { panic!("matmul expected") };
         let fetch = |r: &DataRef| match r {
-            DataRef::Seeded { seed, len } => seeded_f32(*seed, *len as usize),
+            DataRef::Seeded { seed, len, offset } => seeded_f32_at(*seed, *offset, *len as usize),
             DataRef::Blob { hash } => {
                 self.store.0[hash].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
             }
@@ -1390,7 +1392,7 @@ impl Attack {
 fn matmul_answer(store: &Store, work: &Work, corrupt: bool) -> Vec<u8> {
     let Work::Matmul { m, n, k, a, b } = work else { panic!("matmul expected") };
     let fetch = |r: &DataRef| match r {
-        DataRef::Seeded { seed, len } => seeded_f32(*seed, *len as usize),
+        DataRef::Seeded { seed, len, offset } => seeded_f32_at(*seed, *offset, *len as usize),
         DataRef::Blob { hash } => {
             store.0[hash].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
         }
@@ -1920,7 +1922,9 @@ fn version_2_batches_tasks_and_deliveries_and_judges_each_item() {
     assert_eq!(frames.len(), 1, "one tasks frame, got {:?}", one.inbox);
     let tasks = frames[0].clone();
     assert_eq!(tasks.len(), 4);
-    assert!(tasks.iter().all(|t| matches!(&t.work, Work::Matmul { a: DataRef::Inline { .. }, .. })));
+    // The first block of a seeded A is the seed's stream from its start; the others' values travel inline.
+    assert!(matches!(&tasks[0].work, Work::Matmul { a: DataRef::Seeded { offset: 0, .. }, .. }));
+    assert!(tasks[1..].iter().all(|t| matches!(&t.work, Work::Matmul { a: DataRef::Inline { .. }, .. })));
     assert!(!one.inbox.iter().any(|m| matches!(m, ToNode::Task(_))));
     let mut results: Vec<InlineResult> = tasks
         .iter()
@@ -1961,4 +1965,59 @@ fn version_2_batches_tasks_and_deliveries_and_judges_each_item() {
     let forged_hash = blake3::hash(&forged).to_hex().to_string();
     assert_eq!(signed.commitment(tasks[3].task_id, tasks[3].attempt), Some(forged_hash.as_str()));
     assert_eq!(signed.inline_result(tasks[3].task_id, tasks[3].attempt), Some(forged));
+}
+
+/// A row block of a seeded A is named by its place in the seed's stream (version 3): planning stores nothing and a
+/// version-3 node generates its block; a version-2 node gets the block's values inline and a version-1 node a blob,
+/// because either would ignore `offset` and compute the wrong block. Every version's answer is accepted.
+#[test]
+fn seeded_blocks_travel_as_offsets_to_version_3_and_as_data_to_older_nodes() {
+    for version in [3, 2, 1] {
+        let mut one = One::new();
+        let mut reg = one.register_msg();
+        if let FromNode::Register { version: v, slots, .. } = &mut reg {
+            *v = version;
+            *slots = 8;
+        }
+        one.send(&reg);
+        let challenge = one.last_task();
+        one.deliver(&challenge, false);
+        let client = Keypair::from_seed([7; 32]).id();
+        one.core.faucet(one.now, client).unwrap();
+        one.inbox.clear();
+        let (_, effects) = one.core.submit(one.now, client, matmul_spec(16, 4, 4, 1, 2), &one.store).unwrap();
+        let stored = effects.iter().filter(|e| matches!(e, Effect::StoreBlob { .. })).count();
+        one.absorb(&effects);
+        let tasks: Vec<Task> = one
+            .inbox
+            .iter()
+            .flat_map(|m| match m {
+                ToNode::Tasks { tasks } => tasks.clone(),
+                ToNode::Task(t) => vec![t.clone()],
+                _ => vec![],
+            })
+            .collect();
+        assert_eq!(tasks.len(), 4, "version {version}: {:?}", one.inbox);
+        let offsets: Vec<Option<u64>> = tasks
+            .iter()
+            .map(|t| match &t.work {
+                Work::Matmul { a: DataRef::Seeded { offset, .. }, .. } => Some(*offset),
+                _ => None,
+            })
+            .collect();
+        match version {
+            3 => {
+                assert_eq!(offsets, [Some(0), Some(16), Some(32), Some(48)]);
+                assert_eq!(stored, 0, "planning a seeded job stores nothing");
+            }
+            2 => assert!(tasks[1..].iter().all(|t| matches!(&t.work, Work::Matmul { a: DataRef::Inline { .. }, .. }))),
+            _ => assert!(tasks[1..].iter().all(|t| matches!(&t.work, Work::Matmul { a: DataRef::Blob { .. }, .. }))),
+        }
+        for t in &tasks {
+            let effects = one.deliver(t, false);
+            let accepted =
+                effects.iter().any(|e| matches!(e, Effect::Send { msg: ToNode::Verdict { accepted: true, .. }, .. }));
+            assert!(accepted, "version {version}, task {}: {effects:?}", t.task_id);
+        }
+    }
 }

@@ -18,7 +18,9 @@ use std::sync::Arc;
 use common::{Db, Store};
 
 use neurolov_core::{Blobs, Config, ConnId, Core, Effect, InputData, JobId, JobSpec, JobState, NodeState, Restored};
-use neurolov_protocol::messages::{ClaimedHardware, DataRef, NodeKind, Task, ToNode, WgslBuffer, Work, seeded_f32};
+use neurolov_protocol::messages::{
+    ClaimedHardware, DataRef, NodeKind, Task, ToNode, WgslBuffer, Work, seeded_f32, seeded_f32_at,
+};
 use neurolov_protocol::{Envelope, FromNode, Keypair};
 use neurolov_verify::replicas::DEFAULT_FLOAT;
 
@@ -288,7 +290,7 @@ impl Sim {
 
     fn fetch(&self, r: &DataRef) -> Vec<f32> {
         match r {
-            DataRef::Seeded { seed, len } => seeded_f32(*seed, *len as usize),
+            DataRef::Seeded { seed, len, offset } => seeded_f32_at(*seed, *offset, *len as usize),
             DataRef::Inline { .. } => r
                 .inline_bytes()
                 .map(|b| b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())

@@ -17,7 +17,7 @@ use neurolov_kernels::untrusted::{JobBuffer, WgslJob};
 use neurolov_protocol::envelope::MAX_PAYLOAD_BYTES;
 use neurolov_protocol::messages::{
     ClaimedHardware, DataRef, Feature, GiveBack, INLINE_RESULT_BYTES, InlineResult, MAX_BATCH_ITEMS, MAX_BLOB_BYTES,
-    MIN_PROTOCOL_VERSION, NodeKind, Task, ToNode, Work, seeded_f32,
+    MIN_PROTOCOL_VERSION, NodeKind, Task, ToNode, Work, seeded_f32_at,
 };
 use neurolov_protocol::{Envelope, FromNode, Id, Keypair, PROTOCOL_VERSION};
 use tokio::sync::{mpsc, watch};
@@ -560,11 +560,8 @@ impl TaskRun {
 
     async fn bytes(&self, r: &DataRef) -> anyhow::Result<Vec<u8>> {
         match r {
-            DataRef::Seeded { seed, len } => {
-                if len.saturating_mul(4) > self.settings.max_task_bytes {
-                    bail!("seeded input of {len} values is too large");
-                }
-                Ok(seeded_f32(*seed, *len as usize).iter().flat_map(|v| v.to_le_bytes()).collect())
+            DataRef::Seeded { seed, len, offset } => {
+                Ok(self.seeded(*seed, *len, *offset)?.iter().flat_map(|v| v.to_le_bytes()).collect())
             }
             DataRef::Inline { .. } => r.inline_bytes().context("an inline input is not base64 of at most 8 KiB"),
             DataRef::Blob { hash } => {
@@ -585,12 +582,17 @@ impl TaskRun {
         }
     }
 
+    /// A seeded input: `len` values of the seed's stream from `offset` on, refused past this node's size limit.
+    fn seeded(&self, seed: u64, len: u64, offset: u64) -> anyhow::Result<Vec<f32>> {
+        if len.saturating_mul(4) > self.settings.max_task_bytes {
+            bail!("seeded input of {len} values is too large");
+        }
+        Ok(seeded_f32_at(seed, offset, len as usize))
+    }
+
     async fn floats(&self, r: &DataRef) -> anyhow::Result<Vec<f32>> {
-        if let DataRef::Seeded { seed, len } = r {
-            if len.saturating_mul(4) > self.settings.max_task_bytes {
-                bail!("seeded input of {len} values is too large");
-            }
-            return Ok(seeded_f32(*seed, *len as usize));
+        if let DataRef::Seeded { seed, len, offset } = r {
+            return self.seeded(*seed, *len, *offset);
         }
         let bytes = self.bytes(r).await?;
         if bytes.len() % 4 != 0 {

@@ -1,4 +1,4 @@
-//! The node protocol, version 2: what a coordinator and a provider node (native or browser) say to each other over
+//! The node protocol, version 3: what a coordinator and a provider node (native or browser) say to each other over
 //! one WebSocket. `docs/PROTOCOL.md` describes it message by message for people writing their own node.
 //!
 //! Coordinator → node messages ([`ToNode`]) are plain JSON text frames. Node → coordinator messages
@@ -6,12 +6,16 @@
 //! a message from another session, or an old one replayed, is refused. Bulk data never rides in messages: inputs
 //! and large results are content-addressed blobs (`PUT`/`GET /v1/blobs/{hash}`), or inputs are generated from a
 //! seed. Version 2 batches for throughput: several tasks per [`ToNode::Tasks`] frame, and several small results
-//! (commitment and bytes in one signed [`FromNode::Deliver`]) and give-backs per node frame.
+//! (commitment and bytes in one signed [`FromNode::Deliver`]) and give-backs per node frame. Version 3 names a
+//! block of a seeded matrix by its place in the seed's stream ([`DataRef::Seeded`]'s `offset`).
 
 use crate::identity::Id;
 
 /// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
+/// The first version whose nodes read [`DataRef::Seeded`]'s `offset` (a row block of a seeded matrix). Older nodes
+/// would ignore the field and compute the wrong block: they get such inputs as data instead.
+pub const SEEDED_OFFSET_VERSION: u32 = 3;
 /// The oldest version a coordinator still serves: a version-1 node gets one `task` frame per task and delivers
 /// with `commit`, blob upload and `result`.
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
@@ -108,8 +112,14 @@ pub struct ClaimedHardware {
 pub enum DataRef {
     /// A blob, by its blake3 hash (hex), fetched with `GET /v1/blobs/{hash}`: little-endian f32s.
     Blob { hash: String },
-    /// `len` f32s from [`seeded_f32`] with this seed.
-    Seeded { seed: u64, len: u64 },
+    /// `len` f32s from [`seeded_f32`] with this seed, after skipping `offset` of them (version 3: a row block of a
+    /// seeded matrix, which then needs no blob; absent means 0).
+    Seeded {
+        seed: u64,
+        len: u64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        offset: u64,
+    },
     /// Version 2: the bytes themselves, standard base64 (at most [`INLINE_INPUT_BYTES`] decoded).
     Inline { data: String },
 }
@@ -399,11 +409,22 @@ impl FromNode {
     }
 }
 
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
 /// The seeded input generator every node and browser implements identically: Mulberry32 (32-bit arithmetic only,
 /// so JavaScript computes it exactly with `Math.imul`), state = low 32 bits of `seed` XOR high 32 bits; each output
 /// x gives the f32 ((x >> 8) / 2²⁴)·2 − 1, exactly representable, in [-1, 1).
 pub fn seeded_f32(seed: u64, len: usize) -> Vec<f32> {
-    let mut state = (seed as u32) ^ ((seed >> 32) as u32);
+    seeded_f32_at(seed, 0, len)
+}
+
+/// Values `offset..offset + len` of [`seeded_f32`]'s stream, without generating the ones before: the state advances
+/// by a constant per value, so value i starts from state₀ + i·0x6D2B79F5 (mod 2³²).
+pub fn seeded_f32_at(seed: u64, offset: u64, len: usize) -> Vec<f32> {
+    let start = ((seed as u32) ^ ((seed >> 32) as u32)).wrapping_add((offset as u32).wrapping_mul(0x6D2B_79F5));
+    let mut state = start;
     (0..len)
         .map(|_| {
             state = state.wrapping_add(0x6D2B_79F5);
@@ -414,4 +435,30 @@ pub fn seeded_f32(seed: u64, len: usize) -> Vec<f32> {
             ((x >> 8) as f32) / 16_777_216.0 * 2.0 - 1.0
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // A panic is the failure report.
+
+    use super::*;
+
+    #[test]
+    fn a_seeded_block_is_those_values_of_the_whole_stream() {
+        let seed = 0xDEAD_BEEF_0123_4567;
+        let whole = seeded_f32(seed, 5_000);
+        for (offset, len) in [(0, 10), (1, 1), (4_096, 904), (4_999, 1)] {
+            assert_eq!(seeded_f32_at(seed, offset as u64, len), whole[offset..offset + len], "at {offset}");
+        }
+    }
+
+    /// Version 2 nodes and older coordinators read the same JSON: no `offset` unless it is not zero.
+    #[test]
+    fn a_zero_offset_stays_off_the_wire() {
+        let whole = DataRef::Seeded { seed: 1, len: 2, offset: 0 };
+        assert_eq!(serde_json::to_string(&whole).unwrap(), r#"{"from":"seeded","seed":1,"len":2}"#);
+        assert_eq!(serde_json::from_str::<DataRef>(r#"{"from":"seeded","seed":1,"len":2}"#).unwrap(), whole);
+        let block = DataRef::Seeded { seed: 1, len: 2, offset: 6 };
+        assert_eq!(serde_json::to_string(&block).unwrap(), r#"{"from":"seeded","seed":1,"len":2,"offset":6}"#);
+    }
 }
