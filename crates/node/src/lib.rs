@@ -153,6 +153,7 @@ async fn session(
     let (signer, heartbeat_ms) = handshake(settings, compute, wgsl, &mut sink, &mut stream).await?;
     let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(OUTBOUND_QUEUE);
     let mut running = Running::default();
+    let seeded = Arc::new(SeededCache::default());
     let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms.clamp(100, 3_600_000) / 2));
     loop {
         running.retain(|_, h| !h.is_finished());
@@ -180,6 +181,7 @@ async fn session(
                     Some(Ok(_)) => continue,
                 };
                 let run = || TaskRun {
+                    seeded: Arc::clone(&seeded),
                     settings: settings.clone(),
                     compute: Arc::clone(compute),
                     http: http.clone(),
@@ -427,7 +429,47 @@ pub fn claimed_hardware(compute: &Compute, max_task_bytes: u64, wgsl: bool) -> C
     }
 }
 
+/// Seeded inputs generated lately, most recently used last: the tasks of one seeded job share their B, which each
+/// generated again (16.7M values per task of a 4096³ job: 8 % of the machine's time in `scripts/bench-large`).
+#[derive(Default)]
+struct SeededCache(std::sync::Mutex<std::collections::VecDeque<(SeededKey, Arc<[f32]>)>>);
+
+/// A seeded input: seed, offset, length.
+type SeededKey = (u64, u64, u64);
+
+/// Inputs [`SeededCache`] keeps, and the largest it keeps (bytes): a node's memory is for its tasks.
+const SEEDED_CACHE_ENTRIES: usize = 3;
+const SEEDED_CACHE_MAX_BYTES: u64 = 256 << 20;
+
+impl SeededCache {
+    /// `len` values of `seed`'s stream from `offset`, generated off the async threads unless cached.
+    async fn get(&self, seed: u64, offset: u64, len: u64) -> anyhow::Result<Arc<[f32]>> {
+        let key = (seed, offset, len);
+        if let Ok(mut entries) = self.0.lock()
+            && let Some(at) = entries.iter().position(|(k, _)| *k == key)
+            && let Some(hit) = entries.remove(at)
+        {
+            let values = Arc::clone(&hit.1);
+            entries.push_back(hit);
+            return Ok(values);
+        }
+        let values: Arc<[f32]> =
+            tokio::task::spawn_blocking(move || seeded_f32_at(seed, offset, len as usize).into()).await?;
+        if len.saturating_mul(4) <= SEEDED_CACHE_MAX_BYTES
+            && let Ok(mut entries) = self.0.lock()
+        {
+            if entries.len() >= SEEDED_CACHE_ENTRIES {
+                entries.pop_front();
+            }
+            entries.push_back((key, Arc::clone(&values)));
+        }
+        Ok(values)
+    }
+}
+
 struct TaskRun {
+    /// The session's seeded inputs (see [`SeededCache`]).
+    seeded: Arc<SeededCache>,
     settings: Settings,
     compute: Arc<Compute>,
     http: reqwest::Client,
@@ -561,7 +603,7 @@ impl TaskRun {
     async fn bytes(&self, r: &DataRef) -> anyhow::Result<Vec<u8>> {
         match r {
             DataRef::Seeded { seed, len, offset } => {
-                Ok(self.seeded(*seed, *len, *offset)?.iter().flat_map(|v| v.to_le_bytes()).collect())
+                Ok(self.seeded(*seed, *len, *offset).await?.iter().flat_map(|v| v.to_le_bytes()).collect())
             }
             DataRef::Inline { .. } => r.inline_bytes().context("an inline input is not base64 of at most 8 KiB"),
             DataRef::Blob { hash } => {
@@ -583,16 +625,16 @@ impl TaskRun {
     }
 
     /// A seeded input: `len` values of the seed's stream from `offset` on, refused past this node's size limit.
-    fn seeded(&self, seed: u64, len: u64, offset: u64) -> anyhow::Result<Vec<f32>> {
+    async fn seeded(&self, seed: u64, len: u64, offset: u64) -> anyhow::Result<Arc<[f32]>> {
         if len.saturating_mul(4) > self.settings.max_task_bytes {
             bail!("seeded input of {len} values is too large");
         }
-        Ok(seeded_f32_at(seed, offset, len as usize))
+        self.seeded.get(seed, offset, len).await
     }
 
-    async fn floats(&self, r: &DataRef) -> anyhow::Result<Vec<f32>> {
+    async fn floats(&self, r: &DataRef) -> anyhow::Result<Arc<[f32]>> {
         if let DataRef::Seeded { seed, len, offset } = r {
-            return self.seeded(*seed, *len, *offset);
+            return self.seeded(*seed, *len, *offset).await;
         }
         let bytes = self.bytes(r).await?;
         if bytes.len() % 4 != 0 {
@@ -618,6 +660,21 @@ pub fn self_check(a: &[f32], b: &[f32], c: &[f32], m: usize, n: usize, k: usize)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use neurolov_protocol::messages::seeded_f32;
+    /// The inputs a seeded job's tasks share are generated once while other inputs come and go, and are the
+    /// generator's values.
+    #[tokio::test]
+    async fn a_shared_seeded_input_is_generated_once() {
+        let cache = SeededCache::default();
+        let b = cache.get(9, 0, 4_096).await.unwrap();
+        assert_eq!(&b[..], &neurolov_protocol::messages::seeded_f32_at(9, 0, 4_096)[..]);
+        for block in 1..6 {
+            let a = cache.get(8, block * 64, 64).await.unwrap();
+            assert_eq!(&a[..], &neurolov_protocol::messages::seeded_f32_at(8, block * 64, 64)[..]);
+            assert!(Arc::ptr_eq(&b, &cache.get(9, 0, 4_096).await.unwrap()), "block {block}: B generated again");
+        }
+        assert!(!Arc::ptr_eq(&b, &cache.get(9, 1, 4_096).await.unwrap()), "another offset is another input");
+    }
 
     #[test]
     fn the_self_check_passes_honest_products_and_stops_faulty_ones() {
