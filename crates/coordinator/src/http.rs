@@ -137,6 +137,8 @@ async fn node_session(coordinator: Arc<Coordinator>, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     coordinator.with_core(|core, _| ((), core.connected(now_ms(), conn)));
     let mut budget = FrameBudget::new();
+    // The node's key, decompressed once for the frames it signs.
+    let mut keys = neurolov_protocol::KeyCache::default();
     loop {
         tokio::select! {
             incoming = stream.next() => match incoming {
@@ -156,7 +158,7 @@ async fn node_session(coordinator: Arc<Coordinator>, socket: WebSocket) {
                         }
                         continue;
                     }
-                    if handle_frame(&coordinator, conn, text.as_str()).await.is_err() {
+                    if handle_frame(&coordinator, conn, text.as_str(), &mut keys).await.is_err() {
                         break;
                     }
                 }
@@ -193,7 +195,12 @@ const OPEN_IN_PLACE_BYTES: usize = 4 * 1024;
 /// blob files). A heartbeat can dispatch too — to a stale node it makes eligible again, and only a version-1 node's
 /// inline inputs become blob files (≤ 8 KiB each) — a rare, small write accepted on the async worker. An error means
 /// the blocking thread panicked.
-async fn handle_frame(coordinator: &Arc<Coordinator>, conn: neurolov_core::ConnId, text: &str) -> Result<(), ()> {
+async fn handle_frame(
+    coordinator: &Arc<Coordinator>,
+    conn: neurolov_core::ConnId,
+    text: &str,
+    keys: &mut neurolov_protocol::KeyCache,
+) -> Result<(), ()> {
     type CoreCall =
         Box<dyn FnOnce(&mut neurolov_core::Core, &crate::BlobDir) -> ((), Vec<neurolov_core::Effect>) + Send>;
     let frame = move |opened: neurolov_core::Opened| -> CoreCall {
@@ -201,7 +208,7 @@ async fn handle_frame(coordinator: &Arc<Coordinator>, conn: neurolov_core::ConnI
     };
     let c = Arc::clone(coordinator);
     let done = if text.len() <= OPEN_IN_PLACE_BYTES {
-        let opened = neurolov_core::open_frame(text);
+        let opened = neurolov_core::open_frame_with(text, keys);
         let heartbeat = matches!(opened, Ok((_, neurolov_protocol::FromNode::Heartbeat { .. })));
         let call = frame(opened);
         let call = if heartbeat {

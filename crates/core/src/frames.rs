@@ -18,13 +18,18 @@ pub type Opened = Result<(Envelope, FromNode), (ErrorCode, String)>;
 
 /// Opens a node frame: pure and stateless, so the shell runs it before it locks the core.
 pub fn open_frame(text: &str) -> Opened {
+    open_frame_with(text, &mut neurolov_protocol::KeyCache::default())
+}
+
+/// [`open_frame`] with a session's cache of its signer's key.
+pub fn open_frame_with(text: &str, keys: &mut neurolov_protocol::KeyCache) -> Opened {
     let code = |e: neurolov_protocol::EnvelopeError| match e {
         neurolov_protocol::EnvelopeError::TooLarge(_) => (ErrorCode::TooLarge, e.to_string()),
         neurolov_protocol::EnvelopeError::Signature(_) => (ErrorCode::BadSignature, e.to_string()),
         neurolov_protocol::EnvelopeError::Malformed(_) => (ErrorCode::Malformed, e.to_string()),
     };
     let env = Envelope::from_frame(text).map_err(code)?;
-    let msg: FromNode = env.open().map_err(code)?;
+    let msg: FromNode = env.open_with(keys).map_err(code)?;
     msg.check_limits().map_err(|e| (ErrorCode::Malformed, e))?;
     Ok((env, msg))
 }

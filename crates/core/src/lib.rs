@@ -40,7 +40,7 @@ pub use economy::{
     BPS, LedgerTotals, WalletError, WalletView, escrow, price_nano, rebuild_ledger, share_nano, stake_account,
     treasury, wallet,
 };
-pub use frames::{Opened, open_frame};
+pub use frames::{Opened, open_frame, open_frame_with};
 pub use jobs::{
     CancelError, InputData, Inputs, JobSpec, JobState, JobView, MAX_INVOCATIONS_PER_WORKGROUP,
     MAX_MFLOP_PER_INVOCATION, SubmitError, TaskView, load_inputs,

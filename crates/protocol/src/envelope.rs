@@ -5,7 +5,7 @@
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::identity::{Id, Keypair, Signature, SignatureError, verify};
+use crate::identity::{Id, KeyCache, Keypair, Signature, SignatureError};
 
 /// Signature domain of node messages.
 pub const DOMAIN: &str = "neurolov/node-message/v1";
@@ -41,10 +41,15 @@ impl Envelope {
 
     /// Verifies the signature, then parses the payload.
     pub fn open<T: DeserializeOwned>(&self) -> Result<T, EnvelopeError> {
+        self.open_with(&mut KeyCache::default())
+    }
+
+    /// [`Envelope::open`], with the signer's key from `keys` when it signed the last envelope opened with it.
+    pub fn open_with<T: DeserializeOwned>(&self, keys: &mut KeyCache) -> Result<T, EnvelopeError> {
         if self.payload.len() > MAX_PAYLOAD_BYTES {
             return Err(EnvelopeError::TooLarge(self.payload.len()));
         }
-        verify(&self.signer, DOMAIN, self.payload.as_bytes(), &self.signature)?;
+        keys.verify(&self.signer, DOMAIN, self.payload.as_bytes(), &self.signature)?;
         serde_json::from_str(&self.payload).map_err(|e| EnvelopeError::Malformed(e.to_string()))
     }
 

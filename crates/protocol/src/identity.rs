@@ -196,6 +196,52 @@ pub fn signed_bytes(domain: &str, message: &[u8]) -> Vec<u8> {
 
 /// Checks `signature` by `signer` over `message` for `domain` (strict verification: no malleable signatures).
 pub fn verify(signer: &Id, domain: &str, message: &[u8], signature: &Signature) -> Result<(), SignatureError> {
-    let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-    signer.key()?.verify_strict(&signed_bytes(domain, message), &sig).map_err(|_| SignatureError::Invalid(*signer))
+    KeyCache::default().verify(signer, domain, message, signature)
+}
+
+/// The last signer's public key, decompressed, for the next message from the same signer: a node session signs
+/// every frame with one key, and decompressing it (a field square root) was a fifth of checking a heartbeat.
+#[derive(Default)]
+pub struct KeyCache(Option<(Id, VerifyingKey)>);
+
+impl KeyCache {
+    /// [`verify`], with the signer's key from the cache when it is the last one's.
+    pub fn verify(
+        &mut self,
+        signer: &Id,
+        domain: &str,
+        message: &[u8],
+        signature: &Signature,
+    ) -> Result<(), SignatureError> {
+        let key = match &self.0 {
+            Some((id, key)) if id == signer => *key,
+            _ => {
+                let key = signer.key()?;
+                self.0 = Some((*signer, key));
+                key
+            }
+        };
+        let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
+        key.verify_strict(&signed_bytes(domain, message), &sig).map_err(|_| SignatureError::Invalid(*signer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cached key verifies exactly as a fresh one: the right signer passes, a forgery under a cached signer's
+    /// name fails, and a new signer replaces the cached one.
+    #[test]
+    fn the_key_cache_verifies_as_a_fresh_key_does() {
+        let (a, b) = (Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]));
+        let mut keys = KeyCache::default();
+        let signed = |kp: &Keypair, m: &[u8]| kp.sign("d", m);
+        assert_eq!(keys.verify(&a.id(), "d", b"x", &signed(&a, b"x")), Ok(()));
+        assert_eq!(keys.verify(&a.id(), "d", b"x", &signed(&b, b"x")), Err(SignatureError::Invalid(a.id())));
+        assert_eq!(keys.verify(&a.id(), "d", b"y", &signed(&a, b"x")), Err(SignatureError::Invalid(a.id())));
+        assert_eq!(keys.verify(&b.id(), "d", b"x", &signed(&b, b"x")), Ok(()));
+        assert_eq!(keys.verify(&a.id(), "e", b"x", &signed(&a, b"x")), Err(SignatureError::Invalid(a.id())));
+        assert_eq!(keys.verify(&a.id(), "d", b"x", &signed(&a, b"x")), verify(&a.id(), "d", b"x", &signed(&a, b"x")));
+    }
 }

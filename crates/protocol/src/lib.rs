@@ -8,5 +8,5 @@ pub mod messages;
 pub mod request;
 
 pub use envelope::{Envelope, EnvelopeError};
-pub use identity::{Id, IdError, KeyError, Keypair, Signature, SignatureError};
+pub use identity::{Id, IdError, KeyCache, KeyError, Keypair, Signature, SignatureError};
 pub use messages::{FromNode, PROTOCOL_VERSION, ToNode};
