@@ -376,6 +376,8 @@ pub(crate) async fn submit_job(
             },
         };
         if let Some(id) = known {
+            // The first submission may still be on its way to disk.
+            app.coordinator.flush().await;
             return (StatusCode::OK, Json(api::JobCreated { id, status: None, result: None })).into_response();
         }
     }
@@ -400,6 +402,11 @@ pub(crate) async fn submit_job(
         Ok(Ok(id)) if q.wait_ms > 0 => match status_after(&app, id, q.wait_ms).await {
             // Durable: the status flushed after the submission's records.
             Ok(status) => {
+                // An ended job's status was flushed; a job still running (the wait ran out, or no waiter was free)
+                // is acknowledged only once its submission is durable, as without a wait.
+                if !status.state.is_final() {
+                    app.coordinator.flush().await;
+                }
                 let result = small_result(&app, id, &status).await;
                 (StatusCode::CREATED, Json(api::JobCreated { id, status: Some(status), result })).into_response()
             }

@@ -86,7 +86,7 @@ impl Core {
         });
         let version = self.registry.conn(conn).map_or(PROTOCOL_VERSION, |c| c.version);
         let work = if version < PROTOCOL_VERSION {
-            let (work, stored) = for_version(&t.work, version);
+            let (work, stored) = for_version(&t.work, version, t.operands.as_ref().map(|o| &o.a[..]));
             self.effects.extend(stored);
             work
         } else {
@@ -352,13 +352,21 @@ impl Core {
 /// `work` as a node of protocol `version` reads it, and the orders to store the blobs that takes: a block of a seeded
 /// matrix (`offset`, version 3) becomes its values — inline for version 2, a blob for version 1 — and inline inputs
 /// become blobs for version 1.
-fn for_version(work: &Work, version: u32) -> (Work, Vec<Effect>) {
+///
+/// `known`: values the core already holds for a seeded block (a matmul's A rows, kept for its check), used instead
+/// of generating them again under the lock.
+fn for_version(work: &Work, version: u32, known: Option<&[f32]>) -> (Work, Vec<Effect>) {
     let mut stored = Vec::new();
     let mut to_blob = |r: &DataRef| {
         let bytes = match r {
             DataRef::Seeded { seed, len, offset } if *offset > 0 && version < SEEDED_OFFSET_VERSION => {
-                let values = neurolov_protocol::messages::seeded_f32_at(*seed, *offset, *len as usize);
-                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let bytes: Vec<u8> = match known.filter(|k| k.len() as u64 == *len) {
+                    Some(values) => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    None => neurolov_protocol::messages::seeded_f32_at(*seed, *offset, *len as usize)
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect(),
+                };
                 if version >= 2 && bytes.len() <= INLINE_INPUT_BYTES {
                     return DataRef::inline(&bytes);
                 }

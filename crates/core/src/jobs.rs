@@ -196,7 +196,7 @@ pub(crate) enum MatmulVerdict {
 /// The operands a matmul task is checked against.
 #[derive(Clone, Debug)]
 pub(crate) struct MatmulOperands {
-    a: Arc<[f32]>,
+    pub(crate) a: Arc<[f32]>,
     b: Arc<[f32]>,
     rows: usize,
     n: usize,

@@ -429,13 +429,16 @@ pub fn claimed_hardware(compute: &Compute, max_task_bytes: u64, wgsl: bool) -> C
     }
 }
 
-/// Seeded inputs generated lately, most recently used last: the tasks of one seeded job share their B, which each
-/// generated again (16.7M values per task of a 4096³ job: 8 % of the machine's time in `scripts/bench-large`).
+/// Whole seeded inputs (offset 0) generated lately, most recently used last: the tasks of one seeded job share their
+/// B, which each generated again (16.7M values per task of a 4096³ job: 8 % of the machine's time in
+/// `scripts/bench-large`). Tasks that want one at the same time wait for one generation. A block of A (offset > 0)
+/// is one task's own and is not kept.
 #[derive(Default)]
-struct SeededCache(std::sync::Mutex<std::collections::VecDeque<(SeededKey, Arc<[f32]>)>>);
+struct SeededCache(std::sync::Mutex<std::collections::VecDeque<(SeededKey, SeededCell)>>);
 
 /// A seeded input: seed, offset, length.
 type SeededKey = (u64, u64, u64);
+type SeededCell = Arc<tokio::sync::OnceCell<Arc<[f32]>>>;
 
 /// Inputs [`SeededCache`] keeps, and the largest it keeps (bytes): a node's memory is for its tasks.
 const SEEDED_CACHE_ENTRIES: usize = 3;
@@ -444,26 +447,27 @@ const SEEDED_CACHE_MAX_BYTES: u64 = 256 << 20;
 impl SeededCache {
     /// `len` values of `seed`'s stream from `offset`, generated off the async threads unless cached.
     async fn get(&self, seed: u64, offset: u64, len: u64) -> anyhow::Result<Arc<[f32]>> {
-        let key = (seed, offset, len);
-        if let Ok(mut entries) = self.0.lock()
-            && let Some(at) = entries.iter().position(|(k, _)| *k == key)
-            && let Some(hit) = entries.remove(at)
-        {
-            let values = Arc::clone(&hit.1);
-            entries.push_back(hit);
-            return Ok(values);
+        let generate = move || async move {
+            let values = tokio::task::spawn_blocking(move || seeded_f32_at(seed, offset, len as usize)).await?;
+            Ok::<Arc<[f32]>, anyhow::Error>(values.into())
+        };
+        if offset > 0 || len.saturating_mul(4) > SEEDED_CACHE_MAX_BYTES {
+            return generate().await;
         }
-        let values: Arc<[f32]> =
-            tokio::task::spawn_blocking(move || seeded_f32_at(seed, offset, len as usize).into()).await?;
-        if len.saturating_mul(4) <= SEEDED_CACHE_MAX_BYTES
-            && let Ok(mut entries) = self.0.lock()
-        {
+        let cell = {
+            let Ok(mut entries) = self.0.lock() else { return generate().await };
+            let key = (seed, offset, len);
+            let cell = match entries.iter().position(|(k, _)| *k == key).and_then(|at| entries.remove(at)) {
+                Some((_, cell)) => cell,
+                None => Arc::default(),
+            };
             if entries.len() >= SEEDED_CACHE_ENTRIES {
                 entries.pop_front();
             }
-            entries.push_back((key, Arc::clone(&values)));
-        }
-        Ok(values)
+            entries.push_back((key, Arc::clone(&cell)));
+            cell
+        };
+        cell.get_or_try_init(generate).await.map(Arc::clone)
     }
 }
 
@@ -661,19 +665,24 @@ pub fn self_check(a: &[f32], b: &[f32], c: &[f32], m: usize, n: usize, k: usize)
 mod tests {
     use super::*;
     use neurolov_protocol::messages::seeded_f32;
-    /// The inputs a seeded job's tasks share are generated once while other inputs come and go, and are the
-    /// generator's values.
+    /// The inputs a seeded job's tasks share are generated once — also when tasks ask at the same time — while
+    /// blocks of A come and go, and every one is the generator's values.
     #[tokio::test]
     async fn a_shared_seeded_input_is_generated_once() {
         let cache = SeededCache::default();
-        let b = cache.get(9, 0, 4_096).await.unwrap();
-        assert_eq!(&b[..], &neurolov_protocol::messages::seeded_f32_at(9, 0, 4_096)[..]);
+        let (b, again) = tokio::join!(cache.get(9, 0, 4_096), cache.get(9, 0, 4_096));
+        let b = b.unwrap();
+        assert!(Arc::ptr_eq(&b, &again.unwrap()), "two tasks asking at once share one generation");
+        assert_eq!(&b[..], &seeded_f32_at(9, 0, 4_096)[..]);
         for block in 1..6 {
             let a = cache.get(8, block * 64, 64).await.unwrap();
-            assert_eq!(&a[..], &neurolov_protocol::messages::seeded_f32_at(8, block * 64, 64)[..]);
+            assert_eq!(&a[..], &seeded_f32_at(8, block * 64, 64)[..]);
             assert!(Arc::ptr_eq(&b, &cache.get(9, 0, 4_096).await.unwrap()), "block {block}: B generated again");
         }
-        assert!(!Arc::ptr_eq(&b, &cache.get(9, 1, 4_096).await.unwrap()), "another offset is another input");
+        for other in 10..13 {
+            cache.get(other, 0, 16).await.unwrap();
+        }
+        assert!(!Arc::ptr_eq(&b, &cache.get(9, 0, 4_096).await.unwrap()), "three newer inputs pushed B out");
     }
 
     #[test]

@@ -189,6 +189,7 @@ fn number_new_accounts(nums: &HashMap<AccountId, i64>, changes: &[&Changes]) -> 
 /// Each touched account once, in its latest state (inserted, or its totals updated).
 fn write_accounts(q: &mut super::Statements, accounts: &[(i64, &Account)]) {
     for chunk in accounts.chunks(TRANSFERS_PER_STATEMENT) {
+        let q = q.next();
         q.push(
             "INSERT INTO ledger_accounts (num, id, kind, flags, owner, created_ms, debits_pending, debits_posted, \
              credits_pending, credits_posted) ",
@@ -216,6 +217,7 @@ fn write_accounts(q: &mut super::Statements, accounts: &[(i64, &Account)]) {
 /// The transfers in order as (seq, debit number, credit number, transfer), then both sides' history entries.
 fn write_transfers(q: &mut super::Statements, rows: &[(i64, i64, i64, &Transfer)]) {
     for chunk in rows.chunks(TRANSFERS_PER_STATEMENT) {
+        let q = q.next();
         q.push(
             "INSERT INTO ledger_transfers (seq, id, debit, credit, amount, pending_id, timeout_ms, flags, code, \
              user_data, timestamp_ms) ",
@@ -241,6 +243,7 @@ fn write_transfers(q: &mut super::Statements, rows: &[(i64, i64, i64, &Transfer)
     history.sort_unstable();
     history.dedup();
     for chunk in history.chunks(HISTORY_PER_STATEMENT) {
+        let q = q.next();
         q.push("INSERT INTO ledger_history (account, seq) ");
         q.push_values(chunk, |mut row, (account, seq)| {
             row.push_bind(*account).push_bind(*seq);

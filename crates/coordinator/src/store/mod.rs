@@ -101,8 +101,16 @@ pub async fn open(path: &Path) -> anyhow::Result<(Store, Restored)> {
     restored.ledger_transfers = transfers;
     let (last_seq,) =
         sqlx::query_as::<_, (i64,)>("SELECT COALESCE(MAX(seq), 0) FROM ledger_transfers").fetch_one(&pool).await?;
-    let conn = sqlx::ConnectOptions::connect(&options.synchronous(SqliteSynchronous::Normal)).await?;
+    let mut conn = sqlx::ConnectOptions::connect(&options.synchronous(SqliteSynchronous::Normal)).await?;
+    // Durability rests on the WAL (`Store::commit_with` fsyncs it): it must be the journal, and its directory entry
+    // on disk.
+    let (mode,) = sqlx::query_as::<_, (String,)>("PRAGMA journal_mode").fetch_one(&mut conn).await?;
+    anyhow::ensure!(mode.eq_ignore_ascii_case("wal"), "the database's journal is {mode}, not a WAL");
     let wal = path.with_file_name(format!("{}-wal", path.file_name().and_then(|n| n.to_str()).unwrap_or_default()));
+    anyhow::ensure!(wal.exists(), "no write-ahead log at {}", wal.display());
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
     Ok((Store { pool, conn, wal, unsynced_since: None, nums, next_seq: last_seq + 1 }, restored))
 }
 
@@ -289,22 +297,66 @@ impl Store {
     }
 }
 
-/// The statements of one commit with their arguments, handed to SQLite in one call, transaction and all. Run one at a
-/// time, each statement cost a round trip to sqlx's worker thread (40–80 µs here): most of a small commit, and with
-/// a sync job's two commits a third of its latency (`scripts/bench-e2e`).
-pub(super) type Statements = sqlx::QueryBuilder<sqlx::Sqlite>;
+/// The statements of one commit with their arguments, handed to SQLite a few dozen at a time, transaction and all.
+/// Run one at a time, each statement cost a round trip to sqlx's worker thread (40–80 µs here): most of a small
+/// commit, and with a sync job's two commits a third of its latency (`scripts/bench-e2e`). Not all in one call
+/// either: SQLite copies the rest of a call's text for every statement it prepares from it.
+pub(super) struct Statements {
+    /// Calls full up to [`MAX_STATEMENTS_PER_CALL`], in order.
+    full: Vec<sqlx::QueryBuilder<sqlx::Sqlite>>,
+    current: sqlx::QueryBuilder<sqlx::Sqlite>,
+    /// Statements in `current`.
+    in_current: usize,
+}
 
-/// Appends one statement to `q`: `sql` with each `?` bound to the next value.
+/// Statements per call to SQLite (see [`Statements`]).
+const MAX_STATEMENTS_PER_CALL: usize = 32;
+
+impl Statements {
+    /// A transaction's statements, starting with its `BEGIN`.
+    fn begin() -> Statements {
+        Statements { full: Vec::new(), current: sqlx::QueryBuilder::new("BEGIN IMMEDIATE;\n"), in_current: 1 }
+    }
+
+    /// Where the next statement goes.
+    pub(super) fn next(&mut self) -> &mut sqlx::QueryBuilder<sqlx::Sqlite> {
+        if self.in_current >= MAX_STATEMENTS_PER_CALL {
+            let full = std::mem::replace(&mut self.current, sqlx::QueryBuilder::new(""));
+            self.full.push(full);
+            self.in_current = 0;
+        }
+        self.in_current += 1;
+        &mut self.current
+    }
+
+    /// Runs the statements, then `COMMIT`; on an error the transaction is rolled back, so the connection can be used
+    /// again.
+    async fn commit(mut self, conn: &mut sqlx::SqliteConnection) -> anyhow::Result<()> {
+        self.next().push("COMMIT;");
+        for mut call in self.full.into_iter().chain([self.current]) {
+            // Not kept in the prepared-statement cache: each commit's text is its own.
+            if let Err(e) = call.build().persistent(false).execute(&mut *conn).await {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Appends one statement to `q`: `sql` with each `?` bound to the next value. A `?` without its value would shift
+/// every later value of the call onto the wrong column: counted in every build.
 macro_rules! statement {
     ($q:expr, $sql:expr $(, $value:expr)* $(,)?) => {{
+        let q: &mut sqlx::QueryBuilder<sqlx::Sqlite> = $q.next();
         let mut parts = $sql.split('?');
-        $q.push(parts.next().unwrap_or_default());
+        q.push(parts.next().unwrap_or_default());
         $(
-            $q.push_bind($value);
-            $q.push(parts.next().unwrap_or_default());
+            q.push_bind($value);
+            q.push(parts.next().unwrap_or_default());
         )*
-        debug_assert!(parts.next().is_none(), "more placeholders than values in {}", $sql);
-        $q.push(";\n");
+        assert!(parts.next().is_none(), "more placeholders than values in {}", $sql);
+        q.push(";\n");
     }};
 }
 
@@ -316,16 +368,22 @@ async fn commit(
     next_seq: i64,
     records: &[Record],
 ) -> anyhow::Result<(HashMap<AccountId, i64>, i64)> {
-    let mut q = Statements::new("BEGIN IMMEDIATE;\n");
+    let mut q = Statements::begin();
     // A node's or a job's document is written whole, so only its last version in the batch (or the node's removal)
-    // needs writing: a batch of verified results held one per result, each parsed and written for nothing.
+    // needs writing: a batch of verified results held one per result, each parsed and written for nothing. The id
+    // counters only grow: their largest values, once.
     let mut last_node = HashMap::new();
     let mut last_job = HashMap::new();
+    let (mut last_ids, mut ids) = (None, (0, 0));
     for (i, r) in records.iter().enumerate() {
         match r {
             Record::Node(n) => last_node.insert(n.id, i),
             Record::NodeForgotten { id } => last_node.insert(*id, i),
             Record::Job(j) => last_job.insert(j.id, i),
+            Record::Ids { next_job, next_task } => {
+                (last_ids, ids) = (Some(i), (ids.0.max(*next_job), ids.1.max(*next_task)));
+                None
+            }
             _ => None,
         };
     }
@@ -334,6 +392,7 @@ async fn commit(
         match r {
             Record::Node(n) if last_node.get(&n.id) != Some(&i) => continue,
             Record::Job(j) if last_job.get(&j.id) != Some(&i) => continue,
+            Record::Ids { .. } if last_ids != Some(i) => continue,
             // Task results in a row become one multi-row statement.
             Record::TaskResult { job, task, result_hash, inline } => {
                 results.push((*task, *job, result_hash, inline));
@@ -343,19 +402,16 @@ async fn commit(
             _ => {}
         }
         write_task_results(&mut q, &mut results);
-        write_record(&mut q, r)?;
+        match r {
+            Record::Ids { .. } => write_record(&mut q, &Record::Ids { next_job: ids.0, next_task: ids.1 })?,
+            _ => write_record(&mut q, r)?,
+        }
     }
     write_task_results(&mut q, &mut results);
     let ledger: Vec<&Changes> =
         records.iter().filter_map(|r| if let Record::Ledger(c) = r { Some(&**c) } else { None }).collect();
     let written = write_ledger(&mut q, nums, next_seq, &ledger)?;
-    q.push("COMMIT;");
-    // Not kept in the prepared-statement cache: each commit's text is its own.
-    if let Err(e) = q.build().persistent(false).execute(&mut *conn).await {
-        // A statement failed inside the transaction: undo the rest of it, so the connection can be used again.
-        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-        return Err(e.into());
-    }
+    q.commit(conn).await?;
     Ok(written)
 }
 
@@ -367,6 +423,7 @@ const TASK_RESULTS_PER_STATEMENT: usize = 4_000;
 #[allow(clippy::type_complexity)]
 fn write_task_results(q: &mut Statements, results: &mut Vec<(u64, u64, &String, &Option<std::sync::Arc<[u8]>>)>) {
     for chunk in results.chunks(TASK_RESULTS_PER_STATEMENT) {
+        let q = q.next();
         q.push("INSERT OR REPLACE INTO task_results (task, job, hash, bytes) ");
         q.push_values(chunk, |mut row, (task, job, hash, inline)| {
             row.push_bind(*task as i64)
@@ -454,6 +511,43 @@ mod tests {
         drop(store);
         let (_, restored) = open(&path).await.unwrap();
         assert_eq!((restored.next_job, restored.next_task), (6, 8));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A batch's records keep their order through the grouping: a result revoked after it was recorded is gone, one
+    /// recorded after stays, across more statements than one call to SQLite takes; the id counters keep their
+    /// largest values.
+    #[tokio::test]
+    async fn grouped_records_keep_their_order_across_calls() {
+        let dir = std::env::temp_dir().join(format!("neurolov-store-order-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("coordinator.db");
+        let (mut store, _) = open(&path).await.unwrap();
+        let result = |task: u64| Record::TaskResult {
+            job: 1,
+            task,
+            result_hash: format!("h{task}"),
+            inline: Some(std::sync::Arc::from(&task.to_le_bytes()[..])),
+        };
+        let mut records = vec![Record::Ids { next_job: 3, next_task: 4 }];
+        for task in 0..100 {
+            records.push(result(task));
+            if task % 2 == 0 {
+                records.push(Record::TaskResultRevoked { job: 1, task });
+            }
+        }
+        records.push(Record::Ids { next_job: 2, next_task: 9 });
+        assert!(records.len() > 2 * MAX_STATEMENTS_PER_CALL);
+        store.commit(&records).await.unwrap();
+        let kept = inline_results(&store.pool, 1).await.unwrap();
+        let mut tasks: Vec<u64> = kept.keys().map(|h| h[1..].parse().unwrap()).collect();
+        tasks.sort_unstable();
+        assert_eq!(tasks, (0..100).filter(|t| t % 2 == 1).collect::<Vec<_>>());
+        store.pool.close().await;
+        drop(store);
+        let (_, restored) = open(&path).await.unwrap();
+        assert_eq!((restored.next_job, restored.next_task), (3, 9));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
