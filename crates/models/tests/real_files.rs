@@ -1,0 +1,52 @@
+//! The readers on the real model files, fetched into the cache by `neurolov models fetch` (which `scripts/test`
+//! runs first). A missing model fails these tests: they are the proof that the readers read the real thing.
+
+#![allow(clippy::unwrap_used)] // A panic is the failure report.
+
+use neurolov_models::catalog::{ALL_MINILM_L6_V2, SMOLLM2_135M_INSTRUCT};
+use neurolov_models::fetch::{cache_dir, check, model_dir};
+use neurolov_models::gguf::{Gguf, TensorType, Value};
+
+fn present(model: &neurolov_models::catalog::Model) -> std::path::PathBuf {
+    let cache = cache_dir().expect("a cache directory");
+    check(&cache, model)
+        .unwrap_or_else(|e| panic!("{} is not in {}: {e}; run `neurolov models fetch`", model.name, cache.display()));
+    model_dir(&cache, model)
+}
+
+/// SmolLM2-135M-Instruct's GGUF: the Llama architecture's numbers, its tokenizer and chat template in the metadata,
+/// and a tensor index whose Q4_1 and F32 tensors cover the file's data.
+#[test]
+fn the_smollm2_gguf_reads_as_a_llama_with_its_tokenizer() {
+    let file = present(&SMOLLM2_135M_INSTRUCT).join(SMOLLM2_135M_INSTRUCT.files[0].name);
+    let bytes = std::fs::read(file).unwrap();
+    let g = Gguf::parse(&bytes).unwrap();
+    assert_eq!(g.architecture(), Some("llama"));
+    let num = |k: &str| g.get(k).and_then(Value::as_u64).unwrap_or_else(|| panic!("{k}"));
+    assert_eq!(num("llama.block_count"), 30);
+    assert_eq!(num("llama.embedding_length"), 576);
+    assert_eq!(num("llama.attention.head_count"), 9);
+    assert_eq!(num("llama.attention.head_count_kv"), 3);
+    assert_eq!(num("llama.feed_forward_length"), 1536);
+    let tokens = g.get("tokenizer.ggml.tokens").and_then(Value::as_array).unwrap();
+    assert_eq!(tokens.len(), 49_152);
+    assert_eq!(g.get("tokenizer.ggml.model").and_then(Value::as_str), Some("gpt2"));
+    assert!(g.get("tokenizer.ggml.merges").and_then(Value::as_array).is_some_and(|m| !m.is_empty()));
+    let template = g.get("tokenizer.chat_template").and_then(Value::as_str).unwrap();
+    assert!(template.contains("<|im_start|>"), "{template}");
+    let embed = g.tensor("token_embd.weight").unwrap();
+    assert_eq!(embed.dims, [576, 49_152]);
+    assert!(g.tensors.iter().any(|t| t.kind == TensorType::Q4_1));
+    assert_eq!(g.tensors.iter().filter(|t| t.name.ends_with("attn_q.weight")).count(), 30);
+    // The index accounts for nearly the whole file (the rest is header, metadata and alignment).
+    let covered: u64 = g.tensors.iter().map(|t| t.size).sum();
+    assert!(covered > bytes.len() as u64 / 10 * 9, "{covered} of {}", bytes.len());
+}
+
+/// MiniLM's files are where the catalogue says, with their pinned hashes (checked by `present`).
+#[test]
+fn the_minilm_files_are_in_the_cache_as_pinned() {
+    let dir = present(&ALL_MINILM_L6_V2);
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    assert!(config.contains("\"hidden_size\": 384"), "{config}");
+}
