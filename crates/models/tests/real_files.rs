@@ -6,6 +6,7 @@
 use neurolov_models::catalog::{ALL_MINILM_L6_V2, SMOLLM2_135M_INSTRUCT};
 use neurolov_models::fetch::{cache_dir, check, model_dir};
 use neurolov_models::gguf::{Gguf, TensorType, Value};
+use neurolov_models::quant::dequantize;
 
 fn present(model: &neurolov_models::catalog::Model) -> std::path::PathBuf {
     let cache = cache_dir().expect("a cache directory");
@@ -49,4 +50,34 @@ fn the_minilm_files_are_in_the_cache_as_pinned() {
     let dir = present(&ALL_MINILM_L6_V2);
     let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
     assert!(config.contains("\"hidden_size\": 384"), "{config}");
+}
+
+/// Weights dequantized here equal llama.cpp's reference (`gguf` Python package, `gguf.quants.dequantize`) bit for bit
+/// on the first values of rows of the Q8_0 embedding, Q4_1 projections and F32 norms, and in sum over whole rows.
+#[test]
+fn smollm2_weights_dequantize_as_llama_cpp_does() {
+    let file = present(&SMOLLM2_135M_INSTRUCT).join(SMOLLM2_135M_INSTRUCT.files[0].name);
+    let bytes = std::fs::read(file).unwrap();
+    let g = Gguf::parse(&bytes).unwrap();
+    let fixture: serde_json::Value = serde_json::from_str(include_str!("fixtures/smollm2_dequant.json")).unwrap();
+    for case in fixture["rows"].as_array().unwrap() {
+        let t = g.tensor(case["tensor"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            format!("{:?}", t.kind).to_uppercase().replace('_', ""),
+            case["type"].as_str().unwrap().replace('_', "")
+        );
+        let (per_block, block_bytes) = t.kind.block();
+        let row_bytes = (t.dims[0] / per_block * block_bytes) as usize;
+        let row = case["row"].as_u64().unwrap() as usize;
+        let data = g.tensor_bytes(t);
+        let values = dequantize(t.kind, &data[row * row_bytes..(row + 1) * row_bytes]).unwrap();
+        assert_eq!(values.len() as u64, case["len"].as_u64().unwrap());
+        let bits: Vec<u64> = values[..16].iter().map(|v| u64::from(v.to_bits())).collect();
+        let want: Vec<u64> = case["first_bits"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).collect();
+        assert_eq!(bits, want, "{case}");
+        let sum: f64 = values.iter().map(|&v| f64::from(v)).sum();
+        let sum_sq: f64 = values.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+        assert!((sum - case["sum"].as_f64().unwrap()).abs() < 1e-9, "{case}: sum {sum}");
+        assert!((sum_sq - case["sum_sq"].as_f64().unwrap()).abs() < 1e-9, "{case}: sum of squares {sum_sq}");
+    }
 }
