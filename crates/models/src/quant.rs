@@ -17,7 +17,7 @@ pub enum QuantError {
 /// The f32 values of `bytes`, stored as `kind`.
 pub fn dequantize(kind: TensorType, bytes: &[u8]) -> Result<Vec<f32>, QuantError> {
     let (per_block, block_bytes) = kind.block();
-    if bytes.len() % block_bytes as usize != 0 {
+    if !bytes.len().is_multiple_of(block_bytes as usize) {
         return Err(QuantError::Length { kind, bytes: bytes.len() });
     }
     let blocks = bytes.chunks_exact(block_bytes as usize);
