@@ -44,12 +44,36 @@ fn the_smollm2_gguf_reads_as_a_llama_with_its_tokenizer() {
     assert!(covered > bytes.len() as u64 / 10 * 9, "{covered} of {}", bytes.len());
 }
 
-/// MiniLM's files are where the catalogue says, with their pinned hashes (checked by `present`).
+/// MiniLM's weights load as the encoder its config describes (6 layers, 384 wide, 12 heads), with the same values
+/// the reference reads (`safetensors` Python package on the same file: `tests/fixtures/minilm_weights.json`).
 #[test]
-fn the_minilm_files_are_in_the_cache_as_pinned() {
+fn the_minilm_weights_load_as_its_config_says() {
+    use neurolov_models::bert::{BertConfig, BertWeights};
     let dir = present(&ALL_MINILM_L6_V2);
-    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
-    assert!(config.contains("\"hidden_size\": 384"), "{config}");
+    let config = BertConfig::parse(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!((config.hidden_size, config.num_hidden_layers, config.num_attention_heads), (384, 6, 12));
+    assert_eq!((config.intermediate_size, config.vocab_size, config.max_position_embeddings), (1536, 30522, 512));
+    let w = BertWeights::load(config, &std::fs::read(dir.join("model.safetensors")).unwrap()).unwrap();
+    assert_eq!(w.layers.len(), 6);
+    assert_eq!(w.layers[5].intermediate.0.shape, [1536, 384]);
+    let fixture: serde_json::Value = serde_json::from_str(include_str!("fixtures/minilm_weights.json")).unwrap();
+    for case in fixture["values"].as_array().unwrap() {
+        let t = match case["tensor"].as_str().unwrap() {
+            "embeddings.word_embeddings.weight" => &w.word_embeddings,
+            "embeddings.position_embeddings.weight" => &w.position_embeddings,
+            "encoder.layer.5.output.LayerNorm.weight" => &w.layers[5].output_norm.0,
+            "encoder.layer.0.attention.self.query.weight" => &w.layers[0].query.0,
+            other => panic!("no case for {other}"),
+        };
+        let at = case["at"].as_u64().unwrap() as usize;
+        let bits: Vec<u64> = t.data[at..at + 8].iter().map(|v| u64::from(v.to_bits())).collect();
+        let want: Vec<u64> = case["bits"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).collect();
+        assert_eq!(bits, want, "{case}");
+    }
+    // Another model's file is refused by shape, not misread.
+    let small = BertConfig { hidden_size: 768, ..w.config.clone() };
+    let err = BertWeights::load(small, &std::fs::read(dir.join("model.safetensors")).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("the config needs"), "{err}");
 }
 
 /// Weights dequantized here equal llama.cpp's reference (`gguf` Python package, `gguf.quants.dequantize`) bit for bit
