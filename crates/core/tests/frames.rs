@@ -1902,18 +1902,7 @@ fn a_client_cancels_its_job_and_gets_its_escrow_back() {
 #[test]
 fn version_2_batches_tasks_and_deliveries_and_judges_each_item() {
     use neurolov_protocol::messages::InlineResult;
-    let mut one = One::new();
-    let mut reg = one.register_msg();
-    if let FromNode::Register { version, slots, .. } = &mut reg {
-        *version = 2;
-        *slots = 8;
-    }
-    one.send(&reg);
-    let challenge = one.last_task();
-    one.deliver(&challenge, false);
-    let client = Keypair::from_seed([7; 32]).id();
-    one.core.faucet(one.now, client).unwrap();
-    one.inbox.clear();
+    let (mut one, client) = attested_speaking(2);
     // 16 rows in 4-row tiles: four tasks, handed out in one event.
     let (_, effects) = one.core.submit(one.now, client, matmul_spec(16, 4, 4, 1, 2), &one.store).unwrap();
     one.absorb(&effects);
@@ -1967,24 +1956,30 @@ fn version_2_batches_tasks_and_deliveries_and_judges_each_item() {
     assert_eq!(signed.inline_result(tasks[3].task_id, tasks[3].attempt), Some(forged));
 }
 
+/// A node speaking protocol `version` with 8 slots, attested, and a funded client; the inbox empty.
+fn attested_speaking(version: u32) -> (One, neurolov_protocol::Id) {
+    let mut one = One::new();
+    let mut reg = one.register_msg();
+    if let FromNode::Register { version: v, slots, .. } = &mut reg {
+        *v = version;
+        *slots = 8;
+    }
+    one.send(&reg);
+    let challenge = one.last_task();
+    one.deliver(&challenge, false);
+    let client = Keypair::from_seed([7; 32]).id();
+    one.core.faucet(one.now, client).unwrap();
+    one.inbox.clear();
+    (one, client)
+}
+
 /// A row block of a seeded A is named by its place in the seed's stream (version 3): planning stores nothing and a
 /// version-3 node generates its block; a version-2 node gets the block's values inline and a version-1 node a blob,
 /// because either would ignore `offset` and compute the wrong block. Every version's answer is accepted.
 #[test]
 fn seeded_blocks_travel_as_offsets_to_version_3_and_as_data_to_older_nodes() {
     for version in [3, 2, 1] {
-        let mut one = One::new();
-        let mut reg = one.register_msg();
-        if let FromNode::Register { version: v, slots, .. } = &mut reg {
-            *v = version;
-            *slots = 8;
-        }
-        one.send(&reg);
-        let challenge = one.last_task();
-        one.deliver(&challenge, false);
-        let client = Keypair::from_seed([7; 32]).id();
-        one.core.faucet(one.now, client).unwrap();
-        one.inbox.clear();
+        let (mut one, client) = attested_speaking(version);
         let (_, effects) = one.core.submit(one.now, client, matmul_spec(16, 4, 4, 1, 2), &one.store).unwrap();
         let stored = effects.iter().filter(|e| matches!(e, Effect::StoreBlob { .. })).count();
         one.absorb(&effects);
