@@ -60,8 +60,15 @@ pub fn run_into(op: &Op, out: &mut Vec<f32>) -> Result<(), ShapeError> {
 
 /// C = A·B for row-major operands whose lengths the caller has checked (see [`Op::check`]).
 pub fn sgemm(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "sgemm operands shorter than the shape");
-    // Row-major strides: row stride = columns, column stride = 1.
+    sgemm_strided(a, b, (n, 1), c, m, n, k);
+}
+
+/// C[m×n] = A[m×k]·B[k×n] with A and C row-major and B at `b_strides` (row stride, column stride): `(n, 1)` is
+/// row-major B, `(1, k)` is B given as its transpose — a weight matrix stored `[n × k]`, as layers keep them.
+pub fn sgemm_strided(a: &[f32], b: &[f32], b_strides: (usize, usize), c: &mut [f32], m: usize, n: usize, k: usize) {
+    let (rsb, csb) = b_strides;
+    let b_reach = if k == 0 || n == 0 { 0 } else { (k - 1) * rsb + (n - 1) * csb + 1 };
+    assert!(a.len() >= m * k && b.len() >= b_reach && c.len() >= m * n, "sgemm operands shorter than the shape");
     #[allow(unsafe_code)]
     // SAFETY: the assertion above keeps every index the strides reach inside the three slices.
     unsafe {
@@ -74,8 +81,8 @@ pub fn sgemm(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize) 
             k as isize,
             1,
             b.as_ptr(),
-            n as isize,
-            1,
+            rsb as isize,
+            csb as isize,
             0.0,
             c.as_mut_ptr(),
             n as isize,

@@ -3,6 +3,8 @@
 //! the feed-forward pair and the output LayerNorm. Every tensor's shape is checked against the config before it is
 //! used, so a file of another model is a typed error, not a wrong answer.
 
+use neurolov_kernels::nn::{self, Attention};
+use neurolov_kernels::quant::QMatrix;
 use safetensors::{Dtype, SafeTensors};
 
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +17,8 @@ pub enum BertError {
     Missing(String),
     #[error("{name} is {got:?}, the config needs {expected:?}")]
     Shape { name: String, expected: Vec<usize>, got: Vec<usize> },
+    #[error("input: {0}")]
+    Input(String),
     #[error("{name} is {dtype}, not f32")]
     Dtype { name: String, dtype: String },
 }
@@ -123,6 +127,145 @@ impl BertWeights {
             config,
         })
     }
+}
+
+/// One encoder layer ready to run: the products as matrices, the rest as vectors.
+#[derive(Clone, Debug)]
+struct EncoderLayer {
+    query: QMatrix,
+    key: QMatrix,
+    value: QMatrix,
+    attention_out: QMatrix,
+    biases: [Vec<f32>; 6],
+    attention_norm: (Vec<f32>, Vec<f32>),
+    intermediate: QMatrix,
+    output: QMatrix,
+    output_norm: (Vec<f32>, Vec<f32>),
+}
+
+/// The BERT encoder with mean pooling and L2 normalization: sentence embeddings.
+#[derive(Clone, Debug)]
+pub struct Bert {
+    config: BertConfig,
+    word_embeddings: QMatrix,
+    position_embeddings: Vec<f32>,
+    token_type_0: Vec<f32>,
+    embeddings_norm: (Vec<f32>, Vec<f32>),
+    layers: Vec<EncoderLayer>,
+}
+
+impl Bert {
+    pub fn new(w: BertWeights) -> Result<Bert, BertError> {
+        let h = w.config.hidden_size;
+        let m = |t: Tensor| {
+            QMatrix::from_f32(t.shape[0], t.shape[1], t.data).map_err(|e| BertError::Safetensors(e.to_string()))
+        };
+        let layers = w
+            .layers
+            .into_iter()
+            .map(|l| {
+                Ok(EncoderLayer {
+                    biases: [l.query.1.data, l.key.1.data, l.value.1.data, l.attention_out.1.data, l.intermediate.1.data, l.output.1.data],
+                    query: m(l.query.0)?,
+                    key: m(l.key.0)?,
+                    value: m(l.value.0)?,
+                    attention_out: m(l.attention_out.0)?,
+                    attention_norm: (l.attention_norm.0.data, l.attention_norm.1.data),
+                    intermediate: m(l.intermediate.0)?,
+                    output: m(l.output.0)?,
+                    output_norm: (l.output_norm.0.data, l.output_norm.1.data),
+                })
+            })
+            .collect::<Result<Vec<_>, BertError>>()?;
+        Ok(Bert {
+            word_embeddings: m(w.word_embeddings)?,
+            position_embeddings: w.position_embeddings.data,
+            token_type_0: w.token_type_embeddings.data[..h].to_vec(),
+            embeddings_norm: (w.embeddings_norm.0.data, w.embeddings_norm.1.data),
+            layers,
+            config: w.config,
+        })
+    }
+
+    pub fn config(&self) -> &BertConfig {
+        &self.config
+    }
+
+    /// The unit-length sentence embedding of each sequence of token ids. The sequences run together, without
+    /// padding: every product covers all their tokens at once, attention stays within each sequence.
+    pub fn embed(&self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, BertError> {
+        let h = self.config.hidden_size;
+        let lens: Vec<usize> = batch.iter().map(Vec::len).collect();
+        let mut x = Vec::with_capacity(lens.iter().sum::<usize>() * h);
+        for ids in batch {
+            if ids.len() > self.config.max_position_embeddings {
+                return Err(BertError::Input(format!("{} tokens, the model takes {}", ids.len(), self.config.max_position_embeddings)));
+            }
+            for (pos, &id) in ids.iter().enumerate() {
+                if id as usize >= self.config.vocab_size {
+                    return Err(BertError::Input(format!("token id {id} is outside the vocabulary")));
+                }
+                let start = x.len();
+                self.word_embeddings.row_into(id as usize, &mut x);
+                nn::add_assign(&mut x[start..], &self.position_embeddings[pos * h..(pos + 1) * h]);
+                nn::add_assign(&mut x[start..], &self.token_type_0);
+            }
+        }
+        let eps = self.config.layer_norm_eps;
+        nn::layer_norm(&mut x, &self.embeddings_norm.0, &self.embeddings_norm.1, eps);
+        for layer in &self.layers {
+            self.layer(layer, &mut x, &lens);
+        }
+        Ok(mean_pool_normalized(&x, &lens, h))
+    }
+
+    /// One encoder layer on all tokens `x`, in place.
+    fn layer(&self, layer: &EncoderLayer, x: &mut [f32], lens: &[usize]) {
+        let (h, heads, eps) = (self.config.hidden_size, self.config.num_attention_heads, self.config.layer_norm_eps);
+        let n = x.len() / h;
+        let linear = |m: &QMatrix, bias: &[f32], input: &[f32]| {
+            let mut out = vec![0.0; n * m.rows()];
+            m.matmul(input, n, &mut out);
+            nn::add_bias(&mut out, bias);
+            out
+        };
+        let [bq, bk, bv, bo, bi, bout] = &layer.biases;
+        let (q, k, v) = (linear(&layer.query, bq, x), linear(&layer.key, bk, x), linear(&layer.value, bv, x));
+        let mut attended = vec![0.0; n * h];
+        let mut start = 0;
+        for &len in lens {
+            let span = start * h..(start + len) * h;
+            let shape = Attention { tokens: len, keys: len, heads, kv_heads: heads, head_dim: h / heads, causal: false };
+            if len > 0 {
+                nn::attention(shape, &q[span.clone()], &k[span.clone()], &v[span.clone()], &mut attended[span]);
+            }
+            start += len;
+        }
+        let projected = linear(&layer.attention_out, bo, &attended);
+        nn::add_assign(x, &projected);
+        nn::layer_norm(x, &layer.attention_norm.0, &layer.attention_norm.1, eps);
+        let mut inner = linear(&layer.intermediate, bi, x);
+        nn::gelu_erf(&mut inner);
+        let out = linear(&layer.output, bout, &inner);
+        nn::add_assign(x, &out);
+        nn::layer_norm(x, &layer.output_norm.0, &layer.output_norm.1, eps);
+    }
+}
+
+/// Each sequence's mean token vector, scaled to unit length (sentence-transformers' Pooling and Normalize).
+fn mean_pool_normalized(x: &[f32], lens: &[usize], h: usize) -> Vec<Vec<f32>> {
+    let mut start = 0;
+    lens.iter()
+        .map(|&len| {
+            let mut mean = vec![0.0f32; h];
+            for row in x[start * h..(start + len) * h].chunks_exact(h) {
+                nn::add_assign(&mut mean, row);
+            }
+            start += len;
+            let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            mean.iter().map(|v| v / norm).collect()
+        })
+        .collect()
 }
 
 /// The f32 tensor `name`, which must have `shape`.

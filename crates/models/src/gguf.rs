@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use neurolov_kernels::quant::QuantType;
+
 /// `GGUF` in little-endian.
 pub const MAGIC: u32 = 0x4655_4747;
 /// Tensor data starts at a multiple of this unless `general.alignment` says otherwise.
@@ -129,6 +131,19 @@ impl TensorType {
             15 => TensorType::Q8K,
             30 => TensorType::Bf16,
             other => return Err(GgufError::TensorType(other)),
+        })
+    }
+
+    /// The storage type the engine reads, if it is one it reads.
+    pub fn quant_type(self) -> Option<QuantType> {
+        Some(match self {
+            TensorType::F32 => QuantType::F32,
+            TensorType::F16 => QuantType::F16,
+            TensorType::Bf16 => QuantType::Bf16,
+            TensorType::Q8_0 => QuantType::Q8_0,
+            TensorType::Q4_0 => QuantType::Q4_0,
+            TensorType::Q4_1 => QuantType::Q4_1,
+            _ => return None,
         })
     }
 

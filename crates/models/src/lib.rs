@@ -7,5 +7,9 @@
 pub mod bert;
 pub mod catalog;
 pub mod fetch;
+pub mod generate;
 pub mod gguf;
-pub mod quant;
+pub mod llama;
+pub mod tokenizer;
+
+pub use neurolov_kernels::quant;
