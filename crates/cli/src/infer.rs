@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use neurolov_models::catalog::{ALL_MINILM_L6_V2, Model, SMOLLM2_135M_INSTRUCT};
+use neurolov_models::device::BackendKind;
 use neurolov_models::engine::{ChatModel, Embedder};
 use neurolov_models::fetch;
 use neurolov_models::generate::{Message, Sampling};
@@ -24,6 +25,9 @@ pub struct EmbedArgs {
     /// The model cache (default `$NEUROLOV_MODELS_DIR`, else `neurolov/models` in the user's cache directory).
     #[arg(long)]
     models_dir: Option<PathBuf>,
+    /// Where the model runs: `cpu`, or `gpu` (wgpu; an error when no adapter is found).
+    #[arg(long, default_value = "cpu")]
+    backend: BackendKind,
 }
 
 #[derive(Args)]
@@ -47,6 +51,8 @@ pub struct ChatArgs {
     stats: bool,
     #[arg(long)]
     models_dir: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    backend: BackendKind,
 }
 
 /// The directory of `model` in the cache, checked to be there (fetching is `neurolov models fetch`).
@@ -62,7 +68,7 @@ fn model_dir(dir: Option<PathBuf>, model: &Model) -> anyhow::Result<PathBuf> {
 }
 
 pub fn embed(args: EmbedArgs) -> anyhow::Result<()> {
-    let embedder = Embedder::load(&model_dir(args.models_dir, &ALL_MINILM_L6_V2)?)?;
+    let mut embedder = Embedder::load(&model_dir(args.models_dir, &ALL_MINILM_L6_V2)?, args.backend)?;
     let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
     let vectors = embedder.embed(&texts)?;
     for (text, vector) in texts.iter().zip(&vectors) {
@@ -80,7 +86,7 @@ pub fn embed(args: EmbedArgs) -> anyhow::Result<()> {
 pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
     let dir = model_dir(args.models_dir, &SMOLLM2_135M_INSTRUCT)?;
     let path = dir.join(SMOLLM2_135M_INSTRUCT.files[0].name);
-    let model = ChatModel::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let mut model = ChatModel::load(&path, args.backend).with_context(|| format!("loading {}", path.display()))?;
     let mut messages = Vec::new();
     if let Some(system) = args.system {
         messages.push(Message { role: "system".into(), content: system });

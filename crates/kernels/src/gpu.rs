@@ -246,6 +246,22 @@ impl GpuExecutor {
         });
     }
 
+    pub(crate) fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    pub(crate) fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    pub(crate) fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    pub(crate) fn dispatch_timeout(&self) -> Duration {
+        self.dispatch_timeout
+    }
+
     pub fn report(&self) -> &AdapterReport {
         &self.report
     }
@@ -304,7 +320,7 @@ impl GpuExecutor {
     /// Runs `f`, turning a panic inside wgpu into [`GpuError::DeviceLost`]: wgpu 30 panics rather than returning
     /// an error when a device is lost or runs out of memory in some calls (`Device::poll`, for one), and a node
     /// must survive its GPU. The device is not used again afterwards.
-    fn guarded<T>(&self, f: impl FnOnce() -> Result<T, GpuError>) -> Result<T, GpuError> {
+    pub(crate) fn guarded<T>(&self, f: impl FnOnce() -> Result<T, GpuError>) -> Result<T, GpuError> {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
             Ok(result) => result,
             Err(panic) => {
@@ -375,7 +391,7 @@ impl GpuExecutor {
         self.dispatch(&pipeline, &buffers, job.dispatch, timeout)
     }
 
-    fn check_usable(&self) -> Result<(), GpuError> {
+    pub(crate) fn check_usable(&self) -> Result<(), GpuError> {
         if let Some(reason) = self.lost.lock().ok().and_then(|slot| slot.clone()) {
             return Err(GpuError::DeviceLost(reason));
         }
@@ -425,7 +441,7 @@ impl GpuExecutor {
 
     /// Runs `f` inside out-of-memory, validation and internal error scopes and turns what they caught into a
     /// [`GpuError`].
-    fn with_error_scopes<T>(&self, f: impl FnOnce() -> T) -> Result<T, GpuError> {
+    pub(crate) fn with_error_scopes<T>(&self, f: impl FnOnce() -> T) -> Result<T, GpuError> {
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
@@ -574,7 +590,7 @@ impl GpuExecutor {
     }
 
     /// Waits for `submission` (until `timeout`: past it the device counts as wedged) and maps the staging buffers.
-    fn read_back(
+    pub(crate) fn read_back(
         &self,
         submission: wgpu::SubmissionIndex,
         staging: Vec<(u32, wgpu::Buffer)>,

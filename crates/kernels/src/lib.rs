@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod cpu;
 pub mod gpu;
 pub mod nn;
+pub mod nn_gpu;
 pub mod ops;
 pub mod quant;
 pub mod sandbox;

@@ -4,6 +4,8 @@
 //! used, so a file of another model is a typed error, not a wrong answer.
 
 use neurolov_kernels::nn::{self, Attention};
+
+use crate::device::{Cpu, Device, DeviceError};
 use neurolov_kernels::quant::QMatrix;
 use safetensors::{Dtype, SafeTensors};
 
@@ -17,6 +19,8 @@ pub enum BertError {
     Missing(String),
     #[error("{name} is {got:?}, the config needs {expected:?}")]
     Shape { name: String, expected: Vec<usize>, got: Vec<usize> },
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     #[error("input: {0}")]
     Input(String),
     #[error("{name} is {dtype}, not f32")]
@@ -129,59 +133,80 @@ impl BertWeights {
     }
 }
 
-/// One encoder layer ready to run: the products as matrices, the rest as vectors.
-#[derive(Clone, Debug)]
-struct EncoderLayer {
-    query: QMatrix,
-    key: QMatrix,
-    value: QMatrix,
-    attention_out: QMatrix,
-    biases: [Vec<f32>; 6],
-    attention_norm: (Vec<f32>, Vec<f32>),
-    intermediate: QMatrix,
-    output: QMatrix,
-    output_norm: (Vec<f32>, Vec<f32>),
+/// One encoder layer on a device: the products as matrices, biases and norms as buffers.
+struct EncoderLayer<D: Device> {
+    query: D::Mat,
+    key: D::Mat,
+    value: D::Mat,
+    attention_out: D::Mat,
+    /// Biases of query, key, value, attention output, intermediate, output.
+    biases: [D::Buf; 6],
+    attention_norm: (D::Buf, D::Buf),
+    intermediate: D::Mat,
+    output: D::Mat,
+    output_norm: (D::Buf, D::Buf),
 }
 
-/// The BERT encoder with mean pooling and L2 normalization: sentence embeddings.
-#[derive(Clone, Debug)]
-pub struct Bert {
+/// Most tokens one pass over the encoder holds: a batch beyond it runs in several passes, bounding the
+/// activations (the widest, 8,192 × 1,536 floats, is 48 MiB).
+pub const MAX_TOKENS_PER_PASS: usize = 8192;
+
+/// The BERT encoder with mean pooling and L2 normalization (sentence embeddings), its weights on device `D`.
+pub struct Bert<D: Device = Cpu> {
     config: BertConfig,
-    word_embeddings: QMatrix,
-    position_embeddings: Vec<f32>,
-    token_type_0: Vec<f32>,
-    embeddings_norm: (Vec<f32>, Vec<f32>),
-    layers: Vec<EncoderLayer>,
+    word_embeddings: D::Mat,
+    /// Position embeddings plus the (only) token type's, per position, kept on the host: each pass adds the rows
+    /// its positions need.
+    position_rows: Vec<f32>,
+    embeddings_norm: (D::Buf, D::Buf),
+    layers: Vec<EncoderLayer<D>>,
 }
 
-impl Bert {
-    pub fn new(w: BertWeights) -> Result<Bert, BertError> {
+impl<D: Device> std::fmt::Debug for Bert<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bert").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl<D: Device> Bert<D> {
+    /// `w` with its weights on `dev`.
+    pub fn new(w: BertWeights, dev: &mut D) -> Result<Bert<D>, BertError> {
         let h = w.config.hidden_size;
-        let m = |t: Tensor| {
-            QMatrix::from_f32(t.shape[0], t.shape[1], t.data).map_err(|e| BertError::Safetensors(e.to_string()))
+        let m = |t: Tensor, dev: &mut D| -> Result<D::Mat, BertError> {
+            let q = QMatrix::from_f32(t.shape[0], t.shape[1], t.data).map_err(|e| BertError::Safetensors(e.to_string()))?;
+            Ok(dev.matrix(q)?)
         };
-        let layers = w
-            .layers
-            .into_iter()
-            .map(|l| {
-                Ok(EncoderLayer {
-                    biases: [l.query.1.data, l.key.1.data, l.value.1.data, l.attention_out.1.data, l.intermediate.1.data, l.output.1.data],
-                    query: m(l.query.0)?,
-                    key: m(l.key.0)?,
-                    value: m(l.value.0)?,
-                    attention_out: m(l.attention_out.0)?,
-                    attention_norm: (l.attention_norm.0.data, l.attention_norm.1.data),
-                    intermediate: m(l.intermediate.0)?,
-                    output: m(l.output.0)?,
-                    output_norm: (l.output_norm.0.data, l.output_norm.1.data),
-                })
-            })
-            .collect::<Result<Vec<_>, BertError>>()?;
+        let mut layers = Vec::with_capacity(w.layers.len());
+        for l in w.layers {
+            let buf = |t: &Tensor, dev: &mut D| -> Result<D::Buf, BertError> { Ok(dev.input(&t.data)?) };
+            layers.push(EncoderLayer {
+                biases: [
+                    buf(&l.query.1, dev)?,
+                    buf(&l.key.1, dev)?,
+                    buf(&l.value.1, dev)?,
+                    buf(&l.attention_out.1, dev)?,
+                    buf(&l.intermediate.1, dev)?,
+                    buf(&l.output.1, dev)?,
+                ],
+                attention_norm: (buf(&l.attention_norm.0, dev)?, buf(&l.attention_norm.1, dev)?),
+                output_norm: (buf(&l.output_norm.0, dev)?, buf(&l.output_norm.1, dev)?),
+                query: m(l.query.0, dev)?,
+                key: m(l.key.0, dev)?,
+                value: m(l.value.0, dev)?,
+                attention_out: m(l.attention_out.0, dev)?,
+                intermediate: m(l.intermediate.0, dev)?,
+                output: m(l.output.0, dev)?,
+            });
+        }
+        let type_0 = &w.token_type_embeddings.data[..h];
+        let mut position_rows = w.position_embeddings.data;
+        for row in position_rows.chunks_exact_mut(h) {
+            nn::add_assign(row, type_0);
+        }
         Ok(Bert {
-            word_embeddings: m(w.word_embeddings)?,
-            position_embeddings: w.position_embeddings.data,
-            token_type_0: w.token_type_embeddings.data[..h].to_vec(),
-            embeddings_norm: (w.embeddings_norm.0.data, w.embeddings_norm.1.data),
+            word_embeddings: m(w.word_embeddings, dev)?,
+            position_rows,
+            embeddings_norm: (dev.input(&w.embeddings_norm.0.data)?, dev.input(&w.embeddings_norm.1.data)?),
             layers,
             config: w.config,
         })
@@ -193,62 +218,81 @@ impl Bert {
 
     /// The unit-length sentence embedding of each sequence of token ids. The sequences run together, without
     /// padding: every product covers all their tokens at once, attention stays within each sequence.
-    pub fn embed(&self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, BertError> {
+    pub fn embed(&self, dev: &mut D, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, BertError> {
+        let c = &self.config;
+        for ids in batch {
+            if ids.len() > c.max_position_embeddings || ids.len() > MAX_TOKENS_PER_PASS {
+                return Err(BertError::Input(format!("{} tokens, the model takes {}", ids.len(), c.max_position_embeddings)));
+            }
+            if let Some(id) = ids.iter().find(|&&id| id as usize >= c.vocab_size) {
+                return Err(BertError::Input(format!("token id {id} is outside the vocabulary")));
+            }
+        }
+        let mut out = Vec::with_capacity(batch.len());
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let mut tokens = 0;
+            let take = rest.iter().take_while(|ids| {
+                tokens += ids.len();
+                tokens <= MAX_TOKENS_PER_PASS
+            });
+            let take = take.count().max(1);
+            out.extend(self.pass(dev, &rest[..take])?);
+            rest = &rest[take..];
+        }
+        Ok(out)
+    }
+
+    /// One pass of the encoder over `batch`.
+    fn pass(&self, dev: &mut D, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, BertError> {
         let h = self.config.hidden_size;
         let lens: Vec<usize> = batch.iter().map(Vec::len).collect();
-        let mut x = Vec::with_capacity(lens.iter().sum::<usize>() * h);
-        for ids in batch {
-            if ids.len() > self.config.max_position_embeddings {
-                return Err(BertError::Input(format!("{} tokens, the model takes {}", ids.len(), self.config.max_position_embeddings)));
-            }
-            for (pos, &id) in ids.iter().enumerate() {
-                if id as usize >= self.config.vocab_size {
-                    return Err(BertError::Input(format!("token id {id} is outside the vocabulary")));
-                }
-                let start = x.len();
-                self.word_embeddings.row_into(id as usize, &mut x);
-                nn::add_assign(&mut x[start..], &self.position_embeddings[pos * h..(pos + 1) * h]);
-                nn::add_assign(&mut x[start..], &self.token_type_0);
-            }
+        let ids: Vec<u32> = batch.concat();
+        let mut positions = Vec::with_capacity(ids.len() * h);
+        for &len in &lens {
+            positions.extend_from_slice(&self.position_rows[..len * h]);
         }
-        let eps = self.config.layer_norm_eps;
-        nn::layer_norm(&mut x, &self.embeddings_norm.0, &self.embeddings_norm.1, eps);
+        let mut x = dev.gather(&self.word_embeddings, &ids)?;
+        let positions = dev.input(&positions)?;
+        dev.add(&mut x, &positions)?;
+        dev.layer_norm(&mut x, &self.embeddings_norm.0, &self.embeddings_norm.1, self.config.layer_norm_eps)?;
         for layer in &self.layers {
-            self.layer(layer, &mut x, &lens);
+            self.layer(dev, layer, &mut x, &lens)?;
         }
+        let x = dev.read(&x, 0..ids.len() * h)?;
         Ok(mean_pool_normalized(&x, &lens, h))
     }
 
     /// One encoder layer on all tokens `x`, in place.
-    fn layer(&self, layer: &EncoderLayer, x: &mut [f32], lens: &[usize]) {
-        let (h, heads, eps) = (self.config.hidden_size, self.config.num_attention_heads, self.config.layer_norm_eps);
-        let n = x.len() / h;
-        let linear = |m: &QMatrix, bias: &[f32], input: &[f32]| {
-            let mut out = vec![0.0; n * m.rows()];
-            m.matmul(input, n, &mut out);
-            nn::add_bias(&mut out, bias);
-            out
-        };
+    fn layer(&self, dev: &mut D, layer: &EncoderLayer<D>, x: &mut D::Buf, lens: &[usize]) -> Result<(), BertError> {
+        let c = &self.config;
+        let (h, heads, eps) = (c.hidden_size, c.num_attention_heads, c.layer_norm_eps);
+        let n = lens.iter().sum();
         let [bq, bk, bv, bo, bi, bout] = &layer.biases;
-        let (q, k, v) = (linear(&layer.query, bq, x), linear(&layer.key, bk, x), linear(&layer.value, bv, x));
-        let mut attended = vec![0.0; n * h];
+        let linear = |m: &D::Mat, bias: &D::Buf, input: &D::Buf, rows: usize, dev: &mut D| -> Result<D::Buf, BertError> {
+            let mut out = dev.matmul(m, input, n, rows)?;
+            dev.add_bias(&mut out, bias)?;
+            Ok(out)
+        };
+        let q = linear(&layer.query, bq, x, h, dev)?;
+        let k = linear(&layer.key, bk, x, h, dev)?;
+        let v = linear(&layer.value, bv, x, h, dev)?;
+        let mut attended = dev.zeros(n * h)?;
         let mut start = 0;
-        for &len in lens {
-            let span = start * h..(start + len) * h;
+        for &len in lens.iter().filter(|&&len| len > 0) {
             let shape = Attention { tokens: len, keys: len, heads, kv_heads: heads, head_dim: h / heads, causal: false };
-            if len > 0 {
-                nn::attention(shape, &q[span.clone()], &k[span.clone()], &v[span.clone()], &mut attended[span]);
-            }
+            dev.attention(shape, start, &q, &k, &v, &mut attended)?;
             start += len;
         }
-        let projected = linear(&layer.attention_out, bo, &attended);
-        nn::add_assign(x, &projected);
-        nn::layer_norm(x, &layer.attention_norm.0, &layer.attention_norm.1, eps);
-        let mut inner = linear(&layer.intermediate, bi, x);
-        nn::gelu_erf(&mut inner);
-        let out = linear(&layer.output, bout, &inner);
-        nn::add_assign(x, &out);
-        nn::layer_norm(x, &layer.output_norm.0, &layer.output_norm.1, eps);
+        let projected = linear(&layer.attention_out, bo, &attended, h, dev)?;
+        dev.add(x, &projected)?;
+        dev.layer_norm(x, &layer.attention_norm.0, &layer.attention_norm.1, eps)?;
+        let mut inner = linear(&layer.intermediate, bi, x, c.intermediate_size, dev)?;
+        dev.gelu(&mut inner)?;
+        let out = linear(&layer.output, bout, &inner, h, dev)?;
+        dev.add(x, &out)?;
+        dev.layer_norm(x, &layer.output_norm.0, &layer.output_norm.1, eps)?;
+        Ok(())
     }
 }
 

@@ -8,7 +8,8 @@ use std::path::Path;
 use crate::bert::{Bert, BertConfig, BertError, BertWeights};
 use crate::generate::{self, ChatTemplate, GenerateError, Generated, Message, Sampling};
 use crate::gguf::{Gguf, GgufError, Value};
-use crate::llama::{Llama, LlamaError};
+use crate::device::{BackendKind, Cpu, Gpu};
+use crate::llama::{Llama, LlamaConfig, LlamaError, Trace};
 use crate::tokenizer::{TextTokenizer, TokenizerError};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,23 +45,38 @@ fn read_text(path: &Path) -> Result<String, EngineError> {
     String::from_utf8(read(path)?).map_err(|_| EngineError::Model(format!("{} is not utf-8", path.display())))
 }
 
+/// A model's weights on the device that runs it.
+#[derive(Debug)]
+enum OnDevice<C, G> {
+    Cpu(C, Cpu),
+    Gpu(G, Box<Gpu>),
+}
+
 /// all-MiniLM-L6-v2: its tokenizer and encoder.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Embedder {
     tokenizer: TextTokenizer,
-    bert: Bert,
+    bert: OnDevice<Bert<Cpu>, Bert<Gpu>>,
 }
 
 impl Embedder {
-    /// The model in `dir` (`config.json`, `tokenizer.json`, `model.safetensors`, `1_Pooling/config.json`).
-    pub fn load(dir: &Path) -> Result<Embedder, EngineError> {
+    /// The model in `dir` (`config.json`, `tokenizer.json`, `model.safetensors`, `1_Pooling/config.json`), on
+    /// `backend`.
+    pub fn load(dir: &Path, backend: BackendKind) -> Result<Embedder, EngineError> {
         let pooling: serde_json::Value = serde_json::from_str(&read_text(&dir.join("1_Pooling/config.json"))?)
             .map_err(|e| EngineError::Model(format!("1_Pooling/config.json: {e}")))?;
         if pooling["pooling_mode_mean_tokens"] != serde_json::Value::Bool(true) {
             return Err(EngineError::Model("only mean pooling is implemented".into()));
         }
         let config = BertConfig::parse(&read_text(&dir.join("config.json"))?)?;
-        let bert = Bert::new(BertWeights::load(config, &read(&dir.join("model.safetensors"))?)?)?;
+        let weights = BertWeights::load(config, &read(&dir.join("model.safetensors"))?)?;
+        let bert = match backend {
+            BackendKind::Cpu => OnDevice::Cpu(Bert::new(weights, &mut Cpu)?, Cpu),
+            BackendKind::Gpu => {
+                let mut gpu = Gpu::open().map_err(BertError::from)?;
+                OnDevice::Gpu(Bert::new(weights, &mut gpu)?, Box::new(gpu))
+            }
+        };
         let tokenizer = TextTokenizer::from_json(&read_text(&dir.join("tokenizer.json"))?, MINILM_MAX_TOKENS)?;
         Ok(Embedder { tokenizer, bert })
     }
@@ -71,23 +87,29 @@ impl Embedder {
     }
 
     /// One unit-length vector per text.
-    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EngineError> {
+    pub fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EngineError> {
         if texts.len() > MAX_EMBED_BATCH {
             return Err(EngineError::TooManyTexts { texts: texts.len() });
         }
         let ids = texts.iter().map(|t| self.tokenize(t)).collect::<Result<Vec<_>, _>>()?;
-        Ok(self.bert.embed(&ids)?)
+        Ok(match &mut self.bert {
+            OnDevice::Cpu(bert, dev) => bert.embed(dev, &ids)?,
+            OnDevice::Gpu(bert, dev) => bert.embed(dev, &ids)?,
+        })
     }
 
     pub fn dimensions(&self) -> usize {
-        self.bert.config().hidden_size
+        match &self.bert {
+            OnDevice::Cpu(bert, _) => bert.config().hidden_size,
+            OnDevice::Gpu(bert, _) => bert.config().hidden_size,
+        }
     }
 }
 
 /// SmolLM2-135M-Instruct: its decoder, tokenizer, chat template and stop tokens.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ChatModel {
-    pub llama: Llama,
+    llama: OnDevice<Llama<Cpu>, Llama<Gpu>>,
     pub tokenizer: TextTokenizer,
     template: ChatTemplate,
     /// Tokens that end the assistant's turn: the end-of-sequence token and the chat format's end markers.
@@ -98,8 +120,8 @@ pub struct ChatModel {
 const END_MARKERS: [&str; 2] = ["<|im_end|>", "<|endoftext|>"];
 
 impl ChatModel {
-    /// The GGUF model at `path`.
-    pub fn load(path: &Path) -> Result<ChatModel, EngineError> {
+    /// The GGUF model at `path`, on `backend`.
+    pub fn load(path: &Path, backend: BackendKind) -> Result<ChatModel, EngineError> {
         let bytes = read(path)?;
         let gguf = Gguf::parse(&bytes)?;
         let tokenizer = TextTokenizer::from_gguf(&gguf)?;
@@ -109,7 +131,15 @@ impl ChatModel {
         }
         stop.sort_unstable();
         stop.dedup();
-        Ok(ChatModel { llama: Llama::load(&gguf)?, template: ChatTemplate::from_gguf(&gguf)?, tokenizer, stop })
+        let llama = Llama::load(&gguf)?;
+        let llama = match backend {
+            BackendKind::Cpu => OnDevice::Cpu(llama, Cpu),
+            BackendKind::Gpu => {
+                let mut gpu = Gpu::open().map_err(LlamaError::from)?;
+                OnDevice::Gpu(llama.to_device(&mut gpu)?, Box::new(gpu))
+            }
+        };
+        Ok(ChatModel { llama, template: ChatTemplate::from_gguf(&gguf)?, tokenizer, stop })
     }
 
     /// The prompt's token ids for `messages`, through the chat template.
@@ -122,18 +152,55 @@ impl ChatModel {
         &self.stop
     }
 
+    pub fn config(&self) -> &LlamaConfig {
+        match &self.llama {
+            OnDevice::Cpu(m, _) => &m.config,
+            OnDevice::Gpu(m, _) => &m.config,
+        }
+    }
+
+    /// Logits after `tokens` (from an empty context): every position's when `all`, else the last one's.
+    pub fn logits(&mut self, tokens: &[u32], all: bool, trace: &mut dyn Trace) -> Result<Vec<f32>, EngineError> {
+        Ok(match &mut self.llama {
+            OnDevice::Cpu(m, dev) => {
+                let mut cache = m.cache(dev, tokens.len())?;
+                m.forward(dev, tokens, &mut cache, all, trace)?
+            }
+            OnDevice::Gpu(m, dev) => {
+                let mut cache = m.cache(dev.as_mut(), tokens.len())?;
+                m.forward(dev.as_mut(), tokens, &mut cache, all, trace)?
+            }
+        })
+    }
+
+    /// Tokens after `prompt` until a stop token or `max_tokens`; `on_token` sees each as it comes.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        max_tokens: usize,
+        sampling: &Sampling,
+        on_token: impl FnMut(u32) -> ControlFlow<()>,
+    ) -> Result<Generated, EngineError> {
+        let stop = &self.stop;
+        Ok(match &mut self.llama {
+            OnDevice::Cpu(m, dev) => generate::generate(m, dev, prompt, max_tokens, sampling, stop, on_token)?,
+            OnDevice::Gpu(m, dev) => generate::generate(m, dev.as_mut(), prompt, max_tokens, sampling, stop, on_token)?,
+        })
+    }
+
     /// The assistant's reply to `messages`; `on_text` hears the text as it is generated and may cancel.
     pub fn chat(
-        &self,
+        &mut self,
         messages: &[Message],
         max_tokens: usize,
         sampling: &Sampling,
         mut on_text: impl FnMut(&str) -> ControlFlow<()>,
     ) -> Result<(Generated, String), EngineError> {
         let prompt = self.prompt(messages)?;
-        let mut stream = self.tokenizer.stream();
+        let tokenizer = self.tokenizer.clone();
+        let mut stream = tokenizer.stream();
         let mut failed = None;
-        let generated = generate::generate(&self.llama, &prompt, max_tokens, sampling, &self.stop, |id| match stream.push(id) {
+        let generated = self.generate(&prompt, max_tokens, sampling, |id| match stream.push(id) {
             Ok(text) if text.is_empty() => ControlFlow::Continue(()),
             Ok(text) => on_text(&text),
             Err(e) => {

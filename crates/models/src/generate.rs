@@ -5,6 +5,7 @@
 
 use std::ops::ControlFlow;
 
+use crate::device::Device;
 use crate::gguf::{Gguf, Value};
 use crate::llama::{Llama, LlamaError, NoTrace};
 
@@ -177,8 +178,9 @@ pub struct Generated {
 
 /// Generates after `prompt` until a `stop` token, `max_tokens`, or a full context; `on_token` sees each token as
 /// it comes and may cancel.
-pub fn generate(
-    model: &Llama,
+pub fn generate<D: Device>(
+    model: &Llama<D>,
+    dev: &mut D,
     prompt: &[u32],
     max_tokens: usize,
     sampling: &Sampling,
@@ -187,9 +189,9 @@ pub fn generate(
 ) -> Result<Generated, GenerateError> {
     sampling.check()?;
     let max_tokens = max_tokens.min(MAX_NEW_TOKENS);
-    let mut cache = model.cache(MAX_CONTEXT_TOKENS);
+    let mut cache = model.cache(dev, MAX_CONTEXT_TOKENS)?;
     let mut rng = SplitMix64::new(sampling.seed);
-    let mut logits = model.forward(prompt, &mut cache, false, &mut NoTrace)?;
+    let mut logits = model.forward(dev, prompt, &mut cache, false, &mut NoTrace)?;
     let mut tokens = Vec::new();
     let finish = loop {
         if tokens.len() >= max_tokens {
@@ -206,7 +208,7 @@ pub fn generate(
         if cache.len() >= cache.capacity() {
             break FinishReason::Context;
         }
-        logits = model.forward(&[next], &mut cache, false, &mut NoTrace)?;
+        logits = model.forward(dev, &[next], &mut cache, false, &mut NoTrace)?;
     };
     Ok(Generated { tokens, finish, prompt_tokens: prompt.len() })
 }

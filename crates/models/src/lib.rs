@@ -6,6 +6,7 @@
 
 pub mod bert;
 pub mod catalog;
+pub mod device;
 pub mod engine;
 pub mod fetch;
 pub mod generate;

@@ -1,11 +1,12 @@
-//! The Llama decoder (SmolLM2) on the CPU: its sizes and weights out of GGUF (4-bit and 8-bit blocks kept as they
-//! are, read directly by the products), a KV cache, and the forward pass as a sequence of named ops — RMSNorm,
-//! the q/k/v products, RoPE, causal grouped-query attention, the output product, the residual, RMSNorm, SwiGLU
-//! — each reported to a [`Trace`] so a verifier can capture any layer's inputs and outputs.
+//! The Llama decoder (SmolLM2): its sizes and weights out of GGUF (4-bit and 8-bit blocks kept as they are, read
+//! directly by the products), a KV cache, and the forward pass as a sequence of named ops — RMSNorm, the q/k/v
+//! products, RoPE, causal grouped-query attention, the output product, the residual, RMSNorm, SwiGLU — written once
+//! against [`Device`] (CPU or wgpu), each op reported to a [`Trace`] so a verifier can capture any layer's output.
 
-use neurolov_kernels::nn::{self, Attention};
+use neurolov_kernels::nn::Attention;
 use neurolov_kernels::quant::{QMatrix, QuantError};
 
+use crate::device::{Cpu, Device, DeviceError};
 use crate::gguf::{Gguf, TensorInfo, Value};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +21,8 @@ pub enum LlamaError {
     Token { id: u32, vocab: usize },
     #[error("the context holds {capacity} tokens; {needed} would not fit")]
     ContextFull { needed: usize, capacity: usize },
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     #[error("nothing to run: no tokens")]
     NoTokens,
 }
@@ -95,32 +98,36 @@ impl LlamaConfig {
 }
 
 /// One decoder block's weights.
-#[derive(Clone, Debug)]
-pub struct LlamaLayer {
-    pub attn_norm: Vec<f32>,
-    pub q: QMatrix,
-    pub k: QMatrix,
-    pub v: QMatrix,
-    pub out: QMatrix,
-    pub ffn_norm: Vec<f32>,
-    pub gate: QMatrix,
-    pub up: QMatrix,
-    pub down: QMatrix,
+pub struct LlamaLayer<D: Device> {
+    pub attn_norm: D::Buf,
+    pub q: D::Mat,
+    pub k: D::Mat,
+    pub v: D::Mat,
+    pub out: D::Mat,
+    pub ffn_norm: D::Buf,
+    pub gate: D::Mat,
+    pub up: D::Mat,
+    pub down: D::Mat,
 }
 
-/// The whole decoder.
-#[derive(Clone, Debug)]
-pub struct Llama {
+/// The whole decoder, its weights on device `D`.
+pub struct Llama<D: Device = Cpu> {
     pub config: LlamaConfig,
     /// `[vocab × width]`; also the output head when the file has no `output.weight` (tied embeddings).
-    pub embeddings: QMatrix,
-    pub layers: Vec<LlamaLayer>,
-    pub output_norm: Vec<f32>,
-    pub output: Option<QMatrix>,
+    pub embeddings: D::Mat,
+    pub layers: Vec<LlamaLayer<D>>,
+    pub output_norm: D::Buf,
+    pub output: Option<D::Mat>,
 }
 
-impl Llama {
-    pub fn load(g: &Gguf<'_>) -> Result<Llama, LlamaError> {
+impl<D: Device> std::fmt::Debug for Llama<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Llama").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Llama<Cpu> {
+    pub fn load(g: &Gguf<'_>) -> Result<Llama<Cpu>, LlamaError> {
         let c = LlamaConfig::from_gguf(g)?;
         let (w, kvw, f) = (c.width, c.kv_width(), c.ffn_width);
         let layers = (0..c.layers)
@@ -149,15 +156,47 @@ impl Llama {
         })
     }
 
+    /// The same model with its weights on `dev`.
+    pub fn to_device<D: Device>(self, dev: &mut D) -> Result<Llama<D>, LlamaError> {
+        let layers = self
+            .layers
+            .into_iter()
+            .map(|l| {
+                Ok(LlamaLayer {
+                    attn_norm: dev.input(&l.attn_norm)?,
+                    q: dev.matrix(l.q)?,
+                    k: dev.matrix(l.k)?,
+                    v: dev.matrix(l.v)?,
+                    out: dev.matrix(l.out)?,
+                    ffn_norm: dev.input(&l.ffn_norm)?,
+                    gate: dev.matrix(l.gate)?,
+                    up: dev.matrix(l.up)?,
+                    down: dev.matrix(l.down)?,
+                })
+            })
+            .collect::<Result<Vec<_>, LlamaError>>()?;
+        Ok(Llama {
+            embeddings: dev.matrix(self.embeddings)?,
+            output_norm: dev.input(&self.output_norm)?,
+            output: self.output.map(|m| dev.matrix(m)).transpose()?,
+            layers,
+            config: self.config,
+        })
+    }
+}
+
+impl<D: Device> Llama<D> {
     /// A KV cache for up to `capacity` tokens (at most the model's context).
-    pub fn cache(&self, capacity: usize) -> KvCache {
+    pub fn cache(&self, dev: &mut D, capacity: usize) -> Result<KvCache<D>, LlamaError> {
         let capacity = capacity.min(self.config.context);
-        KvCache { k: vec![Vec::new(); self.config.layers], v: vec![Vec::new(); self.config.layers], len: 0, capacity }
+        let per_layer = capacity * self.config.kv_width();
+        let mut buffers = || (0..self.config.layers).map(|_| dev.zeros(per_layer)).collect::<Result<Vec<_>, _>>();
+        Ok(KvCache { k: buffers()?, v: buffers()?, len: 0, capacity })
     }
 
     /// Runs `tokens` after what `cache` holds, appends their keys and values, and returns the logits of the last
     /// token, or of every token when `all_logits` (`[tokens × vocab]`).
-    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, all_logits: bool, trace: &mut dyn Trace) -> Result<Vec<f32>, LlamaError> {
+    pub fn forward(&self, dev: &mut D, tokens: &[u32], cache: &mut KvCache<D>, all_logits: bool, trace: &mut dyn Trace) -> Result<Vec<f32>, LlamaError> {
         let c = &self.config;
         let n = tokens.len();
         if n == 0 {
@@ -166,80 +205,86 @@ impl Llama {
         if cache.len + n > cache.capacity {
             return Err(LlamaError::ContextFull { needed: cache.len + n, capacity: cache.capacity });
         }
-        let mut x = Vec::with_capacity(n * c.width);
-        for &id in tokens {
-            if id as usize >= c.vocab {
-                return Err(LlamaError::Token { id, vocab: c.vocab });
-            }
-            self.embeddings.row_into(id as usize, &mut x);
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= c.vocab) {
+            return Err(LlamaError::Token { id, vocab: c.vocab });
         }
-        trace.op(None, "embed", &x);
+        let mut x = dev.gather(&self.embeddings, tokens)?;
+        record(dev, trace, None, "embed", &x)?;
         for (l, layer) in self.layers.iter().enumerate() {
-            self.block(l, layer, &mut x, n, cache, trace);
+            self.block(dev, l, layer, &mut x, n, cache, trace)?;
         }
         cache.len += n;
-        let last = if all_logits { 0 } else { n - 1 };
-        let mut h = x[last * c.width..].to_vec();
-        nn::rms_norm(&mut h, &self.output_norm, c.rms_eps);
-        trace.op(None, "output_norm", &h);
-        let rows = n - last;
-        let mut logits = vec![0.0; rows * c.vocab];
-        self.output.as_ref().unwrap_or(&self.embeddings).matmul(&h, rows, &mut logits);
-        trace.op(None, "logits", &logits);
-        Ok(logits)
+        let rows = if all_logits { n } else { 1 };
+        let last = if all_logits {
+            x
+        } else {
+            let mut row = dev.zeros(c.width)?;
+            dev.copy(&x, (n - 1) * c.width, &mut row, 0, c.width)?;
+            row
+        };
+        let h = dev.rms_norm(&last, &self.output_norm, c.rms_eps)?;
+        record(dev, trace, None, "output_norm", &h)?;
+        let logits = dev.matmul(self.output.as_ref().unwrap_or(&self.embeddings), &h, rows, c.vocab)?;
+        Ok(dev.read(&logits, 0..rows * c.vocab)?)
     }
 
     /// One decoder block on `x[n × width]`, in place.
-    fn block(&self, l: usize, layer: &LlamaLayer, x: &mut [f32], n: usize, cache: &mut KvCache, trace: &mut dyn Trace) {
+    #[allow(clippy::too_many_arguments)] // The block's inputs, each needed; bundling them would only rename them.
+    fn block(&self, dev: &mut D, l: usize, layer: &LlamaLayer<D>, x: &mut D::Buf, n: usize, cache: &mut KvCache<D>, trace: &mut dyn Trace) -> Result<(), LlamaError> {
         let c = &self.config;
-        let at = Some(l);
-        let mut h = x.to_vec();
-        nn::rms_norm(&mut h, &layer.attn_norm, c.rms_eps);
-        trace.op(at, "attn_norm", &h);
-        let (mut q, mut k, mut v) = (vec![0.0; n * c.width], vec![0.0; n * c.kv_width()], vec![0.0; n * c.kv_width()]);
-        layer.q.matmul(&h, n, &mut q);
-        layer.k.matmul(&h, n, &mut k);
-        layer.v.matmul(&h, n, &mut v);
-        nn::rope(&mut q, c.head_dim, cache.len, c.rope_base, c.heads);
-        nn::rope(&mut k, c.head_dim, cache.len, c.rope_base, c.kv_heads);
-        trace.op(at, "q_rope", &q);
-        trace.op(at, "k_rope", &k);
-        trace.op(at, "v", &v);
-        cache.k[l].extend_from_slice(&k);
-        cache.v[l].extend_from_slice(&v);
+        let (at, kvw) = (Some(l), c.kv_width());
+        let h = dev.rms_norm(x, &layer.attn_norm, c.rms_eps)?;
+        record(dev, trace, at, "attn_norm", &h)?;
+        let mut q = dev.matmul(&layer.q, &h, n, c.width)?;
+        let mut k = dev.matmul(&layer.k, &h, n, kvw)?;
+        let v = dev.matmul(&layer.v, &h, n, kvw)?;
+        dev.rope(&mut q, c.heads, c.head_dim, cache.len, c.rope_base)?;
+        dev.rope(&mut k, c.kv_heads, c.head_dim, cache.len, c.rope_base)?;
+        record(dev, trace, at, "q_rope", &q)?;
+        record(dev, trace, at, "k_rope", &k)?;
+        record(dev, trace, at, "v", &v)?;
+        dev.copy(&k, 0, &mut cache.k[l], cache.len * kvw, n * kvw)?;
+        dev.copy(&v, 0, &mut cache.v[l], cache.len * kvw, n * kvw)?;
         let shape = Attention { tokens: n, keys: cache.len + n, heads: c.heads, kv_heads: c.kv_heads, head_dim: c.head_dim, causal: true };
-        let mut attended = vec![0.0; n * c.width];
-        nn::attention(shape, &q, &cache.k[l], &cache.v[l], &mut attended);
-        trace.op(at, "attention", &attended);
-        layer.out.matmul(&attended, n, &mut h);
-        nn::add_assign(x, &h);
-        trace.op(at, "attn_residual", x);
-        h.copy_from_slice(x);
-        nn::rms_norm(&mut h, &layer.ffn_norm, c.rms_eps);
-        trace.op(at, "ffn_norm", &h);
-        let (mut gate, mut up) = (vec![0.0; n * c.ffn_width], vec![0.0; n * c.ffn_width]);
-        layer.gate.matmul(&h, n, &mut gate);
-        layer.up.matmul(&h, n, &mut up);
-        nn::silu_mul(&mut gate, &up);
-        trace.op(at, "swiglu", &gate);
-        layer.down.matmul(&gate, n, &mut h);
-        nn::add_assign(x, &h);
-        trace.op(at, "ffn_residual", x);
+        let mut attended = dev.zeros(n * c.width)?;
+        dev.attention(shape, 0, &q, &cache.k[l], &cache.v[l], &mut attended)?;
+        record(dev, trace, at, "attention", &attended)?;
+        let projected = dev.matmul(&layer.out, &attended, n, c.width)?;
+        dev.add(x, &projected)?;
+        record(dev, trace, at, "attn_residual", x)?;
+        let h = dev.rms_norm(x, &layer.ffn_norm, c.rms_eps)?;
+        record(dev, trace, at, "ffn_norm", &h)?;
+        let mut gate = dev.matmul(&layer.gate, &h, n, c.ffn_width)?;
+        let up = dev.matmul(&layer.up, &h, n, c.ffn_width)?;
+        dev.silu_mul(&mut gate, &up)?;
+        record(dev, trace, at, "swiglu", &gate)?;
+        let down = dev.matmul(&layer.down, &gate, n, c.width)?;
+        dev.add(x, &down)?;
+        record(dev, trace, at, "ffn_residual", x)?;
+        Ok(())
     }
 }
 
-/// Keys and values of the tokens seen so far, per layer `[tokens × kv_heads × head_dim]` (after RoPE).
-#[derive(Clone, Debug)]
-pub struct KvCache {
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+/// Reports `buf` to `trace` as op `name`, reading it back only when the trace records.
+pub(crate) fn record<D: Device>(dev: &mut D, trace: &mut dyn Trace, layer: Option<usize>, name: &'static str, buf: &D::Buf) -> Result<(), DeviceError> {
+    if trace.enabled() {
+        let values = dev.read(buf, 0..dev.len(buf))?;
+        trace.op(layer, name, &values);
+    }
+    Ok(())
+}
+
+/// Keys and values of the tokens seen so far, per layer `[capacity × kv_heads × head_dim]` (after RoPE).
+pub struct KvCache<D: Device> {
+    k: Vec<D::Buf>,
+    v: Vec<D::Buf>,
     /// Tokens held.
     len: usize,
     /// Tokens it may hold: the bound on its memory.
     capacity: usize,
 }
 
-impl KvCache {
+impl<D: Device> KvCache<D> {
     pub fn len(&self) -> usize {
         self.len
     }
@@ -256,6 +301,10 @@ impl KvCache {
 /// Sees every named op's output as the forward pass runs (`layer` is `None` outside the blocks).
 pub trait Trace {
     fn op(&mut self, layer: Option<usize>, name: &'static str, output: &[f32]);
+    /// Whether outputs are wanted at all (a GPU reads them back only then).
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 /// Records nothing.
@@ -263,6 +312,9 @@ pub struct NoTrace;
 
 impl Trace for NoTrace {
     fn op(&mut self, _: Option<usize>, _: &'static str, _: &[f32]) {}
+    fn enabled(&self) -> bool {
+        false
+    }
 }
 
 fn info<'g>(g: &'g Gguf<'_>, name: &str) -> Result<&'g TensorInfo, LlamaError> {
