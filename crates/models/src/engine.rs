@@ -173,7 +173,8 @@ impl ChatModel {
         })
     }
 
-    /// Tokens after `prompt` until a stop token or `max_tokens`; `on_token` sees each as it comes.
+    /// Tokens after `prompt` until one of the model's stop tokens or `max_tokens`; `on_token` sees each as it
+    /// comes.
     pub fn generate(
         &mut self,
         prompt: &[u32],
@@ -181,7 +182,19 @@ impl ChatModel {
         sampling: &Sampling,
         on_token: impl FnMut(u32) -> ControlFlow<()>,
     ) -> Result<Generated, EngineError> {
-        let stop = &self.stop;
+        let stop = self.stop.clone();
+        self.generate_until(prompt, max_tokens, sampling, &stop, on_token)
+    }
+
+    /// [`ChatModel::generate`] with the stop tokens given (none: exactly `max_tokens`).
+    pub fn generate_until(
+        &mut self,
+        prompt: &[u32],
+        max_tokens: usize,
+        sampling: &Sampling,
+        stop: &[u32],
+        on_token: impl FnMut(u32) -> ControlFlow<()>,
+    ) -> Result<Generated, EngineError> {
         Ok(match &mut self.llama {
             OnDevice::Cpu(m, dev) => generate::generate(m, dev, prompt, max_tokens, sampling, stop, on_token)?,
             OnDevice::Gpu(m, dev) => generate::generate(m, dev.as_mut(), prompt, max_tokens, sampling, stop, on_token)?,

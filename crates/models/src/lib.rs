@@ -5,6 +5,7 @@
 //! SmolLM2 file against llama.cpp's reference values; MiniLM's weights from safetensors (`bert`).
 
 pub mod bert;
+pub mod bench;
 pub mod catalog;
 pub mod device;
 pub mod engine;

@@ -1,0 +1,108 @@
+//! The inference benchmarks behind `neurolov models bench` (and `scripts/bench-models`, which runs the reference
+//! stacks on the same inputs in the same sitting): all-MiniLM-L6-v2 embeddings/s on batches of ≈ 19-token
+//! sentences, and SmolLM2 prefill tokens/s on a 128-token prompt and greedy decode tokens/s at batch 1. The
+//! sentences and the prompt are built exactly as `scripts/reference/models_bench.py` builds them.
+
+use std::time::Instant;
+
+use crate::engine::{ChatModel, EngineError, Embedder};
+use crate::generate::Sampling;
+use crate::llama::NoTrace;
+
+/// `n` distinct, deterministic English sentences of about 17 words (about 19 tokens with [CLS] and [SEP]).
+pub fn sentences(n: usize) -> Vec<String> {
+    const SUBJECTS: [&str; 8] = ["The engineer", "A small team", "Our scheduler", "The new node", "Every client", "The coordinator", "A volunteer", "The test suite"];
+    const VERBS: [&str; 8] = ["checked", "uploaded", "verified", "planned", "measured", "repeated", "reported", "compared"];
+    const OBJECTS: [&str; 8] = [
+        "the final matrix results",
+        "each finished small task",
+        "the weekly benchmark report",
+        "several large queued jobs",
+        "the shared payment ledger",
+        "a slow remote network link",
+        "the cached model weights",
+        "every returned result tile",
+    ];
+    const TAILS: [&str; 8] = [
+        "before the long meeting started this morning",
+        "while the cluster was still busy with other work",
+        "after the nightly build had finally passed",
+        "and then wrote a short note for the others",
+        "so that nobody would need to do it again",
+        "during a quiet hour late in the afternoon",
+        "with help from two colleagues in another office",
+        "because the previous numbers looked rather odd",
+    ];
+    (0..n)
+        .map(|i| format!("{} {} {} {}.", SUBJECTS[i % 8], VERBS[(i / 8) % 8], OBJECTS[(i / 64) % 8], TAILS[(i * 3 + i / 8) % 8]))
+        .collect()
+}
+
+/// The benchmark prompt's first `n` tokens (a paragraph repeated).
+pub fn prompt_text() -> String {
+    "The history of computing is a story of steady abstraction. Early machines were programmed by rewiring panels, \
+     later ones by punched cards, and eventually by high-level languages that let people describe what they wanted \
+     rather than how the hardware should do it. "
+        .repeat(8)
+}
+
+/// One measured figure.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Figure {
+    pub bench: &'static str,
+    pub backend: String,
+    /// The median over the passes.
+    pub per_s: f64,
+    pub best_per_s: f64,
+    pub unit: &'static str,
+    pub passes: usize,
+}
+
+fn figure(bench: &'static str, backend: &str, unit: &'static str, rates: &[f64]) -> Figure {
+    let mut sorted = rates.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
+    let best = sorted.last().copied().unwrap_or_default();
+    Figure { bench, backend: backend.to_string(), per_s: (median * 10.0).round() / 10.0, best_per_s: (best * 10.0).round() / 10.0, unit, passes: rates.len() }
+}
+
+/// Embeddings/s over `count` sentences in batches of `batch`, after one warm-up pass.
+pub fn embeddings(embedder: &mut Embedder, backend: &str, count: usize, batch: usize, passes: usize) -> Result<Figure, EngineError> {
+    let texts = sentences(count);
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let run = |e: &mut Embedder| -> Result<f64, EngineError> {
+        let started = Instant::now();
+        for chunk in texts.chunks(batch.max(1)) {
+            e.embed(chunk)?;
+        }
+        Ok(count as f64 / started.elapsed().as_secs_f64())
+    };
+    run(embedder)?;
+    let rates = (0..passes).map(|_| run(embedder)).collect::<Result<Vec<_>, _>>()?;
+    Ok(figure("minilm_embed", backend, "embeddings", &rates))
+}
+
+/// Prefill tokens/s on a `prompt_tokens` prompt and greedy decode tokens/s for `decode_tokens` after it.
+pub fn generation(model: &mut ChatModel, backend: &str, prompt_tokens: usize, decode_tokens: usize, passes: usize) -> Result<[Figure; 2], EngineError> {
+    let ids = model.tokenizer.encode(&prompt_text(), false)?;
+    let ids = &ids[..prompt_tokens.min(ids.len())];
+    let mut prefill = Vec::new();
+    let mut decode = Vec::new();
+    for pass in 0..=passes {
+        let started = Instant::now();
+        model.logits(ids, false, &mut NoTrace)?;
+        let prefill_s = started.elapsed().as_secs_f64();
+        // Decode: from the first token (its prefill done) to the end, one forward pass per token generated.
+        let mut first = None;
+        let generated = model.generate(ids, decode_tokens, &Sampling::GREEDY, |_| {
+            first.get_or_insert_with(Instant::now);
+            std::ops::ControlFlow::Continue(())
+        })?;
+        let decode_s = first.map_or(f64::INFINITY, |f| f.elapsed().as_secs_f64());
+        if pass > 0 {
+            prefill.push(ids.len() as f64 / prefill_s);
+            decode.push(generated.tokens.len() as f64 / decode_s);
+        }
+    }
+    Ok([figure("smollm2_prefill", backend, "tokens", &prefill), figure("smollm2_decode", backend, "tokens", &decode)])
+}
