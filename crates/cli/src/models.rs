@@ -106,7 +106,10 @@ pub fn models(cmd: ModelsCommand) -> anyhow::Result<()> {
                 if json {
                     println!("{}", serde_json::to_string(&f)?);
                 } else {
-                    println!("{:<16} {:<4} {:>9.1} {}/s (best {:.1}, {} passes)", f.bench, f.backend, f.per_s, f.unit, f.best_per_s, f.passes);
+                    println!(
+                        "{:<16} {:<4} {:>9.1} {}/s (best {:.1}, {} passes)",
+                        f.bench, f.backend, f.per_s, f.unit, f.best_per_s, f.passes
+                    );
                 }
             }
             Ok(())

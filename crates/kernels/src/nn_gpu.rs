@@ -196,7 +196,10 @@ impl NnGpu {
                 }];
                 entries.extend((1..=4).map(|b| storage(b, true)));
                 entries.push(storage(5, false));
-                let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("nn"), entries: &entries });
+                let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some("nn"),
+                    entries: &entries,
+                });
                 let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                     label: Some("nn"),
                     bind_group_layouts: &[Some(&layout)],
@@ -290,7 +293,13 @@ impl NnGpu {
         };
         debug_assert!(bytes.len().is_multiple_of(4));
         let q8_blocks = Params::of(&[q8_blocks])?.p[0];
-        Ok(GpuMatrix { words: self.buffer(bytes.len() / 4, Some(&bytes))?, kind, rows: m.rows(), cols: m.cols(), q8_blocks })
+        Ok(GpuMatrix {
+            words: self.buffer(bytes.len() / 4, Some(&bytes))?,
+            kind,
+            rows: m.rows(),
+            cols: m.cols(),
+            q8_blocks,
+        })
     }
 
     /// The workgroup grid for `groups` groups, folded into two dimensions past the device's limit.
@@ -299,13 +308,24 @@ impl NnGpu {
         let x = groups.clamp(1, max);
         let y = groups.div_ceil(x);
         if y > max {
-            return Err(GpuError::LimitExceeded { what: "workgroups", requested: groups as u64, limit: (max * max) as u64 });
+            return Err(GpuError::LimitExceeded {
+                what: "workgroups",
+                requested: groups as u64,
+                limit: (max * max) as u64,
+            });
         }
         Ok([x as u32, y as u32, 1])
     }
 
     /// Records one dispatch of `kernel` writing `out`.
-    fn record(&mut self, kernel: NnKernel, params: Params, inputs: Inputs<'_>, out: &GpuTensor, grid: [u32; 3]) -> Result<(), GpuError> {
+    fn record(
+        &mut self,
+        kernel: NnKernel,
+        params: Params,
+        inputs: Inputs<'_>,
+        out: &GpuTensor,
+        grid: [u32; 3],
+    ) -> Result<(), GpuError> {
         self.exec.check_usable()?;
         if self.recorded >= MAX_RECORDED_DISPATCHES {
             self.submit()?;
@@ -314,7 +334,9 @@ impl NnGpu {
         let device = exec.device();
         let (layout, placeholder) = (&self.layout, &self.placeholder);
         let pipeline = &self.pipelines[&kernel];
-        let encoder = self.encoder.get_or_insert_with(|| device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("nn") }));
+        let encoder = self.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("nn") })
+        });
         exec.guarded(|| {
             exec.with_error_scopes(|| {
                 let uniform = device.create_buffer(&wgpu::BufferDescriptor {
@@ -335,8 +357,10 @@ impl NnGpu {
                     wgpu::BindGroupEntry { binding: 4, resource: bind(inputs.b, placeholder) },
                     wgpu::BindGroupEntry { binding: 5, resource: out.buffer.as_entire_binding() },
                 ];
-                let group = device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries });
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+                let group =
+                    device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries });
+                let mut pass =
+                    encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
                 pass.set_pipeline(pipeline);
                 pass.set_bind_group(0, &group, &[]);
                 pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
@@ -372,7 +396,11 @@ impl NnGpu {
             let (gx, gy) = (w.rows.div_ceil(16), tokens.div_ceil(16));
             let max = self.exec.limits().max_compute_workgroups_per_dimension as usize;
             if gx > max || gy > max {
-                return Err(GpuError::LimitExceeded { what: "workgroups per dimension", requested: gx.max(gy) as u64, limit: max as u64 });
+                return Err(GpuError::LimitExceeded {
+                    what: "workgroups per dimension",
+                    requested: gx.max(gy) as u64,
+                    limit: max as u64,
+                });
             }
             self.record(NnKernel::Matmul, params, inputs, y, [gx as u32, gy as u32, 1])
         }
@@ -386,7 +414,13 @@ impl NnGpu {
         params.p[2] = table.kind;
         params.p[6] = table.q8_blocks;
         let grid = self.grid((tokens * table.cols).div_ceil(256))?;
-        self.record(NnKernel::Gather, params, Inputs { w: Some(&table.words), a: Some(ids), ..Inputs::default() }, out, grid)
+        self.record(
+            NnKernel::Gather,
+            params,
+            Inputs { w: Some(&table.words), a: Some(ids), ..Inputs::default() },
+            out,
+            grid,
+        )
     }
 
     /// out = RMSNorm(x)·weight, row by row.
@@ -421,7 +455,13 @@ impl NnGpu {
     pub fn silu_mul(&mut self, gate: &GpuTensor, up: &GpuTensor) -> Result<(), GpuError> {
         check_len("silu_mul up", up, gate.len())?;
         let grid = self.grid(gate.len().div_ceil(256))?;
-        self.record(NnKernel::SiluMul, Params::of(&[gate.len()])?, Inputs { x: Some(up), ..Inputs::default() }, gate, grid)
+        self.record(
+            NnKernel::SiluMul,
+            Params::of(&[gate.len()])?,
+            Inputs { x: Some(up), ..Inputs::default() },
+            gate,
+            grid,
+        )
     }
 
     /// x ← GELU(x), exact form.
@@ -442,9 +482,22 @@ impl NnGpu {
 
     /// Attention of `shape.tokens` queries starting at token `first` of `q` against keys and values starting at
     /// token `first` of `k`, `v`, into `out` at the queries' place.
-    pub fn attention(&mut self, shape: crate::nn::Attention, first: usize, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, out: &GpuTensor) -> Result<(), GpuError> {
+    pub fn attention(
+        &mut self,
+        shape: crate::nn::Attention,
+        first: usize,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        out: &GpuTensor,
+    ) -> Result<(), GpuError> {
         let crate::nn::Attention { tokens, keys, heads, kv_heads, head_dim, causal } = shape;
-        if keys > MAX_ATTENTION_KEYS || head_dim > MAX_HEAD_DIM || keys < tokens || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
+        if keys > MAX_ATTENTION_KEYS
+            || head_dim > MAX_HEAD_DIM
+            || keys < tokens
+            || kv_heads == 0
+            || !heads.is_multiple_of(kv_heads)
+        {
             return Err(GpuError::Validation(format!("attention shape {shape:?} is outside the kernel's limits")));
         }
         check_len("attention queries", q, (first + tokens) * heads * head_dim)?;
@@ -453,17 +506,38 @@ impl NnGpu {
         check_len("attention output", out, (first + tokens) * heads * head_dim)?;
         let params = Params::of(&[tokens, keys, heads, kv_heads, head_dim, first, usize::from(causal)])?;
         let grid = self.grid(tokens * heads)?;
-        self.record(NnKernel::Attention, params, Inputs { x: Some(q), a: Some(k), b: Some(v), ..Inputs::default() }, out, grid)
+        self.record(
+            NnKernel::Attention,
+            params,
+            Inputs { x: Some(q), a: Some(k), b: Some(v), ..Inputs::default() },
+            out,
+            grid,
+        )
     }
 
     /// Copies `len` elements of `src` from `src_at` to `dst` at `dst_at` (a KV cache append).
-    pub fn copy(&mut self, src: &GpuTensor, src_at: usize, dst: &GpuTensor, dst_at: usize, len: usize) -> Result<(), GpuError> {
+    pub fn copy(
+        &mut self,
+        src: &GpuTensor,
+        src_at: usize,
+        dst: &GpuTensor,
+        dst_at: usize,
+        len: usize,
+    ) -> Result<(), GpuError> {
         if src_at + len > src.len || dst_at + len > dst.len {
             return Err(GpuError::Validation(format!("copy of {len} elements past a buffer's end")));
         }
         let device = self.exec.device();
-        let encoder = self.encoder.get_or_insert_with(|| device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("nn") }));
-        encoder.copy_buffer_to_buffer(&src.buffer, (src_at * 4) as u64, &dst.buffer, (dst_at * 4) as u64, (len * 4) as u64);
+        let encoder = self.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("nn") })
+        });
+        encoder.copy_buffer_to_buffer(
+            &src.buffer,
+            (src_at * 4) as u64,
+            &dst.buffer,
+            (dst_at * 4) as u64,
+            (len * 4) as u64,
+        );
         Ok(())
     }
 
@@ -480,7 +554,9 @@ impl NnGpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let encoder = self.encoder.get_or_insert_with(|| device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("nn") }));
+        let encoder = self.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("nn") })
+        });
         if range.end > range.start {
             encoder.copy_buffer_to_buffer(&t.buffer, (range.start * 4) as u64, &staging, 0, bytes);
         }
@@ -488,7 +564,9 @@ impl NnGpu {
         let timeout = self.exec.dispatch_timeout();
         let exec = &self.exec;
         let out = exec.guarded(|| exec.read_back(submission, vec![(0, staging)], timeout))?;
-        let mut values = crate::gpu::f32s_of_bytes(&out.first().map(|(_, b)| b.as_slice()).unwrap_or_default()[..(range.end - range.start) * 4]);
+        let mut values = crate::gpu::f32s_of_bytes(
+            &out.first().map(|(_, b)| b.as_slice()).unwrap_or_default()[..(range.end - range.start) * 4],
+        );
         values.truncate(range.end - range.start);
         Ok(values)
     }

@@ -5,14 +5,24 @@
 
 use std::time::Instant;
 
-use crate::engine::{ChatModel, EngineError, Embedder};
+use crate::engine::{ChatModel, Embedder, EngineError};
 use crate::generate::Sampling;
 use crate::llama::NoTrace;
 
 /// `n` distinct, deterministic English sentences of about 17 words (about 19 tokens with [CLS] and [SEP]).
 pub fn sentences(n: usize) -> Vec<String> {
-    const SUBJECTS: [&str; 8] = ["The engineer", "A small team", "Our scheduler", "The new node", "Every client", "The coordinator", "A volunteer", "The test suite"];
-    const VERBS: [&str; 8] = ["checked", "uploaded", "verified", "planned", "measured", "repeated", "reported", "compared"];
+    const SUBJECTS: [&str; 8] = [
+        "The engineer",
+        "A small team",
+        "Our scheduler",
+        "The new node",
+        "Every client",
+        "The coordinator",
+        "A volunteer",
+        "The test suite",
+    ];
+    const VERBS: [&str; 8] =
+        ["checked", "uploaded", "verified", "planned", "measured", "repeated", "reported", "compared"];
     const OBJECTS: [&str; 8] = [
         "the final matrix results",
         "each finished small task",
@@ -34,7 +44,15 @@ pub fn sentences(n: usize) -> Vec<String> {
         "because the previous numbers looked rather odd",
     ];
     (0..n)
-        .map(|i| format!("{} {} {} {}.", SUBJECTS[i % 8], VERBS[(i / 8) % 8], OBJECTS[(i / 64) % 8], TAILS[(i * 3 + i / 8) % 8]))
+        .map(|i| {
+            format!(
+                "{} {} {} {}.",
+                SUBJECTS[i % 8],
+                VERBS[(i / 8) % 8],
+                OBJECTS[(i / 64) % 8],
+                TAILS[(i * 3 + i / 8) % 8]
+            )
+        })
         .collect()
 }
 
@@ -63,11 +81,24 @@ fn figure(bench: &'static str, backend: &str, unit: &'static str, rates: &[f64])
     sorted.sort_by(f64::total_cmp);
     let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
     let best = sorted.last().copied().unwrap_or_default();
-    Figure { bench, backend: backend.to_string(), per_s: (median * 10.0).round() / 10.0, best_per_s: (best * 10.0).round() / 10.0, unit, passes: rates.len() }
+    Figure {
+        bench,
+        backend: backend.to_string(),
+        per_s: (median * 10.0).round() / 10.0,
+        best_per_s: (best * 10.0).round() / 10.0,
+        unit,
+        passes: rates.len(),
+    }
 }
 
 /// Embeddings/s over `count` sentences in batches of `batch`, after one warm-up pass.
-pub fn embeddings(embedder: &mut Embedder, backend: &str, count: usize, batch: usize, passes: usize) -> Result<Figure, EngineError> {
+pub fn embeddings(
+    embedder: &mut Embedder,
+    backend: &str,
+    count: usize,
+    batch: usize,
+    passes: usize,
+) -> Result<Figure, EngineError> {
     let texts = sentences(count);
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     let run = |e: &mut Embedder| -> Result<f64, EngineError> {
@@ -83,7 +114,13 @@ pub fn embeddings(embedder: &mut Embedder, backend: &str, count: usize, batch: u
 }
 
 /// Prefill tokens/s on a `prompt_tokens` prompt and greedy decode tokens/s for `decode_tokens` after it.
-pub fn generation(model: &mut ChatModel, backend: &str, prompt_tokens: usize, decode_tokens: usize, passes: usize) -> Result<[Figure; 2], EngineError> {
+pub fn generation(
+    model: &mut ChatModel,
+    backend: &str,
+    prompt_tokens: usize,
+    decode_tokens: usize,
+    passes: usize,
+) -> Result<[Figure; 2], EngineError> {
     let ids = model.tokenizer.encode(&prompt_text(), false)?;
     let ids = &ids[..prompt_tokens.min(ids.len())];
     let mut prefill = Vec::new();

@@ -173,7 +173,8 @@ impl<D: Device> Bert<D> {
     pub fn new(w: BertWeights, dev: &mut D) -> Result<Bert<D>, BertError> {
         let h = w.config.hidden_size;
         let m = |t: Tensor, dev: &mut D| -> Result<D::Mat, BertError> {
-            let q = QMatrix::from_f32(t.shape[0], t.shape[1], t.data).map_err(|e| BertError::Safetensors(e.to_string()))?;
+            let q =
+                QMatrix::from_f32(t.shape[0], t.shape[1], t.data).map_err(|e| BertError::Safetensors(e.to_string()))?;
             Ok(dev.matrix(q)?)
         };
         let mut layers = Vec::with_capacity(w.layers.len());
@@ -222,7 +223,11 @@ impl<D: Device> Bert<D> {
         let c = &self.config;
         for ids in batch {
             if ids.len() > c.max_position_embeddings || ids.len() > MAX_TOKENS_PER_PASS {
-                return Err(BertError::Input(format!("{} tokens, the model takes {}", ids.len(), c.max_position_embeddings)));
+                return Err(BertError::Input(format!(
+                    "{} tokens, the model takes {}",
+                    ids.len(),
+                    c.max_position_embeddings
+                )));
             }
             if let Some(id) = ids.iter().find(|&&id| id as usize >= c.vocab_size) {
                 return Err(BertError::Input(format!("token id {id} is outside the vocabulary")));
@@ -269,18 +274,20 @@ impl<D: Device> Bert<D> {
         let (h, heads, eps) = (c.hidden_size, c.num_attention_heads, c.layer_norm_eps);
         let n = lens.iter().sum();
         let [bq, bk, bv, bo, bi, bout] = &layer.biases;
-        let linear = |m: &D::Mat, bias: &D::Buf, input: &D::Buf, rows: usize, dev: &mut D| -> Result<D::Buf, BertError> {
-            let mut out = dev.matmul(m, input, n, rows)?;
-            dev.add_bias(&mut out, bias)?;
-            Ok(out)
-        };
+        let linear =
+            |m: &D::Mat, bias: &D::Buf, input: &D::Buf, rows: usize, dev: &mut D| -> Result<D::Buf, BertError> {
+                let mut out = dev.matmul(m, input, n, rows)?;
+                dev.add_bias(&mut out, bias)?;
+                Ok(out)
+            };
         let q = linear(&layer.query, bq, x, h, dev)?;
         let k = linear(&layer.key, bk, x, h, dev)?;
         let v = linear(&layer.value, bv, x, h, dev)?;
         let mut attended = dev.zeros(n * h)?;
         let mut start = 0;
         for &len in lens.iter().filter(|&&len| len > 0) {
-            let shape = Attention { tokens: len, keys: len, heads, kv_heads: heads, head_dim: h / heads, causal: false };
+            let shape =
+                Attention { tokens: len, keys: len, heads, kv_heads: heads, head_dim: h / heads, causal: false };
             dev.attention(shape, start, &q, &k, &v, &mut attended)?;
             start += len;
         }

@@ -64,7 +64,15 @@ pub trait Device {
     /// x ← x + bias on every row.
     fn add_bias(&mut self, x: &mut Self::Buf, bias: &Self::Buf) -> R<()>;
     /// Attention of the queries from token `first` of `q` against keys/values from token `first`, into `out`.
-    fn attention(&mut self, shape: Attention, first: usize, q: &Self::Buf, k: &Self::Buf, v: &Self::Buf, out: &mut Self::Buf) -> R<()>;
+    fn attention(
+        &mut self,
+        shape: Attention,
+        first: usize,
+        q: &Self::Buf,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        out: &mut Self::Buf,
+    ) -> R<()>;
     /// dst[dst_at..][..len] ← src[src_at..][..len].
     fn copy(&mut self, src: &Self::Buf, src_at: usize, dst: &mut Self::Buf, dst_at: usize, len: usize) -> R<()>;
     /// Elements `range` of `x`, on the host.
@@ -131,7 +139,15 @@ impl Device for Cpu {
         nn::add_bias(x, bias);
         Ok(())
     }
-    fn attention(&mut self, shape: Attention, first: usize, q: &Vec<f32>, k: &Vec<f32>, v: &Vec<f32>, out: &mut Vec<f32>) -> R<()> {
+    fn attention(
+        &mut self,
+        shape: Attention,
+        first: usize,
+        q: &Vec<f32>,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        out: &mut Vec<f32>,
+    ) -> R<()> {
         let (qw, kw) = (shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim);
         let queries = first * qw..(first + shape.tokens) * qw;
         let keys = first * kw..(first + shape.keys) * kw;
@@ -229,7 +245,15 @@ impl Device for Gpu {
     fn add_bias(&mut self, x: &mut GpuTensor, bias: &GpuTensor) -> R<()> {
         Ok(self.nn.add(x, None, Some(bias))?)
     }
-    fn attention(&mut self, shape: Attention, first: usize, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, out: &mut GpuTensor) -> R<()> {
+    fn attention(
+        &mut self,
+        shape: Attention,
+        first: usize,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        out: &mut GpuTensor,
+    ) -> R<()> {
         Ok(self.nn.attention(shape, first, q, k, v, out)?)
     }
     fn copy(&mut self, src: &GpuTensor, src_at: usize, dst: &mut GpuTensor, dst_at: usize, len: usize) -> R<()> {

@@ -6,9 +6,9 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use crate::bert::{Bert, BertConfig, BertError, BertWeights};
+use crate::device::{BackendKind, Cpu, Gpu};
 use crate::generate::{self, ChatTemplate, GenerateError, Generated, Message, Sampling};
 use crate::gguf::{Gguf, GgufError, Value};
-use crate::device::{BackendKind, Cpu, Gpu};
 use crate::llama::{Llama, LlamaConfig, LlamaError, Trace};
 use crate::tokenizer::{TextTokenizer, TokenizerError};
 

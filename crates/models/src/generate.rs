@@ -88,7 +88,7 @@ impl Sampling {
     pub const GREEDY: Sampling = Sampling { temperature: 0.0, top_p: 1.0, seed: 0 };
 
     pub fn check(&self) -> Result<(), GenerateError> {
-        if !(0.0..=100.0).contains(&self.temperature) || !(self.top_p > 0.0 && self.top_p <= 1.0) {
+        if !((0.0..=100.0).contains(&self.temperature) && self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(GenerateError::Sampling(format!(
                 "temperature must be in [0, 100] and top_p in (0, 1], got {} and {}",
                 self.temperature, self.top_p
@@ -124,14 +124,19 @@ impl SplitMix64 {
 
 /// The next token from `logits` (one draw from `rng` unless greedy).
 pub fn sample(logits: &[f32], sampling: &Sampling, rng: &mut SplitMix64) -> u32 {
-    let argmax = logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0;
+    let argmax = logits
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+        .0;
     if sampling.temperature == 0.0 {
         return argmax as u32;
     }
     // Probabilities in f64, most likely first (ties by id), cut at top_p.
     let max = f64::from(logits[argmax]);
     let t = f64::from(sampling.temperature);
-    let mut probs: Vec<(u32, f64)> = logits.iter().enumerate().map(|(i, &v)| (i as u32, ((f64::from(v) - max) / t).exp())).collect();
+    let mut probs: Vec<(u32, f64)> =
+        logits.iter().enumerate().map(|(i, &v)| (i as u32, ((f64::from(v) - max) / t).exp())).collect();
     probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     let total: f64 = probs.iter().map(|p| p.1).sum();
     let mut kept = 0.0;

