@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,17 @@ def emit(obj: dict) -> None:
 
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
+
+
+def cpu_busy_s() -> float | None:
+    """Seconds of CPU time the whole machine spent busy (all cores), from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return None
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def models_dir() -> Path:
@@ -112,10 +124,15 @@ def bench_llama_cpp(gguf: Path, n_prompt: int, n_decode: int, reps: int) -> list
     import llama_cpp
 
     llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=1024, n_batch=512, n_ubatch=512, n_threads=THREADS,
-                          n_threads_batch=THREADS, logits_all=False, verbose=False)
+                          n_threads_batch=THREADS, logits_all=False, no_perf=False, verbose=False)
     ids = prompt_ids(lambda t: llm.tokenize(t.encode(), add_bos=False, special=True), n_prompt)
     ctx = llm._ctx.ctx
     have_perf = hasattr(llama_cpp, "llama_perf_context") and hasattr(llama_cpp, "llama_perf_context_reset")
+
+    def sync():
+        # llama.cpp adds a batch's time to its perf counters when the context is synchronized.
+        if hasattr(llama_cpp, "llama_synchronize"):
+            llama_cpp.llama_synchronize(ctx)
 
     def perf():
         p = llama_cpp.llama_perf_context(ctx)
@@ -135,6 +152,7 @@ def bench_llama_cpp(gguf: Path, n_prompt: int, n_decode: int, reps: int) -> list
             llama_cpp.llama_perf_context_reset(ctx)
         t0 = time.perf_counter()
         llm.eval(ids)
+        sync()
         pre_t.append(time.perf_counter() - t0)
         if have_perf:
             p = perf()
@@ -146,6 +164,7 @@ def bench_llama_cpp(gguf: Path, n_prompt: int, n_decode: int, reps: int) -> list
             t = int(np.argmax(llm.scores[llm.n_tokens - 1]))
             new.append(t)
             llm.eval([t])
+            sync()
         dec_t.append(time.perf_counter() - t0)
         if have_perf:
             p = perf()
@@ -226,22 +245,48 @@ def main() -> None:
     ap.add_argument("--only", choices=["minilm", "llama_cpp", "transformers"], default=None)
     args = ap.parse_args()
     torch.set_num_threads(THREADS)
-    load_before = os.getloadavg()
     d = models_dir() / "SmolLM2-135M-Instruct"
-    if args.only in (None, "minilm"):
+    if args.only is None:
+        # Each section in a process of its own: llama.cpp's and torch's OpenMP runtimes in one process spin against
+        # each other and slow torch down several times.
+        load_before = os.getloadavg()
+        busy0, own0, wall0 = cpu_busy_s(), os.times(), time.monotonic()
+        sections = ["minilm", "llama_cpp"] + ([] if args.no_transformers else ["transformers"])
+        passthrough = [a for a in sys.argv[1:] if a != "--no-transformers"]
+        for sec in sections:
+            b0, o0, w0 = cpu_busy_s(), os.times(), time.monotonic()
+            out = subprocess.run([sys.executable, __file__, *passthrough, "--only", sec], check=True,
+                                 stdout=subprocess.PIPE, text=True).stdout
+            b1, o1, w = cpu_busy_s(), os.times(), time.monotonic() - w0
+            other = None if b0 is None else max(0.0, b1 - b0 - (sum(o1[:4]) - sum(o0[:4])))
+            for line in out.splitlines():
+                rec = json.loads(line)
+                # Share of all cores that other processes used while this section ran (its load included).
+                rec["other_processes_cpu_share"] = None if other is None else round(other / (w * os.cpu_count()), 3)
+                emit(rec)
+        busy1, own1, wall = cpu_busy_s(), os.times(), time.monotonic() - wall0
+        own = sum(own1[:4]) - sum(own0[:4])
+        other = None if busy0 is None else max(0.0, busy1 - busy0 - own)
+        # CPU time the rest of the machine used while this ran, as a share of all cores: should be ~0 for clean
+        # figures (another build running at the same time halves them or worse).
+        emit({"bench": "machine", "cpus": os.cpu_count(), "wall_s": round(wall, 1), "own_cpu_s": round(own, 1),
+              "other_processes_cpu_s": None if other is None else round(other, 1),
+              "other_processes_cpu_share": None if other is None else round(other / (wall * os.cpu_count()), 3),
+              "loadavg_before": [round(x, 2) for x in load_before],
+              "loadavg_after": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
+              "torch": torch.__version__, "processor": platform.processor() or platform.machine()})
+        return
+    if args.only == "minilm":
         emit(bench_minilm(args.sentences, args.batch, args.passes))
-    if args.only in (None, "llama_cpp"):
+    elif args.only == "llama_cpp":
         try:
             for r in bench_llama_cpp(d / SMOLLM_GGUF, args.prompt_tokens, args.decode_tokens, args.reps):
                 emit(r)
         except ImportError as e:
             emit({"bench": "smollm2_llama_cpp", "error": f"llama-cpp-python not importable: {e}"})
-    if args.only == "transformers" or (args.only is None and not args.no_transformers):
+    else:
         for r in bench_transformers(d, args.prompt_tokens, args.decode_tokens, max(2, args.reps // 2)):
             emit(r)
-    emit({"bench": "machine", "cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
-          "loadavg_after": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
-          "torch": torch.__version__, "processor": platform.processor() or platform.machine()})
 
 
 if __name__ == "__main__":

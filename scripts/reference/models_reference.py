@@ -33,6 +33,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# torch and llama.cpp each bring an OpenMP runtime; spinning idle threads of one slow the other down. Numerics unchanged.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -199,8 +201,9 @@ def minilm_reference(mdir: Path) -> dict:
         "files": file_check,
         "versions": versions(),
         "notes": (
-            "ids: input_ids of model.tokenize() ([CLS] ... [SEP], truncated to max_seq_length) where attention_mask "
-            "is 1. embedding: model.encode() of all cases as ONE batch (padded to the longest), i.e. the whole "
+            "ids: input_ids of model.preprocess() (tokenize() before sentence-transformers 6; [CLS] ... [SEP], truncated to "
+            "max_seq_length) where attention_mask is 1, checked equal to what the Transformer module receives inside "
+            "encode() for each text alone. embedding: model.encode() of all cases as ONE batch (padded to the longest), i.e. the whole "
             "pipeline Transformer -> mean Pooling over the attention mask -> Normalize (L2). single_max_abs_diff: "
             "max |encode([text]) - batched| per case; single_equals_batched: that diff <= 1e-6. Floats rounded to "
             "7 significant digits."

@@ -16,8 +16,10 @@ use neurolov_models::llama::NoTrace;
 use serde_json::Value;
 
 /// Largest difference allowed between a logit here and the reference's (both f32 on the same dequantized weights;
-/// what is left is summation order, over 30 layers). Measured: see the note of issue 12.
-const LOGIT_TOLERANCE: f32 = 0.02;
+/// what is left is summation order over 30 layers). Measured 2026-12-05: 8.9e-5 on the CPU, 5.7e-5 on lavapipe —
+/// the reference's own KV-cache-vs-full-pass difference is 1.0e-4; llama.cpp, which quantizes activations to 8 bits,
+/// is 1.47 away.
+const LOGIT_TOLERANCE: f32 = 1e-3;
 /// Smallest cosine between an embedding here and sentence-transformers' (the issue's bar).
 const MIN_COSINE: f32 = 0.9999;
 
