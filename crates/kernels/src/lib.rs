@@ -10,6 +10,7 @@ pub mod gpu;
 pub mod nn;
 pub mod nn_gpu;
 pub mod ops;
+pub mod pool;
 pub mod quant;
 pub mod sandbox;
 pub mod timing;

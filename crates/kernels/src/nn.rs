@@ -37,13 +37,29 @@ pub fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
 /// `first_pos`: each adjacent pair (2i, 2i+1) of a head turns by pos·base^(−2i/head_dim) — the pairing GGUF's
 /// Llama weights are stored for (llama.cpp's "normal" RoPE).
 pub fn rope(x: &mut [f32], head_dim: usize, first_pos: usize, freq_base: f32, heads: usize) {
-    debug_assert!(head_dim.is_multiple_of(2) && x.len().is_multiple_of(heads * head_dim));
-    for (t, token) in x.chunks_exact_mut(heads * head_dim).enumerate() {
-        let pos = (first_pos + t) as f64;
+    let tokens = x.len() / (heads * head_dim);
+    rope_with(x, head_dim, heads, &rope_table(first_pos, tokens, head_dim, freq_base));
+}
+
+/// (cos, sin) of every pair's angle for `tokens` positions from `first_pos` (`[tokens × head_dim/2]`), computed in
+/// f64 and rounded once.
+pub fn rope_table(first_pos: usize, tokens: usize, head_dim: usize, freq_base: f32) -> Vec<(f32, f32)> {
+    let mut table = Vec::with_capacity(tokens * head_dim / 2);
+    for t in 0..tokens {
+        for i in 0..head_dim / 2 {
+            let (sin, cos) = rope_angle((first_pos + t) as f64, i, head_dim, freq_base).sin_cos();
+            table.push((cos as f32, sin as f32));
+        }
+    }
+    table
+}
+
+/// RoPE with the rotations of [`rope_table`].
+pub fn rope_with(x: &mut [f32], head_dim: usize, heads: usize, table: &[(f32, f32)]) {
+    debug_assert!(head_dim.is_multiple_of(2) && x.len() / (heads * head_dim) * head_dim / 2 == table.len());
+    for (token, angles) in x.chunks_exact_mut(heads * head_dim).zip(table.chunks_exact(head_dim / 2)) {
         for head in token.chunks_exact_mut(head_dim) {
-            for (i, pair) in head.chunks_exact_mut(2).enumerate() {
-                let (sin, cos) = rope_angle(pos, i, head_dim, freq_base).sin_cos();
-                let (sin, cos) = (sin as f32, cos as f32);
+            for (pair, &(cos, sin)) in head.chunks_exact_mut(2).zip(angles) {
                 let (x0, x1) = (pair[0], pair[1]);
                 pair[0] = x0 * cos - x1 * sin;
                 pair[1] = x0 * sin + x1 * cos;
@@ -136,7 +152,7 @@ pub fn attention(shape: Attention, q: &[f32], k: &[f32], v: &[f32], out: &mut [f
     );
     let scale = 1.0 / (d as f32).sqrt();
     let group = heads / kv_heads;
-    out.par_chunks_mut(d).enumerate().for_each_init(Vec::new, |scores, (pair, o)| {
+    let one = |scores: &mut Vec<f32>, (pair, o): (usize, &mut [f32])| {
         let (t, h) = (pair / heads, pair % heads);
         let kv = h / group;
         let qh = &q[pair * d..(pair + 1) * d];
@@ -150,8 +166,18 @@ pub fn attention(shape: Attention, q: &[f32], k: &[f32], v: &[f32], out: &mut [f
                 *ov += p * vv;
             }
         }
-    });
+    };
+    // A decoding step's attention is a few hundred thousand multiply-adds: cheaper here than handed to threads.
+    if tokens * keys * heads * d < PARALLEL_ATTENTION_MIN_WORK {
+        let mut scores = Vec::new();
+        out.chunks_mut(d).enumerate().for_each(|item| one(&mut scores, item));
+    } else {
+        out.par_chunks_mut(d).enumerate().for_each_init(Vec::new, one);
+    }
 }
+
+/// Multiply-adds from which attention is shared among threads.
+const PARALLEL_ATTENTION_MIN_WORK: usize = 1 << 21;
 
 /// `x` ← softmax(x), with the maximum subtracted first so large scores do not overflow.
 pub fn softmax(x: &mut [f32]) {

@@ -5,6 +5,8 @@
 //! its storage type with the CPU path's products that read it directly: decoding one token is memory-bound, so the
 //! 4-bit weights are streamed as they are (≈ 80 MB for SmolLM2) rather than as f32 (≈ 540 MB).
 
+use std::sync::Arc;
+
 use rayon::prelude::*;
 
 /// The storage types read here (ggml's names).
@@ -99,7 +101,7 @@ const MATVEC_ROWS_PER_TASK: usize = 32;
 /// Token rows from which a product dequantizes the weights once and runs the GEMM instead of one matvec per row.
 pub const GEMM_MIN_ROWS: usize = 4;
 /// Fewest token rows worth a thread of their own in a GEMM.
-const GEMM_MIN_ROWS_PER_THREAD: usize = 32;
+const GEMM_MIN_ROWS_PER_THREAD: usize = 16;
 
 /// A weight matrix `[rows × cols]` (a layer's `[out × in]`, GGUF's `ne = [cols, rows]`) in its storage type.
 #[derive(Clone, Debug)]
@@ -110,11 +112,12 @@ pub struct QMatrix {
     storage: Storage,
 }
 
-/// f32 weights stay f32 (no conversion per product); the block types stay as their bytes.
+/// f32 weights stay f32 (no conversion per product); the block types stay as their bytes. Shared (`Arc`): a clone
+/// of a matrix is a handle, so the CPU pool's worker can hold it.
 #[derive(Clone, Debug)]
 enum Storage {
-    F32(Vec<f32>),
-    Blocks(Vec<u8>),
+    F32(Arc<[f32]>),
+    Blocks(Arc<[u8]>),
 }
 
 impl QMatrix {
@@ -129,8 +132,8 @@ impl QMatrix {
             return Err(QuantError::MatrixSize { kind, rows, cols, expected, got: data.len() });
         }
         let storage = match kind {
-            QuantType::F32 => Storage::F32(dequantize(kind, &data)?),
-            QuantType::Q8_0 | QuantType::Q4_1 => Storage::Blocks(data),
+            QuantType::F32 => Storage::F32(dequantize(kind, &data)?.into()),
+            QuantType::Q8_0 | QuantType::Q4_1 => Storage::Blocks(data.into()),
             other => return Err(QuantError::MatrixType(other)),
         };
         Ok(QMatrix { kind, rows, cols, storage })
@@ -142,7 +145,7 @@ impl QMatrix {
             let (expected, got) = (rows * cols * 4, values.len() * 4);
             return Err(QuantError::MatrixSize { kind: QuantType::F32, rows, cols, expected, got });
         }
-        Ok(QMatrix { kind: QuantType::F32, rows, cols, storage: Storage::F32(values) })
+        Ok(QMatrix { kind: QuantType::F32, rows, cols, storage: Storage::F32(values.into()) })
     }
 
     pub fn kind(&self) -> QuantType {
@@ -184,7 +187,7 @@ impl QMatrix {
     /// The whole matrix in f32, row-major.
     pub fn to_f32(&self) -> Vec<f32> {
         match &self.storage {
-            Storage::F32(v) => v.clone(),
+            Storage::F32(v) => v.to_vec(),
             Storage::Blocks(b) => {
                 let rb = self.row_bytes() * MATVEC_ROWS_PER_TASK;
                 let parts: Vec<Vec<f32>> = b
@@ -210,45 +213,131 @@ impl QMatrix {
             }
             return;
         }
-        let owned;
-        let w: &[f32] = match &self.storage {
-            Storage::F32(v) => v,
-            Storage::Blocks(_) => {
-                owned = self.to_f32();
-                &owned
+        // The GEMM packs both operands on every call, so the threads split the larger one and each packs the
+        // smaller whole (the GEMM crate's own threading uses physical cores only: one on a two-thread VM).
+        let threads = rayon::current_num_threads();
+        if n >= self.rows {
+            // Many tokens (an embedding batch): each thread takes a share of the tokens, times all of W.
+            let owned;
+            let w: &[f32] = match &self.storage {
+                Storage::F32(v) => v,
+                Storage::Blocks(_) => {
+                    owned = self.to_f32();
+                    &owned
+                }
+            };
+            let chunk = n.div_ceil(threads).max(GEMM_MIN_ROWS_PER_THREAD);
+            x.par_chunks(chunk * self.cols).zip(y.par_chunks_mut(chunk * self.rows)).for_each(|(xc, yc)| {
+                crate::cpu::sgemm_strided(xc, w, (1, self.cols), yc, xc.len() / self.cols, self.rows, self.cols);
+            });
+            return;
+        }
+        // Fewer tokens than weight rows (a prompt): each thread dequantizes and packs only its share of W's rows,
+        // times all tokens; the shares are laid side by side in y.
+        let chunk = self.rows.div_ceil(threads).max(GEMM_MIN_ROWS_PER_THREAD);
+        let parts: Vec<(usize, Vec<f32>)> = (0..self.rows.div_ceil(chunk))
+            .into_par_iter()
+            .map(|c| {
+                let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(self.rows));
+                let owned;
+                let w: &[f32] = match &self.storage {
+                    Storage::F32(v) => &v[r0 * self.cols..r1 * self.cols],
+                    Storage::Blocks(b) => {
+                        let rb = self.row_bytes();
+                        let mut dense = Vec::with_capacity((r1 - r0) * self.cols);
+                        dequantize_into(self.kind, &b[r0 * rb..r1 * rb], &mut dense);
+                        owned = dense;
+                        &owned
+                    }
+                };
+                let mut out = vec![0.0; n * (r1 - r0)];
+                crate::cpu::sgemm_strided(x, w, (1, self.cols), &mut out, n, r1 - r0, self.cols);
+                (r0, out)
+            })
+            .collect();
+        for (r0, out) in parts {
+            let width = out.len() / n;
+            for (yr, part) in y.chunks_exact_mut(self.rows).zip(out.chunks_exact(width)) {
+                yr[r0..r0 + width].copy_from_slice(part);
             }
-        };
-        // Token rows split among the worker threads, each a single GEMM over the whole weight matrix (the GEMM
-        // crate's own threading uses physical cores only, one on a two-thread VM).
-        let chunk = n.div_ceil(rayon::current_num_threads()).max(GEMM_MIN_ROWS_PER_THREAD);
-        x.par_chunks(chunk * self.cols).zip(y.par_chunks_mut(chunk * self.rows)).for_each(|(xc, yc)| {
-            let rows = xc.len() / self.cols;
-            crate::cpu::sgemm_strided(xc, w, (1, self.cols), yc, rows, self.rows, self.cols);
-        });
+        }
     }
 
     /// y[rows] = W · x[cols], reading the blocks directly; rows are shared among the worker threads.
     pub fn matvec(&self, x: &[f32], y: &mut [f32]) {
-        assert!(x.len() == self.cols && y.len() == self.rows, "matvec operands do not fit the matrix");
-        let cols = self.cols;
+        matvec_many(x, &mut [(self, y)]);
+    }
+
+    /// `ys[i]` = rows `first..` of W · x, `ys.len()` of them.
+    fn rows_into(&self, first: usize, x: &[f32], block_sums: &[f32], ys: &mut [f32]) {
         match &self.storage {
-            Storage::F32(w) => y.par_chunks_mut(MATVEC_ROWS_PER_TASK).enumerate().for_each(|(c, ys)| {
-                let first = c * MATVEC_ROWS_PER_TASK;
+            Storage::F32(w) => {
                 for (i, yv) in ys.iter_mut().enumerate() {
-                    *yv = dot_f32(&w[(first + i) * cols..(first + i + 1) * cols], x);
+                    *yv = dot_f32(&w[(first + i) * self.cols..(first + i + 1) * self.cols], x);
                 }
-            }),
+            }
             Storage::Blocks(b) => {
                 let rb = self.row_bytes();
-                // Q4_1's minimum multiplies the sum of x over each block: once per block, not once per row.
-                let block_sums: Vec<f32> = x.chunks_exact(32).map(|c| c.iter().sum()).collect();
-                let kind = self.kind;
-                y.par_chunks_mut(MATVEC_ROWS_PER_TASK)
-                    .zip(b.par_chunks(rb * MATVEC_ROWS_PER_TASK))
-                    .for_each(|(ys, rows)| simd::block_rows(kind, rows, x, &block_sums, ys))
+                simd::block_rows(self.kind, &b[first * rb..(first + ys.len()) * rb], x, block_sums, ys)
             }
         }
     }
+}
+
+/// y_i = W_i · x for several matrices of the same width in one parallel region (a layer's q, k and v; its gate
+/// and up): one hand-off to the worker threads instead of one per matrix — a decoding step is hundreds of small
+/// products, and each hand-off costs the threads a wake-up.
+pub fn matvec_many(x: &[f32], outputs: &mut [(&QMatrix, &mut [f32])]) {
+    // Q4_1's minimum multiplies the sum of x over each block: once per block, not once per row.
+    let block_sums: Vec<f32> = x.chunks_exact(32).map(|c| c.iter().sum()).collect();
+    let mut tasks = Vec::new();
+    for (m, y) in outputs.iter_mut() {
+        assert!(x.len() == m.cols && y.len() == m.rows, "matvec operands do not fit the matrix");
+        for (c, ys) in y.chunks_mut(MATVEC_ROWS_PER_TASK).enumerate() {
+            tasks.push((*m, c * MATVEC_ROWS_PER_TASK, ys));
+        }
+    }
+    tasks.into_par_iter().for_each(|(m, first, ys)| m.rows_into(first, x, &block_sums, ys));
+}
+
+/// y_i = W_i · x for several matrices of the same width, the rows split in two between this thread and `pool`'s
+/// spinning helper (a decoding step: see [`crate::pool`]). The matrices' rows count as one sequence; each side
+/// takes one contiguous half of it.
+pub fn matvec_pooled(pool: &crate::pool::SpinPool, x: &[f32], mats: &[&QMatrix]) -> Vec<Vec<f32>> {
+    for m in mats {
+        assert_eq!(x.len(), m.cols, "matvec operand does not fit the matrix");
+    }
+    let total: usize = mats.iter().map(|m| m.rows).sum();
+    let half = total / 2;
+    let owned: Vec<QMatrix> = mats.iter().map(|&m| m.clone()).collect();
+    let x_owned = x.to_vec();
+    let (theirs, mine) = pool
+        .join(Box::new(move || flat_rows(&owned.iter().collect::<Vec<_>>(), &x_owned, half, total)), || {
+            flat_rows(mats, x, 0, half)
+        });
+    let flat = [mine, theirs].concat();
+    let mut start = 0;
+    mats.iter()
+        .map(|m| {
+            start += m.rows;
+            flat[start - m.rows..start].to_vec()
+        })
+        .collect()
+}
+
+/// Rows `start..end` of the matrices' rows taken as one sequence, times x.
+fn flat_rows(mats: &[&QMatrix], x: &[f32], start: usize, end: usize) -> Vec<f32> {
+    let block_sums: Vec<f32> = x.chunks_exact(32).map(|c| c.iter().sum()).collect();
+    let mut out = vec![0.0; end - start];
+    let mut offset = 0;
+    for m in mats {
+        let (from, to) = (start.max(offset), end.min(offset + m.rows));
+        if from < to {
+            m.rows_into(from - offset, x, &block_sums, &mut out[from - start..to - start]);
+        }
+        offset += m.rows;
+    }
+    out
 }
 
 /// Σ a·b in eight running sums (the compiler keeps them in one vector register).
@@ -267,13 +356,18 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 
 /// Every f16's f32 value: a block's scales are read with one load each instead of a branchy conversion (the
 /// scales are 2 of every 20 bytes a Q4_1 product reads).
-static HALF_TABLE: std::sync::LazyLock<Box<[f32]>> =
-    std::sync::LazyLock::new(|| (0..=u16::MAX).map(f16_to_f32).collect());
+static HALF_TABLE: std::sync::LazyLock<Box<[f32; 65536]>> = std::sync::LazyLock::new(|| {
+    let mut table = Box::new([0f32; 65536]);
+    for (h, v) in table.iter_mut().enumerate() {
+        *v = f16_to_f32(h as u16);
+    }
+    table
+});
 
 /// `ys[i]` = row i of `rows` (whole `kind` rows) · x.
 #[inline(always)]
 fn block_rows_portable(kind: QuantType, rows: &[u8], x: &[f32], block_sums: &[f32], ys: &mut [f32]) {
-    let table: &[f32] = &HALF_TABLE;
+    let table: &[f32; 65536] = &HALF_TABLE;
     let half = |b: &[u8], at: usize| table[usize::from(u16::from_le_bytes([b[at], b[at + 1]]))];
     let rb = rows.len() / ys.len();
     // Sixteen running sums per row, each block's scale applied lane by lane: one horizontal sum per row.
@@ -303,7 +397,7 @@ fn block_rows_portable(kind: QuantType, rows: &[u8], x: &[f32], block_sums: &[f3
     }
 }
 
-/// The hot loop compiled twice: portable, and with AVX2 and FMA where the CPU has them (chosen at run time).
+/// The hot loop compiled three times: portable, with AVX2 and FMA, with AVX-512 (chosen at run time by the CPU).
 mod simd {
     #![allow(unsafe_code)]
 
@@ -311,10 +405,21 @@ mod simd {
 
     pub(super) fn block_rows(kind: QuantType, rows: &[u8], x: &[f32], block_sums: &[f32], ys: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") {
+            // SAFETY: the CPU was just checked to have AVX-512 F and BW, the only requirement of this function.
+            return unsafe { block_rows_avx512(kind, rows, x, block_sums, ys) };
+        }
+        #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU was just checked to have AVX2 and FMA, the only requirement of this function.
             return unsafe { block_rows_avx2(kind, rows, x, block_sums, ys) };
         }
+        super::block_rows_portable(kind, rows, x, block_sums, ys)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    fn block_rows_avx512(kind: QuantType, rows: &[u8], x: &[f32], block_sums: &[f32], ys: &mut [f32]) {
         super::block_rows_portable(kind, rows, x, block_sums, ys)
     }
 

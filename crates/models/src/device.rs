@@ -7,7 +7,8 @@
 use neurolov_kernels::gpu::{GpuError, GpuExecutor};
 use neurolov_kernels::nn::{self, Attention};
 use neurolov_kernels::nn_gpu::{GpuMatrix, GpuTensor, NnGpu};
-use neurolov_kernels::quant::QMatrix;
+use neurolov_kernels::pool::SpinPool;
+use neurolov_kernels::quant::{self, QMatrix};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
@@ -53,6 +54,10 @@ pub trait Device {
     fn gather(&mut self, table: &Self::Mat, ids: &[u32]) -> R<Self::Buf>;
     /// x[tokens × cols] · Wᵀ.
     fn matmul(&mut self, w: &Self::Mat, x: &Self::Buf, tokens: usize, rows: usize) -> R<Self::Buf>;
+    /// Several products of the same input (`rows[i]` rows of `ws[i]`), as one op where the device gains by it.
+    fn matmul_many(&mut self, ws: &[&Self::Mat], x: &Self::Buf, tokens: usize, rows: &[usize]) -> R<Vec<Self::Buf>> {
+        ws.iter().zip(rows).map(|(w, &r)| self.matmul(w, x, tokens, r)).collect()
+    }
     fn rms_norm(&mut self, x: &Self::Buf, weight: &Self::Buf, eps: f32) -> R<Self::Buf>;
     fn layer_norm(&mut self, x: &mut Self::Buf, gamma: &Self::Buf, beta: &Self::Buf, eps: f32) -> R<()>;
     /// RoPE on x[tokens × heads × head_dim], its first token at `first_pos`.
@@ -80,9 +85,21 @@ pub trait Device {
     fn len(&self, x: &Self::Buf) -> usize;
 }
 
-/// The CPU: buffers are `Vec<f32>`, matrices [`QMatrix`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Cpu;
+/// The CPU: buffers are `Vec<f32>`, matrices [`QMatrix`]. One-token products go to a spinning helper thread
+/// ([`SpinPool`]), larger work to rayon.
+#[derive(Debug, Default)]
+pub struct Cpu {
+    pool: Option<SpinPool>,
+    /// The last RoPE table, `(first_pos, tokens, head_dim, base bits)` → (cos, sin) per pair: a step applies the
+    /// same rotations to q and k in every layer.
+    rope: Option<((usize, usize, usize, u32), Vec<(f32, f32)>)>,
+}
+
+impl Cpu {
+    pub fn new() -> Cpu {
+        Cpu { pool: SpinPool::new(), rope: None }
+    }
+}
 
 impl Device for Cpu {
     type Buf = Vec<f32>;
@@ -106,9 +123,25 @@ impl Device for Cpu {
     }
     fn matmul(&mut self, w: &QMatrix, x: &Vec<f32>, tokens: usize, rows: usize) -> R<Vec<f32>> {
         debug_assert_eq!(rows, w.rows());
+        if let (1, Some(pool)) = (tokens, &self.pool) {
+            return Ok(quant::matvec_pooled(pool, x, &[w]).pop().unwrap_or_default());
+        }
         let mut y = vec![0.0; tokens * rows];
         w.matmul(x, tokens, &mut y);
         Ok(y)
+    }
+    fn matmul_many(&mut self, ws: &[&QMatrix], x: &Vec<f32>, tokens: usize, rows: &[usize]) -> R<Vec<Vec<f32>>> {
+        if tokens != 1 {
+            return ws.iter().zip(rows).map(|(w, &r)| self.matmul(w, x, tokens, r)).collect();
+        }
+        if let Some(pool) = &self.pool {
+            return Ok(quant::matvec_pooled(pool, x, ws));
+        }
+        let mut ys: Vec<Vec<f32>> = rows.iter().map(|&r| vec![0.0; r]).collect();
+        let mut outputs: Vec<(&QMatrix, &mut [f32])> =
+            ws.iter().copied().zip(ys.iter_mut().map(Vec::as_mut_slice)).collect();
+        quant::matvec_many(x, &mut outputs);
+        Ok(ys)
     }
     fn rms_norm(&mut self, x: &Vec<f32>, weight: &Vec<f32>, eps: f32) -> R<Vec<f32>> {
         let mut y = x.clone();
@@ -120,7 +153,14 @@ impl Device for Cpu {
         Ok(())
     }
     fn rope(&mut self, x: &mut Vec<f32>, heads: usize, head_dim: usize, first_pos: usize, base: f32) -> R<()> {
-        nn::rope(x, head_dim, first_pos, base, heads);
+        let tokens = x.len() / (heads * head_dim);
+        let key = (first_pos, tokens, head_dim, base.to_bits());
+        if self.rope.as_ref().is_none_or(|(k, _)| *k != key) {
+            self.rope = Some((key, nn::rope_table(first_pos, tokens, head_dim, base)));
+        }
+        if let Some((_, table)) = &self.rope {
+            nn::rope_with(x, head_dim, heads, table);
+        }
         Ok(())
     }
     fn silu_mul(&mut self, gate: &mut Vec<f32>, up: &Vec<f32>) -> R<()> {

@@ -48,7 +48,7 @@ fn read_text(path: &Path) -> Result<String, EngineError> {
 /// A model's weights on the device that runs it.
 #[derive(Debug)]
 enum OnDevice<C, G> {
-    Cpu(C, Cpu),
+    Cpu(C, Box<Cpu>),
     Gpu(G, Box<Gpu>),
 }
 
@@ -71,7 +71,10 @@ impl Embedder {
         let config = BertConfig::parse(&read_text(&dir.join("config.json"))?)?;
         let weights = BertWeights::load(config, &read(&dir.join("model.safetensors"))?)?;
         let bert = match backend {
-            BackendKind::Cpu => OnDevice::Cpu(Bert::new(weights, &mut Cpu)?, Cpu),
+            BackendKind::Cpu => {
+                let mut cpu = Cpu::default();
+                OnDevice::Cpu(Bert::new(weights, &mut cpu)?, Box::new(cpu))
+            }
             BackendKind::Gpu => {
                 let mut gpu = Gpu::open().map_err(BertError::from)?;
                 OnDevice::Gpu(Bert::new(weights, &mut gpu)?, Box::new(gpu))
@@ -133,7 +136,7 @@ impl ChatModel {
         stop.dedup();
         let llama = Llama::load(&gguf)?;
         let llama = match backend {
-            BackendKind::Cpu => OnDevice::Cpu(llama, Cpu),
+            BackendKind::Cpu => OnDevice::Cpu(llama, Box::new(Cpu::new())),
             BackendKind::Gpu => {
                 let mut gpu = Gpu::open().map_err(LlamaError::from)?;
                 OnDevice::Gpu(llama.to_device(&mut gpu)?, Box::new(gpu))

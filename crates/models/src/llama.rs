@@ -255,9 +255,10 @@ impl<D: Device> Llama<D> {
         let (at, kvw) = (Some(l), c.kv_width());
         let h = dev.rms_norm(x, &layer.attn_norm, c.rms_eps)?;
         record(dev, trace, at, "attn_norm", &h)?;
-        let mut q = dev.matmul(&layer.q, &h, n, c.width)?;
-        let mut k = dev.matmul(&layer.k, &h, n, kvw)?;
-        let v = dev.matmul(&layer.v, &h, n, kvw)?;
+        let [mut q, mut k, v]: [D::Buf; 3] = dev
+            .matmul_many(&[&layer.q, &layer.k, &layer.v], &h, n, &[c.width, kvw, kvw])?
+            .try_into()
+            .map_err(|_| LlamaError::Metadata("q, k, v: three products expected".into()))?;
         dev.rope(&mut q, c.heads, c.head_dim, cache.len, c.rope_base)?;
         dev.rope(&mut k, c.kv_heads, c.head_dim, cache.len, c.rope_base)?;
         record(dev, trace, at, "q_rope", &q)?;
@@ -281,8 +282,10 @@ impl<D: Device> Llama<D> {
         record(dev, trace, at, "attn_residual", x)?;
         let h = dev.rms_norm(x, &layer.ffn_norm, c.rms_eps)?;
         record(dev, trace, at, "ffn_norm", &h)?;
-        let mut gate = dev.matmul(&layer.gate, &h, n, c.ffn_width)?;
-        let up = dev.matmul(&layer.up, &h, n, c.ffn_width)?;
+        let [mut gate, up]: [D::Buf; 2] = dev
+            .matmul_many(&[&layer.gate, &layer.up], &h, n, &[c.ffn_width, c.ffn_width])?
+            .try_into()
+            .map_err(|_| LlamaError::Metadata("gate, up: two products expected".into()))?;
         dev.silu_mul(&mut gate, &up)?;
         record(dev, trace, at, "swiglu", &gate)?;
         let down = dev.matmul(&layer.down, &gate, n, c.width)?;
