@@ -393,7 +393,7 @@ impl NnGpu {
             let grid = self.grid((w.rows * tokens.div_ceil(MATVEC_CHUNK)).div_ceil(64))?;
             self.record(NnKernel::MatvecChunked, params, inputs, y, grid)
         } else {
-            let (gx, gy) = (w.rows.div_ceil(16), tokens.div_ceil(16));
+            let (gx, gy) = (w.rows.div_ceil(64), tokens.div_ceil(64));
             let max = self.exec.limits().max_compute_workgroups_per_dimension as usize;
             if gx > max || gy > max {
                 return Err(GpuError::LimitExceeded {

@@ -163,34 +163,67 @@ fn matvec_chunked(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgro
     }
 }
 
-const TILE: u32 = 16u;
-var<workgroup> tile_x: array<array<f32, 16>, 16>;
-var<workgroup> tile_w: array<array<f32, 16>, 16>;
+// The tiled matmul: a workgroup of 16×16 invocations owns a 64×64 block of the output, each invocation a 4×4
+// sub-block held in registers; the K dimension goes 16 at a time through workgroup memory.
+const TILE: u32 = 64u;
+const KSTEP: u32 = 16u;
+var<workgroup> tile_x: array<array<f32, 16>, 64>;
+var<workgroup> tile_w: array<array<f32, 16>, 64>;
 
-// out[t·rows + r] = Σ_c x[t·cols + c]·W[r, c] for many tokens (prefill, embedding batches): 16×16 tiles of x and
-// of W (dequantized as loaded) in workgroup memory. Grid: x over row tiles, y over token tiles.
+// out[t·rows + r] = Σ_c x[t·cols + c]·W[r, c] for many tokens (long prompts, embedding batches); W's elements are
+// dequantized as they are loaded. Grid: x over 64-row blocks of W, y over 64-token blocks.
 // p0 rows, p1 cols, p2 kind, p3 tokens, p6 Q8_0 blocks.
 @compute @workgroup_size(16, 16, 1)
 fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let rows = params.p0;
     let cols = params.p1;
     let tokens = params.p3;
-    let t = wid.y * TILE + lid.y;
-    let r = wid.x * TILE + lid.x;
-    let w_row = wid.x * TILE + lid.y;
-    var s = 0.0;
-    for (var k0 = 0u; k0 < cols; k0 = k0 + TILE) {
-        let c = k0 + lid.x;
-        tile_x[lid.y][lid.x] = select(0.0, x[t * cols + c], t < tokens && c < cols);
-        tile_w[lid.y][lid.x] = select(0.0, weight(params.p2, w_row, c, cols), w_row < rows && c < cols);
+    let t0 = wid.y * TILE;
+    let r0 = wid.x * TILE;
+    let lane = lid.y * 16u + lid.x;
+    var acc: array<array<f32, 4>, 4>;
+    for (var k0 = 0u; k0 < cols; k0 = k0 + KSTEP) {
+        // 256 invocations load 64×16 of x and of W: four elements each.
+        for (var e = 0u; e < 4u; e = e + 1u) {
+            let i = lane + e * 256u;
+            let row = i / KSTEP;
+            let k = i % KSTEP;
+            let c = k0 + k;
+            var xv = 0.0;
+            if (t0 + row < tokens && c < cols) {
+                xv = x[(t0 + row) * cols + c];
+            }
+            tile_x[row][k] = xv;
+            var wv = 0.0;
+            if (r0 + row < rows && c < cols) {
+                wv = weight(params.p2, r0 + row, c, cols);
+            }
+            tile_w[row][k] = wv;
+        }
         workgroupBarrier();
-        for (var i = 0u; i < TILE; i = i + 1u) {
-            s = s + tile_x[lid.y][i] * tile_w[lid.x][i];
+        for (var k = 0u; k < KSTEP; k = k + 1u) {
+            var xs: array<f32, 4>;
+            var ws: array<f32, 4>;
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                xs[i] = tile_x[lid.y * 4u + i][k];
+                ws[i] = tile_w[lid.x * 4u + i][k];
+            }
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                for (var j = 0u; j < 4u; j = j + 1u) {
+                    acc[i][j] = acc[i][j] + xs[i] * ws[j];
+                }
+            }
         }
         workgroupBarrier();
     }
-    if (t < tokens && r < rows) {
-        out[t * rows + r] = s;
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let t = t0 + lid.y * 4u + i;
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let r = r0 + lid.x * 4u + j;
+            if (t < tokens && r < rows) {
+                out[t * rows + r] = acc[i][j];
+            }
+        }
     }
 }
 
@@ -330,13 +363,31 @@ fn add(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid:
 }
 
 var<workgroup> scores: array<f32, 2048>;
+// Attention's workgroup: 64 invocations (a head is 32–128 wide; more would idle).
+const AWG: u32 = 64u;
+
+// Sum (or, with `take_max`, maximum) over attention's workgroup of 64; call in uniform control flow.
+fn attention_reduce(v: f32, lane: u32, take_max: bool) -> f32 {
+    scratch[lane] = v;
+    workgroupBarrier();
+    for (var s = AWG / 2u; s > 0u; s = s >> 1u) {
+        if (lane < s) {
+            let other = scratch[lane + s];
+            scratch[lane] = select(scratch[lane] + other, max(scratch[lane], other), take_max);
+        }
+        workgroupBarrier();
+    }
+    let total = scratch[0];
+    workgroupBarrier();
+    return total;
+}
 
 // softmax(q·kᵀ/√d + mask)·v for one (query token, head) per workgroup: q in x[tokens × heads × d], keys in
 // a and values in b [keys × kv_heads × d]; output to out at the query's place. Queries and keys both start at
 // token p5 of their buffers (a sequence inside a batch of them; 0 for a decoder's step against its cache). Causal:
 // query t sees keys up to keys − tokens + t. p0 tokens, p1 keys (≤ MAX_KEYS), p2 heads, p3 kv_heads, p4 head_dim
 // (≤ 256), p5 first token, p6 1 for causal.
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(64, 1, 1)
 fn attention(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>) {
     let pair = group_index(wid, nwg);
@@ -357,7 +408,7 @@ fn attention(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
     let qb = ((params.p5 + t) * heads + h) * d;
     var m = -3.4028234e38;
     if (live) {
-        for (var j = lid.x; j < visible; j = j + 256u) {
+        for (var j = lid.x; j < visible; j = j + AWG) {
             let kb = ((params.p5 + j) * kv_heads + kv) * d;
             var s = 0.0;
             for (var e = 0u; e < d; e = e + 1u) {
@@ -368,30 +419,23 @@ fn attention(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
         }
     }
     // Maximum over the workgroup, then the exponentials and their sum.
-    scratch[lid.x] = m;
-    workgroupBarrier();
-    for (var st = 128u; st > 0u; st = st >> 1u) {
-        if (lid.x < st) {
-            scratch[lid.x] = max(scratch[lid.x], scratch[lid.x + st]);
-        }
-        workgroupBarrier();
-    }
-    let row_max = scratch[0];
-    workgroupBarrier();
+    let row_max = attention_reduce(m, lid.x, true);
     var sum = 0.0;
     if (live) {
-        for (var j = lid.x; j < visible; j = j + 256u) {
+        for (var j = lid.x; j < visible; j = j + AWG) {
             let e = exp(scores[j] - row_max);
             scores[j] = e;
             sum = sum + e;
         }
     }
-    let inv = 1.0 / workgroup_sum(sum, lid.x);
-    if (live && lid.x < d) {
-        var o = 0.0;
-        for (var j = 0u; j < visible; j = j + 1u) {
-            o = o + scores[j] * b[((params.p5 + j) * kv_heads + kv) * d + lid.x];
+    let inv = 1.0 / attention_reduce(sum, lid.x, false);
+    if (live) {
+        for (var e = lid.x; e < d; e = e + AWG) {
+            var o = 0.0;
+            for (var j = 0u; j < visible; j = j + 1u) {
+                o = o + scores[j] * b[((params.p5 + j) * kv_heads + kv) * d + e];
+            }
+            out[qb + e] = o * inv;
         }
-        out[qb + lid.x] = o * inv;
     }
 }
