@@ -116,7 +116,7 @@ fn cdp_eval(profile: &Path, url_part: &str, expression: &str) -> serde_json::Val
         use futures_util::{SinkExt, StreamExt};
         let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.as_str()).await.unwrap();
         let call = serde_json::json!({"id": 1, "method": "Runtime.evaluate",
-            "params": {"expression": expression, "returnByValue": true}});
+            "params": {"expression": expression, "returnByValue": true, "awaitPromise": true}});
         ws.send(tokio_tungstenite::tungstenite::Message::Text(call.to_string().into())).await.unwrap();
         while let Some(Ok(msg)) = ws.next().await {
             if let Ok(reply) = serde_json::from_str::<serde_json::Value>(msg.to_text().unwrap_or(""))
@@ -282,6 +282,56 @@ fn the_webgl2_and_cpu_tiers_pass_attestation() {
         get_json(&format!("{url}/v1/evidence")).as_array().is_some_and(|e| e.is_empty()),
         "an honest tier was convicted"
     );
+}
+
+/// The inference engine's kernels, as the coordinator serves them, compile in the browser's WebGPU (Tint) and every
+/// entry point makes a compute pipeline: the file the native node runs through naga is the file a tab would run.
+#[test]
+fn the_inference_kernels_compile_in_the_browser() {
+    let Some(chromium) = chromium() else { return };
+    let dir = temp_dir("browser-nn-wgsl");
+    let _logs = TabLogs(dir.clone());
+    let mut procs = Procs(Vec::new());
+    let url = serve(&mut procs, &dir);
+    let profile = dir.join("profile-nn");
+    std::fs::create_dir_all(&profile).unwrap();
+    let child = browser(&chromium, &profile)
+        .arg("--remote-debugging-port=0")
+        .arg(format!("{url}/"))
+        .spawn()
+        .expect("chromium starts");
+    procs.0.push(child);
+    let entries: Vec<&str> = neurolov_kernels::nn_gpu::NnKernel::ALL.iter().map(|k| k.entry_point()).collect();
+    let js = format!(
+        "(async () => {{
+            const code = await (await fetch('/v1/kernels/nn.wgsl')).text();
+            const adapter = await navigator.gpu.requestAdapter();
+            if (!adapter) return 'no webgpu adapter';
+            const device = await adapter.requestDevice();
+            const module = device.createShaderModule({{ code }});
+            const info = await module.getCompilationInfo();
+            const errors = info.messages.filter(m => m.type === 'error').map(m => m.lineNum + ': ' + m.message);
+            device.pushErrorScope('validation');
+            for (const entryPoint of {entries:?}) {{
+                device.createComputePipeline({{ layout: 'auto', compute: {{ module, entryPoint }} }});
+            }}
+            const invalid = await device.popErrorScope();
+            return JSON.stringify({{ bytes: code.length, errors, pipelines: invalid ? invalid.message : 'ok' }});
+        }})()"
+    );
+    wait_for("the page to load", Duration::from_secs(30), || {
+        cdp_eval(&profile, &url, "location.href + ' ' + document.readyState")
+            .as_str()
+            .is_some_and(|s| s.starts_with(&url) && s.ends_with("complete"))
+    });
+    let reply = cdp_eval(&profile, &url, &js);
+    let reply: serde_json::Value =
+        serde_json::from_str(reply.as_str().unwrap_or_else(|| panic!("{reply}"))).unwrap_or_else(|_| panic!("{reply}"));
+    // JavaScript counts UTF-16 code units (the comments hold ·, ×, ≤).
+    let units = neurolov_kernels::nn_gpu::NN_WGSL.encode_utf16().count() as u64;
+    assert_eq!(reply["bytes"].as_u64(), Some(units), "the whole file was served: {reply}");
+    assert_eq!(reply["errors"], serde_json::json!([]), "{reply}");
+    assert_eq!(reply["pipelines"], "ok", "{reply}");
 }
 
 /// By default a tab provides only while its page is visible: hidden, it says goodbye and the coordinator stops

@@ -26,6 +26,8 @@ pub const FILES: &[KernelFile] = &[
     KernelFile { name: "matmul_vec4_large.wgsl", source: include_str!("../wgsl/matmul_vec4_large.wgsl") },
     KernelFile { name: "elementwise.wgsl", source: include_str!("../wgsl/elementwise.wgsl") },
     KernelFile { name: "rows.wgsl", source: include_str!("../wgsl/rows.wgsl") },
+    // The inference engine's kernels (`nn_gpu`), served so browser tabs compile the same file.
+    KernelFile { name: "nn.wgsl", source: crate::nn_gpu::NN_WGSL },
 ];
 
 /// The WebGL2 tier's shaders (the browser provider's fallback where WebGPU is missing: no compute shaders, so C is

@@ -126,7 +126,8 @@ fn embed_on_threads(bert: &Bert<Cpu>, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>,
             (start, count) = (i + 1, 0);
         }
     }
-    let parts: Vec<Vec<Vec<f32>>> = groups.par_iter().map(|g| bert.embed(&mut Cpu::default(), g)).collect::<Result<_, _>>()?;
+    let parts: Vec<Vec<Vec<f32>>> =
+        groups.par_iter().map(|g| bert.embed(&mut Cpu::default(), g)).collect::<Result<_, _>>()?;
     Ok(parts.concat())
 }
 
