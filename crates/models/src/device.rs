@@ -92,8 +92,11 @@ pub struct Cpu {
     pool: Option<SpinPool>,
     /// The last RoPE table, `(first_pos, tokens, head_dim, base bits)` → (cos, sin) per pair: a step applies the
     /// same rotations to q and k in every layer.
-    rope: Option<((usize, usize, usize, u32), Vec<(f32, f32)>)>,
+    rope: Option<(RopeKey, Vec<(f32, f32)>)>,
 }
+
+/// What a RoPE table depends on: first position, tokens, head width, base (its bits).
+type RopeKey = (usize, usize, usize, u32);
 
 impl Cpu {
     pub fn new() -> Cpu {

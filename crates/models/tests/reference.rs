@@ -172,3 +172,41 @@ fn sampling_is_reproducible_by_seed_and_replies_stop_at_the_end_marker() {
     assert!(text.contains("Paris") && !text.contains("<|im_end|>"), "{text}");
     assert_eq!(streamed, text, "the stream adds up to the reply");
 }
+
+/// Records every op's output.
+#[derive(Default)]
+struct Record(Vec<(Option<usize>, &'static str, Vec<f32>)>);
+
+impl neurolov_models::llama::Trace for Record {
+    fn op(&mut self, layer: Option<usize>, name: &'static str, output: &[f32]) {
+        self.0.push((layer, name, output.to_vec()));
+    }
+}
+
+/// A forward pass is a sequence of named ops each backend reports the same way (what a verifier will capture and
+/// re-run layer by layer), and the two backends agree op by op, not only at the logits.
+#[test]
+fn traces_name_every_op_and_the_backends_agree_op_by_op() {
+    let prompt = [504u32, 3575, 282, 4649, 314];
+    let mut traces = Vec::new();
+    for backend in backends() {
+        let mut model = chat_model(backend);
+        let mut record = Record::default();
+        model.logits(&prompt, false, &mut record).unwrap();
+        traces.push(record.0);
+    }
+    let cpu = &traces[0];
+    let layers = chat_model(BackendKind::Cpu).config().layers;
+    assert_eq!(cpu.len(), 2 + layers * 9, "embed, nine ops per layer, output_norm");
+    assert_eq!((cpu[0].1, cpu[1].1, cpu[1].0), ("embed", "attn_norm", Some(0)));
+    assert_eq!((cpu[cpu.len() - 2].1, cpu[cpu.len() - 2].0), ("ffn_residual", Some(layers - 1)));
+    if let Some(gpu) = traces.get(1) {
+        assert_eq!(gpu.len(), cpu.len());
+        for ((layer, name, a), (_, gpu_name, b)) in cpu.iter().zip(gpu) {
+            assert_eq!(name, gpu_name);
+            let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= 1e-4 * scale, "layer {layer:?} {name}: {worst} (scale {scale})");
+        }
+    }
+}
