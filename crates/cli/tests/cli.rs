@@ -183,3 +183,35 @@ fn a_worker_fed_garbage_replies_with_an_error() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// `neurolov embed --json` prints one unit vector of 384 per text, the reference's for "hello world"
+/// (sentence-transformers: −0.0345, 0.0310, 0.0067, …); `neurolov chat` streams a reply that stops at the end
+/// marker; a sampling request out of range is refused with a clear message.
+#[test]
+fn embed_and_chat_on_the_cached_models() {
+    let out = neurolov().args(["embed", "--json", "hello world", "Café"]).output().expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("a json line")).collect();
+    assert_eq!(rows.len(), 2);
+    let v: Vec<f64> = rows[0]["embedding"].as_array().expect("a vector").iter().filter_map(|x| x.as_f64()).collect();
+    assert_eq!(v.len(), 384);
+    assert!((v.iter().map(|x| x * x).sum::<f64>() - 1.0).abs() < 1e-4, "unit length");
+    for (got, want) in v.iter().zip([-0.034_477, 0.031_023, 0.006_735]) {
+        assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+    }
+    assert_eq!(rows[0]["tokens"], 4, "[CLS] hello world [SEP]");
+
+    let out = neurolov()
+        .args(["chat", "What is the capital of France?", "--max-tokens", "24", "--stats"])
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reply = String::from_utf8_lossy(&out.stdout);
+    assert!(reply.contains("Paris") && !reply.contains("<|im_end|>"), "{reply}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(Stop)"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let out = neurolov().args(["chat", "hi", "--top-p", "0"]).output().expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("top_p"), "{}", String::from_utf8_lossy(&out.stderr));
+}
