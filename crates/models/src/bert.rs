@@ -5,7 +5,7 @@
 
 use neurolov_kernels::nn::{self, Attention};
 
-use crate::device::{Cpu, Device, DeviceError};
+use crate::device::{Cpu, Device, DeviceError, NoTrace, Trace, record};
 use neurolov_kernels::quant::QMatrix;
 use safetensors::{Dtype, SafeTensors};
 
@@ -220,6 +220,17 @@ impl<D: Device> Bert<D> {
     /// The unit-length sentence embedding of each sequence of token ids. The sequences run together, without
     /// padding: every product covers all their tokens at once, attention stays within each sequence.
     pub fn embed(&self, dev: &mut D, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, BertError> {
+        self.embed_traced(dev, batch, &mut NoTrace)
+    }
+
+    /// [`Bert::embed`], every op's output reported to `trace` (pass by pass: a batch over
+    /// [`MAX_TOKENS_PER_PASS`] tokens is several passes).
+    pub fn embed_traced(
+        &self,
+        dev: &mut D,
+        batch: &[Vec<u32>],
+        trace: &mut dyn Trace,
+    ) -> Result<Vec<Vec<f32>>, BertError> {
         let c = &self.config;
         for ids in batch {
             if ids.len() > c.max_position_embeddings || ids.len() > MAX_TOKENS_PER_PASS {
@@ -242,14 +253,14 @@ impl<D: Device> Bert<D> {
                 tokens <= MAX_TOKENS_PER_PASS
             });
             let take = take.count().max(1);
-            out.extend(self.pass(dev, &rest[..take])?);
+            out.extend(self.pass(dev, &rest[..take], trace)?);
             rest = &rest[take..];
         }
         Ok(out)
     }
 
     /// One pass of the encoder over `batch`.
-    fn pass(&self, dev: &mut D, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, BertError> {
+    fn pass(&self, dev: &mut D, batch: &[Vec<u32>], trace: &mut dyn Trace) -> Result<Vec<Vec<f32>>, BertError> {
         let h = self.config.hidden_size;
         let lens: Vec<usize> = batch.iter().map(Vec::len).collect();
         let ids: Vec<u32> = batch.concat();
@@ -261,15 +272,25 @@ impl<D: Device> Bert<D> {
         let positions = dev.input(&positions)?;
         dev.add(&mut x, &positions)?;
         dev.layer_norm(&mut x, &self.embeddings_norm.0, &self.embeddings_norm.1, self.config.layer_norm_eps)?;
-        for layer in &self.layers {
-            self.layer(dev, layer, &mut x, &lens)?;
+        record(dev, trace, None, "embed", &x)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            self.layer(dev, l, layer, &mut x, &lens, trace)?;
         }
         let x = dev.read(&x, 0..ids.len() * h)?;
         Ok(mean_pool_normalized(&x, &lens, h))
     }
 
     /// One encoder layer on all tokens `x`, in place.
-    fn layer(&self, dev: &mut D, layer: &EncoderLayer<D>, x: &mut D::Buf, lens: &[usize]) -> Result<(), BertError> {
+    fn layer(
+        &self,
+        dev: &mut D,
+        l: usize,
+        layer: &EncoderLayer<D>,
+        x: &mut D::Buf,
+        lens: &[usize],
+        trace: &mut dyn Trace,
+    ) -> Result<(), BertError> {
+        let at = Some(l);
         let c = &self.config;
         let (h, heads, eps) = (c.hidden_size, c.num_attention_heads, c.layer_norm_eps);
         let n = lens.iter().sum();
@@ -283,6 +304,9 @@ impl<D: Device> Bert<D> {
         let q = linear(&layer.query, bq, x, h, dev)?;
         let k = linear(&layer.key, bk, x, h, dev)?;
         let v = linear(&layer.value, bv, x, h, dev)?;
+        record(dev, trace, at, "q", &q)?;
+        record(dev, trace, at, "k", &k)?;
+        record(dev, trace, at, "v", &v)?;
         let mut attended = dev.zeros(n * h)?;
         let mut start = 0;
         for &len in lens.iter().filter(|&&len| len > 0) {
@@ -291,14 +315,18 @@ impl<D: Device> Bert<D> {
             dev.attention(shape, start, &q, &k, &v, &mut attended)?;
             start += len;
         }
+        record(dev, trace, at, "attention", &attended)?;
         let projected = linear(&layer.attention_out, bo, &attended, h, dev)?;
         dev.add(x, &projected)?;
         dev.layer_norm(x, &layer.attention_norm.0, &layer.attention_norm.1, eps)?;
+        record(dev, trace, at, "attn_norm", x)?;
         let mut inner = linear(&layer.intermediate, bi, x, c.intermediate_size, dev)?;
         dev.gelu(&mut inner)?;
+        record(dev, trace, at, "gelu", &inner)?;
         let out = linear(&layer.output, bout, &inner, h, dev)?;
         dev.add(x, &out)?;
         dev.layer_norm(x, &layer.output_norm.0, &layer.output_norm.1, eps)?;
+        record(dev, trace, at, "output_norm", x)?;
         Ok(())
     }
 }

@@ -309,3 +309,37 @@ impl Device for Gpu {
         x.len()
     }
 }
+
+/// Sees every named op's output as the forward pass runs (`layer` is `None` outside the blocks).
+pub trait Trace {
+    fn op(&mut self, layer: Option<usize>, name: &'static str, output: &[f32]);
+    /// Whether outputs are wanted at all (a GPU reads them back only then).
+    fn enabled(&self) -> bool {
+        true
+    }
+}
+
+/// Records nothing.
+pub struct NoTrace;
+
+impl Trace for NoTrace {
+    fn op(&mut self, _: Option<usize>, _: &'static str, _: &[f32]) {}
+    fn enabled(&self) -> bool {
+        false
+    }
+}
+
+/// Reports `buf` to `trace` as op `name`, reading it back only when the trace records.
+pub(crate) fn record<D: Device>(
+    dev: &mut D,
+    trace: &mut dyn Trace,
+    layer: Option<usize>,
+    name: &'static str,
+    buf: &D::Buf,
+) -> Result<(), DeviceError> {
+    if trace.enabled() {
+        let values = dev.read(buf, 0..dev.len(buf))?;
+        trace.op(layer, name, &values);
+    }
+    Ok(())
+}

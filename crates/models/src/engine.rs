@@ -101,6 +101,18 @@ impl Embedder {
         })
     }
 
+    /// [`Embedder::embed`] with every op's output reported to `trace` (on the CPU in one thread's pass).
+    pub fn embed_traced(&mut self, texts: &[&str], trace: &mut dyn Trace) -> Result<Vec<Vec<f32>>, EngineError> {
+        if texts.len() > MAX_EMBED_BATCH {
+            return Err(EngineError::TooManyTexts { texts: texts.len() });
+        }
+        let ids = texts.iter().map(|t| self.tokenize(t)).collect::<Result<Vec<_>, _>>()?;
+        Ok(match &mut self.bert {
+            OnDevice::Cpu(bert, dev) => bert.embed_traced(dev, &ids, trace)?,
+            OnDevice::Gpu(bert, dev) => bert.embed_traced(dev, &ids, trace)?,
+        })
+    }
+
     pub fn dimensions(&self) -> usize {
         match &self.bert {
             OnDevice::Cpu(bert, _) => bert.config().hidden_size,

@@ -6,7 +6,8 @@
 use neurolov_kernels::nn::Attention;
 use neurolov_kernels::quant::{QMatrix, QuantError};
 
-use crate::device::{Cpu, Device, DeviceError};
+use crate::device::{Cpu, Device, DeviceError, record};
+pub use crate::device::{NoTrace, Trace};
 use crate::gguf::{Gguf, TensorInfo, Value};
 
 #[derive(Debug, thiserror::Error)]
@@ -295,21 +296,6 @@ impl<D: Device> Llama<D> {
     }
 }
 
-/// Reports `buf` to `trace` as op `name`, reading it back only when the trace records.
-pub(crate) fn record<D: Device>(
-    dev: &mut D,
-    trace: &mut dyn Trace,
-    layer: Option<usize>,
-    name: &'static str,
-    buf: &D::Buf,
-) -> Result<(), DeviceError> {
-    if trace.enabled() {
-        let values = dev.read(buf, 0..dev.len(buf))?;
-        trace.op(layer, name, &values);
-    }
-    Ok(())
-}
-
 /// Keys and values of the tokens seen so far, per layer `[capacity × kv_heads × head_dim]` (after RoPE).
 pub struct KvCache<D: Device> {
     k: Vec<D::Buf>,
@@ -331,25 +317,6 @@ impl<D: Device> KvCache<D> {
 
     pub fn capacity(&self) -> usize {
         self.capacity
-    }
-}
-
-/// Sees every named op's output as the forward pass runs (`layer` is `None` outside the blocks).
-pub trait Trace {
-    fn op(&mut self, layer: Option<usize>, name: &'static str, output: &[f32]);
-    /// Whether outputs are wanted at all (a GPU reads them back only then).
-    fn enabled(&self) -> bool {
-        true
-    }
-}
-
-/// Records nothing.
-pub struct NoTrace;
-
-impl Trace for NoTrace {
-    fn op(&mut self, _: Option<usize>, _: &'static str, _: &[f32]) {}
-    fn enabled(&self) -> bool {
-        false
     }
 }
 

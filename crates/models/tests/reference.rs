@@ -201,12 +201,30 @@ fn traces_name_every_op_and_the_backends_agree_op_by_op() {
     assert_eq!((cpu[0].1, cpu[1].1, cpu[1].0), ("embed", "attn_norm", Some(0)));
     assert_eq!((cpu[cpu.len() - 2].1, cpu[cpu.len() - 2].0), ("ffn_residual", Some(layers - 1)));
     if let Some(gpu) = traces.get(1) {
-        assert_eq!(gpu.len(), cpu.len());
-        for ((layer, name, a), (_, gpu_name, b)) in cpu.iter().zip(gpu) {
-            assert_eq!(name, gpu_name);
-            let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-            let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-            assert!(worst <= 1e-4 * scale, "layer {layer:?} {name}: {worst} (scale {scale})");
-        }
+        assert_same_ops(cpu, gpu);
+    }
+    // The encoder too: embeddings, then q, k, v, attention, attn_norm, gelu, output_norm per layer.
+    let mut traces = Vec::new();
+    for backend in backends() {
+        let mut embedder = Embedder::load(&model_dir(&cache_dir().unwrap(), &ALL_MINILM_L6_V2), backend).unwrap();
+        let mut record = Record::default();
+        embedder.embed_traced(&["a short text", "and a second, longer one"], &mut record).unwrap();
+        traces.push(record.0);
+    }
+    assert_eq!(traces[0].len(), 1 + 6 * 7);
+    if let Some(gpu) = traces.get(1) {
+        assert_same_ops(&traces[0], gpu);
+    }
+}
+
+/// Two traces name the same ops in the same order, with outputs within 1e-4 of each op's scale.
+fn assert_same_ops(cpu: &[(Option<usize>, &'static str, Vec<f32>)], gpu: &[(Option<usize>, &'static str, Vec<f32>)]) {
+    assert_eq!(gpu.len(), cpu.len());
+    for ((layer, name, a), (_, gpu_name, b)) in cpu.iter().zip(gpu) {
+        assert_eq!(name, gpu_name);
+        assert_eq!(a.len(), b.len(), "{name}");
+        let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= 1e-4 * scale, "layer {layer:?} {name}: {worst} (scale {scale})");
     }
 }
