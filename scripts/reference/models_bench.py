@@ -53,6 +53,23 @@ def cpu_busy_s() -> float | None:
     return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_idle(limit_s: float, quiet_s: float = 10.0) -> bool:
+    """Wait until the machine has been idle (< 5% busy) for quiet_s seconds, at most limit_s. True when it was."""
+    deadline = time.monotonic() + limit_s
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        b0, w0 = cpu_busy_s(), time.monotonic()
+        time.sleep(1.0)
+        b1, w = cpu_busy_s(), time.monotonic() - w0
+        if b0 is None:
+            return True
+        if (b1 - b0) / (w * os.cpu_count()) >= 0.05:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
+            return True
+    return False
+
+
 def models_dir() -> Path:
     d = os.environ.get("NEUROLOV_MODELS_DIR")
     if d:
@@ -242,20 +259,29 @@ def main() -> None:
     ap.add_argument("--decode-tokens", type=int, default=64)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--no-transformers", action="store_true", help="skip the transformers f32 SmolLM2 figures")
-    ap.add_argument("--only", choices=["minilm", "llama_cpp", "transformers"], default=None)
+    ap.add_argument("--only", choices=["minilm", "llama_cpp", "transformers"], default=None, help="one section")
+    ap.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                    help="before each section wait (at most this long) until other processes use < 5%% of the CPUs")
+    ap.add_argument("--child", choices=["minilm", "llama_cpp", "transformers"], default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(THREADS)
     d = models_dir() / "SmolLM2-135M-Instruct"
-    if args.only is None:
+    if args.child is None:
         # Each section in a process of its own: llama.cpp's and torch's OpenMP runtimes in one process spin against
         # each other and slow torch down several times.
         load_before = os.getloadavg()
         busy0, own0, wall0 = cpu_busy_s(), os.times(), time.monotonic()
-        sections = ["minilm", "llama_cpp"] + ([] if args.no_transformers else ["transformers"])
-        passthrough = [a for a in sys.argv[1:] if a != "--no-transformers"]
+        if args.only:
+            sections = [args.only]
+        else:
+            sections = ["minilm", "llama_cpp"] + ([] if args.no_transformers else ["transformers"])
+        passthrough = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+                       if k not in ("only", "child", "no_transformers", "wait_idle")]
         for sec in sections:
+            if args.wait_idle > 0 and not wait_idle(args.wait_idle):
+                log(f"machine not idle within {args.wait_idle} s; running {sec} anyway")
             b0, o0, w0 = cpu_busy_s(), os.times(), time.monotonic()
-            out = subprocess.run([sys.executable, __file__, *passthrough, "--only", sec], check=True,
+            out = subprocess.run([sys.executable, __file__, *passthrough, "--child", sec], check=True,
                                  stdout=subprocess.PIPE, text=True).stdout
             b1, o1, w = cpu_busy_s(), os.times(), time.monotonic() - w0
             other = None if b0 is None else max(0.0, b1 - b0 - (sum(o1[:4]) - sum(o0[:4])))
@@ -276,9 +302,9 @@ def main() -> None:
               "loadavg_after": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
               "torch": torch.__version__, "processor": platform.processor() or platform.machine()})
         return
-    if args.only == "minilm":
+    if args.child == "minilm":
         emit(bench_minilm(args.sentences, args.batch, args.passes))
-    elif args.only == "llama_cpp":
+    elif args.child == "llama_cpp":
         try:
             for r in bench_llama_cpp(d / SMOLLM_GGUF, args.prompt_tokens, args.decode_tokens, args.reps):
                 emit(r)
