@@ -93,13 +93,15 @@ fn block_dot(kind: u32, row: u32, blk: u32, cols: u32, base: u32) -> f32 {
 
 var<workgroup> scratch: array<f32, 256>;
 
-// Sum of `v` over a workgroup of 256 (every invocation gets it); call in uniform control flow.
-fn workgroup_sum(v: f32, lane: u32) -> f32 {
+// Sum (or, with `take_max`, maximum) of `v` over the first `width` invocations of a workgroup (a power of two,
+// at most 256; every invocation gets the result); call in uniform control flow.
+fn workgroup_reduce(v: f32, lane: u32, width: u32, take_max: bool) -> f32 {
     scratch[lane] = v;
     workgroupBarrier();
-    for (var s = 128u; s > 0u; s = s >> 1u) {
+    for (var s = width / 2u; s > 0u; s = s >> 1u) {
         if (lane < s) {
-            scratch[lane] = scratch[lane] + scratch[lane + s];
+            let other = scratch[lane + s];
+            scratch[lane] = select(scratch[lane] + other, max(scratch[lane], other), take_max);
         }
         workgroupBarrier();
     }
@@ -253,7 +255,7 @@ fn rms_norm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
             s = s + x[base + j] * x[base + j];
         }
     }
-    let scale = 1.0 / sqrt(workgroup_sum(s, lid.x) / f32(cols) + params.eps);
+    let scale = 1.0 / sqrt(workgroup_reduce(s, lid.x, 256u, false) / f32(cols) + params.eps);
     if (live) {
         for (var j = lid.x; j < cols; j = j + 256u) {
             out[base + j] = x[base + j] * scale * a[j];
@@ -276,7 +278,7 @@ fn layer_norm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
             s = s + out[base + j];
         }
     }
-    let mean = workgroup_sum(s, lid.x) / f32(cols);
+    let mean = workgroup_reduce(s, lid.x, 256u, false) / f32(cols);
     var v = 0.0;
     if (live) {
         for (var j = lid.x; j < cols; j = j + 256u) {
@@ -284,7 +286,7 @@ fn layer_norm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
             v = v + d * d;
         }
     }
-    let inv_std = 1.0 / sqrt(workgroup_sum(v, lid.x) / f32(cols) + params.eps);
+    let inv_std = 1.0 / sqrt(workgroup_reduce(v, lid.x, 256u, false) / f32(cols) + params.eps);
     if (live) {
         for (var j = lid.x; j < cols; j = j + 256u) {
             out[base + j] = (out[base + j] - mean) * inv_std * a[j] + b[j];
@@ -366,22 +368,6 @@ var<workgroup> scores: array<f32, 2048>;
 // Attention's workgroup: 64 invocations (a head is 32–128 wide; more would idle).
 const AWG: u32 = 64u;
 
-// Sum (or, with `take_max`, maximum) over attention's workgroup of 64; call in uniform control flow.
-fn attention_reduce(v: f32, lane: u32, take_max: bool) -> f32 {
-    scratch[lane] = v;
-    workgroupBarrier();
-    for (var s = AWG / 2u; s > 0u; s = s >> 1u) {
-        if (lane < s) {
-            let other = scratch[lane + s];
-            scratch[lane] = select(scratch[lane] + other, max(scratch[lane], other), take_max);
-        }
-        workgroupBarrier();
-    }
-    let total = scratch[0];
-    workgroupBarrier();
-    return total;
-}
-
 // softmax(q·kᵀ/√d + mask)·v for one (query token, head) per workgroup: q in x[tokens × heads × d], keys in
 // a and values in b [keys × kv_heads × d]; output to out at the query's place. Queries and keys both start at
 // token p5 of their buffers (a sequence inside a batch of them; 0 for a decoder's step against its cache). Causal:
@@ -419,7 +405,7 @@ fn attention(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
         }
     }
     // Maximum over the workgroup, then the exponentials and their sum.
-    let row_max = attention_reduce(m, lid.x, true);
+    let row_max = workgroup_reduce(m, lid.x, AWG, true);
     var sum = 0.0;
     if (live) {
         for (var j = lid.x; j < visible; j = j + AWG) {
@@ -428,7 +414,7 @@ fn attention(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
             sum = sum + e;
         }
     }
-    let inv = 1.0 / attention_reduce(sum, lid.x, false);
+    let inv = 1.0 / workgroup_reduce(sum, lid.x, AWG, false);
     if (live) {
         for (var e = lid.x; e < d; e = e + AWG) {
             var o = 0.0;
