@@ -45,8 +45,9 @@ pub enum ModelsCommand {
         decode_tokens: usize,
         #[arg(long, default_value_t = 5)]
         passes: usize,
-        /// Only one of the two models.
-        #[arg(long)]
+        /// Only one of the two models (`minilm`, `smollm2`), or `proof`: what verifying a SmolLM2 request costs next
+        /// to generating it (run on its own: the verifier's preparation takes seconds).
+        #[arg(long, value_parser = ["minilm", "smollm2", "proof"])]
         only: Option<String>,
         /// One JSON object per figure.
         #[arg(long)]
@@ -102,6 +103,16 @@ pub fn models(cmd: ModelsCommand) -> anyhow::Result<()> {
                 let mut model = ChatModel::load(&path, backend)?;
                 figures.extend(bench::generation(&mut model, &name, prompt_tokens, decode_tokens, passes)?);
             }
+            if only.as_deref() == Some("proof") {
+                let path = fetch::model_dir(&cache, &SMOLLM2_135M_INSTRUCT).join(SMOLLM2_135M_INSTRUCT.files[0].name);
+                let mut model = ChatModel::load(&path, backend)?;
+                let cost = bench::proof_cost(&mut model, &name, prompt_tokens, decode_tokens, passes)?;
+                if json {
+                    println!("{}", serde_json::to_string(&cost)?);
+                } else {
+                    print_proof_cost(&cost);
+                }
+            }
             for f in figures {
                 if json {
                     println!("{}", serde_json::to_string(&f)?);
@@ -123,6 +134,26 @@ pub fn models(cmd: ModelsCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn print_proof_cost(c: &bench::ProofCost) {
+    println!(
+        "verified chat on {} ({} prompt + {} generated tokens; medians)\n  generate        {:>9.4} s\n  \
+         with recorder   {:>9.4} s\n  commit (root)   {:>9.4} s\n  open            {:>9.4} s   ({:.1} KiB on the wire)\n  \
+         check           {:>9.4} s   = {:.3}% of generating\n  provider overhead {:.1}%   (verifier prepared once in {:.2} s)",
+        c.backend,
+        c.prompt_tokens,
+        c.generated_tokens,
+        c.generate_s,
+        c.generate_recorded_s,
+        c.commit_s,
+        c.open_s,
+        c.opening_bytes as f64 / 1024.0,
+        c.check_s,
+        100.0 * c.check_share,
+        100.0 * c.provider_overhead,
+        c.prepare_s
+    );
 }
 
 fn cache(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {

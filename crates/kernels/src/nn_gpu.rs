@@ -570,6 +570,60 @@ impl NnGpu {
         values.truncate(range.end - range.start);
         Ok(values)
     }
+
+    /// Encodes a copy of `t` as it is at this point of the command stream into a buffer of its own, without waiting:
+    /// [`NnGpu::collect`] reads many of them back in one wait (a forward pass's recorded activations).
+    pub fn stage(&mut self, t: &GpuTensor) -> Result<StagedRead, GpuError> {
+        let bytes = (t.len * 4).max(4) as u64;
+        let device = self.exec.device().clone();
+        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("nn staged read"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let encoder = self.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("nn") })
+        });
+        if t.len > 0 {
+            encoder.copy_buffer_to_buffer(&t.buffer, 0, &buffer, 0, bytes);
+        }
+        Ok(StagedRead { buffer, len: t.len })
+    }
+
+    /// The values of `staged` reads, in order, after one submission and one wait.
+    pub fn collect(&mut self, staged: Vec<StagedRead>) -> Result<Vec<Vec<f32>>, GpuError> {
+        if staged.is_empty() {
+            return Ok(Vec::new());
+        }
+        // An empty encoder still makes a submission to wait on (earlier ones hold the copies then).
+        let device = self.exec.device().clone();
+        self.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("nn") })
+        });
+        let submission = self.submit()?.ok_or_else(|| GpuError::Internal("nothing was submitted".into()))?;
+        let lens: Vec<usize> = staged.iter().map(|s| s.len).collect();
+        let buffers = staged.into_iter().enumerate().map(|(i, s)| (i as u32, s.buffer)).collect();
+        let timeout = self.exec.dispatch_timeout();
+        let exec = &self.exec;
+        let out = exec.guarded(|| exec.read_back(submission, buffers, timeout))?;
+        Ok(out
+            .iter()
+            .zip(lens)
+            .map(|((_, bytes), len)| {
+                let mut v = crate::gpu::f32s_of_bytes(&bytes[..(len * 4).min(bytes.len())]);
+                v.truncate(len);
+                v
+            })
+            .collect())
+    }
+}
+
+/// A read encoded with [`NnGpu::stage`], waiting for [`NnGpu::collect`].
+#[derive(Debug)]
+pub struct StagedRead {
+    buffer: wgpu::Buffer,
+    len: usize,
 }
 
 fn check_len(what: &'static str, t: &GpuTensor, needed: usize) -> Result<(), GpuError> {

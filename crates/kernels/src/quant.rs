@@ -184,6 +184,23 @@ impl QMatrix {
         }
     }
 
+    /// Per weight, the magnitude of the terms a product sums for it, row-major: |w| for f32 and Q8_0 (d·q), and
+    /// |d|·q + |m| for Q4_1, whose products add d·Σq·x and m·Σx per block — two terms that nearly cancel, so an
+    /// honest product rounds like one over these larger terms (what a verifier's rounding bound must use).
+    pub fn magnitudes(&self) -> Vec<f32> {
+        match (&self.storage, self.kind) {
+            (Storage::Blocks(b), QuantType::Q4_1) => {
+                let mut out = Vec::with_capacity(self.rows * self.cols);
+                for block in b.chunks_exact(QuantType::Q4_1.block().1) {
+                    let (d, m) = (half(block, 0).abs(), half(block, 2).abs());
+                    nibbles(&block[4..20], &mut out, |q| d * f32::from(q) + m);
+                }
+                out
+            }
+            _ => self.to_f32().into_iter().map(f32::abs).collect(),
+        }
+    }
+
     /// The whole matrix in f32, row-major.
     pub fn to_f32(&self) -> Vec<f32> {
         match &self.storage {

@@ -129,7 +129,8 @@ pub fn generation(
         let started = Instant::now();
         model.logits(ids, false, &mut NoTrace)?;
         let prefill_s = started.elapsed().as_secs_f64();
-        // Decode: from the first token (its prefill done) to the end, one forward pass per token generated.
+        // Decode: from the first token (its prefill done) to the end, one forward pass per token after the first
+        // (the last token is not run through the model).
         let mut first = None;
         let generated = model.generate(ids, decode_tokens, &Sampling::GREEDY, |_| {
             first.get_or_insert_with(Instant::now);
@@ -138,8 +139,118 @@ pub fn generation(
         let decode_s = first.map_or(f64::INFINITY, |f| f.elapsed().as_secs_f64());
         if pass > 0 {
             prefill.push(ids.len() as f64 / prefill_s);
-            decode.push(generated.tokens.len() as f64 / decode_s);
+            decode.push(generated.tokens.len().saturating_sub(1) as f64 / decode_s);
         }
     }
     Ok([figure("smollm2_prefill", backend, "tokens", &prefill), figure("smollm2_decode", backend, "tokens", &decode)])
+}
+
+/// What verifying one chat request costs next to generating it (`neurolov models bench --only proof`): seconds,
+/// medians over the passes, on a `prompt_tokens` prompt and `decode_tokens` greedy tokens.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ProofCost {
+    pub bench: &'static str,
+    pub backend: String,
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    /// Generating without a recorder.
+    pub generate_s: f64,
+    /// Generating with the recorder (the provider's cost of keeping what it commits to).
+    pub generate_recorded_s: f64,
+    /// Hashing the record into the root.
+    pub commit_s: f64,
+    /// The provider answering a challenge.
+    pub open_s: f64,
+    /// The verifier checking the opening.
+    pub check_s: f64,
+    /// What the opening puts on the wire.
+    pub opening_bytes: usize,
+    /// Preparing the verifier's secret projections (once per model and seed).
+    pub prepare_s: f64,
+    /// check_s / generate_s: the verifier's share of the inference's cost.
+    pub check_share: f64,
+    /// (generate_recorded_s + commit_s + open_s) / generate_s − 1: the provider's overhead.
+    pub provider_overhead: f64,
+}
+
+pub fn proof_cost(
+    model: &mut ChatModel,
+    backend: &str,
+    prompt_tokens: usize,
+    decode_tokens: usize,
+    passes: usize,
+) -> Result<ProofCost, EngineError> {
+    use crate::proof::{self, Challenge, ChatRun, ChatVerifier, Recorder};
+    let ids = model.tokenizer.encode(&prompt_text(), false)?;
+    let ids = &ids[..prompt_tokens.min(ids.len())];
+    let timed = |f: &mut dyn FnMut() -> Result<(), EngineError>| -> Result<f64, EngineError> {
+        let started = Instant::now();
+        f()?;
+        Ok(started.elapsed().as_secs_f64())
+    };
+    let started = Instant::now();
+    let verifier = ChatVerifier::prepare(model.weights(), 1)?;
+    let prepare_s = started.elapsed().as_secs_f64();
+    let mut rows: Vec<[f64; 5]> = Vec::new();
+    let (mut opening_bytes, mut generated_tokens) = (0, 0);
+    for pass in 0..=passes {
+        let generate_s =
+            timed(&mut || {
+                model.generate_until(ids, decode_tokens, &Sampling::GREEDY, &[], |_| {
+                    std::ops::ControlFlow::Continue(())
+                })?;
+                Ok(())
+            })?;
+        let mut recorder = Recorder::new(model.config());
+        let started = Instant::now();
+        let generated = model.generate_traced(ids, decode_tokens, &Sampling::GREEDY, &[], &mut recorder, |_| {
+            std::ops::ControlFlow::Continue(())
+        })?;
+        let recorded_s = started.elapsed().as_secs_f64();
+        let run = ChatRun {
+            prompt: ids,
+            sampling: Sampling::GREEDY,
+            tokens: &generated.tokens,
+            finish: generated.finish,
+            stop_token: generated.stop_token,
+        };
+        let started = Instant::now();
+        let root = recorder.commit()?;
+        let commit_s = started.elapsed().as_secs_f64();
+        let challenge = Challenge::draw(pass as u64, model.config().layers, run.positions(), run.decisions().len());
+        let started = Instant::now();
+        let opening = proof::open(model.weights(), &recorder, &run, &challenge)?;
+        let open_s = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let verdict = verifier.check(&run, &root, &challenge, &opening);
+        let check_s = started.elapsed().as_secs_f64();
+        if !verdict.accepted() {
+            return Err(EngineError::Model(format!("an honest run failed its check: {verdict:?}")));
+        }
+        (opening_bytes, generated_tokens) = (opening.wire_bytes(), generated.tokens.len());
+        if pass > 0 {
+            rows.push([generate_s, recorded_s, commit_s, open_s, check_s]);
+        }
+    }
+    let median = |i: usize| {
+        let mut v: Vec<f64> = rows.iter().map(|r| r[i]).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or_default()
+    };
+    let [generate_s, generate_recorded_s, commit_s, open_s, check_s] = [0, 1, 2, 3, 4].map(median);
+    Ok(ProofCost {
+        bench: "smollm2_proof",
+        backend: backend.to_string(),
+        prompt_tokens: ids.len(),
+        generated_tokens,
+        generate_s,
+        generate_recorded_s,
+        commit_s,
+        open_s,
+        check_s,
+        opening_bytes,
+        prepare_s,
+        check_share: check_s / generate_s,
+        provider_overhead: (generate_recorded_s + commit_s + open_s) / generate_s - 1.0,
+    })
 }

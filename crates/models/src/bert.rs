@@ -5,7 +5,7 @@
 
 use neurolov_kernels::nn::{self, Attention};
 
-use crate::device::{Cpu, Device, DeviceError, NoTrace, Trace, record};
+use crate::device::{Cpu, Device, DeviceError, NoTrace, Recording, Trace};
 use neurolov_kernels::quant::QMatrix;
 use safetensors::{Dtype, SafeTensors};
 
@@ -272,10 +272,12 @@ impl<D: Device> Bert<D> {
         let positions = dev.input(&positions)?;
         dev.add(&mut x, &positions)?;
         dev.layer_norm(&mut x, &self.embeddings_norm.0, &self.embeddings_norm.1, self.config.layer_norm_eps)?;
-        record(dev, trace, None, "embed", &x)?;
+        let mut rec = Recording::new(trace);
+        rec.record(dev, None, "embed", &x)?;
         for (l, layer) in self.layers.iter().enumerate() {
-            self.layer(dev, l, layer, &mut x, &lens, trace)?;
+            self.layer(dev, l, layer, &mut x, &lens, &mut rec)?;
         }
+        rec.deliver(dev)?;
         let x = dev.read(&x, 0..ids.len() * h)?;
         Ok(mean_pool_normalized(&x, &lens, h))
     }
@@ -288,7 +290,7 @@ impl<D: Device> Bert<D> {
         layer: &EncoderLayer<D>,
         x: &mut D::Buf,
         lens: &[usize],
-        trace: &mut dyn Trace,
+        rec: &mut Recording<'_, D>,
     ) -> Result<(), BertError> {
         let at = Some(l);
         let c = &self.config;
@@ -304,9 +306,9 @@ impl<D: Device> Bert<D> {
         let q = linear(&layer.query, bq, x, h, dev)?;
         let k = linear(&layer.key, bk, x, h, dev)?;
         let v = linear(&layer.value, bv, x, h, dev)?;
-        record(dev, trace, at, "q", &q)?;
-        record(dev, trace, at, "k", &k)?;
-        record(dev, trace, at, "v", &v)?;
+        rec.record(dev, at, "q", &q)?;
+        rec.record(dev, at, "k", &k)?;
+        rec.record(dev, at, "v", &v)?;
         let mut attended = dev.zeros(n * h)?;
         let mut start = 0;
         for &len in lens.iter().filter(|&&len| len > 0) {
@@ -315,18 +317,18 @@ impl<D: Device> Bert<D> {
             dev.attention(shape, start, &q, &k, &v, &mut attended)?;
             start += len;
         }
-        record(dev, trace, at, "attention", &attended)?;
+        rec.record(dev, at, "attention", &attended)?;
         let projected = linear(&layer.attention_out, bo, &attended, h, dev)?;
         dev.add(x, &projected)?;
         dev.layer_norm(x, &layer.attention_norm.0, &layer.attention_norm.1, eps)?;
-        record(dev, trace, at, "attn_norm", x)?;
+        rec.record(dev, at, "attn_norm", x)?;
         let mut inner = linear(&layer.intermediate, bi, x, c.intermediate_size, dev)?;
         dev.gelu(&mut inner)?;
-        record(dev, trace, at, "gelu", &inner)?;
+        rec.record(dev, at, "gelu", &inner)?;
         let out = linear(&layer.output, bout, &inner, h, dev)?;
         dev.add(x, &out)?;
         dev.layer_norm(x, &layer.output_norm.0, &layer.output_norm.1, eps)?;
-        record(dev, trace, at, "output_norm", x)?;
+        rec.record(dev, at, "output_norm", x)?;
         Ok(())
     }
 }

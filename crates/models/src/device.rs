@@ -43,6 +43,8 @@ pub trait Device {
     type Buf;
     /// A weight matrix `[rows × cols]` in its storage type.
     type Mat;
+    /// A read waiting to be collected.
+    type Staged;
 
     /// The weights `m` on this device.
     fn matrix(&mut self, m: QMatrix) -> R<Self::Mat>;
@@ -82,6 +84,10 @@ pub trait Device {
     fn copy(&mut self, src: &Self::Buf, src_at: usize, dst: &mut Self::Buf, dst_at: usize, len: usize) -> R<()>;
     /// Elements `range` of `x`, on the host.
     fn read(&mut self, x: &Self::Buf, range: std::ops::Range<usize>) -> R<Vec<f32>>;
+    /// A read of `x` as it is now, delivered later with others by [`Device::collect`]: recording a forward pass
+    /// costs the GPU one wait instead of one per op.
+    fn stage(&mut self, x: &Self::Buf) -> R<Self::Staged>;
+    fn collect(&mut self, staged: Vec<Self::Staged>) -> R<Vec<Vec<f32>>>;
     fn len(&self, x: &Self::Buf) -> usize;
 }
 
@@ -107,6 +113,7 @@ impl Cpu {
 impl Device for Cpu {
     type Buf = Vec<f32>;
     type Mat = QMatrix;
+    type Staged = Vec<f32>;
 
     fn matrix(&mut self, m: QMatrix) -> R<QMatrix> {
         Ok(m)
@@ -201,6 +208,12 @@ impl Device for Cpu {
         dst[dst_at..dst_at + len].copy_from_slice(&src[src_at..src_at + len]);
         Ok(())
     }
+    fn stage(&mut self, x: &Vec<f32>) -> R<Vec<f32>> {
+        Ok(x.clone())
+    }
+    fn collect(&mut self, staged: Vec<Vec<f32>>) -> R<Vec<Vec<f32>>> {
+        Ok(staged)
+    }
     fn read(&mut self, x: &Vec<f32>, range: std::ops::Range<usize>) -> R<Vec<f32>> {
         Ok(x[range].to_vec())
     }
@@ -233,6 +246,7 @@ impl Gpu {
 impl Device for Gpu {
     type Buf = GpuTensor;
     type Mat = GpuMatrix;
+    type Staged = neurolov_kernels::nn_gpu::StagedRead;
 
     fn matrix(&mut self, m: QMatrix) -> R<GpuMatrix> {
         Ok(self.nn.upload_matrix(&m)?)
@@ -302,6 +316,12 @@ impl Device for Gpu {
     fn copy(&mut self, src: &GpuTensor, src_at: usize, dst: &mut GpuTensor, dst_at: usize, len: usize) -> R<()> {
         Ok(self.nn.copy(src, src_at, dst, dst_at, len)?)
     }
+    fn stage(&mut self, x: &GpuTensor) -> R<Self::Staged> {
+        Ok(self.nn.stage(x)?)
+    }
+    fn collect(&mut self, staged: Vec<Self::Staged>) -> R<Vec<Vec<f32>>> {
+        Ok(self.nn.collect(staged)?)
+    }
     fn read(&mut self, x: &GpuTensor, range: std::ops::Range<usize>) -> R<Vec<f32>> {
         Ok(self.nn.read(x, range)?)
     }
@@ -317,6 +337,10 @@ pub trait Trace {
     fn enabled(&self) -> bool {
         true
     }
+    /// Whether this op's output is wanted (each one a GPU reads back costs a round trip).
+    fn wants(&self, _layer: Option<usize>, _name: &'static str) -> bool {
+        self.enabled()
+    }
 }
 
 /// Records nothing.
@@ -329,17 +353,32 @@ impl Trace for NoTrace {
     }
 }
 
-/// Reports `buf` to `trace` as op `name`, reading it back only when the trace records.
-pub(crate) fn record<D: Device>(
-    dev: &mut D,
-    trace: &mut dyn Trace,
-    layer: Option<usize>,
-    name: &'static str,
-    buf: &D::Buf,
-) -> Result<(), DeviceError> {
-    if trace.enabled() {
-        let values = dev.read(buf, 0..dev.len(buf))?;
-        trace.op(layer, name, &values);
+/// What a forward pass reports to a [`Trace`]: each wanted op's output staged where it is computed, all delivered
+/// at the end of the pass in one read.
+pub(crate) struct Recording<'t, D: Device> {
+    trace: &'t mut dyn Trace,
+    pending: Vec<(Option<usize>, &'static str, D::Staged)>,
+}
+
+impl<'t, D: Device> Recording<'t, D> {
+    pub(crate) fn new(trace: &'t mut dyn Trace) -> Recording<'t, D> {
+        Recording { trace, pending: Vec::new() }
     }
-    Ok(())
+
+    /// Stages `buf` as op `name` when the trace wants it.
+    pub(crate) fn record(&mut self, dev: &mut D, layer: Option<usize>, name: &'static str, buf: &D::Buf) -> R<()> {
+        if self.trace.enabled() && self.trace.wants(layer, name) {
+            self.pending.push((layer, name, dev.stage(buf)?));
+        }
+        Ok(())
+    }
+
+    /// Reads what was staged and hands it to the trace, in the order it was computed.
+    pub(crate) fn deliver(self, dev: &mut D) -> R<()> {
+        let (names, staged): (Vec<_>, Vec<_>) = self.pending.into_iter().map(|(l, n, s)| ((l, n), s)).unzip();
+        for ((layer, name), values) in names.into_iter().zip(dev.collect(staged)?) {
+            self.trace.op(layer, name, &values);
+        }
+        Ok(())
+    }
 }

@@ -9,7 +9,7 @@ use crate::bert::{Bert, BertConfig, BertError, BertWeights};
 use crate::device::{BackendKind, Cpu, Gpu};
 use crate::generate::{self, ChatTemplate, GenerateError, Generated, Message, Sampling};
 use crate::gguf::{Gguf, GgufError, Value};
-use crate::llama::{Llama, LlamaConfig, LlamaError, Trace};
+use crate::llama::{Llama, LlamaConfig, LlamaError, NoTrace, Trace};
 use crate::tokenizer::{TextTokenizer, TokenizerError};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,8 @@ pub enum EngineError {
     Tokenizer(#[from] TokenizerError),
     #[error(transparent)]
     Generate(#[from] GenerateError),
+    #[error(transparent)]
+    Proof(#[from] crate::proof::ProofError),
     #[error("{0}")]
     Model(String),
     #[error("{texts} texts in one call; at most {MAX_EMBED_BATCH}")]
@@ -147,6 +149,9 @@ fn embed_on_threads(bert: &Bert<Cpu>, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>,
 #[derive(Debug)]
 pub struct ChatModel {
     llama: OnDevice<Llama<Cpu>, Llama<Gpu>>,
+    /// The weights as the CPU reads them (shared with `llama` on the CPU path): what openings of a verifiable run
+    /// are computed from, whatever ran the request.
+    weights: Llama<Cpu>,
     pub tokenizer: TextTokenizer,
     template: ChatTemplate,
     /// Tokens that end the assistant's turn: the end-of-sequence token and the chat format's end markers.
@@ -168,21 +173,26 @@ impl ChatModel {
         }
         stop.sort_unstable();
         stop.dedup();
-        let llama = Llama::load(&gguf)?;
+        let weights = Llama::load(&gguf)?;
         let llama = match backend {
-            BackendKind::Cpu => OnDevice::Cpu(llama, Box::new(Cpu::new())),
+            BackendKind::Cpu => OnDevice::Cpu(weights.clone(), Box::new(Cpu::new())),
             BackendKind::Gpu => {
                 let mut gpu = Gpu::open().map_err(LlamaError::from)?;
-                OnDevice::Gpu(llama.to_device(&mut gpu)?, Box::new(gpu))
+                OnDevice::Gpu(weights.clone().to_device(&mut gpu)?, Box::new(gpu))
             }
         };
-        Ok(ChatModel { llama, template: ChatTemplate::from_gguf(&gguf)?, tokenizer, stop })
+        Ok(ChatModel { llama, weights, template: ChatTemplate::from_gguf(&gguf)?, tokenizer, stop })
     }
 
     /// The prompt's token ids for `messages`, through the chat template.
     pub fn prompt(&self, messages: &[Message]) -> Result<Vec<u32>, EngineError> {
         let text = self.template.render(messages)?;
         Ok(self.tokenizer.encode(&text, false)?)
+    }
+
+    /// The weights on the CPU (for openings and verifiers).
+    pub fn weights(&self) -> &Llama<Cpu> {
+        &self.weights
     }
 
     pub fn stop_tokens(&self) -> &[u32] {
@@ -232,9 +242,23 @@ impl ChatModel {
         stop: &[u32],
         on_token: impl FnMut(u32) -> ControlFlow<()>,
     ) -> Result<Generated, EngineError> {
+        self.generate_traced(prompt, max_tokens, sampling, stop, &mut NoTrace, on_token)
+    }
+
+    /// [`ChatModel::generate_until`] with every forward pass reported to `trace` (a verifiable run's recorder).
+    pub fn generate_traced(
+        &mut self,
+        prompt: &[u32],
+        max_tokens: usize,
+        sampling: &Sampling,
+        stop: &[u32],
+        trace: &mut dyn Trace,
+        on_token: impl FnMut(u32) -> ControlFlow<()>,
+    ) -> Result<Generated, EngineError> {
+        let (p, n, s) = (prompt, max_tokens, sampling);
         Ok(match &mut self.llama {
-            OnDevice::Cpu(m, dev) => generate::generate(m, dev, prompt, max_tokens, sampling, stop, on_token)?,
-            OnDevice::Gpu(m, dev) => generate::generate(m, dev.as_mut(), prompt, max_tokens, sampling, stop, on_token)?,
+            OnDevice::Cpu(m, dev) => generate::generate(m, dev, p, n, s, stop, trace, on_token)?,
+            OnDevice::Gpu(m, dev) => generate::generate(m, dev.as_mut(), p, n, s, stop, trace, on_token)?,
         })
     }
 

@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 
 use crate::device::Device;
 use crate::gguf::{Gguf, Value};
-use crate::llama::{Llama, LlamaError, NoTrace};
+use crate::llama::{Llama, LlamaError, Trace};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
@@ -179,10 +179,17 @@ pub struct Generated {
     pub tokens: Vec<u32>,
     pub finish: FinishReason,
     pub prompt_tokens: usize,
+    /// The stop token drawn when `finish` is `Stop` (it is not part of `tokens`).
+    pub stop_token: Option<u32>,
 }
 
 /// Generates after `prompt` until a `stop` token, `max_tokens`, or a full context; `on_token` sees each token as
-/// it comes and may cancel.
+/// it comes and may cancel; `trace` sees every forward pass (what a verifiable run commits to).
+///
+/// Positions run through the model: the prompt, then each emitted token except the last one when generation ends
+/// for length, context or cancel (nothing will read its logits). The token at index i was drawn from the logits of
+/// position `prompt.len() − 1 + i`, and a stop token from those after the last emitted one.
+#[allow(clippy::too_many_arguments)] // The request's parts, each needed.
 pub fn generate<D: Device>(
     model: &Llama<D>,
     dev: &mut D,
@@ -190,32 +197,38 @@ pub fn generate<D: Device>(
     max_tokens: usize,
     sampling: &Sampling,
     stop: &[u32],
+    trace: &mut dyn Trace,
     mut on_token: impl FnMut(u32) -> ControlFlow<()>,
 ) -> Result<Generated, GenerateError> {
     sampling.check()?;
     let max_tokens = max_tokens.min(MAX_NEW_TOKENS);
     let mut cache = model.cache(dev, MAX_CONTEXT_TOKENS)?;
     let mut rng = SplitMix64::new(sampling.seed);
-    let mut logits = model.forward(dev, prompt, &mut cache, false, &mut NoTrace)?;
+    let mut logits = model.forward(dev, prompt, &mut cache, false, trace)?;
     let mut tokens = Vec::new();
+    let mut stop_token = None;
     let finish = loop {
         if tokens.len() >= max_tokens {
             break FinishReason::Length;
         }
         let next = sample(&logits, sampling, &mut rng);
         if stop.contains(&next) {
+            stop_token = Some(next);
             break FinishReason::Stop;
         }
         tokens.push(next);
         if on_token(next).is_break() {
             break FinishReason::Cancelled;
         }
+        if tokens.len() >= max_tokens {
+            break FinishReason::Length;
+        }
         if cache.len() >= cache.capacity() {
             break FinishReason::Context;
         }
-        logits = model.forward(dev, &[next], &mut cache, false, &mut NoTrace)?;
+        logits = model.forward(dev, &[next], &mut cache, false, trace)?;
     };
-    Ok(Generated { tokens, finish, prompt_tokens: prompt.len() })
+    Ok(Generated { tokens, finish, prompt_tokens: prompt.len(), stop_token })
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod fetch;
 pub mod generate;
 pub mod gguf;
 pub mod llama;
+pub mod proof;
 pub mod tokenizer;
 
 pub use neurolov_kernels::quant;

@@ -6,7 +6,7 @@
 use neurolov_kernels::nn::Attention;
 use neurolov_kernels::quant::{QMatrix, QuantError};
 
-use crate::device::{Cpu, Device, DeviceError, record};
+use crate::device::{Cpu, Device, DeviceError, Recording};
 pub use crate::device::{NoTrace, Trace};
 use crate::gguf::{Gguf, TensorInfo, Value};
 
@@ -130,7 +130,40 @@ impl<D: Device> std::fmt::Debug for Llama<D> {
     }
 }
 
+impl Clone for Llama<Cpu> {
+    /// A handle on the same weights (the matrices are shared).
+    fn clone(&self) -> Self {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| LlamaLayer {
+                attn_norm: l.attn_norm.clone(),
+                q: l.q.clone(),
+                k: l.k.clone(),
+                v: l.v.clone(),
+                out: l.out.clone(),
+                ffn_norm: l.ffn_norm.clone(),
+                gate: l.gate.clone(),
+                up: l.up.clone(),
+                down: l.down.clone(),
+            })
+            .collect();
+        Llama {
+            config: self.config.clone(),
+            embeddings: self.embeddings.clone(),
+            layers,
+            output_norm: self.output_norm.clone(),
+            output: self.output.clone(),
+        }
+    }
+}
+
 impl Llama<Cpu> {
+    /// The output head: `output.weight`, or the embeddings when they are tied.
+    pub fn head(&self) -> &QMatrix {
+        self.output.as_ref().unwrap_or(&self.embeddings)
+    }
+
     pub fn load(g: &Gguf<'_>) -> Result<Llama<Cpu>, LlamaError> {
         let c = LlamaConfig::from_gguf(g)?;
         let (w, kvw, f) = (c.width, c.kv_width(), c.ffn_width);
@@ -220,10 +253,11 @@ impl<D: Device> Llama<D> {
         if let Some(&id) = tokens.iter().find(|&&id| id as usize >= c.vocab) {
             return Err(LlamaError::Token { id, vocab: c.vocab });
         }
+        let mut rec = Recording::new(trace);
         let mut x = dev.gather(&self.embeddings, tokens)?;
-        record(dev, trace, None, "embed", &x)?;
+        rec.record(dev, None, "embed", &x)?;
         for (l, layer) in self.layers.iter().enumerate() {
-            self.block(dev, l, layer, &mut x, n, cache, trace)?;
+            self.block(dev, l, layer, &mut x, n, cache, &mut rec)?;
         }
         cache.len += n;
         let rows = if all_logits { n } else { 1 };
@@ -235,7 +269,8 @@ impl<D: Device> Llama<D> {
             row
         };
         let h = dev.rms_norm(&last, &self.output_norm, c.rms_eps)?;
-        record(dev, trace, None, "output_norm", &h)?;
+        rec.record(dev, None, "output_norm", &h)?;
+        rec.deliver(dev)?;
         let logits = dev.matmul(self.output.as_ref().unwrap_or(&self.embeddings), &h, rows, c.vocab)?;
         Ok(dev.read(&logits, 0..rows * c.vocab)?)
     }
@@ -250,21 +285,21 @@ impl<D: Device> Llama<D> {
         x: &mut D::Buf,
         n: usize,
         cache: &mut KvCache<D>,
-        trace: &mut dyn Trace,
+        rec: &mut Recording<'_, D>,
     ) -> Result<(), LlamaError> {
         let c = &self.config;
         let (at, kvw) = (Some(l), c.kv_width());
         let h = dev.rms_norm(x, &layer.attn_norm, c.rms_eps)?;
-        record(dev, trace, at, "attn_norm", &h)?;
+        rec.record(dev, at, "attn_norm", &h)?;
         let [mut q, mut k, v]: [D::Buf; 3] = dev
             .matmul_many(&[&layer.q, &layer.k, &layer.v], &h, n, &[c.width, kvw, kvw])?
             .try_into()
             .map_err(|_| LlamaError::Metadata("q, k, v: three products expected".into()))?;
         dev.rope(&mut q, c.heads, c.head_dim, cache.len, c.rope_base)?;
         dev.rope(&mut k, c.kv_heads, c.head_dim, cache.len, c.rope_base)?;
-        record(dev, trace, at, "q_rope", &q)?;
-        record(dev, trace, at, "k_rope", &k)?;
-        record(dev, trace, at, "v", &v)?;
+        rec.record(dev, at, "q_rope", &q)?;
+        rec.record(dev, at, "k_rope", &k)?;
+        rec.record(dev, at, "v", &v)?;
         dev.copy(&k, 0, &mut cache.k[l], cache.len * kvw, n * kvw)?;
         dev.copy(&v, 0, &mut cache.v[l], cache.len * kvw, n * kvw)?;
         let shape = Attention {
@@ -277,21 +312,21 @@ impl<D: Device> Llama<D> {
         };
         let mut attended = dev.zeros(n * c.width)?;
         dev.attention(shape, 0, &q, &cache.k[l], &cache.v[l], &mut attended)?;
-        record(dev, trace, at, "attention", &attended)?;
+        rec.record(dev, at, "attention", &attended)?;
         let projected = dev.matmul(&layer.out, &attended, n, c.width)?;
         dev.add(x, &projected)?;
-        record(dev, trace, at, "attn_residual", x)?;
+        rec.record(dev, at, "attn_residual", x)?;
         let h = dev.rms_norm(x, &layer.ffn_norm, c.rms_eps)?;
-        record(dev, trace, at, "ffn_norm", &h)?;
+        rec.record(dev, at, "ffn_norm", &h)?;
         let [mut gate, up]: [D::Buf; 2] = dev
             .matmul_many(&[&layer.gate, &layer.up], &h, n, &[c.ffn_width, c.ffn_width])?
             .try_into()
             .map_err(|_| LlamaError::Metadata("gate, up: two products expected".into()))?;
         dev.silu_mul(&mut gate, &up)?;
-        record(dev, trace, at, "swiglu", &gate)?;
+        rec.record(dev, at, "swiglu", &gate)?;
         let down = dev.matmul(&layer.down, &gate, n, c.width)?;
         dev.add(x, &down)?;
-        record(dev, trace, at, "ffn_residual", x)?;
+        rec.record(dev, at, "ffn_residual", x)?;
         Ok(())
     }
 }

@@ -294,6 +294,9 @@ pub struct Prepared {
     max_column_norm: f64,
     /// The distinct columns of B that exact entries read, with their index.
     exact_columns: Vec<(usize, Vec<f32>)>,
+    /// The same columns of the magnitude matrix, when the product sums other terms than B's entries
+    /// ([`Prepared::with_magnitudes`]).
+    exact_magnitudes: Option<Vec<Vec<f32>>>,
     /// Per exact entry: the seed's pick of its row (taken modulo the block's rows) and its column in `exact_columns`.
     exact: Vec<(u64, usize)>,
 }
@@ -301,6 +304,36 @@ pub struct Prepared {
 impl Prepared {
     /// Draws R from `seed` and computes B·R' for B (k×n, row-major).
     pub fn new(b: &[f32], k: usize, n: usize, rounds: u32, seed: u64) -> Result<Prepared, FreivaldsError> {
+        Prepared::build(b, None, k, n, rounds, seed)
+    }
+
+    /// [`Prepared::new`] for a product that sums, for each entry b_kj, terms of magnitude up to `magnitudes[k][j]`
+    /// (≥ |b_kj|) instead of b_kj itself — a quantized weight computed as a block's d·q plus its minimum m, the two
+    /// nearly cancelling. Every rounding bound (β, ρ, the exact entries', the rigorous one) is taken over the
+    /// magnitudes; the projection and the column weights stay B's. The rigorous bound drops its Cauchy–Schwarz
+    /// branch (‖a_i‖·√n' holds for B's entries only).
+    pub fn with_magnitudes(
+        b: &[f32],
+        magnitudes: &[f32],
+        k: usize,
+        n: usize,
+        rounds: u32,
+        seed: u64,
+    ) -> Result<Prepared, FreivaldsError> {
+        if magnitudes.len() != b.len() {
+            return Err(FreivaldsError::Shape { name: "magnitudes", expected: b.len(), actual: magnitudes.len() });
+        }
+        Prepared::build(b, Some(magnitudes), k, n, rounds, seed)
+    }
+
+    fn build(
+        b: &[f32],
+        magnitudes: Option<&[f32]>,
+        k: usize,
+        n: usize,
+        rounds: u32,
+        seed: u64,
+    ) -> Result<Prepared, FreivaldsError> {
         if n == 0 || k == 0 || k > MAX_INNER {
             return Err(FreivaldsError::BadDimensions);
         }
@@ -315,14 +348,22 @@ impl Prepared {
         // The exact entries first: their columns of B are gathered in the same pass as the column norms.
         let (columns, exact) = pick_exact_entries(&mut rng, n);
         let (norms2, subnormal, gathered) = column_norms2(b, n, &columns);
-        let exact_columns: Vec<(usize, Vec<f32>)> = columns.into_iter().zip(gathered).collect();
         if !norms2.iter().all(|v| v.is_finite()) {
             return Err(FreivaldsError::NonFiniteInput);
         }
         let weights: Vec<f64> = norms2.iter().map(|&s| if s > 0.0 { 1.0 / s.sqrt() } else { 0.0 }).collect();
         let side_c: Vec<[f64; 2]> = weights.iter().map(|&w| [w * w, w]).collect();
         let rho_sub_norm = if subnormal { subnormal_rho_norm(b, n, &weights) } else { 0.0 };
-        let (groups, side_a) = draw_rounds(&mut rng, b, n, rounds, &weights, &side_c);
+        let (groups, mut side_a) = draw_rounds(&mut rng, b, n, rounds, &weights, &side_c);
+        let mut max_column_norm = norms2.iter().fold(0.0f64, |acc, &s| acc.max(s)).sqrt();
+        let mut exact_magnitudes = None;
+        if let Some(mag) = magnitudes {
+            let (mag_norms2, _, mag_columns) = column_norms2(mag, n, &columns);
+            let (_, stats) = rows_pass(mag, n, &vec![0.0; n * LANES], Some(&side_c));
+            side_a = stats.iter().map(|s| [s[1], s[2]]).collect();
+            max_column_norm = max_column_norm.max(mag_norms2.iter().fold(0.0f64, |acc, &s| acc.max(s)).sqrt());
+            exact_magnitudes = Some(mag_columns);
+        }
         Ok(Prepared {
             n,
             k,
@@ -335,8 +376,9 @@ impl Prepared {
             live_columns: weights.iter().filter(|&&w| w > 0.0).count(),
             rho_sub_norm,
             weight_sum: weights.iter().sum(),
-            max_column_norm: norms2.iter().fold(0.0f64, |acc, &s| acc.max(s)).sqrt(),
-            exact_columns,
+            max_column_norm,
+            exact_columns: columns.into_iter().zip(gathered).collect(),
+            exact_magnitudes,
             exact,
         })
     }
@@ -421,7 +463,7 @@ impl Prepared {
                 let flush = a_norm * self.rho_sub_norm + flush_all;
                 let verifier = 1.01 * U64 * ((k + n + 2.0) * sa[2] + (n + 1.0) * sc[2]);
                 let t = tight * v.sqrt() + flush + verifier + f64::MIN_POSITIVE;
-                let worst = (a_norm * live.sqrt()).min(sa[2]);
+                let worst = if self.exact_magnitudes.is_some() { sa[2] } else { (a_norm * live.sqrt()).min(sa[2]) };
                 let big_t = conviction * worst + flush + verifier + f64::MIN_POSITIVE;
                 let no_overflow = (1.0 + gamma) * a_norm * self.max_column_norm < f64::from(f32::MAX);
                 let broken = !(sc[0].is_finite() && sc[1].is_finite()) || misplaced;
@@ -433,18 +475,21 @@ impl Prepared {
     /// Recomputes one entry of C exactly and holds the result's value to both tolerances.
     fn exact_entry(&self, a: &[f32], c: &[f32], m: usize, row_pick: u64, at: usize) -> EntryVerdict {
         let (column, b_col) = (&self.exact_columns[at].0, &self.exact_columns[at].1);
+        let mag_col = self.exact_magnitudes.as_ref().map_or(b_col, |m| &m[at]);
         let row = (row_pick % m as u64) as usize;
         let a_row = &a[row * self.k..(row + 1) * self.k];
         let (mut s, mut abs, mut q, mut prefix, mut lost) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
-        for (&x, &y) in a_row.iter().zip(b_col) {
+        for ((&x, &y), &mag) in a_row.iter().zip(b_col).zip(mag_col) {
             // The product of two f32 is exact in f64.
             let p = f64::from(x) * f64::from(y);
+            // The magnitude of the terms summed for it (|p| unless the product sums larger ones).
+            let t = f64::from(x) * f64::from(mag);
             s += p;
-            abs += p.abs();
-            q += p * p;
+            abs += t.abs();
+            q += t * t;
             prefix += s * s;
             if x.is_subnormal() || y.is_subnormal() {
-                lost += p.abs();
+                lost += t.abs();
             }
         }
         let k = self.k as f64;

@@ -4,5 +4,6 @@
 
 pub mod commitment;
 pub mod freivalds;
+pub mod merkle;
 pub mod replicas;
 pub mod spotcheck;
