@@ -274,8 +274,9 @@ fn cheats_are_proven_wrong() {
     assert_convicted("random activations", &invented, &verifier, &weights);
 
     // A token its logits do not give: the reply forced to a different token at index 3, the run honest around it
-    // (every later position computed from the forced token). Twelve decisions: all opened.
-    let honest = cheat(&weights, &mut Cpu::new(), &prompt, &stop, 12);
+    // (every later position computed from the forced token). Eight decisions: all opened (with more, each is opened
+    // with probability HEAD_OPENINGS / decisions: `challenges_are_uniform` in proof.rs).
+    let honest = cheat(&weights, &mut Cpu::new(), &prompt, &stop, proof::HEAD_OPENINGS);
     let mut forced = honest.generated.tokens.clone();
     forced[3] = (forced[3] + 1) % weights.config.vocab as u32;
     let mut dev = Cpu::new();
