@@ -104,13 +104,19 @@ pub fn models(cmd: ModelsCommand) -> anyhow::Result<()> {
                 figures.extend(bench::generation(&mut model, &name, prompt_tokens, decode_tokens, passes)?);
             }
             if only.as_deref() == Some("proof") {
+                let mut embedder = Embedder::load(&fetch::model_dir(&cache, &ALL_MINILM_L6_V2), backend)?;
                 let path = fetch::model_dir(&cache, &SMOLLM2_135M_INSTRUCT).join(SMOLLM2_135M_INSTRUCT.files[0].name);
                 let mut model = ChatModel::load(&path, backend)?;
-                let cost = bench::proof_cost(&mut model, &name, prompt_tokens, decode_tokens, passes)?;
-                if json {
-                    println!("{}", serde_json::to_string(&cost)?);
-                } else {
-                    print_proof_cost(&cost);
+                let costs = [
+                    bench::embed_proof_cost(&mut embedder, &name, batch, passes)?,
+                    bench::proof_cost(&mut model, &name, prompt_tokens, decode_tokens, passes)?,
+                ];
+                for cost in costs {
+                    if json {
+                        println!("{}", serde_json::to_string(&cost)?);
+                    } else {
+                        print_proof_cost(&cost);
+                    }
                 }
             }
             for f in figures {
@@ -138,9 +144,10 @@ pub fn models(cmd: ModelsCommand) -> anyhow::Result<()> {
 
 fn print_proof_cost(c: &bench::ProofCost) {
     println!(
-        "verified chat on {} ({} prompt + {} generated tokens; medians)\n  generate        {:>9.4} s\n  \
+        "{} on {} ({} input + {} generated tokens; medians)\n  compute         {:>9.4} s\n  \
          with recorder   {:>9.4} s\n  commit (root)   {:>9.4} s\n  open            {:>9.4} s   ({:.1} KiB on the wire)\n  \
-         check           {:>9.4} s   = {:.3}% of generating\n  provider overhead {:.1}%   (verifier prepared once in {:.2} s)",
+         check           {:>9.4} s   = {:.3}% of computing\n  provider overhead {:.1}%   (verifier prepared once in {:.2} s)",
+        c.bench,
         c.backend,
         c.prompt_tokens,
         c.generated_tokens,

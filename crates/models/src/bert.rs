@@ -320,6 +320,7 @@ impl<D: Device> Bert<D> {
         rec.record(dev, at, "attention", &attended)?;
         let projected = linear(&layer.attention_out, bo, &attended, h, dev)?;
         dev.add(x, &projected)?;
+        rec.record(dev, at, "attn_sum", x)?;
         dev.layer_norm(x, &layer.attention_norm.0, &layer.attention_norm.1, eps)?;
         rec.record(dev, at, "attn_norm", x)?;
         let mut inner = linear(&layer.intermediate, bi, x, c.intermediate_size, dev)?;
@@ -327,6 +328,7 @@ impl<D: Device> Bert<D> {
         rec.record(dev, at, "gelu", &inner)?;
         let out = linear(&layer.output, bout, &inner, h, dev)?;
         dev.add(x, &out)?;
+        rec.record(dev, at, "ffn_sum", x)?;
         dev.layer_norm(x, &layer.output_norm.0, &layer.output_norm.1, eps)?;
         rec.record(dev, at, "output_norm", x)?;
         Ok(())

@@ -59,6 +59,8 @@ enum OnDevice<C, G> {
 pub struct Embedder {
     tokenizer: TextTokenizer,
     bert: OnDevice<Bert<Cpu>, Bert<Gpu>>,
+    /// The weights as loaded: what openings of a verifiable run and verifiers are computed from.
+    weights: BertWeights,
 }
 
 impl Embedder {
@@ -75,15 +77,15 @@ impl Embedder {
         let bert = match backend {
             BackendKind::Cpu => {
                 let mut cpu = Cpu::default();
-                OnDevice::Cpu(Bert::new(weights, &mut cpu)?, Box::new(cpu))
+                OnDevice::Cpu(Bert::new(weights.clone(), &mut cpu)?, Box::new(cpu))
             }
             BackendKind::Gpu => {
                 let mut gpu = Gpu::open().map_err(BertError::from)?;
-                OnDevice::Gpu(Bert::new(weights, &mut gpu)?, Box::new(gpu))
+                OnDevice::Gpu(Bert::new(weights.clone(), &mut gpu)?, Box::new(gpu))
             }
         };
         let tokenizer = TextTokenizer::from_json(&read_text(&dir.join("tokenizer.json"))?, MINILM_MAX_TOKENS)?;
-        Ok(Embedder { tokenizer, bert })
+        Ok(Embedder { tokenizer, bert, weights })
     }
 
     /// The token ids the encoder reads for `text` ([CLS] … [SEP], at most [`MINILM_MAX_TOKENS`]).
@@ -109,10 +111,23 @@ impl Embedder {
             return Err(EngineError::TooManyTexts { texts: texts.len() });
         }
         let ids = texts.iter().map(|t| self.tokenize(t)).collect::<Result<Vec<_>, _>>()?;
+        self.embed_ids_traced(&ids, trace)
+    }
+
+    /// The embeddings of token id sequences (as [`Embedder::tokenize`] makes them), every op reported to `trace`.
+    pub fn embed_ids_traced(&mut self, ids: &[Vec<u32>], trace: &mut dyn Trace) -> Result<Vec<Vec<f32>>, EngineError> {
+        if ids.len() > MAX_EMBED_BATCH {
+            return Err(EngineError::TooManyTexts { texts: ids.len() });
+        }
         Ok(match &mut self.bert {
-            OnDevice::Cpu(bert, dev) => bert.embed_traced(dev, &ids, trace)?,
-            OnDevice::Gpu(bert, dev) => bert.embed_traced(dev, &ids, trace)?,
+            OnDevice::Cpu(bert, dev) => bert.embed_traced(dev, ids, trace)?,
+            OnDevice::Gpu(bert, dev) => bert.embed_traced(dev, ids, trace)?,
         })
+    }
+
+    /// The weights as loaded (for openings and verifiers).
+    pub fn weights(&self) -> &BertWeights {
+        &self.weights
     }
 
     pub fn dimensions(&self) -> usize {

@@ -291,3 +291,128 @@ fn cheats_are_proven_wrong() {
     let forged = Answer { prompt: prompt.clone(), sampling: Sampling::GREEDY, generated, recorder };
     assert_convicted("forced token", &forged, &verifier, &weights);
 }
+
+mod embeddings {
+    use super::*;
+    use neurolov_models::bert::{Bert, BertWeights, Tensor};
+    use neurolov_models::catalog::ALL_MINILM_L6_V2;
+    use neurolov_models::engine::Embedder;
+    use neurolov_models::proof::embed::{self, EmbedRun, EmbedVerifier};
+
+    const TEXTS: [&str; 4] = [
+        "The quick brown fox jumps over the lazy dog.",
+        "Verified inference makes a wrong answer unprofitable.",
+        "hello",
+        "A longer sentence, with punctuation, numbers like 42 and 1999, and several clauses that run on for a while.",
+    ];
+
+    fn embedder(backend: BackendKind) -> Embedder {
+        Embedder::load(&model_dir(&cache_dir().unwrap(), &ALL_MINILM_L6_V2), backend).unwrap()
+    }
+
+    struct Answer {
+        ids: Vec<Vec<u32>>,
+        embeddings: Vec<Vec<f32>>,
+        recorder: Recorder,
+    }
+
+    impl Answer {
+        fn verdict(&self, verifier: &EmbedVerifier, weights: &BertWeights, seed: u64) -> Verdict {
+            let run = EmbedRun { texts: &self.ids, embeddings: &self.embeddings };
+            let root = self.recorder.commit().unwrap();
+            let positions = self.ids.iter().map(Vec::len).sum();
+            let challenge = embed::challenge(seed, verifier.config().num_hidden_layers, positions);
+            let opening = embed::open(weights, &self.recorder, &run, &challenge).unwrap();
+            verifier.check(&run, &root, &challenge, &opening)
+        }
+    }
+
+    fn ids(e: &Embedder) -> Vec<Vec<u32>> {
+        TEXTS.iter().map(|t| e.tokenize(t).unwrap()).collect()
+    }
+
+    /// Honest batches on the CPU and on wgpu pass every challenge.
+    #[test]
+    fn honest_embeddings_pass_on_every_backend() {
+        let weights = embedder(BackendKind::Cpu).weights().clone();
+        let verifiers: Vec<EmbedVerifier> = (1..=2).map(|s| EmbedVerifier::prepare(&weights, s).unwrap()).collect();
+        let mut worst = 0.0f64;
+        for backend in backends() {
+            let mut e = embedder(backend);
+            let ids = ids(&e);
+            let mut recorder = Recorder::for_encoder(&weights.config);
+            let embeddings = e.embed_ids_traced(&ids, &mut recorder).unwrap();
+            let answer = Answer { ids, embeddings, recorder };
+            for (i, verifier) in verifiers.iter().enumerate() {
+                for seed in 0..4 {
+                    let v = answer.verdict(verifier, &weights, seed * 5 + i as u64);
+                    assert!(v.accepted(), "{backend:?} seed {seed}: {v:?}");
+                    worst = worst.max(v.worst_ratio);
+                }
+            }
+        }
+        eprintln!("honest embeddings: worst ratio {worst:.3}");
+    }
+
+    fn cheat<D: Device>(weights: BertWeights, dev: &mut D, ids: &[Vec<u32>]) -> Answer {
+        let config = weights.config.clone();
+        let bert = Bert::new(weights, dev).unwrap();
+        let mut recorder = Recorder::for_encoder(&config);
+        let embeddings = bert.embed_traced(dev, ids, &mut recorder).unwrap();
+        Answer { ids: ids.to_vec(), embeddings, recorder }
+    }
+
+    fn map_matrices(w: &mut BertWeights, layers: std::ops::Range<usize>, f: impl Fn(&Tensor) -> Tensor) {
+        for l in &mut w.layers[layers] {
+            for t in [&mut l.query, &mut l.key, &mut l.value, &mut l.attention_out, &mut l.intermediate, &mut l.output]
+            {
+                t.0 = f(&t.0);
+            }
+        }
+    }
+
+    fn assert_convicted(what: &str, answer: &Answer, verifier: &EmbedVerifier, weights: &BertWeights) {
+        for seed in 0..3 {
+            let v = answer.verdict(verifier, weights, seed);
+            assert!(v.proven_wrong(), "{what}, challenge {seed}: not proven wrong: {v:?}");
+            eprintln!("{what}: convicted at {} ({:.3e}× the bound)", v.convicting, v.conviction_ratio);
+        }
+    }
+
+    #[test]
+    fn embedding_cheats_are_proven_wrong() {
+        let e = embedder(BackendKind::Cpu);
+        let weights = e.weights().clone();
+        let verifier = EmbedVerifier::prepare(&weights, 7).unwrap();
+        let ids = ids(&e);
+        let layers = weights.config.num_hidden_layers;
+
+        let mut short = weights.clone();
+        map_matrices(&mut short, layers - 2..layers, |t| Tensor {
+            shape: t.shape.clone(),
+            data: vec![0.0; t.data.len()],
+        });
+        assert_convicted("two layers skipped", &cheat(short.clone(), &mut Cpu::new(), &ids), &verifier, &short);
+
+        let mut other = weights.clone();
+        map_matrices(&mut other, 0..layers, |t| Tensor {
+            shape: t.shape.clone(),
+            data: t.data.iter().map(|x| f32::from_bits(x.to_bits().wrapping_add(0x8000) & 0xFFFF_0000)).collect(),
+        });
+        assert_convicted("bf16 model", &cheat(other.clone(), &mut Cpu::new(), &ids), &verifier, &other);
+
+        // Layer 3's output sum ×1.01: the adds are the position rows', then two per layer.
+        let mut scaled = Scaled { cpu: Cpu::new(), adds: 0, target: 1 + 2 * 3 + 2, factor: 1.01 };
+        assert_convicted("layer 3 output ×1.01", &cheat(weights.clone(), &mut scaled, &ids), &verifier, &weights);
+
+        // An honest run's record with random vectors returned.
+        let mut random_vectors = cheat(weights.clone(), &mut Cpu::new(), &ids);
+        let mut rng = generate::SplitMix64::new(3);
+        for v in &mut random_vectors.embeddings {
+            v.iter_mut().for_each(|x| *x = rng.next_f64() as f32 - 0.5);
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter_mut().for_each(|x| *x /= norm);
+        }
+        assert_convicted("random vectors", &random_vectors, &verifier, &weights);
+    }
+}

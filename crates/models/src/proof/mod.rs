@@ -1,4 +1,4 @@
-//! Verified inference for the decoder (issue 13): what a provider commits to while it generates, what the verifier
+//! Verified inference (issue 13), here for the decoder and in [`embed`] for the encoder: what a provider commits to while it generates, what the verifier
 //! asks it to open afterwards, and the checks that make a wrong answer unprofitable at a small fraction of the
 //! inference's cost.
 //!
@@ -45,6 +45,8 @@ use neurolov_kernels::nn::{self, Attention};
 use neurolov_kernels::quant::QMatrix;
 use neurolov_verify::freivalds::{self, Prepared};
 use neurolov_verify::merkle::{self, Hash, MerkleError};
+
+pub mod embed;
 
 use crate::device::Trace;
 use crate::generate::{FinishReason, MAX_CONTEXT_TOKENS, Sampling, SplitMix64, sample};
@@ -131,6 +133,8 @@ struct LayerRecord {
 pub struct Recorder {
     width: usize,
     kv_width: usize,
+    /// The ops recorded as keys, values, mid and out (the names the model's forward pass reports them under).
+    names: [&'static str; 4],
     /// Positions in the forward pass under way (from its first layer's keys).
     batch: usize,
     /// Positions recorded in full (every layer).
@@ -140,17 +144,23 @@ pub struct Recorder {
     leaves: std::sync::OnceLock<Vec<Hash>>,
 }
 
-/// The ops a [`Recorder`] keeps.
-const RECORDED: [&str; 4] = ["k_rope", "v", "attn_residual", "ffn_residual"];
+/// The decoder's ops a [`Recorder`] keeps: keys and values after RoPE, the residual stream after attention and
+/// after the FFN.
+const DECODER_RECORDED: [&str; 4] = ["k_rope", "v", "attn_residual", "ffn_residual"];
 
 impl Recorder {
     pub fn new(config: &LlamaConfig) -> Recorder {
+        Recorder::with(config.width, config.kv_width(), config.layers, DECODER_RECORDED)
+    }
+
+    fn with(width: usize, kv_width: usize, layers: usize, names: [&'static str; 4]) -> Recorder {
         Recorder {
-            width: config.width,
-            kv_width: config.kv_width(),
+            names,
+            width,
+            kv_width,
             batch: 0,
             positions: 0,
-            layers: vec![LayerRecord::default(); config.layers],
+            layers: vec![LayerRecord::default(); layers],
             leaves: std::sync::OnceLock::new(),
         }
     }
@@ -195,27 +205,29 @@ impl Recorder {
 
 impl Trace for Recorder {
     fn wants(&self, layer: Option<usize>, name: &'static str) -> bool {
-        layer.is_some() && RECORDED.contains(&name)
+        layer.is_some() && self.names.contains(&name)
     }
 
     fn op(&mut self, layer: Option<usize>, name: &'static str, output: &[f32]) {
         let Some(l) = layer else { return };
         self.leaves.take();
-        if l == 0 && name == "k_rope" {
+        let [k, v, mid, out] = self.names;
+        if l == 0 && name == k {
             self.batch = output.len() / self.kv_width;
         }
+        let last = l + 1 == self.layers.len();
         let Some(r) = self.layers.get_mut(l) else { return };
-        match name {
-            "k_rope" => r.k.extend_from_slice(output),
-            "v" => r.v.extend_from_slice(output),
-            "attn_residual" => r.mid.extend_from_slice(output),
-            "ffn_residual" => {
-                r.out.extend_from_slice(output);
-                if l + 1 == self.layers.len() {
-                    self.positions += self.batch;
-                }
+        if name == k {
+            r.k.extend_from_slice(output);
+        } else if name == v {
+            r.v.extend_from_slice(output);
+        } else if name == mid {
+            r.mid.extend_from_slice(output);
+        } else if name == out {
+            r.out.extend_from_slice(output);
+            if last {
+                self.positions += self.batch;
             }
-            _ => {}
         }
     }
 }
@@ -349,6 +361,18 @@ impl KvBlock {
     }
 }
 
+/// Values a provider claims at an opened pair.
+pub trait Claim {
+    /// f32s it holds.
+    fn floats(&self) -> usize;
+}
+
+impl Claim for PairClaim {
+    fn floats(&self) -> usize {
+        self.q.len() + self.gate.len() + self.up.len()
+    }
+}
+
 /// The provider's claims at one opened (layer, position): values the verifier checks, never trusts.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PairClaim {
@@ -358,25 +382,26 @@ pub struct PairClaim {
     pub up: Vec<f32>,
 }
 
-/// The provider's answer to a [`Challenge`].
+/// The provider's answer to a [`Challenge`] (claims `C` per opened pair: [`PairClaim`] for the decoder,
+/// [`embed::EncoderClaim`] for the encoder).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Opening {
+pub struct Opening<C = PairClaim> {
     pub residuals: BTreeMap<usize, Residual>,
     pub kv: BTreeMap<usize, KvBlock>,
     pub proof: Vec<Hash>,
     /// One per challenged pair, in its order.
-    pub pairs: Vec<PairClaim>,
+    pub pairs: Vec<C>,
     /// One logits vector per challenged decision, in its order.
     pub logits: Vec<Vec<f32>>,
 }
 
-impl Opening {
+impl<C: Claim> Opening<C> {
     /// Bytes the opening puts on the wire (f32s and hashes).
     pub fn wire_bytes(&self) -> usize {
         let f = |v: &[f32]| v.len() * 4;
         let residuals: usize = self.residuals.values().map(|l| f(&l.mid) + f(&l.out)).sum();
         let kv: usize = self.kv.values().map(|l| f(&l.k) + f(&l.v)).sum();
-        let pairs: usize = self.pairs.iter().map(|p| f(&p.q) + f(&p.gate) + f(&p.up)).sum();
+        let pairs: usize = self.pairs.iter().map(|p| 4 * p.floats()).sum();
         residuals + kv + pairs + self.logits.iter().map(|l| f(l)).sum::<usize>() + 32 * self.proof.len()
     }
 }
@@ -529,28 +554,35 @@ impl std::fmt::Debug for ChatVerifier {
 }
 
 /// `W` (`[out × in]`) as Freivalds' B = Wᵀ (`[in × out]`, row-major), below an identity when `residual` (B = [I; Wᵀ]
-/// for a product whose input is prefixed with the residual stream it is added to). Rounding bounds are taken over
-/// the terms the engine's products really sum ([`QMatrix::magnitudes`]), widened by (1 + 4/K) for the few
-/// operations a block-wise product adds per entry (a scale product, the minimum's term, the residual add).
-fn prepare(w: &QMatrix, residual: bool, seed: u64) -> Result<Prepared, ProofError> {
+/// for a product whose input is prefixed with the residual stream it is added to) and above the `bias` row (for an
+/// input suffixed with a 1). Rounding bounds are taken over the terms the engine's products really sum
+/// ([`QMatrix::magnitudes`]), widened by (1 + 4/K) for the few operations a block-wise product adds per entry (a
+/// scale product, the minimum's term, the residual add, the bias).
+fn prepare(w: &QMatrix, residual: bool, bias: Option<&[f32]>, seed: u64) -> Result<Prepared, ProofError> {
     let (out, inn) = (w.rows(), w.cols());
     let skip = if residual { out } else { 0 };
-    let k = skip + inn;
+    let k = skip + inn + usize::from(bias.is_some());
     let widen = 1.0 + 4.0 / k as f32;
-    let transposed = |dense: Vec<f32>, identity: f32| {
+    let transposed = |dense: Vec<f32>, bias: Option<Vec<f32>>| {
         let mut b = vec![0f32; k * out];
         for i in 0..skip {
-            b[i * out + i] = identity;
+            b[i * out + i] = 1.0;
         }
         for (j, row) in dense.chunks_exact(inn).enumerate() {
             for (c, &x) in row.iter().enumerate() {
                 b[(skip + c) * out + j] = x;
             }
         }
+        if let Some(bias) = bias {
+            b[(k - 1) * out..].copy_from_slice(&bias);
+        }
         b
     };
-    let b = transposed(w.to_f32(), 1.0);
-    let magnitudes: Vec<f32> = transposed(w.magnitudes(), 1.0).into_iter().map(|m| m * widen).collect();
+    let b = transposed(w.to_f32(), bias.map(<[f32]>::to_vec));
+    let magnitudes: Vec<f32> = transposed(w.magnitudes(), bias.map(|b| b.iter().map(|x| x.abs()).collect()))
+        .into_iter()
+        .map(|m| m * widen)
+        .collect();
     Prepared::with_magnitudes(&b, &magnitudes, k, out, ROUNDS, seed).map_err(|e| ProofError::Prepare(e.to_string()))
 }
 
@@ -571,18 +603,18 @@ impl ChatVerifier {
                 Ok(LayerCheck {
                     attn_norm: w.attn_norm.clone(),
                     ffn_norm: w.ffn_norm.clone(),
-                    q: prepare(&w.q, false, next())?,
-                    k: prepare(&w.k, false, next())?,
-                    v: prepare(&w.v, false, next())?,
-                    out: prepare(&w.out, true, next())?,
-                    gate: prepare(&w.gate, false, next())?,
-                    up: prepare(&w.up, false, next())?,
-                    down: prepare(&w.down, true, next())?,
+                    q: prepare(&w.q, false, None, next())?,
+                    k: prepare(&w.k, false, None, next())?,
+                    v: prepare(&w.v, false, None, next())?,
+                    out: prepare(&w.out, true, None, next())?,
+                    gate: prepare(&w.gate, false, None, next())?,
+                    up: prepare(&w.up, false, None, next())?,
+                    down: prepare(&w.down, true, None, next())?,
                 })
             })
             .collect::<Result<Vec<_>, ProofError>>()?;
         let head = model.head().clone();
-        let head_check = prepare(&head, false, seeds(usize::MAX)())?;
+        let head_check = prepare(&head, false, None, seeds(usize::MAX)())?;
         let mut row = Vec::new();
         let head_row_norm = (0..head.rows())
             .map(|r| {
