@@ -176,7 +176,8 @@ pub fn open(
     let layout = Layout::new(c.num_hidden_layers, positions);
     let text_of = run.text_of();
     let (residual_set, kv_set) = leaves(challenge, &layout, &text_of);
-    let residuals = residual_set.iter().map(|&i| (i, recorder.residual(layout.at(i).0, layout.at(i).1))).collect();
+    let residuals =
+        residual_set.iter().map(|&i| (i, recorder.residual_block(layout.at(i).0, layout.at(i).1))).collect();
     let kv = kv_set.iter().map(|&i| (i, recorder.kv_block(layout.at(i).0, layout.at(i).1))).collect();
     let opened: Vec<usize> = residual_set.iter().chain(&kv_set).copied().collect();
     let proof = merkle::prove(recorder.leaves(), &opened)?;
@@ -188,10 +189,10 @@ pub fn open(
         .map(|&(l, s)| {
             let x = match l {
                 0 => encoder.input(ids[s], s - text_of[s].start),
-                _ => normed(&recorder.residual(l - 1, s).out, &w.layers[l - 1].output_norm, c.layer_norm_eps),
+                _ => normed(recorder.out(l - 1, s), &w.layers[l - 1].output_norm, c.layer_norm_eps),
             };
             let layer = &w.layers[l];
-            let mid = normed(&recorder.residual(l, s).mid, &layer.attention_norm, c.layer_norm_eps);
+            let mid = normed(recorder.mid(l, s), &layer.attention_norm, c.layer_norm_eps);
             EncoderClaim { q: linear(&layer.query, &x), inner: linear(&layer.intermediate, &mid) }
         })
         .collect();
@@ -280,7 +281,7 @@ impl EmbedVerifier {
             let x = match l {
                 0 => encoder.input(ids[s], s - text_of[s].start),
                 _ => {
-                    let out = &opening.residuals[&layout.residual(l - 1, s)].out;
+                    let (_, out) = opening.residual(&layout, c.hidden_size, l - 1, s);
                     normed(out, &self.weights.layers[l - 1].output_norm, c.layer_norm_eps)
                 }
             };
@@ -308,12 +309,12 @@ impl EmbedVerifier {
         if !opening.residuals.keys().eq(residuals.iter()) || !opening.kv.keys().eq(blocks.iter()) {
             return Err("the opening does not hold the leaves asked for".into());
         }
-        let block_len = |i: usize| (layout.positions - layout.at(i).1 * KV_BLOCK).min(KV_BLOCK) * h;
-        let ok = opening.residuals.values().all(|r| r.mid.len() == h && r.out.len() == h)
-            && opening.kv.iter().all(|(&i, b)| b.k.len() == block_len(i) && b.v.len() == block_len(i))
-            && opening.pairs.len() == challenge.pairs.len()
-            && opening.pairs.iter().all(|p| p.q.len() == h && p.inner.len() == inner)
-            && opening.logits.is_empty();
+        let ok =
+            opening.residuals.iter().all(|(&i, r)| r.mid.len() == layout.leaf_len(i, h) && r.out.len() == r.mid.len())
+                && opening.kv.iter().all(|(&i, b)| b.k.len() == layout.leaf_len(i, h) && b.v.len() == b.k.len())
+                && opening.pairs.len() == challenge.pairs.len()
+                && opening.pairs.iter().all(|p| p.q.len() == h && p.inner.len() == inner)
+                && opening.logits.is_empty();
         if !ok {
             return Err("an opened vector has the wrong length".into());
         }
@@ -339,7 +340,7 @@ impl EmbedVerifier {
     ) {
         let c = &self.weights.config;
         let (lc, h, eps) = (&self.layers[l], c.hidden_size, c.layer_norm_eps);
-        let leaf = &opening.residuals[&layout.residual(l, s)];
+        let (leaf_mid, leaf_out) = opening.residual(layout, h, l, s);
         // Keys and values of the position's text, from their blocks.
         let (mut keys, mut values) = (Vec::with_capacity(text.len() * h), Vec::with_capacity(text.len() * h));
         for t in text.clone() {
@@ -362,13 +363,13 @@ impl EmbedVerifier {
             Attention { tokens: 1, keys: text.len(), heads, kv_heads: heads, head_dim: h / heads, causal: false };
         let mut attended = vec![0.0; h];
         nn::attention(shape, &claim.q, &keys, &values, &mut attended);
-        check(&lc.out, &[x, &attended, &[1.0]].concat(), &leaf.mid, "attention output");
+        check(&lc.out, &[x, &attended, &[1.0]].concat(), leaf_mid, "attention output");
         let layer = &self.weights.layers[l];
-        let mid = normed(&leaf.mid, &layer.attention_norm, eps);
+        let mid = normed(leaf_mid, &layer.attention_norm, eps);
         check(&lc.inner, &one(&mid), &claim.inner, "intermediate");
         let mut gelu = claim.inner.clone();
         nn::gelu_erf(&mut gelu);
-        check(&lc.output, &[mid.as_slice(), &gelu, &[1.0]].concat(), &leaf.out, "output");
+        check(&lc.output, &[mid.as_slice(), &gelu, &[1.0]].concat(), leaf_out, "output");
     }
 
     /// Each returned embedding against the verifier's own pooling of the opened last layer.
@@ -380,11 +381,8 @@ impl EmbedVerifier {
             let mut pooled = vec![0.0f64; h];
             let mut magnitude = 0.0f64;
             for t in start..start + text.len() {
-                let out = normed(
-                    &opening.residuals[&layout.residual(layout.layers - 1, t)].out,
-                    &last.output_norm,
-                    c.layer_norm_eps,
-                );
+                let out =
+                    normed(opening.residual(layout, h, layout.layers - 1, t).1, &last.output_norm, c.layer_norm_eps);
                 for (p, &v) in pooled.iter_mut().zip(&out) {
                     *p += f64::from(v);
                 }

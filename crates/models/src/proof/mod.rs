@@ -5,8 +5,8 @@
 //! **Commitment.** A run's [`Recorder`] keeps, for every layer and every position run through the model, the
 //! residual stream after attention (`mid`) and after the feed-forward block (`out`, the next layer's input), and the
 //! keys and values the position put in the cache (after RoPE). They are hashed into a Merkle tree
-//! ([`neurolov_verify::merkle`]) as one *residual leaf* per (layer, position) and one *key/value leaf* per
-//! (layer, [`KV_BLOCK`] positions); its 32-byte root is signed with the answer. Everything else a layer computes is
+//! ([`neurolov_verify::merkle`]) as one *residual leaf* per (layer, [`RESIDUAL_BLOCK`] positions) and one
+//! *key/value leaf* per (layer, [`KV_BLOCK`] positions); its 32-byte root is signed with the answer. Everything else a layer computes is
 //! a function of its input, its leaves and the cache: nothing else needs committing.
 //!
 //! **Challenge.** Only after the root is known does the verifier draw, from its secret seed, one position per layer
@@ -35,9 +35,10 @@
 //! positions) per layer. A token its logits do not give is caught when its decision is opened ([`HEAD_OPENINGS`]
 //! of them, or all when fewer: probability HEAD_OPENINGS / decisions per forged token). Figures: `tests/proof.rs`
 //! (honest CPU and lavapipe runs within 0.13 of the tight tolerance; every cheat beyond the rigorous bound) and
-//! `neurolov models bench --only proof` (the check's share of the generation's time: 0.6% for 128 + 256 tokens,
-//! 1.5% for 128 + 64, 4.3% for 32 + 16 — a fixed ≈ 7 ms for the logits and the layers' products plus a part that
-//! grows with the length).
+//! `neurolov models bench --only proof` (the check's share of the CPU generation's time: 0.6% for 128 + 256
+//! tokens, 1.3% for 128 + 64, ~4% for 32 + 16 — a fixed ≈ 6 ms for the logits and the layers' products plus a part
+//! that grows with the length; 8 MB on the wire for 128 + 64, mostly the keys and values opened positions attend
+//! to and the 8 logits vectors).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -169,9 +170,20 @@ impl Recorder {
         self.positions
     }
 
-    fn residual(&self, l: usize, s: usize) -> Residual {
+    /// The residual stream after attention at (layer, position).
+    fn mid(&self, l: usize, s: usize) -> &[f32] {
+        &self.layers[l].mid[s * self.width..(s + 1) * self.width]
+    }
+
+    /// The residual stream after the layer at (layer, position).
+    fn out(&self, l: usize, s: usize) -> &[f32] {
+        &self.layers[l].out[s * self.width..(s + 1) * self.width]
+    }
+
+    fn residual_block(&self, l: usize, b: usize) -> Residual {
         let (w, r) = (self.width, &self.layers[l]);
-        Residual { mid: r.mid[s * w..(s + 1) * w].to_vec(), out: r.out[s * w..(s + 1) * w].to_vec() }
+        let span = b * RESIDUAL_BLOCK * w..((b + 1) * RESIDUAL_BLOCK).min(self.positions) * w;
+        Residual { mid: r.mid[span.clone()].to_vec(), out: r.out[span].to_vec() }
     }
 
     fn kv_block(&self, l: usize, b: usize) -> KvBlock {
@@ -187,12 +199,19 @@ impl Recorder {
 
     fn hash_leaves(&self) -> Vec<Hash> {
         let layout = Layout::new(self.layers.len(), self.positions);
+        let (w, kw) = (self.width, self.kv_width);
         let mut out = Vec::with_capacity(layout.leaves());
-        for l in 0..self.layers.len() {
-            out.extend((0..self.positions).map(|s| self.residual(l, s).leaf()));
+        for r in &self.layers {
+            out.extend((0..layout.residual_blocks).map(|b| {
+                let span = b * RESIDUAL_BLOCK * w..((b + 1) * RESIDUAL_BLOCK).min(self.positions) * w;
+                Residual::leaf_of(&r.mid[span.clone()], &r.out[span])
+            }));
         }
-        for l in 0..self.layers.len() {
-            out.extend((0..layout.blocks).map(|b| self.kv_block(l, b).leaf()));
+        for r in &self.layers {
+            out.extend((0..layout.blocks).map(|b| {
+                let span = b * KV_BLOCK * kw..((b + 1) * KV_BLOCK).min(self.positions) * kw;
+                KvBlock::leaf_of(&r.k[span.clone()], &r.v[span])
+            }));
         }
         out
     }
@@ -232,15 +251,16 @@ impl Trace for Recorder {
     }
 }
 
-/// blake3 of two f32 slices' little-endian bytes, one after the other.
+/// blake3 of two f32 slices' little-endian bytes, one after the other (the slices' own memory where the machine
+/// is little-endian: hashing, not converting, is the cost of a commitment).
 fn pair_hash(a: &[f32], b: &[f32]) -> Hash {
     let mut h = blake3::Hasher::new();
-    let mut bytes = [0u8; 4096];
-    for chunk in a.chunks(1024).chain(b.chunks(1024)) {
-        for (to, x) in bytes.chunks_exact_mut(4).zip(chunk) {
-            to.copy_from_slice(&x.to_le_bytes());
+    for part in [a, b] {
+        if cfg!(target_endian = "little") {
+            h.update(bytemuck::cast_slice(part));
+        } else {
+            h.update(&part.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>());
         }
-        h.update(&bytes[..chunk.len() * 4]);
     }
     *h.finalize().as_bytes()
 }
@@ -294,48 +314,69 @@ impl Challenge {
     }
 }
 
-/// Positions whose keys and values make one leaf: large enough that hashing runs at full speed (24 KiB for
-/// SmolLM2), small enough that an opening sends few positions it did not need.
+/// Positions whose keys and values make one leaf: large enough that hashing runs at full speed (blake3 measured
+/// here: 1 GB/s on 3 KiB, 5.4 GB/s on 24 KiB — 24 KiB for SmolLM2), small enough that an opening sends few
+/// positions it did not need.
 pub const KV_BLOCK: usize = 16;
+/// Positions whose residual streams make one leaf (12–18 KiB): an opened position carries its block's others.
+pub const RESIDUAL_BLOCK: usize = 4;
 
-/// Where each leaf sits in the tree: first every layer's residual leaves (one per position), then every layer's
-/// key/value blocks.
+/// Where each leaf sits in the tree: first every layer's residual blocks, then every layer's key/value blocks.
 #[derive(Clone, Copy, Debug)]
 struct Layout {
     layers: usize,
     positions: usize,
+    residual_blocks: usize,
     blocks: usize,
 }
 
 impl Layout {
     fn new(layers: usize, positions: usize) -> Layout {
-        Layout { layers, positions, blocks: positions.div_ceil(KV_BLOCK) }
+        Layout {
+            layers,
+            positions,
+            residual_blocks: positions.div_ceil(RESIDUAL_BLOCK),
+            blocks: positions.div_ceil(KV_BLOCK),
+        }
     }
 
+    /// The leaf holding (layer, position)'s residual streams.
     fn residual(&self, l: usize, s: usize) -> usize {
-        l * self.positions + s
+        l * self.residual_blocks + s / RESIDUAL_BLOCK
     }
 
     fn kv_block(&self, l: usize, b: usize) -> usize {
-        self.layers * self.positions + l * self.blocks + b
+        self.layers * self.residual_blocks + l * self.blocks + b
     }
 
     fn leaves(&self) -> usize {
-        self.layers * (self.positions + self.blocks)
+        self.layers * (self.residual_blocks + self.blocks)
     }
 
-    /// (layer, position) of a residual leaf index, (layer, block) of a key/value one.
+    fn is_residual(&self, i: usize) -> bool {
+        i < self.layers * self.residual_blocks
+    }
+
+    /// (layer, block) of a leaf index.
     fn at(&self, i: usize) -> (usize, usize) {
-        if i < self.layers * self.positions {
-            (i / self.positions, i % self.positions)
+        if self.is_residual(i) {
+            (i / self.residual_blocks, i % self.residual_blocks)
         } else {
-            let j = i - self.layers * self.positions;
+            let j = i - self.layers * self.residual_blocks;
             (j / self.blocks, j % self.blocks)
         }
     }
+
+    /// Values of `width` per position a leaf holds.
+    fn leaf_len(&self, i: usize, width: usize) -> usize {
+        let (_, b) = self.at(i);
+        let per = if self.is_residual(i) { RESIDUAL_BLOCK } else { KV_BLOCK };
+        (self.positions - b * per).min(per) * width
+    }
 }
 
-/// A residual leaf: the stream after attention and after the FFN at one (layer, position).
+/// A residual leaf: the stream after attention and after the FFN at [`RESIDUAL_BLOCK`] positions of one layer (fewer
+/// in the last).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Residual {
     pub mid: Vec<f32>,
@@ -344,7 +385,11 @@ pub struct Residual {
 
 impl Residual {
     fn leaf(&self) -> Hash {
-        merkle::leaf(&[b"residual", &pair_hash(&self.mid, &self.out)])
+        Residual::leaf_of(&self.mid, &self.out)
+    }
+
+    fn leaf_of(mid: &[f32], out: &[f32]) -> Hash {
+        merkle::leaf(&[b"residual", &pair_hash(mid, out)])
     }
 }
 
@@ -357,7 +402,11 @@ pub struct KvBlock {
 
 impl KvBlock {
     fn leaf(&self) -> Hash {
-        merkle::leaf(&[b"kv", &pair_hash(&self.k, &self.v)])
+        KvBlock::leaf_of(&self.k, &self.v)
+    }
+
+    fn leaf_of(k: &[f32], v: &[f32]) -> Hash {
+        merkle::leaf(&[b"kv", &pair_hash(k, v)])
     }
 }
 
@@ -395,6 +444,15 @@ pub struct Opening<C = PairClaim> {
     pub logits: Vec<Vec<f32>>,
 }
 
+impl<C> Opening<C> {
+    /// (mid, out) at (layer, position) of `width`, from its opened block.
+    fn residual(&self, layout: &Layout, width: usize, l: usize, s: usize) -> (&[f32], &[f32]) {
+        let block = &self.residuals[&layout.residual(l, s)];
+        let at = (s % RESIDUAL_BLOCK) * width;
+        (&block.mid[at..at + width], &block.out[at..at + width])
+    }
+}
+
 impl<C: Claim> Opening<C> {
     /// Bytes the opening puts on the wire (f32s and hashes).
     pub fn wire_bytes(&self) -> usize {
@@ -419,7 +477,7 @@ pub fn open(model: &Llama, recorder: &Recorder, run: &ChatRun, challenge: &Chall
     let layout = Layout::new(c.layers, positions);
     let (residual_set, kv_set) = challenge.leaves(&layout, &decisions);
     let at = |i: usize| layout.at(i);
-    let residuals = residual_set.iter().map(|&i| (i, recorder.residual(at(i).0, at(i).1))).collect();
+    let residuals = residual_set.iter().map(|&i| (i, recorder.residual_block(at(i).0, at(i).1))).collect();
     let kv = kv_set.iter().map(|&i| (i, recorder.kv_block(at(i).0, at(i).1))).collect();
     let opened: Vec<usize> = residual_set.iter().chain(&kv_set).copied().collect();
     let proof = merkle::prove(recorder.leaves(), &opened)?;
@@ -428,13 +486,13 @@ pub fn open(model: &Llama, recorder: &Recorder, run: &ChatRun, challenge: &Chall
         .pairs
         .iter()
         .map(|&(l, s)| {
-            let x = if l == 0 { embedding(model, inputs[s]) } else { recorder.residual(l - 1, s).out };
+            let x = if l == 0 { embedding(model, inputs[s]) } else { recorder.out(l - 1, s).to_vec() };
             let layer = &model.layers[l];
             let mut h = x;
             nn::rms_norm(&mut h, &layer.attn_norm, c.rms_eps);
             let mut q = product(&layer.q, &h);
             nn::rope(&mut q, c.head_dim, s, c.rope_base, c.heads);
-            let mut h2 = recorder.residual(l, s).mid;
+            let mut h2 = recorder.mid(l, s).to_vec();
             nn::rms_norm(&mut h2, &layer.ffn_norm, c.rms_eps);
             PairClaim { q, gate: product(&layer.gate, &h2), up: product(&layer.up, &h2) }
         })
@@ -444,7 +502,7 @@ pub fn open(model: &Llama, recorder: &Recorder, run: &ChatRun, challenge: &Chall
         .iter()
         .filter_map(|&d| decisions.get(d))
         .map(|&(p, _)| {
-            let mut h = recorder.residual(c.layers - 1, p).out;
+            let mut h = recorder.out(c.layers - 1, p).to_vec();
             nn::rms_norm(&mut h, &model.output_norm, c.rms_eps);
             product(model.head(), &h)
         })
@@ -654,7 +712,7 @@ impl ChatVerifier {
         let decisions = run.decisions();
         for (&d, logits) in challenge.decisions.iter().zip(&opening.logits) {
             let (p, token) = decisions[d];
-            let last = &opening.residuals[&layout.residual(self.config.layers - 1, p)].out;
+            let (_, last) = opening.residual(&layout, self.config.width, self.config.layers - 1, p);
             self.check_decision(&mut verdict, &run.sampling, d, p, token, last, logits);
         }
         verdict
@@ -674,9 +732,9 @@ impl ChatVerifier {
             return Err("the opening does not hold the leaves asked for".into());
         }
         let (w, kw, f) = (c.width, c.kv_width(), c.ffn_width);
-        let full_ok = opening.residuals.values().all(|l| l.mid.len() == w && l.out.len() == w);
-        let block_len = |i: usize| (positions - layout.at(i).1 * KV_BLOCK).min(KV_BLOCK) * kw;
-        let keys_ok = opening.kv.iter().all(|(&i, b)| b.k.len() == block_len(i) && b.v.len() == block_len(i));
+        let full_ok =
+            opening.residuals.iter().all(|(&i, r)| r.mid.len() == layout.leaf_len(i, w) && r.out.len() == r.mid.len());
+        let keys_ok = opening.kv.iter().all(|(&i, b)| b.k.len() == layout.leaf_len(i, kw) && b.v.len() == b.k.len());
         let pairs_ok = opening.pairs.len() == challenge.pairs.len()
             && opening.pairs.iter().all(|p| p.q.len() == w && p.gate.len() == f && p.up.len() == f);
         let logits_ok =
@@ -710,9 +768,9 @@ impl ChatVerifier {
             self.embeddings.row_into(token as usize, &mut row);
             row
         } else {
-            opening.residuals[&layout.residual(l - 1, s)].out.clone()
+            opening.residual(layout, c.width, l - 1, s).1.to_vec()
         };
-        let leaf = &opening.residuals[&layout.residual(l, s)];
+        let (mid, out) = opening.residual(layout, c.width, l, s);
         // Keys and values of positions 0..=s, from their blocks.
         let (mut keys, mut values) = (Vec::with_capacity((s + 1) * kw), Vec::with_capacity((s + 1) * kw));
         for b in 0..=s / KV_BLOCK {
@@ -740,14 +798,14 @@ impl ChatVerifier {
         };
         let mut attended = vec![0.0; c.width];
         nn::attention(shape, &claim.q, &keys, &values, &mut attended);
-        check(&lc.out, &[x.as_slice(), &attended].concat(), &leaf.mid, "attention output");
-        let mut h2 = leaf.mid.clone();
+        check(&lc.out, &[x.as_slice(), &attended].concat(), mid, "attention output");
+        let mut h2 = mid.to_vec();
         nn::rms_norm(&mut h2, &lc.ffn_norm, c.rms_eps);
         check(&lc.gate, &h2, &claim.gate, "gate");
         check(&lc.up, &h2, &claim.up, "up");
         let mut swiglu = claim.gate.clone();
         nn::silu_mul(&mut swiglu, &claim.up);
-        check(&lc.down, &[leaf.mid.as_slice(), &swiglu].concat(), &leaf.out, "down");
+        check(&lc.down, &[mid, &swiglu].concat(), out, "down");
     }
 
     /// A sampling decision: the logits are the head's product of the last layer's output, and the token is what the
