@@ -203,7 +203,8 @@ fn traces_name_every_op_and_the_backends_agree_op_by_op() {
     if let Some(gpu) = traces.get(1) {
         assert_same_ops(cpu, gpu);
     }
-    // The encoder too: embeddings, then q, k, v, attention, attn_norm, gelu, output_norm per layer.
+    // The encoder too: embeddings, then q, k, v, attention, attn_sum, attn_norm, gelu, ffn_sum, output_norm per
+    // layer (the sums before each LayerNorm are what a verifiable run commits to).
     let mut traces = Vec::new();
     for backend in backends() {
         let mut embedder = Embedder::load(&model_dir(&cache_dir().unwrap(), &ALL_MINILM_L6_V2), backend).unwrap();
@@ -211,7 +212,7 @@ fn traces_name_every_op_and_the_backends_agree_op_by_op() {
         embedder.embed_traced(&["a short text", "and a second, longer one"], &mut record).unwrap();
         traces.push(record.0);
     }
-    assert_eq!(traces[0].len(), 1 + 6 * 7);
+    assert_eq!(traces[0].len(), 1 + 6 * 9);
     if let Some(gpu) = traces.get(1) {
         assert_same_ops(&traces[0], gpu);
     }
