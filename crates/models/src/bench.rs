@@ -227,7 +227,7 @@ pub fn proof_cost(
         if !verdict.accepted() {
             return Err(EngineError::Model(format!("an honest run failed its check: {verdict:?}")));
         }
-        (opening_bytes, generated_tokens) = (opening.wire_bytes(), generated.tokens.len());
+        (opening_bytes, generated_tokens) = (opening.to_bytes().len(), generated.tokens.len());
         if pass > 0 {
             rows.push([generate_s, recorded_s, commit_s, open_s, check_s]);
         }
@@ -295,7 +295,7 @@ pub fn embed_proof_cost(
         if !verdict.accepted() {
             return Err(EngineError::Model(format!("an honest batch failed its check: {verdict:?}")));
         }
-        opening_bytes = opening.wire_bytes();
+        opening_bytes = opening.to_bytes().len();
         if pass > 0 {
             rows.push([generate_s, recorded_s, commit_s, open_s, check_s]);
         }

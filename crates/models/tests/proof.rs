@@ -52,6 +52,8 @@ impl Answer {
         let c = verifier.config();
         let challenge = Challenge::draw(seed, c.layers, run.positions(), run.decisions().len());
         let opening = proof::open(weights, &self.recorder, &run, &challenge).unwrap();
+        // Through the wire format, as a coordinator receives it.
+        let opening = proof::Opening::from_bytes(&opening.to_bytes()).unwrap();
         verifier.check(&run, &root, &challenge, &opening)
     }
 }
@@ -323,6 +325,7 @@ mod embeddings {
             let positions = self.ids.iter().map(Vec::len).sum();
             let challenge = embed::challenge(seed, verifier.config().num_hidden_layers, positions);
             let opening = embed::open(weights, &self.recorder, &run, &challenge).unwrap();
+            let opening = proof::Opening::from_bytes(&opening.to_bytes()).unwrap();
             verifier.check(&run, &root, &challenge, &opening)
         }
     }

@@ -17,7 +17,7 @@ use neurolov_kernels::quant::QMatrix;
 use neurolov_verify::freivalds::{self, Prepared};
 use neurolov_verify::merkle::{self, Hash};
 
-use super::{Challenge, Claim, KV_BLOCK, Layout, Opening, ProofError, Recorder, Verdict, freivalds_into, prepare};
+use super::{Challenge, KV_BLOCK, Layout, Opening, ProofError, Recorder, Verdict, freivalds_into, prepare};
 use crate::bert::{BertConfig, BertWeights, Tensor};
 use crate::generate::SplitMix64;
 
@@ -81,12 +81,6 @@ pub struct EncoderClaim {
     pub q: Vec<f32>,
     /// The intermediate product (with its bias), before GELU.
     pub inner: Vec<f32>,
-}
-
-impl Claim for EncoderClaim {
-    fn floats(&self) -> usize {
-        self.q.len() + self.inner.len()
-    }
 }
 
 /// The leaves an encoder challenge reads: the opened positions' residual leaves and their inputs', the key/value

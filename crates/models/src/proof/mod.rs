@@ -48,6 +48,7 @@ use neurolov_verify::freivalds::{self, Prepared};
 use neurolov_verify::merkle::{self, Hash, MerkleError};
 
 pub mod embed;
+pub mod wire;
 
 use crate::device::Trace;
 use crate::generate::{FinishReason, MAX_CONTEXT_TOKENS, Sampling, SplitMix64, sample};
@@ -410,18 +411,6 @@ impl KvBlock {
     }
 }
 
-/// Values a provider claims at an opened pair.
-pub trait Claim {
-    /// f32s it holds.
-    fn floats(&self) -> usize;
-}
-
-impl Claim for PairClaim {
-    fn floats(&self) -> usize {
-        self.q.len() + self.gate.len() + self.up.len()
-    }
-}
-
 /// The provider's claims at one opened (layer, position): values the verifier checks, never trusts.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PairClaim {
@@ -450,17 +439,6 @@ impl<C> Opening<C> {
         let block = &self.residuals[&layout.residual(l, s)];
         let at = (s % RESIDUAL_BLOCK) * width;
         (&block.mid[at..at + width], &block.out[at..at + width])
-    }
-}
-
-impl<C: Claim> Opening<C> {
-    /// Bytes the opening puts on the wire (f32s and hashes).
-    pub fn wire_bytes(&self) -> usize {
-        let f = |v: &[f32]| v.len() * 4;
-        let residuals: usize = self.residuals.values().map(|l| f(&l.mid) + f(&l.out)).sum();
-        let kv: usize = self.kv.values().map(|l| f(&l.k) + f(&l.v)).sum();
-        let pairs: usize = self.pairs.iter().map(|p| 4 * p.floats()).sum();
-        residuals + kv + pairs + self.logits.iter().map(|l| f(l)).sum::<usize>() + 32 * self.proof.len()
     }
 }
 
