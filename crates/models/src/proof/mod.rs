@@ -37,7 +37,7 @@
 //! (honest CPU and lavapipe runs within 0.13 of the tight tolerance; every cheat beyond the rigorous bound) and
 //! `neurolov models bench --only proof` (the check's share of the CPU generation's time: 0.6% for 128 + 256
 //! tokens, 1.3% for 128 + 64, ~4% for 32 + 16 — a fixed ≈ 6 ms for the logits and the layers' products plus a part
-//! that grows with the length; 8 MB on the wire for 128 + 64, mostly the keys and values opened positions attend
+//! that grows with the length; 7.4 MiB on the wire for 128 + 64, mostly the keys and values opened positions attend
 //! to and the 8 logits vectors).
 
 use std::collections::{BTreeMap, BTreeSet};
