@@ -173,6 +173,34 @@ pub struct ProofCost {
     pub provider_overhead: f64,
 }
 
+impl ProofCost {
+    /// The medians of timed passes (`[compute, recorded, commit, open, check]` seconds each) for a request of
+    /// `[input tokens, generated tokens, opening bytes]`.
+    fn of(bench: &'static str, backend: &str, sizes: [usize; 3], rows: &[[f64; 5]], prepare_s: f64) -> ProofCost {
+        let median = |i: usize| {
+            let mut v: Vec<f64> = rows.iter().map(|r| r[i]).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or_default()
+        };
+        let [generate_s, generate_recorded_s, commit_s, open_s, check_s] = [0, 1, 2, 3, 4].map(median);
+        ProofCost {
+            bench,
+            backend: backend.to_string(),
+            prompt_tokens: sizes[0],
+            generated_tokens: sizes[1],
+            generate_s,
+            generate_recorded_s,
+            commit_s,
+            open_s,
+            check_s,
+            opening_bytes: sizes[2],
+            prepare_s,
+            check_share: check_s / generate_s,
+            provider_overhead: (generate_recorded_s + commit_s + open_s) / generate_s - 1.0,
+        }
+    }
+}
+
 pub fn proof_cost(
     model: &mut ChatModel,
     backend: &str,
@@ -232,27 +260,7 @@ pub fn proof_cost(
             rows.push([generate_s, recorded_s, commit_s, open_s, check_s]);
         }
     }
-    let median = |i: usize| {
-        let mut v: Vec<f64> = rows.iter().map(|r| r[i]).collect();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or_default()
-    };
-    let [generate_s, generate_recorded_s, commit_s, open_s, check_s] = [0, 1, 2, 3, 4].map(median);
-    Ok(ProofCost {
-        bench: "smollm2_proof",
-        backend: backend.to_string(),
-        prompt_tokens: ids.len(),
-        generated_tokens,
-        generate_s,
-        generate_recorded_s,
-        commit_s,
-        open_s,
-        check_s,
-        opening_bytes,
-        prepare_s,
-        check_share: check_s / generate_s,
-        provider_overhead: (generate_recorded_s + commit_s + open_s) / generate_s - 1.0,
-    })
+    Ok(ProofCost::of("smollm2_proof", backend, [ids.len(), generated_tokens, opening_bytes], &rows, prepare_s))
 }
 
 /// What verifying one embedding batch costs next to computing it: `count` benchmark sentences in one batch, on the
@@ -300,25 +308,5 @@ pub fn embed_proof_cost(
             rows.push([generate_s, recorded_s, commit_s, open_s, check_s]);
         }
     }
-    let median = |i: usize| {
-        let mut v: Vec<f64> = rows.iter().map(|r| r[i]).collect();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or_default()
-    };
-    let [generate_s, generate_recorded_s, commit_s, open_s, check_s] = [0, 1, 2, 3, 4].map(median);
-    Ok(ProofCost {
-        bench: "minilm_proof",
-        backend: backend.to_string(),
-        prompt_tokens: positions,
-        generated_tokens: 0,
-        generate_s,
-        generate_recorded_s,
-        commit_s,
-        open_s,
-        check_s,
-        opening_bytes,
-        prepare_s,
-        check_share: check_s / generate_s,
-        provider_overhead: (generate_recorded_s + commit_s + open_s) / generate_s - 1.0,
-    })
+    Ok(ProofCost::of("minilm_proof", backend, [positions, 0, opening_bytes], &rows, prepare_s))
 }

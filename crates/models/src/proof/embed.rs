@@ -10,7 +10,7 @@
 //! bout]. The last layer's residual leaves are opened at every position: the verifier pools them itself and holds
 //! each returned embedding to its own within [`embedding_tolerance`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use neurolov_kernels::nn::{self, Attention};
 use neurolov_kernels::quant::QMatrix;
@@ -312,13 +312,7 @@ impl EmbedVerifier {
         if !ok {
             return Err("an opened vector has the wrong length".into());
         }
-        let leaves: BTreeMap<usize, Hash> = opening
-            .residuals
-            .iter()
-            .map(|(&i, r)| (i, r.leaf()))
-            .chain(opening.kv.iter().map(|(&i, b)| (i, b.leaf())))
-            .collect();
-        merkle::verify(root, layout.leaves(), &leaves, &opening.proof).map_err(|e| e.to_string())
+        opening.verify_leaves(layout, root)
     }
 
     #[allow(clippy::too_many_arguments)] // The pair's parts, each needed.

@@ -434,6 +434,17 @@ pub struct Opening<C = PairClaim> {
 }
 
 impl<C> Opening<C> {
+    /// Whether the opened leaves and the proof lead to the committed `root` of a tree laid out as `layout`.
+    fn verify_leaves(&self, layout: &Layout, root: &Hash) -> Result<(), String> {
+        let leaves: BTreeMap<usize, Hash> = self
+            .residuals
+            .iter()
+            .map(|(&i, r)| (i, r.leaf()))
+            .chain(self.kv.iter().map(|(&i, b)| (i, b.leaf())))
+            .collect();
+        merkle::verify(root, layout.leaves(), &leaves, &self.proof).map_err(|e| e.to_string())
+    }
+
     /// (mid, out) at (layer, position) of `width`, from its opened block.
     fn residual(&self, layout: &Layout, width: usize, l: usize, s: usize) -> (&[f32], &[f32]) {
         let block = &self.residuals[&layout.residual(l, s)];
@@ -720,13 +731,7 @@ impl ChatVerifier {
         if !(full_ok && keys_ok && pairs_ok && logits_ok) {
             return Err("an opened vector has the wrong length".into());
         }
-        let leaves: BTreeMap<usize, Hash> = opening
-            .residuals
-            .iter()
-            .map(|(&i, r)| (i, r.leaf()))
-            .chain(opening.kv.iter().map(|(&i, b)| (i, b.leaf())))
-            .collect();
-        merkle::verify(root, layout.leaves(), &leaves, &opening.proof).map_err(|e| e.to_string())
+        opening.verify_leaves(&layout, root)
     }
 
     /// One layer at one position: q, k, v, attention and the output product, gate, up, and the down product.
