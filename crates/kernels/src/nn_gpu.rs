@@ -546,9 +546,22 @@ impl NnGpu {
         if range.end > t.len || range.start > range.end {
             return Err(GpuError::Validation(format!("read of {range:?} from {} elements", t.len)));
         }
-        let bytes = ((range.end - range.start) * 4).max(4) as u64;
+        let staged = self.stage_range(t, range)?;
+        Ok(self.collect(vec![staged])?.pop().unwrap_or_default())
+    }
+
+    /// Encodes a copy of `t` as it is at this point of the command stream into a buffer of its own, without waiting:
+    /// [`NnGpu::collect`] reads many of them back in one wait (a forward pass's recorded activations).
+    pub fn stage(&mut self, t: &GpuTensor) -> Result<StagedRead, GpuError> {
+        self.stage_range(t, 0..t.len)
+    }
+
+    /// [`NnGpu::stage`] of elements `range` (within `t`, checked by the caller).
+    fn stage_range(&mut self, t: &GpuTensor, range: std::ops::Range<usize>) -> Result<StagedRead, GpuError> {
+        let len = range.end - range.start;
+        let bytes = (len * 4).max(4) as u64;
         let device = self.exec.device().clone();
-        let staging = device.create_buffer(&wgpu::BufferDescriptor {
+        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("nn read"),
             size: bytes,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
@@ -557,38 +570,10 @@ impl NnGpu {
         let encoder = self.encoder.get_or_insert_with(|| {
             device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("nn") })
         });
-        if range.end > range.start {
-            encoder.copy_buffer_to_buffer(&t.buffer, (range.start * 4) as u64, &staging, 0, bytes);
+        if len > 0 {
+            encoder.copy_buffer_to_buffer(&t.buffer, (range.start * 4) as u64, &buffer, 0, bytes);
         }
-        let submission = self.submit()?.ok_or_else(|| GpuError::Internal("nothing was submitted".into()))?;
-        let timeout = self.exec.dispatch_timeout();
-        let exec = &self.exec;
-        let out = exec.guarded(|| exec.read_back(submission, vec![(0, staging)], timeout))?;
-        let mut values = crate::gpu::f32s_of_bytes(
-            &out.first().map(|(_, b)| b.as_slice()).unwrap_or_default()[..(range.end - range.start) * 4],
-        );
-        values.truncate(range.end - range.start);
-        Ok(values)
-    }
-
-    /// Encodes a copy of `t` as it is at this point of the command stream into a buffer of its own, without waiting:
-    /// [`NnGpu::collect`] reads many of them back in one wait (a forward pass's recorded activations).
-    pub fn stage(&mut self, t: &GpuTensor) -> Result<StagedRead, GpuError> {
-        let bytes = (t.len * 4).max(4) as u64;
-        let device = self.exec.device().clone();
-        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("nn staged read"),
-            size: bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let encoder = self.encoder.get_or_insert_with(|| {
-            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("nn") })
-        });
-        if t.len > 0 {
-            encoder.copy_buffer_to_buffer(&t.buffer, 0, &buffer, 0, bytes);
-        }
-        Ok(StagedRead { buffer, len: t.len })
+        Ok(StagedRead { buffer, len })
     }
 
     /// The values of `staged` reads, in order, after one submission and one wait.
