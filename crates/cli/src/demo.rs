@@ -244,6 +244,8 @@ fn start_coordinator<'a>(rt: &'a tokio::runtime::Runtime, data: &Path) -> anyhow
         max_connections: neurolov_coordinator::MAX_CONNECTIONS,
         max_connections_per_address: neurolov_coordinator::MAX_CONNECTIONS_PER_ADDRESS,
         max_job_waiters: neurolov_coordinator::MAX_JOB_WAITERS,
+        models: Vec::new(),
+        models_dir: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = rt.spawn(async move {

@@ -407,6 +407,7 @@ async fn register(
         memory_bytes: 1 << 20,
         features: Vec::new(),
         wgsl: false,
+        models: Vec::new(),
     };
     let register = FromNode::Register {
         version: PROTOCOL_VERSION,

@@ -163,7 +163,7 @@ fn print_proof_cost(c: &bench::ProofCost) {
     );
 }
 
-fn cache(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+pub(crate) fn cache(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     dir.or_else(fetch::cache_dir).context("no cache directory: name one with --dir")
 }
 
@@ -176,6 +176,50 @@ fn chosen(names: &[String]) -> anyhow::Result<Vec<Model>> {
         .map(|n| match find(n) {
             Some(m) => Ok(m),
             None => bail!("no model {n} (see `neurolov models list`)"),
+        })
+        .collect()
+}
+
+/// The models a coordinator or node is asked to serve: names separated by commas, `all` (every pinned model whose
+/// files are in `cache`, at their pinned sizes: the hashes are checked when they are loaded), or `none`.
+pub(crate) fn served(spec: &str, cache: &std::path::Path) -> anyhow::Result<Vec<Model>> {
+    match spec.trim() {
+        "none" | "" => Ok(Vec::new()),
+        "all" => Ok(MODELS
+            .into_iter()
+            .filter(|m| {
+                m.files.iter().all(|f| {
+                    std::fs::metadata(fetch::model_dir(cache, m).join(f.name)).is_ok_and(|md| md.len() == f.size)
+                })
+            })
+            .collect()),
+        names => chosen(&names.split(',').map(|n| n.trim().to_string()).collect::<Vec<_>>()),
+    }
+}
+
+/// The models a node serves, loaded (each file checked against its pinned hash first) on the backend asked for.
+pub(crate) fn providers(
+    spec: &str,
+    dir: Option<PathBuf>,
+    backend: &str,
+    compute: &neurolov_kernels::backend::Compute,
+) -> anyhow::Result<Vec<std::sync::Arc<neurolov_models::serve::Provider>>> {
+    let cache = cache(dir)?;
+    let models = served(spec, &cache)?;
+    let backend = match backend {
+        "cpu" => BackendKind::Cpu,
+        "gpu" => BackendKind::Gpu,
+        "auto" if compute.gpu().is_some_and(|g| !g.report().software) => BackendKind::Gpu,
+        "auto" => BackendKind::Cpu,
+        other => bail!("--model-backend must be auto, cpu or gpu (got {other})"),
+    };
+    models
+        .into_iter()
+        .map(|m| {
+            fetch::check(&cache, &m).with_context(|| format!("{} (fetch it with `neurolov models fetch`)", m.name))?;
+            let p = neurolov_models::serve::Provider::load(&cache, m, backend)?;
+            tracing::info!(model = m.name, ?backend, "serving model");
+            Ok(std::sync::Arc::new(p))
         })
         .collect()
 }

@@ -69,6 +69,13 @@ pub struct ServeArgs {
     /// Most requests waiting for a job to end at once (`?wait_ms=`); past it a request is answered at once.
     #[arg(long, default_value_t = neurolov_coordinator::MAX_JOB_WAITERS)]
     max_job_waiters: usize,
+    /// Pinned models to host for inference (listed, tokenized and verified here): names separated by commas, `all`
+    /// (those whose files are in the model cache), or `none`.
+    #[arg(long, default_value = "all")]
+    models: String,
+    /// The model cache (default: `$NEUROLOV_MODELS_DIR`, else the user's cache directory).
+    #[arg(long)]
+    models_dir: Option<PathBuf>,
 }
 
 /// File descriptors a coordinator needs beside its node connections: the database, blob files, HTTP clients.
@@ -122,6 +129,17 @@ pub struct NodeArgs {
     /// Demonstrations only: return wrong results (the network catches and slashes this node).
     #[arg(long, hide = true)]
     cheat: bool,
+    /// Pinned models to serve for inference: names separated by commas, `all` (those in the model cache), or
+    /// `none`. Each is checked against its pinned hashes before it is loaded.
+    #[arg(long, default_value = "none")]
+    models: String,
+    /// The model cache (default: `$NEUROLOV_MODELS_DIR`, else the user's cache directory).
+    #[arg(long)]
+    models_dir: Option<PathBuf>,
+    /// Where the models run: `cpu`, `gpu` (wgpu, the inference engine's kernels), or `auto` (the GPU when it is a
+    /// hardware one).
+    #[arg(long, default_value = "auto")]
+    model_backend: String,
 }
 
 #[derive(Subcommand)]
@@ -229,6 +247,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => data_dir()?.join("coordinator"),
     };
     let secret_key = random_seed()?;
+    let models_dir = crate::models::cache(args.models_dir.clone())?;
+    let models = crate::models::served(&args.models, &models_dir)?;
     let core = Config {
         heartbeat_interval_ms: args.heartbeat_ms.max(100),
         attestation_size: args.attestation_size.clamp(8, 4096),
@@ -260,6 +280,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_connections: args.max_connections.max(1),
             max_connections_per_address: args.max_connections_per_address.max(1),
             max_job_waiters: args.max_job_waiters,
+            models,
+            models_dir: Some(models_dir),
         };
         raise_fd_limit(cfg.max_connections);
         neurolov_coordinator::serve(listener, cfg).await
@@ -319,6 +341,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         max_task_bytes: parse_bytes(&args.max_task_memory)?,
         worker: std::env::current_exe().ok(),
         cheat: args.cheat,
+        models: crate::models::providers(&args.models, args.models_dir.clone(), &args.model_backend, &compute)?,
     };
     if args.json {
         let plan: serde_json::Map<String, serde_json::Value> =

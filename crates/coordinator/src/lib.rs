@@ -8,6 +8,7 @@ mod app;
 pub mod audit;
 pub mod auth;
 mod blobs;
+pub mod hosting;
 mod http;
 mod money;
 pub mod openapi;
@@ -75,6 +76,9 @@ pub struct ServeConfig {
     /// Most requests waiting for a job to end at once (`?wait_ms=`; default [`MAX_JOB_WAITERS`]); past it a request
     /// is answered at once.
     pub max_job_waiters: usize,
+    /// The pinned models to host (list, tokenize, verify), from `models_dir` (issue 13); none: no inference.
+    pub models: Vec<neurolov_models::catalog::Model>,
+    pub models_dir: Option<PathBuf>,
 }
 
 /// Default of [`ServeConfig::max_job_waiters`].
@@ -118,6 +122,8 @@ pub struct Coordinator {
     pub(crate) db: sqlx::SqlitePool,
     /// Counts jobs finished: a `GET /v1/jobs/{id}?wait_ms=` waits on it instead of polling.
     pub(crate) jobs_finished: tokio::sync::watch::Sender<u64>,
+    /// The models this coordinator lists and checks proofs of inference with.
+    pub(crate) hosting: Arc<hosting::Hosting>,
 }
 
 /// Milliseconds since the Unix epoch: the core's clock (task deadlines are sent to nodes on it).
@@ -128,8 +134,16 @@ pub fn now_ms() -> u64 {
 impl Coordinator {
     /// Opens the data directory (blob files and `coordinator.db`), restores the core from it and starts the storage
     /// writer.
-    pub async fn open(cfg: ServeConfig) -> anyhow::Result<Arc<Coordinator>> {
+    pub async fn open(mut cfg: ServeConfig) -> anyhow::Result<Arc<Coordinator>> {
         let blobs = BlobDir::open(cfg.data_dir.join("blobs"), cfg.max_blob_store_bytes)?;
+        let hosting = match (&cfg.models_dir, cfg.models.is_empty()) {
+            (Some(dir), false) => {
+                let (dir, models, key) = (dir.clone(), cfg.models.clone(), cfg.secret_key);
+                tokio::task::spawn_blocking(move || hosting::Hosting::load(&dir, &models, &key)).await??
+            }
+            _ => hosting::Hosting::default(),
+        };
+        cfg.core.models = hosting.listings();
         let (store, restored) = store::open(&cfg.data_dir.join("coordinator.db")).await?;
         let pool = store.pool();
         let (jobs, nodes) = (restored.jobs.len(), restored.nodes.len());
@@ -156,6 +170,7 @@ impl Coordinator {
             stopping: AtomicBool::new(false),
             db: pool,
             jobs_finished: tokio::sync::watch::Sender::new(0),
+            hosting: Arc::new(hosting),
         });
         tokio::spawn(verifier(Arc::clone(&coordinator), checks));
         coordinator.apply(effects);
@@ -400,7 +415,8 @@ async fn verifier(coordinator: Arc<Coordinator>, mut checks: mpsc::UnboundedRece
                 .iter()
                 .map(|check| {
                     // A check that panics still answers, so its attempt does not wait for the core's timeout.
-                    let run = std::panic::AssertUnwindSafe(|| check.run(&coordinator.blobs));
+                    let checker: &dyn neurolov_core::ProofChecker = coordinator.hosting.as_ref();
+                    let run = std::panic::AssertUnwindSafe(|| check.run_with(&coordinator.blobs, Some(checker)));
                     std::panic::catch_unwind(run).unwrap_or_else(|_| check.failed("the result's check crashed"))
                 })
                 .collect();

@@ -75,6 +75,9 @@ pub struct Config {
     pub finished_job_memory_ms: u64,
     /// Most finished jobs kept in memory: past it the oldest are archived sooner.
     pub max_finished_jobs_in_memory: usize,
+    /// The models inference jobs may ask for (at most [`crate::MAX_LISTED_MODELS`]; the shell lists those it can
+    /// verify).
+    pub models: Vec<crate::ModelListing>,
 }
 
 impl Default for Config {
@@ -116,6 +119,7 @@ impl Default for Config {
             conviction_cooldown_ms: 3_600_000,
             finished_job_memory_ms: 3_600_000,
             max_finished_jobs_in_memory: 10_000,
+            models: Vec::new(),
         }
     }
 }

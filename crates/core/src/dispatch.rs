@@ -11,8 +11,9 @@ use neurolov_protocol::messages::{
 };
 use neurolov_scheduler::Requirements;
 
+use crate::inference::opening_limit;
 use crate::nodes::operator_key;
-use crate::settle::result_bytes;
+use crate::settle::result_sizes;
 use crate::taskbook::{Assignment, Purpose, TaskRec};
 use crate::{Core, Effect, RUNS_WGSL, TaskId, economy, jobs};
 
@@ -83,6 +84,7 @@ impl Core {
             verdict: None,
             uploaded: None,
             dropped: false,
+            proof: None,
         });
         let version = self.registry.conn(conn).map_or(PROTOCOL_VERSION, |c| c.version);
         let work = if version < PROTOCOL_VERSION {
@@ -94,7 +96,11 @@ impl Core {
         };
         let msg = ToNode::Task(Task { task_id: tid, attempt, deadline_ms, work });
         let (purpose, work_mflop) = (t.purpose.clone(), t.work_mflop);
-        let p = self.task_price(&purpose, work_mflop, price);
+        let p = if matches!(t.work, Work::Infer { .. }) {
+            self.inference_hold_price(&purpose)
+        } else {
+            self.task_price(&purpose, work_mflop, price)
+        };
         if let Some(n) = self.registry.get_mut(&node) {
             n.running.insert((tid, attempt));
         }
@@ -125,7 +131,22 @@ impl Core {
         let Some(n) = self.registry.get(node) else { return false };
         for &(tid, attempt) in &n.running {
             let Some(t) = self.tasks.get_mut(&tid) else { continue };
-            if t.done || result_bytes(&t.work) != len {
+            if t.done {
+                continue;
+            }
+            if let Some(limit) = opening_limit(&self.cfg, &t.work) {
+                let proving = t
+                    .assignments
+                    .iter_mut()
+                    .find(|a| (a.attempt, a.node) == (attempt, *node) && !a.dropped && len <= limit);
+                if let Some(p) = proving.and_then(|a| a.proof.as_mut()).filter(|p| p.opening_hash.is_none())
+                    && p.uploaded.as_deref().is_none_or(|h| h == hash)
+                {
+                    p.uploaded = Some(hash.to_string());
+                    return true;
+                }
+            }
+            if !result_sizes(&self.cfg, &t.work).contains(&len) {
                 continue;
             }
             let open = t.assignments.iter_mut().find(|a| {
@@ -231,7 +252,7 @@ impl Core {
         // run WGSL.
         let features = match t.work {
             Work::Wgsl { .. } => neurolov_scheduler::Features(features.0 | RUNS_WGSL.0),
-            Work::Matmul { .. } => features,
+            Work::Matmul { .. } | Work::Infer { .. } => features,
         };
         let min_memory_bytes = jobs::task_bytes(&t.work);
         // Replicas of one task go to distinct operators: those holding a live attempt or that delivered a result (a
@@ -393,6 +414,8 @@ fn for_version(work: &Work, version: u32, known: Option<&[f32]>) -> (Work, Vec<E
                 .collect(),
             dispatch: *dispatch,
         },
+        // Only nodes that claim a model get its inference, and only version-3 nodes claim models.
+        Work::Infer { .. } => work.clone(),
     };
     (work, stored)
 }

@@ -132,6 +132,7 @@ impl Subject for Transfer {
                     | codes::VERIFICATION_PAY
                     | codes::CLAWBACK
                     | codes::RERUN_FUND
+                    | codes::ROYALTY
             ),
             "code {} names no task",
             self.code
@@ -304,10 +305,11 @@ impl Economy {
         }
     }
 
-    /// Pays `price` for a verified attempt from `payer`'s escrow, with `fee` to the treasury: by posting the
-    /// attempt's `hold`, or directly when it had none or the hold lapsed. The ids carry the attempt and the time, so
-    /// every agreeing replica and every re-run is paid once; the ledger refuses what the escrow cannot cover (logged,
-    /// paid nothing). Returns (paid to the provider, fee).
+    /// Pays `price` for a verified attempt from `payer`'s escrow, with `fee` to the treasury and an optional royalty
+    /// to a model's author, all or nothing: by posting the attempt's `hold`, or directly when it had none or the hold
+    /// lapsed. The ids carry the attempt and the time, so every agreeing replica and every re-run is paid once; the
+    /// ledger refuses what the escrow cannot cover (logged, paid nothing). Returns (paid to the provider, fee,
+    /// royalty).
     #[allow(clippy::too_many_arguments)]
     pub fn pay(
         &mut self,
@@ -316,33 +318,39 @@ impl Economy {
         attempt: u32,
         operator: Id,
         (price, fee): (u64, u64),
+        royalty: Option<(Id, u64)>,
         hold: Option<TransferId>,
         now_ms: u64,
-    ) -> (u64, u64) {
+    ) -> (u64, u64, u64) {
         let key = [&task.to_le_bytes()[..], &attempt.to_le_bytes(), &now_ms.to_le_bytes()];
         let pay_id = transfer_id(&[b"pay", key[0], key[1], key[2]]);
-        let with_fee = |pay: Transfer| -> Vec<Transfer> {
-            if fee == 0 {
-                return vec![pay.of_task(task)];
+        let royalty = royalty.filter(|&(_, r)| r > 0);
+        let chain = |pay: Transfer| -> Vec<Transfer> {
+            let mut legs = vec![pay];
+            if fee > 0 {
+                let id = transfer_id(&[b"fee", key[0], key[1], key[2]]);
+                legs.push(Transfer::new(id, escrow(payer), treasury(), fee, codes::FEE));
             }
-            let fee_t = Transfer::new(
-                transfer_id(&[b"fee", key[0], key[1], key[2]]),
-                escrow(payer),
-                treasury(),
-                fee,
-                codes::FEE,
-            );
-            vec![pay.of_task(task).linked(), fee_t.of_task(task)]
+            if let Some((author, amount)) = royalty {
+                let id = transfer_id(&[b"royalty", key[0], key[1], key[2]]);
+                legs.push(Transfer::new(id, escrow(payer), wallet(&author), amount, codes::ROYALTY));
+            }
+            let last = legs.len() - 1;
+            legs.into_iter()
+                .enumerate()
+                .map(|(i, t)| if i < last { t.of_task(task).linked() } else { t.of_task(task) })
+                .collect()
         };
+        let paid = (price, fee, royalty.map_or(0, |(_, r)| r));
         if let Some(h) = hold.filter(|&h| self.ledger.is_open_pending(h)) {
-            if self.order(&with_fee(Transfer::post(pay_id, h, price, codes::TASK_PAY)), now_ms).is_ok() {
-                return (price, fee);
+            if self.order(&chain(Transfer::post(pay_id, h, price, codes::TASK_PAY)), now_ms).is_ok() {
+                return paid;
             }
             // The hold could not be posted (it lapsed at its timeout): let it go and pay directly.
             self.void_pending(h, codes::TASK_HOLD, now_ms);
         }
         let direct = Transfer::new(pay_id, escrow(payer), wallet(&operator), price, codes::TASK_PAY);
-        if self.order(&with_fee(direct), now_ms).is_ok() { (price, fee) } else { (0, 0) }
+        if self.order(&chain(direct), now_ms).is_ok() { paid } else { (0, 0, 0) }
     }
 
     /// Voids the holds on `job`'s escrow except those `keep` names (by the task they are for), then returns what the
@@ -550,10 +558,26 @@ impl Core {
         self.void_pending(pending, codes::TASK_HOLD);
     }
 
-    /// Pays a verified attempt `price` from the escrow that pays for it (see [`Purpose::payer`]), settling the
-    /// attempt's hold one way or the other. Returns (paid to the provider, fee).
+    /// Pays a verified attempt `price` from the escrow that pays for it (see [`Purpose::payer`]), with the protocol
+    /// fee on top. Returns (paid to the provider, fee).
     pub(crate) fn pay_task(&mut self, task: TaskId, attempt: u32, operator: Id, price: u64) -> (u64, u64) {
-        let Some(t) = self.tasks.get_mut(&task) else { return (0, 0) };
+        let fee = share_nano(price, self.cfg.fee_bps);
+        let split = crate::inference::Split { provider_nano: price, royalty_nano: 0, fee_nano: fee };
+        let (paid, fee, _) = self.pay_task_shares(task, attempt, operator, split, None);
+        (paid, fee)
+    }
+
+    /// Pays a verified attempt its shares from the escrow that pays for it, settling the attempt's hold one way or
+    /// the other. Returns (paid to the provider, fee, royalty).
+    pub(crate) fn pay_task_shares(
+        &mut self,
+        task: TaskId,
+        attempt: u32,
+        operator: Id,
+        shares: crate::inference::Split,
+        royalty: Option<(Id, u64)>,
+    ) -> (u64, u64, u64) {
+        let Some(t) = self.tasks.get_mut(&task) else { return (0, 0, 0) };
         let hold = match t.hold {
             Some((held_by, id)) if held_by == attempt => {
                 t.hold = None;
@@ -561,14 +585,15 @@ impl Core {
             }
             _ => None,
         };
-        let Some(payer) = t.purpose.payer().filter(|_| price > 0) else {
+        let total = shares.provider_nano + shares.fee_nano + shares.royalty_nano;
+        let Some(payer) = t.purpose.payer().filter(|_| total > 0) else {
             if let Some(h) = hold {
                 self.void_pending(h, codes::TASK_HOLD);
             }
-            return (0, 0);
+            return (0, 0, 0);
         };
-        let fee = share_nano(price, self.cfg.fee_bps);
-        self.economy.pay(payer, task, attempt, operator, (price, fee), hold, self.now_ms)
+        let legs = (shares.provider_nano, shares.fee_nano);
+        self.economy.pay(payer, task, attempt, operator, legs, royalty, hold, self.now_ms)
     }
 
     /// Returns what a finished job did not spend to its client. A canary its placements brought along keeps its

@@ -5,11 +5,13 @@
 
 use std::sync::Arc;
 
-use neurolov_protocol::messages::{ClaimedHardware, ErrorCode, MAX_SLOTS, MIN_PROTOCOL_VERSION, NodeKind, ToNode};
+use neurolov_protocol::messages::{
+    ClaimedHardware, ErrorCode, MAX_SLOTS, MIN_PROTOCOL_VERSION, NodeKind, ToNode, Work,
+};
 use neurolov_protocol::{Envelope, FromNode, Id, PROTOCOL_VERSION};
 
 use crate::registry::Node;
-use crate::settle::{AttemptEnd, result_bytes};
+use crate::settle::{AttemptEnd, result_sizes};
 use crate::taskbook::Assignment;
 use crate::{Blobs, ConnId, Core, Effect, NodeState, TaskId, Verification, wallet};
 
@@ -131,6 +133,9 @@ impl Core {
                 self.result_delivered(node, (task_id, attempt), result_hash, size?, None)
             }
             FromNode::Failed { task_id, attempt, reason, .. } => self.gave_back(node, task_id, attempt, &reason),
+            FromNode::Opened { task_id, attempt, opening_hash, .. } => {
+                self.opening_delivered(node, (task_id, attempt), opening_hash, blobs)
+            }
             FromNode::Deliver { results, failed, .. } => {
                 self.deliver_batch(conn, node, Arc::new(env), results, failed);
                 Ok(())
@@ -215,8 +220,9 @@ impl Core {
         size: u64,
         inline: Option<Arc<[u8]>>,
     ) -> Result<(), (ErrorCode, String)> {
-        let (expected_bytes, operands) =
-            self.tasks.get(&task_id).map_or((0, None), |t| (result_bytes(&t.work), t.operands.clone()));
+        let (sizes, operands, infer) = self.tasks.get(&task_id).map_or((0..=0, None, false), |t| {
+            (result_sizes(&self.cfg, &t.work), t.operands.clone(), matches!(t.work, Work::Infer { .. }))
+        });
         let now = self.now_ms;
         let a = self.assignment_mut(task_id, attempt, node)?;
         if a.verifying || a.result.is_some() {
@@ -227,11 +233,18 @@ impl Core {
             Some(_) => return Err((ErrorCode::CommitmentMismatch, "result hash differs from the commitment".into())),
             None => return Err((ErrorCode::CommitmentMismatch, "commit before sending a result".into())),
         }
-        if size != expected_bytes {
-            return Err((ErrorCode::Malformed, format!("result is {size} bytes, the task produces {expected_bytes}")));
+        if !sizes.contains(&size) {
+            let (lo, hi) = sizes.into_inner();
+            let expected = if lo == hi { format!("{lo}") } else { format!("{lo} to {hi}") };
+            return Err((ErrorCode::Malformed, format!("result is {size} bytes, the task produces {expected}")));
         }
         a.verifying = true;
         a.delivered_ms = now;
+        if infer {
+            // Committed: now the challenge (the check goes out when the opening is stored).
+            self.ask_to_open(node, (task_id, attempt), inline);
+            return Ok(());
+        }
         self.tasks.begin_check(now, task_id, attempt, node);
         self.vacate(task_id, attempt, node);
         let rounds = self.cfg.freivalds_rounds;

@@ -66,6 +66,11 @@ pub enum JobSpec {
         /// only nodes that claim them get its tasks.
         features: Vec<String>,
     },
+    /// An inference with a listed model, priced by the listing (see `inference.rs`): one task, checked by its proof.
+    Infer {
+        model: String,
+        request: neurolov_protocol::inference::InferRequest,
+    },
 }
 
 impl JobSpec {
@@ -73,7 +78,7 @@ impl JobSpec {
     pub fn result_shape(&self) -> Option<(u32, u32)> {
         match self {
             JobSpec::Matmul { m, n, .. } => Some((*m, *n)),
-            JobSpec::Wgsl { .. } => None,
+            JobSpec::Wgsl { .. } | JobSpec::Infer { .. } => None,
         }
     }
 }
@@ -127,6 +132,10 @@ pub enum SubmitError {
     BadIdempotencyKey,
     #[error("declared work {work_mflop} MFLOP is more than this dispatch can do ({most} MFLOP)")]
     WorkBeyondDispatch { work_mflop: u64, most: u64 },
+    #[error("no model named {0:?} is listed")]
+    UnknownModel(String),
+    #[error("{0}")]
+    BadRequest(String),
 }
 
 /// Where a job stands.
@@ -180,10 +189,10 @@ pub struct JobView {
     pub result_shape: Option<(u32, u32)>,
 }
 
-/// Freivalds' verdict on a matmul result (see `neurolov_verify::freivalds`: a tight tolerance to accept, a rigorous
-/// bound to convict).
+/// A check's verdict on a result — Freivalds' on a matmul, a proof's on an inference (a tight tolerance to accept, a rigorous
+/// bound to convict; see `neurolov_verify::freivalds`).
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum MatmulVerdict {
+pub enum Verdict {
     /// Within the tight tolerance: taken and paid.
     Accepted,
     /// Outside the tight tolerance but within what some honest fp32 summation order could give on these operands:
@@ -209,10 +218,10 @@ pub(crate) struct MatmulOperands {
 
 impl MatmulOperands {
     /// Freivalds' check of a result's bytes.
-    pub(crate) fn check(&self, bytes: &[u8], rounds: u32) -> MatmulVerdict {
+    pub(crate) fn check(&self, bytes: &[u8], rounds: u32) -> Verdict {
         let expected = self.rows * self.n * 4;
         if bytes.len() != expected {
-            return MatmulVerdict::Wrong(format!("result has {} bytes, C needs {expected}", bytes.len()));
+            return Verdict::Wrong(format!("result has {} bytes, C needs {expected}", bytes.len()));
         }
         let c = f32s(bytes);
         let prepared = self.prepared.get_or_init(|| {
@@ -220,19 +229,19 @@ impl MatmulOperands {
         });
         let prepared = match prepared.as_ref() {
             Ok(p) => p,
-            Err(e) => return MatmulVerdict::Wrong(e.clone()),
+            Err(e) => return Verdict::Wrong(e.clone()),
         };
         match prepared.check(&self.a, &c, self.rows) {
-            Ok(r) if r.accepted => MatmulVerdict::Accepted,
-            Ok(r) if r.proven_wrong => MatmulVerdict::Wrong(format!(
+            Ok(r) if r.accepted => Verdict::Accepted,
+            Ok(r) if r.proven_wrong => Verdict::Wrong(format!(
                 "freivalds check failed at row {}: {:.3e}× the bound no honest fp32 product exceeds",
                 r.worst_row, r.conviction_ratio
             )),
-            Ok(r) => MatmulVerdict::Doubtful(format!(
+            Ok(r) => Verdict::Doubtful(format!(
                 "freivalds check failed at row {} ({:.3e}× the tolerance), within what rounding could explain",
                 r.worst_row, r.worst_ratio
             )),
-            Err(e) => MatmulVerdict::Wrong(e.to_string()),
+            Err(e) => Verdict::Wrong(e.to_string()),
         }
     }
 }
@@ -303,6 +312,8 @@ impl Job {
             JobSpec::Wgsl { min_reliability, max_price_nano_per_gflop, tolerance, .. } => {
                 (*min_reliability, *max_price_nano_per_gflop, *tolerance)
             }
+            // Priced by its model's listing, not by a node's ask: any node that holds the model may take it.
+            JobSpec::Infer { .. } => (0.0, u64::MAX, Tolerance::Bitwise),
         };
         Job {
             id,
@@ -432,6 +443,8 @@ pub(crate) fn task_works(spec: &JobSpec, cfg: &Config) -> Result<Vec<(u64, bool)
         | JobSpec::Wgsl { max_price_nano_per_gflop, min_reliability, .. } => {
             (*max_price_nano_per_gflop, *min_reliability)
         }
+        // Priced by its listing: no cap of its own.
+        JobSpec::Infer { .. } => (u64::MAX, 0.0),
     };
     if !(0.0..=1.0).contains(&min_reliability) {
         return Err(SubmitError::BadReliability);
@@ -468,6 +481,7 @@ pub(crate) fn task_works(spec: &JobSpec, cfg: &Config) -> Result<Vec<(u64, bool)
             }
             Ok(vec![((*work_mflop).max(1), true)])
         }
+        JobSpec::Infer { model, request } => Ok(vec![(crate::inference::infer_plan(cfg, model, request)?.1, false)]),
     }
 }
 
@@ -475,7 +489,7 @@ pub(crate) fn task_works(spec: &JobSpec, cfg: &Config) -> Result<Vec<(u64, bool)
 pub(crate) fn operand_bytes(spec: &JobSpec) -> u64 {
     match spec {
         JobSpec::Matmul { m, n, k, .. } => 4 * (u64::from(*m) * u64::from(*k) + u64::from(*k) * u64::from(*n)),
-        JobSpec::Wgsl { .. } => 0,
+        JobSpec::Wgsl { .. } | JobSpec::Infer { .. } => 0,
     }
 }
 
@@ -509,12 +523,12 @@ pub(crate) fn plan(
     inputs: Option<Inputs>,
 ) -> Result<(Job, Vec<PlannedTask>), SubmitError> {
     // The cheap checks are `task_works`'s, the same that `Core::admit` ran before funds were looked at.
-    task_works(&spec, cfg)?;
-    let features = feature_bits(match &spec {
-        JobSpec::Matmul { .. } => &[],
-        JobSpec::Wgsl { features, .. } => &features[..],
-    })
-    .map_err(SubmitError::UnknownFeature)?;
+    let works = task_works(&spec, cfg)?;
+    let features = match &spec {
+        JobSpec::Matmul { .. } => Features::NONE,
+        JobSpec::Wgsl { features, .. } => feature_bits(features).map_err(SubmitError::UnknownFeature)?,
+        JobSpec::Infer { model, .. } => crate::inference::model_bits(cfg, std::slice::from_ref(model)),
+    };
     let tasks = match &spec {
         JobSpec::Matmul { m, n, k, a, b, .. } => {
             plan_matmul([*m, *n, *k], (a, b), cfg.tile_rows, blobs, verify_seed, inputs)?
@@ -522,6 +536,13 @@ pub(crate) fn plan(
         JobSpec::Wgsl { source_hash, entry_point, buffers, dispatch, work_mflop, .. } => {
             vec![plan_wgsl(source_hash, entry_point, buffers, *dispatch, *work_mflop, blobs)?]
         }
+        JobSpec::Infer { model, request } => vec![PlannedTask {
+            work: Work::Infer { model: model.clone(), request: request.clone() },
+            operands: None,
+            work_mflop: works.first().map_or(1, |w| w.0),
+            replicas: 1,
+            blobs: Vec::new(),
+        }],
     };
     let mut job = Job::finished(id, client, spec, JobState::Running { tasks_done: 0, tasks: 0 }, Vec::new());
     job.features = features;
@@ -636,7 +657,7 @@ pub fn feature_bits(names: &[String]) -> Result<Features, String> {
 /// What a restored job's tasks need (its spec was checked when it was submitted).
 fn spec_features(spec: &JobSpec) -> Features {
     match spec {
-        JobSpec::Matmul { .. } => Features::NONE,
+        JobSpec::Matmul { .. } | JobSpec::Infer { .. } => Features::NONE,
         JobSpec::Wgsl { features, .. } => feature_bits(features).unwrap_or(Features::NONE),
     }
 }
@@ -646,6 +667,8 @@ pub(crate) fn task_bytes(work: &Work) -> u64 {
     match work {
         Work::Matmul { m, n, k, .. } => matmul_bytes(*m, *n, *k),
         Work::Wgsl { buffers, .. } => buffers.iter().map(|b| b.size_bytes).fold(0u64, u64::saturating_add),
+        // The model is the node's to hold; the request and its answer are small.
+        Work::Infer { .. } => 0,
     }
 }
 

@@ -10,6 +10,7 @@ mod dispatch;
 mod economy;
 mod finality;
 mod frames;
+mod inference;
 mod jobbook;
 mod jobs;
 mod nodes;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 
 use economy::Economy;
 use jobbook::JobBook;
+use neurolov_protocol::inference::InferRequest;
 use neurolov_protocol::messages::{ClaimedHardware, DataRef, MAX_BATCH_ITEMS, MAX_FRAME_BYTES, NodeKind, ToNode, Work};
 use neurolov_protocol::{Envelope, FromNode, Id, PROTOCOL_VERSION};
 use neurolov_scheduler::Scheduler;
@@ -41,9 +43,10 @@ pub use economy::{
     treasury, wallet,
 };
 pub use frames::{Opened, open_frame, open_frame_with};
+pub use inference::{MAX_LISTED_MODELS, ModelKind, ModelListing, ModelUsage, ProofCheck, ProofChecker, Split, split};
 pub use jobs::{
     CancelError, InputData, Inputs, JobSpec, JobState, JobView, MAX_INVOCATIONS_PER_WORKGROUP,
-    MAX_MFLOP_PER_INVOCATION, SubmitError, TaskView, load_inputs,
+    MAX_MFLOP_PER_INVOCATION, SubmitError, TaskView, Verdict, load_inputs,
 };
 pub use persist::{JobRecord, NodeRecord, Record, Restored};
 pub use retention::{ARCHIVE_INTERVAL_MS, Archived};
@@ -97,6 +100,8 @@ pub enum Effect {
         /// What the ledger paid the operator, and the fee it took to the treasury.
         paid_nano: u64,
         fee_nano: u64,
+        /// What the model's author was paid from the same escrow (inference only).
+        royalty_nano: u64,
     },
     /// Proven fraud: the node signed a commitment to a result that failed verification.
     Slash {
@@ -135,6 +140,8 @@ pub struct Evidence {
     /// What the task asked for: with the result blob (by its committed hash) anyone can redo the check.
     pub work: Work,
     pub reason: String,
+    /// For an inference: the challenge's seed and the opening's blob, the rest of what the check read.
+    pub opening: Option<(u64, String)>,
 }
 
 /// A node's state in the registry.
@@ -248,6 +255,8 @@ pub struct Core {
     usage: usage::Usage,
     /// When the next look for jobs to archive is due (see `retention.rs`).
     next_archive_ms: u64,
+    /// Verified inference per model since this core started (the marketplace's usage and earnings figures).
+    model_usage: HashMap<String, ModelUsage>,
 }
 
 impl Core {
@@ -285,6 +294,7 @@ impl Core {
             unsaved_genesis: None,
             usage: usage::Usage::default(),
             next_archive_ms: 0,
+            model_usage: HashMap::new(),
         }
     }
 
@@ -363,13 +373,14 @@ impl Core {
         if held.saturating_add(jobs::operand_bytes(spec)) > self.cfg.max_operand_bytes {
             return Err(SubmitError::OperandMemoryFull(self.cfg.max_operand_bytes));
         }
-        let cap = match spec {
-            JobSpec::Matmul { max_price_nano_per_gflop, .. } | JobSpec::Wgsl { max_price_nano_per_gflop, .. } => {
-                *max_price_nano_per_gflop
+        let needed = match spec {
+            JobSpec::Matmul { max_price_nano_per_gflop: cap, .. }
+            | JobSpec::Wgsl { max_price_nano_per_gflop: cap, .. } => {
+                let copies: Vec<(u64, u32)> = works.iter().map(|&(w, wgsl)| (w, self.paid_copies(wgsl))).collect();
+                self.escrow_needed(&copies, *cap).ok_or(SubmitError::PriceTooHigh)?
             }
+            JobSpec::Infer { model, request } => inference::infer_plan(&self.cfg, model, request)?.0,
         };
-        let copies: Vec<(u64, u32)> = works.iter().map(|&(w, wgsl)| (w, self.paid_copies(wgsl))).collect();
-        let needed = self.escrow_needed(&copies, cap).ok_or(SubmitError::PriceTooHigh)?;
         let available = self.economy.account(economy::wallet(client)).map_or(0, |a| a.available());
         if available < i128::from(needed) {
             return Err(SubmitError::InsufficientFunds {
@@ -503,9 +514,11 @@ impl Core {
             .newest_first()
             .take(limit)
             .filter_map(|id| {
-                let kind = match self.jobs.get(&id)?.spec {
+                let kind = match &self.jobs.get(&id)?.spec {
                     JobSpec::Matmul { .. } => "matmul",
                     JobSpec::Wgsl { .. } => "wgsl",
+                    JobSpec::Infer { request: InferRequest::Embed { .. }, .. } => "embeddings",
+                    JobSpec::Infer { request: InferRequest::Chat { .. }, .. } => "chat",
                 };
                 Some((self.job(id)?, kind))
             })
@@ -595,6 +608,7 @@ impl Core {
             for a in &t.assignments {
                 live.extend(a.commit.as_ref().map(|(hash, _)| hash.clone()));
                 live.extend(a.uploaded.clone());
+                live.extend(a.proof.as_ref().and_then(|p| p.opening_hash.clone()));
             }
         }
         for j in self.jobs.values() {
@@ -613,6 +627,7 @@ impl Core {
                         _ => None,
                     }));
                 }
+                JobSpec::Infer { .. } => {}
             }
         }
         for answer in self.canaries.works() {
@@ -736,6 +751,7 @@ fn inline_len(work: &Work) -> usize {
         Work::Wgsl { source, buffers, .. } => {
             len(source) + buffers.iter().filter_map(|b| b.init.as_ref()).map(len).sum::<usize>()
         }
+        Work::Infer { request, .. } => 4 * request.input_tokens(),
     }
 }
 
@@ -751,12 +767,14 @@ fn work_blobs(work: &Work, out: &mut HashSet<String>) {
             out.extend(blob(source));
             out.extend(buffers.iter().filter_map(|b| b.init.as_ref().and_then(blob)));
         }
+        Work::Infer { .. } => {}
     }
 }
 
 /// The blobs a piece of evidence needs to be checked again: its work's inputs and the result its node committed to.
 pub fn evidence_blobs(e: &Evidence, out: &mut HashSet<String>) {
     work_blobs(&e.work, out);
+    out.extend(e.opening.as_ref().map(|(_, hash)| hash.clone()));
     if let Some(result_hash) =
         e.commit.open::<FromNode>().ok().and_then(|m| m.commitment(e.task, e.attempt).map(String::from))
     {

@@ -34,12 +34,16 @@ impl Core {
             price_nano_per_gflop: n.price_nano_per_gflop,
             // Claims, not measurements: a node that claims a feature or memory it lacks fails those tasks and loses
             // reliability. Unknown feature names are ignored; memory 0 means "not stated".
-            features: n.claimed.features.iter().fold(
-                if n.claimed.wgsl { RUNS_WGSL } else { neurolov_scheduler::Features::NONE },
-                |acc, name| {
-                    jobs::feature_bits(std::slice::from_ref(name))
-                        .map_or(acc, |f| neurolov_scheduler::Features(acc.0 | f.0))
-                },
+            features: neurolov_scheduler::Features(
+                n.claimed
+                    .features
+                    .iter()
+                    .fold(if n.claimed.wgsl { RUNS_WGSL } else { neurolov_scheduler::Features::NONE }, |acc, name| {
+                        jobs::feature_bits(std::slice::from_ref(name))
+                            .map_or(acc, |f| neurolov_scheduler::Features(acc.0 | f.0))
+                    })
+                    .0
+                    | crate::inference::model_bits(&self.cfg, &n.claimed.models).0,
             ),
             memory_bytes: if n.claimed.memory_bytes == 0 { u64::MAX } else { n.claimed.memory_bytes },
             slots: n.slots,

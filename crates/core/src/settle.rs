@@ -10,7 +10,7 @@ use neurolov_protocol::messages::{Access, INLINE_RESULT_BYTES, ToNode, Work};
 use neurolov_verify::replicas::{self, Tolerance};
 
 use crate::taskbook::Purpose;
-use crate::{Core, Effect, Evidence, JobId, JobState, NodeState, Record, TaskId, blob_hash, verification};
+use crate::{Config, Core, Effect, Evidence, JobId, JobState, NodeState, Record, TaskId, blob_hash, verification};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum AttemptEnd {
@@ -23,16 +23,22 @@ pub(crate) enum AttemptEnd {
     Released,
 }
 
-/// Bytes a task's result must have: C for a matmul, the read-write buffers for WGSL.
-pub(crate) fn result_bytes(work: &Work) -> u64 {
-    match work {
+/// The sizes a task's result may have: exactly C for a matmul, exactly the read-write buffers for WGSL; an
+/// inference's answer up to the largest its request can produce.
+pub(crate) fn result_sizes(cfg: &Config, work: &Work) -> std::ops::RangeInclusive<u64> {
+    let exact = match work {
         Work::Matmul { m, n, .. } => 4 * u64::from(*m) * u64::from(*n),
         Work::Wgsl { buffers, .. } => buffers
             .iter()
             .filter(|b| b.access == Access::ReadWrite)
             .map(|b| b.size_bytes)
             .fold(0u64, u64::saturating_add),
-    }
+        Work::Infer { model, request } => {
+            let width = cfg.models.iter().find(|m| &m.name == model).map_or(0, |m| m.width as usize);
+            return 1..=neurolov_protocol::inference::InferOutput::max_bytes(request, width);
+        }
+    };
+    exact..=exact
 }
 
 impl Core {
@@ -43,6 +49,12 @@ impl Core {
             return;
         };
         a.dropped = true;
+        // A node that goes away between its commitment and its opening has left a result it would not open: that
+        // counts against it, as a failure would (it may have seen the challenge and known it would be caught).
+        let outcome = match (&a.proof, outcome) {
+            (Some(p), AttemptEnd::Released) if p.opening_hash.is_none() && !t.done => AttemptEnd::Failed,
+            _ => outcome,
+        };
         let purpose = t.purpose.clone();
         let done = t.done;
         let attempts = t.next_attempt;
@@ -105,20 +117,21 @@ impl Core {
         let Some(t) = self.tasks.get(&tid) else { return };
         match (&t.purpose, &t.work) {
             (Purpose::Canary { .. }, _) => self.evaluate_canary(tid),
-            (_, Work::Matmul { .. }) => self.evaluate_matmul(tid),
+            (_, Work::Matmul { .. } | Work::Infer { .. }) => self.evaluate_checked(tid),
             (_, Work::Wgsl { .. }) => self.evaluate_replicas(tid),
         }
     }
 
-    pub(crate) fn evaluate_matmul(&mut self, tid: TaskId) {
+    /// A result judged by its own check (Freivalds' for a matmul, its proof's for an inference), which ran in the
+    /// result's verification off the core's lock; the verdict is kept with the attempt.
+    pub(crate) fn evaluate_checked(&mut self, tid: TaskId) {
         let Some(t) = self.tasks.get(&tid) else { return };
-        // Freivalds ran in the result's verification (off the core's lock); its verdict is kept with the attempt.
         struct Ready {
             attempt: u32,
             node: Id,
             bytes: Arc<[u8]>,
             took_ms: u64,
-            verdict: verification::MatmulVerdict,
+            verdict: verification::Verdict,
         }
         let ready: Vec<Ready> = t
             .assignments
@@ -136,12 +149,12 @@ impl Core {
             .collect();
         for r in ready {
             match r.verdict {
-                verification::MatmulVerdict::Accepted => {
+                verification::Verdict::Accepted => {
                     self.accept(tid, r.attempt, r.node, r.bytes, Some(r.took_ms.max(1)));
                     return;
                 }
-                verification::MatmulVerdict::Doubtful(reason) => self.doubt(tid, r.attempt, r.node, reason),
-                verification::MatmulVerdict::Wrong(reason) => self.reject(tid, r.attempt, r.node, reason),
+                verification::Verdict::Doubtful(reason) => self.doubt(tid, r.attempt, r.node, reason),
+                verification::Verdict::Wrong(reason) => self.reject(tid, r.attempt, r.node, reason),
             }
         }
     }
@@ -220,7 +233,7 @@ impl Core {
         let work_mflop = t.work_mflop;
         let flops = match t.work {
             Work::Matmul { m, n, k, .. } => 2.0 * f64::from(m) * f64::from(n) * f64::from(k),
-            Work::Wgsl { .. } => work_mflop as f64 * 1e6,
+            Work::Wgsl { .. } | Work::Infer { .. } => work_mflop as f64 * 1e6,
         };
         let others: Vec<(u32, Id)> = t
             .assignments
@@ -301,7 +314,11 @@ impl Core {
                     let inline = (bytes.len() <= INLINE_RESULT_BYTES).then(|| Arc::clone(&bytes));
                     // Recorded before the reward is ordered: after a crash a paid task is never run (and paid) again.
                     self.effects.push(Effect::Persist(Record::TaskResult { job, task: tid, result_hash, inline }));
-                    self.pay(tid, attempt, node, purpose, work_mflop);
+                    if self.tasks.get(&tid).is_some_and(|t| matches!(t.work, Work::Infer { .. })) {
+                        self.pay_inference(tid, attempt, node, job, &bytes);
+                    } else {
+                        self.pay(tid, attempt, node, purpose, work_mflop);
+                    }
                     if let Some(state) = self.jobs.get(&job).map(|j| j.state.clone()).filter(JobState::is_final) {
                         self.job_ended(job);
                         self.persist_job(job);
@@ -339,6 +356,7 @@ impl Core {
             price_nano_per_gflop: rate,
             paid_nano,
             fee_nano,
+            royalty_nano: 0,
         });
     }
 
@@ -361,8 +379,14 @@ impl Core {
             .and_then(|a| a.commit.as_ref().map(|(_, env)| Envelope::clone(env)));
         tracing::warn!(%node, task = tid, attempt, %reason, "result rejected");
         let evidence = commit.and_then(|commit| {
-            let work = self.tasks.get(&tid)?.work.clone();
-            Some(Evidence { task: tid, attempt, commit, work, reason: reason.clone() })
+            let t = self.tasks.get(&tid)?;
+            let opening = t
+                .assignments
+                .iter()
+                .find(|a| a.attempt == attempt && a.node == node)
+                .and_then(|a| a.proof.as_ref())
+                .and_then(|p| Some((p.seed, p.opening_hash.clone()?)));
+            Some(Evidence { task: tid, attempt, commit, work: t.work.clone(), reason: reason.clone(), opening })
         });
         if let Some(evidence) = evidence {
             self.effects.push(Effect::Persist(Record::Evidence(Box::new(evidence.clone()))));

@@ -59,11 +59,13 @@ pub(crate) struct Assignment {
     pub verifying: bool,
     pub delivered_ms: u64,
     /// A matmul result's Freivalds verdict, from its verification.
-    pub verdict: Option<verification::MatmulVerdict>,
+    pub verdict: Option<verification::Verdict>,
     /// The blob this attempt stored (`claim_upload`): one per attempt.
     pub uploaded: Option<String>,
     /// Set once this assignment no longer counts (failed, timed out, cancelled).
     pub dropped: bool,
+    /// An inference result's proof: the challenge drawn at delivery and the opening, once stored.
+    pub proof: Option<crate::inference::ProofState>,
 }
 
 pub(crate) struct TaskRec {

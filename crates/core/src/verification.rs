@@ -11,8 +11,9 @@ use std::sync::Arc;
 use neurolov_protocol::Id;
 use neurolov_protocol::messages::ErrorCode;
 
+use crate::inference::{ProofCheck, ProofChecker};
 use crate::jobs::MatmulOperands;
-pub(crate) use crate::jobs::MatmulVerdict;
+pub(crate) use crate::jobs::Verdict;
 use crate::{Blobs, ConnId, Core, Effect, TaskId};
 
 /// A delivered result to check: its blob must hash to the node's commitment, and a matmul result must pass
@@ -27,6 +28,8 @@ pub struct Verification {
     inline: Option<Arc<[u8]>>,
     operands: Option<MatmulOperands>,
     rounds: u32,
+    /// An inference's proof (see `inference.rs`), checked by the shell's [`ProofChecker`].
+    proof: Option<Box<ProofCheck>>,
 }
 
 /// Leaves the operands out: they hold the verifier's secret seed, which must not reach a log.
@@ -38,6 +41,7 @@ impl std::fmt::Debug for Verification {
             .field("node", &self.node)
             .field("result_hash", &self.result_hash)
             .field("freivalds", &self.operands.is_some())
+            .field("proof", &self.proof.as_ref().map(|p| &p.listing.name))
             .finish()
     }
 }
@@ -57,7 +61,7 @@ pub struct Verified {
     node: Id,
     /// The result's bytes and, for a matmul, Freivalds' verdict; or why the bytes
     /// could not be read as committed.
-    outcome: Result<(Arc<[u8]>, Option<MatmulVerdict>), String>,
+    outcome: Result<(Arc<[u8]>, Option<Verdict>), String>,
 }
 
 impl Verification {
@@ -70,21 +74,34 @@ impl Verification {
         operands: Option<MatmulOperands>,
         rounds: u32,
     ) -> Verification {
-        Verification { task, attempt, node, result_hash, inline, operands, rounds }
+        Verification { task, attempt, node, result_hash, inline, operands, rounds, proof: None }
+    }
+
+    pub(crate) fn with_proof(self, proof: ProofCheck) -> Verification {
+        Verification { proof: Some(Box::new(proof)), ..self }
     }
 
     /// Reads the result and checks it. Pure computation over `blobs`: safe on any thread.
     pub fn run(&self, blobs: &dyn Blobs) -> Verified {
+        self.run_with(blobs, None)
+    }
+
+    /// [`Verification::run`] with the shell's checker of inference proofs (without one an inference's check cannot
+    /// be made, and its result counts as unreadable: nobody is convicted).
+    pub fn run_with(&self, blobs: &dyn Blobs, checker: Option<&dyn ProofChecker>) -> Verified {
         let bytes = self.inline.clone().or_else(|| blobs.get(&self.result_hash));
         let outcome = match bytes {
             None => Err("result blob not uploaded".to_string()),
             Some(bytes) if blake3::hash(&bytes).to_hex().as_str() != self.result_hash => {
                 Err("stored blob does not hash to the commitment".to_string())
             }
-            Some(bytes) => {
-                let verdict = self.operands.as_ref().map(|ops| ops.check(&bytes, self.rounds));
-                Ok((bytes, verdict))
-            }
+            Some(bytes) => match &self.proof {
+                Some(proof) => proof.run(&bytes, blobs, checker).map(|verdict| (bytes, Some(verdict))),
+                None => {
+                    let verdict = self.operands.as_ref().map(|ops| ops.check(&bytes, self.rounds));
+                    Ok((bytes, verdict))
+                }
+            },
         };
         Verified { task: self.task, attempt: self.attempt, node: self.node, outcome }
     }
@@ -161,11 +178,22 @@ impl Core {
     /// Runs every [`Effect::Verify`] among `effects` here and now (and those its outcomes cause), returning the
     /// other effects: the synchronous path for tests and tools that have no worker threads.
     pub fn run_verifications(&mut self, now_ms: u64, effects: Vec<Effect>, blobs: &dyn Blobs) -> Vec<Effect> {
+        self.run_verifications_with(now_ms, effects, blobs, None)
+    }
+
+    /// [`Core::run_verifications`] with a checker of inference proofs.
+    pub fn run_verifications_with(
+        &mut self,
+        now_ms: u64,
+        effects: Vec<Effect>,
+        blobs: &dyn Blobs,
+        checker: Option<&dyn ProofChecker>,
+    ) -> Vec<Effect> {
         let mut out = Vec::with_capacity(effects.len());
         let mut pending: std::collections::VecDeque<Effect> = effects.into();
         while let Some(effect) = pending.pop_front() {
             match effect {
-                Effect::Verify(v) => pending.extend(self.verified(now_ms, v.run(blobs))),
+                Effect::Verify(v) => pending.extend(self.verified(now_ms, v.run_with(blobs, checker))),
                 other => out.push(other),
             }
         }

@@ -550,6 +550,7 @@ fn wgsl_tasks_go_only_to_nodes_that_run_wgsl() {
                 }
                 // A re-challenge: answered right.
                 work @ Work::Matmul { .. } => matmul_answer(&store, work, false),
+                Work::Infer { .. } => panic!("no inference was asked for: {task:?}"),
             };
             let effects = deliver_bytes(&mut core, &mut store, conn, kp, nonce, *seq, &task, &answer, now);
             *seq += 2;

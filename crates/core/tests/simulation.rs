@@ -311,6 +311,7 @@ impl Sim {
             }
             // The simulation does not run WGSL: an honest replica's output is a fixed function of the source.
             Work::Wgsl { source, .. } => bytes(&self.fetch(source).iter().map(|x| x * 2.0).collect::<Vec<_>>()),
+            Work::Infer { .. } => panic!("the simulated network lists no models"),
         }
     }
 
@@ -393,6 +394,7 @@ impl Sim {
                 }
                 ToNode::Registered { .. } | ToNode::Verdict { .. } | ToNode::Error { .. } => {}
                 ToNode::Tasks { .. } => panic!("a version-1 node was sent a version-2 tasks frame"),
+                ToNode::Open { .. } => panic!("the simulated network lists no models"),
             }
         }
     }

@@ -266,6 +266,8 @@ pub mod codes {
     pub const CLAWBACK: u16 = 16;
     /// The treasury's share of a conviction's slash put into a revoked job's escrow for its re-run.
     pub const RERUN_FUND: u16 = 17;
+    /// A model author's share of a verified inference's price.
+    pub const ROYALTY: u16 = 18;
     pub const STAKE: u16 = 20;
     pub const UNSTAKE: u16 = 21;
     pub const SLASH: u16 = 22;
@@ -284,6 +286,7 @@ pub mod codes {
             VERIFICATION_PAY => "verification payment",
             CLAWBACK => "clawback",
             RERUN_FUND => "re-run fund",
+            ROYALTY => "model royalty",
             STAKE => "stake",
             UNSTAKE => "unstake",
             SLASH => "slash",

@@ -13,6 +13,7 @@ pub mod generate;
 pub mod gguf;
 pub mod llama;
 pub mod proof;
+pub mod serve;
 pub mod tokenizer;
 
 pub use neurolov_kernels::quant;

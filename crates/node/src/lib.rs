@@ -1,7 +1,11 @@
 //! The native provider node: connects to a coordinator's WebSocket, answers the challenge with a signed
 //! registration, heartbeats, runs the tasks it is given with the kernels' executor (matmul on the backend its
 //! calibration chose, a client's WGSL in a sandboxed worker process), commits to each result before uploading it,
-//! reconnects with backoff when the connection drops, and on shutdown finishes or hands back its tasks.
+//! reconnects with backoff when the connection drops, and on shutdown finishes or hands back its tasks. Inference
+//! tasks run on the models it was started with (`infer.rs`): it answers, keeps what its proof commits to, and opens
+//! it when the coordinator challenges.
+
+mod infer;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -55,6 +59,8 @@ pub struct Settings {
     /// Demonstrations and tests only: return a wrong result for every task (and still commit to it), so that the
     /// network's verification and slashing can be watched at work.
     pub cheat: bool,
+    /// The models this node serves (claimed at registration; inference tasks for them run here).
+    pub models: Vec<Arc<neurolov_models::serve::Provider>>,
 }
 
 /// Runs the node until `shutdown` turns true.
@@ -154,6 +160,7 @@ async fn session(
     let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(OUTBOUND_QUEUE);
     let mut running = Running::default();
     let seeded = Arc::new(SeededCache::default());
+    let proofs = Arc::new(infer::HeldProofs::default());
     let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms.clamp(100, 3_600_000) / 2));
     loop {
         running.retain(|_, h| !h.is_finished());
@@ -182,6 +189,7 @@ async fn session(
                 };
                 let run = || TaskRun {
                     seeded: Arc::clone(&seeded),
+                    proofs: Arc::clone(&proofs),
                     settings: settings.clone(),
                     compute: Arc::clone(compute),
                     http: http.clone(),
@@ -261,7 +269,8 @@ async fn handshake(
     };
     let signer =
         Arc::new(Signer { keypair: settings.keypair.clone(), session: nonce, seq: AtomicU64::new(0), version });
-    let claimed = claimed_hardware(compute, settings.max_task_bytes, wgsl);
+    let mut claimed = claimed_hardware(compute, settings.max_task_bytes, wgsl);
+    claimed.models = settings.models.iter().map(|m| m.model.name.to_string()).collect();
     let register = signer.frame(|session, seq| FromNode::Register {
         version,
         session,
@@ -299,9 +308,14 @@ fn on_message(msg: ToNode, running: &mut Running, run: impl Fn() -> TaskRun) {
             if let Some(h) = running.remove(&(task_id, attempt)) {
                 h.abort();
             }
+            run().proofs.forget(task_id, attempt);
+        }
+        ToNode::Open { task_id, attempt, seed } => {
+            running.insert((task_id, attempt), tokio::spawn(run().open(task_id, attempt, seed)));
         }
         ToNode::Verdict { task_id, attempt, accepted, reason } => {
             tracing::info!(task_id, attempt, accepted, %reason, "verdict");
+            run().proofs.forget(task_id, attempt);
         }
         ToNode::Error { code, message } => tracing::warn!(?code, %message, "coordinator refused a frame"),
         ToNode::Challenge { .. } | ToNode::Registered { .. } => {}
@@ -416,6 +430,7 @@ pub fn claimed_hardware(compute: &Compute, max_task_bytes: u64, wgsl: bool) -> C
                 memory_bytes: max_task_bytes,
                 features,
                 wgsl,
+                models: Vec::new(),
             }
         }
         None => ClaimedHardware {
@@ -425,6 +440,7 @@ pub fn claimed_hardware(compute: &Compute, max_task_bytes: u64, wgsl: bool) -> C
             memory_bytes: max_task_bytes,
             features: Vec::new(),
             wgsl,
+            models: Vec::new(),
         },
     }
 }
@@ -474,6 +490,8 @@ impl SeededCache {
 struct TaskRun {
     /// The session's seeded inputs (see [`SeededCache`]).
     seeded: Arc<SeededCache>,
+    /// Answered inference requests kept until their proof is opened (see `infer.rs`).
+    proofs: Arc<infer::HeldProofs>,
     settings: Settings,
     compute: Arc<Compute>,
     http: reqwest::Client,
@@ -512,6 +530,8 @@ impl TaskRun {
             Work::Wgsl { source, entry_point, buffers, dispatch } => {
                 self.wgsl(source, entry_point, buffers, *dispatch).await?
             }
+            // Cheating, if asked to, is the inference's own (a forged answer under an honest root).
+            Work::Infer { model, request } => return self.infer(task, model, request).await,
         };
         if self.settings.cheat {
             // A plausible-looking forgery: one value changed (an exponent bit of the first f32), the rest honest.
@@ -585,23 +605,31 @@ impl TaskRun {
         let commit: Pending =
             Box::new(move |session, seq| FromNode::Commit { session, seq, task_id, attempt, result_hash: committed });
         self.out.send(Outgoing::Message(commit)).await.map_err(closed)?;
+        self.upload(result).await.context("uploading the result")?;
+        let done: Pending =
+            Box::new(move |session, seq| FromNode::Result { session, seq, task_id, attempt, result_hash: hash });
+        self.out.send(Outgoing::Message(done)).await.map_err(closed)?;
+        Ok(())
+    }
+
+    /// Stores `bytes` as a blob on the coordinator (a signed upload: it takes only what an attempt of this node may
+    /// store); returns its hash.
+    async fn upload(&self, bytes: Vec<u8>) -> anyhow::Result<String> {
+        let hash = blake3::hash(&bytes).to_hex().to_string();
         let path = format!("/v1/blobs/{hash}");
         let url = format!("{}{path}", self.settings.coordinator.trim_end_matches('/'));
         let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
         let mut put = self.http.put(url);
         for (header, value) in
-            neurolov_protocol::request::sign(&self.settings.keypair, "PUT", &path, now_ms as u64, &result)
+            neurolov_protocol::request::sign(&self.settings.keypair, "PUT", &path, now_ms as u64, &bytes)
         {
             put = put.header(header, value);
         }
-        let resp = put.body(result).send().await.context("uploading the result")?;
+        let resp = put.body(bytes).send().await?;
         if !resp.status().is_success() {
-            bail!("result upload refused: {}", resp.status());
+            bail!("upload refused: {}", resp.status());
         }
-        let done: Pending =
-            Box::new(move |session, seq| FromNode::Result { session, seq, task_id, attempt, result_hash: hash });
-        self.out.send(Outgoing::Message(done)).await.map_err(closed)?;
-        Ok(())
+        Ok(hash)
     }
 
     async fn bytes(&self, r: &DataRef) -> anyhow::Result<Vec<u8>> {

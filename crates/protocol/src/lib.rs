@@ -4,6 +4,7 @@
 
 pub mod envelope;
 pub mod identity;
+pub mod inference;
 pub mod messages;
 pub mod request;
 

@@ -104,6 +104,10 @@ pub struct ClaimedHardware {
     /// node that cannot run WGSL would fail every WGSL task it took until the job failed.
     #[serde(default)]
     pub wgsl: bool,
+    /// Models the node holds and runs (`Work::Infer`), by name: inference tasks for a model go only to nodes that
+    /// hold it. Absent (an older node) means none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
 }
 
 /// Where a task's input comes from.
@@ -143,13 +147,16 @@ impl DataRef {
 }
 
 /// The work of one task.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Work {
     /// C[m×n] = A[m×k]·B[k×n], f32 row-major; the result is C's little-endian bytes.
     Matmul { m: u32, n: u32, k: u32, a: DataRef, b: DataRef },
     /// A client's WGSL kernel; the result is the concatenation of its read-write buffers in binding order.
     Wgsl { source: DataRef, entry_point: String, buffers: Vec<WgslBuffer>, dispatch: [u32; 3] },
+    /// An inference with a model the node holds; the result is an [`crate::inference::InferOutput`]'s bytes, and
+    /// the node keeps what its root covers until the coordinator asks it to open it ([`ToNode::Open`]).
+    Infer { model: String, request: crate::inference::InferRequest },
 }
 
 /// One buffer of a WGSL task.
@@ -163,7 +170,7 @@ pub struct WgslBuffer {
 }
 
 /// A task offered to a node.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Task {
     pub task_id: u64,
     /// Incremented each time the task is handed out again.
@@ -211,6 +218,13 @@ pub enum ToNode {
     Cancel {
         task_id: u64,
         attempt: u32,
+    },
+    /// Open the proof of a delivered inference result: the challenge is drawn from `seed` (see
+    /// `neurolov_models::proof`), now that the node has committed to its root. Answered with [`FromNode::Opened`].
+    Open {
+        task_id: u64,
+        attempt: u32,
+        seed: u64,
     },
     /// The outcome of a result the node delivered.
     Verdict {
@@ -281,6 +295,14 @@ pub enum FromNode {
         results: Vec<InlineResult>,
         #[serde(default)]
         failed: Vec<GiveBack>,
+    },
+    /// The opening asked for by [`ToNode::Open`], uploaded as the blob `opening_hash`.
+    Opened {
+        session: String,
+        seq: u64,
+        task_id: u64,
+        attempt: u32,
+        opening_hash: String,
     },
     /// Graceful shutdown: unfinished tasks go back to the queue.
     Goodbye {
@@ -373,11 +395,16 @@ impl FromNode {
                 if claimed.features.len() > MAX_CLAIMED_FEATURES {
                     return Err(format!("more than {MAX_CLAIMED_FEATURES} claimed features"));
                 }
-                claimed.features.iter().try_for_each(|f| text("a claimed feature", f, MAX_FEATURE_NAME_BYTES))
+                claimed.features.iter().try_for_each(|f| text("a claimed feature", f, MAX_FEATURE_NAME_BYTES))?;
+                if claimed.models.len() > crate::inference::MAX_HELD_MODELS {
+                    return Err(format!("more than {} held models", crate::inference::MAX_HELD_MODELS));
+                }
+                claimed.models.iter().try_for_each(|m| text("a held model", m, crate::inference::MAX_MODEL_NAME_BYTES))
             }
             FromNode::Commit { result_hash, .. } | FromNode::Result { result_hash, .. } => {
                 text("result_hash", result_hash, MAX_TOKEN_BYTES)
             }
+            FromNode::Opened { opening_hash, .. } => text("opening_hash", opening_hash, MAX_TOKEN_BYTES),
             FromNode::Failed { reason, .. } => text("reason", reason, MAX_TEXT_BYTES),
             FromNode::Deliver { results, failed, .. } => {
                 if results.len() + failed.len() > MAX_BATCH_ITEMS {
@@ -404,6 +431,7 @@ impl FromNode {
             | FromNode::Result { session, seq, .. }
             | FromNode::Failed { session, seq, .. }
             | FromNode::Deliver { session, seq, .. }
+            | FromNode::Opened { session, seq, .. }
             | FromNode::Goodbye { session, seq } => (session, *seq),
         }
     }

@@ -14,6 +14,9 @@ pub(super) struct EvidenceDoc {
     pub(super) commit: neurolov_protocol::Envelope,
     pub(super) work: neurolov_protocol::messages::Work,
     pub(super) reason: String,
+    /// An inference's challenge seed and opening blob (absent in evidence of other work, and in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) opening: Option<(u64, String)>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -55,6 +58,10 @@ pub(super) enum SpecDoc {
         b: InputDoc,
         max_price_nano_per_gflop: u64,
         min_reliability: f64,
+    },
+    Infer {
+        model: String,
+        request: neurolov_protocol::inference::InferRequest,
     },
     Wgsl {
         source_hash: String,
@@ -145,6 +152,7 @@ pub(super) fn job_doc(r: &JobRecord) -> JobDoc {
             min_reliability: *min_reliability,
             features: features.clone(),
         },
+        JobSpec::Infer { model, request } => SpecDoc::Infer { model: model.clone(), request: request.clone() },
     };
     JobDoc {
         id: r.id,
@@ -184,6 +192,7 @@ pub(super) fn job_record(d: JobDoc) -> JobRecord {
             min_reliability,
             features,
         },
+        SpecDoc::Infer { model, request } => JobSpec::Infer { model, request },
     };
     let state = match d.state.as_str() {
         "done" => JobState::Done,
@@ -246,7 +255,7 @@ pub(super) fn node_doc(n: &NodeRecord) -> NodeDoc {
 }
 
 pub(super) fn evidence(d: EvidenceDoc) -> Evidence {
-    Evidence { task: d.task, attempt: d.attempt, commit: d.commit, work: d.work, reason: d.reason }
+    Evidence { task: d.task, attempt: d.attempt, commit: d.commit, work: d.work, reason: d.reason, opening: d.opening }
 }
 
 pub(super) fn evidence_doc(e: &Evidence) -> EvidenceDoc {
@@ -256,5 +265,6 @@ pub(super) fn evidence_doc(e: &Evidence) -> EvidenceDoc {
         commit: e.commit.clone(),
         work: e.work.clone(),
         reason: e.reason.clone(),
+        opening: e.opening.clone(),
     }
 }

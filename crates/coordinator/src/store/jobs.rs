@@ -114,14 +114,7 @@ pub async fn recorded_blobs(pool: &SqlitePool) -> anyhow::Result<std::collection
         .map(|(h,)| h)
         .collect();
     for (doc,) in sqlx::query_as::<_, (String,)>("SELECT doc FROM evidence").fetch_all(pool).await? {
-        let d: EvidenceDoc = serde_json::from_str(&doc)?;
-        let e = neurolov_core::Evidence {
-            task: d.task,
-            attempt: d.attempt,
-            commit: d.commit,
-            work: d.work,
-            reason: d.reason,
-        };
+        let e = super::docs::evidence(serde_json::from_str::<EvidenceDoc>(&doc)?);
         neurolov_core::evidence_blobs(&e, &mut blobs);
     }
     Ok(blobs)

@@ -536,7 +536,7 @@ impl Verdict {
         }
     }
 
-    fn malformed(reason: impl Into<String>) -> Verdict {
+    pub(crate) fn malformed(reason: impl Into<String>) -> Verdict {
         Verdict { malformed: Some(reason.into()), ..Verdict::new() }
     }
 
