@@ -6,6 +6,8 @@
 //! Amounts are integer nano-NLOV (`*_nano`); addresses are base58 ed25519 keys (Solana addresses); times are
 //! milliseconds since the Unix epoch (`*_ms`).
 
+pub mod openai;
+
 use neurolov_protocol::messages::Access;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

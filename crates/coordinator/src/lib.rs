@@ -10,7 +10,9 @@ pub mod auth;
 mod blobs;
 pub mod hosting;
 mod http;
+mod keys;
 mod money;
+mod openai;
 pub mod openapi;
 pub mod store;
 pub mod uploads;
@@ -124,6 +126,8 @@ pub struct Coordinator {
     pub(crate) jobs_finished: tokio::sync::watch::Sender<u64>,
     /// The models this coordinator lists and checks proofs of inference with.
     pub(crate) hosting: Arc<hosting::Hosting>,
+    /// The API keys of the OpenAI-compatible routes.
+    pub(crate) keys: keys::Keys,
 }
 
 /// Milliseconds since the Unix epoch: the core's clock (task deadlines are sent to nodes on it).
@@ -146,6 +150,7 @@ impl Coordinator {
         cfg.core.models = hosting.listings();
         let (store, restored) = store::open(&cfg.data_dir.join("coordinator.db")).await?;
         let pool = store.pool();
+        let keys = keys::Keys::load(&pool).await?;
         let (jobs, nodes) = (restored.jobs.len(), restored.nodes.len());
         let (core, effects) = Core::restore_with_key(cfg.core, cfg.secret_key, now_ms(), restored, &blobs);
         if jobs + nodes > 0 {
@@ -171,6 +176,7 @@ impl Coordinator {
             db: pool,
             jobs_finished: tokio::sync::watch::Sender::new(0),
             hosting: Arc::new(hosting),
+            keys,
         });
         tokio::spawn(verifier(Arc::clone(&coordinator), checks));
         coordinator.apply(effects);

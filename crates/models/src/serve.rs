@@ -174,6 +174,8 @@ pub struct Facts {
     pub opening_bytes_per_position: u64,
     /// About 2 × parameters, in MFLOP per position.
     pub mflop_per_token: u64,
+    /// Token ids run from 0 to this (exclusive).
+    pub vocab: u32,
 }
 
 /// The verifier of a hosted model.
@@ -239,6 +241,7 @@ impl Hosted {
                     opening_fixed_bytes: fixed,
                     opening_bytes_per_position: per,
                     mflop_per_token: (2 * (params + c.width * c.vocab) as u64).div_ceil(1_000_000),
+                    vocab: c.vocab as u32,
                 }
             }
             Engine::Embed(e) => {
@@ -255,6 +258,7 @@ impl Hosted {
                     opening_fixed_bytes: fixed,
                     opening_bytes_per_position: per,
                     mflop_per_token: (2 * params as u64).div_ceil(1_000_000),
+                    vocab: c.vocab_size as u32,
                 }
             }
         }
@@ -282,6 +286,16 @@ impl Hosted {
             Engine::Chat(m) => Ok(m.tokenizer.decode(tokens, true).map_err(EngineError::from)?),
             Engine::Embed(_) => Err(ServeError::Request(format!("{} is not a chat model", self.model.name))),
         }
+    }
+
+    /// The text each generated token adds, in order (a character split across tokens comes with its last one):
+    /// what a streamed answer sends piece by piece.
+    pub fn pieces(&self, tokens: &[u32]) -> Result<Vec<String>, ServeError> {
+        let Engine::Chat(m) = &self.engine else {
+            return Err(ServeError::Request(format!("{} is not a chat model", self.model.name)));
+        };
+        let mut stream = m.tokenizer.stream();
+        tokens.iter().map(|&t| Ok(stream.push(t).map_err(EngineError::from)?)).collect()
     }
 
     /// Checks a committed output's proof from the opening's bytes at the challenge `seed` means.

@@ -50,6 +50,8 @@ pub enum StoreMsg {
     /// Forget the results of archived jobs that finished before this time (ms): answered with how many task results
     /// went (their blobs are then collected, see `collect_blobs`).
     ExpireResults(u64, oneshot::Sender<u64>),
+    /// Keep an API key's record (by the hash of its secret), answered once it is on disk.
+    Key { hash: String, doc: String, done: oneshot::Sender<()> },
 }
 
 /// The writer's handle on the database: the pool, its own connection, and each ledger account's number.
@@ -134,6 +136,7 @@ async fn create_schema(pool: &SqlitePool, path: &Path) -> anyhow::Result<()> {
         "CREATE TABLE IF NOT EXISTS ledger_history (account INTEGER NOT NULL, seq INTEGER NOT NULL, \
          PRIMARY KEY (account, seq)) WITHOUT ROWID",
         "CREATE TABLE IF NOT EXISTS evidence (seq INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS api_keys (hash TEXT PRIMARY KEY, doc TEXT NOT NULL)",
     ] {
         sqlx::query(ddl).execute(pool).await?;
     }
@@ -224,12 +227,27 @@ pub async fn writer(mut store: Store, mut rx: mpsc::UnboundedReceiver<StoreMsg>)
         let mut flushes = Vec::new();
         let mut records = Vec::new();
         let mut expiries = Vec::new();
+        let mut keys = Vec::new();
         for m in batch {
             match m {
                 StoreMsg::Records(r) => records.extend(r),
                 StoreMsg::Flush(tx) => flushes.push(tx),
                 StoreMsg::ExpireResults(before_ms, tx) => expiries.push((before_ms, tx)),
+                StoreMsg::Key { hash, doc, done } => keys.push((hash, doc, done)),
             }
+        }
+        for (hash, doc, done) in keys {
+            let write = sqlx::query("INSERT OR REPLACE INTO api_keys (hash, doc) VALUES (?, ?)")
+                .bind(&hash)
+                .bind(&doc)
+                .execute(&mut store.conn)
+                .await;
+            if let Err(e) = write {
+                tracing::error!(error = %e, "storage write failed; stopping");
+                std::process::exit(70);
+            }
+            store.unsynced_since.get_or_insert_with(std::time::Instant::now);
+            flushes.push(done);
         }
         let started = std::time::Instant::now();
         // Someone waits on these records (a job's client, a transfer's sender), or soon will (a job ended: its
