@@ -298,6 +298,17 @@ pub struct EvidenceEntry {
     /// The task's inputs; the committed result is the blob named by the commit's `result_hash`.
     #[schema(value_type = Object)]
     pub work: neurolov_protocol::messages::Work,
+    /// An inference's proof as it was checked: the challenge's seed and the opening's blob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opening: Option<EvidenceOpening>,
+}
+
+/// The opening a convicted inference was checked with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EvidenceOpening {
+    pub seed: u64,
+    /// `GET /v1/blobs/{blob}`.
+    pub blob: String,
 }
 
 /// `GET /v1/verification`: the parameters of the tight Freivalds tolerance (`neurolov_verify::freivalds`, whose module

@@ -129,6 +129,9 @@ pub struct NodeArgs {
     /// Demonstrations only: return wrong results (the network catches and slashes this node).
     #[arg(long, hide = true)]
     cheat: bool,
+    /// Demonstrations only: forge inference answers, honest otherwise (the proofs catch and slash this node).
+    #[arg(long, hide = true)]
+    cheat_inference: bool,
     /// Pinned models to serve for inference: names separated by commas, `all` (those in the model cache), or
     /// `none`. Each is checked against its pinned hashes before it is loaded.
     #[arg(long, default_value = "none")]
@@ -341,6 +344,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         max_task_bytes: parse_bytes(&args.max_task_memory)?,
         worker: std::env::current_exe().ok(),
         cheat: args.cheat,
+        cheat_inference: args.cheat_inference,
         models: crate::models::providers(&args.models, args.models_dir.clone(), &args.model_backend, &compute)?,
     };
     if args.json {

@@ -208,6 +208,10 @@ pub(crate) async fn evidence(State(app): Shared) -> Response {
                 node: e.commit.signer.to_string(),
                 commit: e.commit.clone(),
                 work: e.work.clone(),
+                opening: e
+                    .opening
+                    .as_ref()
+                    .map(|(seed, blob)| api::EvidenceOpening { seed: *seed, blob: blob.clone() }),
             })
             .collect::<Vec<_>>()
     });

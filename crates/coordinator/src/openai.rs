@@ -33,8 +33,16 @@ pub const DEFAULT_MAX_TOKENS: u32 = 256;
 pub const MAX_STOP_SEQUENCES: usize = 4;
 pub const MAX_STOP_BYTES: usize = 256;
 
-/// An OpenAI-shaped refusal.
-pub(crate) fn refuse(status: StatusCode, kind: &str, code: Option<&str>, message: impl std::fmt::Display) -> Response {
+/// An OpenAI-shaped refusal: a status and `{"error": {...}}`.
+pub(crate) struct Refusal(StatusCode, Box<oa::OpenAiError>);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, Json(*self.1)).into_response()
+    }
+}
+
+pub(crate) fn refuse(status: StatusCode, kind: &str, code: Option<&str>, message: impl std::fmt::Display) -> Refusal {
     let body = oa::OpenAiError {
         error: oa::OpenAiErrorBody {
             message: message.to_string(),
@@ -43,18 +51,18 @@ pub(crate) fn refuse(status: StatusCode, kind: &str, code: Option<&str>, message
             code: code.map(str::to_string),
         },
     };
-    (status, Json(body)).into_response()
+    Refusal(status, Box::new(body))
 }
 
-fn bad_request(message: impl std::fmt::Display) -> Response {
+fn bad_request(message: impl std::fmt::Display) -> Refusal {
     refuse(StatusCode::BAD_REQUEST, "invalid_request_error", None, message)
 }
 
-fn key_refusal(e: KeyError) -> Response {
+fn key_refusal(e: KeyError) -> Refusal {
     refuse(StatusCode::UNAUTHORIZED, "invalid_request_error", Some("invalid_api_key"), e)
 }
 
-fn model_not_found(model: &str) -> Response {
+fn model_not_found(model: &str) -> Refusal {
     refuse(
         StatusCode::NOT_FOUND,
         "invalid_request_error",
@@ -64,12 +72,12 @@ fn model_not_found(model: &str) -> Response {
 }
 
 /// The account behind the request's bearer key.
-fn account(app: &App, headers: &HeaderMap) -> Result<Id, Response> {
+fn account(app: &App, headers: &HeaderMap) -> Result<Id, Refusal> {
     let authorization = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     app.coordinator.keys.authenticate(authorization).map_err(key_refusal)
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
     serde_json::from_slice(body).map_err(|e| bad_request(format!("malformed request: {e}")))
 }
 
@@ -101,7 +109,7 @@ struct Answered {
 }
 
 /// Submits `request` for `owner` and waits for its verified answer.
-async fn infer(app: &App, owner: Id, model: &str, request: InferRequest) -> Result<Answered, Response> {
+async fn infer(app: &App, owner: Id, model: &str, request: InferRequest) -> Result<Answered, Refusal> {
     let spec = JobSpec::Infer { model: model.to_string(), request: request.clone() };
     let submitted = app.coordinator.with_core(|core, blobs| match core.submit(now_ms(), owner, spec, blobs) {
         Ok((id, effects)) => (Ok(id), effects),
@@ -148,7 +156,7 @@ async fn infer(app: &App, owner: Id, model: &str, request: InferRequest) -> Resu
     Ok(Answered { output, provenance: oa::Provenance { job, node, cost_nano, verified: true } })
 }
 
-fn submit_refusal(e: SubmitError) -> Response {
+fn submit_refusal(e: SubmitError) -> Refusal {
     match e {
         SubmitError::InsufficientFunds { .. } => {
             refuse(StatusCode::PAYMENT_REQUIRED, "insufficient_quota", Some("insufficient_quota"), e)
@@ -163,7 +171,7 @@ fn submit_refusal(e: SubmitError) -> Response {
 }
 
 /// The hosted model a request names, of the kind it must be.
-fn hosted(app: &App, model: &str, chat: bool) -> Result<Arc<Hosted>, Response> {
+fn hosted(app: &App, model: &str, chat: bool) -> Result<Arc<Hosted>, Refusal> {
     let h = app.coordinator.hosting.get(model).cloned().ok_or_else(|| model_not_found(model))?;
     if h.facts().chat != chat {
         let kind = if chat { "chat completions" } else { "embeddings" };
@@ -177,11 +185,11 @@ fn hosted(app: &App, model: &str, chat: bool) -> Result<Arc<Hosted>, Response> {
 pub(crate) async fn embeddings(State(app): Shared, headers: HeaderMap, body: Bytes) -> Response {
     match embed(&app, &headers, &body).await {
         Ok(r) => Json(r).into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
-async fn embed(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<oa::EmbeddingResponse, Response> {
+async fn embed(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<oa::EmbeddingResponse, Refusal> {
     let owner = account(app, headers)?;
     let req: oa::EmbeddingRequest = parse(body)?;
     let model = hosted(app, &req.model, false)?;
@@ -222,7 +230,7 @@ async fn embed_ids(
     texts: Vec<Vec<u32>>,
     base64: bool,
     facts: neurolov_models::serve::Facts,
-) -> Result<oa::EmbeddingResponse, Response> {
+) -> Result<oa::EmbeddingResponse, Refusal> {
     if texts.iter().flatten().any(|&t| t >= facts.vocab) {
         return Err(bad_request(format!("a token id is not in the model's vocabulary (0..{})", facts.vocab)));
     }
@@ -255,7 +263,7 @@ async fn embed_ids(
 }
 
 /// A chat request's messages as the template reads them.
-fn messages(req: &oa::ChatRequest) -> Result<Vec<Message>, Response> {
+fn messages(req: &oa::ChatRequest) -> Result<Vec<Message>, Refusal> {
     if req.messages.is_empty() {
         return Err(bad_request("messages is empty"));
     }
@@ -287,7 +295,7 @@ fn messages(req: &oa::ChatRequest) -> Result<Vec<Message>, Response> {
         .collect()
 }
 
-fn stops(stop: &Option<oa::Stop>) -> Result<Vec<String>, Response> {
+fn stops(stop: &Option<oa::Stop>) -> Result<Vec<String>, Refusal> {
     let stops = match stop {
         None => Vec::new(),
         Some(oa::Stop::One(s)) => vec![s.clone()],
@@ -324,11 +332,11 @@ fn cut_at_stops(pieces: Vec<String>, stops: &[String]) -> (Vec<String>, bool) {
 pub(crate) async fn chat_completions(State(app): Shared, headers: HeaderMap, body: Bytes) -> Response {
     match chat(&app, &headers, &body).await {
         Ok(r) => r,
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
-async fn chat(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<Response, Response> {
+async fn chat(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<Response, Refusal> {
     let owner = account(app, headers)?;
     let req: oa::ChatRequest = parse(body)?;
     let model = hosted(app, &req.model, true)?;
@@ -458,18 +466,18 @@ fn stream(
 }
 
 /// Verifies a signed request (any method) and returns its account.
-fn signed_by(app: &App, headers: &HeaderMap, method: &str, path: &str, body: &[u8]) -> Result<Id, Response> {
+fn signed_by(app: &App, headers: &HeaderMap, method: &str, path: &str, body: &[u8]) -> Result<Id, Box<Response>> {
     let header = |name: &'static str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-    app.replay.verify(header, method, path, body, now_ms()).map_err(|e| crate::app::error(e.status(), e))
+    app.replay.verify(header, method, path, body, now_ms()).map_err(|e| Box::new(crate::app::error(e.status(), e)))
 }
 
 /// Writes a key's record and waits until it is on disk.
-async fn keep_key(app: &App, hash: String, doc: &crate::keys::KeyDoc) -> Result<(), Response> {
+async fn keep_key(app: &App, hash: String, doc: &crate::keys::KeyDoc) -> Result<(), Box<Response>> {
     let (done, written) = tokio::sync::oneshot::channel();
     let doc = serde_json::to_string(doc).unwrap_or_default();
     let sent = app.coordinator.store.send(crate::store::StoreMsg::Key { hash, doc, done }).is_ok();
     if !sent || written.await.is_err() {
-        return Err(crate::app::error(StatusCode::INTERNAL_SERVER_ERROR, "the key could not be stored"));
+        return Err(Box::new(crate::app::error(StatusCode::INTERNAL_SERVER_ERROR, "the key could not be stored")));
     }
     Ok(())
 }
@@ -479,7 +487,7 @@ async fn keep_key(app: &App, hash: String, doc: &crate::keys::KeyDoc) -> Result<
 pub(crate) async fn create_key(State(app): Shared, headers: HeaderMap, body: Bytes) -> Response {
     let owner = match signed_by(&app, &headers, "POST", "/v1/keys", &body) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let req: oa::KeyRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -490,7 +498,7 @@ pub(crate) async fn create_key(State(app): Shared, headers: HeaderMap, body: Byt
         Err(e) => return crate::app::error(StatusCode::BAD_REQUEST, e),
     };
     if let Err(r) = keep_key(&app, hash, &doc).await {
-        return r;
+        return *r;
     }
     Json(oa::KeyCreated { key: secret, entry: doc.entry() }).into_response()
 }
@@ -502,7 +510,7 @@ pub(crate) async fn list_keys(State(app): Shared, headers: HeaderMap) -> Respons
         Ok(owner) => {
             Json(app.coordinator.keys.of(&owner).iter().map(|k| k.entry()).collect::<Vec<_>>()).into_response()
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -516,14 +524,14 @@ pub(crate) async fn revoke_key(
 ) -> Response {
     let owner = match signed_by(&app, &headers, "POST", &format!("/v1/keys/{id}/revoke"), &body) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (hash, doc) = match app.coordinator.keys.revoke(&owner, &id, now_ms()) {
         Ok(k) => k,
         Err(e) => return crate::app::error(StatusCode::NOT_FOUND, e),
     };
     if let Err(r) = keep_key(&app, hash, &doc).await {
-        return r;
+        return *r;
     }
     Json(doc.entry()).into_response()
 }

@@ -60,6 +60,7 @@ use utoipa::OpenApi;
         api::UnstakeReply,
         api::FaucetReply,
         api::EvidenceEntry,
+        api::EvidenceOpening,
         api::VerificationParams,
         api::LedgerStats,
         api::Stats,

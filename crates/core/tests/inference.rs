@@ -319,7 +319,7 @@ fn an_opening_larger_than_the_request_needs_or_not_asked_for_is_refused() {
     net.commit(&task, answer(vec![4, 5], Finish::Stop, Some(0)));
     // 1000 + 100 · (3 + 5) bytes at most.
     let huge = vec![1u8; 1_801];
-    assert!(!net.core.claim_upload(&net.kp.id(), huge.len() as u64, &blake3::hash(&huge).to_hex().to_string()));
+    assert!(!net.core.claim_upload(&net.kp.id(), huge.len() as u64, blake3::hash(&huge).to_hex().as_ref()));
     net.store.0.insert(blake3::hash(&huge).to_hex().to_string(), huge.clone().into());
     assert_eq!(error_code(&net.open(&task, &huge)), Some(ErrorCode::TooLarge));
     let effects = net.open(&task, b"opening");

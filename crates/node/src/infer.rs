@@ -18,12 +18,15 @@ use crate::{Outgoing, Pending, TaskRun};
 /// A long chat's record is tens of MiB.
 pub const MAX_HELD_PROOFS: usize = 16;
 
+/// An answered attempt (task, attempt) with the model that ran it and what its root covers.
+type HeldProof = ((u64, u32), Arc<Provider>, Arc<Held>);
+
 /// Answered inference attempts waiting for their challenge, oldest first.
 #[derive(Default)]
-pub(crate) struct HeldProofs(Mutex<VecDeque<((u64, u32), Arc<Provider>, Arc<Held>)>>);
+pub(crate) struct HeldProofs(Mutex<VecDeque<HeldProof>>);
 
 impl HeldProofs {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<((u64, u32), Arc<Provider>, Arc<Held>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<HeldProof>> {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -45,7 +48,7 @@ impl HeldProofs {
     }
 }
 
-/// The forged answer of a cheating node (`Settings::cheat`, demonstrations and tests): one value or token changed
+/// The forged answer of a cheating node (`Settings::cheat_inference`, demonstrations and tests): one value or token changed
 /// after the honest run, under the honest run's root.
 fn forge(answer: &mut Answer) {
     match answer {
@@ -75,7 +78,7 @@ impl TaskRun {
         let request = request.clone();
         let runner = Arc::clone(&provider);
         let (mut output, held) = tokio::task::spawn_blocking(move || runner.answer(&request)).await??;
-        if self.settings.cheat {
+        if self.settings.cheat_inference {
             forge(&mut output.answer);
         }
         tracing::info!(task = task.task_id, model, tokens = output.output_tokens(), "inference answered");

@@ -59,6 +59,9 @@ pub struct Settings {
     /// Demonstrations and tests only: return a wrong result for every task (and still commit to it), so that the
     /// network's verification and slashing can be watched at work.
     pub cheat: bool,
+    /// Demonstrations and tests only: forge every inference answer (one value or token changed under the honest
+    /// run's root) while computing everything else honestly, attestation included.
+    pub cheat_inference: bool,
     /// The models this node serves (claimed at registration; inference tasks for them run here).
     pub models: Vec<Arc<neurolov_models::serve::Provider>>,
 }

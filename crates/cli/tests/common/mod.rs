@@ -54,9 +54,12 @@ pub fn serve_with(procs: &mut Procs, dir: &std::path::Path, listen: &str, extra:
 
 /// A coordinator with exactly these `serve` arguments (and a data directory in `dir`); its URL.
 pub fn serve_args(procs: &mut Procs, dir: &std::path::Path, args: &[&str]) -> String {
+    // Hosting the models (seconds of loading) only where a test asks for it.
+    let models: &[&str] = if args.contains(&"--models") { &[] } else { &["--models", "none"] };
     let mut child = neurolov()
         .arg("serve")
         .args(args)
+        .args(models)
         .arg("--data")
         .arg(dir.join("coordinator"))
         .stdout(Stdio::piped())
