@@ -9,6 +9,7 @@ mod keys;
 mod loadgen;
 mod models;
 mod net;
+mod netbench;
 mod npy;
 mod wallet;
 

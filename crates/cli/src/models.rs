@@ -54,6 +54,15 @@ pub enum ModelsCommand {
         json: bool,
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Measure through a coordinator's OpenAI-compatible API instead (`scripts/bench-inference`): the same
+        /// sentences and prompt, answered by the network's nodes and verified, with `--api-key`.
+        #[arg(long)]
+        network: Option<String>,
+        #[arg(long)]
+        api_key: Option<String>,
+        /// Requests in flight at once through the network (one per node serving the model).
+        #[arg(long, default_value_t = 2)]
+        concurrency: usize,
     },
     /// Check that the cache holds models (all when none is named) with their pinned hashes.
     Check {
@@ -90,7 +99,25 @@ pub fn models(cmd: ModelsCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ModelsCommand::Bench { backend, sentences, batch, prompt_tokens, decode_tokens, passes, only, json, dir } => {
+        ModelsCommand::Bench {
+            backend,
+            sentences,
+            batch,
+            prompt_tokens,
+            decode_tokens,
+            passes,
+            only,
+            json,
+            dir,
+            network,
+            api_key,
+            concurrency,
+        } => {
+            if let Some(url) = network {
+                let key = api_key.context("--network needs --api-key")?;
+                let shape = crate::netbench::Shape { sentences, batch, decode_tokens, passes, concurrency };
+                return crate::netbench::run(&url, &key, &shape, json);
+            }
             let cache = cache(dir)?;
             let name = format!("{backend:?}").to_lowercase();
             let mut figures = Vec::new();
@@ -102,6 +129,7 @@ pub fn models(cmd: ModelsCommand) -> anyhow::Result<()> {
                 let path = fetch::model_dir(&cache, &SMOLLM2_135M_INSTRUCT).join(SMOLLM2_135M_INSTRUCT.files[0].name);
                 let mut model = ChatModel::load(&path, backend)?;
                 figures.extend(bench::generation(&mut model, &name, prompt_tokens, decode_tokens, passes)?);
+                figures.push(bench::chat_request(&mut model, &name, decode_tokens, passes)?);
             }
             if only.as_deref() == Some("proof") {
                 let mut embedder = Embedder::load(&fetch::model_dir(&cache, &ALL_MINILM_L6_V2), backend)?;

@@ -76,7 +76,7 @@ pub struct Figure {
     pub passes: usize,
 }
 
-fn figure(bench: &'static str, backend: &str, unit: &'static str, rates: &[f64]) -> Figure {
+pub fn figure(bench: &'static str, backend: &str, unit: &'static str, rates: &[f64]) -> Figure {
     let mut sorted = rates.to_vec();
     sorted.sort_by(f64::total_cmp);
     let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
@@ -143,6 +143,31 @@ pub fn generation(
         }
     }
     Ok([figure("smollm2_prefill", backend, "tokens", &prefill), figure("smollm2_decode", backend, "tokens", &decode)])
+}
+
+/// The question a whole chat request asks in the benchmarks (here and through the network, `neurolov models bench
+/// --network`): a user message through the chat template.
+pub const BENCH_QUESTION: &str = "Explain in a few sentences why the sky is blue.";
+
+/// Generated tokens per second of a whole chat request — template, prefill and up to `decode_tokens` greedy tokens
+/// (until the model's stop token, as through the network) — the figure a client sees, here on the local engine.
+pub fn chat_request(
+    model: &mut ChatModel,
+    backend: &str,
+    decode_tokens: usize,
+    passes: usize,
+) -> Result<Figure, EngineError> {
+    let messages = [crate::generate::Message { role: "user".into(), content: BENCH_QUESTION.into() }];
+    let prompt = model.prompt(&messages)?;
+    let mut rates = Vec::new();
+    for pass in 0..=passes {
+        let started = Instant::now();
+        let g = model.generate(&prompt, decode_tokens, &Sampling::GREEDY, |_| std::ops::ControlFlow::Continue(()))?;
+        if pass > 0 {
+            rates.push(g.tokens.len() as f64 / started.elapsed().as_secs_f64());
+        }
+    }
+    Ok(figure("smollm2_request", backend, "tokens", &rates))
 }
 
 /// What verifying one chat request costs next to generating it (`neurolov models bench --only proof`): seconds,

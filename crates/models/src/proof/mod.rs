@@ -33,7 +33,8 @@
 //! output moved by 1%, invented activations — at every layer, each opened at one position, so any change a whole
 //! layer shares is caught with certainty; a change confined to a few positions with probability (opened /
 //! positions) per layer. A token its logits do not give is caught when its decision is opened ([`HEAD_OPENINGS`]
-//! of them, or all when fewer: probability HEAD_OPENINGS / decisions per forged token). Figures: `tests/proof.rs`
+//! of them, or all when fewer: the last always — a run cut short by a forged stop is caught with certainty — the
+//! others with probability (HEAD_OPENINGS − 1) / (decisions − 1) per forged token). Figures: `tests/proof.rs`
 //! (honest CPU and lavapipe runs within 0.13 of the tight tolerance; every cheat beyond the rigorous bound) and
 //! `neurolov models bench --only proof` (the check's share of the CPU generation's time: 0.6% for 128 + 256
 //! tokens, 1.3% for 128 + 64, ~4% for 32 + 16 — a fixed ≈ 6 ms for the logits and the layers' products plus a part
@@ -277,14 +278,19 @@ pub struct Challenge {
 
 impl Challenge {
     /// One uniformly drawn position per layer and up to [`HEAD_OPENINGS`] distinct decisions, from `seed` (the
-    /// verifier's secret).
+    /// verifier's secret): always the last one — it ends the run, so an answer cut short by a stop token its
+    /// logits did not give is caught with certainty (a run that stops for length must have every token asked for) —
+    /// and the others uniformly among the rest.
     pub fn draw(seed: u64, layers: usize, positions: usize, decisions: usize) -> Challenge {
         let mut rng = SplitMix64::new(seed);
         let below = |rng: &mut SplitMix64, n: usize| (rng.next_f64() * n as f64) as usize % n.max(1);
         let pairs = (0..layers).map(|l| (l, below(&mut rng, positions))).collect();
         let mut all: Vec<usize> = (0..decisions).collect();
         let take = decisions.min(HEAD_OPENINGS);
-        for i in 0..take {
+        if take > 0 {
+            all.swap(0, decisions - 1);
+        }
+        for i in 1..take {
             let j = i + below(&mut rng, decisions - i);
             all.swap(i, j);
         }
@@ -920,12 +926,15 @@ mod tests {
             c.decisions.iter().for_each(|&d| at_decision[d] += 1);
         }
         let expect_position = draws as f64 / positions as f64;
-        let expect_decision = draws as f64 * HEAD_OPENINGS as f64 / decisions as f64;
+        // The last decision every time; the others uniformly among the rest.
+        let expect_decision = draws as f64 * (HEAD_OPENINGS - 1) as f64 / (decisions - 1) as f64;
         // Five standard deviations of a binomial count.
         let close = |n: usize, e: f64, p: f64| (n as f64 - e).abs() < 5.0 * (e * (1.0 - p)).sqrt();
         assert!(at_position.iter().all(|&n| close(n, expect_position, 1.0 / positions as f64)), "{at_position:?}");
-        let p = HEAD_OPENINGS as f64 / decisions as f64;
-        assert!(at_decision.iter().all(|&n| close(n, expect_decision, p)), "{at_decision:?}");
+        assert_eq!(at_decision[decisions - 1], draws as usize, "the run's last decision is always opened");
+        let p = (HEAD_OPENINGS - 1) as f64 / (decisions - 1) as f64;
+        let rest = &at_decision[..decisions - 1];
+        assert!(rest.iter().all(|&n| close(n, expect_decision, p)), "{at_decision:?}");
         let few = Challenge::draw(1, 2, 1, 3);
         assert_eq!((few.pairs, few.decisions), (vec![(0, 0), (1, 0)], vec![0, 1, 2]), "fewer decisions: all opened");
     }
