@@ -39,6 +39,21 @@ pub struct ModelObject {
     pub max_tokens: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dimensions: Option<u32>,
+    /// Neurolov, the marketplace's figures: the author's royalty share (basis points), active nodes serving it, and
+    /// its verified use since the coordinator started.
+    pub royalty_bps: u64,
+    pub providers: u64,
+    pub usage: ModelUsage,
+}
+
+/// A model's verified use.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModelUsage {
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Paid to its author.
+    pub royalties_nano: u64,
 }
 
 /// `GET /v1/models`.

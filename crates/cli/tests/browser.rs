@@ -12,55 +12,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::{Procs, get_json, post_signed, serve, start_node, submit, temp_dir, wait_for};
-
-fn chromium() -> Option<PathBuf> {
-    let found = ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|name| {
-        let out = Command::new("which").arg(name).output().ok()?;
-        out.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var("NEUROLOV_REQUIRE_BROWSER").as_deref() != Ok("1"),
-            "chromium is not installed and NEUROLOV_REQUIRE_BROWSER=1"
-        );
-        eprintln!("chromium not found: browser tests skipped");
-    }
-    found
-}
-
-/// Chromium's headless flags that give WebGPU on SwiftShader.
-fn browser(chromium: &Path, profile: &Path) -> Command {
-    let mut c = Command::new(chromium);
-    c.args([
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-gpu-sandbox",
-        "--enable-unsafe-webgpu",
-        // Without it, WebGL's software fallback is "deprecated" and about one launch in three hands the page a
-        // context that renders nothing (all zeros).
-        "--enable-unsafe-swiftshader",
-        "--disable-background-timer-throttling",
-        "--disable-renderer-backgrounding",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .stdout(Stdio::null());
-    // The page's console (and Chromium's own complaints) go to a file beside the profile: a failing run's tabs can
-    // be read afterwards.
-    match std::fs::File::create(profile.with_extension("log")) {
-        Ok(log) => c.arg("--enable-logging=stderr").stderr(log),
-        Err(_) => c.stderr(Stdio::null()),
-    };
-    c
-}
+use common::{Procs, browser, chromium, get_json, post_signed, serve, start_node, submit, temp_dir, wait_for};
 
 /// On a failing test, prints what every tab wrote to its console: the page's own account of what went wrong.
 struct TabLogs(PathBuf);

@@ -198,6 +198,29 @@ fn verified_inference_through_the_openai_api() {
     check(401, "invalid_api_key", post(&url, "/v1/embeddings", &poor, embed_request));
 
     official_client(&url, &key, &mut reference);
+    marketplace(&url, &dir);
+}
+
+/// The models' figures in `/v1/models` and on the dashboard's marketplace: prices, providers, verified use.
+fn marketplace(url: &str, dir: &std::path::Path) {
+    let models = get_json(&format!("{url}/v1/models"));
+    let embed = models["data"].as_array().unwrap().iter().find(|m| m["id"] == EMBED).unwrap().clone();
+    assert!(embed["usage"]["requests"].as_u64() >= Some(1), "{embed}");
+    assert_eq!(embed["providers"], 1, "the honest node serves it (the convicted one is no longer active): {embed}");
+    let Some(chromium) = common::chromium() else { return };
+    let dump = common::browser(&chromium, &dir.join("profile-dashboard"))
+        .args(["--dump-dom", "--virtual-time-budget=5000", "--window-size=1280,1000"])
+        .arg(format!("{url}/"))
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dump.stdout);
+    for id in [EMBED, CHAT] {
+        let row = dom.split(&format!("data-model=\"{id}\"")).nth(1).and_then(|r| r.split("</tr>").next()).unwrap_or("");
+        assert!(!row.is_empty(), "the dashboard does not list {id}");
+        let requests = row.split("class=\"requests\">").nth(1).and_then(|r| r.split('<').next()).unwrap_or("");
+        assert!(requests.parse::<u64>().is_ok_and(|n| n >= 1), "{id}: requests shown as {requests:?} in {row}");
+    }
 }
 
 /// The official Python client, unmodified: models, embeddings (its default base64 and float), chat with and

@@ -84,10 +84,18 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
 /// `GET /v1/models`: the hosted models, with their kind and prices.
 #[utoipa::path(get, path = "/v1/models", tag = "openai", responses((status = 200, body = oa::ModelList)))]
 pub(crate) async fn models(State(app): Shared) -> Json<oa::ModelList> {
-    let listings = app.coordinator.read_core(|c| c.models().to_vec());
+    let listings = app.coordinator.read_core(|c| {
+        let serving = |name: &str| {
+            c.nodes()
+                .iter()
+                .filter(|n| n.state == neurolov_core::NodeState::Active && n.claimed.models.iter().any(|m| m == name))
+                .count()
+        };
+        c.models().iter().map(|m| (m.clone(), c.model_usage(&m.name), serving(&m.name) as u64)).collect::<Vec<_>>()
+    });
     let data = listings
         .into_iter()
-        .map(|m| oa::ModelObject {
+        .map(|(m, usage, providers)| oa::ModelObject {
             id: m.name.clone(),
             object: "model".into(),
             created: 0,
@@ -97,6 +105,14 @@ pub(crate) async fn models(State(app): Shared) -> Json<oa::ModelList> {
             price_output_nano_per_1k: m.price_out_nano_per_1k,
             max_tokens: m.max_positions,
             dimensions: (m.width > 0).then_some(m.width),
+            royalty_bps: if m.author.is_some() { m.royalty_bps } else { 0 },
+            providers,
+            usage: oa::ModelUsage {
+                requests: usage.requests,
+                input_tokens: usage.input_tokens,
+                output_tokens: usage.output_tokens,
+                royalties_nano: usage.royalties_nano,
+            },
         })
         .collect();
     Json(oa::ModelList { object: "list".into(), data })

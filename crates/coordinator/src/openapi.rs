@@ -67,6 +67,7 @@ use utoipa::OpenApi;
         api::openai::OpenAiError,
         api::openai::OpenAiErrorBody,
         api::openai::ModelObject,
+        api::openai::ModelUsage,
         api::openai::ModelList,
         api::openai::EmbeddingInput,
         api::openai::EmbeddingRequest,

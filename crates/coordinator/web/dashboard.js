@@ -1,5 +1,6 @@
-// The dashboard: the network's key statistics, its nodes, recent jobs and their verification, and a chart of
-// throughput, all read from the coordinator's public API every two seconds.
+// The dashboard: the network's key statistics, its nodes, the AI models it serves (the marketplace: prices, authors,
+// providers, use and earnings), recent jobs and their verification, and a chart of throughput, all read from the
+// coordinator's public API every two seconds.
 
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 2000;
@@ -49,8 +50,8 @@ function drawChart() {
 
 async function poll() {
   try {
-    const [stats, nodes, jobs] = await Promise.all(
-      ["/v1/stats", "/v1/nodes", "/v1/jobs?limit=20"].map((u) => fetch(u).then((r) => r.json())),
+    const [stats, nodes, jobs, models] = await Promise.all(
+      ["/v1/stats", "/v1/nodes", "/v1/jobs?limit=20", "/v1/models"].map((u) => fetch(u).then((r) => r.json())),
     );
     // The whitepaper's figures: GPU nodes apart from software adapters and CPUs; uptime and utilization as averages
     // over time (crates/core/src/usage.rs), not seconds since genesis or this instant's load.
@@ -81,6 +82,24 @@ async function poll() {
       cell(row, n.score == null ? "–" : Number(n.score).toFixed(3));
       cell(row, n.tasks_verified);
       body.appendChild(row);
+    }
+    // Nano-NLOV per 1,000 tokens is NLOV per 10⁹ … per million tokens: ÷ 10⁶.
+    const perMillion = (nanoPer1k) => (Number(nanoPer1k) / 1e6).toLocaleString("en", { maximumFractionDigits: 6 });
+    const mbody = $("models");
+    mbody.replaceChildren();
+    for (const m of models.data) {
+      const row = document.createElement("tr");
+      row.dataset.model = m.id;
+      cell(row, m.id);
+      cell(row, m.kind);
+      cell(row, perMillion(m.price_input_nano_per_1k));
+      cell(row, m.kind === "chat" ? perMillion(m.price_output_nano_per_1k) : "–");
+      cell(row, m.owned_by === "neurolov" ? "open model (no royalty)" : `${m.owned_by.slice(0, 10)}… (${m.royalty_bps / 100}%)`);
+      cell(row, m.providers);
+      cell(row, m.usage.requests, "requests");
+      cell(row, Number(m.usage.input_tokens) + Number(m.usage.output_tokens));
+      cell(row, `${(Number(m.usage.royalties_nano) / 1e9).toLocaleString("en", { maximumFractionDigits: 9 })} NLOV`);
+      mbody.appendChild(row);
     }
     const jbody = $("jobs");
     jbody.replaceChildren();

@@ -3,7 +3,7 @@
 #![allow(dead_code)] // Each test binary uses its own subset.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -212,4 +212,50 @@ pub fn get_result(url: &str, key: Option<&std::path::Path>, job: u64) -> (u16, V
         let status = resp.status().as_u16();
         (status, resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default())
     })
+}
+
+/// The Chromium this machine has (`None`: browser tests are skipped, unless `NEUROLOV_REQUIRE_BROWSER=1`).
+pub fn chromium() -> Option<PathBuf> {
+    let found = ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|name| {
+        let out = Command::new("which").arg(name).output().ok()?;
+        out.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("NEUROLOV_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "chromium is not installed and NEUROLOV_REQUIRE_BROWSER=1"
+        );
+        eprintln!("chromium not found: browser tests skipped");
+    }
+    found
+}
+
+/// Chromium's headless flags that give WebGPU on SwiftShader.
+pub fn browser(chromium: &Path, profile: &Path) -> Command {
+    let mut c = Command::new(chromium);
+    c.args([
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-gpu-sandbox",
+        "--enable-unsafe-webgpu",
+        // Without it, WebGL's software fallback is "deprecated" and about one launch in three hands the page a
+        // context that renders nothing (all zeros).
+        "--enable-unsafe-swiftshader",
+        "--disable-background-timer-throttling",
+        "--disable-renderer-backgrounding",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .stdout(Stdio::null());
+    // The page's console (and Chromium's own complaints) go to a file beside the profile: a failing run's tabs can
+    // be read afterwards.
+    match std::fs::File::create(profile.with_extension("log")) {
+        Ok(log) => c.arg("--enable-logging=stderr").stderr(log),
+        Err(_) => c.stderr(Stdio::null()),
+    };
+    c
 }
