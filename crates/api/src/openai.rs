@@ -326,3 +326,43 @@ mod tests {
         assert_eq!((c.stream, c.max_completion_tokens), (Some(true), Some(5)));
     }
 }
+
+/// One file of a published model: its path inside the model's directory, size, and blake3 (hex) — its blob's name
+/// (`GET /v1/blobs/{blake3}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ModelFile {
+    pub name: String,
+    pub size: u64,
+    pub blake3: String,
+}
+
+/// `POST /v1/models` (signed by the author, whose account is paid the royalty): a model for the marketplace. Its
+/// files are uploaded as blobs first; the coordinator loads it (it must be an architecture the engine runs and
+/// verifies: a BERT sentence encoder or a Llama GGUF) before it is listed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModelManifest {
+    /// `[A-Za-z0-9._-]`, at most 64 bytes; unique on the coordinator.
+    pub name: String,
+    pub version: String,
+    /// `embeddings` or `chat`.
+    pub kind: String,
+    pub license: String,
+    pub files: Vec<ModelFile>,
+    pub price_input_nano_per_1k: u64,
+    #[serde(default)]
+    pub price_output_nano_per_1k: u64,
+    /// The author's share of each verified request's price (basis points, at most 5,000).
+    pub royalty_bps: u64,
+}
+
+/// `GET /v1/models/{name}`: a published model's manifest, who signed it and when (the signed request's headers:
+/// anyone can check the author's signature over the manifest's bytes).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PublishedModel {
+    pub manifest: ModelManifest,
+    pub author: String,
+    pub published_ms: u64,
+    /// The manifest exactly as signed (its blake3 is what the signature covers), and the signature (base58).
+    pub manifest_json: String,
+    pub signature: String,
+}

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
+use neurolov_api::openai as oa;
 use neurolov_models::bench;
 use neurolov_models::catalog::{ALL_MINILM_L6_V2, MODELS, Model, SMOLLM2_135M_INSTRUCT, find};
 use neurolov_models::device::BackendKind;
@@ -63,6 +64,38 @@ pub enum ModelsCommand {
         /// Requests in flight at once through the network (one per node serving the model).
         #[arg(long, default_value_t = 2)]
         concurrency: usize,
+    },
+    /// Publish a model to a coordinator's marketplace: its files (a sentence-transformers directory, or a directory
+    /// with one Llama GGUF) are uploaded as blobs, then the manifest is signed with your key — you are its author,
+    /// paid its royalty on every verified request.
+    Publish {
+        /// The model's directory.
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "1.0.0")]
+        version: String,
+        /// `embeddings` or `chat`.
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        license: String,
+        /// Prices in nano-NLOV per 1,000 tokens.
+        #[arg(long)]
+        price_input: u64,
+        #[arg(long, default_value_t = 0)]
+        price_output: u64,
+        /// Your share of each request's price, in basis points (at most 5,000).
+        #[arg(long, default_value_t = 0)]
+        royalty_bps: u64,
+        #[command(flatten)]
+        client: crate::net::ClientArgs,
+    },
+    /// A published model's signed manifest, or with no name the coordinator's models and their figures.
+    Show {
+        name: Option<String>,
+        #[command(flatten)]
+        client: crate::net::ClientArgs,
     },
     /// Check that the cache holds models (all when none is named) with their pinned hashes.
     Check {
@@ -159,6 +192,78 @@ pub fn models(cmd: ModelsCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        ModelsCommand::Publish {
+            dir,
+            name,
+            version,
+            kind,
+            license,
+            price_input,
+            price_output,
+            royalty_bps,
+            client,
+        } => {
+            let kp = crate::net::load_or_create_key(client.key)?;
+            let url = client.coordinator.trim_end_matches('/').to_string();
+            let files = model_files(&dir)?;
+            let rt = crate::net::runtime()?;
+            let mut entries = Vec::new();
+            for (rel, path) in files {
+                let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                let size = bytes.len() as u64;
+                let blake3 = rt.block_on(crate::jobs::upload(&url, &kp, bytes))?;
+                entries.push(oa::ModelFile { name: rel, size, blake3 });
+            }
+            let manifest = oa::ModelManifest {
+                name,
+                version,
+                kind,
+                license,
+                files: entries,
+                price_input_nano_per_1k: price_input,
+                price_output_nano_per_1k: price_output,
+                royalty_bps,
+            };
+            let body = serde_json::to_vec(&manifest)?;
+            let record: oa::PublishedModel = rt.block_on(crate::net::signed_post(&url, &kp, "/v1/models", body))?;
+            if client.json {
+                println!("{}", serde_json::to_string(&record)?);
+            } else {
+                println!("{} {} published by {}", record.manifest.name, record.manifest.version, record.author);
+            }
+            Ok(())
+        }
+        ModelsCommand::Show { name, client } => {
+            let url = client.coordinator.trim_end_matches('/');
+            let rt = crate::net::runtime()?;
+            match name {
+                Some(name) => {
+                    let record: oa::PublishedModel =
+                        rt.block_on(crate::net::get_json(format!("{url}/v1/models/{name}")))?;
+                    println!("{}", serde_json::to_string_pretty(&record)?);
+                }
+                None => {
+                    let list: oa::ModelList = rt.block_on(crate::net::get_json(format!("{url}/v1/models")))?;
+                    if client.json {
+                        println!("{}", serde_json::to_string(&list)?);
+                    }
+                    for m in list.data.iter().filter(|_| !client.json) {
+                        println!(
+                            "{:<28} {:<10} in {:>9} out {:>9} nano/1k  {} providers  {} requests  royalties {} nano  ({})",
+                            m.id,
+                            m.kind,
+                            m.price_input_nano_per_1k,
+                            m.price_output_nano_per_1k,
+                            m.providers,
+                            m.usage.requests,
+                            m.usage.royalties_nano,
+                            m.owned_by
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
         ModelsCommand::Check { names, dir } => {
             let cache = cache(dir)?;
             for model in chosen(&names)? {
@@ -211,9 +316,11 @@ fn chosen(names: &[String]) -> anyhow::Result<Vec<Model>> {
 /// The models a coordinator or node is asked to serve: names separated by commas, `all` (every pinned model whose
 /// files are in `cache`, at their pinned sizes: the hashes are checked when they are loaded), or `none`.
 pub(crate) fn served(spec: &str, cache: &std::path::Path) -> anyhow::Result<Vec<Model>> {
-    match spec.trim() {
-        "none" | "" => Ok(Vec::new()),
-        "all" => Ok(MODELS
+    let names: Vec<String> =
+        spec.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty() && n != "none").collect();
+    match names.iter().any(|n| n == "all") {
+        false if names.is_empty() => Ok(Vec::new()),
+        true => Ok(MODELS
             .into_iter()
             .filter(|m| {
                 m.files.iter().all(|f| {
@@ -221,19 +328,82 @@ pub(crate) fn served(spec: &str, cache: &std::path::Path) -> anyhow::Result<Vec<
                 })
             })
             .collect()),
-        names => chosen(&names.split(',').map(|n| n.trim().to_string()).collect::<Vec<_>>()),
+        false => chosen(&names),
     }
 }
 
-/// The models a node serves, loaded (each file checked against its pinned hash first) on the backend asked for.
+/// A model directory's files as (path inside it, path on disk): its files and those one directory down.
+fn model_files(dir: &std::path::Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).context("a file name that is not UTF-8")?.to_string();
+        if path.is_dir() {
+            for inner in std::fs::read_dir(&path)? {
+                let inner = inner?.path();
+                if inner.is_file() {
+                    let file = inner.file_name().and_then(|n| n.to_str()).context("a file name that is not UTF-8")?;
+                    files.push((format!("{name}/{file}"), inner.clone()));
+                }
+            }
+        } else if path.is_file() {
+            files.push((name, path));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// A published model's files in `cache` (`published/<name>/`), fetched from the coordinator by hash where missing
+/// or not matching its manifest; the directory, every file checked against its blake3.
+fn fetch_published(coordinator: &str, name: &str, cache: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let url = coordinator.trim_end_matches('/');
+    let rt = crate::net::runtime()?;
+    let record: oa::PublishedModel = rt
+        .block_on(crate::net::get_json(format!("{url}/v1/models/{name}")))
+        .with_context(|| format!("no pinned model {name}, and the coordinator has no published one"))?;
+    let dir = cache.join("published").join(name);
+    for f in &record.manifest.files {
+        if f.name.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+            bail!("{name}: the manifest names a file outside the model ({})", f.name);
+        }
+        let path = dir.join(&f.name);
+        if std::fs::read(&path).is_ok_and(|b| blake3::hash(&b).to_hex().as_str() == f.blake3) {
+            continue;
+        }
+        let bytes = rt.block_on(async {
+            let resp = crate::net::http().get(format!("{url}/v1/blobs/{}", f.blake3)).send().await?;
+            anyhow::ensure!(resp.status().is_success(), "{}: {}", f.name, resp.status());
+            Ok(resp.bytes().await?)
+        })?;
+        if blake3::hash(&bytes).to_hex().as_str() != f.blake3 || bytes.len() as u64 != f.size {
+            bail!("{name}: {} does not match its manifest", f.name);
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, &bytes)?;
+    }
+    tracing::info!(model = name, author = %record.author, "published model fetched and checked");
+    Ok(dir)
+}
+
+/// The models a node serves, loaded (each file checked against its pinned hash first, or for a published model
+/// against its manifest's blake3, fetched from `coordinator` when missing) on the backend asked for.
 pub(crate) fn providers(
     spec: &str,
     dir: Option<PathBuf>,
     backend: &str,
     compute: &neurolov_kernels::backend::Compute,
+    coordinator: &str,
 ) -> anyhow::Result<Vec<std::sync::Arc<neurolov_models::serve::Provider>>> {
     let cache = cache(dir)?;
-    let models = served(spec, &cache)?;
+    let (pinned, published): (Vec<String>, Vec<String>) = spec
+        .split(',')
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .partition(|n| find(n).is_some() || n == "all" || n == "none");
+    let models = served(&pinned.join(","), &cache)?;
     let backend = match backend {
         "cpu" => BackendKind::Cpu,
         "gpu" => BackendKind::Gpu,
@@ -249,6 +419,12 @@ pub(crate) fn providers(
             tracing::info!(model = m.name, ?backend, "serving model");
             Ok(std::sync::Arc::new(p))
         })
+        .chain(published.iter().map(|name| {
+            let dir = fetch_published(coordinator, name, &cache)?;
+            let p = neurolov_models::serve::Provider::load_dir(name, &dir, backend)?;
+            tracing::info!(model = %name, ?backend, "serving published model");
+            Ok(std::sync::Arc::new(p))
+        }))
         .collect()
 }
 

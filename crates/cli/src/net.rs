@@ -334,7 +334,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         tracing::info!(%kernel, %backend, "kernel backend");
     }
     let settings = neurolov_node::Settings {
-        coordinator: args.coordinator,
+        coordinator: args.coordinator.clone(),
         keypair,
         operator,
         operator_delegation,
@@ -345,7 +345,13 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         worker: std::env::current_exe().ok(),
         cheat: args.cheat,
         cheat_inference: args.cheat_inference,
-        models: crate::models::providers(&args.models, args.models_dir.clone(), &args.model_backend, &compute)?,
+        models: crate::models::providers(
+            &args.models,
+            args.models_dir.clone(),
+            &args.model_backend,
+            &compute,
+            &args.coordinator,
+        )?,
     };
     if args.json {
         let plan: serde_json::Map<String, serde_json::Value> =

@@ -199,6 +199,110 @@ fn verified_inference_through_the_openai_api() {
 
     official_client(&url, &key, &mut reference);
     marketplace(&url, &dir);
+    published_model(&mut procs, &url, &dir, &key, &mut reference);
+}
+
+/// An author publishes a model (a copy of MiniLM's files, under its own name, price and royalty); a node fetches it
+/// from the coordinator by hash and serves it; a client's verified request pays the author its royalty.
+fn published_model(procs: &mut Procs, url: &str, dir: &std::path::Path, key: &str, reference: &mut Reference) {
+    let author = dir.join("author.json");
+    assert!(neurolov().args(["keygen", "--out"]).arg(&author).output().unwrap().status.success());
+    let out = neurolov().args(["wallet", "faucet", "--coordinator", url, "--key"]).arg(&author).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let files = dir.join("community-minilm");
+    let source = model_dir(&cache_dir().unwrap(), &ALL_MINILM_L6_V2);
+    for f in ALL_MINILM_L6_V2.files {
+        std::fs::create_dir_all(files.join(f.name).parent().unwrap()).unwrap();
+        std::fs::copy(source.join(f.name), files.join(f.name)).unwrap();
+    }
+    let publish = |name: &str, dir: &std::path::Path| {
+        neurolov()
+            .args(["models", "publish"])
+            .arg(dir)
+            .args(["--name", name, "--kind", "embeddings", "--license", "Apache-2.0", "--price-input", "40000"])
+            .args(["--royalty-bps", "2000", "--coordinator", url, "--key"])
+            .arg(&author)
+            .output()
+            .unwrap()
+    };
+    let taken = publish(EMBED, &files);
+    assert!(!taken.status.success() && String::from_utf8_lossy(&taken.stderr).contains("409"), "a listed name");
+    let garbage = dir.join("garbage-model");
+    std::fs::create_dir_all(&garbage).unwrap();
+    std::fs::write(garbage.join("config.json"), b"{\"not\": \"a bert\"}").unwrap();
+    let refused = publish("garbage", &garbage);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("cannot load"), "{stderr}");
+    let published = publish("minilm-community", &files);
+    assert!(published.status.success(), "{}", String::from_utf8_lossy(&published.stderr));
+    let record = get_json(&format!("{url}/v1/models/minilm-community"));
+    assert_eq!(record["manifest"]["files"].as_array().map(Vec::len), Some(ALL_MINILM_L6_V2.files.len()), "{record}");
+
+    // A node told to serve it fetches its files by hash and checks them against the manifest.
+    let models_dir = dir.join("fetching-node-models");
+    let node_key = dir.join("fetching.json");
+    assert!(neurolov().args(["keygen", "--out"]).arg(&node_key).output().unwrap().status.success());
+    let child = neurolov()
+        .args([
+            "node",
+            "--coordinator",
+            url,
+            "--backend",
+            "cpu",
+            "--models",
+            "minilm-community",
+            "--model-backend",
+            "cpu",
+        ])
+        .arg("--models-dir")
+        .arg(&models_dir)
+        .arg("--key")
+        .arg(&node_key)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    procs.0.push(child);
+    let texts = ["a model published by its author"];
+    let (status, body) = post(
+        url,
+        "/v1/embeddings",
+        key,
+        serde_json::json!({ "model": "minilm-community", "input": texts, "encoding_format": "float" }),
+    );
+    assert_eq!(status, 200, "{body}");
+    let reply = json(&body);
+    reference.assert_embeddings(&texts, &serde_json::json!([reply["data"][0]["embedding"]]));
+    assert!(models_dir.join("published/minilm-community/1_Pooling/config.json").exists(), "the node cached the files");
+    // Price ⌈tokens · 40,000 / 1,000⌉, the author's 20% of it.
+    let tokens = reply["usage"]["prompt_tokens"].as_u64().unwrap();
+    let royalty = (tokens * 40_000).div_ceil(1_000) * 2_000 / 10_000;
+    let author_id = json(
+        &String::from_utf8(
+            neurolov()
+                .args(["wallet", "balance", "--json", "--coordinator", url, "--key"])
+                .arg(&author)
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap(),
+    );
+    let faucet = 1_000 * neurolov_ledger::NANO_PER_NLOV;
+    assert_eq!(author_id["balance_nano"].as_u64(), Some(faucet + royalty), "{author_id}");
+    let listed = get_json(&format!("{url}/v1/models"));
+    let community = listed["data"].as_array().unwrap().iter().find(|m| m["id"] == "minilm-community").unwrap().clone();
+    assert_eq!(community["usage"]["royalties_nano"].as_u64(), Some(royalty), "{community}");
+    assert_eq!(community["royalty_bps"], 2000);
+
+    // A restarted coordinator lists it again, loaded from its data directory, and still owes nothing to nobody.
+    let coordinator = &mut procs.0[0];
+    coordinator.kill().unwrap();
+    coordinator.wait().unwrap();
+    let url = serve_with(procs, dir, "127.0.0.1:0", &["--models", "all"]);
+    let listed = get_json(&format!("{url}/v1/models"));
+    let ids: Vec<&str> = listed["data"].as_array().unwrap().iter().filter_map(|m| m["id"].as_str()).collect();
+    assert_eq!(ids, [EMBED, CHAT, "minilm-community"], "{listed}");
+    assert_eq!(get_json(&format!("{url}/v1/models/minilm-community"))["author"], author_id["address"]);
 }
 
 /// The models' figures in `/v1/models` and on the dashboard's marketplace: prices, providers, verified use.

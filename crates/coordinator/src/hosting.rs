@@ -1,8 +1,9 @@
 //! The models this coordinator lists and verifies (issue 13). Each pinned model it is started with is loaded from
 //! the model cache on the CPU — the coordinator tokenizes requests with it, renders chat templates, decodes answers —
 //! with a verifier whose secret projections come from the coordinator's secret key (never from anything a node could
-//! learn). The listing the core prices and schedules by is derived from the model itself; the prices of the models
-//! listed from genesis are constants here until authors publish their own (the registry).
+//! learn); so is each model an author published (`registry.rs`). The listing the core prices and schedules by is
+//! derived from the model itself and, for a published one, its manifest (prices, royalty, author); the prices of the
+//! models listed from genesis are constants here.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,10 +19,17 @@ pub const EMBED_PRICE_NANO_PER_1K: u64 = 20_000;
 pub const CHAT_INPUT_PRICE_NANO_PER_1K: u64 = 100_000;
 pub const CHAT_OUTPUT_PRICE_NANO_PER_1K: u64 = 300_000;
 
-/// The hosted models, by name.
+/// The hosted models, in listing order, and the published ones' records.
 #[derive(Debug, Default)]
 pub struct Hosting {
-    models: Vec<Arc<Hosted>>,
+    models: std::sync::RwLock<Vec<Arc<Hosted>>>,
+    published: std::sync::RwLock<Vec<neurolov_api::openai::PublishedModel>>,
+}
+
+/// The secret seed of `name`'s verifier, from the coordinator's key.
+pub(crate) fn verifier_seed(secret_key: &[u8; 32], name: &str) -> u64 {
+    let hash = blake3::keyed_hash(secret_key, format!("verifier of {name}").as_bytes());
+    u64::from_le_bytes(hash.as_bytes()[..8].try_into().unwrap_or_default())
 }
 
 impl Hosting {
@@ -32,29 +40,56 @@ impl Hosting {
         for model in models {
             neurolov_models::fetch::check(cache, model)
                 .map_err(|e| anyhow::anyhow!("{}: {e} (fetch it with `neurolov models fetch`)", model.name))?;
-            let seed = u64::from_le_bytes(
-                blake3::keyed_hash(secret_key, format!("verifier of {}", model.name).as_bytes()).as_bytes()[..8]
-                    .try_into()
-                    .unwrap_or_default(),
-            );
             let started = std::time::Instant::now();
-            hosted.push(Arc::new(Hosted::load(cache, *model, seed)?));
+            hosted.push(Arc::new(Hosted::load(cache, *model, verifier_seed(secret_key, model.name))?));
             tracing::info!(model = model.name, took_ms = started.elapsed().as_millis() as u64, "model hosted");
         }
-        Ok(Hosting { models: hosted })
+        Ok(Hosting { models: std::sync::RwLock::new(hosted), published: Default::default() })
     }
 
-    /// The listings the core prices, schedules and sizes openings by.
+    /// The genesis models' listings the core prices, schedules and sizes openings by.
     pub fn listings(&self) -> Vec<ModelListing> {
-        self.models.iter().map(|h| listing(h)).collect()
+        self.read().iter().map(|h| listing(h)).collect()
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<Hosted>> {
-        self.models.iter().find(|h| h.model.name == name)
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Hosted>>> {
+        self.models.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub fn all(&self) -> &[Arc<Hosted>] {
-        &self.models
+    pub fn get(&self, name: &str) -> Option<Arc<Hosted>> {
+        self.read().iter().find(|h| h.name == name).cloned()
+    }
+
+    /// Hosts a published model; its listing (to hand the core).
+    pub(crate) fn publish(
+        &self,
+        hosted: Hosted,
+        record: neurolov_api::openai::PublishedModel,
+        author: neurolov_protocol::Id,
+    ) -> ModelListing {
+        let m = &record.manifest;
+        let listing = ModelListing {
+            price_in_nano_per_1k: m.price_input_nano_per_1k,
+            price_out_nano_per_1k: m.price_output_nano_per_1k,
+            author: Some(author),
+            royalty_bps: m.royalty_bps,
+            ..listing(&hosted)
+        };
+        self.models.write().unwrap_or_else(std::sync::PoisonError::into_inner).push(Arc::new(hosted));
+        self.published.write().unwrap_or_else(std::sync::PoisonError::into_inner).push(record);
+        listing
+    }
+
+    /// A published model's record.
+    pub(crate) fn published(&self, name: &str) -> Option<neurolov_api::openai::PublishedModel> {
+        let published = self.published.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        published.iter().find(|p| p.manifest.name == name).cloned()
+    }
+
+    /// The blobs of published models' files: nodes fetch them, so the blob collector keeps them.
+    pub(crate) fn file_blobs(&self) -> Vec<String> {
+        let published = self.published.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        published.iter().flat_map(|p| p.manifest.files.iter().map(|f| f.blake3.clone())).collect()
     }
 }
 
@@ -66,7 +101,7 @@ fn listing(h: &Hosted) -> ModelListing {
         (ModelKind::Embeddings, EMBED_PRICE_NANO_PER_1K, 0)
     };
     ModelListing {
-        name: h.model.name.to_string(),
+        name: h.name.clone(),
         kind,
         price_in_nano_per_1k: price_in,
         price_out_nano_per_1k: price_out,

@@ -22,7 +22,7 @@ use neurolov_api::MAX_JOB_WAIT_MS;
 use crate::app::{App, Shared, error};
 use crate::auth::ReplayCache;
 use crate::blobs::is_hash;
-use crate::{Coordinator, MAX_BLOB_BYTES, Outbound, money, now_ms, openai, web};
+use crate::{Coordinator, MAX_BLOB_BYTES, Outbound, money, now_ms, openai, registry, web};
 
 /// Largest JSON request body.
 const MAX_JSON_BYTES: usize = 1 << 20;
@@ -56,7 +56,8 @@ pub(crate) fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/v1/faucet", post(money::faucet).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
         .route("/v1/evidence", get(money::evidence))
         .route("/v1/stats", get(money::stats))
-        .route("/v1/models", get(openai::models))
+        .route("/v1/models", get(openai::models).post(registry::publish).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
+        .route("/v1/models/{name}", get(registry::show))
         .route("/v1/embeddings", post(openai::embeddings).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
         .route("/v1/chat/completions", post(openai::chat_completions).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
         .route("/v1/keys", post(openai::create_key).get(openai::list_keys).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))

@@ -14,6 +14,7 @@ mod keys;
 mod money;
 mod openai;
 pub mod openapi;
+mod registry;
 pub mod store;
 pub mod uploads;
 mod web;
@@ -128,6 +129,9 @@ pub struct Coordinator {
     pub(crate) hosting: Arc<hosting::Hosting>,
     /// The API keys of the OpenAI-compatible routes.
     pub(crate) keys: keys::Keys,
+    /// Where published models are put together (`registry.rs`), and the key their verifiers' seeds come from.
+    pub(crate) data_dir: PathBuf,
+    pub(crate) secret_key: [u8; 32],
 }
 
 /// Milliseconds since the Unix epoch: the core's clock (task deadlines are sent to nodes on it).
@@ -151,6 +155,8 @@ impl Coordinator {
         let (store, restored) = store::open(&cfg.data_dir.join("coordinator.db")).await?;
         let pool = store.pool();
         let keys = keys::Keys::load(&pool).await?;
+        // Published models after the genesis ones, in the order they were published: their scheduler bits stay.
+        cfg.core.models.extend(registry::restore(&pool, &cfg.data_dir, cfg.secret_key, &hosting).await?);
         let (jobs, nodes) = (restored.jobs.len(), restored.nodes.len());
         let (core, effects) = Core::restore_with_key(cfg.core, cfg.secret_key, now_ms(), restored, &blobs);
         if jobs + nodes > 0 {
@@ -177,6 +183,8 @@ impl Coordinator {
             jobs_finished: tokio::sync::watch::Sender::new(0),
             hosting: Arc::new(hosting),
             keys,
+            data_dir: cfg.data_dir.clone(),
+            secret_key: cfg.secret_key,
         });
         tokio::spawn(verifier(Arc::clone(&coordinator), checks));
         coordinator.apply(effects);
@@ -458,6 +466,7 @@ pub async fn collect_blobs(
     // The database first: a result recorded after it was read is still named by the core's state read next.
     let mut keep = store::recorded_blobs(&coordinator.db).await?;
     keep.extend(coordinator.read_core(|c| c.live_blobs()));
+    keep.extend(coordinator.hosting.file_blobs());
     let blobs = coordinator.blobs.clone();
     Ok(tokio::task::spawn_blocking(move || blobs.collect(&keep, grace)).await?)
 }

@@ -188,7 +188,7 @@ fn submit_refusal(e: SubmitError) -> Refusal {
 
 /// The hosted model a request names, of the kind it must be.
 fn hosted(app: &App, model: &str, chat: bool) -> Result<Arc<Hosted>, Refusal> {
-    let h = app.coordinator.hosting.get(model).cloned().ok_or_else(|| model_not_found(model))?;
+    let h = app.coordinator.hosting.get(model).ok_or_else(|| model_not_found(model))?;
     if h.facts().chat != chat {
         let kind = if chat { "chat completions" } else { "embeddings" };
         return Err(bad_request(format!("`{model}` does not serve {kind}")));
@@ -491,7 +491,8 @@ fn signed_by(app: &App, headers: &HeaderMap, method: &str, path: &str, body: &[u
 async fn keep_key(app: &App, hash: String, doc: &crate::keys::KeyDoc) -> Result<(), Box<Response>> {
     let (done, written) = tokio::sync::oneshot::channel();
     let doc = serde_json::to_string(doc).unwrap_or_default();
-    let sent = app.coordinator.store.send(crate::store::StoreMsg::Key { hash, doc, done }).is_ok();
+    let table = crate::store::DocTable::ApiKeys;
+    let sent = app.coordinator.store.send(crate::store::StoreMsg::Doc { table, key: hash, doc, done }).is_ok();
     if !sent || written.await.is_err() {
         return Err(Box::new(crate::app::error(StatusCode::INTERNAL_SERVER_ERROR, "the key could not be stored")));
     }

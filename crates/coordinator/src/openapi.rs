@@ -31,6 +31,8 @@ use utoipa::OpenApi;
         crate::money::evidence,
         crate::money::stats,
         crate::openai::models,
+        crate::registry::publish,
+        crate::registry::show,
         crate::openai::embeddings,
         crate::openai::chat_completions,
         crate::openai::create_key,
@@ -92,6 +94,9 @@ use utoipa::OpenApi;
         api::openai::KeyRequest,
         api::openai::KeyEntry,
         api::openai::KeyCreated,
+        api::openai::ModelFile,
+        api::openai::ModelManifest,
+        api::openai::PublishedModel,
     ))
 )]
 pub struct ApiDoc;

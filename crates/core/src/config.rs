@@ -76,7 +76,8 @@ pub struct Config {
     /// Most finished jobs kept in memory: past it the oldest are archived sooner.
     pub max_finished_jobs_in_memory: usize,
     /// The models inference jobs may ask for (at most [`crate::MAX_LISTED_MODELS`]; the shell lists those it can
-    /// verify).
+    /// verify). The one parameter that grows while the core runs: a published model is appended
+    /// (`Core::list_model`).
     pub models: Vec<crate::ModelListing>,
 }
 

@@ -247,6 +247,24 @@ impl Core {
         &self.cfg.models
     }
 
+    /// Lists a model published while the network runs, after those it started with (their scheduler bits do not
+    /// move); nodes that already claim it are rescored, and requests may wait for it no longer.
+    pub fn list_model(&mut self, now_ms: u64, listing: ModelListing) -> Result<Vec<Effect>, String> {
+        self.advance(now_ms);
+        if self.cfg.models.iter().any(|m| m.name == listing.name) {
+            return Err(format!("a model named {} is listed", listing.name));
+        }
+        if self.cfg.models.len() >= MAX_LISTED_MODELS {
+            return Err(format!("at most {MAX_LISTED_MODELS} models are listed"));
+        }
+        self.cfg.models.push(listing);
+        for id in self.registry.ids() {
+            self.sync_scheduler(id);
+        }
+        self.dispatch();
+        Ok(self.take_effects())
+    }
+
     /// `model`'s verified use since this core started.
     pub fn model_usage(&self, model: &str) -> ModelUsage {
         self.model_usage.get(model).cloned().unwrap_or_default()

@@ -32,13 +32,17 @@ enum Engine {
 }
 
 impl Engine {
-    fn load(cache: &Path, model: &Model, backend: BackendKind) -> Result<Engine, EngineError> {
-        let dir = crate::fetch::model_dir(cache, model);
-        // The chat model is one GGUF file; the embedding model a sentence-transformers directory.
-        if model.files.iter().any(|f| f.name.ends_with(".gguf")) {
-            Ok(Engine::Chat(ChatModel::load(&dir.join(model.files[0].name), backend)?))
-        } else {
-            Ok(Engine::Embed(Embedder::load(&dir, backend)?))
+    /// The model in `dir`: a chat model is one GGUF file (Llama architecture), an embedding model a
+    /// sentence-transformers directory (BERT encoder, `model.safetensors`, `config.json`, `tokenizer.json`, mean
+    /// pooling).
+    fn load(dir: &Path, backend: BackendKind) -> Result<Engine, EngineError> {
+        let entries =
+            std::fs::read_dir(dir).map_err(|source| EngineError::Read { path: dir.display().to_string(), source })?;
+        let gguf =
+            entries.filter_map(Result::ok).map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "gguf"));
+        match gguf {
+            Some(path) => Ok(Engine::Chat(ChatModel::load(&path, backend)?)),
+            None => Ok(Engine::Embed(Embedder::load(dir, backend)?)),
         }
     }
 }
@@ -54,7 +58,8 @@ pub struct Held {
 /// A model a provider node serves: one request at a time (the engine's state is a mutable device context).
 #[derive(Debug)]
 pub struct Provider {
-    pub model: Model,
+    /// The name it is listed under.
+    pub name: String,
     engine: Mutex<Engine>,
 }
 
@@ -100,9 +105,14 @@ fn chat_run<'a>(
 }
 
 impl Provider {
-    /// `model` from the cache, on `backend`.
+    /// A pinned `model` from the cache, on `backend`.
     pub fn load(cache: &Path, model: Model, backend: BackendKind) -> Result<Provider, ServeError> {
-        Ok(Provider { model, engine: Mutex::new(Engine::load(cache, &model, backend)?) })
+        Provider::load_dir(model.name, &crate::fetch::model_dir(cache, &model), backend)
+    }
+
+    /// The model in `dir` (its files already checked), listed as `name`, on `backend`.
+    pub fn load_dir(name: &str, dir: &Path, backend: BackendKind) -> Result<Provider, ServeError> {
+        Ok(Provider { name: name.to_string(), engine: Mutex::new(Engine::load(dir, backend)?) })
     }
 
     fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
@@ -132,7 +142,7 @@ impl Provider {
                 let mut recorder = Recorder::for_encoder(&e.weights().config);
                 (Answer::Embeddings(e.embed_ids_traced(texts, &mut recorder)?), recorder)
             }
-            _ => return Err(ServeError::Request(format!("{} does not answer this kind of request", self.model.name))),
+            _ => return Err(ServeError::Request(format!("{} does not answer this kind of request", self.name))),
         };
         let root = recorder.commit()?;
         let output = InferOutput { root, answer: answer.clone() };
@@ -187,14 +197,15 @@ enum Verifier {
 /// A model as a coordinator hosts it: its tokenizer and chat template (requests arrive as text), and its secret
 /// verifier (prepared once from the coordinator's secret seed).
 pub struct Hosted {
-    pub model: Model,
+    /// The name it is listed under.
+    pub name: String,
     engine: Engine,
     verifier: Verifier,
 }
 
 impl std::fmt::Debug for Hosted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hosted").field("model", &self.model.name).finish_non_exhaustive()
+        f.debug_struct("Hosted").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
@@ -218,12 +229,17 @@ impl Hosted {
     /// `model` from the cache (on the CPU: the coordinator tokenizes with it and its verifier reads its weights),
     /// with a verifier of secret `seed`.
     pub fn load(cache: &Path, model: Model, seed: u64) -> Result<Hosted, ServeError> {
-        let engine = Engine::load(cache, &model, BackendKind::Cpu)?;
+        Hosted::load_dir(model.name, &crate::fetch::model_dir(cache, &model), seed)
+    }
+
+    /// The model in `dir` (its files already checked), listed as `name`, with a verifier of secret `seed`.
+    pub fn load_dir(name: &str, dir: &Path, seed: u64) -> Result<Hosted, ServeError> {
+        let engine = Engine::load(dir, BackendKind::Cpu)?;
         let verifier = match &engine {
             Engine::Chat(m) => Verifier::Chat(Box::new(ChatVerifier::prepare(m.weights(), seed)?)),
             Engine::Embed(e) => Verifier::Embed(Box::new(EmbedVerifier::prepare(e.weights(), seed)?)),
         };
-        Ok(Hosted { model, engine, verifier })
+        Ok(Hosted { name: name.to_string(), engine, verifier })
     }
 
     pub fn facts(&self) -> Facts {
@@ -276,7 +292,7 @@ impl Hosted {
     pub fn prompt(&self, messages: &[Message]) -> Result<(Vec<u32>, Vec<u32>), ServeError> {
         match &self.engine {
             Engine::Chat(m) => Ok((m.prompt(messages)?, m.stop_tokens().to_vec())),
-            Engine::Embed(_) => Err(ServeError::Request(format!("{} is not a chat model", self.model.name))),
+            Engine::Embed(_) => Err(ServeError::Request(format!("{} is not a chat model", self.name))),
         }
     }
 
@@ -284,7 +300,7 @@ impl Hosted {
     pub fn decode(&self, tokens: &[u32]) -> Result<String, ServeError> {
         match &self.engine {
             Engine::Chat(m) => Ok(m.tokenizer.decode(tokens, true).map_err(EngineError::from)?),
-            Engine::Embed(_) => Err(ServeError::Request(format!("{} is not a chat model", self.model.name))),
+            Engine::Embed(_) => Err(ServeError::Request(format!("{} is not a chat model", self.name))),
         }
     }
 
@@ -292,7 +308,7 @@ impl Hosted {
     /// what a streamed answer sends piece by piece.
     pub fn pieces(&self, tokens: &[u32]) -> Result<Vec<String>, ServeError> {
         let Engine::Chat(m) = &self.engine else {
-            return Err(ServeError::Request(format!("{} is not a chat model", self.model.name)));
+            return Err(ServeError::Request(format!("{} is not a chat model", self.name)));
         };
         let mut stream = m.tokenizer.stream();
         tokens.iter().map(|&t| Ok(stream.push(t).map_err(EngineError::from)?)).collect()

@@ -72,7 +72,7 @@ impl TaskRun {
             .settings
             .models
             .iter()
-            .find(|p| p.model.name == model)
+            .find(|p| p.name == model)
             .cloned()
             .ok_or_else(|| anyhow!("this node does not serve {model}"))?;
         let request = request.clone();

@@ -273,7 +273,7 @@ async fn handshake(
     let signer =
         Arc::new(Signer { keypair: settings.keypair.clone(), session: nonce, seq: AtomicU64::new(0), version });
     let mut claimed = claimed_hardware(compute, settings.max_task_bytes, wgsl);
-    claimed.models = settings.models.iter().map(|m| m.model.name.to_string()).collect();
+    claimed.models = settings.models.iter().map(|m| m.name.clone()).collect();
     let register = signer.frame(|session, seq| FromNode::Register {
         version,
         session,

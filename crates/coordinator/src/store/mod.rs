@@ -50,8 +50,25 @@ pub enum StoreMsg {
     /// Forget the results of archived jobs that finished before this time (ms): answered with how many task results
     /// went (their blobs are then collected, see `collect_blobs`).
     ExpireResults(u64, oneshot::Sender<u64>),
-    /// Keep an API key's record (by the hash of its secret), answered once it is on disk.
-    Key { hash: String, doc: String, done: oneshot::Sender<()> },
+    /// Keep a shell record — an API key (by the hash of its secret), a published model (by its name) — answered once
+    /// it is on disk.
+    Doc { table: DocTable, key: String, doc: String, done: oneshot::Sender<()> },
+}
+
+/// The tables of the shell's own records (not the core's): a fixed set, never a name from a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DocTable {
+    ApiKeys,
+    PublishedModels,
+}
+
+impl DocTable {
+    fn upsert(self) -> &'static str {
+        match self {
+            DocTable::ApiKeys => "INSERT OR REPLACE INTO api_keys (hash, doc) VALUES (?, ?)",
+            DocTable::PublishedModels => "INSERT OR REPLACE INTO published_models (name, doc) VALUES (?, ?)",
+        }
+    }
 }
 
 /// The writer's handle on the database: the pool, its own connection, and each ledger account's number.
@@ -137,6 +154,7 @@ async fn create_schema(pool: &SqlitePool, path: &Path) -> anyhow::Result<()> {
          PRIMARY KEY (account, seq)) WITHOUT ROWID",
         "CREATE TABLE IF NOT EXISTS evidence (seq INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS api_keys (hash TEXT PRIMARY KEY, doc TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS published_models (name TEXT PRIMARY KEY, doc TEXT NOT NULL)",
     ] {
         sqlx::query(ddl).execute(pool).await?;
     }
@@ -227,21 +245,17 @@ pub async fn writer(mut store: Store, mut rx: mpsc::UnboundedReceiver<StoreMsg>)
         let mut flushes = Vec::new();
         let mut records = Vec::new();
         let mut expiries = Vec::new();
-        let mut keys = Vec::new();
+        let mut docs = Vec::new();
         for m in batch {
             match m {
                 StoreMsg::Records(r) => records.extend(r),
                 StoreMsg::Flush(tx) => flushes.push(tx),
                 StoreMsg::ExpireResults(before_ms, tx) => expiries.push((before_ms, tx)),
-                StoreMsg::Key { hash, doc, done } => keys.push((hash, doc, done)),
+                StoreMsg::Doc { table, key, doc, done } => docs.push((table, key, doc, done)),
             }
         }
-        for (hash, doc, done) in keys {
-            let write = sqlx::query("INSERT OR REPLACE INTO api_keys (hash, doc) VALUES (?, ?)")
-                .bind(&hash)
-                .bind(&doc)
-                .execute(&mut store.conn)
-                .await;
+        for (table, key, doc, done) in docs {
+            let write = sqlx::query(table.upsert()).bind(&key).bind(&doc).execute(&mut store.conn).await;
             if let Err(e) = write {
                 tracing::error!(error = %e, "storage write failed; stopping");
                 std::process::exit(70);
