@@ -90,6 +90,13 @@ impl Core {
         let target = self.cfg.attestation_target_ms as f64;
         let Some(rec) = self.registry.get_mut(&n) else { return };
         rec.challenge = None;
+        if self.now_ms < rec.convicted_until_ms {
+            // A challenge sent before the node was convicted: answered, it proves speed, not honesty.
+            rec.next_challenge_ms = rec.convicted_until_ms;
+            tracing::info!(node = %n, "challenge answered during a conviction's cooldown: not attested");
+            self.tasks.remove(&tid);
+            return;
+        }
         let first = !rec.attested;
         let growing = size > rec.measured_size;
         let grow = took_ms < target && next > size && fits(rec.claimed.memory_bytes);

@@ -244,6 +244,7 @@ impl Core {
             attested: r.attested,
             challenge: None,
             next_challenge_ms: 0,
+            convicted_until_ms: 0,
             running: Default::default(),
             checks_passed: r.checks_passed,
             provisional: r.provisional,

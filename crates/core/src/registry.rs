@@ -59,6 +59,10 @@ pub(crate) struct Node {
     pub challenge: Option<TaskId>,
     /// When it is challenged next (unannounced re-challenges keep the speed figure honest).
     pub next_challenge_ms: u64,
+    /// Proven fraud bars it from attestation until then, whatever challenge it answers meanwhile (one already in
+    /// flight when it was convicted would otherwise re-attest it at once). In memory only: after a restart a
+    /// convicted node, stored unattested, is challenged like any unattested node.
+    pub convicted_until_ms: u64,
     /// (task, attempt) this node holds.
     pub running: BTreeSet<(TaskId, u32)>,
     /// Declared work (MFLOP) of the checks passed (agreeing replicas, canaries, Freivalds-checked matmuls): what makes
@@ -92,6 +96,7 @@ impl Node {
             attested: false,
             challenge: None,
             next_challenge_ms: 0,
+            convicted_until_ms: 0,
             running: BTreeSet::new(),
             checks_passed: 0,
             provisional: Vec::new(),

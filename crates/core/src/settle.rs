@@ -378,6 +378,7 @@ impl Core {
             .and_then(|t| t.assignments.iter().find(|a| a.attempt == attempt && a.node == node))
             .and_then(|a| a.commit.as_ref().map(|(_, env)| Envelope::clone(env)));
         tracing::warn!(%node, task = tid, attempt, %reason, "result rejected");
+        let failed_challenge = self.tasks.get(&tid).is_some_and(|t| matches!(t.purpose, Purpose::Attestation(_)));
         let evidence = commit.and_then(|commit| {
             let t = self.tasks.get(&tid)?;
             let opening = t
@@ -411,6 +412,11 @@ impl Core {
             }
             n.history.verified = 0;
             n.next_challenge_ms = self.now_ms.saturating_add(self.cfg.conviction_cooldown_ms);
+            // A challenge still in flight must not re-attest the node before the cooldown ends. (A failed challenge
+            // is itself the only challenge in flight; its retry policy is the attestation's, in drop_assignment.)
+            if !failed_challenge {
+                n.convicted_until_ms = n.next_challenge_ms;
+            }
         }
         self.drop_assignment(tid, attempt, node, AttemptEnd::Wrong);
         // Its other work is not trusted either: running attempts and delivered replicas still awaiting agreement.

@@ -83,7 +83,11 @@ struct Net {
 
 impl Net {
     fn new(models: &[&str], verdict: Verdict) -> Net {
-        let mut core = Core::new(cfg(), 1, 0);
+        Net::with(cfg(), models, verdict)
+    }
+
+    fn with(config: Config, models: &[&str], verdict: Verdict) -> Net {
+        let mut core = Core::new(config, 1, 0);
         let nonce = match &core.connected(0, 1)[..] {
             [Effect::Send { msg: ToNode::Challenge { nonce, .. }, .. }] => nonce.clone(),
             other => panic!("expected a challenge, got {other:?}"),
@@ -113,6 +117,12 @@ impl Net {
             operator_delegation: None,
         });
         let challenge = net.last_task();
+        net.answer_challenge(&challenge);
+        net
+    }
+
+    /// Computes an attestation challenge's product and delivers it.
+    fn answer_challenge(&mut self, challenge: &Task) {
         let Work::Matmul { m, n, k, a, b } = &challenge.work else { panic!("a matmul challenge") };
         let seeded = |r: &neurolov_protocol::messages::DataRef| match r {
             neurolov_protocol::messages::DataRef::Seeded { seed, len, offset } => {
@@ -123,8 +133,7 @@ impl Net {
         let (m, n, k) = (*m as usize, *n as usize, *k as usize);
         let mut c = vec![0.0f32; m * n];
         neurolov_kernels::cpu::sgemm(&seeded(a), &seeded(b), &mut c, m, n, k);
-        net.commit(&challenge, c.iter().flat_map(|x| x.to_le_bytes()).collect());
-        net
+        self.commit(challenge, c.iter().flat_map(|x| x.to_le_bytes()).collect());
     }
 
     fn send(&mut self, msg: FromNode) -> Vec<Effect> {
@@ -280,6 +289,25 @@ fn answers_a_request_cannot_have_are_proven_wrong_without_the_proof() {
         assert!(effects.iter().any(|e| matches!(e, Effect::Slash { .. })), "{why}: {effects:?}");
         assert!(net.checker.seeds.lock().unwrap().is_empty(), "{why}: the proof was not needed");
     }
+}
+
+/// A challenge already in flight when a node is convicted does not re-attest it: the conviction's cooldown holds.
+#[test]
+fn a_convicted_node_is_not_re_attested_by_a_challenge_sent_before_its_conviction() {
+    let mut net = Net::with(Config { max_attestation_size: 16, ..cfg() }, &[MODEL], Verdict::Wrong("forged".into()));
+    // The first challenge came back fast: a larger one goes out at once.
+    net.now += 10;
+    let effects = net.core.tick(net.now);
+    net.absorb(&effects);
+    let challenge = net.last_task();
+    assert!(matches!(challenge.work, Work::Matmul { m: 16, .. }), "{challenge:?}");
+    let (_, _, task) = net.submit(chat(5));
+    let task = task.unwrap();
+    net.commit(&task, answer(vec![4, 5], Finish::Stop, Some(0)));
+    let effects = net.open(&task, b"opening");
+    assert!(effects.iter().any(|e| matches!(e, Effect::Slash { .. })), "convicted");
+    net.answer_challenge(&challenge);
+    assert_ne!(net.core.nodes()[0].state, neurolov_core::NodeState::Active, "re-attested during its cooldown");
 }
 
 #[test]
