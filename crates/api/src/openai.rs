@@ -336,6 +336,15 @@ pub struct ModelFile {
     pub blake3: String,
 }
 
+/// `GET /v1/models/{name}/files`: what a provider fetches to serve a model (a browser tab has no package cache):
+/// every file by its path in the model's directory, size and blake3 — each served at `GET /v1/blobs/{blake3}`, and
+/// checked against this hash before it runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ModelFiles {
+    pub model: String,
+    pub files: Vec<ModelFile>,
+}
+
 /// `POST /v1/models` (signed by the author, whose account is paid the royalty): a model for the marketplace. Its
 /// files are uploaded as blobs first; the coordinator loads it (it must be an architecture the engine runs and
 /// verifies: a BERT sentence encoder or a Llama GGUF) before it is listed.

@@ -202,6 +202,73 @@ fn verified_inference_through_the_openai_api() {
     published_model(&mut procs, &url, &dir, &key, &mut reference);
 }
 
+/// The browser's inference engine (`crates/wasm`, built by `scripts/build-web-engine`) where the coordinator under
+/// test looks for it; `None` (the test skipped) unless it is built — `scripts/test` builds it and sets
+/// `NEUROLOV_REQUIRE_BROWSER=1`, which makes its absence a failure.
+fn web_engine() -> Option<std::path::PathBuf> {
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_neurolov"));
+    let path = exe.parent()?.parent()?.join("wasm32-unknown-unknown/debug/neurolov_wasm.wasm");
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("NEUROLOV_REQUIRE_BROWSER").as_deref() != Ok("1"),
+        "{} is not built (scripts/build-web-engine) and NEUROLOV_REQUIRE_BROWSER=1",
+        path.display()
+    );
+    eprintln!("the browser engine is not built: browser inference skipped");
+    None
+}
+
+#[test]
+fn a_browser_tab_serves_embeddings_and_chat_verified() {
+    let Some(chromium) = common::chromium() else { return };
+    let Some(_) = web_engine() else { return };
+    let mut procs = Procs(Vec::new());
+    let dir = temp_dir("browser-inference");
+    let url = serve_with(&mut procs, &dir, "127.0.0.1:0", &["--models", "all"]);
+    let key = api_key(&dir, &url, "client", true);
+    // The tab is the only provider: it downloads both models from the coordinator by hash, checks and loads them
+    // in the engine compiled to WebAssembly, then registers claiming them.
+    let profile = dir.join("profile-provider");
+    std::fs::create_dir_all(&profile).unwrap();
+    let tab = common::browser(&chromium, &profile)
+        .arg(format!("{url}/provide?autostart=1&visible=any&duty=100&backend=cpu&models=all"))
+        .spawn()
+        .unwrap();
+    procs.0.push(tab);
+    let node = || {
+        let nodes = get_json(&format!("{url}/v1/nodes"));
+        nodes.as_array().and_then(|ns| ns.iter().find(|n| n["kind"] == "browser").cloned()).unwrap_or_default()
+    };
+    wait_for("the tab to load the models and attest", Duration::from_secs(180), || node()["state"] == "active");
+    let mut reference = Reference::load();
+
+    let texts = ["hello world", "a browser tab computed this"];
+    let embed = serde_json::json!({ "model": EMBED, "input": texts, "encoding_format": "float" });
+    let (status, body) = post(&url, "/v1/embeddings", &key, embed);
+    assert_eq!(status, 200, "{body}");
+    let reply = json(&body);
+    assert_eq!(reply["neurolov"]["node"], node()["id"], "{body}");
+    assert_eq!(reply["neurolov"]["verified"], true);
+    reference
+        .assert_embeddings(&texts, &reply["data"].as_array().unwrap().iter().map(|d| d["embedding"].clone()).collect());
+
+    let chat = serde_json::json!({ "model": CHAT, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 8, "temperature": 0 });
+    let (status, body) = post(&url, "/v1/chat/completions", &key, chat);
+    assert_eq!(status, 200, "{body}");
+    let reply = json(&body);
+    assert_eq!(reply["neurolov"]["node"], node()["id"], "{body}");
+    assert_eq!(reply["choices"][0]["message"]["content"], reference.reply(8).as_str(), "{body}");
+
+    // Honest WebAssembly runs pass the same proofs as native ones: nothing convicted, both answers paid.
+    assert_eq!(evidence_count(&url), 0, "{}", get_json(&format!("{url}/v1/evidence")));
+    let me = node();
+    assert!(me["tasks_verified"].as_u64() >= Some(3), "the attestation and two requests: {me}");
+    let wallet = get_json(&format!("{url}/v1/accounts/{}", me["id"].as_str().unwrap()));
+    assert!(wallet["balance_nano"].as_u64() > Some(0), "the tab was not paid: {wallet}");
+}
+
 /// An author publishes a model (a copy of MiniLM's files, under its own name, price and royalty); a node fetches it
 /// from the coordinator by hash and serves it; a client's verified request pays the author its royalty.
 fn published_model(procs: &mut Procs, url: &str, dir: &std::path::Path, key: &str, reference: &mut Reference) {

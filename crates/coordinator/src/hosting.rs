@@ -5,8 +5,10 @@
 //! derived from the model itself and, for a published one, its manifest (prices, royalty, author); the prices of the
 //! models listed from genesis are constants here.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use neurolov_api::openai::ModelFile;
 
 use neurolov_core::{ModelKind, ModelListing, ProofChecker, Verdict};
 use neurolov_models::catalog::Model;
@@ -19,11 +21,39 @@ pub const EMBED_PRICE_NANO_PER_1K: u64 = 20_000;
 pub const CHAT_INPUT_PRICE_NANO_PER_1K: u64 = 100_000;
 pub const CHAT_OUTPUT_PRICE_NANO_PER_1K: u64 = 300_000;
 
+/// A genesis model's file as the coordinator serves it to providers that have no package cache (browser tabs).
+#[derive(Clone, Debug)]
+struct GenesisFile {
+    model: String,
+    file: ModelFile,
+    /// In the model cache, checked against the pinned SHA-256 at start.
+    path: PathBuf,
+}
+
 /// The hosted models, in listing order, and the published ones' records.
 #[derive(Debug, Default)]
 pub struct Hosting {
     models: std::sync::RwLock<Vec<Arc<Hosted>>>,
     published: std::sync::RwLock<Vec<neurolov_api::openai::PublishedModel>>,
+    /// The genesis models' files, served by hash like published models' blobs.
+    genesis_files: Vec<GenesisFile>,
+}
+
+/// The genesis `model`'s files in `cache`, with their blake3 (the name they are served by).
+fn genesis_files(cache: &Path, model: &Model) -> anyhow::Result<Vec<GenesisFile>> {
+    let dir = neurolov_models::fetch::model_dir(cache, model);
+    model
+        .files
+        .iter()
+        .map(|f| {
+            let path = dir.join(f.name);
+            let mut hasher = blake3::Hasher::new();
+            hasher.update_reader(std::fs::File::open(&path)?)?;
+            let file =
+                ModelFile { name: f.name.to_string(), size: f.size, blake3: hasher.finalize().to_hex().to_string() };
+            Ok(GenesisFile { model: model.name.to_string(), file, path })
+        })
+        .collect()
 }
 
 /// The secret seed of `name`'s verifier, from the coordinator's key.
@@ -37,14 +67,31 @@ impl Hosting {
     /// from `secret_key`.
     pub fn load(cache: &Path, models: &[Model], secret_key: &[u8; 32]) -> anyhow::Result<Hosting> {
         let mut hosted = Vec::with_capacity(models.len());
+        let mut files = Vec::new();
         for model in models {
             neurolov_models::fetch::check(cache, model)
                 .map_err(|e| anyhow::anyhow!("{}: {e} (fetch it with `neurolov models fetch`)", model.name))?;
             let started = std::time::Instant::now();
             hosted.push(Arc::new(Hosted::load(cache, *model, verifier_seed(secret_key, model.name))?));
+            files.extend(genesis_files(cache, model)?);
             tracing::info!(model = model.name, took_ms = started.elapsed().as_millis() as u64, "model hosted");
         }
-        Ok(Hosting { models: std::sync::RwLock::new(hosted), published: Default::default() })
+        Ok(Hosting { models: std::sync::RwLock::new(hosted), published: Default::default(), genesis_files: files })
+    }
+
+    /// A hosted model's files, as a provider fetches them (by hash) and checks them.
+    pub(crate) fn files(&self, name: &str) -> Option<Vec<ModelFile>> {
+        if let Some(published) = self.published(name) {
+            return Some(published.manifest.files);
+        }
+        let files: Vec<ModelFile> =
+            self.genesis_files.iter().filter(|g| g.model == name).map(|g| g.file.clone()).collect();
+        (!files.is_empty()).then_some(files)
+    }
+
+    /// Where a genesis model's file of this blake3 lies, and its size: served as if it were a blob.
+    pub(crate) fn genesis_file(&self, blake3: &str) -> Option<(PathBuf, u64)> {
+        self.genesis_files.iter().find(|g| g.file.blake3 == blake3).map(|g| (g.path.clone(), g.file.size))
     }
 
     /// The genesis models' listings the core prices, schedules and sizes openings by.

@@ -58,6 +58,7 @@ pub(crate) fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/v1/stats", get(money::stats))
         .route("/v1/models", get(openai::models).post(registry::publish).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
         .route("/v1/models/{name}", get(registry::show))
+        .route("/v1/models/{name}/files", get(registry::files))
         .route("/v1/embeddings", post(openai::embeddings).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
         .route("/v1/chat/completions", post(openai::chat_completions).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
         .route("/v1/keys", post(openai::create_key).get(openai::list_keys).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
@@ -274,7 +275,15 @@ pub(crate) async fn get_blob(State(app): Shared, Path(hash): Path<String>) -> Re
         return error(StatusCode::BAD_REQUEST, "a blob is named by its blake3 hash (64 lowercase hex characters)");
     }
     if neurolov_core::Blobs::size(&app.coordinator.blobs, &hash).is_none() {
-        return error(StatusCode::NOT_FOUND, "no such blob");
+        // A genesis model's file is served by its hash too, from the model cache.
+        return match app.coordinator.hosting.genesis_file(&hash) {
+            Some((path, size)) => (
+                [("content-type", "application/octet-stream".to_string()), ("content-length", size.to_string())],
+                axum::body::Body::from_stream(file_chunks(Some(path))),
+            )
+                .into_response(),
+            None => error(StatusCode::NOT_FOUND, "no such blob"),
+        };
     }
     stream_blobs(&app.coordinator.blobs, vec![hash], &Default::default())
 }

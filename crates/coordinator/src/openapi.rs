@@ -33,6 +33,7 @@ use utoipa::OpenApi;
         crate::openai::models,
         crate::registry::publish,
         crate::registry::show,
+        crate::registry::files,
         crate::openai::embeddings,
         crate::openai::chat_completions,
         crate::openai::create_key,
@@ -97,6 +98,7 @@ use utoipa::OpenApi;
         api::openai::ModelFile,
         api::openai::ModelManifest,
         api::openai::PublishedModel,
+        api::openai::ModelFiles,
     ))
 )]
 pub struct ApiDoc;

@@ -198,6 +198,15 @@ pub(crate) async fn show(State(app): Shared, UrlPath(name): UrlPath<String>) -> 
     }
 }
 
+/// `GET /v1/models/{name}/files`: what a provider fetches (by hash) and checks to serve a hosted model.
+#[utoipa::path(get, path = "/v1/models/{name}/files", tag = "openai", params(("name" = String, Path)), responses((status = 200, body = oa::ModelFiles), (status = 404, body = neurolov_api::ErrorReply)))]
+pub(crate) async fn files(State(app): Shared, UrlPath(name): UrlPath<String>) -> Response {
+    match app.coordinator.hosting.files(&name) {
+        Some(files) => Json(oa::ModelFiles { model: name, files }).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no model {name} is hosted here")),
+    }
+}
+
 /// Loads the published models on record again (at start, before the core is restored), in the order they were
 /// published; their listings, to append to the core's. A model whose files are gone from the data directory is
 /// skipped with a warning.

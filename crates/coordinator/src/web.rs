@@ -1,6 +1,7 @@
 //! The web pages the coordinator serves from its own binary (no CDN, no Node build step): the dashboard at `/`, the
 //! browser provider at `/provide`, their scripts and style under `/static/`, and the WGSL kernel files under
-//! `/v1/kernels/` — the very bytes native nodes compile, so a browser runs the same kernels without a copy.
+//! `/v1/kernels/` — the very bytes native nodes compile, so a browser runs the same kernels without a copy — and the
+//! inference engine compiled to WebAssembly, the very code native nodes run.
 
 use axum::extract::Path;
 use axum::http::{StatusCode, header};
@@ -13,7 +14,43 @@ const STATIC: &[(&str, &str, &str)] = &[
     ("provide.js", "text/javascript; charset=utf-8", include_str!("../web/provide.js")),
     ("backends.js", "text/javascript; charset=utf-8", include_str!("../web/backends.js")),
     ("dashboard.js", "text/javascript; charset=utf-8", include_str!("../web/dashboard.js")),
+    ("infer-worker.js", "text/javascript; charset=utf-8", include_str!("../web/infer-worker.js")),
 ];
+
+/// The browser's inference engine (`crates/wasm` built for `wasm32-unknown-unknown`, by `scripts/build-web-engine`),
+/// served at `/static/engine.wasm`.
+pub const ENGINE_WASM: &str = "neurolov_wasm.wasm";
+
+/// Where the engine is: `NEUROLOV_WEB_ENGINE`, else beside this executable (an install), else in the cargo target
+/// directory this executable was built in (release, then debug). It is read when asked for, so a rebuilt engine is
+/// served without a restart.
+fn engine_path() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("NEUROLOV_WEB_ENGINE") {
+        return Some(path.into());
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    let target = dir.parent()?.join("wasm32-unknown-unknown");
+    [dir.join(ENGINE_WASM), target.join("release").join(ENGINE_WASM), target.join("debug").join(ENGINE_WASM)]
+        .into_iter()
+        .find(|p| p.is_file())
+}
+
+async fn engine_wasm() -> Response {
+    let Some(path) = engine_path() else {
+        return (StatusCode::NOT_FOUND, "this coordinator has no browser engine (scripts/build-web-engine builds it)")
+            .into_response();
+    };
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => {
+            ([(header::CONTENT_TYPE, "application/wasm"), (header::CACHE_CONTROL, "no-cache")], bytes).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "the browser engine cannot be read");
+            StatusCode::NOT_FOUND.into_response()
+        }
+    }
+}
 
 const INDEX: &str = include_str!("../web/index.html");
 const PROVIDE: &str = include_str!("../web/provide.html");
@@ -41,6 +78,9 @@ pub(crate) async fn provide() -> Response {
 }
 
 pub(crate) async fn static_file(Path(name): Path<String>) -> Response {
+    if name == "engine.wasm" {
+        return engine_wasm().await;
+    }
     match STATIC.iter().find(|(n, _, _)| *n == name) {
         Some((_, kind, body)) => {
             ([(header::CONTENT_TYPE, *kind), (header::CACHE_CONTROL, "no-cache")], *body).into_response()

@@ -2,6 +2,8 @@
 // (docs/PROTOCOL.md), passes the same attestation, and runs the same WGSL kernels, fetched from the coordinator.
 // This file runs the session and the page; the compute tiers (WebGPU, WebGL2, the CPU in a Web Worker) are in
 // backends.js. By default it works only while the page is visible, and at most the duty cycle the user sets.
+// With "serve AI models" it also answers inference tasks: the engine is the native node's, compiled to WebAssembly,
+// in a Web Worker (infer-worker.js); each answer is committed and its proof opened when the coordinator asks.
 
 import { cpu, detect, useLog, webgl2 } from "./backends.js";
 import { blake3Hex, loadOrCreateIdentity, parseJson, seal, signRequest, toBase64 } from "./neurolov.js";
@@ -34,6 +36,8 @@ const state = {
   startedMs: 0,
   queue: [],
   working: false,
+  inference: null, // the inference worker, once models are to be served
+  models: [], // the models loaded in it: claimed at registration
 };
 
 function log(msg) {
@@ -96,6 +100,7 @@ async function onFrame(msg) {
           features: [],
           // Only the WebGPU tier runs clients' WGSL: the coordinator sends WGSL tasks only to nodes that claim it.
           wgsl: state.backend.tier === "webgpu",
+          models: state.models,
         },
         price_nano_per_gflop: PRICE_NANO_PER_GFLOP,
         slots: 1,
@@ -116,8 +121,13 @@ async function onFrame(msg) {
       break;
     case "cancel":
       state.queue = state.queue.filter((t) => !(t.task_id === msg.task_id && t.attempt === msg.attempt));
+      forget(msg);
+      break;
+    case "open":
+      openProof(msg).catch((e) => log(`task ${msg.task_id}: could not open its proof: ${e.message}`));
       break;
     case "verdict":
+      forget(msg);
       if (msg.accepted) state.tasksVerified++;
       else state.tasksRejected++;
       log(`task ${msg.task_id}: ${msg.accepted ? "verified" : `rejected (${msg.reason})`}`);
@@ -142,6 +152,79 @@ async function downgrade() {
   if (state.ws) state.ws.close();
 }
 
+// ---- inference (the engine in a Web Worker) ----
+let nextCall = 0;
+const calls = new Map();
+
+/** Asks the inference worker for `op`; resolves with its reply (or rejects with its error). */
+function infer(op, args = {}, transfer = []) {
+  const id = ++nextCall;
+  return new Promise((resolve, reject) => {
+    calls.set(id, { resolve, reject });
+    state.inference.postMessage({ id, op, ...args }, transfer);
+  });
+}
+
+function startInference() {
+  state.inference = new Worker("/static/infer-worker.js");
+  state.inference.onmessage = (e) => {
+    const call = calls.get(e.data.id);
+    calls.delete(e.data.id);
+    if (e.data.ok) call?.resolve(e.data);
+    else call?.reject(new Error(e.data.error));
+  };
+}
+
+/** Downloads, checks and loads the models asked for (`all`, or names): claimed at the next registration. */
+async function loadModels(wanted) {
+  if (!state.inference) startInference();
+  const listed = (await (await fetch("/v1/models")).json()).data.map((m) => m.id);
+  const names = wanted === "all" ? listed : wanted.split(",").filter((n) => listed.includes(n));
+  for (const name of names) {
+    if (state.models.includes(name)) continue;
+    log(`loading ${name}…`);
+    const started = performance.now();
+    const manifest = await (await fetch(`/v1/models/${encodeURIComponent(name)}/files`)).json();
+    const reply = await infer("load", { model: name, files: manifest.files });
+    state.models = reply.models;
+    log(`${name} loaded in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  }
+  $("models-served").textContent = state.models.length ? state.models.join(", ") : "none";
+}
+
+/** The task's request as the engine reads it: the seed back to an exact JSON integer (parseJson quoted it). */
+function requestJson(request) {
+  return JSON.stringify(request).replace(/"seed":"(\d+)"/g, '"seed":$1');
+}
+
+async function runInference(task) {
+  const { model, request } = task.work;
+  const reply = await infer("answer", { model, task_id: task.task_id, attempt: task.attempt, request: requestJson(request) });
+  return reply.bytes;
+}
+
+/** Uploads `bytes` as a blob, signed (a node's uploads are bound to an attempt it holds): its hash. */
+async function upload(bytes, hash = blake3Hex(bytes)) {
+  const path = `/v1/blobs/${hash}`;
+  const headers = await signRequest(state.identity, "PUT", path, bytes);
+  const put = await fetch(path, { method: "PUT", body: bytes, headers });
+  if (!put.ok) throw new Error(`upload refused: ${put.status} ${await put.text()}`);
+  return hash;
+}
+
+/** The coordinator's challenge of an answered inference: the opening at its seed, uploaded and announced. */
+async function openProof(msg) {
+  const ids = { task_id: msg.task_id, attempt: msg.attempt };
+  const reply = await infer("open", { ...ids, seed: msg.seed });
+  const opening_hash = await upload(reply.bytes);
+  log(`task ${msg.task_id}: proof opened (${reply.bytes.length} bytes)`);
+  await send({ type: "opened", ...ids, opening_hash });
+}
+
+function forget(msg) {
+  if (state.inference) infer("forget", { task_id: msg.task_id, attempt: msg.attempt }).catch(() => {});
+}
+
 /** A small result rides in one signed deliver frame (its commitment and bytes together); a large one is committed,
  * uploaded as a blob and announced. */
 async function deliver(task, result) {
@@ -152,10 +235,7 @@ async function deliver(task, result) {
     return;
   }
   await send({ type: "commit", ...ids, result_hash: hash });
-  const path = `/v1/blobs/${hash}`;
-  const headers = await signRequest(state.identity, "PUT", path, result);
-  const put = await fetch(path, { method: "PUT", body: result, headers });
-  if (!put.ok) throw new Error(`upload refused: ${put.status} ${await put.text()}`);
+  await upload(result, hash);
   await send({ type: "result", ...ids, result_hash: hash });
 }
 
@@ -168,7 +248,7 @@ async function work() {
       const task = state.queue.shift();
       const started = performance.now();
       try {
-        let result = await state.backend.run(task.work);
+        let result = task.work.kind === "infer" ? await runInference(task) : await state.backend.run(task.work);
         if (params.get("cheat") === "1" && result.length > 3) {
           // Test variant: a forged result (one exponent bit of the first value), committed like an honest one.
           result = result.slice();
@@ -207,7 +287,16 @@ async function start() {
   state.running = true;
   state.startedMs = performance.now();
   show();
-  connect();
+  const wanted = params.get("models") ?? ($("serve-models").checked ? "all" : null);
+  if (wanted) {
+    // Loaded before registering: a node claims only the models it can run now.
+    try {
+      await loadModels(wanted);
+    } catch (e) {
+      log(`cannot serve models: ${e.message}`);
+    }
+  }
+  if (state.running) connect();
 }
 
 function stop(keepWanted = false) {

@@ -54,6 +54,19 @@ enum OnDevice<C, G> {
     Gpu(G, Box<Gpu>),
 }
 
+/// The contents of a sentence-transformers directory's files that an [`Embedder`] reads.
+#[derive(Clone, Copy, Debug)]
+pub struct EmbedderFiles<'a> {
+    /// `1_Pooling/config.json`.
+    pub pooling_json: &'a str,
+    /// `config.json`.
+    pub config_json: &'a str,
+    /// `model.safetensors`.
+    pub safetensors: &'a [u8],
+    /// `tokenizer.json`.
+    pub tokenizer_json: &'a str,
+}
+
 /// all-MiniLM-L6-v2: its tokenizer and encoder.
 #[derive(Debug)]
 pub struct Embedder {
@@ -67,13 +80,24 @@ impl Embedder {
     /// The model in `dir` (`config.json`, `tokenizer.json`, `model.safetensors`, `1_Pooling/config.json`), on
     /// `backend`.
     pub fn load(dir: &Path, backend: BackendKind) -> Result<Embedder, EngineError> {
-        let pooling: serde_json::Value = serde_json::from_str(&read_text(&dir.join("1_Pooling/config.json"))?)
+        let files = EmbedderFiles {
+            pooling_json: &read_text(&dir.join("1_Pooling/config.json"))?,
+            config_json: &read_text(&dir.join("config.json"))?,
+            safetensors: &read(&dir.join("model.safetensors"))?,
+            tokenizer_json: &read_text(&dir.join("tokenizer.json"))?,
+        };
+        Embedder::from_files(&files, backend)
+    }
+
+    /// The model from its files' contents (a browser has no directory), on `backend`.
+    pub fn from_files(files: &EmbedderFiles<'_>, backend: BackendKind) -> Result<Embedder, EngineError> {
+        let pooling: serde_json::Value = serde_json::from_str(files.pooling_json)
             .map_err(|e| EngineError::Model(format!("1_Pooling/config.json: {e}")))?;
         if pooling["pooling_mode_mean_tokens"] != serde_json::Value::Bool(true) {
             return Err(EngineError::Model("only mean pooling is implemented".into()));
         }
-        let config = BertConfig::parse(&read_text(&dir.join("config.json"))?)?;
-        let weights = BertWeights::load(config, &read(&dir.join("model.safetensors"))?)?;
+        let config = BertConfig::parse(files.config_json)?;
+        let weights = BertWeights::load(config, files.safetensors)?;
         let bert = match backend {
             BackendKind::Cpu => {
                 let mut cpu = Cpu::default();
@@ -84,7 +108,7 @@ impl Embedder {
                 OnDevice::Gpu(Bert::new(weights.clone(), &mut gpu)?, Box::new(gpu))
             }
         };
-        let tokenizer = TextTokenizer::from_json(&read_text(&dir.join("tokenizer.json"))?, MINILM_MAX_TOKENS)?;
+        let tokenizer = TextTokenizer::from_json(files.tokenizer_json, MINILM_MAX_TOKENS)?;
         Ok(Embedder { tokenizer, bert, weights })
     }
 
@@ -179,8 +203,12 @@ const END_MARKERS: [&str; 2] = ["<|im_end|>", "<|endoftext|>"];
 impl ChatModel {
     /// The GGUF model at `path`, on `backend`.
     pub fn load(path: &Path, backend: BackendKind) -> Result<ChatModel, EngineError> {
-        let bytes = read(path)?;
-        let gguf = Gguf::parse(&bytes)?;
+        ChatModel::from_gguf_bytes(&read(path)?, backend)
+    }
+
+    /// The model from its GGUF file's contents, on `backend`.
+    pub fn from_gguf_bytes(bytes: &[u8], backend: BackendKind) -> Result<ChatModel, EngineError> {
+        let gguf = Gguf::parse(bytes)?;
         let tokenizer = TextTokenizer::from_gguf(&gguf)?;
         let mut stop: Vec<u32> = END_MARKERS.iter().filter_map(|m| tokenizer.token_id(m)).collect();
         if let Some(eos) = gguf.get("tokenizer.ggml.eos_token_id").and_then(Value::as_u64) {

@@ -2,14 +2,15 @@
 //! proof ([`Provider`]), and what a coordinator tokenizes requests and checks proofs with ([`Hosted`]). Both derive a
 //! challenge from its seed here ([`challenge_of`]), so a node and a coordinator can only disagree about numbers.
 
+use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use neurolov_protocol::inference::{Answer, Finish, InferOutput, InferRequest};
 
 use crate::catalog::Model;
 use crate::device::BackendKind;
-use crate::engine::{ChatModel, Embedder, EngineError};
+use crate::engine::{ChatModel, Embedder, EmbedderFiles, EngineError};
 use crate::generate::{FinishReason, Message, Sampling};
 use crate::proof::embed::{self, EmbedRun, EmbedVerifier, EncoderClaim};
 use crate::proof::{self, Challenge, ChatRun, ChatVerifier, HEAD_OPENINGS, Opening, Recorder, Verdict};
@@ -44,6 +45,66 @@ impl Engine {
             Some(path) => Ok(Engine::Chat(ChatModel::load(&path, backend)?)),
             None => Ok(Engine::Embed(Embedder::load(dir, backend)?)),
         }
+    }
+
+    /// The model from its files' contents, named by their paths in the model's directory (as [`Engine::load`]
+    /// finds them there).
+    fn from_files(files: &[(String, Vec<u8>)], backend: BackendKind) -> Result<Engine, EngineError> {
+        let file = |name: &str| {
+            files
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, bytes)| bytes.as_slice())
+                .ok_or_else(|| EngineError::Model(format!("the model has no {name}")))
+        };
+        let text = |name: &str| {
+            std::str::from_utf8(file(name)?).map_err(|_| EngineError::Model(format!("{name} is not utf-8")))
+        };
+        if let Some((_, gguf)) = files.iter().find(|(n, _)| n.ends_with(".gguf")) {
+            return Ok(Engine::Chat(ChatModel::from_gguf_bytes(gguf, backend)?));
+        }
+        let embedder = EmbedderFiles {
+            pooling_json: text("1_Pooling/config.json")?,
+            config_json: text("config.json")?,
+            safetensors: file("model.safetensors")?,
+            tokenizer_json: text("tokenizer.json")?,
+        };
+        Ok(Engine::Embed(Embedder::from_files(&embedder, backend)?))
+    }
+}
+
+/// Answered requests a provider keeps for their openings at once: the oldest goes first (its attempt is probably
+/// over). A long chat's record is tens of MiB.
+pub const MAX_HELD_PROOFS: usize = 16;
+
+/// An answered attempt (task, attempt) with the model that ran it and what its root covers.
+type HeldProof = ((u64, u32), Arc<Provider>, Arc<Held>);
+
+/// Answered inference attempts waiting for their challenge, oldest first, at most [`MAX_HELD_PROOFS`]: what a
+/// provider (a native node, a browser tab) keeps between its answer and the coordinator's `open`, verdict or cancel.
+#[derive(Debug, Default)]
+pub struct HeldProofs(Mutex<VecDeque<HeldProof>>);
+
+impl HeldProofs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<HeldProof>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn keep(&self, key: (u64, u32), provider: Arc<Provider>, held: Held) {
+        let mut held_now = self.lock();
+        if held_now.len() >= MAX_HELD_PROOFS {
+            held_now.pop_front();
+        }
+        held_now.push_back((key, provider, Arc::new(held)));
+    }
+
+    pub fn get(&self, key: (u64, u32)) -> Option<(Arc<Provider>, Arc<Held>)> {
+        self.lock().iter().find(|(k, _, _)| *k == key).map(|(_, p, h)| (Arc::clone(p), Arc::clone(h)))
+    }
+
+    /// The attempt is over: its record goes.
+    pub fn forget(&self, key: (u64, u32)) {
+        self.lock().retain(|(k, _, _)| *k != key);
     }
 }
 
@@ -113,6 +174,12 @@ impl Provider {
     /// The model in `dir` (its files already checked), listed as `name`, on `backend`.
     pub fn load_dir(name: &str, dir: &Path, backend: BackendKind) -> Result<Provider, ServeError> {
         Ok(Provider { name: name.to_string(), engine: Mutex::new(Engine::load(dir, backend)?) })
+    }
+
+    /// The model from its files' contents (each named by its path in the model's directory, already checked against
+    /// the manifest), listed as `name`, on `backend`: what a browser tab loads.
+    pub fn from_files(name: &str, files: &[(String, Vec<u8>)], backend: BackendKind) -> Result<Provider, ServeError> {
+        Ok(Provider { name: name.to_string(), engine: Mutex::new(Engine::from_files(files, backend)?) })
     }
 
     fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {

@@ -1,52 +1,16 @@
 //! Inference tasks on this node: the request runs on a model the node serves, the answer (with the Merkle root of
-//! what the run computed) is delivered like any result, and what the root covers stays here ([`HeldProofs`]) until
+//! what the run computed) is delivered like any result, and what the root covers stays here (`serve::HeldProofs`) until
 //! the coordinator draws its challenge (`open`) or the attempt ends (verdict, cancel). The opening is uploaded as a
 //! blob and announced with a signed `opened`.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
-use neurolov_models::serve::{Held, Provider};
 use neurolov_protocol::FromNode;
 use neurolov_protocol::inference::{Answer, InferRequest};
 use neurolov_protocol::messages::Task;
 
 use crate::{Outgoing, Pending, TaskRun};
-
-/// Answered requests a node keeps for their openings at once: the oldest goes first (its attempt is probably over).
-/// A long chat's record is tens of MiB.
-pub const MAX_HELD_PROOFS: usize = 16;
-
-/// An answered attempt (task, attempt) with the model that ran it and what its root covers.
-type HeldProof = ((u64, u32), Arc<Provider>, Arc<Held>);
-
-/// Answered inference attempts waiting for their challenge, oldest first.
-#[derive(Default)]
-pub(crate) struct HeldProofs(Mutex<VecDeque<HeldProof>>);
-
-impl HeldProofs {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<HeldProof>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn keep(&self, key: (u64, u32), provider: Arc<Provider>, held: Held) {
-        let mut held_now = self.lock();
-        if held_now.len() >= MAX_HELD_PROOFS {
-            held_now.pop_front();
-        }
-        held_now.push_back((key, provider, Arc::new(held)));
-    }
-
-    fn get(&self, key: (u64, u32)) -> Option<(Arc<Provider>, Arc<Held>)> {
-        self.lock().iter().find(|(k, _, _)| *k == key).map(|(_, p, h)| (Arc::clone(p), Arc::clone(h)))
-    }
-
-    /// The attempt is over: its record goes.
-    pub(crate) fn forget(&self, task_id: u64, attempt: u32) {
-        self.lock().retain(|(k, _, _)| *k != (task_id, attempt));
-    }
-}
 
 /// The forged answer of a cheating node (`Settings::cheat_inference`, demonstrations and tests): one value or token changed
 /// after the honest run, under the honest run's root.
@@ -103,7 +67,7 @@ impl TaskRun {
         let opened: Pending =
             Box::new(move |session, seq| FromNode::Opened { session, seq, task_id, attempt, opening_hash });
         self.out.send(Outgoing::Message(opened)).await.map_err(|_| anyhow!("session closed"))?;
-        self.proofs.forget(task_id, attempt);
+        self.proofs.forget((task_id, attempt));
         Ok(())
     }
 }

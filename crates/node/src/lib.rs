@@ -163,7 +163,7 @@ async fn session(
     let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(OUTBOUND_QUEUE);
     let mut running = Running::default();
     let seeded = Arc::new(SeededCache::default());
-    let proofs = Arc::new(infer::HeldProofs::default());
+    let proofs = Arc::new(neurolov_models::serve::HeldProofs::default());
     let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms.clamp(100, 3_600_000) / 2));
     loop {
         running.retain(|_, h| !h.is_finished());
@@ -311,14 +311,14 @@ fn on_message(msg: ToNode, running: &mut Running, run: impl Fn() -> TaskRun) {
             if let Some(h) = running.remove(&(task_id, attempt)) {
                 h.abort();
             }
-            run().proofs.forget(task_id, attempt);
+            run().proofs.forget((task_id, attempt));
         }
         ToNode::Open { task_id, attempt, seed } => {
             running.insert((task_id, attempt), tokio::spawn(run().open(task_id, attempt, seed)));
         }
         ToNode::Verdict { task_id, attempt, accepted, reason } => {
             tracing::info!(task_id, attempt, accepted, %reason, "verdict");
-            run().proofs.forget(task_id, attempt);
+            run().proofs.forget((task_id, attempt));
         }
         ToNode::Error { code, message } => tracing::warn!(?code, %message, "coordinator refused a frame"),
         ToNode::Challenge { .. } | ToNode::Registered { .. } => {}
@@ -494,7 +494,7 @@ struct TaskRun {
     /// The session's seeded inputs (see [`SeededCache`]).
     seeded: Arc<SeededCache>,
     /// Answered inference requests kept until their proof is opened (see `infer.rs`).
-    proofs: Arc<infer::HeldProofs>,
+    proofs: Arc<neurolov_models::serve::HeldProofs>,
     settings: Settings,
     compute: Arc<Compute>,
     http: reqwest::Client,

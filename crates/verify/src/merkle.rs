@@ -16,8 +16,9 @@ const LEAF: u8 = 0;
 const INNER: u8 = 1;
 const SIZED: u8 = 2;
 
-/// Most leaves a tree may have (a bound on the recursion and on what a proof may claim).
-pub const MAX_LEAVES: usize = 1 << 32;
+/// Most leaves a tree may have (a bound on the recursion and on what a proof may claim; below what a 32-bit
+/// target, WebAssembly, can index).
+pub const MAX_LEAVES: usize = 1 << 31;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MerkleError {
