@@ -195,6 +195,11 @@ pub struct NodeEntry {
     pub software: bool,
     /// Whether it runs WGSL (only such nodes get WGSL tasks).
     pub wgsl: bool,
+    /// The models it holds (claimed at registration, or fetched and then verified in use): inference tasks for a
+    /// model go to these nodes first.
+    pub models: Vec<String>,
+    /// Whether it fetches a model it does not hold when no holder can take a request.
+    pub fetches_models: bool,
     pub gflops_verified: f64,
     pub reliability: f64,
     /// Its ask, nano-NLOV per GFLOP.

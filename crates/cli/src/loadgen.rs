@@ -408,6 +408,7 @@ async fn register(
         features: Vec::new(),
         wgsl: false,
         models: Vec::new(),
+        fetches_models: false,
     };
     let register = FromNode::Register {
         version: PROTOCOL_VERSION,

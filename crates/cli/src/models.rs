@@ -354,18 +354,19 @@ fn model_files(dir: &std::path::Path) -> anyhow::Result<Vec<(String, PathBuf)>> 
     Ok(files)
 }
 
-/// A published model's files in `cache` (`published/<name>/`), fetched from the coordinator by hash where missing
-/// or not matching its manifest; the directory, every file checked against its blake3.
-fn fetch_published(coordinator: &str, name: &str, cache: &std::path::Path) -> anyhow::Result<PathBuf> {
+/// A hosted model's files in `cache` (`network/<name>/`), fetched from the coordinator by hash where missing or
+/// not matching what it lists (`GET /v1/models/{name}/files`); the directory, every file checked against its blake3.
+/// Serves published models and, for a node with no package cache, the genesis ones.
+fn fetch_from_coordinator(coordinator: &str, name: &str, cache: &std::path::Path) -> anyhow::Result<PathBuf> {
     let url = coordinator.trim_end_matches('/');
     let rt = crate::net::runtime()?;
-    let record: oa::PublishedModel = rt
-        .block_on(crate::net::get_json(format!("{url}/v1/models/{name}")))
-        .with_context(|| format!("no pinned model {name}, and the coordinator has no published one"))?;
-    let dir = cache.join("published").join(name);
-    for f in &record.manifest.files {
+    let listed: oa::ModelFiles = rt
+        .block_on(crate::net::get_json(format!("{url}/v1/models/{name}/files")))
+        .with_context(|| format!("no pinned model {name} here, and the coordinator hosts no such model"))?;
+    let dir = cache.join("network").join(name);
+    for f in &listed.files {
         if f.name.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
-            bail!("{name}: the manifest names a file outside the model ({})", f.name);
+            bail!("{name}: the coordinator names a file outside the model ({})", f.name);
         }
         let path = dir.join(&f.name);
         if std::fs::read(&path).is_ok_and(|b| blake3::hash(&b).to_hex().as_str() == f.blake3) {
@@ -377,15 +378,42 @@ fn fetch_published(coordinator: &str, name: &str, cache: &std::path::Path) -> an
             Ok(resp.bytes().await?)
         })?;
         if blake3::hash(&bytes).to_hex().as_str() != f.blake3 || bytes.len() as u64 != f.size {
-            bail!("{name}: {} does not match its manifest", f.name);
+            bail!("{name}: {} does not match its listed hash and size", f.name);
         }
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
         std::fs::write(&path, &bytes)?;
     }
-    tracing::info!(model = name, author = %record.author, "published model fetched and checked");
+    tracing::info!(model = name, "model fetched from the coordinator and checked");
     Ok(dir)
+}
+
+fn model_backend(backend: &str, compute: &neurolov_kernels::backend::Compute) -> anyhow::Result<BackendKind> {
+    Ok(match backend {
+        "cpu" => BackendKind::Cpu,
+        "gpu" => BackendKind::Gpu,
+        "auto" if compute.gpu().is_some_and(|g| !g.report().software) => BackendKind::Gpu,
+        "auto" => BackendKind::Cpu,
+        other => bail!("--model-backend must be auto, cpu or gpu (got {other})"),
+    })
+}
+
+/// What a node started with `--fetch-models` loads a model it does not hold with: fetched from `coordinator` into
+/// the model cache, checked, on the backend asked for.
+pub(crate) fn fetcher(
+    coordinator: &str,
+    dir: Option<PathBuf>,
+    backend: &str,
+    compute: &neurolov_kernels::backend::Compute,
+) -> anyhow::Result<neurolov_node::ModelFetcher> {
+    let cache = cache(dir)?;
+    let backend = model_backend(backend, compute)?;
+    let coordinator = coordinator.to_string();
+    Ok(neurolov_node::ModelFetcher::new(std::sync::Arc::new(move |name: &str| {
+        let dir = fetch_from_coordinator(&coordinator, name, &cache)?;
+        Ok(neurolov_models::serve::Provider::load_dir(name, &dir, backend)?)
+    })))
 }
 
 /// The models a node serves, loaded (each file checked against its pinned hash first, or for a published model
@@ -404,13 +432,7 @@ pub(crate) fn providers(
         .filter(|n| !n.is_empty())
         .partition(|n| find(n).is_some() || n == "all" || n == "none");
     let models = served(&pinned.join(","), &cache)?;
-    let backend = match backend {
-        "cpu" => BackendKind::Cpu,
-        "gpu" => BackendKind::Gpu,
-        "auto" if compute.gpu().is_some_and(|g| !g.report().software) => BackendKind::Gpu,
-        "auto" => BackendKind::Cpu,
-        other => bail!("--model-backend must be auto, cpu or gpu (got {other})"),
-    };
+    let backend = model_backend(backend, compute)?;
     models
         .into_iter()
         .map(|m| {
@@ -420,7 +442,7 @@ pub(crate) fn providers(
             Ok(std::sync::Arc::new(p))
         })
         .chain(published.iter().map(|name| {
-            let dir = fetch_published(coordinator, name, &cache)?;
+            let dir = fetch_from_coordinator(coordinator, name, &cache)?;
             let p = neurolov_models::serve::Provider::load_dir(name, &dir, backend)?;
             tracing::info!(model = %name, ?backend, "serving published model");
             Ok(std::sync::Arc::new(p))

@@ -136,6 +136,10 @@ pub struct NodeArgs {
     /// `none`. Each is checked against its pinned hashes before it is loaded.
     #[arg(long, default_value = "none")]
     models: String,
+    /// Also take inference tasks for listed models this node does not hold: fetch the model from the coordinator
+    /// (by hash, checked) when the first such task comes, and keep it. Nodes holding a model are asked first.
+    #[arg(long)]
+    fetch_models: bool,
     /// The model cache (default: `$NEUROLOV_MODELS_DIR`, else the user's cache directory).
     #[arg(long)]
     models_dir: Option<PathBuf>,
@@ -352,6 +356,11 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
             &compute,
             &args.coordinator,
         )?,
+        fetch_models: if args.fetch_models {
+            Some(crate::models::fetcher(&args.coordinator, args.models_dir.clone(), &args.model_backend, &compute)?)
+        } else {
+            None
+        },
     };
     if args.json {
         let plan: serde_json::Map<String, serde_json::Value> =

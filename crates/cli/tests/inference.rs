@@ -305,7 +305,8 @@ fn published_model(procs: &mut Procs, url: &str, dir: &std::path::Path, key: &st
     let record = get_json(&format!("{url}/v1/models/minilm-community"));
     assert_eq!(record["manifest"]["files"].as_array().map(Vec::len), Some(ALL_MINILM_L6_V2.files.len()), "{record}");
 
-    // A node told to serve it fetches its files by hash and checks them against the manifest.
+    // A node that fetches models on demand, holding none: the request finds no holder, so it goes there; the node
+    // fetches the files by hash, checks them against the manifest, and answers.
     let models_dir = dir.join("fetching-node-models");
     let node_key = dir.join("fetching.json");
     assert!(neurolov().args(["keygen", "--out"]).arg(&node_key).output().unwrap().status.success());
@@ -317,7 +318,8 @@ fn published_model(procs: &mut Procs, url: &str, dir: &std::path::Path, key: &st
             "--backend",
             "cpu",
             "--models",
-            "minilm-community",
+            "none",
+            "--fetch-models",
             "--model-backend",
             "cpu",
         ])
@@ -339,7 +341,16 @@ fn published_model(procs: &mut Procs, url: &str, dir: &std::path::Path, key: &st
     assert_eq!(status, 200, "{body}");
     let reply = json(&body);
     reference.assert_embeddings(&texts, &serde_json::json!([reply["data"][0]["embedding"]]));
-    assert!(models_dir.join("published/minilm-community/1_Pooling/config.json").exists(), "the node cached the files");
+    assert!(models_dir.join("network/minilm-community/1_Pooling/config.json").exists(), "the node cached the files");
+    let fetcher = get_json(&format!("{url}/v1/nodes"))
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == reply["neurolov"]["node"])
+        .cloned()
+        .unwrap();
+    assert_eq!(fetcher["models"], serde_json::json!(["minilm-community"]), "it holds the model now: {fetcher}");
+    assert_eq!(fetcher["fetches_models"], true);
     // Price ⌈tokens · 40,000 / 1,000⌉, the author's 20% of it.
     let tokens = reply["usage"]["prompt_tokens"].as_u64().unwrap();
     let royalty = (tokens * 40_000).div_ceil(1_000) * 2_000 / 10_000;

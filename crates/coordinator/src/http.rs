@@ -85,6 +85,8 @@ pub(crate) async fn nodes(State(app): Shared) -> Json<Vec<api::NodeEntry>> {
                 backend: v.claimed.backend,
                 software: v.claimed.software,
                 wgsl: v.claimed.wgsl,
+                models: v.claimed.models,
+                fetches_models: v.claimed.fetches_models,
                 gflops_verified: v.gflops_verified,
                 reliability: v.reliability,
                 price: v.price_nano_per_gflop,

@@ -6,6 +6,7 @@
 //! its files stay blobs, served by hash, which nodes fetch and check (`neurolov node --models NAME`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -86,14 +87,23 @@ pub(crate) fn check_manifest(m: &oa::ModelManifest) -> Result<(), String> {
     Ok(())
 }
 
-/// Copies the model's file blobs into `dir` (made anew) and loads it with its verifier; the directory goes again if
-/// it does not load.
-fn assemble(dir: &Path, m: &oa::ModelManifest, blobs: &BlobDir, seed: u64) -> Result<Hosted, String> {
+/// Copies the model's files into `dir` (made anew) — each an uploaded blob, or a file of a genesis model that has
+/// its hash (`genesis`: served by that hash already, so a client's upload skips it) — and loads it with its verifier;
+/// the directory goes again if it does not load.
+fn assemble(
+    dir: &Path,
+    m: &oa::ModelManifest,
+    blobs: &BlobDir,
+    genesis: &dyn Fn(&str) -> Option<PathBuf>,
+    seed: u64,
+) -> Result<Hosted, String> {
     let _ = std::fs::remove_dir_all(dir);
     let loaded = (|| {
         for f in &m.files {
-            let bytes =
-                blobs.read(&f.blake3).ok_or_else(|| format!("file {} (blob {}) is not uploaded", f.name, f.blake3))?;
+            let bytes = blobs
+                .read(&f.blake3)
+                .or_else(|| std::fs::read(genesis(&f.blake3)?).ok())
+                .ok_or_else(|| format!("file {} (blob {}) is not uploaded", f.name, f.blake3))?;
             if bytes.len() as u64 != f.size {
                 return Err(format!("file {} is {} bytes, the manifest says {}", f.name, bytes.len(), f.size));
             }
@@ -143,7 +153,9 @@ pub(crate) async fn publish(State(app): Shared, headers: HeaderMap, body: Bytes)
     };
     let (dir, blobs, seed) =
         (models_dir(&c.data_dir).join(&manifest.name), c.blobs.clone(), verifier_seed(&c.secret_key, &manifest.name));
-    let hosted = match tokio::task::spawn_blocking(move || assemble(&dir, &manifest, &blobs, seed)).await {
+    let hosting = Arc::clone(&c.hosting);
+    let genesis = move |hash: &str| hosting.genesis_file(hash).map(|(path, _)| path);
+    let hosted = match tokio::task::spawn_blocking(move || assemble(&dir, &manifest, &blobs, &genesis, seed)).await {
         Ok(Ok(h)) => h,
         Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),

@@ -211,7 +211,12 @@ impl Core {
                 waiting.push_back(tid);
                 continue;
             }
-            match self.sched.allocate(&req) {
+            // An inference goes to a node that holds its model; failing that, to one that fetches models on demand.
+            let allocation = self.sched.allocate(&req).or_else(|e| match self.fetching(tid, &req) {
+                Some(fallback) => self.sched.allocate(&fallback),
+                None => Err(e),
+            });
+            match allocation {
                 Ok(allocation) => {
                     placed = true;
                     if self.place(tid, allocation) {
@@ -229,6 +234,13 @@ impl Core {
         // Placing took slots and may have queued spot-check replicas: look again at the next event.
         let changes = self.sched.changes();
         self.tasks.dispatched(waiting, placed, changes);
+    }
+
+    /// `req` asked of a node that fetches models instead of one that holds the model, for an inference task.
+    fn fetching(&self, tid: TaskId, req: &Requirements) -> Option<Requirements> {
+        let t = self.tasks.get(&tid)?;
+        matches!(t.work, Work::Infer { .. })
+            .then(|| Requirements { features: crate::inference::FETCHES_MODELS, ..req.clone() })
     }
 
     /// What placing the rest of `tid` asks of a node, and the kind of request it is (tasks of one kind succeed or

@@ -97,6 +97,12 @@ pub fn split(price: u64, royalty_bps: u64, fee_bps: u64) -> Split {
     Split { provider_nano, royalty_nano, fee_nano }
 }
 
+/// The scheduler's bit for a node that fetches a model it does not hold when given a task for it
+/// (`ClaimedHardware::fetches_models`): an inference task goes to such a node only when no holder can take it.
+/// Below `RUNS_WGSL` (bit 63), above the model bits.
+pub(crate) const FETCHES_MODELS: Features = Features(1 << 62);
+const _: () = assert!(FIRST_MODEL_BIT + MAX_LISTED_MODELS <= 62, "the model bits stay below FETCHES_MODELS");
+
 /// The scheduler bits of the listed models among `names` (unknown names are ignored).
 pub(crate) fn model_bits(cfg: &Config, names: &[String]) -> Features {
     Features(names.iter().filter_map(|n| model_bit(cfg, n)).fold(0, |acc, f| acc | f.0))
@@ -358,6 +364,19 @@ impl Core {
         self.shares(m, price).provider_nano
     }
 
+    /// A node that fetched `model` on demand and answered with it, verified, holds it now: it is preferred for the
+    /// model's next requests like a node that claimed it when it registered (until it registers again).
+    fn now_holds(&mut self, node: Id, model: &str) {
+        let Some(n) = self.registry.get_mut(&node) else { return };
+        let held = &mut n.claimed.models;
+        if held.iter().any(|m| m == model) || held.len() >= neurolov_protocol::inference::MAX_HELD_MODELS {
+            return;
+        }
+        held.push(model.to_string());
+        tracing::info!(%node, model, "node now holds the model");
+        self.sync_scheduler(node);
+    }
+
     /// Pays a verified inference from its job's escrow: the price of the tokens used, shared between the provider,
     /// the model's author and the treasury.
     pub(crate) fn pay_inference(&mut self, tid: TaskId, attempt: u32, node: Id, job: JobId, bytes: &[u8]) {
@@ -373,6 +392,7 @@ impl Core {
         }
         let (paid_nano, fee_nano, royalty_nano) = self.pay_task_shares(tid, attempt, operator, shares, royalty);
         self.usage_of_model(&m.name, request.input_tokens(), output_tokens, royalty_nano);
+        self.now_holds(node, &m.name);
         self.effects.push(Effect::Reward {
             job,
             task: tid,

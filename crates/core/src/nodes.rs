@@ -43,7 +43,8 @@ impl Core {
                             .map_or(acc, |f| neurolov_scheduler::Features(acc.0 | f.0))
                     })
                     .0
-                    | crate::inference::model_bits(&self.cfg, &n.claimed.models).0,
+                    | crate::inference::model_bits(&self.cfg, &n.claimed.models).0
+                    | if n.claimed.fetches_models { crate::inference::FETCHES_MODELS.0 } else { 0 },
             ),
             memory_bytes: if n.claimed.memory_bytes == 0 { u64::MAX } else { n.claimed.memory_bytes },
             slots: n.slots,

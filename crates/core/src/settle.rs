@@ -282,7 +282,9 @@ impl Core {
         }
         let conn = self.registry.get(&node).and_then(|n| n.conn);
         self.vacate(tid, attempt, node);
-        if let Some(n) = self.registry.get_mut(&node) {
+        // Work finished during a conviction's cooldown (a challenge sent before it) earns the node no trust back.
+        let now = self.now_ms;
+        if let Some(n) = self.registry.get_mut(&node).filter(|n| now >= n.convicted_until_ms) {
             n.history.verified += 1;
         }
         if let Some(conn) = conn {

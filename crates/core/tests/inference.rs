@@ -87,6 +87,13 @@ impl Net {
     }
 
     fn with(config: Config, models: &[&str], verdict: Verdict) -> Net {
+        let claimed =
+            ClaimedHardware { models: models.iter().map(|m| m.to_string()).collect(), ..ClaimedHardware::default() };
+        Net::claiming(config, claimed, 3, verdict)
+    }
+
+    /// The node on connection 1 claims `claimed` and asks `price_nano_per_gflop`.
+    fn claiming(config: Config, claimed: ClaimedHardware, price_nano_per_gflop: u64, verdict: Verdict) -> Net {
         let mut core = Core::new(config, 1, 0);
         let nonce = match &core.connected(0, 1)[..] {
             [Effect::Send { msg: ToNode::Challenge { nonce, .. }, .. }] => nonce.clone(),
@@ -103,8 +110,6 @@ impl Net {
             inbox: Vec::new(),
             checker,
         };
-        let claimed =
-            ClaimedHardware { models: models.iter().map(|m| m.to_string()).collect(), ..ClaimedHardware::default() };
         net.send(FromNode::Register {
             version: 3,
             session: net.nonce.clone(),
@@ -112,7 +117,7 @@ impl Net {
             operator: net.kp.id(),
             kind: NodeKind::Native,
             claimed,
-            price_nano_per_gflop: 3,
+            price_nano_per_gflop,
             slots: 1,
             operator_delegation: None,
         });
@@ -121,19 +126,59 @@ impl Net {
         net
     }
 
+    /// A second node (connection `conn`, its own operator) claiming `claimed`, attested; its key.
+    fn join(&mut self, conn: u64, seed: u8, claimed: ClaimedHardware, price_nano_per_gflop: u64) -> Keypair {
+        let kp = Keypair::from_seed([seed; 32]);
+        let nonce = match &self.core.connected(self.now, conn)[..] {
+            [Effect::Send { msg: ToNode::Challenge { nonce, .. }, .. }] => nonce.clone(),
+            other => panic!("expected a challenge, got {other:?}"),
+        };
+        let operator = kp.id();
+        let register = FromNode::Register {
+            version: 3,
+            session: nonce.clone(),
+            seq: 0,
+            operator,
+            kind: NodeKind::Native,
+            claimed,
+            price_nano_per_gflop,
+            slots: 1,
+            operator_delegation: None,
+        };
+        let effects = self.send_as(conn, &kp, &register);
+        let challenge = effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Send { msg: ToNode::Task(t), conn: c } if *c == conn => Some(t.clone()),
+                _ => None,
+            })
+            .expect("a challenge");
+        let bytes = challenge_product(&challenge);
+        let hash = blake3::hash(&bytes).to_hex().to_string();
+        self.store.0.insert(hash.clone(), bytes.into());
+        let (task_id, attempt) = (challenge.task_id, challenge.attempt);
+        let session = nonce.clone();
+        self.send_as(conn, &kp, &FromNode::Commit { session, seq: 1, task_id, attempt, result_hash: hash.clone() });
+        self.send_as(conn, &kp, &FromNode::Result { session: nonce, seq: 2, task_id, attempt, result_hash: hash });
+        kp
+    }
+
+    fn send_as(&mut self, conn: u64, kp: &Keypair, msg: &FromNode) -> Vec<Effect> {
+        self.now += 10;
+        let text = serde_json::to_string(&Envelope::seal(kp, msg)).unwrap();
+        let effects = self.core.frame(self.now, conn, &text, &self.store);
+        let effects = self.core.run_verifications_with(self.now, effects, &self.store, Some(&self.checker));
+        for e in &effects {
+            if let Effect::StoreBlob { hash, bytes } = e {
+                self.store.0.insert(hash.clone(), bytes.clone());
+            }
+        }
+        effects
+    }
+
     /// Computes an attestation challenge's product and delivers it.
     fn answer_challenge(&mut self, challenge: &Task) {
-        let Work::Matmul { m, n, k, a, b } = &challenge.work else { panic!("a matmul challenge") };
-        let seeded = |r: &neurolov_protocol::messages::DataRef| match r {
-            neurolov_protocol::messages::DataRef::Seeded { seed, len, offset } => {
-                seeded_f32_at(*seed, *offset, *len as usize)
-            }
-            other => panic!("a seeded challenge, got {other:?}"),
-        };
-        let (m, n, k) = (*m as usize, *n as usize, *k as usize);
-        let mut c = vec![0.0f32; m * n];
-        neurolov_kernels::cpu::sgemm(&seeded(a), &seeded(b), &mut c, m, n, k);
-        self.commit(challenge, c.iter().flat_map(|x| x.to_le_bytes()).collect());
+        self.commit(challenge, challenge_product(challenge));
     }
 
     fn send(&mut self, msg: FromNode) -> Vec<Effect> {
@@ -218,6 +263,59 @@ impl Net {
     fn balance(&self, id: &Id) -> u64 {
         self.core.wallet_view(id).balance_nano
     }
+}
+
+/// The honest answer to an attestation challenge: its product's bytes.
+fn challenge_product(challenge: &Task) -> Vec<u8> {
+    let Work::Matmul { m, n, k, a, b } = &challenge.work else { panic!("a matmul challenge") };
+    let seeded = |r: &neurolov_protocol::messages::DataRef| match r {
+        neurolov_protocol::messages::DataRef::Seeded { seed, len, offset } => {
+            seeded_f32_at(*seed, *offset, *len as usize)
+        }
+        other => panic!("a seeded challenge, got {other:?}"),
+    };
+    let (m, n, k) = (*m as usize, *n as usize, *k as usize);
+    let mut c = vec![0.0f32; m * n];
+    neurolov_kernels::cpu::sgemm(&seeded(a), &seeded(b), &mut c, m, n, k);
+    c.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The connection an inference task went out on, among `effects`.
+fn sent_to(effects: &[Effect]) -> Option<(u64, Task)> {
+    effects.iter().find_map(|e| match e {
+        Effect::Send { conn, msg: ToNode::Task(t) } if matches!(t.work, Work::Infer { .. }) => Some((*conn, t.clone())),
+        Effect::Send { conn, msg: ToNode::Tasks { tasks } } => {
+            tasks.iter().find(|t| matches!(t.work, Work::Infer { .. })).map(|t| (*conn, t.clone()))
+        }
+        _ => None,
+    })
+}
+
+#[test]
+fn a_node_that_fetches_models_gets_a_request_only_when_no_holder_can_take_it_and_then_holds_the_model() {
+    // The fetcher (connection 1) asks the lowest price: by score alone it would win every task.
+    let fetcher = ClaimedHardware { fetches_models: true, ..ClaimedHardware::default() };
+    let mut net = Net::claiming(cfg(), fetcher, 1, Verdict::Accepted);
+    let holder = ClaimedHardware { models: vec![MODEL.into()], ..ClaimedHardware::default() };
+    net.join(2, 9, holder, 1_000);
+    let client = Keypair::from_seed([7; 32]).id();
+    net.core.faucet(net.now, client).unwrap();
+    let spec = JobSpec::Infer { model: MODEL.into(), request: chat(5) };
+    let (_, effects) = net.core.submit(net.now, client, spec.clone(), &net.store).unwrap();
+    assert_eq!(sent_to(&effects).map(|(conn, _)| conn), Some(2), "the holder first: {effects:?}");
+    // The holder's one slot is taken: the next request goes to the node that fetches the model.
+    let (_, effects) = net.core.submit(net.now, client, spec.clone(), &net.store).unwrap();
+    net.absorb(&effects);
+    let (conn, task) = sent_to(&effects).expect("the fetcher gets the request the holder cannot take");
+    assert_eq!(conn, 1);
+    assert!(net.core.nodes().iter().all(|n| n.id != net.kp.id() || n.claimed.models.is_empty()));
+    net.commit(&task, answer(vec![4, 5], Finish::Stop, Some(0)));
+    net.open(&task, b"opening");
+    // Verified with the model it fetched, it holds the model now: the scheduler counts it among the holders.
+    let me = net.core.nodes().into_iter().find(|n| n.id == net.kp.id()).unwrap();
+    assert_eq!(me.claimed.models, [MODEL]);
+    let (_, effects) = net.core.submit(net.now, client, spec, &net.store).unwrap();
+    assert_eq!(sent_to(&effects).map(|(conn, _)| conn), Some(1), "a holder now, and the cheaper one");
 }
 
 fn error_code(effects: &[Effect]) -> Option<ErrorCode> {
@@ -307,7 +405,9 @@ fn a_convicted_node_is_not_re_attested_by_a_challenge_sent_before_its_conviction
     let effects = net.open(&task, b"opening");
     assert!(effects.iter().any(|e| matches!(e, Effect::Slash { .. })), "convicted");
     net.answer_challenge(&challenge);
-    assert_ne!(net.core.nodes()[0].state, neurolov_core::NodeState::Active, "re-attested during its cooldown");
+    let me = &net.core.nodes()[0];
+    assert_ne!(me.state, neurolov_core::NodeState::Active, "re-attested during its cooldown");
+    assert_eq!(me.tasks_verified, 0, "trust earned back during its cooldown");
 }
 
 #[test]

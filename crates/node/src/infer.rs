@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
+use neurolov_models::serve::Provider;
 use neurolov_protocol::FromNode;
-use neurolov_protocol::inference::{Answer, InferRequest};
+use neurolov_protocol::inference::{Answer, InferRequest, MAX_HELD_MODELS};
 use neurolov_protocol::messages::Task;
 
 use crate::{Outgoing, Pending, TaskRun};
@@ -29,16 +30,72 @@ fn forge(answer: &mut Answer) {
     }
 }
 
+/// Loads a model from the coordinator by name (its files fetched by hash and checked): the binary supplies it.
+pub type FetchModel = dyn Fn(&str) -> anyhow::Result<Provider> + Send + Sync;
+
+/// The models a node fetches on demand (`Settings::fetch_models`): one fetch at a time, each kept for the next tasks,
+/// at most [`MAX_HELD_MODELS`] (the oldest is dropped first).
+#[derive(Clone)]
+pub struct ModelFetcher {
+    fetch: Arc<FetchModel>,
+    fetched: Arc<std::sync::Mutex<Vec<Arc<Provider>>>>,
+    /// Held while a model is fetched: tasks for a model being fetched wait for it rather than fetch it again.
+    fetching: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for ModelFetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelFetcher").field("held", &self.held()).finish_non_exhaustive()
+    }
+}
+
+impl ModelFetcher {
+    pub fn new(fetch: Arc<FetchModel>) -> ModelFetcher {
+        ModelFetcher { fetch, fetched: Arc::default(), fetching: Arc::default() }
+    }
+
+    fn find(&self, name: &str) -> Option<Arc<Provider>> {
+        let fetched = self.fetched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        fetched.iter().find(|p| p.name == name).cloned()
+    }
+
+    /// Names of the models fetched so far.
+    pub fn held(&self) -> Vec<String> {
+        let fetched = self.fetched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        fetched.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// `name`, fetched and loaded unless it already was.
+    pub async fn get(&self, name: &str) -> anyhow::Result<Arc<Provider>> {
+        if let Some(p) = self.find(name) {
+            return Ok(p);
+        }
+        let _one_at_a_time = self.fetching.lock().await;
+        if let Some(p) = self.find(name) {
+            return Ok(p);
+        }
+        let (fetch, owned) = (Arc::clone(&self.fetch), name.to_string());
+        let started = std::time::Instant::now();
+        let provider = Arc::new(tokio::task::spawn_blocking(move || fetch(&owned)).await??);
+        tracing::info!(model = name, took_ms = started.elapsed().as_millis() as u64, "model fetched on demand");
+        let mut fetched = self.fetched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if fetched.len() >= MAX_HELD_MODELS {
+            fetched.remove(0);
+        }
+        fetched.push(Arc::clone(&provider));
+        Ok(provider)
+    }
+}
+
 impl TaskRun {
     /// Runs an inference task and delivers its committed answer, keeping the run's record for the challenge.
     pub(crate) async fn infer(&self, task: &Task, model: &str, request: &InferRequest) -> anyhow::Result<()> {
-        let provider = self
-            .settings
-            .models
-            .iter()
-            .find(|p| p.name == model)
-            .cloned()
-            .ok_or_else(|| anyhow!("this node does not serve {model}"))?;
+        let held = self.settings.models.iter().find(|p| p.name == model).cloned();
+        let provider = match (held, &self.settings.fetch_models) {
+            (Some(p), _) => p,
+            (None, Some(fetcher)) => fetcher.get(model).await.with_context(|| format!("fetching {model}"))?,
+            (None, None) => return Err(anyhow!("this node does not serve {model}")),
+        };
         let request = request.clone();
         let runner = Arc::clone(&provider);
         let (mut output, held) = tokio::task::spawn_blocking(move || runner.answer(&request)).await??;

@@ -7,6 +7,8 @@
 
 mod infer;
 
+pub use infer::{FetchModel, ModelFetcher};
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -64,6 +66,9 @@ pub struct Settings {
     pub cheat_inference: bool,
     /// The models this node serves (claimed at registration; inference tasks for them run here).
     pub models: Vec<Arc<neurolov_models::serve::Provider>>,
+    /// Fetches a listed model this node does not hold when it is given a task for it (claimed as
+    /// `fetches_models`); `None`: only `models` are served.
+    pub fetch_models: Option<infer::ModelFetcher>,
 }
 
 /// Runs the node until `shutdown` turns true.
@@ -274,6 +279,11 @@ async fn handshake(
         Arc::new(Signer { keypair: settings.keypair.clone(), session: nonce, seq: AtomicU64::new(0), version });
     let mut claimed = claimed_hardware(compute, settings.max_task_bytes, wgsl);
     claimed.models = settings.models.iter().map(|m| m.name.clone()).collect();
+    if let Some(fetcher) = &settings.fetch_models {
+        // Models fetched in an earlier session are held now.
+        claimed.models.extend(fetcher.held());
+        claimed.fetches_models = true;
+    }
     let register = signer.frame(|session, seq| FromNode::Register {
         version,
         session,
@@ -434,6 +444,7 @@ pub fn claimed_hardware(compute: &Compute, max_task_bytes: u64, wgsl: bool) -> C
                 features,
                 wgsl,
                 models: Vec::new(),
+                fetches_models: false,
             }
         }
         None => ClaimedHardware {
@@ -444,6 +455,7 @@ pub fn claimed_hardware(compute: &Compute, max_task_bytes: u64, wgsl: bool) -> C
             features: Vec::new(),
             wgsl,
             models: Vec::new(),
+            fetches_models: false,
         },
     }
 }

@@ -108,6 +108,11 @@ pub struct ClaimedHardware {
     /// hold it. Absent (an older node) means none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<String>,
+    /// Whether the node fetches a listed model it does not hold when it is given a task for it (from the
+    /// coordinator, by hash, checked): inference tasks go to such a node when no node holding the model can take
+    /// them. Absent (an older node) means `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fetches_models: bool,
 }
 
 /// Where a task's input comes from.
