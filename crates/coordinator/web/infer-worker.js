@@ -1,7 +1,7 @@
 // The browser provider's inference engine, in a Web Worker so a long generation never stalls the page's session
 // (heartbeats, frames). The engine is `crates/wasm`: the native node's model and proof code compiled to WebAssembly,
 // served by the coordinator at /static/engine.wasm. Messages in: {id, op: "load"|"answer"|"open"|"forget", ...};
-// out: {id, ok, bytes?, models?, error?}. Model files are fetched by hash and checked by the engine before they run.
+// out: {id, ok, bytes?, hash?, models?, error?}. Model files are fetched by hash and checked by the engine before they run.
 
 let engine = null;
 
@@ -32,6 +32,12 @@ function put(bytes) {
   const ptr = engine.nl_alloc(u8.length);
   new Uint8Array(engine.memory.buffer, ptr, u8.length).set(u8);
   return [ptr, u8.length];
+}
+
+/** The last call's output as lowercase hex BLAKE3 (computed by the engine: megabytes hash in milliseconds there). */
+function outputHash() {
+  const hash = new Uint8Array(engine.memory.buffer, engine.nl_out_blake3(), 32);
+  return Array.from(hash, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** The last call's output: its bytes, or its error thrown. */
@@ -65,8 +71,10 @@ async function handle(msg) {
       const code = engine.nl_answer(...put(msg.model), BigInt(msg.task_id), msg.attempt, ...put(msg.request));
       return { bytes: output(code) };
     }
-    case "open":
-      return { bytes: output(engine.nl_open(BigInt(msg.task_id), msg.attempt, BigInt(msg.seed))) };
+    case "open": {
+      const bytes = output(engine.nl_open(BigInt(msg.task_id), msg.attempt, BigInt(msg.seed)));
+      return { bytes, hash: outputHash() };
+    }
     case "forget":
       engine.nl_forget(BigInt(msg.task_id), msg.attempt);
       return {};

@@ -185,11 +185,11 @@ function domainSeparated(domain, message) {
 
 /**
  * Headers that sign an HTTP request (docs/API.md): `METHOD \n PATH \n TIMESTAMP_MS \n blake3(body)` in the
- * request domain. A node signs its result uploads this way.
+ * request domain. A node signs its result uploads this way. `bodyHash`: the body's BLAKE3 when it is already known.
  */
-export async function signRequest(identity, method, path, body) {
+export async function signRequest(identity, method, path, body, bodyHash = blake3Hex(body)) {
   const ts = Date.now();
-  const message = new TextEncoder().encode(`${method}\n${path}\n${ts}\n${blake3Hex(body)}`);
+  const message = new TextEncoder().encode(`${method}\n${path}\n${ts}\n${bodyHash}`);
   const bytes = domainSeparated(DOMAIN_REQUEST, message);
   const sig = new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, identity.privateKey, bytes));
   return { "x-neurolov-client": identity.id, "x-neurolov-timestamp": String(ts), "x-neurolov-signature": base58(sig) };

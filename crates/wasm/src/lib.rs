@@ -103,6 +103,8 @@ impl WebEngine {
 struct Module {
     engine: WebEngine,
     out: Vec<u8>,
+    /// The BLAKE3 of `out`, once asked for (`nl_out_blake3`).
+    out_hash: [u8; 32],
 }
 
 thread_local! {
@@ -172,6 +174,16 @@ pub extern "C" fn nl_out_ptr() -> *const u8 {
 #[unsafe(no_mangle)]
 pub extern "C" fn nl_out_len() -> usize {
     MODULE.with_borrow(|m| m.out.len())
+}
+
+/// The BLAKE3 of the last call's answer (32 bytes, valid until the next call): an opening is megabytes, and hashing
+/// it here keeps the page's own thread — its heartbeats — free.
+#[unsafe(no_mangle)]
+pub extern "C" fn nl_out_blake3() -> *const u8 {
+    MODULE.with_borrow_mut(|m| {
+        m.out_hash = *blake3::hash(&m.out).as_bytes();
+        m.out_hash.as_ptr()
+    })
 }
 
 /// [`WebEngine::stage`]; every buffer comes from `nl_alloc` and is taken.
