@@ -79,6 +79,10 @@ pub struct Config {
     /// verify). The one parameter that grows while the core runs: a published model is appended
     /// (`Core::list_model`).
     pub models: Vec<crate::ModelListing>,
+    /// Largest single withdrawal to a chain.
+    pub withdraw_max_nano: u64,
+    /// Most one account may withdraw to chains in 24 hours (a stolen key empties a wallet no faster).
+    pub withdraw_daily_max_nano: u64,
 }
 
 impl Default for Config {
@@ -121,6 +125,8 @@ impl Default for Config {
             finished_job_memory_ms: 3_600_000,
             max_finished_jobs_in_memory: 10_000,
             models: Vec::new(),
+            withdraw_max_nano: 100_000 * neurolov_ledger::NANO_PER_NLOV,
+            withdraw_daily_max_nano: 250_000 * neurolov_ledger::NANO_PER_NLOV,
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod canary;
 mod config;
+mod custody;
 mod dispatch;
 mod economy;
 mod finality;
@@ -38,6 +39,10 @@ use taskbook::{Purpose, TaskBook, TaskRec};
 
 pub use canary::MAX_KNOWN_ANSWERS;
 pub use config::Config;
+pub use custody::{
+    CustodyError, Deposit, MAX_FINISHED_WITHDRAWALS, MAX_OPEN_WITHDRAWALS, WITHDRAW_WINDOW_MS, Withdrawal,
+    WithdrawalState, outside,
+};
 pub use economy::{
     BPS, LedgerTotals, WalletError, WalletView, escrow, price_nano, rebuild_ledger, share_nano, stake_account,
     treasury, wallet,
@@ -257,6 +262,8 @@ pub struct Core {
     next_archive_ms: u64,
     /// Verified inference per model since this core started (the marketplace's usage and earnings figures).
     model_usage: HashMap<String, ModelUsage>,
+    /// NLOV leaving custody for chains, from request to confirmation (see `custody.rs`).
+    withdrawals: custody::Withdrawals,
 }
 
 impl Core {
@@ -295,6 +302,7 @@ impl Core {
             usage: usage::Usage::default(),
             next_archive_ms: 0,
             model_usage: HashMap::new(),
+            withdrawals: custody::Withdrawals::default(),
         }
     }
 

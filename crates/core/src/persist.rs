@@ -50,6 +50,11 @@ pub enum Record {
         job: JobId,
         tasks: Vec<crate::TaskView>,
     },
+    /// A withdrawal to a chain as it now stands (written in the same commit as its ledger transfers; the shell
+    /// makes a `Signed` one durable before it sends the transaction).
+    Withdrawal(Box<crate::Withdrawal>),
+    /// A deposit credited from a chain.
+    Deposit(Box<crate::Deposit>),
 }
 
 /// A node's durable state: its reputation.
@@ -104,6 +109,8 @@ pub struct Restored {
     pub evidence: Vec<crate::Evidence>,
     /// Jobs archived (not among `jobs`), by outcome.
     pub archived: crate::Archived,
+    /// Withdrawals to chains on record (unfinished ones are finished by the chain adapters after the restart).
+    pub withdrawals: Vec<crate::Withdrawal>,
 }
 
 impl Core {
@@ -186,6 +193,7 @@ impl Core {
             core
         };
         core.void_restored_holds();
+        core.restore_withdrawals(restored.withdrawals);
         for e in restored.evidence {
             core.remember_evidence(e);
         }
@@ -220,6 +228,23 @@ impl Core {
             .collect();
         for pending in holds {
             self.void_pending(pending, neurolov_ledger::codes::TASK_HOLD);
+        }
+    }
+
+    /// The withdrawals on record. A withdrawal hold the ledger has but no record names was never signed (a record and
+    /// its hold are written in one commit, and a signature only after that): it is released.
+    fn restore_withdrawals(&mut self, withdrawals: Vec<crate::Withdrawal>) {
+        self.withdrawals = crate::custody::Withdrawals::restore(withdrawals);
+        let orphans: Vec<neurolov_ledger::TransferId> = self
+            .economy
+            .ledger()
+            .open_pending()
+            .filter(|t| t.code == neurolov_ledger::codes::WITHDRAW && self.withdrawal(t.id).is_none())
+            .map(|t| t.id)
+            .collect();
+        for pending in orphans {
+            tracing::warn!(withdrawal = %pending, "a withdrawal hold without its record is released");
+            self.void_pending(pending, neurolov_ledger::codes::WITHDRAW);
         }
     }
 

@@ -80,6 +80,10 @@ pub enum Kind {
     Escrow,
     /// A provider's locked stake.
     Stake,
+    /// NLOV on a chain outside the network's custody, by the chain's number (`neurolov_protocol::chain::Chain`): a
+    /// withdrawal credits it, a deposit debits it. It never goes negative — nothing can come in from a chain that
+    /// did not first go out to it — so a forged deposit report cannot create NLOV.
+    Outside(u8),
 }
 
 impl Kind {
@@ -91,6 +95,7 @@ impl Kind {
             Kind::Provider => 3,
             Kind::Escrow => 4,
             Kind::Stake => 5,
+            Kind::Outside(chain) => 50 + u16::from(chain),
         }
     }
 
@@ -101,6 +106,7 @@ impl Kind {
             3 => Kind::Provider,
             4 => Kind::Escrow,
             5 => Kind::Stake,
+            c @ 50..=99 => Kind::Outside(u8::try_from(c - 50).ok()?),
             c if c >= 100 => Kind::Genesis(*Bucket::ALL.get(usize::from(c - 100))?),
             _ => return None,
         })
@@ -115,6 +121,7 @@ impl Kind {
             Kind::Provider => "provider",
             Kind::Escrow => "escrow",
             Kind::Stake => "stake",
+            Kind::Outside(_) => "outside",
         }
     }
 }
@@ -268,6 +275,12 @@ pub mod codes {
     pub const RERUN_FUND: u16 = 17;
     /// A model author's share of a verified inference's price.
     pub const ROYALTY: u16 = 18;
+    /// NLOV that arrived in the network's custody on a chain, credited to the account it names (user data: none; the
+    /// transfer id derives from the chain transaction's id, so a deposit is credited once).
+    pub const DEPOSIT: u16 = 40;
+    /// NLOV leaving custody for an address on a chain: pending until the chain transaction is confirmed, then posted;
+    /// voided (refunded) if it provably did not land.
+    pub const WITHDRAW: u16 = 41;
     pub const STAKE: u16 = 20;
     pub const UNSTAKE: u16 = 21;
     pub const SLASH: u16 = 22;
@@ -291,6 +304,8 @@ pub mod codes {
             UNSTAKE => "unstake",
             SLASH => "slash",
             EXPIRED => "expired hold",
+            DEPOSIT => "deposit",
+            WITHDRAW => "withdrawal",
             _ => "other",
         }
     }
@@ -341,7 +356,8 @@ mod tests {
 
     #[test]
     fn kinds_round_trip_through_codes() {
-        let mut kinds = vec![Kind::Mint, Kind::User, Kind::Provider, Kind::Escrow, Kind::Stake];
+        let mut kinds = vec![Kind::Mint, Kind::User, Kind::Provider, Kind::Escrow, Kind::Stake, Kind::Outside(0)];
+        kinds.extend([Kind::Outside(1), Kind::Outside(49)]);
         kinds.extend(Bucket::ALL.iter().map(|&b| Kind::Genesis(b)));
         for k in kinds {
             assert_eq!(Kind::from_code(k.code()), Some(k));

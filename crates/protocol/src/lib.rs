@@ -2,6 +2,7 @@
 //! Solana addresses, Solana CLI keypair files), domain-separated signatures, signed envelopes, and the version-1
 //! messages. Pure: no IO; serde lives here because these are the edge types.
 
+pub mod chain;
 pub mod envelope;
 pub mod identity;
 pub mod inference;

@@ -1,8 +1,12 @@
 //! The JSON documents the store keeps the core's records as (the core's own types stay serde-free), and the
 //! conversions both ways.
 
-use neurolov_core::{Evidence, InputData, JobRecord, JobSpec, JobState, NodeRecord};
+use neurolov_core::{
+    Deposit, Evidence, InputData, JobRecord, JobSpec, JobState, NodeRecord, Withdrawal, WithdrawalState,
+};
+use neurolov_ledger::TransferId;
 use neurolov_protocol::Id;
+use neurolov_protocol::chain::Chain;
 use neurolov_protocol::messages::{ClaimedHardware, NodeKind, WgslBuffer};
 use neurolov_scheduler::WorkHistory;
 use neurolov_verify::replicas::Tolerance;
@@ -266,5 +270,100 @@ pub(super) fn evidence_doc(e: &Evidence) -> EvidenceDoc {
         work: e.work.clone(),
         reason: e.reason.clone(),
         opening: e.opening.clone(),
+    }
+}
+
+/// A withdrawal's state as stored; the signed transaction base64.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub(super) enum WithdrawalStateDoc {
+    Requested,
+    Signed { tx_id: String, signed_tx: String, expires: u64 },
+    Confirmed { tx_id: String },
+    Failed { tx_id: Option<String>, reason: String },
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct WithdrawalDoc {
+    /// The ledger transfer id, hex.
+    pub(super) id: String,
+    pub(super) account: Id,
+    pub(super) chain: Chain,
+    pub(super) to: String,
+    pub(super) amount_nano: u64,
+    pub(super) requested_ms: u64,
+    pub(super) state: WithdrawalStateDoc,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct DepositDoc {
+    pub(super) id: String,
+    pub(super) account: Id,
+    pub(super) chain: Chain,
+    pub(super) tx_id: String,
+    pub(super) amount_nano: u64,
+    pub(super) credited_ms: u64,
+}
+
+fn transfer_id(hex: &str) -> anyhow::Result<TransferId> {
+    Ok(TransferId(u128::from_str_radix(hex, 16)?))
+}
+
+pub(super) fn withdrawal_doc(w: &Withdrawal) -> WithdrawalDoc {
+    use base64::Engine as _;
+    let state = match &w.state {
+        WithdrawalState::Requested => WithdrawalStateDoc::Requested,
+        WithdrawalState::Signed { tx_id, signed_tx, expires } => WithdrawalStateDoc::Signed {
+            tx_id: tx_id.clone(),
+            signed_tx: base64::engine::general_purpose::STANDARD.encode(signed_tx),
+            expires: *expires,
+        },
+        WithdrawalState::Confirmed { tx_id } => WithdrawalStateDoc::Confirmed { tx_id: tx_id.clone() },
+        WithdrawalState::Failed { tx_id, reason } => {
+            WithdrawalStateDoc::Failed { tx_id: tx_id.clone(), reason: reason.clone() }
+        }
+    };
+    WithdrawalDoc {
+        id: w.id.to_string(),
+        account: w.account,
+        chain: w.chain,
+        to: w.to.clone(),
+        amount_nano: w.amount_nano,
+        requested_ms: w.requested_ms,
+        state,
+    }
+}
+
+pub(super) fn withdrawal(d: WithdrawalDoc) -> anyhow::Result<Withdrawal> {
+    use base64::Engine as _;
+    let state = match d.state {
+        WithdrawalStateDoc::Requested => WithdrawalState::Requested,
+        WithdrawalStateDoc::Signed { tx_id, signed_tx, expires } => WithdrawalState::Signed {
+            tx_id,
+            signed_tx: base64::engine::general_purpose::STANDARD.decode(signed_tx)?,
+            expires,
+        },
+        WithdrawalStateDoc::Confirmed { tx_id } => WithdrawalState::Confirmed { tx_id },
+        WithdrawalStateDoc::Failed { tx_id, reason } => WithdrawalState::Failed { tx_id, reason },
+    };
+    Ok(Withdrawal {
+        id: transfer_id(&d.id)?,
+        account: d.account,
+        chain: d.chain,
+        to: d.to,
+        amount_nano: d.amount_nano,
+        requested_ms: d.requested_ms,
+        state,
+    })
+}
+
+pub(super) fn deposit_doc(d: &Deposit) -> DepositDoc {
+    DepositDoc {
+        id: d.id.to_string(),
+        account: d.account,
+        chain: d.chain,
+        tx_id: d.tx_id.clone(),
+        amount_nano: d.amount_nano,
+        credited_ms: d.credited_ms,
     }
 }

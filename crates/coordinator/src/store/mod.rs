@@ -27,7 +27,10 @@ mod docs;
 mod jobs;
 mod ledger;
 
-use docs::{ArchivedTaskDoc, evidence, evidence_doc, job_doc, job_record, node_doc, node_record};
+use docs::{
+    ArchivedTaskDoc, deposit_doc, evidence, evidence_doc, job_doc, job_record, node_doc, node_record, withdrawal,
+    withdrawal_doc,
+};
 pub use jobs::{StoredJob, inline_results, job_for_key, recorded_blobs, stored_job};
 use jobs::{expire_results, migrate_jobs};
 pub use ledger::account_history;
@@ -114,6 +117,9 @@ pub async fn open(path: &Path) -> anyhow::Result<(Store, Restored)> {
     for (doc,) in sqlx::query_as::<_, (String,)>("SELECT doc FROM evidence ORDER BY seq").fetch_all(&pool).await? {
         restored.evidence.push(evidence(serde_json::from_str(&doc)?));
     }
+    for (doc,) in sqlx::query_as::<_, (String,)>("SELECT doc FROM withdrawals").fetch_all(&pool).await? {
+        restored.withdrawals.push(withdrawal(serde_json::from_str(&doc)?)?);
+    }
     migrate_history(&pool).await?;
     let (accounts, transfers, nums) = load_ledger(&pool).await?;
     restored.ledger_accounts = accounts;
@@ -153,6 +159,8 @@ async fn create_schema(pool: &SqlitePool, path: &Path) -> anyhow::Result<()> {
         "CREATE TABLE IF NOT EXISTS ledger_history (account INTEGER NOT NULL, seq INTEGER NOT NULL, \
          PRIMARY KEY (account, seq)) WITHOUT ROWID",
         "CREATE TABLE IF NOT EXISTS evidence (seq INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS withdrawals (id TEXT PRIMARY KEY, account TEXT NOT NULL, doc TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS deposits (id TEXT PRIMARY KEY, account TEXT NOT NULL, doc TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS api_keys (hash TEXT PRIMARY KEY, doc TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS published_models (name TEXT PRIMARY KEY, doc TEXT NOT NULL)",
     ] {
@@ -499,6 +507,15 @@ fn write_record(q: &mut Statements, r: &Record) -> anyhow::Result<()> {
         }
         Record::Evidence(e) => {
             statement!(q, "INSERT INTO evidence (doc) VALUES (?)", serde_json::to_string(&evidence_doc(e))?);
+        }
+        Record::Withdrawal(w) => {
+            let sql = "INSERT INTO withdrawals (id, account, doc) VALUES (?, ?, ?) \
+                       ON CONFLICT(id) DO UPDATE SET doc = excluded.doc";
+            statement!(q, sql, w.id.to_string(), w.account.to_string(), serde_json::to_string(&withdrawal_doc(w))?);
+        }
+        Record::Deposit(d) => {
+            let sql = "INSERT INTO deposits (id, account, doc) VALUES (?, ?, ?) ON CONFLICT(id) DO NOTHING";
+            statement!(q, sql, d.id.to_string(), d.account.to_string(), serde_json::to_string(&deposit_doc(d))?);
         }
         Record::Ids { next_job, next_task } => {
             let sql = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)";

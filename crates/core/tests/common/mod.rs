@@ -26,6 +26,8 @@ pub struct Db {
     pub archived: BTreeMap<JobId, (JobRecord, Vec<neurolov_core::TaskView>)>,
     /// Results recorded with their bytes (small ones): a restore needs no blob for them.
     pub inline_results: std::collections::HashSet<String>,
+    pub withdrawals: BTreeMap<neurolov_ledger::TransferId, neurolov_core::Withdrawal>,
+    pub deposits: Vec<neurolov_core::Deposit>,
 }
 
 impl Db {
@@ -59,6 +61,10 @@ impl Db {
                     self.archived.insert(job, (record, tasks));
                 }
             }
+            Record::Withdrawal(w) => {
+                self.withdrawals.insert(w.id, *w);
+            }
+            Record::Deposit(d) => self.deposits.push(*d),
             Record::Ledger(changes) => {
                 for a in changes.created.into_iter().chain(changes.accounts) {
                     self.accounts.insert(a.id, a);
@@ -90,6 +96,7 @@ impl Db {
             ledger_accounts: self.accounts.values().cloned().collect(),
             ledger_transfers: self.transfers.clone(),
             evidence: self.evidence.clone(),
+            withdrawals: self.withdrawals.values().cloned().collect(),
             archived: self.archived.values().fold(neurolov_core::Archived::default(), |mut a, (j, _)| {
                 match j.state {
                     neurolov_core::JobState::Done => a.done += 1,
