@@ -3,4 +3,5 @@
 //! follows. The ledger side — holds, deposits credited once, the withdrawal states — is `neurolov_core::custody`;
 //! sending, confirming and watching the chains is the coordinator shell's.
 
+pub mod rpc;
 pub mod solana;

@@ -1,0 +1,3 @@
+//! What the chain tests share: a LiteSVM-backed JSON-RPC server.
+
+pub mod localnet;
