@@ -259,6 +259,35 @@ pub struct TransferRequest {
     pub id: u64,
 }
 
+/// `POST /v1/wallet/withdraw` (signed by the account): NLOV out of the network's custody to an address on a chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WithdrawRequest {
+    /// `solana` or `ton`.
+    pub chain: String,
+    /// The destination address on that chain (for Solana, the owner: its associated token account receives).
+    pub to: String,
+    pub amount_nano: u64,
+    /// The account's id for this withdrawal: the same request again is the same withdrawal.
+    pub id: u64,
+}
+
+/// One withdrawal as `POST /v1/wallet/withdraw` and `GET /v1/accounts/{address}/withdrawals` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WithdrawalView {
+    /// The ledger transfer that holds the amount (hex).
+    pub id: String,
+    pub chain: String,
+    pub to: String,
+    pub amount_nano: u64,
+    pub requested_ms: u64,
+    /// `requested` (held, not yet signed), `signed` (sent; waiting for the chain), `confirmed`, `failed` (refunded).
+    pub state: String,
+    /// The chain transaction's id once signed.
+    pub tx_id: Option<String>,
+    /// Why it failed.
+    pub reason: Option<String>,
+}
+
 /// `POST /v1/wallet/transfer` done: `applied`, or `already_applied` for a repeat.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TransferReply {

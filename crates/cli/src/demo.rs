@@ -246,6 +246,7 @@ fn start_coordinator<'a>(rt: &'a tokio::runtime::Runtime, data: &Path) -> anyhow
         max_job_waiters: neurolov_coordinator::MAX_JOB_WAITERS,
         models: Vec::new(),
         models_dir: None,
+        solana: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = rt.spawn(async move {

@@ -76,6 +76,55 @@ pub struct ServeArgs {
     /// The model cache (default: `$NEUROLOV_MODELS_DIR`, else the user's cache directory).
     #[arg(long)]
     models_dir: Option<PathBuf>,
+    #[command(flatten)]
+    solana: SolanaArgs,
+}
+
+/// Custody on Solana (issue 14): all three of RPC, mint and custody key, or none (withdrawals then stay requested).
+#[derive(clap::Args)]
+pub struct SolanaArgs {
+    /// The Solana JSON-RPC endpoint.
+    #[arg(long, requires_all = ["solana_mint", "solana_custody_key"])]
+    solana_rpc: Option<String>,
+    /// NLOV's SPL mint address.
+    #[arg(long)]
+    solana_mint: Option<String>,
+    /// The custody's keypair file (a Solana CLI keypair JSON; its contents are never logged).
+    #[arg(long)]
+    solana_custody_key: Option<PathBuf>,
+    /// Priority fee of withdrawals, micro-lamports per compute unit.
+    #[arg(long, default_value_t = 1_000)]
+    solana_priority_micro_lamports: u64,
+    /// How often open withdrawals are moved forward, in milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    solana_poll_ms: u64,
+}
+
+impl SolanaArgs {
+    fn custody(&self) -> anyhow::Result<Option<neurolov_coordinator::chains::SolanaCustody>> {
+        let (Some(rpc_url), Some(mint), Some(key)) = (&self.solana_rpc, &self.solana_mint, &self.solana_custody_key)
+        else {
+            return Ok(None);
+        };
+        let mint = neurolov_chain::solana::parse_address(mint).context("--solana-mint")?;
+        let kp = read_key(key)?;
+        Ok(Some(neurolov_coordinator::chains::SolanaCustody {
+            rpc_url: rpc_url.clone(),
+            mint,
+            custody: std::sync::Arc::new(solana_keypair(&kp)),
+            priority_micro_lamports: self.solana_priority_micro_lamports,
+            poll_interval: std::time::Duration::from_millis(self.solana_poll_ms.max(10)),
+        }))
+    }
+}
+
+/// The Solana keypair of a Neurolov identity (the same ed25519 key: its id is its Solana address).
+pub(crate) fn solana_keypair(kp: &Keypair) -> neurolov_chain::solana::Keypair {
+    // The Solana CLI format is secret ‖ public; the first 32 bytes are the secret seed.
+    let json: Vec<u8> = serde_json::from_str(&kp.to_solana_json()).unwrap_or_default();
+    let mut seed = [0u8; 32];
+    seed.copy_from_slice(&json[..32.min(json.len())]);
+    neurolov_chain::solana::keypair(&seed)
 }
 
 /// File descriptors a coordinator needs beside its node connections: the database, blob files, HTTP clients.
@@ -289,6 +338,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_job_waiters: args.max_job_waiters,
             models,
             models_dir: Some(models_dir),
+            solana: args.solana.custody()?,
         };
         raise_fd_limit(cfg.max_connections);
         neurolov_coordinator::serve(listener, cfg).await

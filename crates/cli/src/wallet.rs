@@ -43,6 +43,30 @@ pub enum WalletCommand {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Withdraw NLOV from the network to an address on a chain (Solana: the owner whose token account receives it).
+    Withdraw {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// `solana` or `ton`.
+        #[arg(long)]
+        chain: String,
+        /// The destination address; default: your key's own address (a Neurolov id is a Solana address).
+        #[arg(long)]
+        to: Option<String>,
+        /// Amount in NLOV, e.g. `1.5`.
+        #[arg(long)]
+        amount: String,
+        /// Your id for this withdrawal: asking again with the same id is the same withdrawal (default: random).
+        #[arg(long)]
+        id: Option<u64>,
+    },
+    /// Withdrawals of an address to chains, newest first, with their chain transaction ids.
+    Withdrawals {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        address: Option<String>,
+    },
     /// Development networks only: a one-time grant from the ecosystem fund.
     Faucet {
         #[command(flatten)]
@@ -135,6 +159,47 @@ pub fn wallet(cmd: WalletCommand) -> anyhow::Result<()> {
             let v: api::TransferReply =
                 rt.block_on(signed_post(coordinator.trim_end_matches('/'), &kp, "/v1/wallet/transfer", body))?;
             show(json, &v, format!("sent {} NLOV to {to} ({})", nlov(amount_nano), v.outcome))?;
+        }
+        WalletCommand::Withdraw { client: ClientArgs { coordinator, key, json }, chain, to, amount, id } => {
+            let kp = load_or_create_key(key)?;
+            let amount_nano = nano(&amount)?;
+            let to = to.unwrap_or_else(|| kp.id().to_string());
+            let req = api::WithdrawRequest { chain, to: to.clone(), amount_nano, id: request_id(id) };
+            let v: api::WithdrawalView = rt.block_on(signed_post(
+                coordinator.trim_end_matches('/'),
+                &kp,
+                "/v1/wallet/withdraw",
+                serde_json::to_vec(&req)?,
+            ))?;
+            show(
+                json,
+                &v,
+                format!("withdrawing {} NLOV to {to} on {}: {} ({})", nlov(amount_nano), v.chain, v.state, v.id),
+            )?;
+        }
+        WalletCommand::Withdrawals { client: ClientArgs { coordinator, key, json }, address } => {
+            let address = match address {
+                Some(a) => a,
+                None => load_or_create_key(key)?.id().to_string(),
+            };
+            let base = coordinator.trim_end_matches('/');
+            let v: Vec<api::WithdrawalView> =
+                rt.block_on(get_json(format!("{base}/v1/accounts/{address}/withdrawals")))?;
+            if json {
+                println!("{}", serde_json::to_string(&v)?);
+            } else {
+                for w in &v {
+                    let tx = w.tx_id.as_deref().unwrap_or("-");
+                    println!(
+                        "{:>14} {:>20} NLOV  {:<6} {:<9} {} {tx}",
+                        w.requested_ms,
+                        nlov(w.amount_nano),
+                        w.chain,
+                        w.state,
+                        w.to
+                    );
+                }
+            }
         }
         WalletCommand::History { client: ClientArgs { coordinator, key, json }, address, limit } => {
             let address = match address {

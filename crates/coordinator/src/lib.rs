@@ -8,6 +8,7 @@ mod app;
 pub mod audit;
 pub mod auth;
 mod blobs;
+pub mod chains;
 pub mod hosting;
 mod http;
 mod keys;
@@ -82,6 +83,8 @@ pub struct ServeConfig {
     /// The pinned models to host (list, tokenize, verify), from `models_dir` (issue 13); none: no inference.
     pub models: Vec<neurolov_models::catalog::Model>,
     pub models_dir: Option<PathBuf>,
+    /// Custody on Solana (issue 14): withdrawals are signed and sent there; `None`, they stay requested.
+    pub solana: Option<chains::SolanaCustody>,
 }
 
 /// Default of [`ServeConfig::max_job_waiters`].
@@ -481,7 +484,10 @@ pub async fn serve_until(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let cfg_gc = (cfg.blob_gc_interval.max(Duration::from_millis(10)), cfg.blob_gc_grace, cfg.result_retention);
+    let mut cfg = cfg;
+    let solana = cfg.solana.take();
     let coordinator = Coordinator::open(cfg).await?;
+    let custody = solana.map(|s| tokio::spawn(chains::run_solana(Arc::clone(&coordinator), s)));
     let ticker = Arc::clone(&coordinator);
     let timer = tokio::spawn(async move {
         let mut interval = tokio::time::interval(TICK_INTERVAL);
@@ -523,6 +529,10 @@ pub async fn serve_until(
     let _ = timer.await;
     gc.abort();
     let _ = gc.await;
+    if let Some(custody) = custody {
+        custody.abort();
+        let _ = custody.await;
+    }
     coordinator.finish().await;
     served?;
     Ok(())

@@ -271,3 +271,62 @@ pub(crate) async fn stats(State(app): Shared) -> Response {
     })
     .into_response()
 }
+
+fn withdrawal_view(w: &neurolov_core::Withdrawal) -> api::WithdrawalView {
+    use neurolov_core::WithdrawalState as S;
+    let (tx_id, reason) = match &w.state {
+        S::Requested => (None, None),
+        S::Signed { tx_id, .. } | S::Confirmed { tx_id } => (Some(tx_id.clone()), None),
+        S::Failed { tx_id, reason } => (tx_id.clone(), Some(reason.clone())),
+    };
+    api::WithdrawalView {
+        id: w.id.to_string(),
+        chain: w.chain.to_string(),
+        to: w.to.clone(),
+        amount_nano: w.amount_nano,
+        requested_ms: w.requested_ms,
+        state: w.state.name().into(),
+        tx_id,
+        reason,
+    }
+}
+
+fn custody_error(e: neurolov_core::CustodyError) -> Response {
+    use neurolov_core::CustodyError as E;
+    let status = match &e {
+        E::Ledger(TransferError::InsufficientFunds { .. }) => StatusCode::PAYMENT_REQUIRED,
+        E::OverDailyLimit { .. } | E::TooManyOpen => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    error(status, e)
+}
+
+/// Holds the amount for a withdrawal to a chain; the chain's adapter signs and sends it (see `chains.rs`).
+#[utoipa::path(post, path = "/v1/wallet/withdraw", tag = "money", request_body(content = api::WithdrawRequest, description = "signed request (headers x-neurolov-client, x-neurolov-timestamp, x-neurolov-signature; see docs/API.md)"), responses((status = 200, body = api::WithdrawalView), (status = 400, body = api::ErrorReply), (status = 402, body = api::ErrorReply), (status = 429, body = api::ErrorReply)))]
+pub(crate) async fn withdraw(State(app): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    let (from, req) = match signed::<api::WithdrawRequest>(&app, &headers, "/v1/wallet/withdraw", &body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let Ok(chain) = req.chain.parse::<neurolov_protocol::chain::Chain>() else {
+        return error(StatusCode::BAD_REQUEST, "`chain` is solana or ton");
+    };
+    let result = app.coordinator.with_core(|core, _| {
+        match core.withdraw(now_ms(), from, chain, &req.to, req.amount_nano, u128::from(req.id)) {
+            Ok((w, effects)) => (Ok(w), effects),
+            Err(e) => (Err(e), Vec::new()),
+        }
+    });
+    match result {
+        Ok(w) => durable(&app, withdrawal_view(&w)).await,
+        Err(e) => custody_error(e),
+    }
+}
+
+/// An account's withdrawals to chains, newest first.
+#[utoipa::path(get, path = "/v1/accounts/{address}/withdrawals", tag = "money", params(("address" = String, Path)), responses((status = 200, body = Vec<api::WithdrawalView>), (status = 400, body = api::ErrorReply)))]
+pub(crate) async fn withdrawals(State(app): Shared, Path(address): Path<String>) -> Response {
+    let Ok(id) = address.parse::<Id>() else { return error(StatusCode::BAD_REQUEST, "not an address") };
+    let list = app.coordinator.read_core(|c| c.withdrawals_of(&id));
+    Json(list.iter().map(withdrawal_view).collect::<Vec<_>>()).into_response()
+}

@@ -54,9 +54,14 @@ pub fn serve_with(procs: &mut Procs, dir: &std::path::Path, listen: &str, extra:
 
 /// A coordinator with exactly these `serve` arguments (and a data directory in `dir`); its URL.
 pub fn serve_args(procs: &mut Procs, dir: &std::path::Path, args: &[&str]) -> String {
+    serve_command(procs, dir, args, neurolov())
+}
+
+/// [`serve_args`] from a prepared `neurolov` command (its environment set).
+pub fn serve_command(procs: &mut Procs, dir: &std::path::Path, args: &[&str], mut cmd: Command) -> String {
     // Hosting the models (seconds of loading) only where a test asks for it.
     let models: &[&str] = if args.contains(&"--models") { &[] } else { &["--models", "none"] };
-    let mut child = neurolov()
+    let mut child = cmd
         .arg("serve")
         .args(args)
         .args(models)

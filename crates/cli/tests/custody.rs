@@ -1,0 +1,182 @@
+//! NLOV leaving the network for Solana end to end (issue 14): a real coordinator process keeps custody on a
+//! LiteSVM cluster (the real SPL programs) behind a JSON-RPC server; `neurolov wallet withdraw` is signed, sent,
+//! confirmed and posted. The coordinator is killed right after a withdrawal's signed transaction became durable and
+//! before it was sent: restarted, it sends those same bytes and the recipient is paid once; killed the same way but
+//! restarted only after the blockhash can no longer land, it refunds the account. The ledger audits clean after all.
+
+#![allow(clippy::unwrap_used)] // A panic is the failure report.
+
+mod common;
+#[path = "../../chain/tests/support/localnet.rs"]
+mod localnet;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Procs, get_json, neurolov, serve_args, temp_dir, wait_for};
+use litesvm::LiteSVM;
+use neurolov_chain::solana::{self, Rent};
+use neurolov_ledger::NANO_PER_NLOV;
+use solana_program_pack::Pack;
+use solana_signer::Signer;
+
+const NLOV: u64 = NANO_PER_NLOV;
+
+/// The custody's Solana keypair from a `neurolov keygen` file (secret ‖ public, as the Solana CLI writes it).
+fn solana_key(path: &std::path::Path) -> solana::Keypair {
+    let bytes: Vec<u8> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    solana::keypair(&bytes[..32].try_into().unwrap())
+}
+
+struct Cluster {
+    net: localnet::Shared,
+    url: String,
+    mint: solana::Pubkey,
+}
+
+impl Cluster {
+    fn balance(&self, owner: &str) -> u64 {
+        let owner = solana::parse_address(owner).unwrap();
+        let account = solana::associated_account(&owner, &self.mint);
+        let net = self.net.lock().unwrap();
+        net.svm
+            .get_account(&account)
+            .map_or(0, |a| spl_token_interface::state::Account::unpack(&a.data).unwrap().amount)
+    }
+
+    /// The cluster moves past every blockhash handed out so far.
+    fn expire(&self) {
+        let mut net = self.net.lock().unwrap();
+        net.svm.expire_blockhash();
+        net.height += localnet::BLOCKHASH_VALID_BLOCKS + 1;
+    }
+}
+
+/// NLOV's genesis on a fresh LiteSVM, served over JSON-RPC from a runtime of its own.
+fn cluster(custody: &solana::Keypair, rt: &tokio::runtime::Runtime) -> Cluster {
+    let mut svm = LiteSVM::new();
+    svm.airdrop(&custody.pubkey(), 10_000_000_000).unwrap();
+    let mint = solana::keypair(&[4; 32]);
+    let rent = Rent {
+        mint_lamports: svm.minimum_balance_for_rent_exemption(solana::MINT_BYTES as usize),
+        token_account_lamports: svm.minimum_balance_for_rent_exemption(solana::TOKEN_ACCOUNT_BYTES as usize),
+    };
+    for tx in solana::genesis(custody, &mint, rent, svm.latest_blockhash()).unwrap() {
+        svm.send_transaction(tx).unwrap();
+    }
+    let net = Arc::new(Mutex::new(localnet::Localnet { svm, height: 1_000 }));
+    let url = rt.block_on(localnet::serve(Arc::clone(&net)));
+    Cluster { net, url, mint: mint.pubkey() }
+}
+
+fn keygen(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    let path = dir.join(format!("{name}.json"));
+    let out = neurolov().args(["keygen", "--json", "--out"]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (path, v["id"].as_str().unwrap().to_string())
+}
+
+fn withdrawals(url: &str, id: &str) -> Vec<serde_json::Value> {
+    get_json(&format!("{url}/v1/accounts/{id}/withdrawals")).as_array().cloned().unwrap_or_default()
+}
+
+fn balance_nano(url: &str, id: &str) -> u64 {
+    get_json(&format!("{url}/v1/accounts/{id}"))["balance_nano"].as_u64().unwrap_or(0)
+}
+
+fn withdraw(url: &str, key: &std::path::Path, to: &str, amount: &str, id: u64) -> std::process::Output {
+    neurolov()
+        .args(["wallet", "withdraw", "--chain", "solana", "--to", to, "--amount", amount, "--json"])
+        .args(["--id", &id.to_string(), "--coordinator", url, "--key"])
+        .arg(key)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn withdrawals_to_solana_land_once_and_survive_a_crash_between_signing_and_sending() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut procs = Procs(Vec::new());
+    let dir = temp_dir("custody");
+    let (custody_key, _) = keygen(&dir, "custody");
+    let chain = cluster(&solana_key(&custody_key), &rt);
+    let (client_key, client) = keygen(&dir, "client");
+    let (_, alice) = keygen(&dir, "alice");
+    let mint = chain.mint.to_string();
+    let custody_path = custody_key.to_str().unwrap().to_string();
+    let args: Vec<String> = ["--dev", "--listen", "127.0.0.1:0", "--models", "none", "--solana-rpc", &chain.url]
+        .into_iter()
+        .map(String::from)
+        .chain([
+            "--solana-mint".into(),
+            mint,
+            "--solana-custody-key".into(),
+            custody_path,
+            "--solana-poll-ms".into(),
+            "50".into(),
+        ])
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let url = serve_args(&mut procs, &dir, &args);
+    let out = neurolov().args(["wallet", "faucet", "--coordinator", &url, "--key"]).arg(&client_key).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A plain withdrawal: held, signed, sent, confirmed, posted.
+    let out = withdraw(&url, &client_key, &alice, "5", 1);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("the withdrawal to be confirmed", Duration::from_secs(30), || {
+        withdrawals(&url, &client).first().is_some_and(|w| w["state"] == "confirmed")
+    });
+    assert_eq!(chain.balance(&alice), 5 * NLOV);
+    assert_eq!(balance_nano(&url, &client), 995 * NLOV);
+    // Bad input: a destination that is not a Solana address is refused when the adapter parses it, and refunded.
+    let out = withdraw(&url, &client_key, "not-an-address", "1", 2);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("the bad withdrawal to fail", Duration::from_secs(30), || {
+        withdrawals(&url, &client).iter().any(|w| w["to"] == "not-an-address" && w["state"] == "failed")
+    });
+    assert_eq!(balance_nano(&url, &client), 995 * NLOV);
+
+    // Killed after signing, before sending; restarted, the same bytes are sent and land once.
+    procs.0.pop().map(|mut c| c.kill().and_then(|()| c.wait()));
+    let crashing = restart(&mut procs, &dir, &args, true);
+    assert!(withdraw(&crashing, &client_key, &alice, "3", 3).status.success());
+    let status = procs.0.last_mut().unwrap().wait().unwrap();
+    assert_eq!(status.code(), Some(86), "the coordinator stopped at the crash point");
+    assert_eq!(chain.balance(&alice), 5 * NLOV, "nothing was sent before the crash");
+    let url = restart(&mut procs, &dir, &args, false);
+    wait_for("the re-sent withdrawal to be confirmed", Duration::from_secs(30), || {
+        withdrawals(&url, &client).iter().all(|w| w["state"] == "confirmed" || w["state"] == "failed")
+    });
+    assert_eq!(chain.balance(&alice), 8 * NLOV, "paid once");
+    assert_eq!(balance_nano(&url, &client), 992 * NLOV);
+
+    // Killed the same way, but the cluster moves past the blockhash before the restart: refunded, never paid.
+    procs.0.pop().map(|mut c| c.kill().and_then(|()| c.wait()));
+    let crashing = restart(&mut procs, &dir, &args, true);
+    assert!(withdraw(&crashing, &client_key, &alice, "2", 4).status.success());
+    assert_eq!(procs.0.last_mut().unwrap().wait().unwrap().code(), Some(86));
+    chain.expire();
+    let url = restart(&mut procs, &dir, &args, false);
+    wait_for("the expired withdrawal to fail", Duration::from_secs(30), || {
+        withdrawals(&url, &client).iter().all(|w| w["state"] == "confirmed" || w["state"] == "failed")
+    });
+    let last = withdrawals(&url, &client).into_iter().find(|w| w["amount_nano"] == 2 * NLOV).unwrap();
+    assert_eq!(last["reason"], "expired without landing", "{last}");
+    assert_eq!(chain.balance(&alice), 8 * NLOV);
+    assert_eq!(balance_nano(&url, &client), 992 * NLOV, "refunded");
+
+    procs.0.pop().map(|mut c| c.kill().and_then(|()| c.wait()));
+    let audit = neurolov().args(["ledger", "audit", "--json", "--data"]).arg(dir.join("coordinator")).output().unwrap();
+    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
+}
+
+/// A coordinator on the same data directory (`crash`: it stops right after signing a withdrawal, before sending).
+fn restart(procs: &mut Procs, dir: &std::path::Path, args: &[&str], crash: bool) -> String {
+    let mut cmd = neurolov();
+    if crash {
+        cmd.env("NEUROLOV_CRASH_AFTER_SIGNING", "1");
+    }
+    common::serve_command(procs, dir, args, cmd)
+}
