@@ -288,6 +288,19 @@ pub struct WithdrawalView {
     pub reason: Option<String>,
 }
 
+/// One chain as the ledger sees it (`GET /v1/chains`): what the chain's custody must hold is the chain's supply
+/// minus `outside_nano`, less what signed withdrawals may already have moved (`in_flight_nano`, not yet posted).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChainView {
+    pub chain: String,
+    /// NLOV on the chain outside the network's custody: withdrawn and posted, less deposits credited.
+    pub outside_nano: u64,
+    /// Withdrawals held but not yet signed.
+    pub requested_nano: u64,
+    /// Withdrawals signed and sent, not yet confirmed.
+    pub in_flight_nano: u64,
+}
+
 /// `POST /v1/wallet/transfer` done: `applied`, or `already_applied` for a repeat.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TransferReply {

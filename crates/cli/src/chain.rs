@@ -1,0 +1,135 @@
+//! `neurolov chain` (issue 14): NLOV's genesis on a Solana cluster (the mint, the eight buckets as custody token
+//! accounts, the allocations minted and the mint authority revoked), and `status`: the custody's balances on the
+//! chain beside what the coordinator's ledger says it must hold.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use neurolov_api as api;
+use neurolov_chain::rpc::{Client, SignatureStatus};
+use neurolov_chain::solana::{self, Rent};
+use neurolov_ledger::{Bucket, TOTAL_SUPPLY_NANO, format_nlov};
+use solana_signer::Signer as _;
+
+use crate::net::{get_json, read_key, runtime, solana_keypair};
+
+#[derive(Subcommand)]
+pub enum ChainCommand {
+    /// Create NLOV on a Solana cluster: the mint (9 decimals), the buckets as token accounts of the custody, the
+    /// whole supply minted into them and the mint authority revoked. Prints the mint's address.
+    Genesis {
+        /// The cluster's JSON-RPC endpoint.
+        #[arg(long)]
+        rpc: String,
+        /// The custody's keypair file (it pays, and owns every bucket).
+        #[arg(long)]
+        custody_key: PathBuf,
+        /// The mint's keypair file (its address becomes NLOV's mint).
+        #[arg(long)]
+        mint_key: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The custody's NLOV on Solana beside what the coordinator's ledger says it must hold; exits non-zero when
+    /// they disagree.
+    Status {
+        #[arg(long)]
+        rpc: String,
+        /// NLOV's mint address.
+        #[arg(long)]
+        mint: String,
+        /// The custody's address.
+        #[arg(long)]
+        custody: String,
+        #[arg(long, default_value = crate::net::DEFAULT_COORDINATOR)]
+        coordinator: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What `chain status` finds.
+#[derive(serde::Serialize)]
+struct Status {
+    custody_nano: u64,
+    expected_nano: u64,
+    in_flight_nano: u64,
+    agrees: bool,
+}
+
+pub fn chain(cmd: ChainCommand) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    match cmd {
+        ChainCommand::Genesis { rpc, custody_key, mint_key, json } => {
+            let (custody, mint) = (solana_keypair(&read_key(&custody_key)?), solana_keypair(&read_key(&mint_key)?));
+            rt.block_on(genesis(&rpc, &custody, &mint))?;
+            if json {
+                println!("{}", serde_json::json!({ "mint": mint.pubkey().to_string() }));
+            } else {
+                println!("NLOV minted on {rpc}: mint {}, custody {}", mint.pubkey(), custody.pubkey());
+            }
+        }
+        ChainCommand::Status { rpc, mint, custody, coordinator, json } => {
+            let status = rt.block_on(status(&rpc, &mint, &custody, &coordinator))?;
+            if json {
+                println!("{}", serde_json::to_string(&status)?);
+            } else {
+                println!(
+                    "solana custody {} NLOV; the ledger expects {} NLOV ({} NLOV in flight): {}",
+                    format_nlov(u128::from(status.custody_nano)),
+                    format_nlov(u128::from(status.expected_nano)),
+                    format_nlov(u128::from(status.in_flight_nano)),
+                    if status.agrees { "agree" } else { "DISAGREE" }
+                );
+            }
+            if !status.agrees {
+                bail!("the custody on Solana does not match the ledger");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn genesis(rpc: &str, custody: &solana::Keypair, mint: &solana::Keypair) -> anyhow::Result<()> {
+    let client = Client::new(rpc)?;
+    let rent = Rent {
+        mint_lamports: client.rent_exempt_lamports(solana::MINT_BYTES).await?,
+        token_account_lamports: client.rent_exempt_lamports(solana::TOKEN_ACCOUNT_BYTES).await?,
+    };
+    let blockhash = client.latest_blockhash().await?;
+    // One after the other: each needs the accounts the one before made.
+    for (i, tx) in solana::genesis(custody, mint, rent, blockhash.hash)?.iter().enumerate() {
+        let signature = client.send(tx).await?;
+        wait_finalized(&client, &signature).await.with_context(|| format!("genesis transaction {}", i + 1))?;
+    }
+    Ok(())
+}
+
+/// Waits (bounded) until `signature` is finalized; an error if it failed or never showed up.
+async fn wait_finalized(client: &Client, signature: &str) -> anyhow::Result<()> {
+    for _ in 0..120 {
+        match client.signature_statuses(&[signature.to_string()]).await?.pop() {
+            Some(SignatureStatus::Landed { commitment }) if commitment == "finalized" => return Ok(()),
+            Some(SignatureStatus::Failed(err)) => bail!("failed: {err}"),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+        }
+    }
+    bail!("{signature} was not finalized within a minute")
+}
+
+async fn status(rpc: &str, mint: &str, custody: &str, coordinator: &str) -> anyhow::Result<Status> {
+    let client = Client::new(rpc)?;
+    let (mint, custody) = (solana::parse_address(mint)?, solana::parse_address(custody)?);
+    let mut custody_nano = 0u64;
+    for bucket in Bucket::ALL {
+        let balance = client.token_balance(&solana::bucket_account(&custody, &mint, bucket)).await?.unwrap_or(0);
+        custody_nano = custody_nano.checked_add(balance).context("custody balances overflow")?;
+    }
+    let chains: Vec<api::ChainView> = get_json(format!("{}/v1/chains", coordinator.trim_end_matches('/'))).await?;
+    let solana = chains.iter().find(|c| c.chain == "solana").context("the coordinator does not list solana")?;
+    let expected_nano = TOTAL_SUPPLY_NANO.saturating_sub(solana.outside_nano);
+    // A signed withdrawal may have landed before it is confirmed: custody is then lower by at most what is in flight.
+    let agrees = custody_nano <= expected_nano && custody_nano >= expected_nano.saturating_sub(solana.in_flight_nano);
+    Ok(Status { custody_nano, expected_nano, in_flight_nano: solana.in_flight_nano, agrees })
+}
