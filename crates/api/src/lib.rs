@@ -299,6 +299,8 @@ pub struct ChainView {
     pub requested_nano: u64,
     /// Withdrawals signed and sent, not yet confirmed.
     pub in_flight_nano: u64,
+    /// Where to send a deposit (with a memo naming your account), when this coordinator keeps custody there.
+    pub deposit_address: Option<String>,
 }
 
 /// `POST /v1/wallet/transfer` done: `applied`, or `already_applied` for a repeat.

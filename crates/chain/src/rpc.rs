@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use crate::solana::{Hash, Pubkey, Transaction};
+use crate::solana::{Hash, Pubkey, TokenChange, Transaction, VersionedTransaction};
+
+/// Most signatures one `getSignaturesForAddress` call returns (the method's own limit).
+pub const MAX_SIGNATURES_PER_PAGE: usize = 1_000;
 
 /// How long one call may take.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -145,6 +148,91 @@ impl Client {
     pub async fn rent_exempt_lamports(&self, bytes: u64) -> Result<u64, RpcError> {
         const M: &str = "getMinimumBalanceForRentExemption";
         self.call(M, serde_json::json!([bytes])).await?.as_u64().ok_or_else(|| reply(M, "no lamports"))
+    }
+}
+
+/// A landed transaction as `getTransaction` returns it.
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    pub tx: VersionedTransaction,
+    /// Set when it landed and failed.
+    pub err: Option<String>,
+    /// The token accounts among its static keys whose balance it shows, before and after.
+    pub changes: Vec<TokenChange>,
+}
+
+fn token_balances(
+    method: &'static str,
+    v: &serde_json::Value,
+    keys: &[Pubkey],
+) -> Result<Vec<(Pubkey, Pubkey, u64)>, RpcError> {
+    let mut out = Vec::new();
+    for b in v.as_array().into_iter().flatten() {
+        let index = b["accountIndex"].as_u64().ok_or_else(|| reply(method, "a token balance without accountIndex"))?;
+        // An account loaded from a lookup table is not among the static keys: a deposit never hides there.
+        let Some(account) = keys.get(index as usize) else { continue };
+        let mint = crate::solana::parse_address(b["mint"].as_str().unwrap_or("")).map_err(|e| reply(method, e))?;
+        let amount = b["uiTokenAmount"]["amount"].as_str().and_then(|a| a.parse().ok());
+        out.push((*account, mint, amount.ok_or_else(|| reply(method, "a token amount that is not a u64"))?));
+    }
+    Ok(out)
+}
+
+impl Client {
+    /// Signatures of finalized transactions that touched `address`, newest first, down to (not including) `until`.
+    pub async fn signatures_for_address(&self, address: &Pubkey, until: Option<&str>) -> Result<Vec<String>, RpcError> {
+        const M: &str = "getSignaturesForAddress";
+        let mut options = serde_json::json!({ "limit": MAX_SIGNATURES_PER_PAGE, "commitment": "finalized" });
+        if let Some(until) = until {
+            options["until"] = until.into();
+        }
+        let v = self.call(M, serde_json::json!([address.to_string(), options])).await?;
+        let entries = v.as_array().ok_or_else(|| reply(M, "not an array"))?;
+        if entries.len() > MAX_SIGNATURES_PER_PAGE {
+            return Err(reply(M, "more signatures than asked for"));
+        }
+        entries
+            .iter()
+            .map(|e| e["signature"].as_str().map(str::to_string).ok_or_else(|| reply(M, "no signature")))
+            .collect()
+    }
+
+    /// A finalized transaction with its token balance changes; `None` when the node does not have it.
+    pub async fn transaction(&self, signature: &str) -> Result<Option<Fetched>, RpcError> {
+        const M: &str = "getTransaction";
+        let options =
+            serde_json::json!({ "encoding": "base64", "commitment": "finalized", "maxSupportedTransactionVersion": 0 });
+        let v = self.call(M, serde_json::json!([signature, options])).await;
+        let v = match v {
+            Ok(v) => v,
+            Err(RpcError::Reply { detail, .. }) if detail == "no result" => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if v.is_null() {
+            return Ok(None);
+        }
+        let wire = v["transaction"][0].as_str().ok_or_else(|| reply(M, "no base64 transaction"))?;
+        let wire = base64::engine::general_purpose::STANDARD.decode(wire).map_err(|e| reply(M, e))?;
+        let tx =
+            crate::solana::versioned_from_wire(&wire).ok_or_else(|| reply(M, "a transaction that does not parse"))?;
+        let meta = &v["meta"];
+        let err = (!meta["err"].is_null()).then(|| meta["err"].to_string());
+        let keys = tx.message.static_account_keys().to_vec();
+        let pre = token_balances(M, &meta["preTokenBalances"], &keys)?;
+        let post = token_balances(M, &meta["postTokenBalances"], &keys)?;
+        let mut changes: Vec<TokenChange> = post
+            .iter()
+            .map(|&(account, mint, after)| {
+                let before = pre.iter().find(|(a, m, _)| *a == account && *m == mint).map_or(0, |p| p.2);
+                TokenChange { account, mint, pre: before, post: after }
+            })
+            .collect();
+        for &(account, mint, before) in &pre {
+            if !changes.iter().any(|c| c.account == account && c.mint == mint) {
+                changes.push(TokenChange { account, mint, pre: before, post: 0 });
+            }
+        }
+        Ok(Some(Fetched { tx, err, changes }))
     }
 }
 

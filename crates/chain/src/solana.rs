@@ -27,6 +27,11 @@ pub const WITHDRAW_COMPUTE_UNITS: u32 = 60_000;
 /// Largest transaction Solana accepts on the wire.
 pub const MAX_TRANSACTION_BYTES: usize = 1_232;
 
+/// The SPL Memo program (v2): a deposit names the account it is for in a memo.
+pub const MEMO_PROGRAM: Pubkey = Pubkey::from_str_const("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr");
+/// Longest memo a deposit may carry (an account id is 32–44 base58 characters).
+pub const MAX_MEMO_BYTES: usize = 128;
+
 /// The SPL Token program NLOV lives under.
 pub fn token_program() -> Pubkey {
     spl_token_interface::id()
@@ -204,4 +209,81 @@ pub fn from_wire(bytes: &[u8]) -> Option<Transaction> {
 /// A transaction's id: its first signature, base58 (what `getSignatureStatuses` takes).
 pub fn signature(tx: &Transaction) -> String {
     tx.signatures.first().map(ToString::to_string).unwrap_or_default()
+}
+
+/// A deposit as a user's wallet makes it: `amount_nano` from `from`'s associated token account to the custody's, with
+/// a memo naming the Neurolov account to credit (`account`).
+pub fn deposit(
+    from: &Keypair,
+    mint: &Pubkey,
+    custody: &Pubkey,
+    amount_nano: u64,
+    account: &str,
+    blockhash: Hash,
+) -> Result<Transaction, SolanaError> {
+    let (f, token) = (from.pubkey(), token_program());
+    let ixs = [
+        instruction(spl_token_interface::instruction::transfer_checked(
+            &token,
+            &associated_account(&f, mint),
+            mint,
+            &associated_account(custody, mint),
+            &f,
+            &[],
+            amount_nano,
+            DECIMALS,
+        ))?,
+        Instruction { program_id: MEMO_PROGRAM, accounts: Vec::new(), data: account.as_bytes().to_vec() },
+    ];
+    sign(&ixs, from, &[], blockhash)
+}
+
+/// A transaction as a cluster returns it: legacy or versioned (wallets send both).
+pub use solana_transaction::versioned::VersionedTransaction;
+
+/// A landed transaction read back from its wire bytes, legacy or versioned.
+pub fn versioned_from_wire(bytes: &[u8]) -> Option<VersionedTransaction> {
+    bincode::deserialize(bytes).ok()
+}
+
+/// The memo a transaction carries (the first memo instruction's text), if any.
+pub fn memo(tx: &VersionedTransaction) -> Option<String> {
+    let keys = tx.message.static_account_keys();
+    tx.message.instructions().iter().find_map(|ix| {
+        let program = keys.get(usize::from(ix.program_id_index))?;
+        if *program != MEMO_PROGRAM || ix.data.len() > MAX_MEMO_BYTES {
+            return None;
+        }
+        String::from_utf8(ix.data.clone()).ok().map(|s| s.trim().to_string())
+    })
+}
+
+/// What a landed transaction did to one token account: its balance before and after, in base units, and the mint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenChange {
+    pub account: Pubkey,
+    pub mint: Pubkey,
+    pub pre: u64,
+    pub post: u64,
+}
+
+/// NLOV a landed transaction moved into the custody's account (`custody_account` of `mint`), and the memo it
+/// carries: a deposit when both are there. Only a transfer counts: a transaction that took NLOV out (a withdrawal)
+/// or changed the supply (genesis) is no deposit.
+pub fn deposit_of(
+    tx: &VersionedTransaction,
+    changes: &[TokenChange],
+    custody_account: &Pubkey,
+    mint: &Pubkey,
+) -> Option<(u64, Option<String>)> {
+    let change = changes.iter().find(|c| c.account == *custody_account && c.mint == *mint)?;
+    let added = change.post.checked_sub(change.pre).filter(|&a| a > 0)?;
+    // A transfer moves NLOV between accounts; one that changes the total (genesis minting) is no deposit.
+    let total = |f: fn(&TokenChange) -> u64| {
+        changes.iter().filter(|c| c.mint == *mint).try_fold(0u64, |sum, c| sum.checked_add(f(c)))
+    };
+    if total(|c| c.pre)? != total(|c| c.post)? {
+        return None;
+    }
+    Some((added, memo(tx)))
 }

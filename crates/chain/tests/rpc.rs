@@ -19,7 +19,7 @@ async fn localnet_with_genesis() -> (Client, support::localnet::Shared, solana::
     let mut svm = LiteSVM::new();
     let custody = solana::keypair(&[3; 32]);
     svm.airdrop(&custody.pubkey(), 10_000_000_000).unwrap();
-    let net = Arc::new(Mutex::new(Localnet { svm, height: 1_000 }));
+    let net = Arc::new(Mutex::new(Localnet::new(svm)));
     let client = Client::new(&localnet::serve(Arc::clone(&net)).await).unwrap();
     let mint = solana::keypair(&[4; 32]);
     let rent = Rent {
@@ -39,7 +39,7 @@ async fn localnet_with_genesis() -> (Client, support::localnet::Shared, solana::
 
 #[tokio::test]
 async fn genesis_and_a_withdrawal_over_rpc_land_and_are_read_back() {
-    let (client, _net, custody, mint) = localnet_with_genesis().await;
+    let (client, net, custody, mint) = localnet_with_genesis().await;
     let fund = solana::bucket_account(&custody.pubkey(), &mint, Bucket::EcosystemFund);
     assert_eq!(client.token_balance(&fund).await.unwrap(), Some(100_000_000 * NANO_PER_NLOV));
     let alice = solana::keypair(&[9; 32]).pubkey();
@@ -55,6 +55,27 @@ async fn genesis_and_a_withdrawal_over_rpc_land_and_are_read_back() {
         [SignatureStatus::Landed { commitment: "finalized".into() }]
     );
     assert_eq!(client.token_balance(&alice_account).await.unwrap(), Some(7 * NANO_PER_NLOV));
+
+    // Alice deposits 2 NLOV back, naming her Neurolov account in the memo: the custody's history shows it, and
+    // only the deposit is one (the withdrawal took NLOV out).
+    let alice_kp = solana::keypair(&[9; 32]);
+    net.lock().unwrap().svm.airdrop(&alice_kp.pubkey(), 1_000_000_000).unwrap();
+    let blockhash = client.latest_blockhash().await.unwrap();
+    let named = "8qbHbw2BbbTHBW1sbeqakYXVKRQM8Ne7pLK7m6CVfeR";
+    let tx = solana::deposit(&alice_kp, &mint, &custody.pubkey(), 2 * NANO_PER_NLOV, named, blockhash.hash).unwrap();
+    let deposit = client.send(&tx).await.unwrap();
+    let signatures = client.signatures_for_address(&fund, None).await.unwrap();
+    assert_eq!(signatures.first(), Some(&deposit), "newest first");
+    let mut deposits = Vec::new();
+    for sig in &signatures {
+        let fetched = client.transaction(sig).await.unwrap().unwrap();
+        if let Some(d) = solana::deposit_of(&fetched.tx, &fetched.changes, &fund, &mint) {
+            deposits.push((sig.clone(), d));
+        }
+    }
+    assert_eq!(deposits, [(deposit.clone(), (2 * NANO_PER_NLOV, Some(named.to_string())))]);
+    assert_eq!(client.signatures_for_address(&fund, Some(&deposit)).await.unwrap(), Vec::<String>::new());
+    assert!(client.transaction(&"1".repeat(64)).await.unwrap().is_none());
 }
 
 #[tokio::test]

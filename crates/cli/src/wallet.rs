@@ -60,6 +60,14 @@ pub enum WalletCommand {
         #[arg(long)]
         id: Option<u64>,
     },
+    /// Where to send NLOV on a chain to have it credited to your account here (and the memo to put on it).
+    DepositAddress {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// `solana` (TON follows).
+        #[arg(long)]
+        chain: String,
+    },
     /// Withdrawals of an address to chains, newest first, with their chain transaction ids.
     Withdrawals {
         #[command(flatten)]
@@ -176,6 +184,19 @@ pub fn wallet(cmd: WalletCommand) -> anyhow::Result<()> {
                 &v,
                 format!("withdrawing {} NLOV to {to} on {}: {} ({})", nlov(amount_nano), v.chain, v.state, v.id),
             )?;
+        }
+        WalletCommand::DepositAddress { client: ClientArgs { coordinator, key, json }, chain } => {
+            let id = load_or_create_key(key)?.id().to_string();
+            let base = coordinator.trim_end_matches('/');
+            let chains: Vec<api::ChainView> = rt.block_on(get_json(format!("{base}/v1/chains")))?;
+            let Some(address) = chains.iter().find(|c| c.chain == chain).and_then(|c| c.deposit_address.clone()) else {
+                bail!("this coordinator takes no deposits on {chain}");
+            };
+            if json {
+                println!("{}", serde_json::json!({ "chain": chain, "address": address, "memo": id }));
+            } else {
+                println!("send NLOV on {chain} to {address} with the memo {id}");
+            }
         }
         WalletCommand::Withdrawals { client: ClientArgs { coordinator, key, json }, address } => {
             let address = match address {

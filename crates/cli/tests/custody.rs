@@ -57,7 +57,7 @@ impl Cluster {
 fn cluster(dir: &std::path::Path, custody_key: &std::path::Path, rt: &tokio::runtime::Runtime) -> Cluster {
     let mut svm = LiteSVM::new();
     svm.airdrop(&solana_key(custody_key).pubkey(), 10_000_000_000).unwrap();
-    let net = Arc::new(Mutex::new(localnet::Localnet { svm, height: 1_000 }));
+    let net = Arc::new(Mutex::new(localnet::Localnet::new(svm)));
     let url = rt.block_on(localnet::serve(Arc::clone(&net)));
     let (mint_key, mint) = keygen(dir, "mint");
     let out = neurolov()
@@ -180,10 +180,36 @@ fn withdrawals_to_solana_land_once_and_survive_a_crash_between_signing_and_sendi
     assert_eq!(last["reason"], "expired without landing", "{last}");
     assert_eq!(chain.balance(&alice), 8 * NLOV);
     assert_eq!(balance_nano(&url, &client), 992 * NLOV, "refunded");
-    // The custody on Solana is what the ledger says it must be: the supply less what went out.
+    // Alice deposits 3 NLOV back into custody where `wallet deposit-address` says, naming the client's account in the
+    // memo: credited once.
+    let out = neurolov()
+        .args(["wallet", "deposit-address", "--chain", "solana", "--json", "--coordinator", &url, "--key"])
+        .arg(&client_key)
+        .output()
+        .unwrap();
+    let target: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((target["address"].as_str(), target["memo"].as_str()), (Some(custody.as_str()), Some(client.as_str())));
+    let alice_kp = solana::keypair(
+        &serde_json::from_str::<Vec<u8>>(&std::fs::read_to_string(dir.join("alice.json")).unwrap()).unwrap()[..32]
+            .try_into()
+            .unwrap(),
+    );
+    let deposit = {
+        let mut net = chain.net.lock().unwrap();
+        net.svm.airdrop(&alice_kp.pubkey(), 1_000_000_000).unwrap();
+        let hash = net.svm.latest_blockhash();
+        solana::deposit(&alice_kp, &chain.mint, &solana_key(&custody_key).pubkey(), 3 * NLOV, &client, hash).unwrap()
+    };
+    rt.block_on(neurolov_chain::rpc::Client::new(&chain.url).unwrap().send(&deposit)).unwrap();
+    wait_for("the deposit to be credited", Duration::from_secs(30), || balance_nano(&url, &client) == 995 * NLOV);
+    assert_eq!(chain.balance(&alice), 5 * NLOV);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(balance_nano(&url, &client), 995 * NLOV, "credited once");
+
+    // The custody on Solana is what the ledger says it must be: the supply less what is outside.
     let (agrees, status) = chain_status(&chain, &custody, &url);
     assert!(agrees, "{status}");
-    assert_eq!(status["custody_nano"], neurolov_ledger::TOTAL_SUPPLY_NANO - 8 * NLOV, "{status}");
+    assert_eq!(status["custody_nano"], neurolov_ledger::TOTAL_SUPPLY_NANO - 5 * NLOV, "{status}");
     // A custody that lost NLOV behind the ledger's back is caught.
     {
         let custody_kp = solana_key(&custody_key);

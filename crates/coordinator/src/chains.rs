@@ -16,6 +16,7 @@ use neurolov_chain::rpc::{Client, MAX_SIGNATURES_PER_CALL, RpcError, SignatureSt
 use neurolov_chain::solana::{self, Keypair, Pubkey};
 use neurolov_core::{Withdrawal, WithdrawalState};
 use neurolov_protocol::chain::Chain;
+use solana_signer::Signer as _;
 
 use crate::{Coordinator, now_ms};
 
@@ -59,12 +60,65 @@ pub(crate) async fn run_solana(coordinator: Arc<Coordinator>, custody: SolanaCus
         Err(e) => return tracing::error!(error = %e, "solana custody disabled"),
     };
     tracing::info!(rpc = %custody.rpc_url, mint = %custody.mint, "solana custody running");
+    // The newest custody transaction already looked at for deposits (after a restart the latest page is looked at
+    // again: crediting is idempotent by transaction id).
+    let mut seen: Option<String> = None;
     loop {
         if let Err(e) = round(&coordinator, &client, &custody).await {
             tracing::warn!(error = %e, "solana round failed; retrying");
         }
+        match deposits(&coordinator, &client, &custody, seen.as_deref()).await {
+            Ok(Some(newest)) => seen = Some(newest),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "looking for solana deposits failed; retrying"),
+        }
         tokio::time::sleep(custody.poll_interval).await;
     }
+}
+
+/// Credits the deposits that landed in the custody's account since `seen`, oldest first: a transfer of NLOV into
+/// it whose memo names a Neurolov account. Returns the newest signature looked at.
+pub(crate) async fn deposits(
+    coordinator: &Coordinator,
+    client: &Client,
+    custody: &SolanaCustody,
+    seen: Option<&str>,
+) -> Result<Option<String>, RpcError> {
+    let account = solana::associated_account(&custody.custody.pubkey(), &custody.mint);
+    let signatures = client.signatures_for_address(&account, seen).await?;
+    if signatures.len() >= neurolov_chain::rpc::MAX_SIGNATURES_PER_PAGE {
+        tracing::warn!("a full page of custody transactions: older ones are looked at after a restart");
+    }
+    for signature in signatures.iter().rev() {
+        let Some(fetched) = client.transaction(signature).await? else { continue };
+        if fetched.err.is_some() {
+            continue;
+        }
+        let Some((amount_nano, memo)) = solana::deposit_of(&fetched.tx, &fetched.changes, &account, &custody.mint)
+        else {
+            continue;
+        };
+        let Some(to) = memo.as_deref().and_then(|m| m.parse::<neurolov_protocol::Id>().ok()) else {
+            tracing::warn!(%signature, amount_nano, ?memo, "a deposit whose memo names no account: not credited");
+            continue;
+        };
+        let credited =
+            coordinator.with_core(|core, _| match core.deposit(now_ms(), Chain::Solana, signature, to, amount_nano) {
+                Ok((outcome, effects)) => (Ok(outcome), effects),
+                Err(e) => (Err(e), Vec::new()),
+            });
+        match credited {
+            Ok(neurolov_ledger::Outcome::Applied) => {
+                tracing::info!(%signature, account = %to, amount_nano, "deposit credited")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(%signature, account = %to, amount_nano, error = %e, "a deposit the ledger refuses")
+            }
+        }
+    }
+    coordinator.flush().await;
+    Ok(signatures.first().cloned())
 }
 
 /// One pass over the open Solana withdrawals.

@@ -130,6 +130,8 @@ pub struct Coordinator {
     pub(crate) jobs_finished: tokio::sync::watch::Sender<u64>,
     /// The models this coordinator lists and checks proofs of inference with.
     pub(crate) hosting: Arc<hosting::Hosting>,
+    /// Where deposits go on Solana (the custody's address), when custody there is configured.
+    pub(crate) solana_deposit_address: Option<String>,
     /// The API keys of the OpenAI-compatible routes.
     pub(crate) keys: keys::Keys,
     /// Where published models are put together (`registry.rs`), and the key their verifiers' seeds come from.
@@ -185,6 +187,10 @@ impl Coordinator {
             db: pool,
             jobs_finished: tokio::sync::watch::Sender::new(0),
             hosting: Arc::new(hosting),
+            solana_deposit_address: cfg.solana.as_ref().map(|s| {
+                use solana_signer::Signer as _;
+                s.custody.pubkey().to_string()
+            }),
             keys,
             data_dir: cfg.data_dir.clone(),
             secret_key: cfg.secret_key,
@@ -484,8 +490,7 @@ pub async fn serve_until(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let cfg_gc = (cfg.blob_gc_interval.max(Duration::from_millis(10)), cfg.blob_gc_grace, cfg.result_retention);
-    let mut cfg = cfg;
-    let solana = cfg.solana.take();
+    let solana = cfg.solana.clone();
     let coordinator = Coordinator::open(cfg).await?;
     let custody = solana.map(|s| tokio::spawn(chains::run_solana(Arc::clone(&coordinator), s)));
     let ticker = Arc::clone(&coordinator);

@@ -354,6 +354,10 @@ pub(crate) async fn chains(State(app): Shared) -> Json<Vec<api::ChainView>> {
                     outside_nano: core.outside_nano(chain),
                     requested_nano: sum(false),
                     in_flight_nano: sum(true),
+                    deposit_address: match chain {
+                        Chain::Solana => app.coordinator.solana_deposit_address.clone(),
+                        Chain::Ton => None,
+                    },
                 }
             })
             .collect()

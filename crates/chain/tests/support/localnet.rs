@@ -18,6 +18,37 @@ pub const BLOCKHASH_VALID_BLOCKS: u64 = 150;
 pub struct Localnet {
     pub svm: LiteSVM,
     pub height: u64,
+    /// Every transaction that landed, oldest first, with the token balances of its accounts before and after.
+    pub landed: Vec<Landed>,
+}
+
+pub struct Landed {
+    pub signature: String,
+    pub wire: Vec<u8>,
+    pub keys: Vec<neurolov_chain::solana::Pubkey>,
+    pub err: Option<String>,
+    pub pre: Vec<Value>,
+    pub post: Vec<Value>,
+    pub slot: u64,
+}
+
+impl Localnet {
+    pub fn new(svm: LiteSVM) -> Localnet {
+        Localnet { svm, height: 1_000, landed: Vec::new() }
+    }
+
+    /// The token balances of `keys` as `getTransaction` shows them.
+    fn token_balances(&self, keys: &[neurolov_chain::solana::Pubkey]) -> Vec<Value> {
+        keys.iter()
+            .enumerate()
+            .filter_map(|(i, k)| {
+                let data = self.svm.get_account(k)?.data;
+                let state = spl_token_interface::state::Account::unpack(&data).ok()?;
+                Some(json!({ "accountIndex": i, "mint": state.mint.to_string(), "owner": state.owner.to_string(),
+                    "uiTokenAmount": { "amount": state.amount.to_string(), "decimals": 9 } }))
+            })
+            .collect()
+    }
 }
 
 pub type Shared = Arc<Mutex<Localnet>>;
@@ -58,8 +89,21 @@ fn answer(net: &mut Localnet, method: &str, params: &Value) -> Result<Value, (i6
                 .map_err(|e| (-32602, e.to_string()))?;
             let tx = neurolov_chain::solana::from_wire(&wire).ok_or((-32602, "not a transaction".to_string()))?;
             let signature = neurolov_chain::solana::signature(&tx);
+            let keys = tx.message.account_keys.clone();
+            let pre = net.token_balances(&keys);
             // As with skipPreflight on a validator: the signature comes back whatever becomes of the transaction.
-            let _ = net.svm.send_transaction(tx);
+            let err = match net.svm.send_transaction(tx) {
+                Ok(_) => None,
+                Err(failed) => Some(failed.err.to_string()),
+            };
+            let landed = solana_signature::Signature::from_str(&signature)
+                .ok()
+                .is_some_and(|s| net.svm.get_transaction(&s).is_some());
+            if landed {
+                let post = net.token_balances(&keys);
+                let slot = net.height;
+                net.landed.push(Landed { signature: signature.clone(), wire, keys, err, pre, post, slot });
+            }
             Ok(json!(signature))
         }
         "getSignatureStatuses" => {
@@ -87,6 +131,29 @@ fn answer(net: &mut Localnet, method: &str, params: &Value) -> Result<Value, (i6
             let state = spl_token_interface::state::Account::unpack(&data)
                 .map_err(|_| (-32602, "Invalid param: could not find account".to_string()))?;
             Ok(json!({ "context": context, "value": { "amount": state.amount.to_string(), "decimals": 9 } }))
+        }
+        "getSignaturesForAddress" => {
+            let address = neurolov_chain::solana::parse_address(params[0].as_str().unwrap_or(""))
+                .map_err(|e| (-32602, e.to_string()))?;
+            let until = params[1]["until"].as_str();
+            let limit = params[1]["limit"].as_u64().unwrap_or(1_000) as usize;
+            let found: Vec<Value> = net
+                .landed
+                .iter()
+                .rev()
+                .take_while(|l| Some(l.signature.as_str()) != until)
+                .filter(|l| l.keys.contains(&address))
+                .take(limit)
+                .map(|l| json!({ "signature": l.signature, "slot": l.slot, "err": l.err, "confirmationStatus": "finalized" }))
+                .collect();
+            Ok(json!(found))
+        }
+        "getTransaction" => {
+            let signature = params[0].as_str().unwrap_or("");
+            Ok(net.landed.iter().find(|l| l.signature == signature).map_or(Value::Null, |l| {
+                json!({ "slot": l.slot, "transaction": [base64::engine::general_purpose::STANDARD.encode(&l.wire), "base64"],
+                    "meta": { "err": l.err, "preTokenBalances": l.pre, "postTokenBalances": l.post } })
+            }))
         }
         other => Err((-32601, format!("method not found: {other}"))),
     }
