@@ -138,9 +138,7 @@ pub(crate) async fn round(coordinator: &Coordinator, client: &Client, custody: &
         let to = match solana::parse_address(&w.to) {
             Ok(to) => to,
             Err(e) => {
-                coordinator.with_core(|core, _| {
-                    ((), core.withdrawal_failed(now_ms(), w.id, &e.to_string()).unwrap_or_default())
-                });
+                settle(coordinator, |core| core.withdrawal_failed(now_ms(), w.id, &e.to_string()));
                 continue;
             }
         };
@@ -156,9 +154,7 @@ pub(crate) async fn round(coordinator: &Coordinator, client: &Client, custody: &
         ) {
             Ok(tx) => tx,
             Err(e) => {
-                coordinator.with_core(|core, _| {
-                    ((), core.withdrawal_failed(now_ms(), w.id, &e.to_string()).unwrap_or_default())
-                });
+                settle(coordinator, |core| core.withdrawal_failed(now_ms(), w.id, &e.to_string()));
                 continue;
             }
         };
@@ -190,6 +186,20 @@ pub(crate) async fn round(coordinator: &Coordinator, client: &Client, custody: &
     Ok(())
 }
 
+/// Moves a withdrawal forward in the core; a refusal (it moved already: another round, a restart) is logged.
+fn settle(
+    coordinator: &Coordinator,
+    f: impl FnOnce(&mut neurolov_core::Core) -> Result<Vec<neurolov_core::Effect>, neurolov_core::CustodyError>,
+) {
+    coordinator.with_core(|core, _| match f(core) {
+        Ok(effects) => ((), effects),
+        Err(e) => {
+            tracing::warn!(error = %e, "withdrawal not moved");
+            ((), Vec::new())
+        }
+    });
+}
+
 /// Decides each signed withdrawal of `batch` by what the cluster says of its signature.
 async fn settle_signed(coordinator: &Coordinator, client: &Client, batch: &[Withdrawal]) -> Result<(), RpcError> {
     let signatures: Vec<String> = batch
@@ -207,16 +217,16 @@ async fn settle_signed(coordinator: &Coordinator, client: &Client, batch: &[With
         let now = now_ms();
         match status {
             SignatureStatus::Landed { commitment } if commitment == "finalized" => {
-                coordinator.with_core(|core, _| ((), core.withdrawal_confirmed(now, w.id).unwrap_or_default()));
+                settle(coordinator, |core| core.withdrawal_confirmed(now, w.id));
             }
             SignatureStatus::Landed { .. } => {}
             SignatureStatus::Failed(err) => {
                 let reason = format!("failed on chain: {err}");
-                coordinator.with_core(|core, _| ((), core.withdrawal_failed(now, w.id, &reason).unwrap_or_default()));
+                settle(coordinator, |core| core.withdrawal_failed(now, w.id, &reason));
             }
             SignatureStatus::Unknown if height > *expires => {
                 let reason = "expired without landing";
-                coordinator.with_core(|core, _| ((), core.withdrawal_failed(now, w.id, reason).unwrap_or_default()));
+                settle(coordinator, |core| core.withdrawal_failed(now, w.id, reason));
             }
             SignatureStatus::Unknown => match solana::from_wire(signed_tx) {
                 Some(tx) => {
