@@ -1,8 +1,10 @@
 //! NLOV leaving the network for Solana end to end (issue 14): a real coordinator process keeps custody on a
 //! LiteSVM cluster (the real SPL programs) behind a JSON-RPC server; `neurolov wallet withdraw` is signed, sent,
 //! confirmed and posted. The coordinator is killed right after a withdrawal's signed transaction became durable and
-//! before it was sent: restarted, it sends those same bytes and the recipient is paid once; killed the same way but
-//! restarted only after the blockhash can no longer land, it refunds the account. The ledger audits clean after all.
+//! before it was sent: restarted, it sends those same bytes and the recipient is paid once; killed right after the
+//! send, the restart finds the signature landed and only posts it; killed before the send and restarted only after
+//! the blockhash can no longer land, it refunds the account. Deposits back are credited once, `chain status` holds
+//! the custody to the ledger, and the ledger audits clean after all.
 
 #![allow(clippy::unwrap_used)] // A panic is the failure report.
 
@@ -109,7 +111,7 @@ fn withdraw(url: &str, key: &std::path::Path, to: &str, amount: &str, id: u64) -
 }
 
 #[test]
-fn withdrawals_to_solana_land_once_and_survive_a_crash_between_signing_and_sending() {
+fn withdrawals_to_solana_land_once_and_survive_crashes_around_the_send() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut procs = Procs(Vec::new());
     let dir = temp_dir("custody");
@@ -166,6 +168,21 @@ fn withdrawals_to_solana_land_once_and_survive_a_crash_between_signing_and_sendi
     assert_eq!(chain.balance(&alice), 8 * NLOV, "paid once");
     assert_eq!(balance_nano(&url, &client), 992 * NLOV);
 
+    // Killed after sending, before confirming: the restart finds the signature landed and posts it, sends nothing.
+    procs.0.pop().map(|mut c| c.kill().and_then(|()| c.wait()));
+    let crashing = restart_crashing(&mut procs, &dir, &args, Some("NEUROLOV_CRASH_AFTER_SENDING"));
+    assert!(withdraw(&crashing, &client_key, &alice, "1", 5).status.success());
+    assert_eq!(procs.0.last_mut().unwrap().wait().unwrap().code(), Some(87));
+    assert_eq!(chain.balance(&alice), 9 * NLOV, "sent before the crash");
+    let landed_before = chain.net.lock().unwrap().landed.len();
+    let url = restart(&mut procs, &dir, &args, false);
+    wait_for("the sent withdrawal to be confirmed", Duration::from_secs(30), || {
+        withdrawals(&url, &client).iter().all(|w| w["state"] == "confirmed" || w["state"] == "failed")
+    });
+    assert_eq!(chain.balance(&alice), 9 * NLOV, "paid once");
+    assert_eq!(chain.net.lock().unwrap().landed.len(), landed_before, "nothing signed or sent again");
+    assert_eq!(balance_nano(&url, &client), 991 * NLOV);
+
     // Killed the same way, but the cluster moves past the blockhash before the restart: refunded, never paid.
     procs.0.pop().map(|mut c| c.kill().and_then(|()| c.wait()));
     let crashing = restart(&mut procs, &dir, &args, true);
@@ -178,8 +195,8 @@ fn withdrawals_to_solana_land_once_and_survive_a_crash_between_signing_and_sendi
     });
     let last = withdrawals(&url, &client).into_iter().find(|w| w["amount_nano"] == 2 * NLOV).unwrap();
     assert_eq!(last["reason"], "expired without landing", "{last}");
-    assert_eq!(chain.balance(&alice), 8 * NLOV);
-    assert_eq!(balance_nano(&url, &client), 992 * NLOV, "refunded");
+    assert_eq!(chain.balance(&alice), 9 * NLOV);
+    assert_eq!(balance_nano(&url, &client), 991 * NLOV, "refunded");
     // Alice deposits 3 NLOV back into custody where `wallet deposit-address` says, naming the client's account in the
     // memo: credited once.
     let out = neurolov()
@@ -201,15 +218,15 @@ fn withdrawals_to_solana_land_once_and_survive_a_crash_between_signing_and_sendi
         solana::deposit(&alice_kp, &chain.mint, &solana_key(&custody_key).pubkey(), 3 * NLOV, &client, hash).unwrap()
     };
     rt.block_on(neurolov_chain::rpc::Client::new(&chain.url).unwrap().send(&deposit)).unwrap();
-    wait_for("the deposit to be credited", Duration::from_secs(30), || balance_nano(&url, &client) == 995 * NLOV);
-    assert_eq!(chain.balance(&alice), 5 * NLOV);
+    wait_for("the deposit to be credited", Duration::from_secs(30), || balance_nano(&url, &client) == 994 * NLOV);
+    assert_eq!(chain.balance(&alice), 6 * NLOV);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(balance_nano(&url, &client), 995 * NLOV, "credited once");
+    assert_eq!(balance_nano(&url, &client), 994 * NLOV, "credited once");
 
     // The custody on Solana is what the ledger says it must be: the supply less what is outside.
     let (agrees, status) = chain_status(&chain, &custody, &url);
     assert!(agrees, "{status}");
-    assert_eq!(status["custody_nano"], neurolov_ledger::TOTAL_SUPPLY_NANO - 5 * NLOV, "{status}");
+    assert_eq!(status["custody_nano"], neurolov_ledger::TOTAL_SUPPLY_NANO - 6 * NLOV, "{status}");
     // A custody that lost NLOV behind the ledger's back is caught.
     {
         let custody_kp = solana_key(&custody_key);
@@ -229,9 +246,14 @@ fn withdrawals_to_solana_land_once_and_survive_a_crash_between_signing_and_sendi
 
 /// A coordinator on the same data directory (`crash`: it stops right after signing a withdrawal, before sending).
 fn restart(procs: &mut Procs, dir: &std::path::Path, args: &[&str], crash: bool) -> String {
+    restart_crashing(procs, dir, args, crash.then_some("NEUROLOV_CRASH_AFTER_SIGNING"))
+}
+
+/// A coordinator on the same data directory that stops at the crash point `hook` names, if any.
+fn restart_crashing(procs: &mut Procs, dir: &std::path::Path, args: &[&str], hook: Option<&str>) -> String {
     let mut cmd = neurolov();
-    if crash {
-        cmd.env("NEUROLOV_CRASH_AFTER_SIGNING", "1");
+    if let Some(hook) = hook {
+        cmd.env(hook, "1");
     }
     common::serve_command(procs, dir, args, cmd)
 }

@@ -47,10 +47,11 @@ impl std::fmt::Debug for SolanaCustody {
     }
 }
 
-/// Test hook: `NEUROLOV_CRASH_AFTER_SIGNING=1` ends the process right after a signed withdrawal is durable and
-/// before it is sent — the crash the design must survive, made exact for the crash test.
-fn crash_point() -> bool {
-    std::env::var("NEUROLOV_CRASH_AFTER_SIGNING").as_deref() == Ok("1")
+/// Test hooks: `NEUROLOV_CRASH_AFTER_SIGNING=1` ends the process right after a signed withdrawal is durable and
+/// before it is sent, `NEUROLOV_CRASH_AFTER_SENDING=1` right after it was sent and before it is confirmed — the
+/// crashes the design must survive, made exact for the crash tests.
+fn crash_point(variable: &str) -> bool {
+    std::env::var(variable).as_deref() == Ok("1")
 }
 
 /// Runs rounds until the process ends.
@@ -173,7 +174,7 @@ pub(crate) async fn round(coordinator: &Coordinator, client: &Client, custody: &
         }
         // Durable before a byte leaves: after a crash from here on, the restarted coordinator finds this signature.
         coordinator.flush().await;
-        if crash_point() {
+        if crash_point("NEUROLOV_CRASH_AFTER_SIGNING") {
             tracing::warn!(withdrawal = %w.id, "NEUROLOV_CRASH_AFTER_SIGNING: exiting before the send");
             std::process::exit(86);
         }
@@ -181,6 +182,10 @@ pub(crate) async fn round(coordinator: &Coordinator, client: &Client, custody: &
         if let Err(e) = client.send(&tx).await {
             // Sent again next round (same bytes) until it lands or expires.
             tracing::warn!(withdrawal = %w.id, error = %e, "sending failed");
+        }
+        if crash_point("NEUROLOV_CRASH_AFTER_SENDING") {
+            tracing::warn!(withdrawal = %w.id, "NEUROLOV_CRASH_AFTER_SENDING: exiting before the confirmation");
+            std::process::exit(87);
         }
     }
     Ok(())
