@@ -81,6 +81,9 @@ pub struct Config {
     pub models: Vec<crate::ModelListing>,
     /// Largest single withdrawal to a chain.
     pub withdraw_max_nano: u64,
+    /// Smallest withdrawal: each one costs the custody a chain fee and, for a new recipient, a token account's rent
+    /// (about 0.002 SOL) — without a floor, dust withdrawals to fresh addresses would drain the custody's SOL.
+    pub withdraw_min_nano: u64,
     /// Most one account may withdraw to chains in 24 hours (a stolen key empties a wallet no faster).
     pub withdraw_daily_max_nano: u64,
 }
@@ -126,6 +129,7 @@ impl Default for Config {
             max_finished_jobs_in_memory: 10_000,
             models: Vec::new(),
             withdraw_max_nano: 100_000 * neurolov_ledger::NANO_PER_NLOV,
+            withdraw_min_nano: neurolov_ledger::NANO_PER_NLOV,
             withdraw_daily_max_nano: 250_000 * neurolov_ledger::NANO_PER_NLOV,
         }
     }

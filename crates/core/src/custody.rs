@@ -39,6 +39,8 @@ pub enum CustodyError {
     TooLong { what: &'static str, limit: usize },
     #[error("a withdrawal is at most {max_nano} nano-NLOV")]
     OverWithdrawalLimit { max_nano: u64 },
+    #[error("a withdrawal is at least {min_nano} nano-NLOV")]
+    UnderMinimum { min_nano: u64 },
     #[error("this account may withdraw {left_nano} more nano-NLOV in the next 24 hours")]
     OverDailyLimit { left_nano: u64 },
     #[error("too many withdrawals are under way; try again later")]
@@ -205,6 +207,9 @@ impl Core {
         check_len("an address", to, MAX_CHAIN_ADDRESS_BYTES)?;
         if amount_nano == 0 {
             return Err(CustodyError::ZeroAmount);
+        }
+        if amount_nano < self.cfg.withdraw_min_nano {
+            return Err(CustodyError::UnderMinimum { min_nano: self.cfg.withdraw_min_nano });
         }
         if amount_nano > self.cfg.withdraw_max_nano {
             return Err(CustodyError::OverWithdrawalLimit { max_nano: self.cfg.withdraw_max_nano });

@@ -111,6 +111,10 @@ fn limits_and_bad_input_are_typed_errors_that_hold_nothing() {
         Ok(_) => panic!("accepted"),
     };
     check(core.withdraw(1, user(1), Chain::Solana, "D", 0, 1), |e| matches!(e, CustodyError::ZeroAmount));
+    // Dust to fresh addresses would make the custody pay a token account's rent each time: refused.
+    check(core.withdraw(1, user(1), Chain::Solana, "D", NLOV - 1, 5), |e| {
+        matches!(e, CustodyError::UnderMinimum { .. })
+    });
     check(core.withdraw(1, user(1), Chain::Solana, "D", 301 * NLOV, 2), |e| {
         matches!(e, CustodyError::OverWithdrawalLimit { .. })
     });
