@@ -90,6 +90,7 @@ pub(crate) async fn deposits(
     if signatures.len() >= neurolov_chain::rpc::MAX_SIGNATURES_PER_PAGE {
         tracing::warn!("a full page of custody transactions: older ones are looked at after a restart");
     }
+    let mut credited_any = false;
     for signature in signatures.iter().rev() {
         let Some(fetched) = client.transaction(signature).await? else { continue };
         if fetched.err.is_some() {
@@ -110,7 +111,8 @@ pub(crate) async fn deposits(
             });
         match credited {
             Ok(neurolov_ledger::Outcome::Applied) => {
-                tracing::info!(%signature, account = %to, amount_nano, "deposit credited")
+                credited_any = true;
+                tracing::info!(%signature, account = %to, amount_nano, "deposit credited");
             }
             Ok(_) => {}
             Err(e) => {
@@ -118,7 +120,10 @@ pub(crate) async fn deposits(
             }
         }
     }
-    coordinator.flush().await;
+    // A round that credited nothing has nothing to make durable: no fsync every poll on an idle custody.
+    if credited_any {
+        coordinator.flush().await;
+    }
     Ok(signatures.first().cloned())
 }
 
