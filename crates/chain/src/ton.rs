@@ -11,10 +11,10 @@
 use std::sync::Arc;
 
 use num_bigint::BigUint;
-use tonlib_core::TonAddress;
+pub use tonlib_core::TonAddress;
 use tonlib_core::cell::{ArcCell, BagOfCells, Cell, CellBuilder, TonCellError};
 use tonlib_core::wallet::mnemonic::KeyPair;
-use tonlib_core::wallet::ton_wallet::TonWallet;
+pub use tonlib_core::wallet::ton_wallet::TonWallet;
 use tonlib_core::wallet::wallet_version::WalletVersion;
 
 /// TEP-74 `transfer`: the owner asks its jetton wallet to move jettons.
@@ -373,4 +373,18 @@ pub fn transfer_outcome(
         !m.bounced && m.body.as_ref().is_some_and(|b| b.parser().load_u32(32).ok() == Some(OP_INTERNAL_TRANSFER))
     });
     Some(sent_on)
+}
+
+/// The seqno and `valid_until` a signed v4 wallet message (as [`sign`] makes it) carries: what decides, after a
+/// restart, whether it was accepted (the wallet's seqno moved past it) or can never be (the chain's time passed it).
+pub fn signed_seqno(boc: &[u8]) -> Result<(u32, u32), TonError> {
+    use tonlib_core::tlb_types::block::message::Message;
+    use tonlib_core::tlb_types::tlb::TLB as _;
+    let message = Message::from_boc(boc)?;
+    let mut p = message.body.value.parser();
+    // signature:bits512 subwallet_id:uint32 valid_until:uint32 seqno:uint32
+    p.skip_bits(512 + 32)?;
+    let valid_until = p.load_u32(32)?;
+    let seqno = p.load_u32(32)?;
+    Ok((seqno, valid_until))
 }

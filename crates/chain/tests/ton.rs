@@ -118,6 +118,7 @@ async fn custody_messages_run_through_the_real_tvm() {
     let amount = 1_234_000_000_000;
     let signed = ton::withdrawal(&custody, &custody_jw, &user.address, amount, 42, seqno, valid_until(60), false)
         .expect("signed");
+    assert_eq!(ton::signed_seqno(&signed.boc).expect("parses"), (seqno, signed.valid_until));
     client.send_boc(&signed.boc).await.expect("accepted");
     assert_eq!(client.seqno(&custody.address).await.expect("seqno"), seqno + 1);
     let user_jw = client.jetton_wallet(&master, &user.address).await.expect("user's jetton wallet");

@@ -1,6 +1,6 @@
 //! `neurolov chain` (issue 14): NLOV's genesis on a Solana cluster (the mint, the eight buckets as custody token
-//! accounts, the allocations minted and the mint authority revoked), and `status`: the custody's balances on the
-//! chain beside what the coordinator's ledger says it must hold.
+//! accounts, the allocations minted and the mint authority revoked), and `status`: the custody's balances on Solana
+//! or TON beside what the coordinator's ledger says it must hold.
 
 use std::path::PathBuf;
 
@@ -9,7 +9,9 @@ use clap::Subcommand;
 use neurolov_api as api;
 use neurolov_chain::rpc::{Client, SignatureStatus};
 use neurolov_chain::solana::{self, Rent};
+use neurolov_chain::ton;
 use neurolov_ledger::{Bucket, TOTAL_SUPPLY_NANO, format_nlov};
+use neurolov_protocol::chain::Chain;
 use solana_signer::Signer as _;
 
 use crate::net::{get_json, read_key, runtime, solana_keypair};
@@ -31,15 +33,19 @@ pub enum ChainCommand {
         #[arg(long)]
         json: bool,
     },
-    /// The custody's NLOV on Solana beside what the coordinator's ledger says it must hold; exits non-zero when
-    /// they disagree.
+    /// The custody's NLOV on a chain beside what the coordinator's ledger says it must hold; exits non-zero when
+    /// they disagree. On TON it also checks that the jetton can no longer be minted.
     Status {
+        /// `solana` or `ton`.
+        #[arg(long, default_value = "solana")]
+        chain: String,
+        /// Solana: the JSON-RPC endpoint. TON: the toncenter-style API (`…/api/v2`).
         #[arg(long)]
         rpc: String,
-        /// NLOV's mint address.
+        /// NLOV's SPL mint address (Solana) or jetton master address (TON).
         #[arg(long)]
         mint: String,
-        /// The custody's address.
+        /// The custody's address (on TON: its wallet).
         #[arg(long)]
         custody: String,
         #[arg(long, default_value = crate::net::DEFAULT_COORDINATOR)]
@@ -70,13 +76,20 @@ pub fn chain(cmd: ChainCommand) -> anyhow::Result<()> {
                 println!("NLOV minted on {rpc}: mint {}, custody {}", mint.pubkey(), custody.pubkey());
             }
         }
-        ChainCommand::Status { rpc, mint, custody, coordinator, json } => {
-            let status = rt.block_on(status(&rpc, &mint, &custody, &coordinator))?;
+        ChainCommand::Status { chain, rpc, mint, custody, coordinator, json } => {
+            let chain: Chain = chain.parse().map_err(|_| anyhow::anyhow!("--chain is solana or ton"))?;
+            let status = rt.block_on(async {
+                let ledger = ledger_view(&coordinator, chain).await?;
+                match chain {
+                    Chain::Solana => status(&rpc, &mint, &custody, &ledger).await,
+                    Chain::Ton => ton_status(&rpc, &mint, &custody, &ledger).await,
+                }
+            })?;
             if json {
                 println!("{}", serde_json::to_string(&status)?);
             } else {
                 println!(
-                    "solana custody {} NLOV; the ledger expects {} NLOV ({} NLOV in flight): {}",
+                    "{chain} custody {} NLOV; the ledger expects {} NLOV ({} NLOV in flight): {}",
                     format_nlov(u128::from(status.custody_nano)),
                     format_nlov(u128::from(status.expected_nano)),
                     format_nlov(u128::from(status.in_flight_nano)),
@@ -84,7 +97,7 @@ pub fn chain(cmd: ChainCommand) -> anyhow::Result<()> {
                 );
             }
             if !status.agrees {
-                bail!("the custody on Solana does not match the ledger");
+                bail!("the custody on {chain} does not match the ledger");
             }
         }
     }
@@ -118,7 +131,43 @@ async fn wait_finalized(client: &Client, signature: &str) -> anyhow::Result<()> 
     bail!("{signature} was not finalized within a minute")
 }
 
-async fn status(rpc: &str, mint: &str, custody: &str, coordinator: &str) -> anyhow::Result<Status> {
+/// What the coordinator's ledger says of `chain`.
+async fn ledger_view(coordinator: &str, chain: Chain) -> anyhow::Result<api::ChainView> {
+    let chains: Vec<api::ChainView> = get_json(format!("{}/v1/chains", coordinator.trim_end_matches('/'))).await?;
+    chains
+        .into_iter()
+        .find(|c| c.chain == chain.as_str())
+        .with_context(|| format!("the coordinator does not list {chain}"))
+}
+
+/// Custody agrees with the ledger when it holds what the ledger expects, or less by at most what is in flight (a
+/// signed withdrawal may have landed before it is confirmed).
+fn agreement(custody_nano: u64, expected_nano: u64, ledger: &api::ChainView) -> Status {
+    let agrees = custody_nano <= expected_nano && custody_nano >= expected_nano.saturating_sub(ledger.in_flight_nano);
+    Status { custody_nano, expected_nano, in_flight_nano: ledger.in_flight_nano, agrees }
+}
+
+/// TON: the custody's jetton balance against the jetton's supply less what the ledger says is outside; a jetton
+/// with an admin left (it could be minted beyond custody) never agrees.
+async fn ton_status(api_url: &str, master: &str, custody: &str, ledger: &api::ChainView) -> anyhow::Result<Status> {
+    let client = neurolov_chain::toncenter::TonClient::new(api_url)?;
+    let (master, custody) = (ton::parse_address(master)?, ton::parse_address(custody)?);
+    let (supply_nano, admin) = client.jetton_data(&master).await?;
+    let jetton_wallet = client.jetton_wallet(&master, &custody).await?;
+    let custody_nano = client.jetton_balance(&jetton_wallet).await?;
+    let mut status = agreement(custody_nano, supply_nano.saturating_sub(ledger.outside_nano), ledger);
+    if let Some(admin) = admin {
+        eprintln!("the jetton still has an admin ({admin}): its supply can grow beyond custody");
+        status.agrees = false;
+    }
+    if ledger.outside_nano > supply_nano {
+        eprintln!("the ledger has more NLOV outside on TON than the jetton's whole supply");
+        status.agrees = false;
+    }
+    Ok(status)
+}
+
+async fn status(rpc: &str, mint: &str, custody: &str, ledger: &api::ChainView) -> anyhow::Result<Status> {
     let client = Client::new(rpc)?;
     let (mint, custody) = (solana::parse_address(mint)?, solana::parse_address(custody)?);
     let mut custody_nano = 0u64;
@@ -126,10 +175,5 @@ async fn status(rpc: &str, mint: &str, custody: &str, coordinator: &str) -> anyh
         let balance = client.token_balance(&solana::bucket_account(&custody, &mint, bucket)).await?.unwrap_or(0);
         custody_nano = custody_nano.checked_add(balance).context("custody balances overflow")?;
     }
-    let chains: Vec<api::ChainView> = get_json(format!("{}/v1/chains", coordinator.trim_end_matches('/'))).await?;
-    let solana = chains.iter().find(|c| c.chain == "solana").context("the coordinator does not list solana")?;
-    let expected_nano = TOTAL_SUPPLY_NANO.saturating_sub(solana.outside_nano);
-    // A signed withdrawal may have landed before it is confirmed: custody is then lower by at most what is in flight.
-    let agrees = custody_nano <= expected_nano && custody_nano >= expected_nano.saturating_sub(solana.in_flight_nano);
-    Ok(Status { custody_nano, expected_nano, in_flight_nano: solana.in_flight_nano, agrees })
+    Ok(agreement(custody_nano, TOTAL_SUPPLY_NANO.saturating_sub(ledger.outside_nano), ledger))
 }

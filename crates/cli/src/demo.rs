@@ -247,6 +247,7 @@ fn start_coordinator<'a>(rt: &'a tokio::runtime::Runtime, data: &Path) -> anyhow
         models: Vec::new(),
         models_dir: None,
         solana: None,
+        ton: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = rt.spawn(async move {

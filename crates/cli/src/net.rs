@@ -78,6 +78,52 @@ pub struct ServeArgs {
     models_dir: Option<PathBuf>,
     #[command(flatten)]
     solana: SolanaArgs,
+    #[command(flatten)]
+    ton: TonArgs,
+}
+
+/// Custody on TON (issue 14): all three of API, jetton master and custody key, or none (withdrawals to TON then stay
+/// requested, deposits uncredited).
+#[derive(clap::Args)]
+pub struct TonArgs {
+    /// A toncenter-style HTTP API (`https://toncenter.com/api/v2`).
+    #[arg(long, requires_all = ["ton_jetton_master", "ton_custody_key"])]
+    ton_api: Option<String>,
+    /// NLOV's jetton master (minter) address.
+    #[arg(long)]
+    ton_jetton_master: Option<String>,
+    /// The custody's key file (a Solana CLI keypair JSON; its wallet is the v4r2 wallet of that key; never logged).
+    #[arg(long)]
+    ton_custody_key: Option<PathBuf>,
+    /// How long a signed withdrawal message stays valid, in seconds.
+    #[arg(long, default_value_t = 120)]
+    ton_message_ttl_s: u32,
+    /// How often open withdrawals to TON are moved forward, in milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    ton_poll_ms: u64,
+}
+
+impl TonArgs {
+    fn custody(&self) -> anyhow::Result<Option<neurolov_coordinator::ton_custody::TonCustody>> {
+        let (Some(api_url), Some(master), Some(key)) = (&self.ton_api, &self.ton_jetton_master, &self.ton_custody_key)
+        else {
+            return Ok(None);
+        };
+        let jetton_master = neurolov_chain::ton::parse_address(master).context("--ton-jetton-master")?;
+        Ok(Some(neurolov_coordinator::ton_custody::TonCustody {
+            api_url: api_url.clone(),
+            jetton_master,
+            custody: std::sync::Arc::new(ton_wallet(&read_key(key)?)?),
+            message_ttl_s: self.ton_message_ttl_s.max(1),
+            poll_interval: std::time::Duration::from_millis(self.ton_poll_ms.max(10)),
+        }))
+    }
+}
+
+/// The TON wallet (v4r2) of a Neurolov identity (the same ed25519 key).
+pub(crate) fn ton_wallet(kp: &Keypair) -> anyhow::Result<neurolov_chain::ton::TonWallet> {
+    let bytes: Vec<u8> = serde_json::from_str(&kp.to_solana_json()).context("a keypair")?;
+    Ok(neurolov_chain::ton::wallet(&bytes)?)
 }
 
 /// Custody on Solana (issue 14): all three of RPC, mint and custody key, or none (withdrawals then stay requested).
@@ -339,6 +385,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             models,
             models_dir: Some(models_dir),
             solana: args.solana.custody()?,
+            ton: args.ton.custody()?,
         };
         raise_fd_limit(cfg.max_connections);
         neurolov_coordinator::serve(listener, cfg).await

@@ -64,7 +64,7 @@ pub enum WalletCommand {
     DepositAddress {
         #[command(flatten)]
         client: ClientArgs,
-        /// `solana` (TON follows).
+        /// `solana` or `ton`.
         #[arg(long)]
         chain: String,
     },
@@ -195,7 +195,8 @@ pub fn wallet(cmd: WalletCommand) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::json!({ "chain": chain, "address": address, "memo": id }));
             } else {
-                println!("send NLOV on {chain} to {address} with the memo {id}");
+                let memo = if chain == "ton" { "comment (forward payload, with a forward amount)" } else { "memo" };
+                println!("send NLOV on {chain} to {address} with the {memo} {id}");
             }
         }
         WalletCommand::Withdrawals { client: ClientArgs { coordinator, key, json }, address } => {

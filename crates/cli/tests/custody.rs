@@ -11,13 +11,15 @@
 mod common;
 #[path = "../../chain/tests/support/localnet.rs"]
 mod localnet;
+#[path = "../../chain/tests/support/ton_sandbox.rs"]
+mod ton_sandbox;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Procs, get_json, neurolov, serve_args, temp_dir, wait_for};
 use litesvm::LiteSVM;
-use neurolov_chain::solana;
+use neurolov_chain::{solana, ton};
 use neurolov_ledger::NANO_PER_NLOV;
 use solana_program_pack::Pack;
 use solana_signer::Signer;
@@ -102,8 +104,12 @@ fn balance_nano(url: &str, id: &str) -> u64 {
 }
 
 fn withdraw(url: &str, key: &std::path::Path, to: &str, amount: &str, id: u64) -> std::process::Output {
+    withdraw_on("solana", url, key, to, amount, id)
+}
+
+fn withdraw_on(chain: &str, url: &str, key: &std::path::Path, to: &str, amount: &str, id: u64) -> std::process::Output {
     neurolov()
-        .args(["wallet", "withdraw", "--chain", "solana", "--to", to, "--amount", amount, "--json"])
+        .args(["wallet", "withdraw", "--chain", chain, "--to", to, "--amount", amount, "--json"])
         .args(["--id", &id.to_string(), "--coordinator", url, "--key"])
         .arg(key)
         .output()
@@ -256,4 +262,161 @@ fn restart_crashing(procs: &mut Procs, dir: &std::path::Path, args: &[&str], hoo
         cmd.env(hook, "1");
     }
     common::serve_command(procs, dir, args, cmd)
+}
+
+/// The 64 key bytes (seed ‖ public) of a `neurolov keygen` file.
+fn key_bytes(path: &std::path::Path) -> Vec<u8> {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Settled: every withdrawal of `id` confirmed or failed.
+fn all_settled(url: &str, id: &str) -> bool {
+    withdrawals(url, id).iter().all(|w| w["state"] == "confirmed" || w["state"] == "failed")
+}
+
+/// Message validity of the TON test's coordinator: short, so the expiry case waits seconds, not minutes.
+const TON_TTL_S: u64 = 3;
+
+/// The same story on TON, through the real TVM (`@ton/sandbox`) and the standard jetton contracts: the jetton's
+/// supply minted into the custody's wallet and its admin dropped; withdrawals confirmed by what the custody's jetton
+/// wallet did, refused ones refunded, crashes around the send survived (the wallet's seqno and the chain's time
+/// decide), a deposit with the account in its comment credited once, `chain status --chain ton` agreeing.
+#[test]
+fn withdrawals_to_ton_land_once_and_survive_crashes_around_the_send() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(sandbox) = ton_sandbox::TonSandbox::start() else { return };
+    let ton_client = neurolov_chain::toncenter::TonClient::new(&sandbox.api()).unwrap();
+    let mut procs = Procs(Vec::new());
+    let dir = temp_dir("custody-ton");
+    let (custody_key, _) = keygen(&dir, "custody");
+    let (client_key, client) = keygen(&dir, "client");
+    let (alice_key, _) = keygen(&dir, "alice");
+    let custody = ton::wallet(&key_bytes(&custody_key)).unwrap();
+    let alice = ton::wallet(&key_bytes(&alice_key)).unwrap();
+    let alice_address = ton::friendly(&alice.address, true, false);
+    const SUPPLY: u64 = 100 * NLOV;
+    let master = rt.block_on(async {
+        sandbox.deploy_wallet(&key_bytes(&custody_key)[32..], "10").await;
+        sandbox.deploy_jetton(SUPPLY, &custody.address, true).await
+    });
+    let jetton_balance = |owner: &ton::TonAddress| {
+        rt.block_on(async {
+            let wallet = ton_client.jetton_wallet(&master, owner).await.unwrap();
+            ton_client.jetton_balance(&wallet).await.unwrap()
+        })
+    };
+    let args: Vec<String> = [
+        "--dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--models",
+        "none",
+        "--ton-api",
+        &sandbox.api(),
+        "--ton-jetton-master",
+        &master.to_hex(),
+        "--ton-custody-key",
+        custody_key.to_str().unwrap(),
+        "--ton-poll-ms",
+        "50",
+        "--ton-message-ttl-s",
+        &TON_TTL_S.to_string(),
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let url = serve_args(&mut procs, &dir, &args);
+    let out = neurolov().args(["wallet", "faucet", "--coordinator", &url, "--key"]).arg(&client_key).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A plain withdrawal: held, signed, accepted, sent on by the custody's jetton wallet, posted.
+    assert!(withdraw_on("ton", &url, &client_key, &alice_address, "5", 1).status.success());
+    wait_for("the withdrawal to be confirmed", Duration::from_secs(30), || {
+        withdrawals(&url, &client).first().is_some_and(|w| w["state"] == "confirmed")
+    });
+    assert_eq!(jetton_balance(&alice.address), 5 * NLOV);
+    assert_eq!(balance_nano(&url, &client), 995 * NLOV);
+    // Refused and refunded: not an address; more than the custody holds on TON.
+    assert!(withdraw_on("ton", &url, &client_key, "EQnot-an-address", "1", 2).status.success());
+    assert!(withdraw_on("ton", &url, &client_key, &alice_address, "200", 3).status.success());
+    wait_for("the refused withdrawals to fail", Duration::from_secs(30), || all_settled(&url, &client));
+    let failed: Vec<_> = withdrawals(&url, &client).into_iter().filter(|w| w["state"] == "failed").collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(balance_nano(&url, &client), 995 * NLOV, "refunded");
+
+    // Killed after signing, before sending: restarted, the same bytes are sent and land once.
+    procs.0.pop().map(|mut c| c.kill().and_then(|()| c.wait()));
+    let crashing = restart(&mut procs, &dir, &args, true);
+    assert!(withdraw_on("ton", &crashing, &client_key, &alice_address, "3", 4).status.success());
+    assert_eq!(procs.0.last_mut().unwrap().wait().unwrap().code(), Some(86));
+    assert_eq!(jetton_balance(&alice.address), 5 * NLOV, "nothing was sent before the crash");
+    let url = restart(&mut procs, &dir, &args, false);
+    wait_for("the re-sent withdrawal to be confirmed", Duration::from_secs(30), || all_settled(&url, &client));
+    assert_eq!(jetton_balance(&alice.address), 8 * NLOV, "paid once");
+    assert_eq!(balance_nano(&url, &client), 992 * NLOV);
+
+    // Killed after sending, before confirming: the restart finds it accepted and posts it, signs nothing new.
+    procs.0.pop().map(|mut c| c.kill().and_then(|()| c.wait()));
+    let crashing = restart_crashing(&mut procs, &dir, &args, Some("NEUROLOV_CRASH_AFTER_SENDING"));
+    assert!(withdraw_on("ton", &crashing, &client_key, &alice_address, "1", 5).status.success());
+    assert_eq!(procs.0.last_mut().unwrap().wait().unwrap().code(), Some(87));
+    assert_eq!(jetton_balance(&alice.address), 9 * NLOV, "sent before the crash");
+    let seqno_before = rt.block_on(ton_client.seqno(&custody.address)).unwrap();
+    let url = restart(&mut procs, &dir, &args, false);
+    wait_for("the sent withdrawal to be confirmed", Duration::from_secs(30), || all_settled(&url, &client));
+    assert_eq!(rt.block_on(ton_client.seqno(&custody.address)).unwrap(), seqno_before, "nothing signed again");
+    assert_eq!(jetton_balance(&alice.address), 9 * NLOV, "paid once");
+    assert_eq!(balance_nano(&url, &client), 991 * NLOV);
+
+    // Killed before the send and restarted only once the message's `valid_until` has passed: refunded, never paid.
+    procs.0.pop().map(|mut c| c.kill().and_then(|()| c.wait()));
+    let crashing = restart(&mut procs, &dir, &args, true);
+    assert!(withdraw_on("ton", &crashing, &client_key, &alice_address, "2", 6).status.success());
+    assert_eq!(procs.0.last_mut().unwrap().wait().unwrap().code(), Some(86));
+    std::thread::sleep(Duration::from_secs(TON_TTL_S + 2));
+    let url = restart(&mut procs, &dir, &args, false);
+    wait_for("the expired withdrawal to fail", Duration::from_secs(30), || all_settled(&url, &client));
+    let last = withdrawals(&url, &client).into_iter().find(|w| w["amount_nano"] == 2 * NLOV).unwrap();
+    assert_eq!(last["reason"], "expired without being accepted", "{last}");
+    assert_eq!(jetton_balance(&alice.address), 9 * NLOV);
+    assert_eq!(balance_nano(&url, &client), 991 * NLOV, "refunded");
+
+    // Alice deposits 3 NLOV back where `wallet deposit-address --chain ton` says, the client's account as comment.
+    let out = neurolov()
+        .args(["wallet", "deposit-address", "--chain", "ton", "--json", "--coordinator", &url, "--key"])
+        .arg(&client_key)
+        .output()
+        .unwrap();
+    let target: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let to = ton::parse_address(target["address"].as_str().unwrap()).unwrap();
+    assert_eq!((&to, target["memo"].as_str()), (&custody.address, Some(client.as_str())));
+    rt.block_on(async {
+        sandbox.deploy_wallet(&key_bytes(&alice_key)[32..], "5").await;
+        let alice_jw = ton_client.jetton_wallet(&master, &alice.address).await.unwrap();
+        let valid_until = u32::try_from(ton_client.chain_time().await.unwrap() + 60).unwrap();
+        let deposit = ton::deposit(&alice, &alice_jw, &to, 3 * NLOV, &client, 0, valid_until).unwrap();
+        ton_client.send_boc(&deposit.boc).await.unwrap();
+    });
+    wait_for("the deposit to be credited", Duration::from_secs(30), || balance_nano(&url, &client) == 994 * NLOV);
+    assert_eq!(jetton_balance(&alice.address), 6 * NLOV);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(balance_nano(&url, &client), 994 * NLOV, "credited once");
+
+    // The custody on TON is the jetton's supply less what the ledger says is outside.
+    let status = |url: &str| {
+        let out = neurolov()
+            .args(["chain", "status", "--chain", "ton", "--json", "--rpc", &sandbox.api(), "--mint", &master.to_hex()])
+            .args(["--custody", &custody.address.to_hex(), "--coordinator", url])
+            .output()
+            .unwrap();
+        (out.status.success(), serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default())
+    };
+    let (agrees, report) = status(&url);
+    assert!(agrees, "{report}");
+    assert_eq!(report["custody_nano"], SUPPLY - 6 * NLOV, "{report}");
+
+    procs.0.pop().map(|mut c| c.kill().and_then(|()| c.wait()));
+    let audit = neurolov().args(["ledger", "audit", "--json", "--data"]).arg(dir.join("coordinator")).output().unwrap();
+    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
 }

@@ -50,7 +50,7 @@ impl std::fmt::Debug for SolanaCustody {
 /// Test hooks: `NEUROLOV_CRASH_AFTER_SIGNING=1` ends the process right after a signed withdrawal is durable and
 /// before it is sent, `NEUROLOV_CRASH_AFTER_SENDING=1` right after it was sent and before it is confirmed — the
 /// crashes the design must survive, made exact for the crash tests.
-fn crash_point(variable: &str) -> bool {
+pub(crate) fn crash_point(variable: &str) -> bool {
     std::env::var(variable).as_deref() == Ok("1")
 }
 
@@ -197,7 +197,7 @@ pub(crate) async fn round(coordinator: &Coordinator, client: &Client, custody: &
 }
 
 /// Moves a withdrawal forward in the core; a refusal (it moved already: another round, a restart) is logged.
-fn settle(
+pub(crate) fn settle(
     coordinator: &Coordinator,
     f: impl FnOnce(&mut neurolov_core::Core) -> Result<Vec<neurolov_core::Effect>, neurolov_core::CustodyError>,
 ) {

@@ -17,6 +17,7 @@ mod openai;
 pub mod openapi;
 mod registry;
 pub mod store;
+pub mod ton_custody;
 pub mod uploads;
 mod web;
 
@@ -85,6 +86,8 @@ pub struct ServeConfig {
     pub models_dir: Option<PathBuf>,
     /// Custody on Solana (issue 14): withdrawals are signed and sent there; `None`, they stay requested.
     pub solana: Option<chains::SolanaCustody>,
+    /// Custody on TON (issue 14): None leaves withdrawals to TON requested, deposits uncredited.
+    pub ton: Option<ton_custody::TonCustody>,
 }
 
 /// Default of [`ServeConfig::max_job_waiters`].
@@ -132,6 +135,8 @@ pub struct Coordinator {
     pub(crate) hosting: Arc<hosting::Hosting>,
     /// Where deposits go on Solana (the custody's address), when custody there is configured.
     pub(crate) solana_deposit_address: Option<String>,
+    /// Where deposits to TON go (the custody wallet, user-friendly), when TON custody runs.
+    pub(crate) ton_deposit_address: Option<String>,
     /// The API keys of the OpenAI-compatible routes.
     pub(crate) keys: keys::Keys,
     /// Where published models are put together (`registry.rs`), and the key their verifiers' seeds come from.
@@ -191,6 +196,10 @@ impl Coordinator {
                 use solana_signer::Signer as _;
                 s.custody.pubkey().to_string()
             }),
+            ton_deposit_address: cfg
+                .ton
+                .as_ref()
+                .map(|t| neurolov_chain::ton::friendly(&t.custody.address, true, false)),
             keys,
             data_dir: cfg.data_dir.clone(),
             secret_key: cfg.secret_key,
@@ -491,8 +500,10 @@ pub async fn serve_until(
 ) -> anyhow::Result<()> {
     let cfg_gc = (cfg.blob_gc_interval.max(Duration::from_millis(10)), cfg.blob_gc_grace, cfg.result_retention);
     let solana = cfg.solana.clone();
+    let ton = cfg.ton.clone();
     let coordinator = Coordinator::open(cfg).await?;
     let custody = solana.map(|s| tokio::spawn(chains::run_solana(Arc::clone(&coordinator), s)));
+    let ton_custody = ton.map(|t| tokio::spawn(ton_custody::run_ton(Arc::clone(&coordinator), t)));
     let ticker = Arc::clone(&coordinator);
     let timer = tokio::spawn(async move {
         let mut interval = tokio::time::interval(TICK_INTERVAL);
@@ -534,7 +545,7 @@ pub async fn serve_until(
     let _ = timer.await;
     gc.abort();
     let _ = gc.await;
-    if let Some(custody) = custody {
+    for custody in [custody, ton_custody].into_iter().flatten() {
         custody.abort();
         let _ = custody.await;
     }

@@ -356,7 +356,7 @@ pub(crate) async fn chains(State(app): Shared) -> Json<Vec<api::ChainView>> {
                     in_flight_nano: sum(true),
                     deposit_address: match chain {
                         Chain::Solana => app.coordinator.solana_deposit_address.clone(),
-                        Chain::Ton => None,
+                        Chain::Ton => app.coordinator.ton_deposit_address.clone(),
                     },
                 }
             })

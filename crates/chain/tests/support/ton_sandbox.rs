@@ -7,7 +7,7 @@ use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use tonlib_core::TonAddress;
+use neurolov_chain::ton::TonAddress;
 
 pub struct TonSandbox {
     child: Child,
