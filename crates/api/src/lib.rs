@@ -248,6 +248,13 @@ pub struct HistoryEntry {
     pub account: String,
     /// `in` or `out`.
     pub direction: String,
+    /// For a deposit or a withdrawal: the chain (`solana`, `ton`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
+    /// For a deposit or a withdrawal: its chain transaction (Solana signature; TON `lt:hash` of a deposit, the
+    /// signed message's body hash of a withdrawal), once there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_tx: Option<String>,
 }
 
 /// `POST /v1/wallet/transfer` (signed by the sender).
@@ -269,6 +276,19 @@ pub struct WithdrawRequest {
     pub amount_nano: u64,
     /// The account's id for this withdrawal: the same request again is the same withdrawal.
     pub id: u64,
+}
+
+/// `POST /v1/wallet/withdraw/check` (the body of a withdrawal, signed the same way): whether it would be held now,
+/// changing nothing (`neurolov wallet withdraw --dry-run`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WithdrawCheck {
+    pub chain: String,
+    pub to: String,
+    pub amount_nano: u64,
+    /// What the account could still withdraw in the next 24 hours after this one.
+    pub daily_left_nano: u64,
+    /// Whether this coordinator runs custody on that chain (if not, the withdrawal would wait, held).
+    pub custody_running: bool,
 }
 
 /// One withdrawal as `POST /v1/wallet/withdraw` and `GET /v1/accounts/{address}/withdrawals` show it.

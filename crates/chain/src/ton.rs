@@ -194,15 +194,18 @@ pub struct SignedMessage {
     pub valid_until: u32,
 }
 
-/// `wallet` signs one external message sending `internal` (mode 3: pay fees separately, ignore errors). With
-/// `with_state_init` it also deploys the wallet (its first message).
-pub fn sign(
-    wallet: &TonWallet,
-    internal: Cell,
-    seqno: u32,
-    valid_until: u32,
-    with_state_init: bool,
-) -> Result<SignedMessage, TonError> {
+/// Where an external message sits in its wallet's order: the seqno it consumes, the unix time after which the
+/// wallet refuses it, and whether it also deploys the wallet (its first message carries the state init).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    pub seqno: u32,
+    pub valid_until: u32,
+    pub deploy: bool,
+}
+
+/// `wallet` signs one external message sending `internal` (mode 3: pay fees separately, ignore errors).
+pub fn sign(wallet: &TonWallet, internal: Cell, envelope: Envelope) -> Result<SignedMessage, TonError> {
+    let Envelope { seqno, valid_until, deploy: with_state_init } = envelope;
     let body = wallet.create_external_body(valid_until, seqno, [internal.to_arc()])?;
     let signed = wallet.sign_external_body(&body)?;
     let body_hash = signed.cell_hash().to_hex();
@@ -221,9 +224,7 @@ pub fn withdrawal(
     to: &TonAddress,
     amount: u64,
     query_id: u64,
-    seqno: u32,
-    valid_until: u32,
-    with_state_init: bool,
+    envelope: Envelope,
 ) -> Result<SignedMessage, TonError> {
     let transfer = JettonTransfer {
         query_id,
@@ -234,7 +235,7 @@ pub fn withdrawal(
         forward_payload: None,
     };
     let internal = internal_message(custody_jetton_wallet, WITHDRAWAL_ATTACHED_NANOTON, transfer.to_cell()?)?;
-    sign(custody, internal, seqno, valid_until, with_state_init)
+    sign(custody, internal, envelope)
 }
 
 /// A user's deposit: `user` tells its own jetton wallet to move `amount` to the custody wallet with `account` (a
@@ -245,8 +246,7 @@ pub fn deposit(
     custody: &TonAddress,
     amount: u64,
     account: &str,
-    seqno: u32,
-    valid_until: u32,
+    envelope: Envelope,
 ) -> Result<SignedMessage, TonError> {
     let transfer = JettonTransfer {
         query_id: 0,
@@ -257,7 +257,7 @@ pub fn deposit(
         forward_payload: Some(comment(account)?),
     };
     let internal = internal_message(user_jetton_wallet, DEPOSIT_ATTACHED_NANOTON, transfer.to_cell()?)?;
-    sign(user, internal, seqno, valid_until, false)
+    sign(user, internal, envelope)
 }
 
 /// A TEP-74 `transfer_notification` to a wallet: `amount` jettons arrived from `sender`, with its comment if the

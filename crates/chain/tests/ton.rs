@@ -95,6 +95,12 @@ fn valid_until(seconds: u64) -> u32 {
     u32::try_from(now + seconds).expect("fits")
 }
 
+/// A message at `seqno` valid for `seconds` more (negative: already expired), not deploying its wallet.
+fn at(seqno: u32, seconds: i64) -> ton::Envelope {
+    let valid_until = if seconds >= 0 { valid_until(seconds.unsigned_abs()) } else { valid_until(0) - 10 };
+    ton::Envelope { seqno, valid_until, deploy: false }
+}
+
 const SUPPLY: u64 = 1_000_000 * 1_000_000_000;
 
 #[tokio::test]
@@ -116,8 +122,7 @@ async fn custody_messages_run_through_the_real_tvm() {
     let user = ton::wallet(&user_key).expect("wallet");
     let seqno = client.seqno(&custody.address).await.expect("seqno");
     let amount = 1_234_000_000_000;
-    let signed = ton::withdrawal(&custody, &custody_jw, &user.address, amount, 42, seqno, valid_until(60), false)
-        .expect("signed");
+    let signed = ton::withdrawal(&custody, &custody_jw, &user.address, amount, 42, at(seqno, 60)).expect("signed");
     assert_eq!(ton::signed_seqno(&signed.boc).expect("parses"), (seqno, signed.valid_until));
     client.send_boc(&signed.boc).await.expect("accepted");
     assert_eq!(client.seqno(&custody.address).await.expect("seqno"), seqno + 1);
@@ -134,13 +139,12 @@ async fn custody_messages_run_through_the_real_tvm() {
     assert!(client.send_boc(&signed.boc).await.is_err(), "a replay is refused");
     assert_eq!(client.jetton_balance(&user_jw).await.expect("balance"), amount);
     // An expired message is refused and consumes nothing.
-    let expired = ton::withdrawal(&custody, &custody_jw, &user.address, 1, 44, seqno + 1, valid_until(0) - 10, false)
-        .expect("signed");
+    let expired = ton::withdrawal(&custody, &custody_jw, &user.address, 1, 44, at(seqno + 1, -10)).expect("signed");
     assert!(client.send_boc(&expired.boc).await.is_err(), "an expired message is refused");
     assert_eq!(client.seqno(&custody.address).await.expect("seqno"), seqno + 1);
     // A transfer beyond the custody's balance: the wallet sends it, the jetton wallet refuses, the toncoin bounces.
-    let too_much = ton::withdrawal(&custody, &custody_jw, &user.address, SUPPLY, 45, seqno + 1, valid_until(60), false)
-        .expect("signed");
+    let too_much =
+        ton::withdrawal(&custody, &custody_jw, &user.address, SUPPLY, 45, at(seqno + 1, 60)).expect("signed");
     client.send_boc(&too_much.boc).await.expect("the wallet accepts it");
     let jw_txs = client.transactions(&custody_jw, 20, None, 0).await.expect("transactions");
     assert_eq!(ton::transfer_outcome(&jw_txs, &custody.address, 45), Some(false), "refused by the jetton wallet");
@@ -150,7 +154,7 @@ async fn custody_messages_run_through_the_real_tvm() {
     sandbox.deploy_wallet(&user_key[32..], "5").await;
     let account = "ab".repeat(32);
     let deposit =
-        ton::deposit(&user, &user_jw, &custody.address, 234_000_000_000, &account, 0, valid_until(60)).expect("signed");
+        ton::deposit(&user, &user_jw, &custody.address, 234_000_000_000, &account, at(0, 60)).expect("signed");
     client.send_boc(&deposit.boc).await.expect("accepted");
     assert_eq!(client.jetton_balance(&custody_jw).await.expect("balance"), SUPPLY - amount + 234_000_000_000);
     let wallet_txs = client.transactions(&custody.address, 20, None, 0).await.expect("transactions");
@@ -161,7 +165,7 @@ async fn custody_messages_run_through_the_real_tvm() {
     // wallet, so not a deposit.
     let forged = forged_notification(&user.address, 10 * SUPPLY, &account);
     let internal = ton::internal_message(&custody.address, 10_000_000, forged).expect("message");
-    let signed = ton::sign(&user, internal, 1, valid_until(60), false).expect("signed");
+    let signed = ton::sign(&user, internal, at(1, 60)).expect("signed");
     client.send_boc(&signed.boc).await.expect("accepted");
     let wallet_txs = client.transactions(&custody.address, 20, None, 0).await.expect("transactions");
     let forged_seen = wallet_txs.iter().any(|tx| {

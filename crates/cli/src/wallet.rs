@@ -50,7 +50,8 @@ pub enum WalletCommand {
         /// `solana` or `ton`.
         #[arg(long)]
         chain: String,
-        /// The destination address; default: your key's own address (a Neurolov id is a Solana address).
+        /// The destination address; default: your key's own (a Neurolov id is a Solana address; on TON, the v4r2
+        /// wallet of the same key).
         #[arg(long)]
         to: Option<String>,
         /// Amount in NLOV, e.g. `1.5`.
@@ -59,6 +60,9 @@ pub enum WalletCommand {
         /// Your id for this withdrawal: asking again with the same id is the same withdrawal (default: random).
         #[arg(long)]
         id: Option<u64>,
+        /// Check the withdrawal (destination, balance, limits) and hold nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Where to send NLOV on a chain to have it credited to your account here (and the memo to put on it).
     DepositAddress {
@@ -168,11 +172,35 @@ pub fn wallet(cmd: WalletCommand) -> anyhow::Result<()> {
                 rt.block_on(signed_post(coordinator.trim_end_matches('/'), &kp, "/v1/wallet/transfer", body))?;
             show(json, &v, format!("sent {} NLOV to {to} ({})", nlov(amount_nano), v.outcome))?;
         }
-        WalletCommand::Withdraw { client: ClientArgs { coordinator, key, json }, chain, to, amount, id } => {
+        WalletCommand::Withdraw { client: ClientArgs { coordinator, key, json }, chain, to, amount, id, dry_run } => {
             let kp = load_or_create_key(key)?;
             let amount_nano = nano(&amount)?;
-            let to = to.unwrap_or_else(|| kp.id().to_string());
+            let to = match to {
+                Some(to) => to,
+                None if chain == "ton" => {
+                    neurolov_chain::ton::friendly(&crate::net::ton_wallet(&kp)?.address, true, false)
+                }
+                None => kp.id().to_string(),
+            };
             let req = api::WithdrawRequest { chain, to: to.clone(), amount_nano, id: request_id(id) };
+            if dry_run {
+                let base = coordinator.trim_end_matches('/');
+                let path = "/v1/wallet/withdraw/check";
+                let v: api::WithdrawCheck = rt.block_on(signed_post(base, &kp, path, serde_json::to_vec(&req)?))?;
+                let waits = if v.custody_running {
+                    ""
+                } else {
+                    " (this coordinator keeps no custody there yet: it would wait)"
+                };
+                let text = format!(
+                    "would withdraw {} NLOV to {to} on {}{waits}; {} NLOV left today after it; nothing held",
+                    nlov(amount_nano),
+                    v.chain,
+                    nlov(v.daily_left_nano)
+                );
+                show(json, &v, text)?;
+                return Ok(());
+            }
             let v: api::WithdrawalView = rt.block_on(signed_post(
                 coordinator.trim_end_matches('/'),
                 &kp,
@@ -236,8 +264,13 @@ pub fn wallet(cmd: WalletCommand) -> anyhow::Result<()> {
             } else {
                 for t in &v {
                     let sign = if t.direction == "in" { "+" } else { "-" };
+                    let on_chain = match (&t.chain, &t.chain_tx) {
+                        (Some(chain), Some(tx)) => format!("  {chain} {tx}"),
+                        (Some(chain), None) => format!("  {chain} (not signed yet)"),
+                        _ => String::new(),
+                    };
                     println!(
-                        "{:>14} {sign}{:>20} NLOV  {:<22} {}",
+                        "{:>14} {sign}{:>20} NLOV  {:<22} {}{on_chain}",
                         t.transfer.timestamp_ms,
                         nlov(t.transfer.amount_nano),
                         t.transfer.code,

@@ -152,12 +152,11 @@ fn withdrawals_to_solana_land_once_and_survive_crashes_around_the_send() {
     });
     assert_eq!(chain.balance(&alice), 5 * NLOV);
     assert_eq!(balance_nano(&url, &client), 995 * NLOV);
-    // Bad input: a destination that is not a Solana address is refused when the adapter parses it, and refunded.
+    // Bad input: a destination that is not a Solana address is refused before anything is held.
     let out = withdraw(&url, &client_key, "not-an-address", "1", 2);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    wait_for("the bad withdrawal to fail", Duration::from_secs(30), || {
-        withdrawals(&url, &client).iter().any(|w| w["to"] == "not-an-address" && w["state"] == "failed")
-    });
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`to`"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(withdrawals(&url, &client).len(), 1);
     assert_eq!(balance_nano(&url, &client), 995 * NLOV);
 
     // Killed after signing, before sending; restarted, the same bytes are sent and land once.
@@ -337,12 +336,29 @@ fn withdrawals_to_ton_land_once_and_survive_crashes_around_the_send() {
     });
     assert_eq!(jetton_balance(&alice.address), 5 * NLOV);
     assert_eq!(balance_nano(&url, &client), 995 * NLOV);
-    // Refused and refunded: not an address; more than the custody holds on TON.
-    assert!(withdraw_on("ton", &url, &client_key, "EQnot-an-address", "1", 2).status.success());
+    // `--dry-run` checks and holds nothing; an unaffordable one is refused the same way a real one would be.
+    let dry = |amount: &str| {
+        neurolov()
+            .args(["wallet", "withdraw", "--dry-run", "--chain", "ton", "--amount", amount, "--json"])
+            .args(["--coordinator", &url, "--key"])
+            .arg(&client_key)
+            .output()
+            .unwrap()
+    };
+    let out = dry("7");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let check: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(check["custody_running"], true, "{check}");
+    let own = ton::friendly(&ton::wallet(&key_bytes(&client_key)).unwrap().address, true, false);
+    assert_eq!(check["to"], own.as_str(), "defaults to the key's own TON wallet");
+    assert!(!dry("5000").status.success(), "more than the balance");
+    assert_eq!((withdrawals(&url, &client).len(), balance_nano(&url, &client)), (1, 995 * NLOV), "nothing held");
+    // Refused: not a TON address (before anything is held); more than the custody holds on TON (held, refunded).
+    assert!(!withdraw_on("ton", &url, &client_key, "EQnot-an-address", "1", 2).status.success());
     assert!(withdraw_on("ton", &url, &client_key, &alice_address, "200", 3).status.success());
-    wait_for("the refused withdrawals to fail", Duration::from_secs(30), || all_settled(&url, &client));
+    wait_for("the refused withdrawal to fail", Duration::from_secs(30), || all_settled(&url, &client));
     let failed: Vec<_> = withdrawals(&url, &client).into_iter().filter(|w| w["state"] == "failed").collect();
-    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(balance_nano(&url, &client), 995 * NLOV, "refunded");
 
     // Killed after signing, before sending: restarted, the same bytes are sent and land once.
@@ -395,13 +411,27 @@ fn withdrawals_to_ton_land_once_and_survive_crashes_around_the_send() {
         sandbox.deploy_wallet(&key_bytes(&alice_key)[32..], "5").await;
         let alice_jw = ton_client.jetton_wallet(&master, &alice.address).await.unwrap();
         let valid_until = u32::try_from(ton_client.chain_time().await.unwrap() + 60).unwrap();
-        let deposit = ton::deposit(&alice, &alice_jw, &to, 3 * NLOV, &client, 0, valid_until).unwrap();
+        let envelope = ton::Envelope { seqno: 0, valid_until, deploy: false };
+        let deposit = ton::deposit(&alice, &alice_jw, &to, 3 * NLOV, &client, envelope).unwrap();
         ton_client.send_boc(&deposit.boc).await.unwrap();
     });
     wait_for("the deposit to be credited", Duration::from_secs(30), || balance_nano(&url, &client) == 994 * NLOV);
     assert_eq!(jetton_balance(&alice.address), 6 * NLOV);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(balance_nano(&url, &client), 994 * NLOV, "credited once");
+    // `wallet history` names the chain transactions: the deposit's `lt:hash`, each withdrawal's message body hash.
+    let out = neurolov()
+        .args(["wallet", "history", "--json", "--coordinator", &url, "--key"])
+        .arg(&client_key)
+        .output()
+        .unwrap();
+    let history: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let deposit = history.iter().find(|e| e["code"] == "deposit").unwrap();
+    assert_eq!(deposit["chain"], "ton", "{deposit}");
+    assert!(deposit["chain_tx"].as_str().unwrap().contains(':'), "{deposit}");
+    let first = withdrawals(&url, &client).into_iter().find(|w| w["amount_nano"] == 5 * NLOV).unwrap();
+    let posted: Vec<_> = history.iter().filter(|e| e["code"] == "withdrawal" && e["amount_nano"] == 5 * NLOV).collect();
+    assert!(!posted.is_empty() && posted.iter().all(|e| e["chain_tx"] == first["tx_id"]), "{posted:?} {first}");
 
     // The custody on TON is the jetton's supply less what the ledger says is outside.
     let status = |url: &str| {

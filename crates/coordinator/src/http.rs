@@ -53,6 +53,7 @@ pub(crate) fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/v1/accounts/{address}/withdrawals", get(money::withdrawals))
         .route("/v1/chains", get(money::chains))
         .route("/v1/wallet/withdraw", post(money::withdraw).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
+        .route("/v1/wallet/withdraw/check", post(money::withdraw_check).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
         .route("/v1/wallet/transfer", post(money::transfer).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
         .route("/v1/wallet/stake", post(money::stake).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
         .route("/v1/wallet/unstake", post(money::unstake).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))

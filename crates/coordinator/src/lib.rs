@@ -150,6 +150,19 @@ pub fn now_ms() -> u64 {
 }
 
 impl Coordinator {
+    /// Where deposits to `chain` go, when this coordinator keeps custody there.
+    pub(crate) fn deposit_address(&self, chain: neurolov_protocol::chain::Chain) -> Option<String> {
+        match chain {
+            neurolov_protocol::chain::Chain::Solana => self.solana_deposit_address.clone(),
+            neurolov_protocol::chain::Chain::Ton => self.ton_deposit_address.clone(),
+        }
+    }
+
+    /// Whether an adapter moves withdrawals to `chain` (custody configured for it).
+    pub(crate) fn custody_running(&self, chain: neurolov_protocol::chain::Chain) -> bool {
+        self.deposit_address(chain).is_some()
+    }
+
     /// Opens the data directory (blob files and `coordinator.db`), restores the core from it and starts the storage
     /// writer.
     pub async fn open(mut cfg: ServeConfig) -> anyhow::Result<Arc<Coordinator>> {

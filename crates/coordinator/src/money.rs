@@ -99,6 +99,31 @@ pub(crate) fn transfer_view(t: &Transfer) -> api::TransferView {
     }
 }
 
+/// The chain and chain transaction behind a deposit or withdrawal transfer (a withdrawal's hold, its post or void).
+async fn chain_tx_of(app: &App, t: &Transfer) -> anyhow::Result<(Option<String>, Option<String>)> {
+    match t.code {
+        codes::DEPOSIT => {
+            let found = crate::store::deposit_tx(&app.coordinator.db, t.id).await?;
+            Ok(found.map_or((None, None), |(chain, tx)| (Some(chain.to_string()), Some(tx))))
+        }
+        codes::WITHDRAW => {
+            let hold = if t.is(neurolov_ledger::transfer_flags::PENDING) { t.id } else { t.pending_id.unwrap_or(t.id) };
+            Ok(app.coordinator.read_core(|core| {
+                core.withdrawal(hold).map_or((None, None), |w| {
+                    let tx = match &w.state {
+                        neurolov_core::WithdrawalState::Signed { tx_id, .. }
+                        | neurolov_core::WithdrawalState::Confirmed { tx_id } => Some(tx_id.clone()),
+                        neurolov_core::WithdrawalState::Failed { tx_id, .. } => tx_id.clone(),
+                        neurolov_core::WithdrawalState::Requested => None,
+                    };
+                    (Some(w.chain.to_string()), tx)
+                })
+            }))
+        }
+        _ => Ok((None, None)),
+    }
+}
+
 #[utoipa::path(get, path = "/v1/accounts/{address}/transfers", tag = "money", params(("address" = String, Path), ("limit" = Option<u32>, Query, description = "at most 1000")), responses((status = 200, body = Vec<api::HistoryEntry>)))]
 pub(crate) async fn history(
     State(app): Shared,
@@ -113,13 +138,22 @@ pub(crate) async fn history(
     app.coordinator.flush().await;
     let mut out = Vec::new();
     for (account, label) in [(wallet, "wallet"), (stake, "stake")] {
-        match crate::store::account_history(&app.coordinator.db, account, limit).await {
-            Ok(ts) => out.extend(ts.iter().map(|t| api::HistoryEntry {
+        let ts = match crate::store::account_history(&app.coordinator.db, account, limit).await {
+            Ok(ts) => ts,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        };
+        for t in &ts {
+            let (chain, chain_tx) = match chain_tx_of(&app, t).await {
+                Ok(found) => found,
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            };
+            out.push(api::HistoryEntry {
                 transfer: transfer_view(t),
                 account: label.into(),
                 direction: if t.debit == account { "out" } else { "in" }.into(),
-            })),
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+                chain,
+                chain_tx,
+            });
         }
     }
     out.sort_by_key(|e| std::cmp::Reverse(e.transfer.timestamp_ms));
@@ -301,6 +335,44 @@ fn custody_error(e: neurolov_core::CustodyError) -> Response {
     error(status, e)
 }
 
+/// The chain of a withdrawal request, its destination checked to be an address there: a typo is refused before
+/// anything is held.
+fn destination(req: &api::WithdrawRequest) -> Result<neurolov_protocol::chain::Chain, Box<Response>> {
+    use neurolov_protocol::chain::Chain;
+    let chain =
+        req.chain.parse::<Chain>().map_err(|_| Box::new(error(StatusCode::BAD_REQUEST, "`chain` is solana or ton")))?;
+    let parsed = match chain {
+        Chain::Solana => neurolov_chain::solana::parse_address(&req.to).map(|_| ()).map_err(|e| e.to_string()),
+        Chain::Ton => neurolov_chain::ton::parse_address(&req.to).map(|_| ()).map_err(|e| e.to_string()),
+    };
+    parsed.map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, format!("`to`: {e}"))))?;
+    Ok(chain)
+}
+
+/// Whether a withdrawal would be held now; nothing changes (`neurolov wallet withdraw --dry-run`).
+#[utoipa::path(post, path = "/v1/wallet/withdraw/check", tag = "money", request_body(content = api::WithdrawRequest, description = "signed request (headers x-neurolov-client, x-neurolov-timestamp, x-neurolov-signature; see docs/API.md)"), responses((status = 200, body = api::WithdrawCheck), (status = 400, body = api::ErrorReply), (status = 402, body = api::ErrorReply), (status = 429, body = api::ErrorReply)))]
+pub(crate) async fn withdraw_check(State(app): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    let (from, req) = match signed::<api::WithdrawRequest>(&app, &headers, "/v1/wallet/withdraw/check", &body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let chain = match destination(&req) {
+        Ok(chain) => chain,
+        Err(r) => return *r,
+    };
+    match app.coordinator.read_core(|core| core.check_withdrawal(now_ms(), &from, &req.to, req.amount_nano)) {
+        Ok(daily_left_nano) => Json(api::WithdrawCheck {
+            chain: chain.to_string(),
+            to: req.to,
+            amount_nano: req.amount_nano,
+            daily_left_nano,
+            custody_running: app.coordinator.custody_running(chain),
+        })
+        .into_response(),
+        Err(e) => custody_error(e),
+    }
+}
+
 /// Holds the amount for a withdrawal to a chain; the chain's adapter signs and sends it (see `chains.rs`).
 #[utoipa::path(post, path = "/v1/wallet/withdraw", tag = "money", request_body(content = api::WithdrawRequest, description = "signed request (headers x-neurolov-client, x-neurolov-timestamp, x-neurolov-signature; see docs/API.md)"), responses((status = 200, body = api::WithdrawalView), (status = 400, body = api::ErrorReply), (status = 402, body = api::ErrorReply), (status = 429, body = api::ErrorReply)))]
 pub(crate) async fn withdraw(State(app): Shared, headers: HeaderMap, body: Bytes) -> Response {
@@ -308,8 +380,9 @@ pub(crate) async fn withdraw(State(app): Shared, headers: HeaderMap, body: Bytes
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let Ok(chain) = req.chain.parse::<neurolov_protocol::chain::Chain>() else {
-        return error(StatusCode::BAD_REQUEST, "`chain` is solana or ton");
+    let chain = match destination(&req) {
+        Ok(chain) => chain,
+        Err(r) => return *r,
     };
     let result = app.coordinator.with_core(|core, _| {
         match core.withdraw(now_ms(), from, chain, &req.to, req.amount_nano, u128::from(req.id)) {
@@ -354,10 +427,7 @@ pub(crate) async fn chains(State(app): Shared) -> Json<Vec<api::ChainView>> {
                     outside_nano: core.outside_nano(chain),
                     requested_nano: sum(false),
                     in_flight_nano: sum(true),
-                    deposit_address: match chain {
-                        Chain::Solana => app.coordinator.solana_deposit_address.clone(),
-                        Chain::Ton => app.coordinator.ton_deposit_address.clone(),
-                    },
+                    deposit_address: app.coordinator.deposit_address(chain),
                 }
             })
             .collect()

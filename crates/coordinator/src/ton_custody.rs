@@ -172,14 +172,14 @@ async fn sign_and_send(
     let seqno = client.seqno(&wallet.address).await?;
     let valid_until =
         u32::try_from(client.chain_time().await?.saturating_add(u64::from(custody.message_ttl_s))).unwrap_or(u32::MAX);
-    let message =
-        match ton::withdrawal(wallet, jetton_wallet, &to, w.amount_nano, query_id(w), seqno, valid_until, !deployed) {
-            Ok(m) => m,
-            Err(e) => {
-                settle(coordinator, |core| core.withdrawal_failed(now_ms(), w.id, &e.to_string()));
-                return Ok(());
-            }
-        };
+    let envelope = ton::Envelope { seqno, valid_until, deploy: !deployed };
+    let message = match ton::withdrawal(wallet, jetton_wallet, &to, w.amount_nano, query_id(w), envelope) {
+        Ok(m) => m,
+        Err(e) => {
+            settle(coordinator, |core| core.withdrawal_failed(now_ms(), w.id, &e.to_string()));
+            return Ok(());
+        }
+    };
     let recorded = coordinator.with_core(|core, _| {
         match core.withdrawal_signed(now_ms(), w.id, &message.body_hash, message.boc.clone(), u64::from(valid_until)) {
             Ok(effects) => (true, effects),

@@ -188,6 +188,38 @@ impl Core {
         Ok((outcome, self.take_effects()))
     }
 
+    /// Whether [`Core::withdraw`] would hold `amount_nano` of `account` for `to` now, changing nothing (`wallet
+    /// withdraw --dry-run`). Returns what the account may still withdraw in the next 24 hours after this one.
+    pub fn check_withdrawal(&self, now_ms: u64, account: &Id, to: &str, amount_nano: u64) -> Result<u64, CustodyError> {
+        check_len("an address", to, MAX_CHAIN_ADDRESS_BYTES)?;
+        if amount_nano == 0 {
+            return Err(CustodyError::ZeroAmount);
+        }
+        if amount_nano < self.cfg.withdraw_min_nano {
+            return Err(CustodyError::UnderMinimum { min_nano: self.cfg.withdraw_min_nano });
+        }
+        if amount_nano > self.cfg.withdraw_max_nano {
+            return Err(CustodyError::OverWithdrawalLimit { max_nano: self.cfg.withdraw_max_nano });
+        }
+        let recent = self.withdrawals.recent_nano(account, now_ms.saturating_sub(WITHDRAW_WINDOW_MS));
+        let left_nano = self.cfg.withdraw_daily_max_nano.saturating_sub(recent);
+        if amount_nano > left_nano {
+            return Err(CustodyError::OverDailyLimit { left_nano });
+        }
+        if self.withdrawals.open() >= MAX_OPEN_WITHDRAWALS {
+            return Err(CustodyError::TooManyOpen);
+        }
+        let available = self.economy.available_nano(wallet(account));
+        if available < amount_nano {
+            return Err(CustodyError::Ledger(neurolov_ledger::TransferError::InsufficientFunds {
+                account: wallet(account),
+                available: i128::from(available),
+                needed: amount_nano,
+            }));
+        }
+        Ok(left_nano - amount_nano)
+    }
+
     /// Holds `amount_nano` of `account`'s wallet for a withdrawal to `to` on `chain`; `client_id` is the account's own
     /// id for the request (asking again returns the same withdrawal). Within the per-withdrawal and daily limits.
     pub fn withdraw(
@@ -204,24 +236,7 @@ impl Core {
         if let Some(w) = self.withdrawals.book.get(&id) {
             return Ok((w.clone(), self.take_effects()));
         }
-        check_len("an address", to, MAX_CHAIN_ADDRESS_BYTES)?;
-        if amount_nano == 0 {
-            return Err(CustodyError::ZeroAmount);
-        }
-        if amount_nano < self.cfg.withdraw_min_nano {
-            return Err(CustodyError::UnderMinimum { min_nano: self.cfg.withdraw_min_nano });
-        }
-        if amount_nano > self.cfg.withdraw_max_nano {
-            return Err(CustodyError::OverWithdrawalLimit { max_nano: self.cfg.withdraw_max_nano });
-        }
-        let recent = self.withdrawals.recent_nano(&account, now_ms.saturating_sub(WITHDRAW_WINDOW_MS));
-        let left_nano = self.cfg.withdraw_daily_max_nano.saturating_sub(recent);
-        if amount_nano > left_nano {
-            return Err(CustodyError::OverDailyLimit { left_nano });
-        }
-        if self.withdrawals.open() >= MAX_OPEN_WITHDRAWALS {
-            return Err(CustodyError::TooManyOpen);
-        }
+        self.check_withdrawal(now_ms, &account, to, amount_nano)?;
         let to_outside = self.outside_account(chain);
         // No timeout: a hold that lapsed by itself while its transaction could still land would pay twice.
         let hold = Transfer::pending(id, wallet(&account), to_outside, amount_nano, codes::WITHDRAW, 0);

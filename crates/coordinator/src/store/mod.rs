@@ -223,6 +223,24 @@ impl Store {
 }
 
 /// The writer task: commits records in batches until every sender is gone.
+/// The chain and chain transaction id of the deposit credited by ledger transfer `id` (`wallet history` names it).
+pub async fn deposit_tx(
+    pool: &SqlitePool,
+    id: neurolov_ledger::TransferId,
+) -> anyhow::Result<Option<(neurolov_protocol::chain::Chain, String)>> {
+    let row = sqlx::query_as::<_, (String,)>("SELECT doc FROM deposits WHERE id = ?")
+        .bind(id.to_string())
+        .fetch_optional(pool)
+        .await?;
+    match row {
+        Some((doc,)) => {
+            let d: docs::DepositDoc = serde_json::from_str(&doc)?;
+            Ok(Some((d.chain, d.tx_id)))
+        }
+        None => Ok(None),
+    }
+}
+
 pub async fn writer(mut store: Store, mut rx: mpsc::UnboundedReceiver<StoreMsg>) {
     loop {
         // Commits nobody waits on reach the disk within MAX_UNSYNCED_MS even when nothing else comes.
