@@ -55,13 +55,63 @@ pub enum ChainCommand {
     },
 }
 
+/// `ledger audit`'s chain endpoints: each chain given is held against the audited ledger, as `chain status` does
+/// against a running coordinator's.
+#[derive(clap::Args)]
+pub struct AuditChains {
+    /// A Solana JSON-RPC endpoint to check the custody there.
+    #[arg(long, requires_all = ["solana_mint", "solana_custody"])]
+    solana_rpc: Option<String>,
+    #[arg(long)]
+    solana_mint: Option<String>,
+    /// The Solana custody's address.
+    #[arg(long)]
+    solana_custody: Option<String>,
+    /// A toncenter-style API to check the custody on TON.
+    #[arg(long, requires_all = ["ton_jetton_master", "ton_custody"])]
+    ton_api: Option<String>,
+    #[arg(long)]
+    ton_jetton_master: Option<String>,
+    /// The TON custody's wallet address.
+    #[arg(long)]
+    ton_custody: Option<String>,
+}
+
+/// One chain's custody held against the ledger.
+#[derive(serde::Serialize)]
+pub struct ChainCheck {
+    pub chain: String,
+    #[serde(flatten)]
+    pub status: Status,
+}
+
+impl AuditChains {
+    pub async fn check(&self, ledger: &[api::ChainView]) -> anyhow::Result<Vec<ChainCheck>> {
+        let view = |chain: Chain| {
+            ledger.iter().find(|c| c.chain == chain.as_str()).with_context(|| format!("the audit lists no {chain}"))
+        };
+        let mut checks = Vec::new();
+        if let (Some(rpc), Some(mint), Some(custody)) = (&self.solana_rpc, &self.solana_mint, &self.solana_custody) {
+            let status = status(rpc, mint, custody, view(Chain::Solana)?).await?;
+            checks.push(ChainCheck { chain: Chain::Solana.to_string(), status });
+        }
+        if let (Some(api_url), Some(master), Some(custody)) =
+            (&self.ton_api, &self.ton_jetton_master, &self.ton_custody)
+        {
+            let status = ton_status(api_url, master, custody, view(Chain::Ton)?).await?;
+            checks.push(ChainCheck { chain: Chain::Ton.to_string(), status });
+        }
+        Ok(checks)
+    }
+}
+
 /// What `chain status` finds.
 #[derive(serde::Serialize)]
-struct Status {
-    custody_nano: u64,
-    expected_nano: u64,
-    in_flight_nano: u64,
-    agrees: bool,
+pub struct Status {
+    pub custody_nano: u64,
+    pub expected_nano: u64,
+    pub in_flight_nano: u64,
+    pub agrees: bool,
 }
 
 pub fn chain(cmd: ChainCommand) -> anyhow::Result<()> {

@@ -110,6 +110,8 @@ pub enum LedgerCommand {
         data: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        chains: crate::chain::AuditChains,
     },
 }
 
@@ -301,15 +303,34 @@ pub fn wallet(cmd: WalletCommand) -> anyhow::Result<()> {
 
 pub fn ledger(cmd: LedgerCommand) -> anyhow::Result<()> {
     match cmd {
-        LedgerCommand::Audit { data, json } => {
+        LedgerCommand::Audit { data, json, chains } => {
             let data = match data {
                 Some(d) => d,
                 None => data_dir()?.join("coordinator"),
             };
-            let report = runtime()?.block_on(neurolov_coordinator::audit::audit(&data)).context("auditing")?;
+            let rt = runtime()?;
+            let mut report = rt.block_on(neurolov_coordinator::audit::audit(&data)).context("auditing")?;
+            let checks = rt.block_on(chains.check(&report.chains))?;
+            for check in checks.iter().filter(|c| !c.status.agrees) {
+                report.problems.push(format!(
+                    "custody on {} holds {} nano-NLOV; the ledger expects {} ({} in flight)",
+                    check.chain, check.status.custody_nano, check.status.expected_nano, check.status.in_flight_nano
+                ));
+            }
+            report.audit_ok = report.problems.is_empty();
             if json {
-                println!("{}", serde_json::to_string(&report)?);
+                let mut v = serde_json::to_value(&report)?;
+                v["chain_checks"] = serde_json::to_value(&checks)?;
+                println!("{v}");
             } else {
+                for c in &checks {
+                    println!(
+                        "{} custody {} NLOV; the ledger expects {} NLOV",
+                        c.chain,
+                        format_nlov(u128::from(c.status.custody_nano)),
+                        format_nlov(u128::from(c.status.expected_nano))
+                    );
+                }
                 println!(
                     "{} accounts, {} transfers, total supply {} NLOV, {} NLOV in escrow, {} staked; {} jobs checked",
                     report.accounts,

@@ -247,6 +247,16 @@ fn withdrawals_to_solana_land_once_and_survive_crashes_around_the_send() {
     procs.0.pop().map(|mut c| c.kill().and_then(|()| c.wait()));
     let audit = neurolov().args(["ledger", "audit", "--json", "--data"]).arg(dir.join("coordinator")).output().unwrap();
     assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
+    // Held against the chain, the same ledger does not audit: its custody lost NLOV the ledger never paid out.
+    let audit = neurolov()
+        .args(["ledger", "audit", "--json", "--solana-rpc", &chain.url, "--solana-mint", &chain.mint.to_string()])
+        .args(["--solana-custody", &custody, "--data"])
+        .arg(dir.join("coordinator"))
+        .output()
+        .unwrap();
+    assert!(!audit.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    assert_eq!(report["chain_checks"][0]["agrees"], false, "{report}");
 }
 
 /// A coordinator on the same data directory (`crash`: it stops right after signing a withdrawal, before sending).
@@ -446,7 +456,28 @@ fn withdrawals_to_ton_land_once_and_survive_crashes_around_the_send() {
     assert!(agrees, "{report}");
     assert_eq!(report["custody_nano"], SUPPLY - 6 * NLOV, "{report}");
 
+    // `ledger audit` holds the stopped coordinator's ledger against TON: agrees; then the custody key moves NLOV
+    // behind the ledger's back, and it does not.
     procs.0.pop().map(|mut c| c.kill().and_then(|()| c.wait()));
-    let audit = neurolov().args(["ledger", "audit", "--json", "--data"]).arg(dir.join("coordinator")).output().unwrap();
-    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
+    let audit = || {
+        let out = neurolov()
+            .args(["ledger", "audit", "--json", "--ton-api", &sandbox.api(), "--ton-jetton-master", &master.to_hex()])
+            .args(["--ton-custody", &custody.address.to_hex(), "--data"])
+            .arg(dir.join("coordinator"))
+            .output()
+            .unwrap();
+        (out.status.success(), serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
+    };
+    let (ok, report) = audit();
+    assert!(ok && report["chain_checks"][0]["agrees"] == true, "{report}");
+    rt.block_on(async {
+        let custody_jw = ton_client.jetton_wallet(&master, &custody.address).await.unwrap();
+        let seqno = ton_client.seqno(&custody.address).await.unwrap();
+        let valid_until = u32::try_from(ton_client.chain_time().await.unwrap() + 60).unwrap();
+        let envelope = ton::Envelope { seqno, valid_until, deploy: false };
+        let stray = ton::withdrawal(&custody, &custody_jw, &alice.address, NLOV, 9, envelope).unwrap();
+        ton_client.send_boc(&stray.boc).await.unwrap();
+    });
+    let (ok, report) = audit();
+    assert!(!ok && report["chain_checks"][0]["agrees"] == false, "{report}");
 }

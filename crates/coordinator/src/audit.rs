@@ -18,6 +18,9 @@ pub struct AuditReport {
     pub staked_nano: u64,
     pub treasury_nano: u64,
     pub jobs_checked: usize,
+    /// Each chain as the ledger sees it (what its custody must hold: the chain's supply less `outside_nano`); the
+    /// CLI holds these against the chains themselves when given their endpoints.
+    pub chains: Vec<neurolov_api::ChainView>,
     pub problems: Vec<String>,
 }
 
@@ -69,6 +72,28 @@ pub async fn audit(data_dir: &Path) -> anyhow::Result<AuditReport> {
             ));
         }
     }
+    report.chains = neurolov_protocol::chain::Chain::ALL
+        .into_iter()
+        .map(|chain| {
+            let outside = ledger.account(neurolov_core::outside(chain)).map_or(0, |a| a.balance());
+            let sum = |signed: bool| {
+                restored
+                    .withdrawals
+                    .iter()
+                    .filter(|w| w.chain == chain && !w.state.is_finished())
+                    .filter(|w| matches!(w.state, neurolov_core::WithdrawalState::Signed { .. }) == signed)
+                    .map(|w| w.amount_nano)
+                    .sum()
+            };
+            neurolov_api::ChainView {
+                chain: chain.to_string(),
+                outside_nano: u64::try_from(outside).unwrap_or(0),
+                requested_nano: sum(false),
+                in_flight_nano: sum(true),
+                deposit_address: None,
+            }
+        })
+        .collect();
     report.audit_ok = report.problems.is_empty();
     Ok(report)
 }
