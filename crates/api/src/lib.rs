@@ -278,6 +278,26 @@ pub struct WithdrawRequest {
     pub id: u64,
 }
 
+/// A deposit credited from a chain (`GET /v1/accounts/{address}/deposits`, `GET /v1/chains/activity`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DepositView {
+    /// The ledger transfer that credited it (hex).
+    pub id: String,
+    pub account: String,
+    pub chain: String,
+    /// The chain transaction (Solana signature; TON `lt:hash`).
+    pub tx_id: String,
+    pub amount_nano: u64,
+    pub credited_ms: u64,
+}
+
+/// `GET /v1/chains/activity`: the network's newest deposits and withdrawals, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChainActivity {
+    pub deposits: Vec<DepositView>,
+    pub withdrawals: Vec<WithdrawalView>,
+}
+
 /// `POST /v1/wallet/withdraw/check` (the body of a withdrawal, signed the same way): whether it would be held now,
 /// changing nothing (`neurolov wallet withdraw --dry-run`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -296,6 +316,9 @@ pub struct WithdrawCheck {
 pub struct WithdrawalView {
     /// The ledger transfer that holds the amount (hex).
     pub id: String,
+    /// The account withdrawing.
+    #[serde(default)]
+    pub account: String,
     pub chain: String,
     pub to: String,
     pub amount_nano: u64,

@@ -456,6 +456,8 @@ fn withdrawals_to_ton_land_once_and_survive_crashes_around_the_send() {
     assert!(agrees, "{report}");
     assert_eq!(report["custody_nano"], SUPPLY - 6 * NLOV, "{report}");
 
+    dashboard_shows_chains(&url, &dir);
+
     // `ledger audit` holds the stopped coordinator's ledger against TON: agrees; then the custody key moves NLOV
     // behind the ledger's back, and it does not.
     procs.0.pop().map(|mut c| c.kill().and_then(|()| c.wait()));
@@ -480,4 +482,27 @@ fn withdrawals_to_ton_land_once_and_survive_crashes_around_the_send() {
     });
     let (ok, report) = audit();
     assert!(!ok && report["chain_checks"][0]["agrees"] == false, "{report}");
+}
+
+/// The dashboard, rendered by headless Chromium: the TON row of the chains table with what is outside custody there,
+/// and the deposit and a confirmed withdrawal among the chain activity, with their chain transactions.
+fn dashboard_shows_chains(url: &str, dir: &std::path::Path) {
+    let Some(chromium) = common::chromium() else { return };
+    let dump = common::browser(&chromium, &dir.join("profile-dashboard"))
+        .args(["--dump-dom", "--virtual-time-budget=5000", "--window-size=1280,1000"])
+        .arg(format!("{url}/"))
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dump.stdout);
+    let row = |marker: &str| dom.split(marker).nth(1).and_then(|r| r.split("</tr>").next()).unwrap_or("").to_string();
+    let ton = row("<tr data-chain=\"ton\">");
+    assert!(ton.contains("class=\"outside\">6 NLOV"), "the dashboard's TON row: {ton}");
+    let deposit = row("data-kind=\"deposit\" data-chain=\"ton\"");
+    assert!(deposit.contains("3 NLOV") && deposit.contains("credited"), "{deposit}");
+    let withdrawals: Vec<&str> = dom.split("data-kind=\"withdrawal\" data-chain=\"ton\"").skip(1).collect();
+    assert!(
+        withdrawals.iter().any(|w| w.split("</tr>").next().unwrap_or("").contains("confirmed")),
+        "no confirmed withdrawal on the dashboard"
+    );
 }

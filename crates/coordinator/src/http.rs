@@ -52,6 +52,8 @@ pub(crate) fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/v1/accounts/{address}/transfers", get(money::history))
         .route("/v1/accounts/{address}/withdrawals", get(money::withdrawals))
         .route("/v1/chains", get(money::chains))
+        .route("/v1/chains/activity", get(money::chain_activity))
+        .route("/v1/accounts/{address}/deposits", get(money::deposits))
         .route("/v1/wallet/withdraw", post(money::withdraw).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
         .route("/v1/wallet/withdraw/check", post(money::withdraw_check).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
         .route("/v1/wallet/transfer", post(money::transfer).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))

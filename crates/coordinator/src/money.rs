@@ -315,6 +315,7 @@ fn withdrawal_view(w: &neurolov_core::Withdrawal) -> api::WithdrawalView {
     };
     api::WithdrawalView {
         id: w.id.to_string(),
+        account: w.account.to_string(),
         chain: w.chain.to_string(),
         to: w.to.clone(),
         amount_nano: w.amount_nano,
@@ -402,6 +403,46 @@ pub(crate) async fn withdrawals(State(app): Shared, Path(address): Path<String>)
     let Ok(id) = address.parse::<Id>() else { return error(StatusCode::BAD_REQUEST, "not an address") };
     let list = app.coordinator.read_core(|c| c.withdrawals_of(&id));
     Json(list.iter().map(withdrawal_view).collect::<Vec<_>>()).into_response()
+}
+
+/// Most entries `GET /v1/chains/activity` and `GET /v1/accounts/{address}/deposits` return.
+pub const MAX_ACTIVITY: u32 = 100;
+
+#[derive(serde::Deserialize)]
+pub(crate) struct ActivityQuery {
+    #[serde(default = "default_activity")]
+    limit: u32,
+}
+
+fn default_activity() -> u32 {
+    20
+}
+
+/// The network's newest deposits and withdrawals (the dashboard shows them).
+#[utoipa::path(get, path = "/v1/chains/activity", tag = "money", params(("limit" = Option<u32>, Query, description = "at most 100 of each")), responses((status = 200, body = api::ChainActivity)))]
+pub(crate) async fn chain_activity(State(app): Shared, Query(q): Query<ActivityQuery>) -> Response {
+    let limit = q.limit.min(MAX_ACTIVITY);
+    let deposits = match crate::store::recent_deposits(&app.coordinator.db, None, limit).await {
+        Ok(d) => d,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let withdrawals = app.coordinator.read_core(|c| c.recent_withdrawals(limit as usize));
+    Json(api::ChainActivity { deposits, withdrawals: withdrawals.iter().map(withdrawal_view).collect() })
+        .into_response()
+}
+
+/// An account's deposits from chains, newest first.
+#[utoipa::path(get, path = "/v1/accounts/{address}/deposits", tag = "money", params(("address" = String, Path), ("limit" = Option<u32>, Query, description = "at most 100")), responses((status = 200, body = Vec<api::DepositView>), (status = 400, body = api::ErrorReply)))]
+pub(crate) async fn deposits(
+    State(app): Shared,
+    Path(address): Path<String>,
+    Query(q): Query<ActivityQuery>,
+) -> Response {
+    let Ok(id) = address.parse::<Id>() else { return error(StatusCode::BAD_REQUEST, "not an address") };
+    match crate::store::recent_deposits(&app.coordinator.db, Some(&id), q.limit.min(MAX_ACTIVITY)).await {
+        Ok(d) => Json(d).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
 }
 
 /// The ledger's view of each chain: what custody there must hold (see `neurolov chain status`).

@@ -14,6 +14,7 @@ const STATIC: &[(&str, &str, &str)] = &[
     ("provide.js", "text/javascript; charset=utf-8", include_str!("../web/provide.js")),
     ("backends.js", "text/javascript; charset=utf-8", include_str!("../web/backends.js")),
     ("dashboard.js", "text/javascript; charset=utf-8", include_str!("../web/dashboard.js")),
+    ("chains.js", "text/javascript; charset=utf-8", include_str!("../web/chains.js")),
     ("infer-worker.js", "text/javascript; charset=utf-8", include_str!("../web/infer-worker.js")),
 ];
 

@@ -1,6 +1,8 @@
 // The dashboard: the network's key statistics, its nodes, the AI models it serves (the marketplace: prices, authors,
-// providers, use and earnings), recent jobs and their verification, and a chart of throughput, all read from the
-// coordinator's public API every two seconds.
+// providers, use and earnings), NLOV on chains (custody per chain, deposits and withdrawals), recent jobs and their
+// verification, and a chart of throughput, all read from the coordinator's public API every two seconds.
+
+import { activityRows, nlov } from "./chains.js";
 
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 2000;
@@ -50,8 +52,10 @@ function drawChart() {
 
 async function poll() {
   try {
-    const [stats, nodes, jobs, models] = await Promise.all(
-      ["/v1/stats", "/v1/nodes", "/v1/jobs?limit=20", "/v1/models"].map((u) => fetch(u).then((r) => r.json())),
+    const [stats, nodes, jobs, models, chains, activity] = await Promise.all(
+      ["/v1/stats", "/v1/nodes", "/v1/jobs?limit=20", "/v1/models", "/v1/chains", "/v1/chains/activity?limit=20"].map(
+        (u) => fetch(u).then((r) => r.json()),
+      ),
     );
     // The whitepaper's figures: GPU nodes apart from software adapters and CPUs; uptime and utilization as averages
     // over time (crates/core/src/usage.rs), not seconds since genesis or this instant's load.
@@ -101,6 +105,19 @@ async function poll() {
       cell(row, `${(Number(m.usage.royalties_nano) / 1e9).toLocaleString("en", { maximumFractionDigits: 9 })} NLOV`);
       mbody.appendChild(row);
     }
+    const cbody = $("chains");
+    cbody.replaceChildren();
+    for (const c of chains) {
+      const row = document.createElement("tr");
+      row.dataset.chain = c.chain;
+      cell(row, c.chain);
+      cell(row, c.deposit_address ?? "no custody here", "mono");
+      cell(row, `${nlov(c.outside_nano)} NLOV`, "outside");
+      cell(row, `${nlov(c.requested_nano)} NLOV`);
+      cell(row, `${nlov(c.in_flight_nano)} NLOV`);
+      cbody.appendChild(row);
+    }
+    activityRows($("chain-activity"), activity.deposits, activity.withdrawals, true);
     const jbody = $("jobs");
     jbody.replaceChildren();
     for (const j of jobs) {

@@ -6,6 +6,7 @@
 // in a Web Worker (infer-worker.js); each answer is committed and its proof opened when the coordinator asks.
 
 import { cpu, detect, useLog, webgl2 } from "./backends.js";
+import { activityRows } from "./chains.js";
 import { blake3Hex, loadOrCreateIdentity, parseJson, seal, signRequest, toBase64 } from "./neurolov.js";
 
 const params = new URLSearchParams(location.search);
@@ -310,6 +311,22 @@ function stop(keepWanted = false) {
   show();
 }
 
+/// This node's own deposits and withdrawals, and where to deposit on each chain this coordinator keeps custody on.
+async function refreshChains() {
+  const id = state.identity.id;
+  const [chains, deposits, withdrawals] = await Promise.all(
+    ["/v1/chains", `/v1/accounts/${id}/deposits`, `/v1/accounts/${id}/withdrawals`].map((u) =>
+      fetch(u).then((r) => r.json()),
+    ),
+  );
+  const where = chains
+    .filter((c) => c.deposit_address)
+    .map((c) => `on ${c.chain} to ${c.deposit_address}`)
+    .join("; ");
+  if (where) $("deposit-how").textContent = `To add NLOV, send it ${where}, with ${id} as the memo or comment.`;
+  activityRows($("chain-activity"), deposits, withdrawals, false);
+}
+
 async function refreshFromCoordinator() {
   if (!state.identity) return;
   try {
@@ -321,6 +338,7 @@ async function refreshFromCoordinator() {
     }
     const acct = await (await fetch(`/v1/accounts/${state.identity.id}`)).json();
     $("earned").textContent = (Number(acct.balance_nano) / 1e9).toFixed(9).replace(/0+$/, "").replace(/\.$/, "");
+    await refreshChains();
   } catch (e) {
     // The coordinator may be restarting; try again on the next tick.
   }

@@ -336,6 +336,13 @@ impl Core {
         mine
     }
 
+    /// The newest `limit` withdrawals of everyone, newest first (the dashboard's chain activity).
+    pub fn recent_withdrawals(&self, limit: usize) -> Vec<Withdrawal> {
+        let mut all: Vec<&Withdrawal> = self.withdrawals.book.values().collect();
+        all.sort_unstable_by_key(|w| std::cmp::Reverse((w.requested_ms, w.id)));
+        all.into_iter().take(limit).cloned().collect()
+    }
+
     /// NLOV the ledger counts on `chain` outside custody: the audit holds `chain supply − custody` to it.
     pub fn outside_nano(&self, chain: Chain) -> u64 {
         self.economy.account(outside(chain)).map_or(0, |a| u64::try_from(a.balance()).unwrap_or(0))

@@ -161,6 +161,7 @@ async fn create_schema(pool: &SqlitePool, path: &Path) -> anyhow::Result<()> {
         "CREATE TABLE IF NOT EXISTS evidence (seq INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS withdrawals (id TEXT PRIMARY KEY, account TEXT NOT NULL, doc TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS deposits (id TEXT PRIMARY KEY, account TEXT NOT NULL, doc TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS deposits_by_account ON deposits (account)",
         "CREATE TABLE IF NOT EXISTS api_keys (hash TEXT PRIMARY KEY, doc TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS published_models (name TEXT PRIMARY KEY, doc TEXT NOT NULL)",
     ] {
@@ -239,6 +240,42 @@ pub async fn deposit_tx(
         }
         None => Ok(None),
     }
+}
+
+/// The newest `limit` deposits credited (to `account`, or to anyone), newest first.
+pub async fn recent_deposits(
+    pool: &SqlitePool,
+    account: Option<&neurolov_protocol::Id>,
+    limit: u32,
+) -> anyhow::Result<Vec<neurolov_api::DepositView>> {
+    let rows = match account {
+        Some(a) => {
+            sqlx::query_as::<_, (String,)>("SELECT doc FROM deposits WHERE account = ? ORDER BY rowid DESC LIMIT ?")
+                .bind(a.to_string())
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+        }
+        None => {
+            sqlx::query_as::<_, (String,)>("SELECT doc FROM deposits ORDER BY rowid DESC LIMIT ?")
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+        }
+    };
+    rows.into_iter()
+        .map(|(doc,)| {
+            let d: docs::DepositDoc = serde_json::from_str(&doc)?;
+            Ok(neurolov_api::DepositView {
+                id: d.id,
+                account: d.account.to_string(),
+                chain: d.chain.to_string(),
+                tx_id: d.tx_id,
+                amount_nano: d.amount_nano,
+                credited_ms: d.credited_ms,
+            })
+        })
+        .collect()
 }
 
 pub async fn writer(mut store: Store, mut rx: mpsc::UnboundedReceiver<StoreMsg>) {
