@@ -305,6 +305,8 @@ pub struct WithdrawCheck {
     pub chain: String,
     pub to: String,
     pub amount_nano: u64,
+    /// What it would pay the treasury when it lands (held with it, refunded if it fails).
+    pub fee_nano: u64,
     /// What the account could still withdraw in the next 24 hours after this one.
     pub daily_left_nano: u64,
     /// Whether this coordinator runs custody on that chain (if not, the withdrawal would wait, held).
@@ -319,6 +321,9 @@ pub struct WithdrawalView {
     /// The account withdrawing.
     #[serde(default)]
     pub account: String,
+    /// What it pays the treasury when it lands (refunded with it when it fails).
+    #[serde(default)]
+    pub fee_nano: u64,
     pub chain: String,
     pub to: String,
     pub amount_nano: u64,

@@ -53,7 +53,7 @@ enum Command {
         json: bool,
     },
     /// Run a coordinator: HTTP API and node WebSockets.
-    Serve(net::ServeArgs),
+    Serve(Box<net::ServeArgs>),
     /// Write a new identity as a Solana CLI keypair file (JSON array of 64 bytes).
     Keygen {
         #[arg(long)]
@@ -138,7 +138,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Serve(args) => net::serve(args),
+        Command::Serve(args) => net::serve(*args),
         Command::Keygen { out, force, json } => net::keygen(&out, force, json),
         Command::Node(args) => net::node(args),
         Command::Job(cmd) => jobs::job(cmd),

@@ -80,6 +80,41 @@ pub struct ServeArgs {
     solana: SolanaArgs,
     #[command(flatten)]
     ton: TonArgs,
+    #[command(flatten)]
+    withdraw: WithdrawArgs,
+}
+
+/// Withdrawals to chains: limits and the fee, in NLOV (e.g. `0.5`).
+#[derive(clap::Args)]
+pub struct WithdrawArgs {
+    /// What a withdrawal pays the treasury when it lands: set it above the chain's worst cost per withdrawal (a new
+    /// token account's rent on Solana, jetton wallet gas on TON) at NLOV's price.
+    #[arg(long, default_value = "0.5")]
+    withdraw_fee: String,
+    /// Smallest withdrawal.
+    #[arg(long, default_value = "1")]
+    withdraw_min: String,
+    /// Largest single withdrawal.
+    #[arg(long, default_value = "100000")]
+    withdraw_max: String,
+    /// Most one account may withdraw in 24 hours.
+    #[arg(long, default_value = "250000")]
+    withdraw_daily_max: String,
+}
+
+impl WithdrawArgs {
+    /// (fee, min, max, daily max) in nano-NLOV.
+    fn nano(&self) -> anyhow::Result<(u64, u64, u64, u64)> {
+        let parse = |flag: &str, text: &str| {
+            neurolov_ledger::parse_nlov(text).with_context(|| format!("--{flag} {text:?} is not an amount of NLOV"))
+        };
+        Ok((
+            parse("withdraw-fee", &self.withdraw_fee)?,
+            parse("withdraw-min", &self.withdraw_min)?,
+            parse("withdraw-max", &self.withdraw_max)?,
+            parse("withdraw-daily-max", &self.withdraw_daily_max)?,
+        ))
+    }
 }
 
 /// Custody on TON (issue 14): all three of API, jetton master and custody key, or none (withdrawals to TON then stay
@@ -351,7 +386,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let secret_key = random_seed()?;
     let models_dir = crate::models::cache(args.models_dir.clone())?;
     let models = crate::models::served(&args.models, &models_dir)?;
+    let (withdraw_fee_nano, withdraw_min_nano, withdraw_max_nano, withdraw_daily_max_nano) = args.withdraw.nano()?;
     let core = Config {
+        withdraw_fee_nano,
+        withdraw_min_nano,
+        withdraw_max_nano,
+        withdraw_daily_max_nano,
         heartbeat_interval_ms: args.heartbeat_ms.max(100),
         attestation_size: args.attestation_size.clamp(8, 4096),
         max_attestation_size: args.max_attestation_size.clamp(8, 8192),

@@ -195,9 +195,11 @@ pub fn wallet(cmd: WalletCommand) -> anyhow::Result<()> {
                     " (this coordinator keeps no custody there yet: it would wait)"
                 };
                 let text = format!(
-                    "would withdraw {} NLOV to {to} on {}{waits}; {} NLOV left today after it; nothing held",
+                    "would withdraw {} NLOV to {to} on {} for a fee of {} NLOV{waits}; {} NLOV left today after it; \
+                     nothing held",
                     nlov(amount_nano),
                     v.chain,
+                    nlov(v.fee_nano),
                     nlov(v.daily_left_nano)
                 );
                 show(json, &v, text)?;
@@ -212,7 +214,14 @@ pub fn wallet(cmd: WalletCommand) -> anyhow::Result<()> {
             show(
                 json,
                 &v,
-                format!("withdrawing {} NLOV to {to} on {}: {} ({})", nlov(amount_nano), v.chain, v.state, v.id),
+                format!(
+                    "withdrawing {} NLOV (fee {} NLOV) to {to} on {}: {} ({})",
+                    nlov(amount_nano),
+                    nlov(v.fee_nano),
+                    v.chain,
+                    v.state,
+                    v.id
+                ),
             )?;
         }
         WalletCommand::DepositAddress { client: ClientArgs { coordinator, key, json }, chain } => {

@@ -25,6 +25,8 @@ use solana_program_pack::Pack;
 use solana_signer::Signer;
 
 const NLOV: u64 = NANO_PER_NLOV;
+/// The coordinator's default withdrawal fee, paid by each withdrawal that lands.
+const FEE: u64 = NLOV / 2;
 
 /// The custody's Solana keypair from a `neurolov keygen` file (secret ‖ public, as the Solana CLI writes it).
 fn solana_key(path: &std::path::Path) -> solana::Keypair {
@@ -151,13 +153,13 @@ fn withdrawals_to_solana_land_once_and_survive_crashes_around_the_send() {
         withdrawals(&url, &client).first().is_some_and(|w| w["state"] == "confirmed")
     });
     assert_eq!(chain.balance(&alice), 5 * NLOV);
-    assert_eq!(balance_nano(&url, &client), 995 * NLOV);
+    assert_eq!(balance_nano(&url, &client), 995 * NLOV - FEE);
     // Bad input: a destination that is not a Solana address is refused before anything is held.
     let out = withdraw(&url, &client_key, "not-an-address", "1", 2);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("`to`"), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(withdrawals(&url, &client).len(), 1);
-    assert_eq!(balance_nano(&url, &client), 995 * NLOV);
+    assert_eq!(balance_nano(&url, &client), 995 * NLOV - FEE);
 
     // Killed after signing, before sending; restarted, the same bytes are sent and land once.
     procs.0.pop().map(|mut c| c.kill().and_then(|()| c.wait()));
@@ -171,7 +173,7 @@ fn withdrawals_to_solana_land_once_and_survive_crashes_around_the_send() {
         withdrawals(&url, &client).iter().all(|w| w["state"] == "confirmed" || w["state"] == "failed")
     });
     assert_eq!(chain.balance(&alice), 8 * NLOV, "paid once");
-    assert_eq!(balance_nano(&url, &client), 992 * NLOV);
+    assert_eq!(balance_nano(&url, &client), 992 * NLOV - 2 * FEE);
 
     // Killed after sending, before confirming: the restart finds the signature landed and posts it, sends nothing.
     procs.0.pop().map(|mut c| c.kill().and_then(|()| c.wait()));
@@ -186,7 +188,7 @@ fn withdrawals_to_solana_land_once_and_survive_crashes_around_the_send() {
     });
     assert_eq!(chain.balance(&alice), 9 * NLOV, "paid once");
     assert_eq!(chain.net.lock().unwrap().landed.len(), landed_before, "nothing signed or sent again");
-    assert_eq!(balance_nano(&url, &client), 991 * NLOV);
+    assert_eq!(balance_nano(&url, &client), 991 * NLOV - 3 * FEE);
 
     // Killed the same way, but the cluster moves past the blockhash before the restart: refunded, never paid.
     procs.0.pop().map(|mut c| c.kill().and_then(|()| c.wait()));
@@ -201,7 +203,7 @@ fn withdrawals_to_solana_land_once_and_survive_crashes_around_the_send() {
     let last = withdrawals(&url, &client).into_iter().find(|w| w["amount_nano"] == 2 * NLOV).unwrap();
     assert_eq!(last["reason"], "expired without landing", "{last}");
     assert_eq!(chain.balance(&alice), 9 * NLOV);
-    assert_eq!(balance_nano(&url, &client), 991 * NLOV, "refunded");
+    assert_eq!(balance_nano(&url, &client), 991 * NLOV - 3 * FEE, "refunded");
     // Alice deposits 3 NLOV back into custody where `wallet deposit-address` says, naming the client's account in the
     // memo: credited once.
     let out = neurolov()
@@ -223,10 +225,12 @@ fn withdrawals_to_solana_land_once_and_survive_crashes_around_the_send() {
         solana::deposit(&alice_kp, &chain.mint, &solana_key(&custody_key).pubkey(), 3 * NLOV, &client, hash).unwrap()
     };
     rt.block_on(neurolov_chain::rpc::Client::new(&chain.url).unwrap().send(&deposit)).unwrap();
-    wait_for("the deposit to be credited", Duration::from_secs(30), || balance_nano(&url, &client) == 994 * NLOV);
+    wait_for("the deposit to be credited", Duration::from_secs(30), || {
+        balance_nano(&url, &client) == 994 * NLOV - 3 * FEE
+    });
     assert_eq!(chain.balance(&alice), 6 * NLOV);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(balance_nano(&url, &client), 994 * NLOV, "credited once");
+    assert_eq!(balance_nano(&url, &client), 994 * NLOV - 3 * FEE, "credited once");
 
     // The custody on Solana is what the ledger says it must be: the supply less what is outside.
     let (agrees, status) = chain_status(&chain, &custody, &url);
@@ -345,7 +349,7 @@ fn withdrawals_to_ton_land_once_and_survive_crashes_around_the_send() {
         withdrawals(&url, &client).first().is_some_and(|w| w["state"] == "confirmed")
     });
     assert_eq!(jetton_balance(&alice.address), 5 * NLOV);
-    assert_eq!(balance_nano(&url, &client), 995 * NLOV);
+    assert_eq!(balance_nano(&url, &client), 995 * NLOV - FEE);
     // `--dry-run` checks and holds nothing; an unaffordable one is refused the same way a real one would be.
     let dry = |amount: &str| {
         neurolov()
@@ -358,18 +362,18 @@ fn withdrawals_to_ton_land_once_and_survive_crashes_around_the_send() {
     let out = dry("7");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let check: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(check["custody_running"], true, "{check}");
+    assert_eq!((check["custody_running"].as_bool(), check["fee_nano"].as_u64()), (Some(true), Some(FEE)), "{check}");
     let own = ton::friendly(&ton::wallet(&key_bytes(&client_key)).unwrap().address, true, false);
     assert_eq!(check["to"], own.as_str(), "defaults to the key's own TON wallet");
     assert!(!dry("5000").status.success(), "more than the balance");
-    assert_eq!((withdrawals(&url, &client).len(), balance_nano(&url, &client)), (1, 995 * NLOV), "nothing held");
+    assert_eq!((withdrawals(&url, &client).len(), balance_nano(&url, &client)), (1, 995 * NLOV - FEE), "nothing held");
     // Refused: not a TON address (before anything is held); more than the custody holds on TON (held, refunded).
     assert!(!withdraw_on("ton", &url, &client_key, "EQnot-an-address", "1", 2).status.success());
     assert!(withdraw_on("ton", &url, &client_key, &alice_address, "200", 3).status.success());
     wait_for("the refused withdrawal to fail", Duration::from_secs(30), || all_settled(&url, &client));
     let failed: Vec<_> = withdrawals(&url, &client).into_iter().filter(|w| w["state"] == "failed").collect();
     assert_eq!(failed.len(), 1, "{failed:?}");
-    assert_eq!(balance_nano(&url, &client), 995 * NLOV, "refunded");
+    assert_eq!(balance_nano(&url, &client), 995 * NLOV - FEE, "refunded");
 
     // Killed after signing, before sending: restarted, the same bytes are sent and land once.
     procs.0.pop().map(|mut c| c.kill().and_then(|()| c.wait()));
@@ -380,7 +384,7 @@ fn withdrawals_to_ton_land_once_and_survive_crashes_around_the_send() {
     let url = restart(&mut procs, &dir, &args, false);
     wait_for("the re-sent withdrawal to be confirmed", Duration::from_secs(30), || all_settled(&url, &client));
     assert_eq!(jetton_balance(&alice.address), 8 * NLOV, "paid once");
-    assert_eq!(balance_nano(&url, &client), 992 * NLOV);
+    assert_eq!(balance_nano(&url, &client), 992 * NLOV - 2 * FEE);
 
     // Killed after sending, before confirming: the restart finds it accepted and posts it, signs nothing new.
     procs.0.pop().map(|mut c| c.kill().and_then(|()| c.wait()));
@@ -393,7 +397,7 @@ fn withdrawals_to_ton_land_once_and_survive_crashes_around_the_send() {
     wait_for("the sent withdrawal to be confirmed", Duration::from_secs(30), || all_settled(&url, &client));
     assert_eq!(rt.block_on(ton_client.seqno(&custody.address)).unwrap(), seqno_before, "nothing signed again");
     assert_eq!(jetton_balance(&alice.address), 9 * NLOV, "paid once");
-    assert_eq!(balance_nano(&url, &client), 991 * NLOV);
+    assert_eq!(balance_nano(&url, &client), 991 * NLOV - 3 * FEE);
 
     // Killed before the send and restarted only once the message's `valid_until` has passed: refunded, never paid.
     procs.0.pop().map(|mut c| c.kill().and_then(|()| c.wait()));
@@ -406,7 +410,7 @@ fn withdrawals_to_ton_land_once_and_survive_crashes_around_the_send() {
     let last = withdrawals(&url, &client).into_iter().find(|w| w["amount_nano"] == 2 * NLOV).unwrap();
     assert_eq!(last["reason"], "expired without being accepted", "{last}");
     assert_eq!(jetton_balance(&alice.address), 9 * NLOV);
-    assert_eq!(balance_nano(&url, &client), 991 * NLOV, "refunded");
+    assert_eq!(balance_nano(&url, &client), 991 * NLOV - 3 * FEE, "refunded");
 
     // Alice deposits 3 NLOV back where `wallet deposit-address --chain ton` says, the client's account as comment.
     let out = neurolov()
@@ -425,10 +429,12 @@ fn withdrawals_to_ton_land_once_and_survive_crashes_around_the_send() {
         let deposit = ton::deposit(&alice, &alice_jw, &to, 3 * NLOV, &client, envelope).unwrap();
         ton_client.send_boc(&deposit.boc).await.unwrap();
     });
-    wait_for("the deposit to be credited", Duration::from_secs(30), || balance_nano(&url, &client) == 994 * NLOV);
+    wait_for("the deposit to be credited", Duration::from_secs(30), || {
+        balance_nano(&url, &client) == 994 * NLOV - 3 * FEE
+    });
     assert_eq!(jetton_balance(&alice.address), 6 * NLOV);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(balance_nano(&url, &client), 994 * NLOV, "credited once");
+    assert_eq!(balance_nano(&url, &client), 994 * NLOV - 3 * FEE, "credited once");
     // `wallet history` names the chain transactions: the deposit's `lt:hash`, each withdrawal's message body hash.
     let out = neurolov()
         .args(["wallet", "history", "--json", "--coordinator", &url, "--key"])

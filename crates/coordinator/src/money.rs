@@ -316,6 +316,7 @@ fn withdrawal_view(w: &neurolov_core::Withdrawal) -> api::WithdrawalView {
     api::WithdrawalView {
         id: w.id.to_string(),
         account: w.account.to_string(),
+        fee_nano: w.fee_nano,
         chain: w.chain.to_string(),
         to: w.to.clone(),
         amount_nano: w.amount_nano,
@@ -366,6 +367,7 @@ pub(crate) async fn withdraw_check(State(app): Shared, headers: HeaderMap, body:
             chain: chain.to_string(),
             to: req.to,
             amount_nano: req.amount_nano,
+            fee_nano: app.coordinator.read_core(|core| core.config().withdraw_fee_nano),
             daily_left_nano,
             custody_running: app.coordinator.custody_running(chain),
         })

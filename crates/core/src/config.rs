@@ -86,6 +86,11 @@ pub struct Config {
     pub withdraw_min_nano: u64,
     /// Most one account may withdraw to chains in 24 hours (a stolen key empties a wallet no faster).
     pub withdraw_daily_max_nano: u64,
+    /// What a withdrawal pays the treasury, charged only when it lands (refunded with it when it fails). It must
+    /// cover the chain's worst cost per withdrawal: otherwise withdrawing to fresh addresses and depositing back
+    /// costs the sender nothing while the custody pays each time (on Solana a new token account's rent, which its
+    /// owner can reclaim by closing it — a profit per round trip).
+    pub withdraw_fee_nano: u64,
 }
 
 impl Default for Config {
@@ -130,6 +135,7 @@ impl Default for Config {
             models: Vec::new(),
             withdraw_max_nano: 100_000 * neurolov_ledger::NANO_PER_NLOV,
             withdraw_min_nano: neurolov_ledger::NANO_PER_NLOV,
+            withdraw_fee_nano: neurolov_ledger::NANO_PER_NLOV / 2,
             withdraw_daily_max_nano: 250_000 * neurolov_ledger::NANO_PER_NLOV,
         }
     }

@@ -94,8 +94,15 @@ pub struct Withdrawal {
     /// The destination, as the account gave it (the adapter parses and checks it before it signs anything).
     pub to: String,
     pub amount_nano: u64,
+    /// What it pays the treasury when it lands (`Config::withdraw_fee_nano` when requested), held beside the amount.
+    pub fee_nano: u64,
     pub requested_ms: u64,
     pub state: WithdrawalState,
+}
+
+/// The pending transfer that holds withdrawal `id`'s fee.
+pub fn fee_hold(id: TransferId) -> TransferId {
+    TransferId::derive(&[b"withdraw-fee", &id.0.to_le_bytes()])
 }
 
 /// A deposit credited: kept so an account's history can name the chain transaction.
@@ -122,6 +129,10 @@ impl Withdrawals {
 
     fn open(&self) -> usize {
         self.book.values().filter(|w| !w.state.is_finished()).count()
+    }
+
+    pub(crate) fn ids(&self) -> impl Iterator<Item = TransferId> + '_ {
+        self.book.keys().copied()
     }
 
     /// What `account` withdrew (or holds for withdrawal) since `since_ms`, failed ones excepted.
@@ -210,11 +221,12 @@ impl Core {
             return Err(CustodyError::TooManyOpen);
         }
         let available = self.economy.available_nano(wallet(account));
-        if available < amount_nano {
+        let needed = amount_nano.saturating_add(self.cfg.withdraw_fee_nano);
+        if available < needed {
             return Err(CustodyError::Ledger(neurolov_ledger::TransferError::InsufficientFunds {
                 account: wallet(account),
                 available: i128::from(available),
-                needed: amount_nano,
+                needed,
             }));
         }
         Ok(left_nano - amount_nano)
@@ -240,13 +252,21 @@ impl Core {
         let to_outside = self.outside_account(chain);
         // No timeout: a hold that lapsed by itself while its transaction could still land would pay twice.
         let hold = Transfer::pending(id, wallet(&account), to_outside, amount_nano, codes::WITHDRAW, 0);
-        self.economy.order(&[hold], now_ms)?;
+        let fee_nano = self.cfg.withdraw_fee_nano;
+        if fee_nano == 0 {
+            self.economy.order(&[hold], now_ms)?;
+        } else {
+            let fee =
+                Transfer::pending(fee_hold(id), wallet(&account), crate::treasury(), fee_nano, codes::WITHDRAW, 0);
+            self.economy.order(&[hold.linked(), fee], now_ms)?;
+        }
         let w = Withdrawal {
             id,
             account,
             chain,
             to: to.to_string(),
             amount_nano,
+            fee_nano,
             requested_ms: now_ms,
             state: WithdrawalState::Requested,
         };
@@ -284,10 +304,21 @@ impl Core {
         let WithdrawalState::Signed { tx_id, .. } = self.expect_state(id, "signed")? else {
             return Err(CustodyError::Unknown(id));
         };
-        let amount = self.withdrawals.book.get(&id).map_or(0, |w| w.amount_nano);
+        let (amount, fee) = self.withdrawals.book.get(&id).map_or((0, 0), |w| (w.amount_nano, w.fee_nano));
         let post =
             Transfer::post(TransferId::derive(&[b"withdrawn", &id.0.to_le_bytes()]), id, amount, codes::WITHDRAW);
-        self.economy.order(&[post], now_ms)?;
+        if fee == 0 {
+            self.economy.order(&[post], now_ms)?;
+        } else {
+            let fee_id = fee_hold(id);
+            let post_fee = Transfer::post(
+                TransferId::derive(&[b"withdraw-fee-paid", &id.0.to_le_bytes()]),
+                fee_id,
+                fee,
+                codes::WITHDRAW,
+            );
+            self.economy.order(&[post.linked(), post_fee], now_ms)?;
+        }
         self.set_withdrawal_state(id, WithdrawalState::Confirmed { tx_id });
         self.commit_ledger();
         Ok(self.take_effects())
@@ -309,6 +340,7 @@ impl Core {
             done => return Err(CustodyError::WrongState { id, state: done.name(), expected: "requested or signed" }),
         };
         self.economy.void_pending(id, codes::WITHDRAW, now_ms);
+        self.economy.void_pending(fee_hold(id), codes::WITHDRAW, now_ms);
         let reason: String = reason.chars().take(200).collect();
         tracing::warn!(withdrawal = %id, %reason, "withdrawal failed; refunded");
         self.set_withdrawal_state(id, WithdrawalState::Failed { tx_id, reason });

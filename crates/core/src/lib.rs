@@ -41,7 +41,7 @@ pub use canary::MAX_KNOWN_ANSWERS;
 pub use config::Config;
 pub use custody::{
     CustodyError, Deposit, MAX_FINISHED_WITHDRAWALS, MAX_OPEN_WITHDRAWALS, WITHDRAW_WINDOW_MS, Withdrawal,
-    WithdrawalState, outside,
+    WithdrawalState, fee_hold, outside,
 };
 pub use economy::{
     BPS, LedgerTotals, WalletError, WalletView, escrow, price_nano, rebuild_ledger, share_nano, stake_account,

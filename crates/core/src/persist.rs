@@ -235,11 +235,18 @@ impl Core {
     /// its hold are written in one commit, and a signature only after that): it is released.
     fn restore_withdrawals(&mut self, withdrawals: Vec<crate::Withdrawal>) {
         self.withdrawals = crate::custody::Withdrawals::restore(withdrawals);
+        // A fee hold belongs to the withdrawal whose id it derives from.
+        let fee_holds: std::collections::HashSet<neurolov_ledger::TransferId> =
+            self.withdrawals.ids().map(crate::custody::fee_hold).collect();
         let orphans: Vec<neurolov_ledger::TransferId> = self
             .economy
             .ledger()
             .open_pending()
-            .filter(|t| t.code == neurolov_ledger::codes::WITHDRAW && self.withdrawal(t.id).is_none())
+            .filter(|t| {
+                t.code == neurolov_ledger::codes::WITHDRAW
+                    && self.withdrawal(t.id).is_none()
+                    && !fee_holds.contains(&t.id)
+            })
             .map(|t| t.id)
             .collect();
         for pending in orphans {

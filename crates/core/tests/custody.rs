@@ -16,11 +16,17 @@ use proptest::prelude::*;
 
 const NLOV: u64 = NANO_PER_NLOV;
 
+/// Without a withdrawal fee: the tests of holds, states and limits count whole NLOV. The fee has tests of its own.
 fn cfg() -> Config {
+    Config { withdraw_fee_nano: 0, ..fee_cfg(0) }
+}
+
+fn fee_cfg(fee_nano: u64) -> Config {
     Config {
         faucet_grant_nano: 1_000 * NLOV,
         withdraw_max_nano: 300 * NLOV,
         withdraw_daily_max_nano: 500 * NLOV,
+        withdraw_fee_nano: fee_nano,
         ..Config::default()
     }
 }
@@ -31,8 +37,12 @@ fn user(seed: u8) -> Id {
 
 /// A core whose account `user(1)` has 1,000 NLOV, with every record kept in a `Db`.
 fn funded() -> (Core, Db) {
+    funded_with(cfg())
+}
+
+fn funded_with(cfg: Config) -> (Core, Db) {
     // Started as the shell starts a new network: genesis is among the effects, so the `Db` can restore it.
-    let (mut core, effects) = Core::restore(cfg(), 1, 0, Default::default(), &Store::default());
+    let (mut core, effects) = Core::restore(cfg, 1, 0, Default::default(), &Store::default());
     let mut db = Db::default();
     db.absorb(&effects);
     let (_, effects) = core.faucet(0, user(1)).unwrap();
@@ -182,6 +192,62 @@ fn a_withdrawal_hold_without_its_record_is_released_at_restart() {
     assert!(core.ledger().open_pending().all(|t| t.code != codes::WITHDRAW));
 }
 
+/// The attack a fee stops: withdraw to a fresh address, deposit back, repeat. Each round costs the custody a chain
+/// fee (and on Solana a token account's rent, which the recipient reclaims by closing it); without a fee it costs
+/// the sender nothing, so a sender could drain the custody's SOL or TON for free. With it, every landed withdrawal
+/// pays the treasury, refunded only when the withdrawal itself fails.
+#[test]
+fn a_withdrawal_pays_its_fee_when_it_lands_so_round_trips_cost_the_sender() {
+    const FEE: u64 = 2 * NLOV;
+    let (mut core, mut db) = funded_with(fee_cfg(FEE));
+    let treasury = |core: &Core| core.ledger().account(neurolov_core::treasury()).map_or(0, |a| a.balance());
+    let treasury_before = treasury(&core);
+    let mut rounds = 0;
+    for round in 0..5u8 {
+        let (w, effects) = core.withdraw(10, user(1), Chain::Solana, "Fresh", 10 * NLOV, u128::from(round)).unwrap();
+        db.absorb(&effects);
+        assert_eq!(w.fee_nano, FEE);
+        assert_eq!(core.wallet_view(&user(1)).pending_nano, 10 * NLOV + FEE, "the fee is held with the amount");
+        db.absorb(&core.withdrawal_signed(11, w.id, &format!("sig{round}"), vec![1], 99).unwrap());
+        db.absorb(&core.withdrawal_confirmed(12, w.id).unwrap());
+        let (_, effects) = core.deposit(13, Chain::Solana, &format!("back{round}"), user(1), 10 * NLOV).unwrap();
+        db.absorb(&effects);
+        rounds += 1;
+    }
+    assert_eq!(balance(&core, &user(1)), 1_000 * NLOV - rounds * FEE, "each round trip cost its fee");
+    assert_eq!(treasury(&core) - treasury_before, i128::from(rounds * FEE));
+    assert_eq!(core.outside_nano(Chain::Solana), 0, "the fee never leaves the ledger");
+
+    // A failed withdrawal refunds its fee too.
+    let (w, _) = core.withdraw(20, user(1), Chain::Ton, "EQ", 100 * NLOV, 99).unwrap();
+    core.withdrawal_failed(21, w.id, "expired").unwrap();
+    assert_eq!(balance(&core, &user(1)), 1_000 * NLOV - rounds * FEE);
+    let all = balance(&core, &user(1));
+
+    // A signed withdrawal's fee hold survives a restart and is paid once it lands; a lost record releases both holds.
+    let (signed, effects) = core.withdraw(30, user(1), Chain::Solana, "D", 50 * NLOV, 100).unwrap();
+    db.absorb(&effects);
+    db.absorb(&core.withdrawal_signed(31, signed.id, "sig-r", vec![2], 99).unwrap());
+    let (lost, effects) = core.withdraw(32, user(1), Chain::Solana, "D", 20 * NLOV, 101).unwrap();
+    db.absorb(&effects);
+    db.withdrawals.remove(&lost.id);
+    let (mut core, _) = Core::restore(fee_cfg(FEE), 2, 1_000, db.restored(), &Store::default());
+    assert_eq!(core.wallet_view(&user(1)).pending_nano, 50 * NLOV + FEE);
+    assert!(!core.ledger().is_open_pending(neurolov_core::fee_hold(lost.id)));
+    core.withdrawal_confirmed(1_001, signed.id).unwrap();
+    assert_eq!(balance(&core, &user(1)), all - 50 * NLOV - FEE);
+
+    // A withdrawal the wallet cannot pay together with its fee is refused, holding nothing.
+    let left = 100 * NLOV;
+    core.transfer(1_002, user(1), user(2), all - 50 * NLOV - FEE - left, 7).unwrap();
+    let refused = core.withdraw(1_003, user(1), Chain::Solana, "D", left - FEE + 1, 102);
+    assert!(matches!(refused, Err(CustodyError::Ledger(_))), "{refused:?}");
+    assert_eq!(core.wallet_view(&user(1)).pending_nano, 0);
+    assert!(core.check_withdrawal(1_003, &user(1), "D", left - FEE).is_ok());
+    core.ledger().check_full().unwrap();
+    assert_eq!(core.ledger().circulating(), i128::from(TOTAL_SUPPLY_NANO));
+}
+
 /// One report from a chain adapter or one request, on withdrawal `n` (by index among those made so far).
 #[derive(Clone, Debug)]
 enum Op {
@@ -208,8 +274,12 @@ proptest! {
     /// Whatever the reports and in whatever order: the supply is constant, the ledger's invariants hold, each chain's
     /// `Outside` is what was confirmed out minus what was credited in, and no withdrawal is both paid and refunded.
     #[test]
-    fn custody_keeps_the_supply_and_the_books_whatever_the_chains_report(ops in prop::collection::vec(op(), 1..40)) {
-        let (mut core, _) = funded();
+    fn custody_keeps_the_supply_and_the_books_whatever_the_chains_report(
+        ops in prop::collection::vec(op(), 1..40),
+        fee in prop_oneof![Just(0u64), Just(NLOV / 2), Just(3 * NLOV)],
+    ) {
+        let (mut core, _) = funded_with(fee_cfg(fee));
+        let mut paid = 0u64;
         let mut made = Vec::new();
         let mut out = [0u64; 2];
         let mut deposited = std::collections::HashSet::new();
@@ -227,6 +297,7 @@ proptest! {
                     let w = core.withdrawal(id).cloned().unwrap();
                     if core.withdrawal_confirmed(now, id).is_ok() {
                         out[w.chain.number() as usize] += w.amount_nano;
+                        paid += w.amount_nano + w.fee_nano;
                     }
                 },
                 Op::Fail(n) => if let Some(&id) = made.get(n) { let _ = core.withdrawal_failed(now, id, "x"); },
@@ -243,8 +314,10 @@ proptest! {
         }
         prop_assert_eq!(core.outside_nano(Chain::Solana), out[0]);
         prop_assert_eq!(core.outside_nano(Chain::Ton), out[1]);
-        let held: u64 = core.open_withdrawals().iter().map(|w| w.amount_nano).sum();
+        let held: u64 = core.open_withdrawals().iter().map(|w| w.amount_nano + w.fee_nano).sum();
         prop_assert_eq!(core.wallet_view(&user(1)).pending_nano, held);
+        // Whatever landed cost its amount and its fee, nothing else: failures refunded both.
+        prop_assert_eq!(balance(&core, &user(1)), 1_000 * NLOV - paid);
         prop_assert_eq!(core.ledger().account(outside(Chain::Solana)).map_or(0, |a| a.debits_pending), 0);
     }
 }

@@ -291,6 +291,9 @@ pub(super) struct WithdrawalDoc {
     pub(super) chain: Chain,
     pub(super) to: String,
     pub(super) amount_nano: u64,
+    /// Absent in records from before withdrawals paid a fee.
+    #[serde(default)]
+    pub(super) fee_nano: u64,
     pub(super) requested_ms: u64,
     pub(super) state: WithdrawalStateDoc,
 }
@@ -329,6 +332,7 @@ pub(super) fn withdrawal_doc(w: &Withdrawal) -> WithdrawalDoc {
         chain: w.chain,
         to: w.to.clone(),
         amount_nano: w.amount_nano,
+        fee_nano: w.fee_nano,
         requested_ms: w.requested_ms,
         state,
     }
@@ -352,6 +356,7 @@ pub(super) fn withdrawal(d: WithdrawalDoc) -> anyhow::Result<Withdrawal> {
         chain: d.chain,
         to: d.to,
         amount_nano: d.amount_nano,
+        fee_nano: d.fee_nano,
         requested_ms: d.requested_ms,
         state,
     })
