@@ -180,11 +180,19 @@ fn token_balances(
 
 impl Client {
     /// Signatures of finalized transactions that touched `address`, newest first, down to (not including) `until`.
-    pub async fn signatures_for_address(&self, address: &Pubkey, until: Option<&str>) -> Result<Vec<String>, RpcError> {
+    pub async fn signatures_for_address(
+        &self,
+        address: &Pubkey,
+        until: Option<&str>,
+        before: Option<&str>,
+    ) -> Result<Vec<String>, RpcError> {
         const M: &str = "getSignaturesForAddress";
         let mut options = serde_json::json!({ "limit": MAX_SIGNATURES_PER_PAGE, "commitment": "finalized" });
         if let Some(until) = until {
             options["until"] = until.into();
+        }
+        if let Some(before) = before {
+            options["before"] = before.into();
         }
         let v = self.call(M, serde_json::json!([address.to_string(), options])).await?;
         let entries = v.as_array().ok_or_else(|| reply(M, "not an array"))?;

@@ -64,7 +64,7 @@ async fn genesis_and_a_withdrawal_over_rpc_land_and_are_read_back() {
     let named = "8qbHbw2BbbTHBW1sbeqakYXVKRQM8Ne7pLK7m6CVfeR";
     let tx = solana::deposit(&alice_kp, &mint, &custody.pubkey(), 2 * NANO_PER_NLOV, named, blockhash.hash).unwrap();
     let deposit = client.send(&tx).await.unwrap();
-    let signatures = client.signatures_for_address(&fund, None).await.unwrap();
+    let signatures = client.signatures_for_address(&fund, None, None).await.unwrap();
     assert_eq!(signatures.first(), Some(&deposit), "newest first");
     let mut deposits = Vec::new();
     for sig in &signatures {
@@ -74,7 +74,9 @@ async fn genesis_and_a_withdrawal_over_rpc_land_and_are_read_back() {
         }
     }
     assert_eq!(deposits, [(deposit.clone(), (2 * NANO_PER_NLOV, Some(named.to_string())))]);
-    assert_eq!(client.signatures_for_address(&fund, Some(&deposit)).await.unwrap(), Vec::<String>::new());
+    assert_eq!(client.signatures_for_address(&fund, Some(&deposit), None).await.unwrap(), Vec::<String>::new());
+    // Paging back: the page before the newest is everything older.
+    assert_eq!(client.signatures_for_address(&fund, None, Some(&deposit)).await.unwrap(), signatures[1..]);
     assert!(client.transaction(&"1".repeat(64)).await.unwrap().is_none());
 }
 

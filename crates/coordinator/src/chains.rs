@@ -61,16 +61,24 @@ pub(crate) async fn run_solana(coordinator: Arc<Coordinator>, custody: SolanaCus
         Err(e) => return tracing::error!(error = %e, "solana custody disabled"),
     };
     tracing::info!(rpc = %custody.rpc_url, mint = %custody.mint, "solana custody running");
-    // The newest custody transaction already looked at for deposits (after a restart the latest page is looked at
-    // again: crediting is idempotent by transaction id).
-    let mut seen: Option<String> = None;
+    // The newest custody transaction already looked at for deposits, kept across restarts (written only once what
+    // it covers is durable; crediting is idempotent by transaction id, so looking twice is harmless).
+    let mut seen: Option<String> = match crate::store::chain_cursor(&coordinator.db, Chain::Solana).await {
+        Ok(cursor) => cursor,
+        Err(e) => return tracing::error!(error = %e, "reading the solana deposit cursor failed; custody disabled"),
+    };
     loop {
         if let Err(e) = round(&coordinator, &client, &custody).await {
             tracing::warn!(error = %e, "solana round failed; retrying");
         }
         match deposits(&coordinator, &client, &custody, seen.as_deref()).await {
-            Ok(Some(newest)) => seen = Some(newest),
-            Ok(None) => {}
+            Ok(Some(newest)) if seen.as_deref() != Some(newest.as_str()) => {
+                match crate::store::set_chain_cursor(&coordinator.db, Chain::Solana, &newest).await {
+                    Ok(()) => seen = Some(newest),
+                    Err(e) => tracing::warn!(error = %e, "recording the solana deposit cursor failed; retrying"),
+                }
+            }
+            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "looking for solana deposits failed; retrying"),
         }
         tokio::time::sleep(custody.poll_interval).await;
@@ -86,10 +94,7 @@ pub(crate) async fn deposits(
     seen: Option<&str>,
 ) -> Result<Option<String>, RpcError> {
     let account = solana::associated_account(&custody.custody.pubkey(), &custody.mint);
-    let signatures = client.signatures_for_address(&account, seen).await?;
-    if signatures.len() >= neurolov_chain::rpc::MAX_SIGNATURES_PER_PAGE {
-        tracing::warn!("a full page of custody transactions: older ones are looked at after a restart");
-    }
+    let signatures = since(client, &account, seen).await?;
     let mut credited_any = false;
     for signature in signatures.iter().rev() {
         let Some(fetched) = client.transaction(signature).await? else { continue };
@@ -125,6 +130,29 @@ pub(crate) async fn deposits(
         coordinator.flush().await;
     }
     Ok(signatures.first().cloned())
+}
+
+/// Pages of custody signatures looked at for deposits in one round, newest first back to the cursor.
+pub const MAX_DEPOSIT_PAGES: usize = 20;
+
+/// The custody account's signatures after `seen`, newest first, paging back (up to [`MAX_DEPOSIT_PAGES`]).
+async fn since(client: &Client, account: &Pubkey, seen: Option<&str>) -> Result<Vec<String>, RpcError> {
+    let mut signatures: Vec<String> = Vec::new();
+    for page_number in 0..MAX_DEPOSIT_PAGES {
+        let page = client.signatures_for_address(account, seen, signatures.last().map(String::as_str)).await?;
+        let full = page.len() >= neurolov_chain::rpc::MAX_SIGNATURES_PER_PAGE;
+        signatures.extend(page);
+        if !full {
+            break;
+        }
+        if page_number + 1 == MAX_DEPOSIT_PAGES {
+            tracing::error!(
+                pages = MAX_DEPOSIT_PAGES,
+                "more custody transactions than one round reads: the oldest are skipped"
+            );
+        }
+    }
+    Ok(signatures)
 }
 
 /// One pass over the open Solana withdrawals.

@@ -23,6 +23,9 @@ use crate::{Coordinator, now_ms};
 
 /// Pages of the custody wallet's transactions searched for an accepted message (newest first).
 pub const MAX_PAGES_SEARCHED: usize = 10;
+/// Pages of custody transactions looked at for deposits in one round, newest first back to the cursor: a restart
+/// after downtime catches up on up to this many pages at once.
+pub const MAX_DEPOSIT_PAGES: usize = 100;
 
 /// How the coordinator keeps custody on TON.
 #[derive(Clone)]
@@ -64,15 +67,24 @@ pub(crate) async fn run_ton(coordinator: Arc<Coordinator>, custody: TonCustody) 
     };
     tracing::info!(api = %custody.api_url, wallet = %custody.custody.address, jetton_wallet = %jetton_wallet,
         "ton custody running");
-    // The newest custody transaction already looked at for deposits (after a restart the latest page is looked at
-    // again: crediting is idempotent by transaction id).
-    let mut seen_lt = 0u64;
+    // The newest custody transaction already looked at for deposits, kept across restarts (written only once what
+    // it covers is durable; crediting is idempotent by transaction id, so looking twice is harmless).
+    let mut seen_lt = match crate::store::chain_cursor(&coordinator.db, Chain::Ton).await {
+        Ok(cursor) => cursor.and_then(|c| c.parse().ok()).unwrap_or(0),
+        Err(e) => return tracing::error!(error = %e, "reading the ton deposit cursor failed; ton custody disabled"),
+    };
     loop {
         if let Err(e) = round(&coordinator, &client, &custody, &jetton_wallet).await {
             tracing::warn!(error = %e, "ton round failed; retrying");
         }
         match deposits(&coordinator, &client, &custody.custody.address, &jetton_wallet, seen_lt).await {
-            Ok(newest) => seen_lt = seen_lt.max(newest),
+            Ok(newest) if newest > seen_lt => {
+                match crate::store::set_chain_cursor(&coordinator.db, Chain::Ton, &newest.to_string()).await {
+                    Ok(()) => seen_lt = newest,
+                    Err(e) => tracing::warn!(error = %e, "recording the ton deposit cursor failed; retrying"),
+                }
+            }
+            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "looking for ton deposits failed; retrying"),
         }
         tokio::time::sleep(custody.poll_interval).await;
@@ -88,10 +100,7 @@ async fn deposits(
     jetton_wallet: &TonAddress,
     seen_lt: u64,
 ) -> Result<u64, TonApiError> {
-    let txs = client.transactions(wallet, MAX_TRANSACTIONS_PER_PAGE, None, seen_lt).await?;
-    if txs.len() >= MAX_TRANSACTIONS_PER_PAGE {
-        tracing::warn!("a full page of custody transactions: older ones are looked at after a restart");
-    }
+    let txs = since(client, wallet, seen_lt).await?;
     let mut credited_any = false;
     for tx in txs.iter().rev() {
         let Some((amount_nano, comment)) = ton::deposit_of(tx, jetton_wallet) else { continue };
@@ -120,6 +129,35 @@ async fn deposits(
         coordinator.flush().await;
     }
     Ok(txs.first().map_or(seen_lt, |tx| tx.lt))
+}
+
+/// The custody wallet's transactions after `seen_lt`, newest first, paging back (up to [`MAX_DEPOSIT_PAGES`]).
+async fn since(
+    client: &TonClient,
+    wallet: &TonAddress,
+    seen_lt: u64,
+) -> Result<Vec<neurolov_chain::toncenter::TonTransaction>, TonApiError> {
+    let mut txs = Vec::new();
+    let mut cursor: Option<(u64, String)> = None;
+    for page_number in 0..MAX_DEPOSIT_PAGES {
+        let from = cursor.as_ref().map(|(lt, hash)| (*lt, hash.as_str()));
+        let page = client.transactions(wallet, MAX_TRANSACTIONS_PER_PAGE, from, seen_lt).await?;
+        let full = page.len() == MAX_TRANSACTIONS_PER_PAGE;
+        let next = page.last().map(|tx| (tx.lt, tx.hash.clone()));
+        // A page from a cursor starts with the cursor's own transaction.
+        txs.extend(page.into_iter().skip(usize::from(cursor.is_some())));
+        if !full {
+            return Ok(txs);
+        }
+        if page_number + 1 == MAX_DEPOSIT_PAGES {
+            tracing::error!(
+                pages = MAX_DEPOSIT_PAGES,
+                "more custody transactions than one round reads: the oldest are skipped"
+            );
+        }
+        cursor = next;
+    }
+    Ok(txs)
 }
 
 /// One pass over the open TON withdrawals.

@@ -136,11 +136,16 @@ fn answer(net: &mut Localnet, method: &str, params: &Value) -> Result<Value, (i6
             let address = neurolov_chain::solana::parse_address(params[0].as_str().unwrap_or(""))
                 .map_err(|e| (-32602, e.to_string()))?;
             let until = params[1]["until"].as_str();
+            let before = params[1]["before"].as_str();
             let limit = params[1]["limit"].as_u64().unwrap_or(1_000) as usize;
+            // Newest first: after `before` (exclusive) when given, back to `until` (exclusive).
+            let start =
+                before.and_then(|b| net.landed.iter().rev().position(|l| l.signature == b)).map_or(0, |p| p + 1);
             let found: Vec<Value> = net
                 .landed
                 .iter()
                 .rev()
+                .skip(start)
                 .take_while(|l| Some(l.signature.as_str()) != until)
                 .filter(|l| l.keys.contains(&address))
                 .take(limit)

@@ -73,6 +73,11 @@ impl TonSandbox {
         reply["address"].as_str().expect("an address").parse().expect("a TON address")
     }
 
+    /// `count` plain toncoin transfers to `to`: transactions that are not deposits.
+    pub async fn ping(&self, to: &TonAddress, count: u32) {
+        self.control("ping", serde_json::json!({ "to": to.to_hex(), "count": count })).await;
+    }
+
     /// Deploys the standard jetton minter, mints `supply` to `owner`, and with `revoke` drops its admin.
     pub async fn deploy_jetton(&self, supply: u64, owner: &TonAddress, revoke: bool) -> TonAddress {
         let body = serde_json::json!({ "supply": supply.to_string(), "owner": owner.to_hex(), "revoke": revoke });

@@ -124,6 +124,15 @@ async function deployJetton({ supply, owner, revoke }) {
     return { master: minter.address.toRawString(), wallet_code_hash: JettonWallet.code.hash().toString('hex') };
 }
 
+/** `count` plain toncoin transfers to `to`: transactions that are not deposits, to page past. */
+async function ping({ to, count }) {
+    const dest = Address.parse(to);
+    for (let i = 0; i < Math.min(Number(count), 1000); i++) {
+        await send(internal({ from: admin.address, to: dest, value: toNano('0.001'), bounce: false }));
+    }
+    return { sent: count };
+}
+
 async function handle(method, url, body) {
     const query = url.searchParams;
     switch (`${method} ${url.pathname}`) {
@@ -150,6 +159,8 @@ async function handle(method, url, body) {
             return deployWallet(body);
         case 'POST /sandbox/jetton':
             return deployJetton(body);
+        case 'POST /sandbox/ping':
+            return ping(body);
         case 'POST /sandbox/now':
             blockchain.now = body.now;
             return { now: now() };

@@ -162,6 +162,8 @@ async fn create_schema(pool: &SqlitePool, path: &Path) -> anyhow::Result<()> {
         "CREATE TABLE IF NOT EXISTS withdrawals (id TEXT PRIMARY KEY, account TEXT NOT NULL, doc TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS deposits (id TEXT PRIMARY KEY, account TEXT NOT NULL, doc TEXT NOT NULL)",
         "CREATE INDEX IF NOT EXISTS deposits_by_account ON deposits (account)",
+        // How far each chain adapter has looked for deposits (written only after what it credited is durable).
+        "CREATE TABLE IF NOT EXISTS chain_cursors (chain TEXT PRIMARY KEY, cursor TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS api_keys (hash TEXT PRIMARY KEY, doc TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS published_models (name TEXT PRIMARY KEY, doc TEXT NOT NULL)",
     ] {
@@ -240,6 +242,30 @@ pub async fn deposit_tx(
         }
         None => Ok(None),
     }
+}
+
+/// The newest custody transaction `chain`'s adapter has looked at for deposits (None: none yet).
+pub async fn chain_cursor(pool: &SqlitePool, chain: neurolov_protocol::chain::Chain) -> anyhow::Result<Option<String>> {
+    let row = sqlx::query_as::<_, (String,)>("SELECT cursor FROM chain_cursors WHERE chain = ?")
+        .bind(chain.as_str())
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|(c,)| c))
+}
+
+/// Records that every custody transaction on `chain` up to `cursor` has been looked at. Only after the deposits
+/// among them are durable: a crash before this write makes the restart look at them again (crediting is idempotent).
+pub async fn set_chain_cursor(
+    pool: &SqlitePool,
+    chain: neurolov_protocol::chain::Chain,
+    cursor: &str,
+) -> anyhow::Result<()> {
+    sqlx::query("INSERT INTO chain_cursors (chain, cursor) VALUES (?, ?) ON CONFLICT(chain) DO UPDATE SET cursor = excluded.cursor")
+        .bind(chain.as_str())
+        .bind(cursor)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 /// The newest `limit` deposits credited (to `account`, or to anyone), newest first.
