@@ -179,7 +179,15 @@ async fn custody_messages_run_through_the_real_tvm() {
     let deposits: Vec<_> = wallet_txs.iter().filter_map(|tx| ton::deposit_of(tx, &custody_jw)).collect();
     assert_eq!(deposits.len(), 1, "and is not a deposit");
 
-    // Paging: the newest transaction first, then older ones from a cursor.
+    // Paging: a full page holds the newest transactions, a page from its oldest (inclusive) goes on from there.
+    let before = client.transactions(&custody.address, 100, None, 0).await.expect("page").len();
+    sandbox.ping(&custody.address, 120).await;
+    let full = client.transactions(&custody.address, 100, None, 0).await.expect("page");
+    assert_eq!(full.len(), neurolov_chain::toncenter::MAX_TRANSACTIONS_PER_PAGE);
+    let oldest = full.last().expect("a transaction");
+    let rest = client.transactions(&custody.address, 100, Some((oldest.lt, &oldest.hash)), 0).await.expect("page");
+    assert_eq!(rest[0].lt, oldest.lt);
+    assert_eq!(full.len() + rest.len() - 1, before + 120, "every transaction on exactly one page");
     let first = client.transactions(&custody.address, 1, None, 0).await.expect("page");
     let newest = &first[0];
     let older = client.transactions(&custody.address, 2, Some((newest.lt, &newest.hash)), 0).await.expect("page");
