@@ -131,17 +131,17 @@ async fn deposits(
     Ok(txs.first().map_or(seen_lt, |tx| tx.lt))
 }
 
-/// The custody wallet's transactions after `seen_lt`, newest first, paging back (up to [`MAX_DEPOSIT_PAGES`]).
+/// `account`'s transactions after `seen_lt`, newest first, paging back (up to [`MAX_DEPOSIT_PAGES`]).
 async fn since(
     client: &TonClient,
-    wallet: &TonAddress,
+    account: &TonAddress,
     seen_lt: u64,
 ) -> Result<Vec<neurolov_chain::toncenter::TonTransaction>, TonApiError> {
     let mut txs = Vec::new();
     let mut cursor: Option<(u64, String)> = None;
     for page_number in 0..MAX_DEPOSIT_PAGES {
         let from = cursor.as_ref().map(|(lt, hash)| (*lt, hash.as_str()));
-        let page = client.transactions(wallet, MAX_TRANSACTIONS_PER_PAGE, from, seen_lt).await?;
+        let page = client.transactions(account, MAX_TRANSACTIONS_PER_PAGE, from, seen_lt).await?;
         let full = page.len() == MAX_TRANSACTIONS_PER_PAGE;
         let next = page.last().map(|tx| (tx.lt, tx.hash.clone()));
         // A page from a cursor starts with the cursor's own transaction.
@@ -281,7 +281,8 @@ async fn settle_signed(
     if accepted.out_msgs.is_empty() {
         settle(coordinator, |core| core.withdrawal_failed(now_ms(), w.id, "the custody wallet sent nothing"));
     } else {
-        let txs = client.transactions(jetton_wallet, MAX_TRANSACTIONS_PER_PAGE, None, accepted.lt).await?;
+        // Everything the jetton wallet did since the wallet's transaction (paged: it is busy with deposits too).
+        let txs = since(client, jetton_wallet, accepted.lt).await?;
         match ton::transfer_outcome(&txs, wallet, query_id(w)) {
             Some(true) => settle(coordinator, |core| core.withdrawal_confirmed(now_ms(), w.id)),
             Some(false) => {
