@@ -278,6 +278,27 @@ pub struct WithdrawRequest {
     pub id: u64,
 }
 
+/// `POST /v1/telegram/session`: the Mini App's `Telegram.WebApp.initData`, verbatim.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TelegramSessionRequest {
+    pub init_data: String,
+}
+
+/// A Telegram user signed in: their network account and its (custodial) key, for the Mini App to sign with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TelegramSession {
+    /// The account (a base58 ed25519 public key, as every Neurolov id).
+    pub account: String,
+    pub telegram_user_id: i64,
+    pub first_name: String,
+    /// The Mini App's launch parameter, carried through from `/start` or a `startapp` link.
+    pub start_param: Option<String>,
+    /// The account's ed25519 secret seed (32 bytes, base64url): the Mini App imports it as a JWK's `d`.
+    pub secret_key_base64url: String,
+    /// Its public key (32 bytes, base64url): the JWK's `x`.
+    pub public_key_base64url: String,
+}
+
 /// A deposit credited from a chain (`GET /v1/accounts/{address}/deposits`, `GET /v1/chains/activity`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DepositView {

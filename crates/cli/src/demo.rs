@@ -248,6 +248,7 @@ fn start_coordinator<'a>(rt: &'a tokio::runtime::Runtime, data: &Path) -> anyhow
         models_dir: None,
         solana: None,
         ton: None,
+        telegram: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = rt.spawn(async move {

@@ -82,6 +82,63 @@ pub struct ServeArgs {
     ton: TonArgs,
     #[command(flatten)]
     withdraw: WithdrawArgs,
+    #[command(flatten)]
+    telegram: TelegramArgs,
+}
+
+/// The Telegram bot and Mini App (issue 15): on when a bot token file is given.
+#[derive(clap::Args)]
+pub struct TelegramArgs {
+    /// A file holding the bot's token (from @BotFather; never logged).
+    #[arg(long, requires_all = ["telegram_webhook_secret_file", "public_url"])]
+    telegram_bot_token_file: Option<PathBuf>,
+    /// A file holding the webhook's secret token (`setWebhook`'s `secret_token`: 1–256 of A-Z a-z 0-9 _ -).
+    #[arg(long)]
+    telegram_webhook_secret_file: Option<PathBuf>,
+    /// This coordinator's public HTTPS address: the bot's button opens `PUBLIC_URL/tg`.
+    #[arg(long)]
+    public_url: Option<String>,
+    /// The Bot API's base URL.
+    #[arg(long, default_value = "https://api.telegram.org")]
+    telegram_api_base: String,
+    /// Telegram's Ed25519 key for initData signatures, hex (default: production; Telegram's test environment has
+    /// its own).
+    #[arg(long, default_value = neurolov_coordinator::telegram::init_data::TELEGRAM_PUBLIC_KEY)]
+    telegram_public_key: String,
+    /// How old initData may be, in seconds.
+    #[arg(long, default_value_t = neurolov_coordinator::telegram::init_data::DEFAULT_MAX_AGE_S)]
+    telegram_init_data_max_age_s: u64,
+    /// The script the Mini App loads first.
+    #[arg(long, default_value = "https://telegram.org/js/telegram-web-app.js")]
+    telegram_web_app_js: String,
+}
+
+impl TelegramArgs {
+    fn config(&self) -> anyhow::Result<Option<neurolov_coordinator::telegram::TelegramConfig>> {
+        let (Some(token_file), Some(secret_file), Some(public_url)) =
+            (&self.telegram_bot_token_file, &self.telegram_webhook_secret_file, &self.public_url)
+        else {
+            return Ok(None);
+        };
+        let read = |path: &PathBuf| -> anyhow::Result<String> {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            Ok(text.trim().to_string())
+        };
+        let webhook_secret = read(secret_file)?;
+        let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        if webhook_secret.is_empty() || webhook_secret.len() > 256 || !webhook_secret.chars().all(valid) {
+            anyhow::bail!("the webhook secret is 1-256 characters of A-Z, a-z, 0-9, _ and -");
+        }
+        Ok(Some(neurolov_coordinator::telegram::TelegramConfig {
+            bot_token: read(token_file)?,
+            webhook_secret,
+            api_base: self.telegram_api_base.clone(),
+            telegram_public_key: self.telegram_public_key.clone(),
+            max_age_s: self.telegram_init_data_max_age_s,
+            public_url: public_url.clone(),
+            web_app_js: self.telegram_web_app_js.clone(),
+        }))
+    }
 }
 
 /// Withdrawals to chains: limits and the fee, in NLOV (e.g. `0.5`).
@@ -426,6 +483,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             models_dir: Some(models_dir),
             solana: args.solana.custody()?,
             ton: args.ton.custody()?,
+            telegram: args.telegram.config()?,
         };
         raise_fd_limit(cfg.max_connections);
         neurolov_coordinator::serve(listener, cfg).await

@@ -27,6 +27,25 @@ pub(crate) struct App {
 
 pub(crate) type Shared = State<Arc<App>>;
 
+impl App {
+    /// The network's statistics, computed at most once per [`crate::STATS_MAX_AGE`].
+    pub(crate) fn network_stats(&self) -> neurolov_core::NetworkStats {
+        let now = std::time::Instant::now();
+        let mut cached = match self.stats.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match cached.as_ref().filter(|(at, _)| now.saturating_duration_since(*at) < crate::STATS_MAX_AGE) {
+            Some((_, s)) => s.clone(),
+            None => {
+                let s = self.coordinator.read_core(|c| c.stats());
+                *cached = Some((now, s.clone()));
+                s
+            }
+        }
+    }
+}
+
 pub(crate) fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(api::ErrorReply { error: message.to_string() })).into_response()
 }

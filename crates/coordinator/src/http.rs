@@ -41,6 +41,12 @@ pub(crate) fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/v1/blobs/{hash}", get(get_blob).put(put_blob).layer(DefaultBodyLimit::max(MAX_BLOB_BYTES as usize)))
         .route("/", get(web::index))
         .route("/provide", get(web::provide))
+        .route("/tg", get(web::telegram))
+        .route("/v1/telegram/session", post(crate::telegram::session).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
+        .route(
+            "/v1/telegram/webhook",
+            post(crate::telegram::webhook).layer(DefaultBodyLimit::max(crate::telegram::MAX_UPDATE_BYTES)),
+        )
         .route("/static/{file}", get(web::static_file))
         .route("/v1/kernels/{file}", get(web::kernel))
         .route("/v1/jobs", post(submit_job).get(recent_jobs).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))

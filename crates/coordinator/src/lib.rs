@@ -17,6 +17,7 @@ mod openai;
 pub mod openapi;
 mod registry;
 pub mod store;
+pub mod telegram;
 pub mod ton_custody;
 pub mod uploads;
 mod web;
@@ -88,6 +89,8 @@ pub struct ServeConfig {
     pub solana: Option<chains::SolanaCustody>,
     /// Custody on TON (issue 14): None leaves withdrawals to TON requested, deposits uncredited.
     pub ton: Option<ton_custody::TonCustody>,
+    /// The Telegram bot and Mini App (issue 15): None turns their routes off (404).
+    pub telegram: Option<telegram::TelegramConfig>,
 }
 
 /// Default of [`ServeConfig::max_job_waiters`].
@@ -137,6 +140,8 @@ pub struct Coordinator {
     pub(crate) solana_deposit_address: Option<String>,
     /// Where deposits to TON go (the custody wallet, user-friendly), when TON custody runs.
     pub(crate) ton_deposit_address: Option<String>,
+    /// The Telegram bot, when configured.
+    pub(crate) telegram: Option<Arc<telegram::Telegram>>,
     /// The API keys of the OpenAI-compatible routes.
     pub(crate) keys: keys::Keys,
     /// Where published models are put together (`registry.rs`), and the key their verifiers' seeds come from.
@@ -147,6 +152,25 @@ pub struct Coordinator {
 /// Milliseconds since the Unix epoch: the core's clock (task deadlines are sent to nodes on it).
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The secret every Telegram user's key derives from: `telegram.secret` in the data directory, made on first use
+/// (owner-only permissions). Losing it loses the Telegram accounts' keys (their NLOV stays in the ledger, unreachable
+/// by them), so it belongs in the backups with the database.
+fn telegram_secret(data_dir: &std::path::Path) -> anyhow::Result<[u8; 32]> {
+    let path = data_dir.join("telegram.secret");
+    if let Ok(bytes) = std::fs::read(&path) {
+        return bytes.try_into().map_err(|_| anyhow::anyhow!("{} is not 32 bytes", path.display()));
+    }
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    std::fs::create_dir_all(data_dir)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(&mut options.open(&path)?, &secret)?;
+    Ok(secret)
 }
 
 impl Coordinator {
@@ -185,6 +209,10 @@ impl Coordinator {
         if jobs + nodes > 0 {
             tracing::info!(jobs, nodes, "resumed from storage");
         }
+        let telegram = match cfg.telegram.take() {
+            Some(t) => Some(Arc::new(telegram::Telegram::new(t, telegram_secret(&cfg.data_dir)?)?)),
+            None => None,
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(store::writer(store, rx));
         let (verify, checks) = mpsc::unbounded_channel();
@@ -213,6 +241,7 @@ impl Coordinator {
                 .ton
                 .as_ref()
                 .map(|t| neurolov_chain::ton::friendly(&t.custody.address, true, false)),
+            telegram,
             keys,
             data_dir: cfg.data_dir.clone(),
             secret_key: cfg.secret_key,

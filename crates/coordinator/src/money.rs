@@ -257,20 +257,7 @@ pub const STATS_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(
 
 #[utoipa::path(get, path = "/v1/stats", tag = "network", responses((status = 200, body = api::Stats)))]
 pub(crate) async fn stats(State(app): Shared) -> Response {
-    let now = std::time::Instant::now();
-    let mut cached = match app.stats.lock() {
-        Ok(c) => c,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    let s = match cached.as_ref().filter(|(at, _)| now.saturating_duration_since(*at) < STATS_MAX_AGE) {
-        Some((_, s)) => s.clone(),
-        None => {
-            let s = app.coordinator.read_core(|c| c.stats());
-            *cached = Some((now, s.clone()));
-            s
-        }
-    };
-    drop(cached);
+    let s = app.network_stats();
     let l = &s.ledger;
     Json(api::Stats {
         active_nodes: s.active_nodes,

@@ -15,6 +15,8 @@ const STATIC: &[(&str, &str, &str)] = &[
     ("backends.js", "text/javascript; charset=utf-8", include_str!("../web/backends.js")),
     ("dashboard.js", "text/javascript; charset=utf-8", include_str!("../web/dashboard.js")),
     ("chains.js", "text/javascript; charset=utf-8", include_str!("../web/chains.js")),
+    ("tg.js", "text/javascript; charset=utf-8", include_str!("../web/tg.js")),
+    ("tg.css", "text/css; charset=utf-8", include_str!("../web/tg.css")),
     ("infer-worker.js", "text/javascript; charset=utf-8", include_str!("../web/infer-worker.js")),
 ];
 
@@ -76,6 +78,26 @@ pub(crate) async fn index() -> Response {
 
 pub(crate) async fn provide() -> Response {
     page(PROVIDE)
+}
+
+const TELEGRAM: &str = include_str!("../web/tg.html");
+
+/// The Telegram Mini App (issue 15). Telegram shows it in a webview, or framed by Telegram Web: only Telegram's
+/// origins may frame it. Without a configured bot there is no Mini App (404).
+pub(crate) async fn telegram(axum::extract::State(app): crate::app::Shared) -> Response {
+    let Some(telegram) = app.coordinator.telegram.as_ref() else {
+        return (StatusCode::NOT_FOUND, "this coordinator is not a Telegram bot").into_response();
+    };
+    let script = telegram.cfg.web_app_js.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;");
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, "frame-ancestors https://web.telegram.org https://*.telegram.org"),
+        ],
+        TELEGRAM.replace("{{TELEGRAM_WEB_APP_JS}}", &script),
+    )
+        .into_response()
 }
 
 pub(crate) async fn static_file(Path(name): Path<String>) -> Response {

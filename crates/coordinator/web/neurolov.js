@@ -172,6 +172,14 @@ export async function loadOrCreateIdentity(storage = localStorage) {
   return { privateKey, publicRaw, id: base58(publicRaw) };
 }
 
+/** An identity from a 32-byte ed25519 seed and its public key, both base64url (the Telegram Mini App's account). */
+export async function importIdentity(seedBase64url, publicBase64url) {
+  const jwk = { kty: "OKP", crv: "Ed25519", d: seedBase64url, x: publicBase64url, ext: true };
+  const privateKey = await crypto.subtle.importKey("jwk", jwk, { name: "Ed25519" }, true, ["sign"]);
+  const publicRaw = fromBase64(publicBase64url.replace(/-/g, "+").replace(/_/g, "/"));
+  return { privateKey, publicRaw, id: base58(publicRaw) };
+}
+
 /** The signed bytes: u16le(len(domain)) ‖ domain ‖ message. */
 function domainSeparated(domain, message) {
   const d = new TextEncoder().encode(domain);

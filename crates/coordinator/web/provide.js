@@ -39,6 +39,7 @@ const state = {
   working: false,
   inference: null, // the inference worker, once models are to be served
   models: [], // the models loaded in it: claimed at registration
+  onChange: null, // the embedding page's callback (the Telegram Mini App's), called whenever the page redraws
 };
 
 function log(msg) {
@@ -58,6 +59,7 @@ function show() {
   $("tasks-rejected").textContent = String(state.tasksRejected);
   $("start").disabled = state.wanted;
   $("stop").disabled = !state.wanted;
+  state.onChange?.(state);
 }
 
 // ---- the session ----
@@ -278,7 +280,7 @@ async function work() {
   }
 }
 
-async function start() {
+export async function start() {
   state.wanted = true;
   if (state.running) return;
   if ($("visible-only").checked && document.visibilityState !== "visible") {
@@ -301,7 +303,7 @@ async function start() {
   if (state.running) connect();
 }
 
-function stop(keepWanted = false) {
+export function stop(keepWanted = false) {
   state.wanted = keepWanted;
   state.running = false;
   clearInterval(state.heartbeat);
@@ -344,7 +346,12 @@ async function refreshFromCoordinator() {
   }
 }
 
-async function main() {
+/**
+ * Runs the page. `options.identity`: the node's identity when the embedding page has one (the Telegram Mini App's
+ * account); otherwise this browser's own, kept in localStorage. `options.onChange(state)`: called on every redraw.
+ */
+export async function main(options = {}) {
+  state.onChange = options.onChange ?? null;
   $("start").onclick = () => start();
   $("stop").onclick = () => stop();
   $("duty").oninput = () => ($("duty-value").textContent = `${$("duty").value}%`);
@@ -354,7 +361,7 @@ async function main() {
     if (document.visibilityState !== "visible" && state.running) stop(true);
   });
   try {
-    state.identity = await loadOrCreateIdentity();
+    state.identity = options.identity ?? (await loadOrCreateIdentity());
     state.backend = await detect(params.get("backend"));
     log(`backend: ${state.backend.tier} (${state.backend.adapter})`);
   } catch (e) {
@@ -366,5 +373,3 @@ async function main() {
   setInterval(refreshFromCoordinator, 2000);
   if (params.get("autostart") === "1") start();
 }
-
-main();

@@ -161,6 +161,11 @@ impl Keypair {
         Id(self.0.verifying_key().to_bytes())
     }
 
+    /// The 32-byte secret seed: whoever has it holds the account (a custodial key handed to its user).
+    pub fn seed(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
     /// Signs `message` for `domain` (see [`signed_bytes`]).
     pub fn sign(&self, domain: &str, message: &[u8]) -> Signature {
         Signature(self.0.sign(&signed_bytes(domain, message)).to_bytes())

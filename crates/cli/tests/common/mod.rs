@@ -264,3 +264,41 @@ pub fn browser(chromium: &Path, profile: &Path) -> Command {
     };
     c
 }
+
+/// Evaluates `expression` in the tab whose URL contains `url_part`, over the DevTools protocol of the Chromium
+/// started with `--remote-debugging-port=0` on `profile`; returns the result's value.
+pub fn cdp_eval(profile: &Path, url_part: &str, expression: &str) -> serde_json::Value {
+    let mut port = String::new();
+    wait_for("DevTools to listen", Duration::from_secs(30), || {
+        port = std::fs::read_to_string(profile.join("DevToolsActivePort"))
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_string))
+            .unwrap_or_default();
+        !port.is_empty()
+    });
+    let targets = get_json(&format!("http://127.0.0.1:{port}/json/list"));
+    let ws_url = targets
+        .as_array()
+        .and_then(|ts| {
+            ts.iter().find(|t| t["type"] == "page" && t["url"].as_str().is_some_and(|u| u.contains(url_part)))
+        })
+        .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+        .unwrap_or_else(|| panic!("no tab on {url_part}: {targets}"))
+        .to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use futures_util::{SinkExt, StreamExt};
+        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.as_str()).await.unwrap();
+        let call = serde_json::json!({"id": 1, "method": "Runtime.evaluate",
+            "params": {"expression": expression, "returnByValue": true, "awaitPromise": true}});
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(call.to_string().into())).await.unwrap();
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Ok(reply) = serde_json::from_str::<serde_json::Value>(msg.to_text().unwrap_or(""))
+                && reply["id"] == 1
+            {
+                return reply["result"]["result"]["value"].clone();
+            }
+        }
+        panic!("DevTools closed before answering");
+    })
+}
