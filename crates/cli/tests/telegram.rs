@@ -171,6 +171,30 @@ fn a_telegram_user_contributes_from_the_mini_app_is_paid_and_talks_to_the_bot() 
         let shown = cdp_eval(&profile, "/tg", "document.getElementById('earned').textContent");
         shown.as_str().and_then(|s| s.parse::<f64>().ok()).is_some_and(|nlov| nlov > 0.0)
     });
+    // A withdrawal to TON from the Mini App, signed with the account's key (funded first by a friend: a task's pay
+    // is below the 1 NLOV minimum). This coordinator keeps no custody on TON: it stays held, requested.
+    let out = common::neurolov()
+        .args(["wallet", "transfer", "--to", &account, "--amount", "10", "--coordinator", &url, "--key"])
+        .arg(dir.join("client.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let to = "UQDKbjIcfM6ezt8KjKJJLshZJJSqX7XOA4ff-W72r5gqPuwA";
+    let fill = format!(
+        "document.getElementById('withdraw-chain').value = 'ton';
+         document.getElementById('withdraw-to').value = '{to}';
+         document.getElementById('withdraw-amount').value = '2.5';
+         document.getElementById('withdraw').requestSubmit(); true"
+    );
+    cdp_eval(&profile, "/tg", &fill);
+    wait_for("the Mini App's withdrawal", Duration::from_secs(30), || {
+        let shown = cdp_eval(&profile, "/tg", "document.getElementById('withdraw-result').textContent");
+        shown.as_str().is_some_and(|s| s.starts_with("withdrawal requested"))
+    });
+    let withdrawals = get_json(&format!("{url}/v1/accounts/{account}/withdrawals"));
+    let w = &withdrawals[0];
+    let seen = (w["chain"].as_str(), w["to"].as_str(), w["amount_nano"].as_u64());
+    assert_eq!(seen, (Some("ton"), Some(to), Some(2_500_000_000)), "{withdrawals}");
     let key = cdp_eval(
         &profile,
         "/tg",
