@@ -167,9 +167,11 @@ fn a_telegram_user_contributes_from_the_mini_app_is_paid_and_talks_to_the_bot() 
     assert_eq!(status["state"], "done", "{status}");
     let balance = get_json(&format!("{url}/v1/accounts/{account}"))["balance_nano"].as_u64().unwrap();
     assert!(balance > 0, "the Telegram user's account was not paid");
-    wait_for("the Mini App to show the earnings", Duration::from_secs(30), || {
-        let shown = cdp_eval(&profile, "/tg", "document.getElementById('earned').textContent");
-        shown.as_str().and_then(|s| s.parse::<f64>().ok()).is_some_and(|nlov| nlov > 0.0)
+    wait_for("the Mini App to show the balance and the earnings", Duration::from_secs(30), || {
+        ["earned", "earned-total"].iter().all(|id| {
+            let shown = cdp_eval(&profile, "/tg", &format!("document.getElementById('{id}').textContent"));
+            shown.as_str().and_then(|s| s.parse::<f64>().ok()).is_some_and(|nlov| nlov > 0.0)
+        })
     });
     // A withdrawal to TON from the Mini App, signed with the account's key (funded first by a friend: a task's pay
     // is below the 1 NLOV minimum). This coordinator keeps no custody on TON: it stays held, requested.

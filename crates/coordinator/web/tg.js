@@ -12,6 +12,22 @@ const tg = window.Telegram?.WebApp;
 /** The session survives a reload of the page: the same initData signs in only once. */
 const SESSION_KEY = "neurolov-telegram-session";
 const NANO = 1_000_000_000n;
+/** What counts as earned: pay for verified work, and royalties (`/v1/accounts/{a}/transfers` codes). */
+const EARNINGS = new Set(["task payment", "verification payment", "model royalty"]);
+const EARNINGS_POLL_MS = 5000;
+
+/** Sums the account's earnings over its recent history (the newest 1,000 transfers). */
+async function refreshEarnings(account) {
+  try {
+    const history = await (await fetch(`/v1/accounts/${account}/transfers?limit=1000`)).json();
+    const nano = history
+      .filter((t) => t.direction === "in" && EARNINGS.has(t.code))
+      .reduce((sum, t) => sum + BigInt(t.amount_nano), 0n);
+    $("earned-total").textContent = (Number(nano) / 1e9).toFixed(9).replace(/0+$/, "").replace(/\.$/, "");
+  } catch (e) {
+    // The coordinator may be restarting: the next poll tries again.
+  }
+}
 
 function applyTheme() {
   const root = document.documentElement.style;
@@ -131,6 +147,7 @@ async function run() {
     if (wanted) stop();
     else start();
   });
+  setInterval(() => refreshEarnings(session.account), EARNINGS_POLL_MS);
   await main({
     identity,
     onChange: (state) => {
