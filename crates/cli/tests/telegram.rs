@@ -208,6 +208,24 @@ fn a_telegram_user_contributes_from_the_mini_app_is_paid_and_talks_to_the_bot() 
 
     themes(&chromium, &dir, &url);
     webhook(&url, &sent, &account);
+
+    // initData signs in once, and a restart does not forget it.
+    let replayed = init_data();
+    let sign_in = |url: &str| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let request = reqwest::Client::new()
+            .post(format!("{url}/v1/telegram/session"))
+            .json(&serde_json::json!({ "init_data": replayed }));
+        rt.block_on(async { request.send().await.unwrap().status().as_u16() })
+    };
+    assert_eq!(sign_in(&url), 200);
+    assert_eq!(sign_in(&url), 401, "a replay");
+    // The coordinator was the first process started.
+    let mut first = procs.0.remove(0);
+    first.kill().and_then(|()| first.wait()).unwrap();
+    let url = serve_args(&mut procs, &dir, &args);
+    assert!(get_json(&format!("{url}/v1/accounts/{account}"))["balance_nano"].as_u64() > Some(0), "the same data");
+    assert_eq!(sign_in(&url), 401, "a replay after a restart");
 }
 
 /// Both themes rendered: the page takes Telegram's colours. Screenshots are kept as artifacts.

@@ -164,6 +164,8 @@ async fn create_schema(pool: &SqlitePool, path: &Path) -> anyhow::Result<()> {
         "CREATE INDEX IF NOT EXISTS deposits_by_account ON deposits (account)",
         // How far each chain adapter has looked for deposits (written only after what it credited is durable).
         "CREATE TABLE IF NOT EXISTS chain_cursors (chain TEXT PRIMARY KEY, cursor TEXT NOT NULL)",
+        // Telegram initData already used to sign in (issue 15), kept while it is young enough to be accepted.
+        "CREATE TABLE IF NOT EXISTS telegram_sign_ins (hash TEXT PRIMARY KEY, auth_date INTEGER NOT NULL)",
         "CREATE TABLE IF NOT EXISTS api_keys (hash TEXT PRIMARY KEY, doc TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS published_models (name TEXT PRIMARY KEY, doc TEXT NOT NULL)",
     ] {
@@ -242,6 +244,25 @@ pub async fn deposit_tx(
         }
         None => Ok(None),
     }
+}
+
+/// Spends a Telegram sign-in durably: false when `hash` signed in before (a replay, even across a restart). Entries
+/// older than `forget_before_s` (too old to be accepted anyway) are dropped on the way.
+pub async fn spend_sign_in(
+    pool: &SqlitePool,
+    hash: &str,
+    auth_date: u64,
+    forget_before_s: u64,
+) -> anyhow::Result<bool> {
+    let forget = i64::try_from(forget_before_s).unwrap_or(i64::MAX);
+    sqlx::query("DELETE FROM telegram_sign_ins WHERE auth_date < ?").bind(forget).execute(pool).await?;
+    let inserted =
+        sqlx::query("INSERT INTO telegram_sign_ins (hash, auth_date) VALUES (?, ?) ON CONFLICT(hash) DO NOTHING")
+            .bind(hash)
+            .bind(i64::try_from(auth_date).unwrap_or(i64::MAX))
+            .execute(pool)
+            .await?;
+    Ok(inserted.rows_affected() == 1)
 }
 
 /// The newest custody transaction `chain`'s adapter has looked at for deposits (None: none yet).

@@ -160,11 +160,19 @@ pub(crate) async fn session(State(app): Shared, Json(req): Json<api::TelegramSes
     let Some(telegram) = app.coordinator.telegram.as_ref() else {
         return error(StatusCode::NOT_FOUND, "this coordinator is not a Telegram bot");
     };
-    let data = match telegram.sign_in(&req.init_data, now_s()) {
+    let now = now_s();
+    let data = match telegram.sign_in(&req.init_data, now) {
         Ok(d) => d,
         Err(SignInError::Busy) => return error(StatusCode::SERVICE_UNAVAILABLE, SignInError::Busy),
         Err(e) => return error(StatusCode::UNAUTHORIZED, e),
     };
+    // Durably too: a restart forgets the memory above, not this.
+    let forget_before = now.saturating_sub(telegram.cfg.max_age_s);
+    match crate::store::spend_sign_in(&app.coordinator.db, &data.hash, data.auth_date, forget_before).await {
+        Ok(true) => {}
+        Ok(false) => return error(StatusCode::UNAUTHORIZED, InitDataError::Replayed),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
     let key = telegram.user_key(data.user_id);
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
     let public = key.id();
