@@ -173,6 +173,14 @@ fn a_telegram_user_contributes_from_the_mini_app_is_paid_and_talks_to_the_bot() 
             shown.as_str().and_then(|s| s.parse::<f64>().ok()).is_some_and(|nlov| nlov > 0.0)
         })
     });
+    // Tapped again, it stops: the MainButton says so and the node says goodbye.
+    cdp_eval(&profile, "/tg", "Telegram.WebApp.MainButton._click(); true");
+    wait_for("the Mini App to stop contributing", Duration::from_secs(30), || {
+        cdp_eval(&profile, "/tg", "Telegram.WebApp.MainButton.text") == "Start contributing"
+            && get_json(&format!("{url}/v1/nodes"))
+                .as_array()
+                .is_some_and(|ns| ns.iter().any(|n| n["id"] == account.as_str() && n["state"] != "active"))
+    });
     // A withdrawal to TON from the Mini App, signed with the account's key (funded first by a friend: a task's pay
     // is below the 1 NLOV minimum). This coordinator keeps no custody on TON: it stays held, requested.
     let out = common::neurolov()
