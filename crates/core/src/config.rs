@@ -91,6 +91,8 @@ pub struct Config {
     /// costs the sender nothing while the custody pays each time (on Solana a new token account's rent, which its
     /// owner can reclaim by closing it — a profit per round trip).
     pub withdraw_fee_nano: u64,
+    /// Governance's own parameters (issue 16): threshold, quorum, delay, period, timelock.
+    pub governance: crate::GovernanceConfig,
 }
 
 impl Default for Config {
@@ -136,6 +138,7 @@ impl Default for Config {
             withdraw_max_nano: 100_000 * neurolov_ledger::NANO_PER_NLOV,
             withdraw_min_nano: neurolov_ledger::NANO_PER_NLOV,
             withdraw_fee_nano: neurolov_ledger::NANO_PER_NLOV / 2,
+            governance: crate::GovernanceConfig::default(),
             withdraw_daily_max_nano: 250_000 * neurolov_ledger::NANO_PER_NLOV,
         }
     }

@@ -11,6 +11,7 @@ mod dispatch;
 mod economy;
 mod finality;
 mod frames;
+mod governance;
 mod inference;
 mod jobbook;
 mod jobs;
@@ -48,6 +49,10 @@ pub use economy::{
     treasury, wallet,
 };
 pub use frames::{Opened, open_frame, open_frame_with};
+pub use governance::{
+    Action, GRACE_PERIOD_MS, GovernanceConfig, GovernanceError, MAX_OPEN_PROPOSALS, ParamChange, Proposal,
+    ProposalState, Support,
+};
 pub use inference::{MAX_LISTED_MODELS, ModelKind, ModelListing, ModelUsage, ProofCheck, ProofChecker, Split, split};
 pub use jobs::{
     CancelError, InputData, Inputs, JobSpec, JobState, JobView, MAX_INVOCATIONS_PER_WORKGROUP,
@@ -264,6 +269,8 @@ pub struct Core {
     model_usage: HashMap<String, ModelUsage>,
     /// NLOV leaving custody for chains, from request to confirmation (see `custody.rs`).
     withdrawals: custody::Withdrawals,
+    /// Governance's proposals, their snapshots and votes (issue 16).
+    proposals: governance::Proposals,
 }
 
 impl Core {
@@ -303,6 +310,7 @@ impl Core {
             next_archive_ms: 0,
             model_usage: HashMap::new(),
             withdrawals: custody::Withdrawals::default(),
+            proposals: governance::Proposals::default(),
         }
     }
 
@@ -356,6 +364,7 @@ impl Core {
         self.advance(now_ms);
         self.supervise();
         self.settle_timers();
+        self.snapshot_proposals(now_ms);
         self.dispatch();
         self.archive_finished();
         self.take_effects()

@@ -281,6 +281,8 @@ pub mod codes {
     /// NLOV leaving custody for an address on a chain: pending until the chain transaction is confirmed, then posted;
     /// voided (refunded) if it provably did not land.
     pub const WITHDRAW: u16 = 41;
+    /// A treasury spend a governance proposal executed.
+    pub const GRANT: u16 = 42;
     pub const STAKE: u16 = 20;
     pub const UNSTAKE: u16 = 21;
     pub const SLASH: u16 = 22;
@@ -306,6 +308,7 @@ pub mod codes {
             EXPIRED => "expired hold",
             DEPOSIT => "deposit",
             WITHDRAW => "withdrawal",
+            GRANT => "governance grant",
             _ => "other",
         }
     }
