@@ -16,9 +16,8 @@ use std::collections::BTreeMap;
 use neurolov_ledger::{Kind, Transfer, TransferId, codes};
 use neurolov_protocol::Id;
 
-use crate::Config;
-use crate::Core;
 use crate::economy::wallet;
+use crate::{Config, Core, Effect, Record};
 
 /// Most proposals not yet finished (pending, active, succeeded, queued) at once.
 pub const MAX_OPEN_PROPOSALS: usize = 64;
@@ -38,7 +37,7 @@ pub const MIN_QUORUM_NANO: u64 = neurolov_ledger::NANO_PER_NLOV;
 pub const MIN_PROPOSAL_THRESHOLD_NANO: u64 = neurolov_ledger::NANO_PER_NLOV;
 
 /// Governance's own parameters (themselves governable, above the floors).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GovernanceConfig {
     /// Stake a proposer needs (the whitepaper's `PROPOSAL_THRESHOLD`). Default 100,000 NLOV (0.02% of the supply):
     /// enough that proposals are not spam, low enough for a serious operator.
@@ -67,7 +66,8 @@ impl Default for GovernanceConfig {
 }
 
 /// A parameter change, each with its range (checked when proposed and again when executed).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ParamChange {
     /// Protocol fee on each verified task, basis points: 0–20%.
     FeeBps(u64),
@@ -91,7 +91,8 @@ pub enum ParamChange {
 }
 
 /// What a proposal does when executed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Action {
     SetParameter(ParamChange),
     /// NLOV from the treasury to an account's wallet.
@@ -103,7 +104,8 @@ pub enum Action {
     Text,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Support {
     Against,
     For,
@@ -146,7 +148,7 @@ impl ProposalState {
 }
 
 /// One proposal: the whitepaper's fields (times instead of block numbers), the snapshot and the votes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Proposal {
     pub id: u64,
     pub proposer: Id,
@@ -162,6 +164,8 @@ pub struct Proposal {
     /// When a queued proposal may execute.
     pub eta_ms: Option<u64>,
     pub executed: bool,
+    /// When it was executed: a restart re-applies executed parameter changes in this order.
+    pub executed_ms: Option<u64>,
     pub cancelled: bool,
     /// Each staker's voting power at `start_ms` (None until the proposal is active).
     pub snapshot: Option<BTreeMap<Id, u64>>,
@@ -169,6 +173,9 @@ pub struct Proposal {
     pub votes: BTreeMap<Id, Support>,
     /// The quorum in force when it was made (a later change of the quorum does not move the goalposts).
     pub quorum_nano: u64,
+    /// Why the tick could not execute it when due (a grant the treasury cannot pay), if so.
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 impl Proposal {
@@ -343,7 +350,7 @@ impl Core {
         proposer: Id,
         description: &str,
         action: Action,
-    ) -> Result<Proposal, GovernanceError> {
+    ) -> Result<(Proposal, Vec<Effect>), GovernanceError> {
         self.advance(now_ms);
         if description.len() > MAX_DESCRIPTION_BYTES {
             return Err(GovernanceError::DescriptionTooLong);
@@ -379,15 +386,24 @@ impl Core {
             end_ms: start_ms.saturating_add(gov.voting_period_ms),
             eta_ms: None,
             executed: false,
+            executed_ms: None,
             cancelled: false,
             snapshot: None,
             votes: BTreeMap::new(),
             quorum_nano: gov.quorum_nano,
+            last_error: None,
         };
         tracing::info!(proposal = proposal.id, %proposer, "proposal made");
         self.proposals.book.insert(proposal.id, proposal.clone());
+        self.persist_proposal(proposal.id);
         self.forget_old_proposals(now_ms);
-        Ok(proposal)
+        Ok((proposal, self.take_effects()))
+    }
+
+    fn persist_proposal(&mut self, id: u64) {
+        if let Some(p) = self.proposals.book.get(&id) {
+            self.effects.push(Effect::Persist(Record::Proposal(Box::new(p.clone()))));
+        }
     }
 
     /// Takes the snapshot of every proposal whose vote has opened and has none yet (the shell's tick calls it, and
@@ -409,6 +425,30 @@ impl Core {
                 p.snapshot = Some(snapshot.clone());
                 p.recount();
             }
+            self.persist_proposal(id);
+        }
+    }
+
+    /// Executes every queued proposal whose timelock has run (the tick calls it): the network follows a decision
+    /// without waiting for someone to call `execute`. One that cannot execute now (a grant the treasury cannot pay)
+    /// stays queued and is tried again; its error is logged when it changes.
+    pub(crate) fn execute_due_proposals(&mut self, now_ms: u64) {
+        let due: Vec<u64> = self
+            .proposals
+            .book
+            .values()
+            .filter(|p| p.state(now_ms) == ProposalState::Queued && p.eta_ms.is_some_and(|eta| now_ms >= eta))
+            .map(|p| p.id)
+            .collect();
+        for id in due {
+            if let Err(e) = self.execute_proposal_inner(now_ms, id) {
+                let error = e.to_string();
+                let Some(p) = self.proposals.book.get_mut(&id) else { continue };
+                if p.last_error.as_deref() != Some(error.as_str()) {
+                    tracing::warn!(proposal = id, %error, "a due proposal cannot execute yet");
+                    p.last_error = Some(error);
+                }
+            }
         }
     }
 
@@ -419,7 +459,7 @@ impl Core {
         voter: Id,
         id: u64,
         support: Support,
-    ) -> Result<Proposal, GovernanceError> {
+    ) -> Result<(Proposal, Vec<Effect>), GovernanceError> {
         self.advance(now_ms);
         self.snapshot_proposals(now_ms);
         let p = self.proposals.book.get_mut(&id).ok_or(GovernanceError::Unknown(id))?;
@@ -432,11 +472,13 @@ impl Core {
         }
         p.votes.insert(voter, support);
         p.recount();
-        Ok(p.clone())
+        let p = p.clone();
+        self.persist_proposal(id);
+        Ok((p, self.take_effects()))
     }
 
     /// Puts a succeeded proposal in the timelock.
-    pub fn queue_proposal(&mut self, now_ms: u64, id: u64) -> Result<Proposal, GovernanceError> {
+    pub fn queue_proposal(&mut self, now_ms: u64, id: u64) -> Result<(Proposal, Vec<Effect>), GovernanceError> {
         self.advance(now_ms);
         let timelock_ms = self.cfg.governance.timelock_ms;
         let p = self.proposals.book.get_mut(&id).ok_or(GovernanceError::Unknown(id))?;
@@ -445,12 +487,19 @@ impl Core {
             return Err(GovernanceError::WrongState { id, state: state.name(), expected: "succeeded" });
         }
         p.eta_ms = Some(now_ms.saturating_add(timelock_ms));
-        Ok(p.clone())
+        let p = p.clone();
+        self.persist_proposal(id);
+        Ok((p, self.take_effects()))
     }
 
     /// Executes a queued proposal whose timelock has run: once.
-    pub fn execute_proposal(&mut self, now_ms: u64, id: u64) -> Result<Proposal, GovernanceError> {
+    pub fn execute_proposal(&mut self, now_ms: u64, id: u64) -> Result<(Proposal, Vec<Effect>), GovernanceError> {
         self.advance(now_ms);
+        let p = self.execute_proposal_inner(now_ms, id)?;
+        Ok((p, self.take_effects()))
+    }
+
+    fn execute_proposal_inner(&mut self, now_ms: u64, id: u64) -> Result<Proposal, GovernanceError> {
         let p = self.proposals.book.get(&id).ok_or(GovernanceError::Unknown(id))?;
         let state = p.state(now_ms);
         if state != ProposalState::Queued {
@@ -473,13 +522,22 @@ impl Core {
         }
         let p = self.proposals.book.get_mut(&id).ok_or(GovernanceError::Unknown(id))?;
         p.executed = true;
+        p.executed_ms = Some(now_ms);
+        p.last_error = None;
+        let p = p.clone();
         tracing::info!(proposal = id, "proposal executed");
-        Ok(p.clone())
+        self.persist_proposal(id);
+        Ok(p)
     }
 
     /// Cancels a proposal not yet executed: its proposer may; anyone may once the proposer's stake fell below the
     /// threshold (Bravo's rule: a proposer cannot keep a proposal alive they no longer back).
-    pub fn cancel_proposal(&mut self, now_ms: u64, caller: Id, id: u64) -> Result<Proposal, GovernanceError> {
+    pub fn cancel_proposal(
+        &mut self,
+        now_ms: u64,
+        caller: Id,
+        id: u64,
+    ) -> Result<(Proposal, Vec<Effect>), GovernanceError> {
         self.advance(now_ms);
         let threshold = self.cfg.governance.proposal_threshold_nano;
         let p = self.proposals.book.get(&id).ok_or(GovernanceError::Unknown(id))?;
@@ -492,7 +550,25 @@ impl Core {
         }
         let p = self.proposals.book.get_mut(&id).ok_or(GovernanceError::Unknown(id))?;
         p.cancelled = true;
-        Ok(p.clone())
+        let p = p.clone();
+        self.persist_proposal(id);
+        Ok((p, self.take_effects()))
+    }
+
+    /// The proposals on record, after a restart: executed parameter changes are applied again, in the order they
+    /// were executed, over the configuration the network started with (grants are in the ledger already).
+    pub(crate) fn restore_proposals(&mut self, proposals: Vec<Proposal>) {
+        let mut executed: Vec<&Proposal> = proposals.iter().filter(|p| p.executed).collect();
+        executed.sort_by_key(|p| (p.executed_ms, p.id));
+        for p in executed {
+            if let Action::SetParameter(change) = &p.action
+                && let Err(e) = change.apply(&mut self.cfg)
+            {
+                tracing::error!(proposal = p.id, error = %e, "an executed parameter change no longer applies");
+            }
+        }
+        self.proposals.next_id = proposals.iter().map(|p| p.id).max().unwrap_or(0);
+        self.proposals.book = proposals.into_iter().map(|p| (p.id, p)).collect();
     }
 
     pub fn proposal(&self, id: u64) -> Option<&Proposal> {

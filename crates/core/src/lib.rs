@@ -365,6 +365,7 @@ impl Core {
         self.supervise();
         self.settle_timers();
         self.snapshot_proposals(now_ms);
+        self.execute_due_proposals(now_ms);
         self.dispatch();
         self.archive_finished();
         self.take_effects()

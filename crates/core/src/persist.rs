@@ -55,6 +55,9 @@ pub enum Record {
     Withdrawal(Box<crate::Withdrawal>),
     /// A deposit credited from a chain.
     Deposit(Box<crate::Deposit>),
+    /// A governance proposal as it now stands (issue 16): made, its snapshot taken, a vote, queued, executed, or
+    /// cancelled — written in the same commit as whatever its execution changed.
+    Proposal(Box<crate::Proposal>),
 }
 
 /// A node's durable state: its reputation.
@@ -111,6 +114,8 @@ pub struct Restored {
     pub archived: crate::Archived,
     /// Withdrawals to chains on record (unfinished ones are finished by the chain adapters after the restart).
     pub withdrawals: Vec<crate::Withdrawal>,
+    /// Governance's proposals (issue 16).
+    pub proposals: Vec<crate::Proposal>,
 }
 
 impl Core {
@@ -194,6 +199,7 @@ impl Core {
         };
         core.void_restored_holds();
         core.restore_withdrawals(restored.withdrawals);
+        core.restore_proposals(restored.proposals);
         for e in restored.evidence {
             core.remember_evidence(e);
         }

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)] // A panic is the failure report.
 
+mod common;
+
 use neurolov_core::{
     Action, Config, Core, GovernanceConfig, GovernanceError, ParamChange, ProposalState, Support, treasury,
 };
@@ -52,29 +54,29 @@ fn network(stakes: &[u64]) -> Core {
 fn a_proposal_passes_waits_out_the_timelock_and_changes_the_fee() {
     let mut core = network(&[200 * NLOV, 150 * NLOV, 100 * NLOV]);
     assert_eq!(core.config().fee_bps, Config::default().fee_bps);
-    let p = core.propose(10, user(1), "lower the fee to 5%", Action::SetParameter(ParamChange::FeeBps(500))).unwrap();
+    let p = core.propose(10, user(1), "lower the fee to 5%", Action::SetParameter(ParamChange::FeeBps(500))).unwrap().0;
     assert_eq!((p.start_ms, p.end_ms), (10 + DELAY, 10 + DELAY + PERIOD));
     assert_eq!(p.state(10), ProposalState::Pending);
     let early = core.cast_vote(20, user(2), p.id, Support::For);
     assert!(matches!(early, Err(GovernanceError::WrongState { .. })), "{early:?}");
 
     let open = p.start_ms;
-    core.cast_vote(open, user(1), p.id, Support::For).unwrap();
-    core.cast_vote(open + 1, user(2), p.id, Support::Against).unwrap();
+    core.cast_vote(open, user(1), p.id, Support::For).unwrap().0;
+    core.cast_vote(open + 1, user(2), p.id, Support::Against).unwrap().0;
     // Changed until the end: user 2 comes round.
-    core.cast_vote(open + 2, user(2), p.id, Support::For).unwrap();
-    let tallied = core.cast_vote(open + 3, user(3), p.id, Support::Against).unwrap();
+    core.cast_vote(open + 2, user(2), p.id, Support::For).unwrap().0;
+    let tallied = core.cast_vote(open + 3, user(3), p.id, Support::Against).unwrap().0;
     assert_eq!((tallied.for_votes_nano, tallied.against_votes_nano), (350 * NLOV, 100 * NLOV));
     assert!(matches!(core.queue_proposal(open + 4, p.id), Err(GovernanceError::WrongState { .. })), "still active");
 
     let ended = p.end_ms;
     assert_eq!(core.proposal(p.id).unwrap().state(ended), ProposalState::Succeeded);
-    let queued = core.queue_proposal(ended, p.id).unwrap();
+    let queued = core.queue_proposal(ended, p.id).unwrap().0;
     assert_eq!(queued.eta_ms, Some(ended + TIMELOCK));
     let soon = core.execute_proposal(ended + 1, p.id);
     assert!(matches!(soon, Err(GovernanceError::TimelockRunning { .. })), "{soon:?}");
     assert_eq!(core.config().fee_bps, Config::default().fee_bps, "nothing changed before the timelock ran");
-    core.execute_proposal(ended + TIMELOCK, p.id).unwrap();
+    core.execute_proposal(ended + TIMELOCK, p.id).unwrap().0;
     assert_eq!(core.config().fee_bps, 500, "the network's fee changed");
     let twice = core.execute_proposal(ended + TIMELOCK + 1, p.id);
     assert!(matches!(twice, Err(GovernanceError::WrongState { state: "executed", .. })), "{twice:?}");
@@ -85,10 +87,10 @@ fn weights_change_and_treasury_spends_move_nlov_once() {
     let mut core = network(&[400 * NLOV, 0, 0, 0]);
     let weights =
         ParamChange::SchedulerWeights { performance_bps: 6_000, reliability_bps: 2_000, cost_efficiency_bps: 2_000 };
-    let p = core.propose(0, user(1), "favour speed", Action::SetParameter(weights)).unwrap();
-    core.cast_vote(DELAY, user(1), p.id, Support::For).unwrap();
-    core.queue_proposal(DELAY + PERIOD, p.id).unwrap();
-    core.execute_proposal(DELAY + PERIOD + TIMELOCK, p.id).unwrap();
+    let p = core.propose(0, user(1), "favour speed", Action::SetParameter(weights)).unwrap().0;
+    core.cast_vote(DELAY, user(1), p.id, Support::For).unwrap().0;
+    core.queue_proposal(DELAY + PERIOD, p.id).unwrap().0;
+    core.execute_proposal(DELAY + PERIOD + TIMELOCK, p.id).unwrap().0;
     let w = &core.config().weights;
     assert_eq!((w.performance(), w.reliability(), w.cost_efficiency()), (0.6, 0.2, 0.2));
     assert_eq!(w.stake_priority(), Config::default().weights.stake_priority(), "stake priority kept");
@@ -96,10 +98,10 @@ fn weights_change_and_treasury_spends_move_nlov_once() {
     let t0 = 100_000;
     let treasury_before = core.ledger().account(treasury()).unwrap().balance();
     let grant = Action::TreasurySpend { to: user(4), amount_nano: 10 * NLOV };
-    let p = core.propose(t0, user(1), "a grant", grant).unwrap();
-    core.cast_vote(t0 + DELAY, user(1), p.id, Support::For).unwrap();
-    core.queue_proposal(t0 + DELAY + PERIOD, p.id).unwrap();
-    core.execute_proposal(t0 + DELAY + PERIOD + TIMELOCK, p.id).unwrap();
+    let p = core.propose(t0, user(1), "a grant", grant).unwrap().0;
+    core.cast_vote(t0 + DELAY, user(1), p.id, Support::For).unwrap().0;
+    core.queue_proposal(t0 + DELAY + PERIOD, p.id).unwrap().0;
+    core.execute_proposal(t0 + DELAY + PERIOD + TIMELOCK, p.id).unwrap().0;
     assert!(core.execute_proposal(t0 + DELAY + PERIOD + TIMELOCK + 1, p.id).is_err(), "executed once");
     assert_eq!(core.wallet_view(&user(4)).balance_nano, 1_010 * NLOV);
     assert_eq!(core.ledger().account(treasury()).unwrap().balance(), treasury_before - i128::from(10 * NLOV));
@@ -128,7 +130,7 @@ fn what_governance_refuses() {
         matches!(e, GovernanceError::OutOfRange(_))
     });
     check(core.propose(0, user(1), &"x".repeat(5_000), Action::Text), |e| *e == GovernanceError::DescriptionTooLong);
-    let p = core.propose(0, user(1), "a signal", Action::Text).unwrap();
+    let p = core.propose(0, user(1), "a signal", Action::Text).unwrap().0;
     check(core.propose(1, user(1), "another", Action::Text), |e| *e == GovernanceError::OneAtATime);
     // No snapshot power: user 3 holds nothing staked.
     core.faucet(0, user(3)).unwrap();
@@ -136,7 +138,7 @@ fn what_governance_refuses() {
     check(core.cast_vote(DELAY, user(1), 99, Support::For), |e| *e == GovernanceError::Unknown(99));
     // Only the proposer cancels while they back it.
     check(core.cancel_proposal(DELAY, user(2), p.id), |e| *e == GovernanceError::NotYours);
-    core.cancel_proposal(DELAY, user(1), p.id).unwrap();
+    core.cancel_proposal(DELAY, user(1), p.id).unwrap().0;
     assert_eq!(core.proposal(p.id).unwrap().state(DELAY), ProposalState::Cancelled);
     check(core.cast_vote(DELAY + 1, user(1), p.id, Support::For), |e| matches!(e, GovernanceError::WrongState { .. }));
 }
@@ -145,31 +147,76 @@ fn what_governance_refuses() {
 fn defeated_without_quorum_or_majority_expired_past_grace_and_cancelled_by_anyone_once_unbacked() {
     let mut core = network(&[200 * NLOV, 250 * NLOV, 100 * NLOV]);
     // Quorum is 300 NLOV for: 200 is short.
-    let p = core.propose(0, user(1), "short of quorum", Action::Text).unwrap();
-    core.cast_vote(DELAY, user(1), p.id, Support::For).unwrap();
+    let p = core.propose(0, user(1), "short of quorum", Action::Text).unwrap().0;
+    core.cast_vote(DELAY, user(1), p.id, Support::For).unwrap().0;
     assert_eq!(core.proposal(p.id).unwrap().state(DELAY + PERIOD), ProposalState::Defeated);
     assert!(core.queue_proposal(DELAY + PERIOD, p.id).is_err());
     // A majority against.
     let t = 50_000;
-    let p = core.propose(t, user(2), "opposed", Action::Text).unwrap();
-    core.cast_vote(t + DELAY, user(1), p.id, Support::For).unwrap();
-    core.cast_vote(t + DELAY, user(3), p.id, Support::For).unwrap();
-    core.cast_vote(t + DELAY, user(2), p.id, Support::Against).unwrap();
+    let p = core.propose(t, user(2), "opposed", Action::Text).unwrap().0;
+    core.cast_vote(t + DELAY, user(1), p.id, Support::For).unwrap().0;
+    core.cast_vote(t + DELAY, user(3), p.id, Support::For).unwrap().0;
+    core.cast_vote(t + DELAY, user(2), p.id, Support::Against).unwrap().0;
     assert_eq!(core.proposal(p.id).unwrap().for_votes_nano, 300 * NLOV);
     assert_eq!(
         core.proposal(p.id).unwrap().state(t + DELAY + PERIOD),
         ProposalState::Succeeded,
         "300 for, 250 against"
     );
-    core.queue_proposal(t + DELAY + PERIOD, p.id).unwrap();
+    core.queue_proposal(t + DELAY + PERIOD, p.id).unwrap().0;
     let late = t + DELAY + PERIOD + TIMELOCK + neurolov_core::GRACE_PERIOD_MS;
     assert_eq!(core.proposal(p.id).unwrap().state(late), ProposalState::Expired);
     assert!(core.execute_proposal(late, p.id).is_err(), "an expired proposal never executes");
     // The proposer unstakes below the threshold: anyone may cancel what they no longer back.
     let t = 10_000_000;
-    let p = core.propose(t, user(3), "unbacked", Action::Text).unwrap();
+    let p = core.propose(t, user(3), "unbacked", Action::Text).unwrap().0;
     core.unstake(t + 1, user(3), 50 * NLOV, 9).unwrap();
-    core.cancel_proposal(t + 2, user(1), p.id).unwrap();
+    core.cancel_proposal(t + 2, user(1), p.id).unwrap().0;
+}
+
+/// A coordinator stopped between queue and execute: restarted past the timelock, its tick executes the proposal
+/// once; restarted again, the executed change is in force and nothing executes twice (the grant is paid once).
+#[test]
+fn a_restart_between_queue_and_execute_executes_once() {
+    use common::{Db, Store};
+    let (mut core, effects) = Core::restore(cfg(), 1, 0, Default::default(), &Store::default());
+    let mut db = Db::default();
+    db.absorb(&effects);
+    db.absorb(&core.faucet(0, user(1)).unwrap().1);
+    db.absorb(&core.stake(0, user(1), 400 * NLOV, 1).unwrap());
+    let fee = core.propose(0, user(1), "fee 5%", Action::SetParameter(ParamChange::FeeBps(500))).unwrap();
+    db.absorb(&fee.1);
+    db.absorb(&core.cast_vote(DELAY, user(1), fee.0.id, Support::For).unwrap().1);
+    db.absorb(&core.queue_proposal(DELAY + PERIOD, fee.0.id).unwrap().1);
+    let eta = DELAY + PERIOD + TIMELOCK;
+    let treasury_before = core.ledger().account(treasury()).unwrap().balance();
+
+    let (mut core, effects) = Core::restore(cfg(), 2, eta, db.restored(), &Store::default());
+    db.absorb(&effects);
+    assert_eq!(core.config().fee_bps, Config::default().fee_bps, "not executed before the tick");
+    assert_eq!(core.proposal(fee.0.id).unwrap().state(eta), ProposalState::Queued);
+    db.absorb(&core.tick(eta));
+    assert_eq!(core.config().fee_bps, 500, "the tick executed it");
+    let executed_ms = core.proposal(fee.0.id).unwrap().executed_ms;
+    assert_eq!(executed_ms, Some(eta));
+    // A grant made the same way, then two restarts: paid once.
+    let t = eta + 1;
+    let grant = Action::TreasurySpend { to: user(5), amount_nano: 7 * NLOV };
+    db.absorb(&core.propose(t, user(1), "grant", grant).unwrap().1);
+    db.absorb(&core.cast_vote(t + DELAY, user(1), 2, Support::For).unwrap().1);
+    db.absorb(&core.queue_proposal(t + DELAY + PERIOD, 2).unwrap().1);
+    db.absorb(&core.tick(t + DELAY + PERIOD + TIMELOCK));
+    for seed in [3, 4] {
+        let (mut core, effects) =
+            Core::restore(cfg(), seed, t + 2 * (DELAY + PERIOD + TIMELOCK), db.restored(), &Store::default());
+        db.absorb(&effects);
+        db.absorb(&core.tick(t + 2 * (DELAY + PERIOD + TIMELOCK)));
+        assert_eq!(core.config().fee_bps, 500, "the executed change is in force after a restart");
+        assert_eq!(core.proposal(fee.0.id).unwrap().executed_ms, executed_ms, "not executed again");
+        assert_eq!(core.wallet_view(&user(5)).balance_nano, 7 * NLOV, "the grant paid once");
+        assert_eq!(core.ledger().account(treasury()).unwrap().balance(), treasury_before - i128::from(7 * NLOV));
+        core.ledger().check_full().unwrap();
+    }
 }
 
 /// What happens while a proposal is open: votes, and stake moving (staking, unstaking, transfers of the freed NLOV).
@@ -203,7 +250,7 @@ proptest! {
         let stakes: Vec<u64> = stakes.iter().map(|s| s * NLOV).collect();
         let mut core = network(&stakes);
         core.stake(0, user(1), 100 * NLOV, 2).unwrap(); // the proposer has the threshold
-        let p = core.propose(0, user(1), "a signal", Action::Text).unwrap();
+        let p = core.propose(0, user(1), "a signal", Action::Text).unwrap().0;
         let snapshot: Vec<u64> = (1..=6u8).map(|i| {
             let v = core.wallet_view(&user(i));
             v.staked_nano - v.unstaking_nano

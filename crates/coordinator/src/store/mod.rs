@@ -120,6 +120,9 @@ pub async fn open(path: &Path) -> anyhow::Result<(Store, Restored)> {
     for (doc,) in sqlx::query_as::<_, (String,)>("SELECT doc FROM withdrawals").fetch_all(&pool).await? {
         restored.withdrawals.push(withdrawal(serde_json::from_str(&doc)?)?);
     }
+    for (doc,) in sqlx::query_as::<_, (String,)>("SELECT doc FROM proposals ORDER BY id").fetch_all(&pool).await? {
+        restored.proposals.push(serde_json::from_str(&doc)?);
+    }
     migrate_history(&pool).await?;
     let (accounts, transfers, nums) = load_ledger(&pool).await?;
     restored.ledger_accounts = accounts;
@@ -164,6 +167,8 @@ async fn create_schema(pool: &SqlitePool, path: &Path) -> anyhow::Result<()> {
         "CREATE INDEX IF NOT EXISTS deposits_by_account ON deposits (account)",
         // How far each chain adapter has looked for deposits (written only after what it credited is durable).
         "CREATE TABLE IF NOT EXISTS chain_cursors (chain TEXT PRIMARY KEY, cursor TEXT NOT NULL)",
+        // Governance's proposals (issue 16): the core's own type, as JSON.
+        "CREATE TABLE IF NOT EXISTS proposals (id INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
         // Telegram initData already used to sign in (issue 15), kept while it is young enough to be accepted.
         "CREATE TABLE IF NOT EXISTS telegram_sign_ins (hash TEXT PRIMARY KEY, auth_date INTEGER NOT NULL)",
         "CREATE TABLE IF NOT EXISTS api_keys (hash TEXT PRIMARY KEY, doc TEXT NOT NULL)",
@@ -614,6 +619,10 @@ fn write_record(q: &mut Statements, r: &Record) -> anyhow::Result<()> {
             let sql = "INSERT INTO withdrawals (id, account, doc) VALUES (?, ?, ?) \
                        ON CONFLICT(id) DO UPDATE SET doc = excluded.doc";
             statement!(q, sql, w.id.to_string(), w.account.to_string(), serde_json::to_string(&withdrawal_doc(w))?);
+        }
+        Record::Proposal(p) => {
+            let sql = "INSERT INTO proposals (id, doc) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc";
+            statement!(q, sql, p.id as i64, serde_json::to_string(p.as_ref())?);
         }
         Record::Deposit(d) => {
             let sql = "INSERT INTO deposits (id, account, doc) VALUES (?, ?, ?) ON CONFLICT(id) DO NOTHING";

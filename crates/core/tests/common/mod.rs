@@ -28,6 +28,7 @@ pub struct Db {
     pub inline_results: std::collections::HashSet<String>,
     pub withdrawals: BTreeMap<neurolov_ledger::TransferId, neurolov_core::Withdrawal>,
     pub deposits: Vec<neurolov_core::Deposit>,
+    pub proposals: BTreeMap<u64, neurolov_core::Proposal>,
 }
 
 impl Db {
@@ -65,6 +66,9 @@ impl Db {
                 self.withdrawals.insert(w.id, *w);
             }
             Record::Deposit(d) => self.deposits.push(*d),
+            Record::Proposal(p) => {
+                self.proposals.insert(p.id, *p);
+            }
             Record::Ledger(changes) => {
                 for a in changes.created.into_iter().chain(changes.accounts) {
                     self.accounts.insert(a.id, a);
@@ -97,6 +101,7 @@ impl Db {
             ledger_transfers: self.transfers.clone(),
             evidence: self.evidence.clone(),
             withdrawals: self.withdrawals.values().cloned().collect(),
+            proposals: self.proposals.values().cloned().collect(),
             archived: self.archived.values().fold(neurolov_core::Archived::default(), |mut a, (j, _)| {
                 match j.state {
                     neurolov_core::JobState::Done => a.done += 1,
