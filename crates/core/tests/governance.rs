@@ -61,10 +61,10 @@ fn a_proposal_passes_waits_out_the_timelock_and_changes_the_fee() {
     assert!(matches!(early, Err(GovernanceError::WrongState { .. })), "{early:?}");
 
     let open = p.start_ms;
-    core.cast_vote(open, user(1), p.id, Support::For).unwrap().0;
-    core.cast_vote(open + 1, user(2), p.id, Support::Against).unwrap().0;
+    core.cast_vote(open, user(1), p.id, Support::For).unwrap();
+    core.cast_vote(open + 1, user(2), p.id, Support::Against).unwrap();
     // Changed until the end: user 2 comes round.
-    core.cast_vote(open + 2, user(2), p.id, Support::For).unwrap().0;
+    core.cast_vote(open + 2, user(2), p.id, Support::For).unwrap();
     let tallied = core.cast_vote(open + 3, user(3), p.id, Support::Against).unwrap().0;
     assert_eq!((tallied.for_votes_nano, tallied.against_votes_nano), (350 * NLOV, 100 * NLOV));
     assert!(matches!(core.queue_proposal(open + 4, p.id), Err(GovernanceError::WrongState { .. })), "still active");
@@ -76,7 +76,7 @@ fn a_proposal_passes_waits_out_the_timelock_and_changes_the_fee() {
     let soon = core.execute_proposal(ended + 1, p.id);
     assert!(matches!(soon, Err(GovernanceError::TimelockRunning { .. })), "{soon:?}");
     assert_eq!(core.config().fee_bps, Config::default().fee_bps, "nothing changed before the timelock ran");
-    core.execute_proposal(ended + TIMELOCK, p.id).unwrap().0;
+    core.execute_proposal(ended + TIMELOCK, p.id).unwrap();
     assert_eq!(core.config().fee_bps, 500, "the network's fee changed");
     let twice = core.execute_proposal(ended + TIMELOCK + 1, p.id);
     assert!(matches!(twice, Err(GovernanceError::WrongState { state: "executed", .. })), "{twice:?}");
@@ -88,9 +88,9 @@ fn weights_change_and_treasury_spends_move_nlov_once() {
     let weights =
         ParamChange::SchedulerWeights { performance_bps: 6_000, reliability_bps: 2_000, cost_efficiency_bps: 2_000 };
     let p = core.propose(0, user(1), "favour speed", Action::SetParameter(weights)).unwrap().0;
-    core.cast_vote(DELAY, user(1), p.id, Support::For).unwrap().0;
-    core.queue_proposal(DELAY + PERIOD, p.id).unwrap().0;
-    core.execute_proposal(DELAY + PERIOD + TIMELOCK, p.id).unwrap().0;
+    core.cast_vote(DELAY, user(1), p.id, Support::For).unwrap();
+    core.queue_proposal(DELAY + PERIOD, p.id).unwrap();
+    core.execute_proposal(DELAY + PERIOD + TIMELOCK, p.id).unwrap();
     let w = &core.config().weights;
     assert_eq!((w.performance(), w.reliability(), w.cost_efficiency()), (0.6, 0.2, 0.2));
     assert_eq!(w.stake_priority(), Config::default().weights.stake_priority(), "stake priority kept");
@@ -99,9 +99,9 @@ fn weights_change_and_treasury_spends_move_nlov_once() {
     let treasury_before = core.ledger().account(treasury()).unwrap().balance();
     let grant = Action::TreasurySpend { to: user(4), amount_nano: 10 * NLOV };
     let p = core.propose(t0, user(1), "a grant", grant).unwrap().0;
-    core.cast_vote(t0 + DELAY, user(1), p.id, Support::For).unwrap().0;
-    core.queue_proposal(t0 + DELAY + PERIOD, p.id).unwrap().0;
-    core.execute_proposal(t0 + DELAY + PERIOD + TIMELOCK, p.id).unwrap().0;
+    core.cast_vote(t0 + DELAY, user(1), p.id, Support::For).unwrap();
+    core.queue_proposal(t0 + DELAY + PERIOD, p.id).unwrap();
+    core.execute_proposal(t0 + DELAY + PERIOD + TIMELOCK, p.id).unwrap();
     assert!(core.execute_proposal(t0 + DELAY + PERIOD + TIMELOCK + 1, p.id).is_err(), "executed once");
     assert_eq!(core.wallet_view(&user(4)).balance_nano, 1_010 * NLOV);
     assert_eq!(core.ledger().account(treasury()).unwrap().balance(), treasury_before - i128::from(10 * NLOV));
@@ -138,7 +138,7 @@ fn what_governance_refuses() {
     check(core.cast_vote(DELAY, user(1), 99, Support::For), |e| *e == GovernanceError::Unknown(99));
     // Only the proposer cancels while they back it.
     check(core.cancel_proposal(DELAY, user(2), p.id), |e| *e == GovernanceError::NotYours);
-    core.cancel_proposal(DELAY, user(1), p.id).unwrap().0;
+    core.cancel_proposal(DELAY, user(1), p.id).unwrap();
     assert_eq!(core.proposal(p.id).unwrap().state(DELAY), ProposalState::Cancelled);
     check(core.cast_vote(DELAY + 1, user(1), p.id, Support::For), |e| matches!(e, GovernanceError::WrongState { .. }));
 }
@@ -148,22 +148,22 @@ fn defeated_without_quorum_or_majority_expired_past_grace_and_cancelled_by_anyon
     let mut core = network(&[200 * NLOV, 250 * NLOV, 100 * NLOV]);
     // Quorum is 300 NLOV for: 200 is short.
     let p = core.propose(0, user(1), "short of quorum", Action::Text).unwrap().0;
-    core.cast_vote(DELAY, user(1), p.id, Support::For).unwrap().0;
+    core.cast_vote(DELAY, user(1), p.id, Support::For).unwrap();
     assert_eq!(core.proposal(p.id).unwrap().state(DELAY + PERIOD), ProposalState::Defeated);
     assert!(core.queue_proposal(DELAY + PERIOD, p.id).is_err());
     // A majority against.
     let t = 50_000;
     let p = core.propose(t, user(2), "opposed", Action::Text).unwrap().0;
-    core.cast_vote(t + DELAY, user(1), p.id, Support::For).unwrap().0;
-    core.cast_vote(t + DELAY, user(3), p.id, Support::For).unwrap().0;
-    core.cast_vote(t + DELAY, user(2), p.id, Support::Against).unwrap().0;
+    core.cast_vote(t + DELAY, user(1), p.id, Support::For).unwrap();
+    core.cast_vote(t + DELAY, user(3), p.id, Support::For).unwrap();
+    core.cast_vote(t + DELAY, user(2), p.id, Support::Against).unwrap();
     assert_eq!(core.proposal(p.id).unwrap().for_votes_nano, 300 * NLOV);
     assert_eq!(
         core.proposal(p.id).unwrap().state(t + DELAY + PERIOD),
         ProposalState::Succeeded,
         "300 for, 250 against"
     );
-    core.queue_proposal(t + DELAY + PERIOD, p.id).unwrap().0;
+    core.queue_proposal(t + DELAY + PERIOD, p.id).unwrap();
     let late = t + DELAY + PERIOD + TIMELOCK + neurolov_core::GRACE_PERIOD_MS;
     assert_eq!(core.proposal(p.id).unwrap().state(late), ProposalState::Expired);
     assert!(core.execute_proposal(late, p.id).is_err(), "an expired proposal never executes");
@@ -171,7 +171,7 @@ fn defeated_without_quorum_or_majority_expired_past_grace_and_cancelled_by_anyon
     let t = 10_000_000;
     let p = core.propose(t, user(3), "unbacked", Action::Text).unwrap().0;
     core.unstake(t + 1, user(3), 50 * NLOV, 9).unwrap();
-    core.cancel_proposal(t + 2, user(1), p.id).unwrap().0;
+    core.cancel_proposal(t + 2, user(1), p.id).unwrap();
 }
 
 /// A coordinator stopped between queue and execute: restarted past the timelock, its tick executes the proposal
