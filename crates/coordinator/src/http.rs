@@ -42,6 +42,13 @@ pub(crate) fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/", get(web::index))
         .route("/provide", get(web::provide))
         .route("/tg", get(web::telegram))
+        .route(
+            "/v1/gov/proposals",
+            post(crate::gov::propose).get(crate::gov::list).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)),
+        )
+        .route("/v1/gov/proposals/{id}", get(crate::gov::show))
+        .route("/v1/gov/proposals/{id}/vote", post(crate::gov::vote).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
+        .route("/v1/gov/proposals/{id}/{step}", post(crate::gov::step).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
         .route("/v1/telegram/session", post(crate::telegram::session).layer(DefaultBodyLimit::max(MAX_JSON_BYTES)))
         .route(
             "/v1/telegram/webhook",

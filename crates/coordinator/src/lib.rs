@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 mod blobs;
 pub mod chains;
+mod gov;
 pub mod hosting;
 mod http;
 mod keys;

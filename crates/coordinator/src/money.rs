@@ -20,7 +20,7 @@ use crate::app::Shared;
 pub const MAX_HISTORY: u32 = 1_000;
 
 /// Verifies a signed request and parses its JSON body.
-fn signed<T: serde::de::DeserializeOwned>(
+pub(crate) fn signed<T: serde::de::DeserializeOwned>(
     app: &App,
     headers: &HeaderMap,
     path: &str,
@@ -47,7 +47,7 @@ fn wallet_error(e: WalletError) -> Response {
 }
 
 /// Commits the effects, waits until they are durable, then answers.
-async fn durable(app: &App, body: impl serde::Serialize) -> Response {
+pub(crate) async fn durable(app: &App, body: impl serde::Serialize) -> Response {
     app.coordinator.flush().await;
     Json(body).into_response()
 }

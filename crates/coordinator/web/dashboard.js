@@ -52,10 +52,16 @@ function drawChart() {
 
 async function poll() {
   try {
-    const [stats, nodes, jobs, models, chains, activity] = await Promise.all(
-      ["/v1/stats", "/v1/nodes", "/v1/jobs?limit=20", "/v1/models", "/v1/chains", "/v1/chains/activity?limit=20"].map(
-        (u) => fetch(u).then((r) => r.json()),
-      ),
+    const [stats, nodes, jobs, models, chains, activity, proposals] = await Promise.all(
+      [
+        "/v1/stats",
+        "/v1/nodes",
+        "/v1/jobs?limit=20",
+        "/v1/models",
+        "/v1/chains",
+        "/v1/chains/activity?limit=20",
+        "/v1/gov/proposals",
+      ].map((u) => fetch(u).then((r) => r.json())),
     );
     // The whitepaper's figures: GPU nodes apart from software adapters and CPUs; uptime and utilization as averages
     // over time (crates/core/src/usage.rs), not seconds since genesis or this instant's load.
@@ -104,6 +110,22 @@ async function poll() {
       cell(row, Number(m.usage.input_tokens) + Number(m.usage.output_tokens));
       cell(row, `${(Number(m.usage.royalties_nano) / 1e9).toLocaleString("en", { maximumFractionDigits: 9 })} NLOV`);
       mbody.appendChild(row);
+    }
+    const pbody = $("proposals");
+    pbody.replaceChildren();
+    for (const p of proposals.slice(0, 20)) {
+      const row = document.createElement("tr");
+      row.dataset.proposal = p.id;
+      cell(row, p.id);
+      cell(row, p.description);
+      cell(row, typeof p.action === "string" ? p.action : JSON.stringify(p.action), "mono");
+      cell(row, p.state, "state");
+      for (const n of [p.for_votes_nano, p.against_votes_nano, p.abstain_votes_nano, p.quorum_nano]) {
+        cell(row, `${nlov(n)} NLOV`);
+      }
+      const until = { pending: p.start_ms, active: p.end_ms, queued: p.eta_ms }[p.state];
+      cell(row, until ? `${Math.max(0, Math.round((until - p.now_ms) / 1000))} s` : "–");
+      pbody.appendChild(row);
     }
     const cbody = $("chains");
     cbody.replaceChildren();
