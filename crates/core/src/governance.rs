@@ -510,7 +510,10 @@ impl Core {
             return Err(GovernanceError::TimelockRunning { left_ms: eta - now_ms });
         }
         match p.action.clone() {
-            Action::SetParameter(change) => change.apply(&mut self.cfg)?,
+            Action::SetParameter(change) => {
+                change.apply(&mut self.cfg)?;
+                self.config_changed();
+            }
             Action::TreasurySpend { to, amount_nano } => {
                 self.open_account(wallet(&to), Kind::User, &to.to_string());
                 let transfer_id = TransferId::derive(&[b"governance-spend", &id.to_le_bytes()]);
@@ -567,8 +570,17 @@ impl Core {
                 tracing::error!(proposal = p.id, error = %e, "an executed parameter change no longer applies");
             }
         }
+        self.config_changed();
         self.proposals.next_id = proposals.iter().map(|p| p.id).max().unwrap_or(0);
         self.proposals.book = proposals.into_iter().map(|p| (p.id, p)).collect();
+    }
+
+    /// Brings what holds a copy of a parameter up to date with [`Config`]: the scheduler's weights (it rescores every
+    /// node when they change). Everything else reads `Config` when it needs it.
+    fn config_changed(&mut self) {
+        if self.sched.weights() != self.cfg.weights {
+            self.sched.set_weights(self.cfg.weights);
+        }
     }
 
     pub fn proposal(&self, id: u64) -> Option<&Proposal> {

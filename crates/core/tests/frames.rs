@@ -400,6 +400,22 @@ fn attest(
     claimed: ClaimedHardware,
     ask: u64,
 ) -> (Keypair, String, u64) {
+    attest_taking(core, store, conn, seed, now, log, claimed, ask, 5)
+}
+
+/// [`attest`], the node answering its challenge `took_ms` after it was sent (its measured speed).
+#[allow(clippy::too_many_arguments)]
+fn attest_taking(
+    core: &mut Core,
+    store: &mut Store,
+    conn: u64,
+    seed: u8,
+    now: u64,
+    log: &mut Vec<Effect>,
+    claimed: ClaimedHardware,
+    ask: u64,
+    took_ms: u64,
+) -> (Keypair, String, u64) {
     let kp = Keypair::from_seed([seed; 32]);
     let (nonce, effects) = connect_and_register_claiming(core, store, conn, &kp, now, claimed, ask);
     log.extend(effects.iter().cloned());
@@ -431,7 +447,12 @@ fn attest(
         (2, FromNode::Result { session: nonce.clone(), seq: 2, task_id: task.task_id, attempt: 0, result_hash: hash }),
     ] {
         let _ = seq;
-        log.extend(core.frame_now(now + 5, conn, &serde_json::to_string(&Envelope::seal(&kp, &msg)).unwrap(), store));
+        log.extend(core.frame_now(
+            now + took_ms,
+            conn,
+            &serde_json::to_string(&Envelope::seal(&kp, &msg)).unwrap(),
+            store,
+        ));
     }
     (kp, nonce, 3)
 }
@@ -1086,6 +1107,47 @@ fn known_answer_canaries_pay_when_right_and_slash_when_wrong() {
 }
 
 /// The tasks sent among `effects`, with the connection each went to.
+/// Issue 16: scheduler weights changed by a governance proposal steer the next allocation. Node 1 is fast and dear,
+/// node 2 slower but the better buy; weights all on cost efficiency send the next task to node 2, then a proposal putting them
+/// all on performance passes, executes on the tick — and the next task goes to node 1.
+#[test]
+fn weights_a_proposal_sets_steer_the_next_allocation() {
+    use neurolov_core::{Action, GovernanceConfig, ParamChange, Support};
+    let gov = GovernanceConfig {
+        proposal_threshold_nano: 1,
+        quorum_nano: 1,
+        voting_delay_ms: 10,
+        voting_period_ms: 100,
+        timelock_ms: 50,
+    };
+    let weights = |p, r, c| neurolov_scheduler::Weights::new(p, r, c).unwrap();
+    let mut core = Core::new(Config { governance: gov, weights: weights(0.0, 0.0, 1.0), ..cfg() }, 4, 0);
+    let mut store = Store::default();
+    // Node 1 twice as fast at ten times the price: node 2 gives five times the GFLOP per NLOV.
+    attest_taking(&mut core, &mut store, 1, 41, 0, &mut Vec::new(), runs_wgsl(), ASK * 10, 10);
+    attest_taking(&mut core, &mut store, 2, 42, 0, &mut Vec::new(), runs_wgsl(), ASK, 20);
+    let client = Keypair::from_seed([9; 32]).id();
+    core.faucet(300, client).unwrap();
+    let sent = |effects: &[Effect]| -> Vec<u64> { tasks_in(effects).into_iter().map(|(conn, _)| conn).collect() };
+    let (_, mut effects) = core.submit(300, client, matmul_spec(4, 4, 4, 1, 2), &store).unwrap();
+    effects.extend(core.tick(301));
+    assert_eq!(sent(&effects), [2], "all on cost: the cheap node");
+
+    // The client stakes and proposes performance only; it passes and executes on the tick after its timelock.
+    core.stake(400, client, 10 * neurolov_ledger::NANO_PER_NLOV, 1).unwrap();
+    let change = ParamChange::SchedulerWeights { performance_bps: 10_000, reliability_bps: 0, cost_efficiency_bps: 0 };
+    let (p, _) = core.propose(400, client, "speed first", Action::SetParameter(change)).unwrap();
+    core.tick(p.start_ms);
+    core.cast_vote(p.start_ms, client, p.id, Support::For).unwrap();
+    core.queue_proposal(p.end_ms, p.id).unwrap();
+    core.tick(p.end_ms + 50);
+    assert_eq!(core.config().weights.performance(), 1.0);
+    let now = p.end_ms + 100;
+    let (_, mut effects) = core.submit(now, client, matmul_spec(4, 4, 4, 3, 4), &store).unwrap();
+    effects.extend(core.tick(now + 1));
+    assert_eq!(sent(&effects), [1], "all on performance: the fast node");
+}
+
 fn tasks_in(effects: &[Effect]) -> Vec<(u64, Task)> {
     effects
         .iter()
