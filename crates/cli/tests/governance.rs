@@ -124,11 +124,17 @@ fn a_passed_proposal_changes_the_fee_once_even_across_a_crash_between_queue_and_
     let Some(chromium) = common::chromium() else { return };
     let dump = common::browser(&chromium, &dir.join("profile-dashboard"))
         .args(["--dump-dom", "--virtual-time-budget=5000", "--window-size=1280,1000"])
-        .arg(format!("{url}/"))
+        .arg(format!("{url}/?voter={}", id_of(&voters[0])))
         .stdout(Stdio::piped())
         .output()
         .unwrap();
     let dom = String::from_utf8_lossy(&dump.stdout);
     let row = dom.split(&format!("data-proposal=\"{id}\"")).nth(1).and_then(|r| r.split("</tr>").next()).unwrap_or("");
     assert!(row.contains("raise the fee to 10%") && row.contains(">executed<"), "the dashboard's row: {row}");
+    assert!(row.contains("class=\"your-vote\">for (200 NLOV)"), "alice's vote on the dashboard: {row}");
+}
+
+fn id_of(key: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(key).unwrap();
+    neurolov_protocol::Keypair::from_solana_json(&text).unwrap().id().to_string()
 }

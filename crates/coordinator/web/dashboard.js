@@ -5,6 +5,16 @@
 import { activityRows, nlov } from "./chains.js";
 
 const $ = (id) => document.getElementById(id);
+/** The address whose votes the governance table shows (kept in this browser; `?voter=` sets it). */
+const VOTER_KEY = "neurolov-voter";
+function voter() {
+  return $("voter")?.value.trim() || "";
+}
+function setUpVoter() {
+  const given = new URLSearchParams(location.search).get("voter") ?? localStorage.getItem(VOTER_KEY) ?? "";
+  $("voter").value = given;
+  $("voter").onchange = () => localStorage.setItem(VOTER_KEY, voter());
+}
 const POLL_MS = 2000;
 const HISTORY = 120;
 const samples = []; // [ms, tasks_verified]
@@ -60,7 +70,7 @@ async function poll() {
         "/v1/models",
         "/v1/chains",
         "/v1/chains/activity?limit=20",
-        "/v1/gov/proposals",
+        `/v1/gov/proposals${voter() ? `?voter=${encodeURIComponent(voter())}` : ""}`,
       ].map((u) => fetch(u).then((r) => r.json())),
     );
     // The whitepaper's figures: GPU nodes apart from software adapters and CPUs; uptime and utilization as averages
@@ -125,6 +135,8 @@ async function poll() {
       }
       const until = { pending: p.start_ms, active: p.end_ms, queued: p.eta_ms }[p.state];
       cell(row, until ? `${Math.max(0, Math.round((until - p.now_ms) / 1000))} s` : "–");
+      const power = p.your_power_nano == null ? "" : ` (${nlov(p.your_power_nano)} NLOV)`;
+      cell(row, p.your_vote ? `${p.your_vote}${power}` : p.your_power_nano ? `not yet${power}` : "–", "your-vote");
       pbody.appendChild(row);
     }
     const cbody = $("chains");
@@ -156,5 +168,6 @@ async function poll() {
   }
 }
 
+setUpVoter();
 poll();
 setInterval(poll, POLL_MS);

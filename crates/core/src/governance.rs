@@ -79,6 +79,9 @@ pub enum ParamChange {
     StakePriorityBps(u64),
     /// Chance of a canary beside an unchecked WGSL task, basis points: 1–100% (never off).
     CanaryRateBps(u64),
+    /// The lowest share of a proven node's WGSL results still spot-checked by replication, basis points: 5–100%
+    /// (never off: a node with a long honest record could otherwise cheat unchecked).
+    SpotCheckFloorBps(u64),
     /// Heartbeat interval: 5 s – 5 min.
     HeartbeatIntervalMs(u64),
     /// The development faucet's grant: 0 – 10,000 NLOV.
@@ -260,6 +263,9 @@ impl ParamChange {
             ),
             ParamChange::StakePriorityBps(v) => range(*v <= 10_000, "stake priority is 0-10000 bps"),
             ParamChange::CanaryRateBps(v) => range((1..=10_000).contains(v), "the canary rate is 1-10000 bps"),
+            ParamChange::SpotCheckFloorBps(v) => {
+                range((500..=10_000).contains(v), "the spot-check floor is 500-10000 bps")
+            }
             ParamChange::HeartbeatIntervalMs(v) => {
                 range((5_000..=300_000).contains(v), "the heartbeat interval is 5000-300000 ms")
             }
@@ -306,6 +312,10 @@ impl ParamChange {
                     cfg.weights.with_stake_priority(bps(*v)).map_err(|e| GovernanceError::OutOfRange(e.to_string()))?;
             }
             ParamChange::CanaryRateBps(v) => cfg.canary_rate = bps(*v),
+            ParamChange::SpotCheckFloorBps(v) => {
+                cfg.spot_check =
+                    cfg.spot_check.with_floor(bps(*v)).map_err(|e| GovernanceError::OutOfRange(e.to_string()))?;
+            }
             ParamChange::HeartbeatIntervalMs(v) => cfg.heartbeat_interval_ms = *v,
             ParamChange::FaucetGrantNano(v) => cfg.faucet_grant_nano = *v,
             ParamChange::WithdrawalLimits { fee_nano, min_nano, max_nano, daily_max_nano } => {

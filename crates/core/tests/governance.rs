@@ -130,6 +130,12 @@ fn what_governance_refuses() {
         matches!(e, GovernanceError::OutOfRange(_))
     });
     check(core.propose(0, user(1), &"x".repeat(5_000), Action::Text), |e| *e == GovernanceError::DescriptionTooLong);
+    // Verification cannot be voted off: the spot-check floor stays at 5% or more, canaries on.
+    for off in [ParamChange::SpotCheckFloorBps(0), ParamChange::CanaryRateBps(0)] {
+        check(core.propose(0, user(1), "x", Action::SetParameter(off)), |e| {
+            matches!(e, GovernanceError::OutOfRange(_))
+        });
+    }
     let p = core.propose(0, user(1), "a signal", Action::Text).unwrap().0;
     check(core.propose(1, user(1), "another", Action::Text), |e| *e == GovernanceError::OneAtATime);
     // No snapshot power: user 3 holds nothing staked.

@@ -61,6 +61,11 @@ impl SpotCheckPolicy {
         self.floor
     }
 
+    /// The same policy with another floor (a governance decision), within the same bounds as [`SpotCheckPolicy::new`].
+    pub fn with_floor(self, floor: f64) -> Result<Self, PolicyError> {
+        SpotCheckPolicy::new(self.initial, self.half_life, floor, self.finality_checks)
+    }
+
     pub fn finality_checks(&self) -> u32 {
         self.finality_checks
     }
