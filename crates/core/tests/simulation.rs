@@ -79,6 +79,18 @@ struct Sim {
     /// Result checks the shell is running off the core's lock; each finishes after a random delay, so a task's
     /// results can be judged out of order and after their node has gone.
     verifying: Vec<neurolov_core::Verification>,
+    /// The governance proposal of this run (issue 16) and what it does: made, voted, queued and executed through
+    /// the churn and the coordinator's crash like everything else.
+    proposal: Option<(u64, neurolov_core::Action)>,
+}
+
+/// The client (who also stakes and proposes) and the account a governance grant goes to.
+fn client() -> neurolov_protocol::Id {
+    Keypair::from_seed([9; 32]).id()
+}
+
+fn grantee() -> neurolov_protocol::Id {
+    Keypair::from_seed([10; 32]).id()
 }
 
 fn config() -> Config {
@@ -96,6 +108,13 @@ fn config() -> Config {
         // simulated store then.
         finished_job_memory_ms: 3_000,
         max_finished_jobs_in_memory: 4,
+        governance: neurolov_core::GovernanceConfig {
+            proposal_threshold_nano: neurolov_ledger::NANO_PER_NLOV,
+            quorum_nano: neurolov_ledger::NANO_PER_NLOV,
+            voting_delay_ms: 2_000,
+            voting_period_ms: 6_000,
+            timelock_ms: 4_000,
+        },
         ..Config::default()
     }
 }
@@ -168,6 +187,7 @@ impl Sim {
             next_conn: 1,
             to_nodes: VecDeque::new(),
             jobs: BTreeMap::new(),
+            proposal: None,
             slashed: 0,
             db,
             crash_at_step: None,
@@ -194,6 +214,89 @@ impl Sim {
             n.down_until_ms = self.now + 200;
         }
         self.apply(effects);
+    }
+
+    /// The client stakes and proposes one of: a new fee, new scheduler weights, a treasury grant.
+    fn propose(&mut self) {
+        use neurolov_core::{Action, ParamChange};
+        let (now, who) = (self.now, client());
+        if self.core.wallet_view(&who).balance_nano == 0 {
+            let (_, effects) = self.core.faucet(now, who).unwrap_or_else(|e| self.fail(&format!("faucet: {e}")));
+            self.apply(effects);
+        }
+        let effects = self
+            .core
+            .stake(now, who, 10 * neurolov_ledger::NANO_PER_NLOV, 77)
+            .unwrap_or_else(|e| self.fail(&format!("stake: {e}")));
+        self.apply(effects);
+        let action = match self.rng.u8(..3) {
+            0 => Action::SetParameter(ParamChange::FeeBps(self.rng.u64(..=2_000))),
+            1 => {
+                let performance_bps = self.rng.u64(..=10_000);
+                let reliability_bps = self.rng.u64(..=10_000 - performance_bps);
+                let cost_efficiency_bps = 10_000 - performance_bps - reliability_bps;
+                Action::SetParameter(ParamChange::SchedulerWeights {
+                    performance_bps,
+                    reliability_bps,
+                    cost_efficiency_bps,
+                })
+            }
+            _ => Action::TreasurySpend { to: grantee(), amount_nano: 1_000 * neurolov_ledger::NANO_PER_NLOV },
+        };
+        let (p, effects) = self
+            .core
+            .propose(now, who, "simulated", action.clone())
+            .unwrap_or_else(|e| self.fail(&format!("propose: {e}")));
+        self.apply(effects);
+        self.proposal = Some((p.id, action));
+    }
+
+    /// Moves the proposal on as its stakeholders would: vote once it is active, queue once it passed.
+    fn govern(&mut self) {
+        use neurolov_core::{ProposalState, Support};
+        let Some((id, _)) = self.proposal.clone() else { return };
+        let Some(p) = self.core.proposal(id) else { self.fail("the proposal was lost") };
+        let result = match p.state(self.now) {
+            ProposalState::Active if p.votes.is_empty() => self.core.cast_vote(self.now, client(), id, Support::For),
+            ProposalState::Succeeded => self.core.queue_proposal(self.now, id),
+            _ => return,
+        };
+        match result {
+            Ok((_, effects)) => self.apply(effects),
+            // The vote opens with the snapshot: a tick may not have taken it yet (it is taken by the vote itself).
+            Err(e) => self.fail(&format!("governance: {e}")),
+        }
+    }
+
+    fn proposal_executed(&self) -> bool {
+        self.proposal.as_ref().is_none_or(|(id, _)| self.core.proposal(*id).is_some_and(|p| p.executed))
+    }
+
+    /// The proposal executed once and its effect holds, through whatever crash the run had.
+    fn check_governance(&self) {
+        use neurolov_core::{Action, ParamChange};
+        let Some((id, action)) = &self.proposal else { return };
+        let Some(p) = self.core.proposal(*id) else { self.fail("the proposal was lost") };
+        if !p.executed {
+            self.fail(&format!("the proposal is {}, not executed", p.state(self.now).name()));
+        }
+        let cfg = self.core.config();
+        match action {
+            Action::SetParameter(ParamChange::FeeBps(bps)) if cfg.fee_bps != *bps => {
+                self.fail("the fee did not change")
+            }
+            Action::SetParameter(ParamChange::SchedulerWeights { performance_bps, .. })
+                if (cfg.weights.performance() - *performance_bps as f64 / 10_000.0).abs() > 1e-9 =>
+            {
+                self.fail("the weights did not change")
+            }
+            Action::TreasurySpend { amount_nano, .. }
+                if self.core.wallet_view(&grantee()).balance_nano != *amount_nano =>
+            {
+                self.fail("the grant was not paid exactly once")
+            }
+            _ => {}
+        }
     }
 
     fn fail(&self, what: &str) -> ! {
@@ -473,7 +576,7 @@ impl Sim {
     }
 
     fn submit(&mut self) {
-        let client = Keypair::from_seed([9; 32]).id();
+        let client = client();
         if self.core.wallet_view(&client).balance_nano == 0 {
             let (_, effects) =
                 self.core.faucet(self.now, client).unwrap_or_else(|e| self.fail(&format!("faucet: {e}")));
@@ -531,17 +634,23 @@ impl Sim {
             if s % 20 == 0 && s < 300 {
                 self.submit();
             }
+            if s == 25 {
+                self.propose();
+            }
+            self.govern();
             self.step(true);
         }
-        // Calm: no more crashes or stalls; honest capacity drains the queue.
+        // Calm: no more crashes or stalls; honest capacity drains the queue, the proposal runs its course.
         self.loss = 0.0;
         for _ in 0..2_000 {
-            if self.jobs.values().all(|(_, st)| st.is_some()) {
+            if self.jobs.values().all(|(_, st)| st.is_some()) && self.proposal_executed() {
                 break;
             }
+            self.govern();
             self.step(false);
         }
         self.check();
+        self.check_governance();
         self.check_retention();
         self.check();
     }
