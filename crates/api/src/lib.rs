@@ -285,7 +285,7 @@ pub struct ProposalRequest {
     /// What it does when executed: `"text"`, `{"treasury_spend": {"to": ADDRESS, "amount_nano": N}}`, or
     /// `{"set_parameter": CHANGE}` with CHANGE one of `{"fee_bps": N}`, `{"slash_bps": N}`,
     /// `{"scheduler_weights": {"performance_bps", "reliability_bps", "cost_efficiency_bps"}}`,
-    /// `{"stake_priority_bps": N}`, `{"canary_rate_bps": N}`, `{"spot_check_floor_bps": N}`, `{"heartbeat_interval_ms": N}`,
+    /// `{"stake_priority_bps": N}`, `{"canary_rate_bps": N}`, `{"spot_check_floor_bps": N}`, `{"rerun_budget_bps": N}`, `{"max_royalty_bps": N}`, `{"heartbeat_interval_ms": N}`,
     /// `{"faucet_grant_nano": N}`, `{"withdrawal_limits": {"fee_nano", "min_nano", "max_nano", "daily_max_nano"}}`,
     /// `{"governance": {"proposal_threshold_nano", "quorum_nano", "voting_delay_ms", "voting_period_ms",
     /// "timelock_ms"}}` (see docs/API.md for the ranges).

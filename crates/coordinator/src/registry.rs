@@ -51,7 +51,7 @@ fn safe_path(s: &str) -> bool {
 }
 
 /// What a manifest must say before anything is read for it.
-pub(crate) fn check_manifest(m: &oa::ModelManifest) -> Result<(), String> {
+pub(crate) fn check_manifest(m: &oa::ModelManifest, max_royalty_bps: u64) -> Result<(), String> {
     if !safe_name(&m.name) {
         return Err(format!("a model's name is 1 to {MAX_NAME_BYTES} of A-Z a-z 0-9 . _ -"));
     }
@@ -75,8 +75,8 @@ pub(crate) fn check_manifest(m: &oa::ModelManifest) -> Result<(), String> {
     if m.files.iter().try_fold(0u64, |sum, f| sum.checked_add(f.size)).is_none_or(|total| total > MAX_MODEL_BYTES) {
         return Err(format!("a model's files are at most {MAX_MODEL_BYTES} bytes together"));
     }
-    if m.royalty_bps > MAX_ROYALTY_BPS {
-        return Err(format!("the royalty is at most {MAX_ROYALTY_BPS} basis points"));
+    if m.royalty_bps > max_royalty_bps.min(MAX_ROYALTY_BPS) {
+        return Err(format!("the royalty is at most {} basis points", max_royalty_bps.min(MAX_ROYALTY_BPS)));
     }
     if m.price_input_nano_per_1k > MAX_PRICE_NANO_PER_1K || m.price_output_nano_per_1k > MAX_PRICE_NANO_PER_1K {
         return Err(format!("a price is at most {MAX_PRICE_NANO_PER_1K} nano-NLOV per 1,000 tokens"));
@@ -137,7 +137,8 @@ pub(crate) async fn publish(State(app): Shared, headers: HeaderMap, body: Bytes)
         Ok(m) => m,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed manifest: {e}")),
     };
-    if let Err(e) = check_manifest(&manifest) {
+    let max_royalty_bps = app.coordinator.read_core(|c| c.config().max_royalty_bps);
+    if let Err(e) = check_manifest(&manifest, max_royalty_bps) {
         return error(StatusCode::BAD_REQUEST, e);
     }
     let c = &app.coordinator;
@@ -266,7 +267,7 @@ mod tests {
 
     #[test]
     fn manifests_outside_the_rules_are_refused() {
-        assert_eq!(check_manifest(&manifest()), Ok(()));
+        assert_eq!(check_manifest(&manifest(), MAX_ROYALTY_BPS), Ok(()));
         type Change = Box<dyn Fn(&mut oa::ModelManifest)>;
         let bad: Vec<(&str, Change)> = vec![
             ("a path out of the directory", Box::new(|m| m.files[0].name = "../../etc/passwd".into())),
@@ -290,7 +291,7 @@ mod tests {
         for (what, change) in bad {
             let mut m = manifest();
             change(&mut m);
-            assert!(check_manifest(&m).is_err(), "{what} was accepted");
+            assert!(check_manifest(&m, MAX_ROYALTY_BPS).is_err(), "{what} was accepted");
         }
     }
 }

@@ -91,6 +91,12 @@ pub struct Config {
     /// costs the sender nothing while the custody pays each time (on Solana a new token account's rent, which its
     /// owner can reclaim by closing it — a profit per round trip).
     pub withdraw_fee_nano: u64,
+    /// The treasury's verification budget: the share of a conviction's slash that may fund re-running the work the
+    /// convicted node spoiled (basis points; governable).
+    pub rerun_budget_bps: u64,
+    /// Largest royalty a newly published model may ask for its author (basis points; governable, at most 50%: the
+    /// provider doing the work must keep the larger part).
+    pub max_royalty_bps: u64,
     /// Governance's own parameters (issue 16): threshold, quorum, delay, period, timelock.
     pub governance: crate::GovernanceConfig,
 }
@@ -138,6 +144,8 @@ impl Default for Config {
             withdraw_max_nano: 100_000 * neurolov_ledger::NANO_PER_NLOV,
             withdraw_min_nano: neurolov_ledger::NANO_PER_NLOV,
             withdraw_fee_nano: neurolov_ledger::NANO_PER_NLOV / 2,
+            rerun_budget_bps: 10_000,
+            max_royalty_bps: 5_000,
             governance: crate::GovernanceConfig::default(),
             withdraw_daily_max_nano: 250_000 * neurolov_ledger::NANO_PER_NLOV,
         }

@@ -75,7 +75,8 @@ impl Core {
             // Stored marks must not outlive the revocation: they would later revoke other nodes' re-runs.
             self.persist_node(node);
         }
-        let mut budget = slashed_nano;
+        // The treasury's verification budget for this conviction: a governable share of what its slash brought in.
+        let mut budget = crate::economy::share_nano(slashed_nano, self.cfg.rerun_budget_bps);
         for (tid, _) in revoked {
             self.set_provisional(Some(tid), false);
             let paid = self.tasks.get(&tid).map_or(0, |t| {

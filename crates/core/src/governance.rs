@@ -82,6 +82,10 @@ pub enum ParamChange {
     /// The lowest share of a proven node's WGSL results still spot-checked by replication, basis points: 5–100%
     /// (never off: a node with a long honest record could otherwise cheat unchecked).
     SpotCheckFloorBps(u64),
+    /// The treasury's verification budget: the share of a conviction's slash that may fund re-runs, 0–100%.
+    RerunBudgetBps(u64),
+    /// Largest royalty a newly published model may ask, basis points: 0–50%.
+    MaxRoyaltyBps(u64),
     /// Heartbeat interval: 5 s – 5 min.
     HeartbeatIntervalMs(u64),
     /// The development faucet's grant: 0 – 10,000 NLOV.
@@ -266,6 +270,8 @@ impl ParamChange {
             ParamChange::SpotCheckFloorBps(v) => {
                 range((500..=10_000).contains(v), "the spot-check floor is 500-10000 bps")
             }
+            ParamChange::RerunBudgetBps(v) => range(*v <= 10_000, "the re-run budget is 0-10000 bps of a slash"),
+            ParamChange::MaxRoyaltyBps(v) => range(*v <= 5_000, "the largest royalty is 0-5000 bps"),
             ParamChange::HeartbeatIntervalMs(v) => {
                 range((5_000..=300_000).contains(v), "the heartbeat interval is 5000-300000 ms")
             }
@@ -316,6 +322,8 @@ impl ParamChange {
                 cfg.spot_check =
                     cfg.spot_check.with_floor(bps(*v)).map_err(|e| GovernanceError::OutOfRange(e.to_string()))?;
             }
+            ParamChange::RerunBudgetBps(v) => cfg.rerun_budget_bps = *v,
+            ParamChange::MaxRoyaltyBps(v) => cfg.max_royalty_bps = *v,
             ParamChange::HeartbeatIntervalMs(v) => cfg.heartbeat_interval_ms = *v,
             ParamChange::FaucetGrantNano(v) => cfg.faucet_grant_nano = *v,
             ParamChange::WithdrawalLimits { fee_nano, min_nano, max_nano, daily_max_nano } => {

@@ -130,6 +130,24 @@ fn what_governance_refuses() {
         matches!(e, GovernanceError::OutOfRange(_))
     });
     check(core.propose(0, user(1), &"x".repeat(5_000), Action::Text), |e| *e == GovernanceError::DescriptionTooLong);
+    // The other parameters' ranges, both sides.
+    for (ok, change) in [
+        (true, ParamChange::RerunBudgetBps(5_000)),
+        (false, ParamChange::RerunBudgetBps(10_001)),
+        (true, ParamChange::MaxRoyaltyBps(1_000)),
+        (false, ParamChange::MaxRoyaltyBps(5_001)),
+        (true, ParamChange::HeartbeatIntervalMs(10_000)),
+        (false, ParamChange::HeartbeatIntervalMs(1_000)),
+        (false, ParamChange::SlashBps(0)),
+        (false, ParamChange::StakePriorityBps(10_001)),
+        (false, ParamChange::FaucetGrantNano(10_001 * NLOV)),
+        (
+            false,
+            ParamChange::WithdrawalLimits { fee_nano: 0, min_nano: 10 * NLOV, max_nano: NLOV, daily_max_nano: NLOV },
+        ),
+    ] {
+        assert_eq!(change.validate().is_ok(), ok, "{change:?}");
+    }
     // Verification cannot be voted off: the spot-check floor stays at 5% or more, canaries on.
     for off in [ParamChange::SpotCheckFloorBps(0), ParamChange::CanaryRateBps(0)] {
         check(core.propose(0, user(1), "x", Action::SetParameter(off)), |e| {
