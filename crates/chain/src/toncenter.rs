@@ -116,8 +116,8 @@ impl TonClient {
     }
 
     async fn get(&self, call: &'static str, query: &[(&str, String)]) -> Result<serde_json::Value, TonApiError> {
-        let query: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect();
-        self.call(call, self.http.get(format!("{}/{call}?{}", self.base, query.join("&")))).await
+        let query = form_urlencoded::Serializer::new(String::new()).extend_pairs(query).finish();
+        self.call(call, self.http.get(format!("{}/{call}?{query}", self.base))).await
     }
 
     async fn post(&self, call: &'static str, body: serde_json::Value) -> Result<serde_json::Value, TonApiError> {
@@ -220,16 +220,6 @@ impl TonClient {
         let list = v.as_array().ok_or_else(|| reply("getTransactions", "not a list"))?;
         list.iter().map(transaction).collect()
     }
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters (base64 hashes carry `+`, `/`, `=`).
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn number(v: &serde_json::Value) -> Option<u64> {

@@ -33,16 +33,7 @@ fn init_data() -> String {
     fields.insert("chat_type".to_string(), "private".to_string());
     let hash = neurolov_coordinator::telegram::init_data::sign(&fields, BOT_TOKEN);
     fields.insert("hash".to_string(), hash);
-    fields.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect::<Vec<_>>().join("&")
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    neurolov_coordinator::telegram::init_data::to_query(&fields)
 }
 
 /// The stand-in for Telegram's script: `Telegram.WebApp` with the theme the page's `?theme=` names, a MainButton

@@ -143,6 +143,11 @@ pub fn parse(raw: &str) -> Result<BTreeMap<String, String>, InitDataError> {
     Ok(fields)
 }
 
+/// The fields as a query string, percent-encoded (what a Telegram client hands the Mini App).
+pub fn to_query(fields: &BTreeMap<String, String>) -> String {
+    form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish()
+}
+
 /// The data-check string: the fields but `exclude`, sorted by key, `key=value` joined by `\n`.
 pub fn check_string(fields: &BTreeMap<String, String>, exclude: &[&str]) -> String {
     let lines: Vec<String> =
