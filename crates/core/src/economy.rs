@@ -558,10 +558,20 @@ impl Core {
         self.void_pending(pending, codes::TASK_HOLD);
     }
 
+    /// The protocol fee a task pays: its job's, fixed when the job was submitted and escrowed (a governance change
+    /// applies to later jobs); the configuration's for tasks of no job and for jobs recorded before it was kept.
+    fn task_fee_bps(&self, task: TaskId) -> u64 {
+        let job = self.tasks.get(&task).and_then(|t| match t.purpose {
+            crate::Purpose::Job(job) => self.jobs.get(&job),
+            _ => None,
+        });
+        job.and_then(|j| j.fee_bps).unwrap_or(self.cfg.fee_bps)
+    }
+
     /// Pays a verified attempt `price` from the escrow that pays for it (see [`Purpose::payer`]), with the protocol
     /// fee on top. Returns (paid to the provider, fee).
     pub(crate) fn pay_task(&mut self, task: TaskId, attempt: u32, operator: Id, price: u64) -> (u64, u64) {
-        let fee = share_nano(price, self.cfg.fee_bps);
+        let fee = share_nano(price, self.task_fee_bps(task));
         let split = crate::inference::Split { provider_nano: price, royalty_nano: 0, fee_nano: fee };
         let (paid, fee, _) = self.pay_task_shares(task, attempt, operator, split, None);
         (paid, fee)

@@ -296,6 +296,9 @@ pub(crate) struct Job {
     /// When the job last became final (None while it runs): how long it has been finished decides when it leaves
     /// the core's memory (see `retention.rs`).
     pub finished_ms: Option<u64>,
+    /// The protocol fee in force when it was submitted: its escrow was sized for it, and it pays it to the end (a
+    /// governance change of the fee applies to later jobs). None for jobs recorded before it was kept.
+    pub fee_bps: Option<u64>,
     /// Each verified task's result, by the hash of its blob: the bytes live in the blob store, never in the core,
     /// so a finished job costs the core a few bytes per task however large its result.
     results: BTreeMap<TaskId, String>,
@@ -327,6 +330,7 @@ impl Job {
             features,
             idempotency_key: None,
             finished_ms: None,
+            fee_bps: None,
             results: BTreeMap::new(),
         }
     }

@@ -494,7 +494,9 @@ impl Core {
             task_ids.push(tid);
             self.enqueue(tid);
         }
-        self.jobs.insert(job.with_tasks(task_ids));
+        let mut job = job.with_tasks(task_ids);
+        job.fee_bps = Some(self.cfg.fee_bps);
+        self.jobs.insert(job);
         self.persist_ids();
         self.persist_job(id);
         self.dispatch();

@@ -92,6 +92,8 @@ pub struct JobRecord {
     pub idempotency_key: Option<String>,
     /// When it last became final (None while it runs).
     pub finished_ms: Option<u64>,
+    /// The protocol fee it was escrowed for (see `Job::fee_bps`).
+    pub fee_bps: Option<u64>,
 }
 
 /// Everything a shell loaded from storage.
@@ -148,6 +150,7 @@ impl Core {
             tasks: j.tasks.clone(),
             idempotency_key: j.idempotency_key.clone(),
             finished_ms: j.finished_ms,
+            fee_bps: j.fee_bps,
         };
         self.effects.push(Effect::Persist(Record::Job(record)));
     }
@@ -321,6 +324,7 @@ impl Core {
             let mut job =
                 jobs::Job::finished(id, record.client, record.spec.clone(), record.state.clone(), record.tasks.clone());
             job.idempotency_key = record.idempotency_key.clone();
+            job.fee_bps = record.fee_bps;
             for (task, hash) in results {
                 job.restore_result(task, hash);
             }
@@ -357,6 +361,7 @@ impl Core {
         let mut job = job.with_tasks(record.tasks.clone());
         job.state = record.state.clone();
         job.idempotency_key = record.idempotency_key.clone();
+        job.fee_bps = record.fee_bps;
         // A result whose blob is gone is run again.
         let done: std::collections::HashMap<TaskId, String> =
             results.into_iter().filter(|(_, h)| inline.contains(h) || blobs.size(h).is_some()).collect();

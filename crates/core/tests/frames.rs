@@ -980,6 +980,57 @@ fn a_job_escrows_its_price_pays_verified_work_with_the_fee_and_refunds_the_rest(
     assert!((after / before - 1.005).abs() < 1e-9, "{before} → {after}");
 }
 
+/// A job pays the protocol fee its escrow was sized for, even when governance raises the fee while it runs (the
+/// fee is on top of the price: a raise could otherwise outgrow the escrow); the next job pays the new fee.
+#[test]
+fn a_job_pays_the_fee_it_was_escrowed_for_when_governance_raises_it_midway() {
+    use neurolov_core::{Action, GovernanceConfig, ParamChange, Support, treasury};
+    let gov = GovernanceConfig {
+        proposal_threshold_nano: 1,
+        quorum_nano: 1,
+        voting_delay_ms: 10,
+        voting_period_ms: 10,
+        timelock_ms: 10,
+    };
+    let mut one = One::with(Config { governance: gov, ..cfg() });
+    let mut reg = one.register_msg();
+    if let FromNode::Register { price_nano_per_gflop, .. } = &mut reg {
+        *price_nano_per_gflop = 2_000_000;
+    }
+    one.send(&reg);
+    let challenge = one.last_task();
+    one.deliver(&challenge, false);
+    let client = Keypair::from_seed([7; 32]).id();
+    one.core.faucet(one.now, client).unwrap();
+    one.core.stake(one.now, client, 10 * neurolov_ledger::NANO_PER_NLOV, 1).unwrap();
+    let treasury_nano = |one: &One| one.core.ledger().account(treasury()).unwrap().balance();
+
+    // Two tasks at 2,000 nano each; the first is paid at 5%.
+    let before = treasury_nano(&one);
+    let (job, effects) = one.core.submit(one.now, client, matmul_spec(8, 8, 8, 1, 2), &one.store).unwrap();
+    one.absorb(&effects);
+    let first = one.last_task();
+    one.deliver(&first, false);
+    // Governance raises the fee to 20% before the second task is paid.
+    let change = Action::SetParameter(ParamChange::FeeBps(2_000));
+    let (p, _) = one.core.propose(one.now, client, "fee 20%", change).unwrap();
+    one.core.cast_vote(p.start_ms, client, p.id, Support::For).unwrap();
+    one.core.queue_proposal(p.end_ms, p.id).unwrap();
+    one.core.tick(p.end_ms + 10);
+    assert_eq!(one.core.config().fee_bps, 2_000);
+    one.now = p.end_ms + 10;
+    run_job(&mut one, job);
+    assert!(matches!(one.core.job(job).unwrap().state, neurolov_core::JobState::Done));
+    assert_eq!(treasury_nano(&one) - before, 200, "both tasks at the 5% the job was escrowed for");
+    // The next job pays 20%.
+    let before = treasury_nano(&one);
+    let (job, effects) = one.core.submit(one.now, client, matmul_spec(8, 8, 8, 3, 4), &one.store).unwrap();
+    one.absorb(&effects);
+    run_job(&mut one, job);
+    assert_eq!(treasury_nano(&one) - before, 800, "20% of 4,000");
+    one.core.ledger().check_full().unwrap();
+}
+
 #[test]
 fn proven_fraud_slashes_half_the_stake_and_cancels_unstaking() {
     use neurolov_core::{stake_account, treasury};

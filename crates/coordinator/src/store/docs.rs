@@ -96,6 +96,9 @@ pub(super) struct JobDoc {
     pub(super) idempotency_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) finished_ms: Option<u64>,
+    /// The protocol fee it was escrowed for (absent in records from before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) fee_bps: Option<u64>,
 }
 
 /// What an archived job keeps of each task (`jobs.archive`): what its status page showed when it left memory.
@@ -167,6 +170,7 @@ pub(super) fn job_doc(r: &JobRecord) -> JobDoc {
         tasks: r.tasks.clone(),
         idempotency_key: r.idempotency_key.clone(),
         finished_ms: r.finished_ms,
+        fee_bps: r.fee_bps,
     }
 }
 
@@ -211,6 +215,7 @@ pub(super) fn job_record(d: JobDoc) -> JobRecord {
         tasks: d.tasks,
         idempotency_key: d.idempotency_key,
         finished_ms: d.finished_ms,
+        fee_bps: d.fee_bps,
     }
 }
 
